@@ -1,0 +1,452 @@
+//! From raw command-line values to a validated [`MountConfig`].
+//!
+//! Parsing (`L1:L2` lists, `-o` option strings) is pure and unit-tested. Validation looks at
+//! the filesystem but changes nothing: every bad input is found before anything is created
+//! or mounted, and reported as one line naming the problem.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// Splits a lower-layer list: `:` separates layers, `\:` is a literal colon and `\\` a
+/// literal backslash (the kernel's `lowerdir=` syntax). Leftmost is topmost.
+pub fn split_lower(s: &str) -> Result<Vec<PathBuf>, Error> {
+    if s.is_empty() {
+        return Err(Error::msg("the lower layer list is empty"));
+    }
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n) => cur.push(n),
+                None => cur.push('\\'),
+            },
+            ':' => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    if out.iter().any(String::is_empty) {
+        return Err(Error::msg(format!(
+            "the lower layer list '{s}' has an empty entry"
+        )));
+    }
+    Ok(out.into_iter().map(PathBuf::from).collect())
+}
+
+/// Splits a mount option string on commas, keeping commas inside double quotes
+/// (`context="a,b"`) and escaped ones (`\,`), and dropping empty fields (`a,,b`).
+pub fn split_options(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            '\\' => match chars.next() {
+                Some(',') => cur.push(','),
+                Some(n) => {
+                    cur.push('\\');
+                    cur.push(n);
+                }
+                None => cur.push('\\'),
+            },
+            ',' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Mount flags and behaviour chosen with `-o`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Read-only mount.
+    pub ro: bool,
+    /// `nosuid` / `suid` (None: the default for who mounts).
+    pub nosuid: Option<bool>,
+    /// `nodev` / `dev`.
+    pub nodev: Option<bool>,
+    /// `noexec`.
+    pub noexec: bool,
+    /// `noatime`.
+    pub noatime: bool,
+    /// Skip fsync (`volatile`, `fsync=0`).
+    pub volatile: bool,
+    /// `allow_other` asked explicitly.
+    pub allow_other: bool,
+    /// Options the union does not know (warned about, then ignored).
+    pub unknown: Vec<String>,
+    /// `lowerdir=` given in the options.
+    pub lowerdir: Option<String>,
+    /// `upperdir=`.
+    pub upperdir: Option<PathBuf>,
+    /// `workdir=`.
+    pub workdir: Option<PathBuf>,
+}
+
+impl MountOptions {
+    /// Applies one option string (several `-o` values accumulate).
+    pub fn apply(&mut self, s: &str) {
+        for opt in split_options(s) {
+            let (key, val) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt.as_str(), None),
+            };
+            match (key, val) {
+                ("ro", None) => self.ro = true,
+                ("rw", None) => self.ro = false,
+                ("nosuid", None) => self.nosuid = Some(true),
+                ("suid", None) => self.nosuid = Some(false),
+                ("nodev", None) => self.nodev = Some(true),
+                ("dev", None) => self.nodev = Some(false),
+                ("noexec", None) => self.noexec = true,
+                ("exec", None) => self.noexec = false,
+                ("noatime", None) => self.noatime = true,
+                (
+                    "atime" | "relatime" | "strictatime" | "nodiratime" | "async" | "auto"
+                    | "noauto" | "defaults" | "user" | "nouser" | "_netdev" | "nofail",
+                    None,
+                ) => {}
+                ("default_permissions", None) => {}
+                ("allow_other" | "allow_root", None) => self.allow_other = true,
+                ("volatile", None) => self.volatile = true,
+                ("fsync", Some("0")) => self.volatile = true,
+                ("fsync", Some("1")) => self.volatile = false,
+                ("lowerdir", Some(v)) => self.lowerdir = Some(v.to_string()),
+                ("upperdir", Some(v)) => self.upperdir = Some(PathBuf::from(v)),
+                ("workdir", Some(v)) => self.workdir = Some(PathBuf::from(v)),
+                _ => self.unknown.push(opt.clone()),
+            }
+        }
+    }
+}
+
+/// What the command line asked for, before validation.
+#[derive(Clone, Debug, Default)]
+pub struct MountRequest {
+    /// `--lower` (or `lowerdir=`).
+    pub lower: Option<String>,
+    /// `--upper`.
+    pub upper: Option<PathBuf>,
+    /// `--work`.
+    pub work: Option<PathBuf>,
+    /// The mount point.
+    pub mountpoint: PathBuf,
+    /// Accumulated `-o` options.
+    pub options: MountOptions,
+    /// Stay in the foreground.
+    pub foreground: bool,
+    /// Debug logging.
+    pub debug: bool,
+    /// Log file for the background daemon.
+    pub log: Option<PathBuf>,
+}
+
+/// The writable part of a validated mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpperDirs {
+    /// Upper directory (absolute).
+    pub upper: PathBuf,
+    /// Work directory (absolute).
+    pub work: PathBuf,
+    /// The upper directory must be created (its parent exists).
+    pub create_upper: bool,
+    /// The work directory must be created.
+    pub create_work: bool,
+}
+
+/// A mount that passed every check.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    /// Lower layers, topmost first, canonical.
+    pub lowers: Vec<PathBuf>,
+    /// Upper and work, or `None` for a read-only mount.
+    pub upper: Option<UpperDirs>,
+    /// Mount point, canonical.
+    pub mountpoint: PathBuf,
+    /// Options.
+    pub options: MountOptions,
+    /// Stay in the foreground.
+    pub foreground: bool,
+    /// Debug logging.
+    pub debug: bool,
+    /// Log file for the background daemon.
+    pub log: Option<PathBuf>,
+}
+
+fn canonical_dir(p: &Path, what: &str) -> Result<PathBuf, Error> {
+    let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::msg(format!("{what} '{}' does not exist", p.display()))
+        }
+        _ => Error::io(format!("cannot access {what} '{}'", p.display()), e),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::msg(format!(
+            "{what} '{}' is not a directory",
+            p.display()
+        )));
+    }
+    std::fs::canonicalize(p)
+        .map_err(|e| Error::io(format!("cannot resolve {what} '{}'", p.display()), e))
+}
+
+/// An absolute, symlink-free form of a path that may not exist yet (its parent must).
+fn canonical_maybe(p: &Path, what: &str) -> Result<(PathBuf, bool), Error> {
+    if p.exists() {
+        return Ok((canonical_dir(p, what)?, false));
+    }
+    let name = p.file_name().ok_or_else(|| {
+        Error::msg(format!(
+            "{what} '{}' is not a valid directory name",
+            p.display()
+        ))
+    })?;
+    let parent = match p.parent() {
+        Some(x) if !x.as_os_str().is_empty() => x.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let parent = canonical_dir(&parent, &format!("parent of {what}"))?;
+    Ok((parent.join(name), true))
+}
+
+/// Whether `a` is `b` or lies inside it.
+fn within(a: &Path, b: &Path) -> bool {
+    a.starts_with(b)
+}
+
+/// The device of an existing path, or of its parent for one to be created.
+fn dev_of(p: &Path) -> Result<u64, Error> {
+    let probe = if p.exists() {
+        p
+    } else {
+        p.parent().unwrap_or(p)
+    };
+    std::fs::metadata(probe)
+        .map(|m| m.dev())
+        .map_err(|e| Error::io(format!("cannot access '{}'", probe.display()), e))
+}
+
+/// The default work dir: `.NAME.work` beside the upper dir `NAME`.
+pub fn default_work(upper: &Path) -> PathBuf {
+    let name = upper
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "upper".into());
+    upper.with_file_name(format!(".{name}.work"))
+}
+
+impl MountConfig {
+    /// Checks a request against the filesystem without changing anything.
+    pub fn validate(req: MountRequest) -> Result<MountConfig, Error> {
+        let lower_s = req
+            .lower
+            .clone()
+            .or_else(|| req.options.lowerdir.clone())
+            .ok_or_else(|| {
+                Error::msg("no lower layer given (use --lower L1:L2 or -o lowerdir=L1:L2)")
+            })?;
+        let lowers_raw = split_lower(&lower_s)?;
+        let mut lowers = Vec::with_capacity(lowers_raw.len());
+        for l in &lowers_raw {
+            lowers.push(canonical_dir(l, "lower layer")?);
+        }
+        let mnt_meta = std::fs::metadata(&req.mountpoint).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::msg(format!(
+                "mount point '{}' does not exist",
+                req.mountpoint.display()
+            )),
+            _ => Error::io(
+                format!("cannot access mount point '{}'", req.mountpoint.display()),
+                e,
+            ),
+        })?;
+        if !mnt_meta.is_dir() {
+            return Err(Error::msg(format!(
+                "mount point '{}' is not a directory",
+                req.mountpoint.display()
+            )));
+        }
+        let mountpoint = canonical_dir(&req.mountpoint, "mount point")?;
+        if crate::mounts::is_union(&mountpoint) {
+            return Err(Error::msg(format!(
+                "mount point '{}' is already a union mount",
+                mountpoint.display()
+            )));
+        }
+        let upper_raw = req.upper.clone().or_else(|| req.options.upperdir.clone());
+        let work_raw = req.work.clone().or_else(|| req.options.workdir.clone());
+        let upper = match upper_raw {
+            None => {
+                if work_raw.is_some() {
+                    return Err(Error::msg("a work dir was given without an upper dir"));
+                }
+                None
+            }
+            Some(u) => {
+                let (upper, create_upper) = canonical_maybe(&u, "upper dir")?;
+                let (work, create_work) = match work_raw {
+                    Some(w) => canonical_maybe(&w, "work dir")?,
+                    None => canonical_maybe(&default_work(&upper), "work dir")?,
+                };
+                for l in &lowers {
+                    if within(&upper, l) {
+                        return Err(Error::msg(format!(
+                            "upper dir '{}' is inside lower layer '{}'",
+                            upper.display(),
+                            l.display()
+                        )));
+                    }
+                    if within(l, &upper) {
+                        return Err(Error::msg(format!(
+                            "lower layer '{}' is inside upper dir '{}'",
+                            l.display(),
+                            upper.display()
+                        )));
+                    }
+                    if within(&work, l) {
+                        return Err(Error::msg(format!(
+                            "work dir '{}' is inside lower layer '{}'",
+                            work.display(),
+                            l.display()
+                        )));
+                    }
+                    if within(l, &work) {
+                        return Err(Error::msg(format!(
+                            "lower layer '{}' is inside work dir '{}'",
+                            l.display(),
+                            work.display()
+                        )));
+                    }
+                }
+                if within(&work, &upper) || within(&upper, &work) {
+                    return Err(Error::msg(format!(
+                        "upper dir '{}' and work dir '{}' must not be inside one another",
+                        upper.display(),
+                        work.display()
+                    )));
+                }
+                if within(&upper, &mountpoint) {
+                    return Err(Error::msg(format!(
+                        "upper dir '{}' is inside the mount point '{}'",
+                        upper.display(),
+                        mountpoint.display()
+                    )));
+                }
+                if within(&work, &mountpoint) {
+                    return Err(Error::msg(format!(
+                        "work dir '{}' is inside the mount point '{}'",
+                        work.display(),
+                        mountpoint.display()
+                    )));
+                }
+                if dev_of(&upper)? != dev_of(&work)? {
+                    return Err(Error::msg(format!(
+                        "upper dir '{}' and work dir '{}' are on different filesystems",
+                        upper.display(),
+                        work.display()
+                    )));
+                }
+                Some(UpperDirs {
+                    upper,
+                    work,
+                    create_upper,
+                    create_work,
+                })
+            }
+        };
+        Ok(MountConfig {
+            lowers,
+            upper,
+            mountpoint,
+            options: req.options,
+            foreground: req.foreground,
+            debug: req.debug,
+            log: req.log,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Vec<PathBuf> {
+        v.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn lower_list_order_and_escapes() {
+        assert_eq!(split_lower("a:b:c").unwrap(), p(&["a", "b", "c"]));
+        assert_eq!(split_lower(r"a\:1:b").unwrap(), p(&["a:1", "b"]));
+        assert_eq!(split_lower(r"a\\:b").unwrap(), p(&[r"a\", "b"]));
+        assert_eq!(split_lower("/only").unwrap(), p(&["/only"]));
+    }
+
+    #[test]
+    fn lower_list_rejects_empty() {
+        assert!(split_lower("").is_err());
+        assert!(split_lower("a::b").is_err());
+        assert!(split_lower("a:").is_err());
+        assert!(split_lower(":a").is_err());
+    }
+
+    #[test]
+    fn option_splitting() {
+        assert_eq!(split_options("a,b,,c"), ["a", "b", "c"]);
+        assert_eq!(
+            split_options(r#"context="x:y:s0:c1,c2",ro"#),
+            [r#"context="x:y:s0:c1,c2""#, "ro"]
+        );
+        assert_eq!(
+            split_options(r"lowerdir=/a\,b:/c,rw"),
+            ["lowerdir=/a,b:/c", "rw"]
+        );
+        assert!(split_options("").is_empty());
+    }
+
+    #[test]
+    fn options_apply() {
+        let mut o = MountOptions::default();
+        o.apply("ro,nosuid,fsync=0,noatime");
+        o.apply("frobnicate,lowerdir=/a:/b,upperdir=/u,workdir=/w");
+        assert!(o.ro && o.volatile && o.noatime);
+        assert_eq!(o.nosuid, Some(true));
+        assert_eq!(o.unknown, ["frobnicate"]);
+        assert_eq!(o.lowerdir.as_deref(), Some("/a:/b"));
+        assert_eq!(o.upperdir, Some(PathBuf::from("/u")));
+        o.apply("rw,suid");
+        assert!(!o.ro);
+        assert_eq!(o.nosuid, Some(false));
+    }
+
+    #[test]
+    fn default_work_is_beside_upper() {
+        assert_eq!(
+            default_work(Path::new("/x/cont1")),
+            PathBuf::from("/x/.cont1.work")
+        );
+    }
+
+    #[test]
+    fn within_is_component_wise() {
+        assert!(within(Path::new("/a/b"), Path::new("/a")));
+        assert!(within(Path::new("/a"), Path::new("/a")));
+        assert!(!within(Path::new("/ab"), Path::new("/a")));
+    }
+}

@@ -1,0 +1,373 @@
+//! A mount's life: starting in the background with a readiness handshake, serving, and
+//! ending cleanly on `unionfs umount`, SIGTERM or SIGINT.
+//!
+//! Without `-f` the command re-executes itself as the daemon (in a new session, stdio on
+//! `/dev/null` or the `--log` file) and waits on a pipe: the daemon writes `ok` once the
+//! kernel has answered the FUSE handshake (the mount is live), or the one-line error that
+//! stopped it. So the command exits 0 only when the mount works — what container engines
+//! expect of a `mount_program`.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, Session, SessionACL};
+
+use crate::config::MountConfig;
+use crate::error::{Context, Errno, Error};
+use crate::fuse::{Fuse, NotifierInvalidator};
+use crate::sys::proc as sproc;
+use crate::union::layer::{Durability, Layers, Upper};
+use crate::union::whiteout::Dialect;
+use crate::union::{Options, UnionFs};
+
+/// Environment variable carrying the readiness pipe to the re-executed daemon.
+const READY_ENV: &str = "UNIONFS_READY_FD";
+
+/// Mounts as configured: in the background (returning once the mount is live), or in the
+/// foreground until unmounted.
+pub fn mount(cfg: MountConfig) -> Result<(), Error> {
+    if let Some(ready) = crate::sys::inherit::take_fd_from_env(READY_ENV) {
+        if let Err(e) = sproc::setsid() {
+            tracing::debug!("setsid: {e}");
+        }
+        return serve(cfg, Some(ready));
+    }
+    if cfg.foreground {
+        return serve(cfg, None);
+    }
+    start_background(&cfg)
+}
+
+fn start_background(cfg: &MountConfig) -> Result<(), Error> {
+    let (rd, wr) =
+        crate::sys::inherit::pipe_for_child().context(|| "cannot create a pipe".into())?;
+    let exe = std::env::current_exe().context(|| "cannot find the unionfs executable".into())?;
+    let stderr = match &cfg.log {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .context(|| format!("cannot open log file '{}'", p.display()))?,
+        ),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(READY_ENV, wr.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context(|| "cannot start the mount daemon".into())?;
+    drop(wr);
+    let mut msg = String::new();
+    let mut f = std::fs::File::from(rd);
+    let read = f.read_to_string(&mut msg);
+    if read.is_ok() && msg.starts_with("ok") {
+        return Ok(());
+    }
+    let status = child
+        .wait()
+        .context(|| "cannot wait for the mount daemon".into())?;
+    let msg = msg.trim();
+    if let Some(m) = msg.strip_prefix("error: ") {
+        return Err(Error::msg(m.to_string()));
+    }
+    Err(Error::msg(format!(
+        "the mount daemon exited before the mount was live ({status})"
+    )))
+}
+
+/// Tells the waiting parent how the start went.
+struct Ready(Option<OwnedFd>);
+
+impl Ready {
+    fn send(&mut self, msg: &str) {
+        if let Some(fd) = self.0.take() {
+            let mut f = std::fs::File::from(fd);
+            if let Err(e) = f.write_all(msg.as_bytes()) {
+                tracing::warn!("cannot report readiness: {e}");
+            }
+        }
+    }
+}
+
+fn serve(cfg: MountConfig, ready: Option<OwnedFd>) -> Result<(), Error> {
+    let mut ready = Ready(ready);
+    match serve_inner(&cfg, &mut ready) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            ready.send(&format!("error: {e}\n"));
+            Err(e)
+        }
+    }
+}
+
+/// Whether this process may do what root does on the layers (chown to anyone, trusted
+/// xattrs): root in the initial user namespace.
+pub fn privileged() -> bool {
+    sproc::euid() == 0 && sproc::in_initial_userns()
+}
+
+fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
+    sproc::set_umask(0);
+    let nofile = sproc::raise_nofile_limit();
+    let root = sproc::euid() == 0;
+    let dialect = if privileged() {
+        Dialect::Trusted
+    } else {
+        Dialect::User
+    };
+    let upper = match &cfg.upper {
+        None => None,
+        Some(u) => {
+            use std::os::unix::fs::DirBuilderExt;
+            if u.create_upper {
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&u.upper)
+                    .context(|| format!("cannot create upper dir '{}'", u.upper.display()))?;
+            }
+            if u.create_work {
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&u.work)
+                    .context(|| format!("cannot create work dir '{}'", u.work.display()))?;
+            }
+            let durability = if cfg.options.volatile {
+                Durability::Volatile
+            } else {
+                Durability::Sync
+            };
+            Some(Upper::open(&u.upper, &u.work, dialect, durability)?)
+        }
+    };
+    let layers = Layers::open(&cfg.lowers, upper)?;
+    let opts = Options {
+        dialect,
+        set_owner: root || sproc::has_capability(sproc::CAP_CHOWN),
+        dirfd_cache: usize::try_from(nofile / 4).unwrap_or(4096).clamp(64, 8192),
+    };
+    let fs = Arc::new(UnionFs::new(layers, opts)?);
+
+    let mut mount_options = vec![
+        MountOption::FSName("unionfs".into()),
+        MountOption::CUSTOM("subtype=unionfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    if cfg.options.ro || cfg.upper.is_none() {
+        mount_options.push(MountOption::RO);
+    }
+    if cfg.options.noexec {
+        mount_options.push(MountOption::NoExec);
+    }
+    if cfg.options.noatime {
+        mount_options.push(MountOption::NoAtime);
+    }
+    if root {
+        // Like kernel overlayfs, a root mount honours setuid binaries and device nodes
+        // unless asked not to (containers need both).
+        mount_options.push(if cfg.options.nosuid == Some(true) {
+            MountOption::NoSuid
+        } else {
+            MountOption::Suid
+        });
+        mount_options.push(if cfg.options.nodev == Some(true) {
+            MountOption::NoDev
+        } else {
+            MountOption::Dev
+        });
+    }
+    let mut config = Config::default();
+    config.mount_options = mount_options;
+    config.acl = if root || cfg.options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some((sproc::cpus() * 2).clamp(4, 16));
+    config.clone_fd = true;
+
+    for u in &cfg.options.unknown {
+        tracing::warn!("ignoring unknown mount option '{u}'");
+    }
+
+    let mut session = Session::new(Fuse::new(fs.clone()), &cfg.mountpoint, &config)
+        .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;
+    fs.set_invalidator(Box::new(NotifierInvalidator(session.notifier())));
+    let conn = crate::mounts::at(&cfg.mountpoint).filter(|m| m.fstype == crate::mounts::FSTYPE);
+    let pidfile = conn
+        .as_ref()
+        .and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
+    let unmounter = session.unmount_callable();
+    let mountpoint = cfg.mountpoint.clone();
+    let minor = conn.map(|m| m.minor);
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context(|| "cannot install signal handlers".into())?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || on_signals(signals, unmounter, mountpoint, minor))
+        .context(|| "cannot start the signal thread".into())?;
+
+    tracing::info!("mounted on '{}'", cfg.mountpoint.display());
+    ready.send("ok\n");
+    let r = session.run();
+    if let Some(p) = pidfile {
+        if let Err(e) = std::fs::remove_file(&p) {
+            tracing::debug!("cannot remove {}: {e}", p.display());
+        }
+    }
+    r.context(|| "the FUSE session failed".into())?;
+    tracing::info!("unmounted '{}'", cfg.mountpoint.display());
+    Ok(())
+}
+
+fn on_signals(
+    mut signals: signal_hook::iterator::Signals,
+    mut unmounter: fuser::SessionUnmounter,
+    mountpoint: PathBuf,
+    minor: Option<u32>,
+) {
+    if signals.forever().next().is_none() {
+        return;
+    }
+    tracing::info!("signal received: unmounting '{}'", mountpoint.display());
+    if let Err(e) = unmounter.unmount() {
+        tracing::warn!(
+            "unmount of '{}' failed ({e}); detaching it",
+            mountpoint.display()
+        );
+        if let Err(e) = sproc::unmount(&mountpoint, true) {
+            tracing::warn!("detach failed: {e}");
+        }
+    }
+    // If the session loop has not ended shortly, cut the connection, then give up waiting.
+    std::thread::sleep(Duration::from_secs(3));
+    if let Some(m) = minor {
+        let abort = format!("/sys/fs/fuse/connections/{m}/abort");
+        if let Err(e) = std::fs::write(&abort, b"1") {
+            tracing::debug!("cannot abort the connection: {e}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    std::process::exit(0);
+}
+
+/// Where daemons record their pid, by FUSE connection.
+pub fn rundir() -> PathBuf {
+    if sproc::euid() == 0 {
+        return PathBuf::from("/run/unionfs");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("unionfs"),
+        _ => PathBuf::from(format!("/tmp/unionfs-{}", sproc::euid())),
+    }
+}
+
+fn pidfile_path(major: u32, minor: u32) -> PathBuf {
+    rundir().join(format!("{major}-{minor}.pid"))
+}
+
+fn write_pidfile(major: u32, minor: u32, mountpoint: &Path) -> Option<PathBuf> {
+    let dir = rundir();
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::debug!("cannot create {}: {e}", dir.display());
+        return None;
+    }
+    let path = pidfile_path(major, minor);
+    let tmp = path.with_extension("tmp");
+    let body = format!("{}\n{}\n", std::process::id(), mountpoint.display());
+    match std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &path)) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::debug!("cannot write {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// The pid of the daemon serving a mount, if it recorded one.
+pub fn daemon_pid(major: u32, minor: u32) -> Option<u32> {
+    std::fs::read_to_string(pidfile_path(major, minor))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The absolute form of a mount point without touching the mount itself (a dead FUSE mount
+/// answers every stat with `ENOTCONN`).
+pub fn mountpoint_path(p: &Path) -> Result<PathBuf, Error> {
+    let abs = std::path::absolute(p).context(|| format!("bad path '{}'", p.display()))?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Ok(abs);
+    };
+    let parent = std::fs::canonicalize(parent)
+        .context(|| format!("cannot resolve '{}'", parent.display()))?;
+    Ok(parent.join(name))
+}
+
+/// `unionfs umount`: unmounts a union mount and waits for its daemon to exit. A busy mount
+/// is reported, not waited on (unless `lazy`, which detaches it).
+pub fn umount(path: &Path, lazy: bool) -> Result<(), Error> {
+    let mnt = mountpoint_path(path)?;
+    let entry = crate::mounts::at(&mnt)
+        .filter(|m| m.fstype == crate::mounts::FSTYPE)
+        .ok_or_else(|| Error::msg(format!("'{}' is not a unionfs mount", mnt.display())))?;
+    let pid = daemon_pid(entry.major, entry.minor);
+    let busy = || {
+        Error::msg(format!(
+            "'{}' is busy (a process has a file open or its working directory there); close them or use --lazy",
+            mnt.display()
+        ))
+    };
+    if sproc::euid() == 0 {
+        match sproc::unmount(&mnt, lazy) {
+            Ok(()) => {}
+            Err(Errno::EBUSY) => return Err(busy()),
+            Err(e) => return Err(Error::io(format!("cannot unmount '{}'", mnt.display()), e)),
+        }
+    } else {
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        let out = cmd
+            .arg("--")
+            .arg(&mnt)
+            .output()
+            .context(|| "cannot run fusermount3".into())?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("busy") {
+                return Err(busy());
+            }
+            return Err(Error::msg(format!(
+                "cannot unmount '{}': {}",
+                mnt.display(),
+                err.trim()
+            )));
+        }
+    }
+    if let Some(pid) = pid {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sproc::process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if sproc::process_alive(pid) {
+            tracing::warn!("daemon {pid} of '{}' is still running", mnt.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,684 @@
+//! The FUSE adapter: the only module that sees `fuser` request and reply types.
+//!
+//! Each method converts its arguments, calls the value-returning core in [`crate::union`],
+//! and turns the `Result` into a reply: the one place where errno values cross to the
+//! kernel. A panic inside a handler is caught and logged; the dropped reply answers `EIO`
+//! and the thread keeps serving.
+//!
+//! FUSE contracts honoured here: every `lookup`, `mkdir`, `mknod`, `symlink`, `link` and
+//! `create` that returns an entry counts one reference that a later `forget` gives back;
+//! a name that does not exist is answered with a negative entry (node id 0) so the kernel
+//! caches the miss; the root is node 1.
+
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+use tracing::{debug, error};
+
+use crate::error::Errno;
+use crate::sys::fs::SetTime;
+use crate::sys::stat::{FileKind, Timespec};
+use crate::union::dir::RenameFlags as URenameFlags;
+use crate::union::inode::SetAttr;
+use crate::union::{Attr, Ctx, Entry, Invalidator, UnionFs};
+
+/// How long the kernel may trust names and attributes. Every change goes through the
+/// daemon, which invalidates what it changes behind the kernel's back.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The FUSE filesystem: a thin shell around the core.
+#[derive(Debug)]
+pub struct Fuse {
+    fs: Arc<UnionFs>,
+}
+
+impl Fuse {
+    /// Wraps the core.
+    pub fn new(fs: Arc<UnionFs>) -> Fuse {
+        Fuse { fs }
+    }
+}
+
+fn errno(e: Errno) -> fuser::Errno {
+    fuser::Errno::from_i32(e.raw())
+}
+
+fn ctx(req: &Request) -> Ctx {
+    Ctx {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn systime(t: Timespec) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs())
+            + Duration::from_nanos(u64::from(t.nsec))
+    }
+}
+
+fn settime(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(st) => SetTime::At(match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let (mut sec, mut nsec) = (-(d.as_secs() as i64), d.subsec_nanos());
+                if nsec > 0 {
+                    sec -= 1;
+                    nsec = 1_000_000_000 - nsec;
+                }
+                Timespec { sec, nsec }
+            }
+        }),
+    }
+}
+
+fn ftype(k: FileKind) -> FileType {
+    match k {
+        FileKind::Regular => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+    }
+}
+
+fn fattr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: systime(a.atime),
+        mtime: systime(a.mtime),
+        ctime: systime(a.ctime),
+        crtime: UNIX_EPOCH,
+        kind: ftype(a.kind),
+        perm: (a.perm & 0o7777) as u16,
+        nlink: a.nlink.min(u64::from(u32::MAX)) as u32,
+        uid: a.uid,
+        gid: a.gid,
+        // FUSE carries the 32-bit "new" device encoding, which is the low half of glibc's.
+        rdev: a.rdev as u32,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+/// A negative entry: node id 0 tells the kernel to cache "no such name" for the TTL.
+fn negative() -> FileAttr {
+    fattr(&Attr {
+        ino: 0,
+        kind: FileKind::Regular,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        size: 0,
+        blocks: 0,
+        blksize: 0,
+        atime: Timespec::default(),
+        mtime: Timespec::default(),
+        ctime: Timespec::default(),
+    })
+}
+
+fn cname(name: &OsStr) -> Result<CString, Errno> {
+    crate::sys::cname(name)
+}
+
+fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
+    match r {
+        Ok(e) => reply.entry(&TTL, &fattr(&e.attr), Generation(0)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, Errno>) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(fuser::Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// Runs a handler; a panic is logged instead of taking the thread down (the reply it owned
+/// is dropped, which answers `EIO`).
+fn guard(op: &'static str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        error!("BUG: {op} handler panicked; answered EIO");
+    }
+}
+
+/// Kernel-cache invalidation through the session's notifier.
+pub struct NotifierInvalidator(pub fuser::Notifier);
+
+impl Invalidator for NotifierInvalidator {
+    fn inval_entry(&self, parent: u64, name: &std::ffi::CStr) {
+        if let Err(e) = self
+            .0
+            .inval_entry(INodeNo(parent), OsStr::from_bytes(name.to_bytes()))
+        {
+            debug!("inval_entry({parent}, {name:?}): {e}");
+        }
+    }
+    fn inval_inode(&self, ino: u64) {
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
+            debug!("inval_inode({ino}): {e}");
+        }
+    }
+}
+
+impl Filesystem for Fuse {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let want = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_ASYNC_DIO;
+        let have = config.capabilities();
+        if let Err(missing) = config.add_capabilities(want & have) {
+            debug!("kernel lacks {missing:?}");
+        }
+        if config.set_max_background(64).is_err() || config.set_congestion_threshold(48).is_err() {
+            debug!("kernel refused background limits");
+        }
+        if let Err(max) = config.set_max_write(1 << 20) {
+            let _ok = config.set_max_write(max).is_ok();
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        guard("lookup", || {
+            match cname(name).and_then(|n| self.fs.lookup(parent.0, &n)) {
+                Ok(e) => reply.entry(&TTL, &fattr(&e.attr), Generation(0)),
+                Err(Errno::ENOENT) => reply.entry(&TTL, &negative(), Generation(0)),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        guard("forget", || self.fs.forget(ino.0, nlookup))
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        guard("getattr", || {
+            match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+                Ok(a) => reply.attr(&TTL, &fattr(&a)),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        guard("setattr", || {
+            let sa = SetAttr {
+                mode,
+                uid,
+                gid,
+                size,
+                atime: atime.map(settime),
+                mtime: mtime.map(settime),
+                fh: fh.map(|f| f.0),
+            };
+            match self.fs.setattr(ino.0, sa) {
+                Ok(a) => reply.attr(&TTL, &fattr(&a)),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        guard("readlink", || match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        guard("mknod", || {
+            reply_entry(
+                reply,
+                cname(name)
+                    .and_then(|n| self.fs.mknod(ctx(req), parent.0, &n, mode, u64::from(rdev))),
+            )
+        })
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        guard("mkdir", || {
+            reply_entry(
+                reply,
+                cname(name).and_then(|n| self.fs.mkdir(ctx(req), parent.0, &n, mode)),
+            )
+        })
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guard("unlink", || {
+            reply_empty(
+                reply,
+                cname(name).and_then(|n| self.fs.unlink(parent.0, &n)),
+            )
+        })
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guard("rmdir", || {
+            reply_empty(reply, cname(name).and_then(|n| self.fs.rmdir(parent.0, &n)))
+        })
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        guard("symlink", || {
+            let r = cname(link_name).and_then(|n| {
+                let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+                self.fs.symlink(ctx(req), parent.0, &n, &t)
+            });
+            reply_entry(reply, r)
+        })
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        guard("rename", || {
+            let r = (|| {
+                let (a, b) = (cname(name)?, cname(newname)?);
+                let f = URenameFlags::from_raw(flags.bits())?;
+                self.fs.rename(parent.0, &a, newparent.0, &b, f)
+            })();
+            reply_empty(reply, r)
+        })
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        guard("link", || {
+            reply_entry(
+                reply,
+                cname(newname).and_then(|n| self.fs.link(ino.0, newparent.0, &n)),
+            )
+        })
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        guard("open", || match self.fs.open(ino.0, flags.0) {
+            Ok(o) => {
+                let f = if o.keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(o.fh), f)
+            }
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        guard("read", || match self.fs.read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        guard("write", || match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        guard("release", || {
+            self.fs.release(fh.0);
+            reply.ok()
+        })
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        guard("fsync", || {
+            reply_empty(reply, self.fs.fsync(fh.0, datasync))
+        })
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        guard("opendir", || match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        guard("readdir", || match self.fs.readdir(fh.0, offset) {
+            Ok(list) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                for (i, e) in list.iter().enumerate().skip(start) {
+                    let name = OsStr::from_bytes(e.name.as_bytes());
+                    if reply.add(INodeNo(e.ino), (i + 1) as u64, ftype(e.kind), name) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        guard("releasedir", || {
+            self.fs.releasedir(fh.0);
+            reply.ok()
+        })
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        guard("fsyncdir", || reply_empty(reply, self.fs.fsyncdir(ino.0)))
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        guard("statfs", || match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        guard("setxattr", || {
+            let r = CString::new(name.as_bytes())
+                .map_err(|_| Errno::EINVAL)
+                .and_then(|n| self.fs.setxattr(ino.0, &n, value, flags));
+            reply_empty(reply, r)
+        })
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        guard("getxattr", || {
+            let r = CString::new(name.as_bytes())
+                .map_err(|_| Errno::EINVAL)
+                .and_then(|n| self.fs.getxattr(ino.0, &n));
+            reply_xattr(reply, size, r)
+        })
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        guard("listxattr", || {
+            reply_xattr(reply, size, self.fs.listxattr(ino.0))
+        })
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guard("removexattr", || {
+            let r = CString::new(name.as_bytes())
+                .map_err(|_| Errno::EINVAL)
+                .and_then(|n| self.fs.removexattr(ino.0, &n));
+            reply_empty(reply, r)
+        })
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        guard("access", || {
+            reply_empty(reply, self.fs.access(ctx(req), ino.0, mask.bits()))
+        })
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        guard("create", || {
+            match cname(name).and_then(|n| self.fs.create(ctx(req), parent.0, &n, mode, flags)) {
+                Ok((e, o)) => {
+                    let f = if o.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.created(&TTL, &fattr(&e.attr), Generation(0), FileHandle(o.fh), f)
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        guard("fallocate", || {
+            reply_empty(reply, self.fs.fallocate(fh.0, offset, length, mode))
+        })
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        guard("lseek", || match self.fs.lseek(fh.0, offset, whence) {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        guard("copy_file_range", || {
+            match self
+                .fs
+                .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+            {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+}

@@ -1,0 +1,33 @@
+//! unionfs: a userspace copy-on-write union filesystem with kernel overlayfs semantics.
+//!
+//! # Request flow
+//! ```text
+//!  kernel (FUSE) ──► fuse.rs (adapter: args in, Reply out, errno mapping)
+//!                        │
+//!                        ▼
+//!                   union/ (core: lookup, readdir, copy-up, namespace, attrs, files)
+//!                        │           returns values or Errno, no FUSE types
+//!                        ▼
+//!                   sys/  (the only syscalls: safe wrappers, openat2 beneath layer roots)
+//! ```
+//!
+//! # Module map
+//! * [`cli`], [`config`]: command line → validated mount configuration.
+//! * [`daemon`]: background start with readiness handshake, signals, unmount.
+//! * [`fuse`]: the FUSE adapter.
+//! * [`union`]: the filesystem core (see its docs for invariants and lock order).
+//! * [`sys`]: system-call wrappers; the only `unsafe`.
+//! * [`mounts`]: the kernel mount table.
+//! * [`fixture`]: builds layer trees (with whiteouts, xattrs, modes) from a manifest.
+//! * [`error`]: `Errno` on the request path, `Error` at the edges.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod fixture;
+pub mod fuse;
+pub mod mounts;
+pub mod sys;
+pub mod union;

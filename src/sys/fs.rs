@@ -1,0 +1,185 @@
+//! Namespace calls on one component of a directory: create, link, rename, remove, and
+//! attribute changes. None of them follows a final symlink.
+
+use std::ffi::CStr;
+use std::os::fd::AsFd;
+
+use rustix::fs::{AtFlags, FileType, Gid, Mode, RenameFlags, Timestamps, Uid};
+
+use crate::error::Res;
+use crate::sys::open::proc_path;
+use crate::sys::stat::{FileKind, Timespec};
+
+/// Safe wrapper for `mkdirat(2)`.
+pub fn mkdirat(dir: impl AsFd, name: &CStr, mode: u32) -> Res<()> {
+    Ok(rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))?)
+}
+
+/// Safe wrapper for `mknodat(2)` (devices, fifos, sockets, and 0/0 whiteouts).
+pub fn mknodat(dir: impl AsFd, name: &CStr, kind: FileKind, perm: u32, rdev: u64) -> Res<()> {
+    let ft = FileType::from_raw_mode(kind.mode_bits());
+    Ok(rustix::fs::mknodat(
+        dir,
+        name,
+        ft,
+        Mode::from_raw_mode(perm),
+        rdev,
+    )?)
+}
+
+/// Safe wrapper for `symlinkat(2)`: creates `name` in `dir` pointing at `target`.
+pub fn symlinkat(target: &CStr, dir: impl AsFd, name: &CStr) -> Res<()> {
+    Ok(rustix::fs::symlinkat(target, dir, name)?)
+}
+
+/// Safe wrapper for `linkat(2)` without following symlinks.
+pub fn linkat(old_dir: impl AsFd, old: &CStr, new_dir: impl AsFd, new: &CStr) -> Res<()> {
+    Ok(rustix::fs::linkat(
+        old_dir,
+        old,
+        new_dir,
+        new,
+        AtFlags::empty(),
+    )?)
+}
+
+/// Safe wrapper for `unlinkat(2)` of a non-directory.
+pub fn unlinkat(dir: impl AsFd, name: &CStr) -> Res<()> {
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
+}
+
+/// Safe wrapper for `unlinkat(2)` with `AT_REMOVEDIR`.
+pub fn rmdirat(dir: impl AsFd, name: &CStr) -> Res<()> {
+    Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}
+
+/// How [`renameat2`] treats the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace the target if it exists (plain `rename(2)`).
+    Replace,
+    /// Fail with `EEXIST` if the target exists.
+    NoReplace,
+    /// Swap source and target atomically.
+    Exchange,
+    /// Move, and leave a whiteout (0/0 char device) at the source.
+    Whiteout,
+}
+
+/// Safe wrapper for `renameat2(2)`.
+pub fn renameat2(
+    old_dir: impl AsFd,
+    old: &CStr,
+    new_dir: impl AsFd,
+    new: &CStr,
+    mode: RenameMode,
+) -> Res<()> {
+    let flags = match mode {
+        RenameMode::Replace => RenameFlags::empty(),
+        RenameMode::NoReplace => RenameFlags::NOREPLACE,
+        RenameMode::Exchange => RenameFlags::EXCHANGE,
+        RenameMode::Whiteout => RenameFlags::WHITEOUT,
+    };
+    Ok(rustix::fs::renameat_with(
+        old_dir, old, new_dir, new, flags,
+    )?)
+}
+
+/// Safe wrapper for `readlinkat(2)`.
+pub fn readlinkat(dir: impl AsFd, name: &CStr) -> Res<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes())
+}
+
+/// Safe wrapper for `fchownat(2)` with `AT_SYMLINK_NOFOLLOW`; `None` leaves an id unchanged.
+pub fn chownat(dir: impl AsFd, name: &CStr, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
+    let uid = uid.map(Uid::from_raw);
+    let gid = gid.map(Gid::from_raw);
+    Ok(rustix::fs::chownat(
+        dir,
+        name,
+        uid,
+        gid,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// Safe wrapper for `fchown(2)`.
+pub fn fchown(fd: impl AsFd, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
+    Ok(rustix::fs::fchown(
+        fd,
+        uid.map(Uid::from_raw),
+        gid.map(Gid::from_raw),
+    )?)
+}
+
+/// Safe wrapper for `fchmod(2)`.
+pub fn fchmod(fd: impl AsFd, perm: u32) -> Res<()> {
+    Ok(rustix::fs::fchmod(fd, Mode::from_raw_mode(perm))?)
+}
+
+/// Safe wrapper for `chmod(2)` of entry `name` of `dir` (through `/proc/self/fd`, because
+/// `fchmodat` cannot refuse to follow a symlink on older kernels). Symlinks have no mode of
+/// their own: the kernel answers `EOPNOTSUPP` for them.
+pub fn chmodat(dir: impl AsFd, name: &CStr, perm: u32) -> Res<()> {
+    let dir = dir.as_fd();
+    let st = crate::sys::stat::statat(dir, name)?;
+    if st.kind() == Some(FileKind::Symlink) {
+        return Err(crate::error::Errno::EOPNOTSUPP);
+    }
+    let path = proc_path(dir, name);
+    Ok(rustix::fs::chmod(
+        path.as_c_str(),
+        Mode::from_raw_mode(perm),
+    )?)
+}
+
+/// A time to set: a value, "now", or "leave unchanged".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetTime {
+    /// Leave the timestamp as it is.
+    Omit,
+    /// The current time.
+    Now,
+    /// This exact time.
+    At(Timespec),
+}
+
+fn to_rustix_ts(t: SetTime) -> rustix::fs::Timespec {
+    match t {
+        SetTime::Omit => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        SetTime::Now => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        SetTime::At(t) => rustix::fs::Timespec {
+            tv_sec: t.sec,
+            tv_nsec: i64::from(t.nsec),
+        },
+    }
+}
+
+/// Safe wrapper for `utimensat(2)` with `AT_SYMLINK_NOFOLLOW`.
+pub fn utimensat(dir: impl AsFd, name: &CStr, atime: SetTime, mtime: SetTime) -> Res<()> {
+    let ts = Timestamps {
+        last_access: to_rustix_ts(atime),
+        last_modification: to_rustix_ts(mtime),
+    };
+    Ok(rustix::fs::utimensat(
+        dir,
+        name,
+        &ts,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// Safe wrapper for `futimens(3)`.
+pub fn futimens(fd: impl AsFd, atime: SetTime, mtime: SetTime) -> Res<()> {
+    let ts = Timestamps {
+        last_access: to_rustix_ts(atime),
+        last_modification: to_rustix_ts(mtime),
+    };
+    Ok(rustix::fs::futimens(fd, &ts)?)
+}

@@ -1,0 +1,56 @@
+//! File handles (`name_to_handle_at(2)`), used to record a copied-up file's origin in the
+//! kernel overlayfs format. The one module with `unsafe`: libc has no safe form of this call.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, AsRawFd};
+
+use crate::error::{Errno, Res};
+
+/// Largest handle the kernel produces (`MAX_HANDLE_SZ`).
+const MAX_HANDLE_SZ: usize = 128;
+
+/// An exported file handle: the filesystem-specific type and the opaque bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHandle {
+    /// `handle_type`, the `fid_type` of the exporting filesystem.
+    pub kind: i32,
+    /// `f_handle`, a multiple of 4 bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Safe wrapper for `name_to_handle_at(2)` of entry `name` of `dir`, not following a final
+/// symlink. Filesystems without export support answer `EOPNOTSUPP`.
+pub fn name_to_handle_at(dir: impl AsFd, name: &CStr) -> Res<FileHandle> {
+    // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }, 4-aligned.
+    let mut buf = [0u32; 2 + MAX_HANDLE_SZ / 4];
+    buf[0] = MAX_HANDLE_SZ as u32;
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `buf` is a properly aligned `struct file_handle` whose `handle_bytes` says how
+    // much room follows the header; `name` is NUL-terminated; `mount_id` is a valid out
+    // pointer; all live across the call, and the kernel writes at most `handle_bytes`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            dir.as_fd().as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr(),
+            &mut mount_id as *mut libc::c_int,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let len = (buf[0] as usize).min(MAX_HANDLE_SZ);
+    let kind = buf[1] as i32;
+    let bytes: Vec<u8> = buf[2..]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .take(len)
+        .collect();
+    if bytes.is_empty() {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    Ok(FileHandle { kind, bytes })
+}

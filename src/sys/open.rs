@@ -1,0 +1,85 @@
+//! Opening files inside layers without ever following a symlink out of them.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{CWD, ResolveFlags};
+pub use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Errno, Res};
+
+/// How every multi-component path inside a layer is resolved: never leave the layer root,
+/// never follow a symlink or magic link, never cross into another mount.
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS)
+    .union(ResolveFlags::NO_XDEV);
+
+/// Opens a directory given by the user (a layer root, a work dir) as an `O_PATH` descriptor.
+/// The path itself may contain symlinks (engines pass `l/SHORTID` links); what is inside the
+/// directory is then reached only through [`resolve_beneath`].
+pub fn open_dir_path(path: &Path) -> Res<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Safe wrapper for `openat2(2)`: opens `rel` (a relative path of one or more components, or
+/// empty for the root itself) below `root` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV`. A symlink as the last component yields `ELOOP`
+/// unless `flags` has `O_PATH` (then the link itself is opened).
+pub fn resolve_beneath(root: impl AsFd, rel: &CStr, flags: OFlags) -> Res<OwnedFd> {
+    let rel = if rel.is_empty() { c"." } else { rel };
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    loop {
+        match rustix::fs::openat2(root.as_fd(), rel, flags, Mode::empty(), BENEATH) {
+            // openat2 asks for a retry when a rename raced with the walk.
+            Err(rustix::io::Errno::AGAIN) => continue,
+            // A symlink in the middle of a layer path, or a crossing into another mount, is
+            // reported as the component not being a directory we may enter.
+            Err(rustix::io::Errno::XDEV) => return Err(Errno::ENOENT),
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// Safe wrapper for `openat(2)` of one component `name` in `dir`, never following a final
+/// symlink (`O_NOFOLLOW`), always `O_CLOEXEC`.
+pub fn openat(dir: impl AsFd, name: &CStr, flags: OFlags, mode: u32) -> Res<OwnedFd> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        flags,
+        Mode::from_raw_mode(mode),
+    )?)
+}
+
+/// Opens a directory for reading entries (`O_RDONLY | O_DIRECTORY`) from any descriptor of
+/// it, including an `O_PATH` one.
+pub fn open_dir_for_read(dir: impl AsFd) -> Res<OwnedFd> {
+    openat(dir, crate::sys::DOT, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+}
+
+/// A `/proc/self/fd/N/NAME` path: the race-free way to name "entry NAME of the directory
+/// open as fd N" for calls that have no `*at` form (the xattr calls, chmod of a symlink's
+/// target). With `NAME` = `.` it names the directory itself.
+pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
+    let mut s = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    s.extend_from_slice(name.to_bytes());
+    // The name came from a CStr and the prefix has no NUL.
+    CString::new(s).unwrap_or_default()
+}
+
+/// Safe wrapper for `open(2)` of an ordinary path (used at the edges, not on layers).
+pub fn open_plain(path: &Path, flags: OFlags, mode: u32) -> Res<OwnedFd> {
+    Ok(rustix::fs::openat(
+        CWD,
+        path,
+        flags | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )?)
+}

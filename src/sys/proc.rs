@@ -1,0 +1,150 @@
+//! Process, mount and credential calls used by the daemon's lifecycle.
+
+use std::ffi::CStr;
+use std::path::Path;
+
+use rustix::mount::UnmountFlags;
+use rustix::process::Pid;
+
+use crate::error::{Errno, Res};
+
+/// The effective user id of this process.
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// The effective group id of this process.
+pub fn egid() -> u32 {
+    rustix::process::getegid().as_raw()
+}
+
+/// Safe wrapper for `umask(2)`; returns the previous mask.
+pub fn set_umask(mask: u32) -> u32 {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask)).as_raw_mode()
+}
+
+/// Safe wrapper for `setsid(2)`.
+pub fn setsid() -> Res<()> {
+    rustix::process::setsid().map(|_| ()).map_err(Errno::from)
+}
+
+/// Safe wrapper for `umount2(2)`, optionally with `MNT_DETACH`.
+pub fn unmount(path: &Path, detach: bool) -> Res<()> {
+    let flags = if detach {
+        UnmountFlags::DETACH
+    } else {
+        UnmountFlags::empty()
+    };
+    Ok(rustix::mount::unmount(path, flags)?)
+}
+
+/// Whether process `pid` exists and has not exited (a zombie waiting to be reaped counts
+/// as exited).
+pub fn process_alive(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    let exists = match rustix::process::test_kill_process(p) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    };
+    if !exists {
+        return false;
+    }
+    // /proc/PID/stat: "pid (comm) S ..."; the state follows the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(st) => {
+            st.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                != Some('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Safe wrapper for `kill(2)` with `SIGTERM`.
+pub fn terminate(pid: u32) -> Res<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or(Errno::EINVAL)?;
+    Ok(rustix::process::kill_process(
+        pid,
+        rustix::process::Signal::TERM,
+    )?)
+}
+
+/// Safe wrapper for `kill(2)` with `SIGKILL`.
+pub fn kill_hard(pid: u32) -> Res<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or(Errno::EINVAL)?;
+    Ok(rustix::process::kill_process(
+        pid,
+        rustix::process::Signal::KILL,
+    )?)
+}
+
+/// The number of CPUs this process may run on (at least 1).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Safe wrapper for `getrlimit(RLIMIT_NOFILE)` then `setrlimit` raising the soft limit to the
+/// hard one; returns the new soft limit.
+pub fn raise_nofile_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if let Some(max) = lim.maximum {
+        lim.current = Some(max);
+        // Failure leaves the old limit, which still works, only with a smaller fd cache.
+        if setrlimit(Resource::Nofile, lim).is_err() {
+            return getrlimit(Resource::Nofile).current.unwrap_or(1024);
+        }
+        return max;
+    }
+    lim.current.unwrap_or(1024)
+}
+
+/// Whether this process has a capability in its effective set (read from
+/// `/proc/self/status`, so no libcap is needed).
+pub fn has_capability(cap: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|bits| bits & (1u64 << cap) != 0)
+}
+
+/// `CAP_SYS_ADMIN`.
+pub const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_MKNOD`.
+pub const CAP_MKNOD: u32 = 27;
+/// `CAP_CHOWN`.
+pub const CAP_CHOWN: u32 = 0;
+
+/// Whether this process runs in the initial user namespace (where FUSE passthrough and
+/// `trusted.*` xattrs are allowed to root).
+pub fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f.len() == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295"
+        })
+        .unwrap_or(false)
+}
+
+/// A CStr for a path, for the few callers that need one.
+pub fn path_cstr(path: &Path) -> Res<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// Returns `s` as a `&CStr` if it has exactly one trailing NUL.
+pub fn as_cstr(s: &[u8]) -> Option<&CStr> {
+    CStr::from_bytes_with_nul(s).ok()
+}

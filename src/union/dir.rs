@@ -1,0 +1,611 @@
+//! How does the namespace change? (the kernel's `dir.c`)
+//!
+//! * New objects go straight into the upper directory, or, where the upper holds a whiteout
+//!   for the name, are built in the work dir and renamed over it (a directory made over a
+//!   whiteout is opaque, since lowers still hold the name).
+//! * Removing a name that a lower layer still shows leaves a whiteout; otherwise it is a
+//!   plain delete (no whiteout where no lower has the name).
+//! * `rmdir` judges emptiness on the merged view and removes the whiteouts inside.
+//! * Renaming copies the source up, renames in the upper and whites out the old name if a
+//!   lower still shows it. A directory that exists in a lower layer is not renamed: `EXDEV`,
+//!   the kernel's default (`mv` then copies).
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use crate::error::{Errno, Res};
+use crate::sys::fs::RenameMode;
+use crate::sys::open::OFlags;
+use crate::sys::stat::{self, FileKind, Stat};
+use crate::sys::xattr::{SetMode, XTarget};
+use crate::union::layer::Upper;
+use crate::union::node::{Identity, Loc, Lower, Node, flag};
+use crate::union::tables::{NodeSpec, Side};
+use crate::union::{Ctx, Entry, UnionFs};
+
+/// What the upper directory holds under a name the merged view says is free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Nothing.
+    Free,
+    /// A whiteout (lowers still have the name).
+    Whiteout,
+}
+
+/// `renameat2` flags the union understands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    /// `RENAME_NOREPLACE`.
+    pub noreplace: bool,
+    /// `RENAME_EXCHANGE`.
+    pub exchange: bool,
+}
+
+impl RenameFlags {
+    /// From raw `renameat2` flags; `RENAME_WHITEOUT` and unknown bits are `EINVAL`.
+    pub fn from_raw(flags: u32) -> Res<RenameFlags> {
+        let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
+        if flags & !known != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let f = RenameFlags {
+            noreplace: flags & libc::RENAME_NOREPLACE != 0,
+            exchange: flags & libc::RENAME_EXCHANGE != 0,
+        };
+        if f.noreplace && f.exchange {
+            return Err(Errno::EINVAL);
+        }
+        Ok(f)
+    }
+}
+
+impl UnionFs {
+    /// The parent directory, copied up, and its upper descriptor.
+    fn upper_parent(&self, parent: u64) -> Res<(Arc<Node>, &Upper, Arc<OwnedFd>)> {
+        let up = self.layers.upper()?;
+        let dir = self.inodes.get(parent)?;
+        if !dir.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        if dir.has(flag::DEAD) {
+            return Err(Errno::ENOENT);
+        }
+        self.copy_up(&dir)?;
+        let fd = self.dir_fd(&dir, Side::Upper)?;
+        Ok((dir, up, fd))
+    }
+
+    /// What the upper holds at a name the merged view has as absent.
+    fn slot(&self, pfd: BorrowedFd<'_>, name: &CStr) -> Res<Slot> {
+        match stat::statat(pfd, name) {
+            Ok(st) if st.is_chardev_whiteout() => Ok(Slot::Whiteout),
+            // Anything else in the upper under a name the merged view lacks is another
+            // dialect's whiteout (a `.wh.` or xattr one is never at the name itself) or a
+            // race with a change behind our back: the name is taken.
+            Ok(_) => Err(Errno::EEXIST),
+            Err(Errno::ENOENT) => Ok(Slot::Free),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Owner and group a new object in `pfd` gets: the caller's, or the directory's group if
+    /// it is setgid.
+    fn new_owner(&self, ctx: Ctx, pfd: BorrowedFd<'_>) -> Res<(u32, u32)> {
+        let pst = stat::fstat(pfd)?;
+        let gid = if pst.mode & libc::S_ISGID != 0 {
+            pst.gid
+        } else {
+            ctx.gid
+        };
+        Ok((ctx.uid, gid))
+    }
+
+    /// Gives a freshly made object its owner (when the daemon may) and its exact mode (a
+    /// chown drops setuid/setgid bits, which must then be set again).
+    fn fix_owner(
+        &self,
+        up: &Upper,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        fd: Option<&OwnedFd>,
+        owner: (u32, u32),
+        kind: FileKind,
+        perm: u32,
+    ) -> Res<()> {
+        if !self.opts.set_owner {
+            return Ok(());
+        }
+        let st = match fd {
+            Some(fd) => stat::fstat(fd)?,
+            None => stat::statat(dir, name)?,
+        };
+        if (st.uid, st.gid) == owner {
+            return Ok(());
+        }
+        match fd {
+            Some(fd) => up.fchown(fd.as_fd(), Some(owner.0), Some(owner.1))?,
+            None => up.chown(dir, name, Some(owner.0), Some(owner.1))?,
+        }
+        if kind != FileKind::Symlink && perm & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            match fd {
+                Some(fd) => up.fchmod(fd.as_fd(), perm)?,
+                None => up.chmod(dir, name, perm)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes a new object `name` in directory `parent` with `make`, either in place or (over
+    /// a whiteout) in the work dir then renamed over the whiteout.
+    fn create_object(
+        &self,
+        ctx: Ctx,
+        parent: u64,
+        name: &CStr,
+        kind: FileKind,
+        perm: u32,
+        make: &dyn Fn(&Upper, BorrowedFd<'_>, &CStr) -> Res<Option<OwnedFd>>,
+    ) -> Res<(Arc<Node>, Stat, Option<OwnedFd>)> {
+        crate::sys::name_ok(name.to_bytes())?;
+        if crate::union::whiteout::is_marker_name(name.to_bytes()) {
+            // A `.wh.` name would be read back as a whiteout marker.
+            return Err(Errno::EINVAL);
+        }
+        let (dir, up, pfd) = self.upper_parent(parent)?;
+        let owner = self.new_owner(ctx, pfd.as_fd())?;
+        let slot = self.slot(pfd.as_fd(), name)?;
+        let opaque = kind == FileKind::Directory && slot == Slot::Whiteout;
+        let fd = match slot {
+            Slot::Free => {
+                let fd = make(up, pfd.as_fd(), name)?;
+                if let Err(e) =
+                    self.fix_owner(up, pfd.as_fd(), name, fd.as_ref(), owner, kind, perm)
+                {
+                    // Do not leave an object the caller could not have made.
+                    let undo = if kind == FileKind::Directory {
+                        up.rmdir(pfd.as_fd(), name)
+                    } else {
+                        up.unlink(pfd.as_fd(), name)
+                    };
+                    if let Err(u) = undo {
+                        tracing::warn!(
+                            "cannot remove {name:?} after failing to set its owner: {u}"
+                        );
+                    }
+                    return Err(e);
+                }
+                fd
+            }
+            Slot::Whiteout => {
+                let tmp = up.temp_name();
+                let built = (|| {
+                    let fd = make(up, up.work(), &tmp)?;
+                    self.fix_owner(up, up.work(), &tmp, fd.as_ref(), owner, kind, perm)?;
+                    if opaque {
+                        let names = up.dialect.names();
+                        up.set_xattr(
+                            XTarget::At(up.work(), &tmp),
+                            names.opaque,
+                            b"y",
+                            SetMode::Any,
+                        )?;
+                    }
+                    if kind == FileKind::Directory {
+                        // A directory cannot replace a non-directory: swap, then drop the
+                        // whiteout that landed in the work dir.
+                        up.rename(up.work(), &tmp, pfd.as_fd(), name, RenameMode::Exchange)?;
+                        up.discard(&tmp);
+                    } else {
+                        up.rename(up.work(), &tmp, pfd.as_fd(), name, RenameMode::Replace)?;
+                    }
+                    Ok(fd)
+                })();
+                match built {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        up.discard(&tmp);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let st = match &fd {
+            Some(fd) => stat::fstat(fd)?,
+            None => stat::statat(&*pfd, name)?,
+        };
+        let mut flags = flag::UPPER;
+        if opaque {
+            flags |= flag::OPAQUE;
+        }
+        let spec = NodeSpec {
+            kind,
+            identity: Identity {
+                fs: up.layer.fs,
+                ino: st.ino,
+            },
+            upper_ino: st.ino,
+            lower: Lower::None,
+            flags,
+            loc: Loc {
+                parent: Some(dir.clone()),
+                name: name.to_owned(),
+            },
+        };
+        let node = self.inodes.intern(spec, &self.layers.xino);
+        dir.touch_dir();
+        Ok((node, st, fd))
+    }
+
+    fn entry(&self, node: &Node, st: &Stat) -> Entry {
+        Entry {
+            ino: node.ino,
+            attr: self.attr_of(node, st),
+        }
+    }
+
+    /// `mkdir`.
+    pub fn mkdir(&self, ctx: Ctx, parent: u64, name: &CStr, mode: u32) -> Res<Entry> {
+        let perm = mode & 0o7777;
+        let (node, st, _) =
+            self.create_object(ctx, parent, name, FileKind::Directory, perm, &|up, d, n| {
+                up.mkdir(d, n, perm).map(|()| None)
+            })?;
+        Ok(self.entry(&node, &st))
+    }
+
+    /// `mknod`: regular files, fifos, sockets, and devices (where the daemon may make them).
+    /// A 0/0 character device is refused (`EPERM`): it would be read back as a whiteout.
+    pub fn mknod(&self, ctx: Ctx, parent: u64, name: &CStr, mode: u32, rdev: u64) -> Res<Entry> {
+        let kind = FileKind::from_mode(mode).ok_or(Errno::EINVAL)?;
+        if kind == FileKind::Directory || kind == FileKind::Symlink {
+            return Err(Errno::EINVAL);
+        }
+        if kind == FileKind::CharDev && rdev == 0 {
+            return Err(Errno::EPERM);
+        }
+        let perm = mode & 0o7777;
+        let (node, st, _) = self.create_object(ctx, parent, name, kind, perm, &|up, d, n| {
+            up.mknod(d, n, kind, perm, rdev).map(|()| None)
+        })?;
+        Ok(self.entry(&node, &st))
+    }
+
+    /// `symlink`.
+    pub fn symlink(&self, ctx: Ctx, parent: u64, name: &CStr, target: &CStr) -> Res<Entry> {
+        if target.to_bytes().len() >= libc::PATH_MAX as usize {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let (node, st, _) =
+            self.create_object(ctx, parent, name, FileKind::Symlink, 0o777, &|up, d, n| {
+                up.symlink(target, d, n).map(|()| None)
+            })?;
+        Ok(self.entry(&node, &st))
+    }
+
+    /// `create`: makes and opens a regular file. Returns the entry and the open descriptor.
+    pub(crate) fn create_file(
+        &self,
+        ctx: Ctx,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        flags: OFlags,
+    ) -> Res<(Arc<Node>, Stat, OwnedFd)> {
+        let perm = mode & 0o7777;
+        let (node, st, fd) =
+            self.create_object(ctx, parent, name, FileKind::Regular, perm, &|up, d, n| {
+                up.create(d, n, flags, perm).map(Some)
+            })?;
+        let fd = fd.ok_or(Errno::EIO)?;
+        Ok((node, st, fd))
+    }
+
+    /// `link`: a new name for an existing object (copied up first).
+    pub fn link(&self, ino: u64, newparent: u64, newname: &CStr) -> Res<Entry> {
+        crate::sys::name_ok(newname.to_bytes())?;
+        if crate::union::whiteout::is_marker_name(newname.to_bytes()) {
+            return Err(Errno::EINVAL);
+        }
+        let node = self.inodes.get(ino)?;
+        if node.is_dir() {
+            return Err(Errno::EPERM);
+        }
+        self.layers.upper()?;
+        self.copy_up(&node)?;
+        let (dir, up, pfd) = self.upper_parent(newparent)?;
+        let slot = self.slot(pfd.as_fd(), newname)?;
+        let src = self.upper_real(&node)?;
+        match slot {
+            Slot::Free => up.link(src.dir.as_fd(), &src.name, pfd.as_fd(), newname)?,
+            Slot::Whiteout => {
+                let tmp = up.temp_name();
+                up.link(src.dir.as_fd(), &src.name, up.work(), &tmp)?;
+                if let Err(e) =
+                    up.rename(up.work(), &tmp, pfd.as_fd(), newname, RenameMode::Replace)
+                {
+                    up.discard(&tmp);
+                    return Err(e);
+                }
+            }
+        }
+        node.add_loc(Loc {
+            parent: Some(dir.clone()),
+            name: newname.to_owned(),
+        });
+        self.inodes.add_lookup(&node);
+        dir.touch_dir();
+        let st = stat::statat(&*pfd, newname)?;
+        Ok(self.entry(&node, &st))
+    }
+
+    /// The node under `name` in `dir` and the layer showing it, without counting a kernel
+    /// reference.
+    fn peek(&self, dir: &Arc<Node>, name: &CStr) -> Res<(Arc<Node>, Side)> {
+        let found = self.find(dir, name)?.ok_or(Errno::ENOENT)?;
+        let side = found.side;
+        let (node, _) = self.intern(dir, name, found)?;
+        self.inodes.forget(node.ino, 1);
+        Ok((node, side))
+    }
+
+    /// Removes `name` from the upper (or hides it), leaving a whiteout where a lower layer
+    /// still has it.
+    fn remove_name(
+        &self,
+        dir: &Arc<Node>,
+        up: &Upper,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        in_upper: bool,
+        is_dir: bool,
+    ) -> Res<()> {
+        let whiteout = self.lower_has(dir, name)?;
+        if !in_upper {
+            return up.whiteout(pfd, name, false);
+        }
+        if whiteout {
+            if is_dir {
+                let tmp = up.whiteout_temp()?;
+                if let Err(e) = up.rename(up.work(), &tmp, pfd, name, RenameMode::Exchange) {
+                    up.discard(&tmp);
+                    return Err(e);
+                }
+                // The old directory is now `tmp` in the work dir, holding only markers.
+                up.discard(&tmp);
+                Ok(())
+            } else {
+                up.whiteout(pfd, name, true)
+            }
+        } else if is_dir {
+            match up.rmdir(pfd, name) {
+                Err(Errno::ENOTEMPTY) | Err(Errno::EEXIST) => {
+                    // Only whiteouts and markers are left inside: move it out, then delete.
+                    let tmp = up.temp_name();
+                    up.rename(pfd, name, up.work(), &tmp, RenameMode::NoReplace)?;
+                    up.discard(&tmp);
+                    Ok(())
+                }
+                r => r,
+            }
+        } else {
+            up.unlink(pfd, name)
+        }
+    }
+
+    /// `unlink`.
+    pub fn unlink(&self, parent: u64, name: &CStr) -> Res<()> {
+        crate::sys::name_ok(name.to_bytes())?;
+        let up = self.layers.upper()?;
+        let dir = self.inodes.get(parent)?;
+        let (node, side) = self.peek(&dir, name)?;
+        if node.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        let (dir, _, pfd) = self.upper_parent(parent)?;
+        self.stable(|| self.remove_name(&dir, up, pfd.as_fd(), name, side == Side::Upper, false))?;
+        if !node.remove_loc(&dir, &name.to_owned()) {
+            node.set(flag::DEAD);
+        }
+        dir.touch_dir();
+        Ok(())
+    }
+
+    /// `rmdir`: only of a directory whose merged view is empty.
+    pub fn rmdir(&self, parent: u64, name: &CStr) -> Res<()> {
+        crate::sys::name_ok(name.to_bytes())?;
+        let up = self.layers.upper()?;
+        let dir = self.inodes.get(parent)?;
+        let (node, side) = self.peek(&dir, name)?;
+        if !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        if !self.is_empty_dir(&node)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let (dir, _, pfd) = self.upper_parent(parent)?;
+        self.stable(|| self.remove_name(&dir, up, pfd.as_fd(), name, side == Side::Upper, true))?;
+        node.set(flag::DEAD);
+        self.forget_dirfds(&node);
+        dir.touch_dir();
+        Ok(())
+    }
+
+    /// `rename` / `renameat2` with `RENAME_NOREPLACE` or `RENAME_EXCHANGE`.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &CStr,
+        newparent: u64,
+        newname: &CStr,
+        flags: RenameFlags,
+    ) -> Res<()> {
+        crate::sys::name_ok(name.to_bytes())?;
+        crate::sys::name_ok(newname.to_bytes())?;
+        if crate::union::whiteout::is_marker_name(newname.to_bytes()) {
+            return Err(Errno::EINVAL);
+        }
+        let up = self.layers.upper()?;
+        let odir = self.inodes.get(parent)?;
+        let ndir = self.inodes.get(newparent)?;
+        let (src, _) = self.peek(&odir, name)?;
+        let dst = match self.peek(&ndir, newname) {
+            Ok(d) => Some(d),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(e),
+        };
+        if flags.noreplace && dst.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if flags.exchange && dst.is_none() {
+            return Err(Errno::ENOENT);
+        }
+        if let Some((d, _)) = &dst {
+            if Arc::ptr_eq(d, &src) {
+                // Two names of one object: rename does nothing (POSIX).
+                return Ok(());
+            }
+        }
+        if src.is_dir() && src.has_lower() {
+            return Err(Errno::EXDEV);
+        }
+        if let Some((d, _)) = &dst {
+            if flags.exchange && d.is_dir() && d.has_lower() {
+                return Err(Errno::EXDEV);
+            }
+            if !flags.exchange {
+                match (src.is_dir(), d.is_dir()) {
+                    (false, true) => return Err(Errno::EISDIR),
+                    (true, false) => return Err(Errno::ENOTDIR),
+                    (true, true) if !self.is_empty_dir(d)? => return Err(Errno::ENOTEMPTY),
+                    _ => {}
+                }
+            }
+        }
+        let (odir, _, opfd) = self.upper_parent(parent)?;
+        let (ndir, _, npfd) = self.upper_parent(newparent)?;
+        self.copy_up(&src)?;
+        if let (true, Some((d, _))) = (flags.exchange, &dst) {
+            self.copy_up(d)?;
+        }
+        let old_whiteout = !flags.exchange && self.lower_has(&odir, name)?;
+        let names = up.dialect.names();
+        // A directory landing in a merged directory must hide whatever lowers hold under its
+        // new name (the kernel marks it opaque the same way).
+        let make_opaque =
+            |n: &Arc<Node>, pfd: BorrowedFd<'_>, nm: &CStr, into: &Arc<Node>| -> Res<()> {
+                if n.is_dir() && into.has_lower() && !n.has(flag::OPAQUE) {
+                    up.set_xattr(XTarget::At(pfd, nm), names.opaque, b"y", SetMode::Any)?;
+                    n.set(flag::OPAQUE);
+                }
+                Ok(())
+            };
+        make_opaque(&src, opfd.as_fd(), name, &ndir)?;
+        if let (true, Some((d, _))) = (flags.exchange, &dst) {
+            make_opaque(d, npfd.as_fd(), newname, &odir)?;
+        }
+        // A directory replaced by the rename may still hold whiteouts: empty it first.
+        if let (false, Some((d, dside))) = (flags.exchange, &dst) {
+            if d.is_dir() && *dside == Side::Upper {
+                self.clear_markers(up, npfd.as_fd(), newname)?;
+            }
+        }
+        let slot = if flags.exchange {
+            Slot::Free
+        } else {
+            self.slot_any(npfd.as_fd(), newname)?
+        };
+        self.rename_mark();
+        let r = (|| {
+            if flags.exchange {
+                return up.rename(
+                    opfd.as_fd(),
+                    name,
+                    npfd.as_fd(),
+                    newname,
+                    RenameMode::Exchange,
+                );
+            }
+            if slot == Slot::Whiteout && src.is_dir() {
+                // A directory cannot replace the whiteout: swap them, and keep the whiteout
+                // at the old name only if a lower still shows that name.
+                up.rename(
+                    opfd.as_fd(),
+                    name,
+                    npfd.as_fd(),
+                    newname,
+                    RenameMode::Exchange,
+                )?;
+                return if old_whiteout {
+                    Ok(())
+                } else {
+                    up.unlink(opfd.as_fd(), name)
+                };
+            }
+            if old_whiteout {
+                up.rename_whiteout(opfd.as_fd(), name, npfd.as_fd(), newname)
+            } else {
+                up.rename(
+                    opfd.as_fd(),
+                    name,
+                    npfd.as_fd(),
+                    newname,
+                    RenameMode::Replace,
+                )
+            }
+        })();
+        if r.is_ok() {
+            let (oname, nname) = (name.to_owned(), newname.to_owned());
+            if flags.exchange {
+                if let Some((d, _)) = &dst {
+                    d.move_loc(&ndir, &nname, &odir, oname.clone());
+                }
+            } else if let Some((d, _)) = &dst {
+                if !d.remove_loc(&ndir, &nname) {
+                    d.set(flag::DEAD);
+                    self.forget_dirfds(d);
+                }
+            }
+            src.move_loc(&odir, &oname, &ndir, nname);
+        }
+        self.rename_mark();
+        r?;
+        if !src.is_dir() && src.has(flag::ORIGIN) && !ndir.has_lower() && !ndir.has(flag::IMPURE) {
+            if up
+                .set_xattr(
+                    XTarget::At(npfd.as_fd(), crate::sys::DOT),
+                    names.impure,
+                    b"y",
+                    SetMode::Any,
+                )
+                .is_ok()
+            {
+                ndir.set(flag::IMPURE);
+            }
+        }
+        odir.touch_dir();
+        ndir.touch_dir();
+        Ok(())
+    }
+
+    /// What the upper holds at a rename target: a whiteout, or anything else (which a rename
+    /// replaces).
+    fn slot_any(&self, pfd: BorrowedFd<'_>, name: &CStr) -> Res<Slot> {
+        match stat::statat(pfd, name) {
+            Ok(st) if st.is_chardev_whiteout() => Ok(Slot::Whiteout),
+            Ok(_) | Err(Errno::ENOENT) => Ok(Slot::Free),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes every entry of upper directory `name` (only markers are there when its merged
+    /// view is empty).
+    fn clear_markers(&self, up: &Upper, pfd: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        let sub = crate::sys::open::openat(pfd, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+        for e in crate::sys::dir::read_all(&sub)? {
+            let n = std::ffi::CString::new(e.name).map_err(|_| Errno::EIO)?;
+            up.remove_tree(sub.as_fd(), &n)?;
+        }
+        Ok(())
+    }
+}

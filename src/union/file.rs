@@ -1,0 +1,208 @@
+//! Open files and their data (the kernel's `file.c`).
+//!
+//! Opening for writing (or with `O_TRUNC`) copies the file up first; `O_TRUNC` copies no
+//! data. Each open handle holds its own real descriptor, so a file opened before a copy-up
+//! keeps reading the lower data, as in the kernel.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::error::{Errno, Res};
+use crate::sys::io as sio;
+use crate::sys::open::{self, OFlags};
+use crate::union::copy_up::Data;
+use crate::union::tables::{FileHandle, Handle, Side};
+use crate::union::{Ctx, Entry, UnionFs};
+
+/// How a file was opened, for the adapter's reply flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// Handle number.
+    pub fh: u64,
+    /// Whether the kernel may keep cached pages across opens (the union is the only writer).
+    pub keep_cache: bool,
+}
+
+/// Open flags passed on to the real file: access mode and the synchronous-I/O flags.
+/// `O_APPEND` is left to the kernel, which sends writes at the end of the file; `O_DIRECT`
+/// is left out since the union's buffers are not aligned.
+fn real_flags(flags: i32) -> OFlags {
+    let keep = libc::O_ACCMODE | libc::O_SYNC | libc::O_DSYNC;
+    OFlags::from_bits_retain((flags & keep) as u32)
+}
+
+impl UnionFs {
+    /// `open`.
+    pub fn open(&self, ino: u64, flags: i32) -> Res<Opened> {
+        let node = self.inodes.get(ino)?;
+        if node.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let trunc = flags & libc::O_TRUNC != 0;
+        let mut oflags = real_flags(flags);
+        if write || trunc {
+            self.layers.upper()?;
+            if node.has_upper() {
+                if trunc {
+                    oflags |= OFlags::TRUNC;
+                }
+            } else {
+                self.copy_up_data(&node, if trunc { Data::Truncate(0) } else { Data::Full })?;
+            }
+        }
+        let (fd, side) = self.stable(|| {
+            let r = self.real(&node)?;
+            Ok((open::openat(&*r.dir, &r.name, oflags, 0)?, r.side))
+        })?;
+        let fh = self
+            .handles
+            .insert(Handle::File(FileHandle::new(node, fd, side == Side::Upper)));
+        Ok(Opened {
+            fh,
+            keep_cache: true,
+        })
+    }
+
+    /// `create`: makes and opens a new regular file.
+    pub fn create(
+        &self,
+        ctx: Ctx,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        flags: i32,
+    ) -> Res<(Entry, Opened)> {
+        let oflags = real_flags(flags);
+        let (node, st, fd) = self.create_file(ctx, parent, name, mode, oflags)?;
+        let entry = Entry {
+            ino: node.ino,
+            attr: self.attr_of(&node, &st),
+        };
+        let fh = self
+            .handles
+            .insert(Handle::File(FileHandle::new(node, fd, true)));
+        Ok((
+            entry,
+            Opened {
+                fh,
+                keep_cache: true,
+            },
+        ))
+    }
+
+    fn with_file<T>(&self, fh: u64, f: impl FnOnce(&FileHandle) -> Res<T>) -> Res<T> {
+        let h = self.handles.file(fh)?;
+        match &*h {
+            Handle::File(file) => f(file),
+            Handle::Dir(_) => Err(Errno::EISDIR),
+        }
+    }
+
+    /// The descriptor to read through: the handle's own, or — for a handle opened on a lower
+    /// file that was copied up since — the upper copy.
+    pub(crate) fn read_fd<'a>(&self, f: &'a FileHandle) -> Res<BorrowedFd<'a>> {
+        if f.upper || !f.node.has_upper() {
+            return Ok(f.fd.as_fd());
+        }
+        if let Some(fd) = f.reopened.get() {
+            return Ok(fd.as_fd());
+        }
+        let fd = self.stable(|| {
+            let r = self.real(&f.node)?;
+            open::openat(&*r.dir, &r.name, OFlags::RDONLY, 0)
+        })?;
+        // A racing reader may have set it first; either descriptor is the same file.
+        let _lost_race = f.reopened.set(fd);
+        f.reopened.get().map(|fd| fd.as_fd()).ok_or(Errno::EIO)
+    }
+
+    /// `read`.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Res<Vec<u8>> {
+        self.with_file(fh, |f| sio::pread(self.read_fd(f)?, offset, size as usize))
+    }
+
+    /// `write`.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Res<usize> {
+        self.with_file(fh, |f| {
+            if !f.upper {
+                return Err(Errno::EBADF);
+            }
+            sio::pwrite(&f.fd, offset, data)
+        })
+    }
+
+    /// `fsync` / `fdatasync` (skipped on a volatile mount).
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Res<()> {
+        if self.layers.upper.as_ref().is_some_and(|u| !u.sync()) {
+            return Ok(());
+        }
+        self.with_file(fh, |f| {
+            if datasync {
+                sio::fdatasync(&f.fd)
+            } else {
+                sio::fsync(&f.fd)
+            }
+        })
+    }
+
+    /// `fsyncdir`: syncs the upper directory.
+    pub fn fsyncdir(&self, ino: u64) -> Res<()> {
+        let Some(up) = self.layers.upper.as_ref() else {
+            return Ok(());
+        };
+        if !up.sync() {
+            return Ok(());
+        }
+        let node = self.inodes.get(ino)?;
+        if !node.has_upper() {
+            return Ok(());
+        }
+        let fd = self.dir_fd(&node, Side::Upper)?;
+        let rd = open::open_dir_for_read(&*fd)?;
+        sio::fsync(&rd)
+    }
+
+    /// `release`.
+    pub fn release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    /// `fallocate`.
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> Res<()> {
+        self.with_file(fh, |f| {
+            if !f.upper {
+                return Err(Errno::EBADF);
+            }
+            sio::fallocate(&f.fd, mode, offset, len)
+        })
+    }
+
+    /// `lseek` (the kernel forwards `SEEK_DATA` and `SEEK_HOLE`).
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Res<u64> {
+        self.with_file(fh, |f| sio::lseek(self.read_fd(f)?, offset, whence))
+    }
+
+    /// `copy_file_range` between two open files of the mount.
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Res<usize> {
+        let hin = self.handles.file(fh_in)?;
+        let hout = self.handles.file(fh_out)?;
+        match (&*hin, &*hout) {
+            (Handle::File(a), Handle::File(b)) => {
+                if !b.upper {
+                    return Err(Errno::EBADF);
+                }
+                let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
+                sio::copy_file_range(self.read_fd(a)?, off_in, b.fd.as_fd(), off_out, len)
+            }
+            _ => Err(Errno::EISDIR),
+        }
+    }
+}

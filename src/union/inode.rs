@@ -1,0 +1,239 @@
+//! Attributes and extended attributes (the kernel's `inode.c` and `xattrs.c`).
+//!
+//! Reading shows the visible real object. Any change copies the object up first, then
+//! changes the upper copy. The union's private xattrs are never shown, and writing them is
+//! refused.
+
+use std::ffi::CStr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use crate::error::{Errno, Res};
+use crate::sys::fs::SetTime;
+use crate::sys::open::OFlags;
+use crate::sys::stat::{self, FileKind, FsStat};
+use crate::sys::xattr::{self, SetMode, XTarget};
+use crate::union::copy_up::Data;
+use crate::union::node::{Node, flag};
+use crate::union::tables::Handle;
+use crate::union::{Attr, Ctx, UnionFs, whiteout};
+
+/// The changes a `setattr` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SetTime>,
+    /// New modification time.
+    pub mtime: Option<SetTime>,
+    /// The open file the change came through, if any.
+    pub fh: Option<u64>,
+}
+
+impl UnionFs {
+    /// The descriptor of an open upper file, if `fh` names one for `node`.
+    fn upper_handle_fd(&self, node: &Node, fh: Option<u64>) -> Option<Arc<Handle>> {
+        let h = self.handles.get(fh?).ok()?;
+        match &*h {
+            Handle::File(f) if f.upper && f.node.ino == node.ino => Some(h),
+            _ => None,
+        }
+    }
+
+    /// `getattr`. With `fh` (fstat on an open file) a removed file still answers.
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Res<Attr> {
+        let node = self.inodes.get(ino)?;
+        if node.has(flag::DEAD) {
+            if let Some(Ok(h)) = fh.map(|f| self.handles.get(f)) {
+                if let Handle::File(f) = &*h {
+                    return Ok(self.attr_of(&node, &stat::fstat(self.read_fd(f)?)?));
+                }
+            }
+        }
+        let st = self.stat_node(&node)?;
+        Ok(self.attr_of(&node, &st))
+    }
+
+    /// `setattr`: chmod, chown, truncate, utimens.
+    pub fn setattr(&self, ino: u64, sa: SetAttr) -> Res<Attr> {
+        let node = self.inodes.get(ino)?;
+        let up = self.layers.upper()?;
+        if let Some(size) = sa.size {
+            if node.is_dir() {
+                return Err(Errno::EISDIR);
+            }
+            if node.kind != FileKind::Regular {
+                return Err(Errno::EINVAL);
+            }
+            self.copy_up_data(&node, Data::Truncate(size))?;
+        } else {
+            self.copy_up(&node)?;
+        }
+        if let Some(h) = self.upper_handle_fd(&node, sa.fh) {
+            if let Handle::File(f) = &*h {
+                let fd = f.fd.as_fd();
+                if sa.uid.is_some() || sa.gid.is_some() {
+                    up.fchown(fd, sa.uid, sa.gid)?;
+                }
+                if let Some(m) = sa.mode {
+                    up.fchmod(fd, m & 0o7777)?;
+                }
+                if let Some(size) = sa.size {
+                    up.truncate(fd, size)?;
+                }
+                if sa.atime.is_some() || sa.mtime.is_some() {
+                    crate::sys::fs::futimens(
+                        fd,
+                        sa.atime.unwrap_or(SetTime::Omit),
+                        sa.mtime.unwrap_or(SetTime::Omit),
+                    )?;
+                }
+                return Ok(self.attr_of(&node, &stat::fstat(fd)?));
+            }
+        }
+        self.stable(|| {
+            let r = self.upper_real(&node)?;
+            let dir = r.dir.as_fd();
+            if sa.uid.is_some() || sa.gid.is_some() {
+                up.chown(dir, &r.name, sa.uid, sa.gid)?;
+            }
+            if let Some(m) = sa.mode {
+                up.chmod(dir, &r.name, m & 0o7777)?;
+            }
+            if let Some(size) = sa.size {
+                let fd = crate::sys::open::openat(dir, &r.name, OFlags::WRONLY, 0)?;
+                up.truncate(fd.as_fd(), size)?;
+            }
+            if sa.atime.is_some() || sa.mtime.is_some() {
+                up.utimens(
+                    dir,
+                    &r.name,
+                    sa.atime.unwrap_or(SetTime::Omit),
+                    sa.mtime.unwrap_or(SetTime::Omit),
+                )?;
+            }
+            Ok(self.attr_of(&node, &stat::statat(dir, &r.name)?))
+        })
+    }
+
+    /// `readlink`.
+    pub fn readlink(&self, ino: u64) -> Res<Vec<u8>> {
+        let node = self.inodes.get(ino)?;
+        if node.kind != FileKind::Symlink {
+            return Err(Errno::EINVAL);
+        }
+        self.stable(|| {
+            let r = self.real(&node)?;
+            crate::sys::fs::readlinkat(&*r.dir, &r.name)
+        })
+    }
+
+    /// `statfs`: the upper layer's filesystem (the top lower's for a read-only mount).
+    pub fn statfs(&self) -> Res<FsStat> {
+        let root = match &self.layers.upper {
+            Some(u) => u.layer.root.clone(),
+            None => self.layers.lower(0)?.root.clone(),
+        };
+        stat::fstatvfs(&*root)
+    }
+
+    /// `access`: the permission check for mounts where the kernel does not do it.
+    pub fn access(&self, ctx: Ctx, ino: u64, mask: i32) -> Res<()> {
+        let attr = self.getattr(ino, None)?;
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        if mask & libc::W_OK != 0 && self.layers.upper.is_none() {
+            return Err(Errno::EROFS);
+        }
+        if ctx.uid == 0 {
+            // Root may do anything but execute a file nobody may execute.
+            if mask & libc::X_OK != 0 && attr.kind != FileKind::Directory && attr.perm & 0o111 == 0
+            {
+                return Err(Errno::EACCES);
+            }
+            return Ok(());
+        }
+        let shift = if ctx.uid == attr.uid {
+            6
+        } else if ctx.gid == attr.gid {
+            3
+        } else {
+            0
+        };
+        let have = (attr.perm >> shift) & 7;
+        let want = (mask as u32) & 7;
+        if have & want == want {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        }
+    }
+
+    /// `getxattr`. Private union xattrs do not exist in the merged view.
+    pub fn getxattr(&self, ino: u64, name: &CStr) -> Res<Vec<u8>> {
+        if whiteout::is_private_xattr(name.to_bytes()) {
+            return Err(Errno::ENODATA);
+        }
+        let node = self.inodes.get(ino)?;
+        self.stable(|| {
+            let r = self.real(&node)?;
+            xattr::get(XTarget::At(r.dir.as_fd(), &r.name), name)?.ok_or(Errno::ENODATA)
+        })
+    }
+
+    /// `listxattr`: names, each NUL-terminated, private ones left out.
+    pub fn listxattr(&self, ino: u64) -> Res<Vec<u8>> {
+        let node = self.inodes.get(ino)?;
+        let names = self.stable(|| {
+            let r = self.real(&node)?;
+            xattr::list(XTarget::At(r.dir.as_fd(), &r.name))
+        })?;
+        let mut out = Vec::new();
+        for n in names.into_iter().filter(|n| !whiteout::is_private_xattr(n)) {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// `setxattr`. Copies the object up first. Private union xattrs are refused (`EPERM`).
+    pub fn setxattr(&self, ino: u64, name: &CStr, value: &[u8], flags: i32) -> Res<()> {
+        if whiteout::is_private_xattr(name.to_bytes()) {
+            return Err(Errno::EPERM);
+        }
+        let mode = SetMode::from_flags(flags)?;
+        let node = self.inodes.get(ino)?;
+        let up = self.layers.upper()?;
+        self.copy_up(&node)?;
+        self.stable(|| {
+            let r = self.upper_real(&node)?;
+            up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), name, value, mode)
+        })
+    }
+
+    /// `removexattr`. Removing an xattr a lower object does not have is `ENODATA` without a
+    /// copy-up.
+    pub fn removexattr(&self, ino: u64, name: &CStr) -> Res<()> {
+        if whiteout::is_private_xattr(name.to_bytes()) {
+            return Err(Errno::EPERM);
+        }
+        let node = self.inodes.get(ino)?;
+        let up = self.layers.upper()?;
+        if !node.has_upper() && self.getxattr(ino, name).is_err() {
+            return Err(Errno::ENODATA);
+        }
+        self.copy_up(&node)?;
+        self.stable(|| {
+            let r = self.upper_real(&node)?;
+            up.remove_xattr(XTarget::At(r.dir.as_fd(), &r.name), name)
+        })
+    }
+}

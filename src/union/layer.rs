@@ -1,0 +1,563 @@
+//! The layer stack, and the single choke point through which every change to the upper
+//! layer passes.
+//!
+//! A [`Layer`] is an `O_PATH` descriptor of a layer root: everything inside is reached
+//! relative to it (see [`crate::sys::open::resolve_beneath`]). The [`Upper`] owns the
+//! upper root, the work directory and the locks that keep a second mount away; its methods
+//! are the only code that creates, renames, removes or changes anything in the upper layer,
+//! and each logs one `debug!` line.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tracing::debug;
+
+use crate::error::{Context, Errno, Error, Res};
+use crate::sys::fs::{self as sfs, RenameMode, SetTime};
+use crate::sys::open::{self, OFlags};
+use crate::sys::stat::{self, FileKind};
+use crate::sys::xattr::{self, SetMode, XTarget};
+use crate::sys::{dir as sdir, io as sio};
+use crate::union::whiteout::Dialect;
+
+/// Index of a lower layer; 0 is the topmost.
+pub type LowerIdx = u16;
+
+/// One read-only or writable layer root.
+#[derive(Debug)]
+pub struct Layer {
+    /// The path the user gave (for messages).
+    pub path: PathBuf,
+    /// `O_PATH | O_DIRECTORY` descriptor of the root; shared with the directory-fd cache.
+    pub root: Arc<OwnedFd>,
+    /// Device of the layer's filesystem.
+    pub dev: u64,
+    /// Index of that filesystem among the distinct filesystems of the stack (upper's is 0);
+    /// used to make inode numbers unique across filesystems.
+    pub fs: u8,
+}
+
+impl Layer {
+    fn open(path: &Path, what: &str) -> Result<Layer, Error> {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::msg(format!("{what} '{}' does not exist", path.display()))
+            }
+            _ => Error::io(format!("cannot read {what} '{}'", path.display()), e),
+        })?;
+        if !meta.is_dir() {
+            return Err(Error::msg(format!(
+                "{what} '{}' is not a directory",
+                path.display()
+            )));
+        }
+        let root = open::open_dir_path(path)
+            .context(|| format!("cannot open {what} '{}'", path.display()))?;
+        let st =
+            stat::fstat(&root).context(|| format!("cannot stat {what} '{}'", path.display()))?;
+        Ok(Layer {
+            path: path.to_path_buf(),
+            root: Arc::new(root),
+            dev: st.dev,
+            fs: 0,
+        })
+    }
+}
+
+/// Whether to call `fsync` where durability is promised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync as asked, and after copy-up before it becomes visible.
+    Sync,
+    /// `volatile` / `fsync=0`: skip every fsync (engines that can rebuild the layer).
+    Volatile,
+}
+
+/// The writable layer: root, work directory, and the locks held while mounted.
+#[derive(Debug)]
+pub struct Upper {
+    /// The upper layer root.
+    pub layer: Layer,
+    /// `WORK/work`: where temporaries are built before a rename makes them visible.
+    work: OwnedFd,
+    /// Descriptors holding `flock` on the upper and work roots while mounted.
+    _locks: [OwnedFd; 2],
+    /// Counter for unique temporary names.
+    tmp_seq: AtomicU64,
+    /// Private xattr namespace written to this upper.
+    pub dialect: Dialect,
+    /// Whether to fsync.
+    pub durability: Durability,
+    /// Whether the filesystem accepts `RENAME_WHITEOUT` (cleared on the first refusal).
+    rename_whiteout_ok: AtomicBool,
+}
+
+/// Name of the directory inside the work dir that holds temporaries (the kernel's name).
+pub const WORK_SUBDIR: &CStr = c"work";
+
+impl Upper {
+    /// Opens and locks the upper and work directories, and empties `WORK/work`.
+    pub fn open(
+        upper: &Path,
+        work: &Path,
+        dialect: Dialect,
+        durability: Durability,
+    ) -> Result<Upper, Error> {
+        let layer = Layer::open(upper, "upper dir")?;
+        let work_layer = Layer::open(work, "work dir")?;
+        if work_layer.dev != layer.dev {
+            return Err(Error::msg(format!(
+                "upper dir '{}' and work dir '{}' are on different filesystems",
+                upper.display(),
+                work.display()
+            )));
+        }
+        let lock = |p: &Path, what: &str| -> Result<OwnedFd, Error> {
+            let fd = open::open_plain(p, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+                .context(|| format!("cannot open {what} '{}'", p.display()))?;
+            if !sio::try_lock_exclusive(&fd)
+                .context(|| format!("cannot lock {what} '{}'", p.display()))?
+            {
+                return Err(Error::msg(format!(
+                    "{what} '{}' is in use by another unionfs mount",
+                    p.display()
+                )));
+            }
+            Ok(fd)
+        };
+        let lock_upper = lock(upper, "upper dir")?;
+        let lock_work = lock(work, "work dir")?;
+        match sfs::mkdirat(&*work_layer.root, WORK_SUBDIR, 0o700) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot create '{}/work'", work.display()),
+                    e,
+                ));
+            }
+        }
+        let workdir = open::openat(
+            &*work_layer.root,
+            WORK_SUBDIR,
+            OFlags::PATH | OFlags::DIRECTORY,
+            0,
+        )
+        .context(|| format!("cannot open '{}/work'", work.display()))?;
+        let up = Upper {
+            layer,
+            work: workdir,
+            _locks: [lock_upper, lock_work],
+            tmp_seq: AtomicU64::new(0),
+            dialect,
+            durability,
+            rename_whiteout_ok: AtomicBool::new(true),
+        };
+        let left = up
+            .clean_work()
+            .context(|| format!("cannot clean '{}/work'", work.display()))?;
+        if left > 0 {
+            tracing::info!(
+                "removed {left} leftover temporaries from '{}/work'",
+                work.display()
+            );
+        }
+        Ok(up)
+    }
+
+    /// The work directory (`WORK/work`).
+    pub fn work(&self) -> BorrowedFd<'_> {
+        self.work.as_fd()
+    }
+
+    /// Removes everything in `WORK/work` (what a crash left behind); returns how many.
+    pub fn clean_work(&self) -> Res<usize> {
+        let rd = open::open_dir_for_read(&self.work)?;
+        let entries = sdir::read_all(&rd)?;
+        for e in &entries {
+            let name = CString::new(e.name.clone()).map_err(|_| Errno::EINVAL)?;
+            self.remove_tree(self.work(), &name)?;
+        }
+        Ok(entries.len())
+    }
+
+    /// A fresh name for a temporary in the work dir.
+    pub fn temp_name(&self) -> CString {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("#u{:x}-{n:x}", std::process::id())).unwrap_or_default()
+    }
+
+    /// Whether fsync calls should be made.
+    pub fn sync(&self) -> bool {
+        self.durability == Durability::Sync
+    }
+
+    // ---- the choke point: every upper-layer mutation below logs one line ----
+
+    /// Creates a directory.
+    pub fn mkdir(&self, dir: BorrowedFd<'_>, name: &CStr, perm: u32) -> Res<()> {
+        let r = sfs::mkdirat(dir, name, perm);
+        debug!(op = "mkdir", ?name, perm = format_args!("{perm:o}"), ?r);
+        r
+    }
+
+    /// Creates a device, fifo or socket node.
+    pub fn mknod(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        kind: FileKind,
+        perm: u32,
+        rdev: u64,
+    ) -> Res<()> {
+        let r = sfs::mknodat(dir, name, kind, perm, rdev);
+        debug!(
+            op = "mknod",
+            ?name,
+            ?kind,
+            perm = format_args!("{perm:o}"),
+            rdev,
+            ?r
+        );
+        r
+    }
+
+    /// Creates a symlink.
+    pub fn symlink(&self, target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        let r = sfs::symlinkat(target, dir, name);
+        debug!(op = "symlink", ?name, ?target, ?r);
+        r
+    }
+
+    /// Creates and opens a new regular file (`O_CREAT | O_EXCL`).
+    pub fn create(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        flags: OFlags,
+        perm: u32,
+    ) -> Res<OwnedFd> {
+        let r = open::openat(dir, name, flags | OFlags::CREATE | OFlags::EXCL, perm);
+        debug!(
+            op = "create",
+            ?name,
+            perm = format_args!("{perm:o}"),
+            ok = r.is_ok()
+        );
+        r
+    }
+
+    /// Makes a hard link.
+    pub fn link(
+        &self,
+        odir: BorrowedFd<'_>,
+        oname: &CStr,
+        ndir: BorrowedFd<'_>,
+        nname: &CStr,
+    ) -> Res<()> {
+        let r = sfs::linkat(odir, oname, ndir, nname);
+        debug!(op = "link", ?oname, ?nname, ?r);
+        r
+    }
+
+    /// Renames, with the given target treatment.
+    pub fn rename(
+        &self,
+        odir: BorrowedFd<'_>,
+        oname: &CStr,
+        ndir: BorrowedFd<'_>,
+        nname: &CStr,
+        mode: RenameMode,
+    ) -> Res<()> {
+        let r = sfs::renameat2(odir, oname, ndir, nname, mode);
+        debug!(op = "rename", ?oname, ?nname, ?mode, ?r);
+        r
+    }
+
+    /// Renames and leaves a whiteout at the source, atomically when the filesystem can
+    /// (`RENAME_WHITEOUT`), else as a rename followed by a whiteout created through the work
+    /// dir.
+    pub fn rename_whiteout(
+        &self,
+        odir: BorrowedFd<'_>,
+        oname: &CStr,
+        ndir: BorrowedFd<'_>,
+        nname: &CStr,
+    ) -> Res<()> {
+        if self.rename_whiteout_ok.load(Ordering::Relaxed) {
+            match self.rename(odir, oname, ndir, nname, RenameMode::Whiteout) {
+                Err(Errno::EINVAL) | Err(Errno::EPERM) | Err(Errno::EOPNOTSUPP) => {
+                    self.rename_whiteout_ok.store(false, Ordering::Relaxed);
+                }
+                r => return r,
+            }
+        }
+        self.rename(odir, oname, ndir, nname, RenameMode::Replace)?;
+        self.whiteout(odir, oname, false)
+    }
+
+    /// Removes a non-directory.
+    pub fn unlink(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        let r = sfs::unlinkat(dir, name);
+        debug!(op = "unlink", ?name, ?r);
+        r
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        let r = sfs::rmdirat(dir, name);
+        debug!(op = "rmdir", ?name, ?r);
+        r
+    }
+
+    /// Puts a whiteout at `name` in `dir`: built in the work dir, then renamed into place,
+    /// replacing a non-directory already there when `replace` is set.
+    pub fn whiteout(&self, dir: BorrowedFd<'_>, name: &CStr, replace: bool) -> Res<()> {
+        let tmp = self.whiteout_temp()?;
+        let mode = if replace {
+            RenameMode::Replace
+        } else {
+            RenameMode::NoReplace
+        };
+        if let Err(e) = self.rename(self.work(), &tmp, dir, name, mode) {
+            self.discard(&tmp);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Creates a whiteout in the work dir and returns its name.
+    pub fn whiteout_temp(&self) -> Res<CString> {
+        let tmp = self.temp_name();
+        self.mknod(self.work(), &tmp, FileKind::CharDev, 0, 0)?;
+        Ok(tmp)
+    }
+
+    /// Sets an xattr.
+    pub fn set_xattr(&self, t: XTarget<'_>, name: &CStr, value: &[u8], mode: SetMode) -> Res<()> {
+        let r = xattr::set(t, name, value, mode);
+        debug!(op = "setxattr", ?name, len = value.len(), ?r);
+        r
+    }
+
+    /// Removes an xattr.
+    pub fn remove_xattr(&self, t: XTarget<'_>, name: &CStr) -> Res<()> {
+        let r = xattr::remove(t, name);
+        debug!(op = "removexattr", ?name, ?r);
+        r
+    }
+
+    /// Changes owner of an entry (not following symlinks).
+    pub fn chown(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Res<()> {
+        let r = sfs::chownat(dir, name, uid, gid);
+        debug!(op = "chown", ?name, ?uid, ?gid, ?r);
+        r
+    }
+
+    /// Changes owner through an open descriptor.
+    pub fn fchown(&self, fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
+        let r = sfs::fchown(fd, uid, gid);
+        debug!(op = "fchown", ?uid, ?gid, ?r);
+        r
+    }
+
+    /// Changes permission bits of an entry.
+    pub fn chmod(&self, dir: BorrowedFd<'_>, name: &CStr, perm: u32) -> Res<()> {
+        let r = sfs::chmodat(dir, name, perm);
+        debug!(op = "chmod", ?name, perm = format_args!("{perm:o}"), ?r);
+        r
+    }
+
+    /// Changes permission bits through an open descriptor.
+    pub fn fchmod(&self, fd: BorrowedFd<'_>, perm: u32) -> Res<()> {
+        let r = sfs::fchmod(fd, perm);
+        debug!(op = "fchmod", perm = format_args!("{perm:o}"), ?r);
+        r
+    }
+
+    /// Sets timestamps of an entry (not following symlinks).
+    pub fn utimens(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        atime: SetTime,
+        mtime: SetTime,
+    ) -> Res<()> {
+        let r = sfs::utimensat(dir, name, atime, mtime);
+        debug!(op = "utimens", ?name, ?atime, ?mtime, ?r);
+        r
+    }
+
+    /// Sets the size of an open file.
+    pub fn truncate(&self, fd: BorrowedFd<'_>, len: u64) -> Res<()> {
+        let r = sio::ftruncate(fd, len);
+        debug!(op = "truncate", len, ?r);
+        r
+    }
+
+    /// Removes `name` in `dir` and everything below it (used only inside the work dir, on
+    /// directories already renamed out of the upper's namespace).
+    pub fn remove_tree(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        let st = match stat::statat(dir, name) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if st.is_dir() {
+            let sub = open::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+            for e in sdir::read_all(&sub)? {
+                let child = CString::new(e.name).map_err(|_| Errno::EINVAL)?;
+                self.remove_tree(sub.as_fd(), &child)?;
+            }
+            self.rmdir(dir, name)
+        } else {
+            self.unlink(dir, name)
+        }
+    }
+
+    /// Best-effort removal of a temporary after a failed operation; failures are logged (the
+    /// next mount cleans the work dir anyway).
+    pub fn discard(&self, tmp: &CStr) {
+        if let Err(e) = self.remove_tree(self.work(), tmp) {
+            tracing::warn!("cannot remove temporary {tmp:?} from the work dir: {e}");
+        }
+    }
+}
+
+/// The whole stack: an optional upper and the lowers, topmost first.
+#[derive(Debug)]
+pub struct Layers {
+    /// The writable layer; `None` for a read-only mount.
+    pub upper: Option<Upper>,
+    /// Read-only layers, topmost first.
+    pub lowers: Vec<Layer>,
+    /// How real inode numbers become unique union inode numbers.
+    pub xino: Xino,
+}
+
+impl Layers {
+    /// Opens the lower layers (topmost first) and assembles the stack.
+    pub fn open(lowers: &[PathBuf], upper: Option<Upper>) -> Result<Layers, Error> {
+        if lowers.is_empty() {
+            return Err(Error::msg("no lower layer given"));
+        }
+        let mut ls = Vec::with_capacity(lowers.len());
+        for p in lowers {
+            ls.push(Layer::open(p, "lower layer")?);
+        }
+        if ls.len() > usize::from(LowerIdx::MAX) {
+            return Err(Error::msg(format!("too many lower layers ({})", ls.len())));
+        }
+        let mut devs: Vec<u64> = Vec::new();
+        let mut upper = upper;
+        if let Some(u) = upper.as_mut() {
+            devs.push(u.layer.dev);
+            u.layer.fs = 0;
+        }
+        for l in &mut ls {
+            let idx = match devs.iter().position(|&d| d == l.dev) {
+                Some(i) => i,
+                None => {
+                    devs.push(l.dev);
+                    devs.len() - 1
+                }
+            };
+            l.fs = u8::try_from(idx)
+                .map_err(|_| Error::msg("layers span more than 255 filesystems"))?;
+        }
+        Ok(Layers {
+            upper,
+            lowers: ls,
+            xino: Xino::new(devs.len()),
+        })
+    }
+
+    /// The upper layer, or `EROFS` for a read-only mount.
+    pub fn upper(&self) -> Res<&Upper> {
+        self.upper.as_ref().ok_or(Errno::EROFS)
+    }
+
+    /// A lower layer by index.
+    pub fn lower(&self, idx: LowerIdx) -> Res<&Layer> {
+        self.lowers.get(usize::from(idx)).ok_or(Errno::EIO)
+    }
+}
+
+/// Composes unique inode numbers from (filesystem index, real inode number), in the spirit
+/// of the kernel's `xino`: with one filesystem the real number is used as is; with several,
+/// the filesystem index goes into the high bits. The top bit is reserved for synthetic
+/// numbers (see [`crate::union::tables`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Xino {
+    /// Bit position of the filesystem index.
+    shift: u32,
+    /// Number of distinct filesystems.
+    nfs: usize,
+}
+
+/// Inode numbers with this bit set are synthetic (handed out by the union).
+pub const SYNTHETIC_BIT: u64 = 1 << 63;
+
+impl Xino {
+    /// For a stack spanning `nfs` filesystems.
+    pub fn new(nfs: usize) -> Xino {
+        let bits = if nfs <= 1 {
+            0
+        } else {
+            usize::BITS - (nfs - 1).leading_zeros()
+        };
+        Xino {
+            shift: 63 - bits,
+            nfs,
+        }
+    }
+
+    /// The union inode number for a real one, or `None` if it does not fit (then a synthetic
+    /// number is used) or would collide with the root's number 1.
+    pub fn map(&self, fs: u8, ino: u64) -> Option<u64> {
+        if ino >> self.shift != 0 {
+            return None;
+        }
+        let v = if self.nfs <= 1 {
+            ino
+        } else {
+            ino | (u64::from(fs) << self.shift)
+        };
+        (v > 1).then_some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xino_single_fs_is_identity() {
+        let x = Xino::new(1);
+        assert_eq!(x.map(0, 12345), Some(12345));
+        assert_eq!(x.map(0, 1), None, "1 is the root's number");
+        assert_eq!(x.map(0, SYNTHETIC_BIT | 5), None);
+    }
+
+    #[test]
+    fn xino_several_fs_use_high_bits() {
+        let x = Xino::new(3);
+        let a = x.map(0, 77).unwrap();
+        let b = x.map(1, 77).unwrap();
+        let c = x.map(2, 77).unwrap();
+        assert_eq!(a, 77);
+        assert_ne!(a, b);
+        assert_ne!(b, c);
+        assert_eq!(b & SYNTHETIC_BIT, 0);
+        assert_eq!(c & SYNTHETIC_BIT, 0);
+        assert_eq!(x.map(1, 1 << 62), None);
+    }
+}

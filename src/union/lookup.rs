@@ -1,0 +1,474 @@
+//! Which object does this name mean? (the kernel's `namei.c`)
+//!
+//! A name is looked for in the upper directory, then in each lower directory of the merged
+//! parent, top-down. What each layer holds is fed to [`LookupState`], a small state machine:
+//! * a whiteout stops the walk: the name does not exist;
+//! * a non-directory stops it: it hides everything below;
+//! * a directory merges with directories of the same name below, unless it is opaque, which
+//!   stops the walk below it;
+//! * a non-directory below a directory is hidden.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+
+use crate::error::{Errno, Res};
+use crate::sys::stat::{self, FileKind, Stat};
+use crate::union::layer::LowerIdx;
+use crate::union::node::{DirLayer, DirLower, Identity, Loc, Lower, Node, flag};
+use crate::union::tables::{NodeSpec, Side};
+use crate::union::whiteout::{self, DirMarks};
+use crate::union::{Entry, UnionFs};
+
+/// What one layer holds under a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing (and no `.wh.` marker).
+    Missing,
+    /// A whiteout in any dialect.
+    Whiteout,
+    /// A non-directory.
+    NonDir(Stat),
+    /// A directory and its markers.
+    Dir(Stat, DirMarks),
+}
+
+/// The walk so far.
+#[derive(Debug, Default)]
+pub struct LookupState {
+    /// The topmost object found: where, and its status.
+    top: Option<(Side, Stat)>,
+    /// For a directory result: its markers in the upper layer.
+    upper_marks: DirMarks,
+    /// For a directory result: the lower layers it merges, topmost first, with status.
+    lowers: Vec<(DirLayer, Stat)>,
+}
+
+impl LookupState {
+    /// Feeds what `side` holds; returns whether to look at the next layer down.
+    pub fn feed(&mut self, side: Side, seen: Seen) -> bool {
+        match seen {
+            Seen::Missing => true,
+            Seen::Whiteout => false,
+            Seen::NonDir(st) => {
+                if self.top.is_none() {
+                    self.top = Some((side, st));
+                }
+                false
+            }
+            Seen::Dir(st, marks) => {
+                match self.top {
+                    None => self.top = Some((side, st)),
+                    Some((_, t)) if t.is_dir() => {}
+                    // Unreachable: a non-directory on top ends the walk.
+                    Some(_) => return false,
+                }
+                match side {
+                    Side::Upper => self.upper_marks = marks,
+                    Side::Lower(idx) => self.lowers.push((
+                        DirLayer {
+                            idx,
+                            xwhiteouts: marks.xwhiteouts,
+                        },
+                        st,
+                    )),
+                }
+                !marks.opaque
+            }
+        }
+    }
+
+    /// Whether the name exists in the merged view.
+    pub fn found(&self) -> bool {
+        self.top.is_some()
+    }
+
+    /// The side and status of the object the name shows.
+    pub fn top(&self) -> Option<(Side, Stat)> {
+        self.top
+    }
+
+    /// The merged lower layers (directories only).
+    pub fn lower_layers(&self) -> Vec<DirLayer> {
+        self.lowers.iter().map(|(l, _)| *l).collect()
+    }
+
+    /// Status of the topmost lower directory, if any.
+    pub fn first_lower(&self) -> Option<(LowerIdx, Stat)> {
+        self.lowers.first().map(|(l, s)| (l.idx, *s))
+    }
+
+    /// Markers of the upper directory.
+    pub fn upper_marks(&self) -> DirMarks {
+        self.upper_marks
+    }
+}
+
+/// A name resolved in the merged view.
+#[derive(Debug)]
+pub struct Found {
+    /// The walk's result.
+    pub state: LookupState,
+    /// Status of the visible object.
+    pub stat: Stat,
+    /// Which layer shows it.
+    pub side: Side,
+    /// For an upper non-directory that was copied up: the lower object it came from.
+    pub origin: Option<Identity>,
+}
+
+impl UnionFs {
+    /// What `name` in directory layer `dir` holds.
+    pub(crate) fn probe(&self, dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
+        match stat::statat(dir, name) {
+            Ok(st) if st.is_chardev_whiteout() => Ok(Seen::Whiteout),
+            Ok(st) if st.is_dir() => Ok(Seen::Dir(st, whiteout::dir_marks(dir, name, None)?)),
+            Ok(st)
+                if xwhiteouts
+                    && st.is_reg()
+                    && st.size == 0
+                    && whiteout::is_xattr_whiteout(dir, name)? =>
+            {
+                Ok(Seen::Whiteout)
+            }
+            Ok(st) => Ok(Seen::NonDir(st)),
+            Err(Errno::ENOENT) => match whiteout::whiteout_name(name.to_bytes()) {
+                Some(wh) => match stat::statat(dir, &wh) {
+                    Ok(_) => Ok(Seen::Whiteout),
+                    Err(Errno::ENOENT) => Ok(Seen::Missing),
+                    Err(e) => Err(e),
+                },
+                None => Ok(Seen::Missing),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Walks the layers of `dir` for `name`.
+    pub(crate) fn walk(&self, dir: &Arc<Node>, name: &CStr) -> Res<LookupState> {
+        let mut state = LookupState::default();
+        if whiteout::is_marker_name(name.to_bytes()) {
+            return Ok(state);
+        }
+        if dir.has_upper() {
+            let fd = self.dir_fd(dir, Side::Upper)?;
+            let seen = self.probe(fd.as_fd(), name, dir.has(flag::UPPER_XWH))?;
+            if !state.feed(Side::Upper, seen) {
+                return Ok(state);
+            }
+        }
+        if let Some(dl) = dir.dir_lower() {
+            for l in &dl.layers {
+                let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
+                let seen = self.probe(fd.as_fd(), name, l.xwhiteouts)?;
+                if !state.feed(Side::Lower(l.idx), seen) {
+                    break;
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Resolves `name` in directory `dir`; `Ok(None)` if the merged view has no such name.
+    pub(crate) fn find(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<Found>> {
+        if !dir.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        self.stable(|| {
+            let state = self.walk(dir, name)?;
+            let Some((side, stat)) = state.top() else {
+                return Ok(None);
+            };
+            let origin = if side == Side::Upper && !stat.is_dir() {
+                self.origin_of(dir, name, &stat)?
+            } else {
+                None
+            };
+            Ok(Some(Found {
+                state,
+                stat,
+                side,
+                origin,
+            }))
+        })
+    }
+
+    /// For an upper non-directory: if it carries an origin marker, the identity of the lower
+    /// object it was copied from (the first lower object of the same type under the name).
+    fn origin_of(&self, dir: &Arc<Node>, name: &CStr, st: &Stat) -> Res<Option<Identity>> {
+        let Some(dl) = dir.dir_lower() else {
+            return Ok(None);
+        };
+        let fd = self.dir_fd(dir, Side::Upper)?;
+        let names = self.layers.upper()?.dialect.names();
+        let has = crate::sys::xattr::get(
+            crate::sys::xattr::XTarget::At(fd.as_fd(), name),
+            names.origin,
+        )?
+        .is_some();
+        if !has {
+            return Ok(None);
+        }
+        for l in &dl.layers {
+            let lfd = self.dir_fd(dir, Side::Lower(l.idx))?;
+            match self.probe(lfd.as_fd(), name, l.xwhiteouts)? {
+                Seen::Missing => continue,
+                Seen::NonDir(ls) if ls.kind() == st.kind() => {
+                    let fs = self.layers.lower(l.idx)?.fs;
+                    return Ok(Some(Identity { fs, ino: ls.ino }));
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether any lower layer of `dir` still shows `name` (so removing it from the merged
+    /// view needs a whiteout).
+    pub(crate) fn lower_has(&self, dir: &Arc<Node>, name: &CStr) -> Res<bool> {
+        let Some(dl) = dir.dir_lower() else {
+            return Ok(false);
+        };
+        for l in &dl.layers {
+            let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
+            match self.probe(fd.as_fd(), name, l.xwhiteouts)? {
+                Seen::Missing => continue,
+                Seen::Whiteout => return Ok(false),
+                Seen::NonDir(_) | Seen::Dir(..) => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Makes (or finds) the node for a resolved name and counts one kernel reference.
+    pub(crate) fn intern(
+        &self,
+        parent: &Arc<Node>,
+        name: &CStr,
+        found: Found,
+    ) -> Res<(Arc<Node>, Stat)> {
+        let kind = found.stat.kind().ok_or(Errno::EIO)?;
+        let loc = Loc {
+            parent: Some(parent.clone()),
+            name: name.to_owned(),
+        };
+        let upper_fs = || self.layers.upper.as_ref().map_or(0, |u| u.layer.fs);
+        let spec = if kind == FileKind::Directory {
+            let layers = found.state.lower_layers();
+            let identity = match found.state.first_lower() {
+                Some((idx, st)) => Identity {
+                    fs: self.layers.lower(idx)?.fs,
+                    ino: st.ino,
+                },
+                None => Identity {
+                    fs: upper_fs(),
+                    ino: found.stat.ino,
+                },
+            };
+            let mut flags = 0;
+            let mut upper_ino = 0;
+            if found.side == Side::Upper {
+                flags |= flag::UPPER;
+                upper_ino = found.stat.ino;
+                let m = found.state.upper_marks();
+                if m.opaque {
+                    flags |= flag::OPAQUE;
+                }
+                if m.xwhiteouts {
+                    flags |= flag::UPPER_XWH;
+                }
+            }
+            let lower = if layers.is_empty() {
+                Lower::None
+            } else {
+                let base = parent
+                    .dir_lower()
+                    .map(|d| d.path.as_bytes())
+                    .unwrap_or_default();
+                Lower::Dir(Box::new(DirLower {
+                    path: join(base, name.to_bytes())?,
+                    layers,
+                }))
+            };
+            NodeSpec {
+                kind,
+                identity,
+                upper_ino,
+                lower,
+                flags,
+                loc,
+            }
+        } else {
+            match found.side {
+                Side::Upper => {
+                    let (identity, flags) = match found.origin {
+                        Some(o) => (o, flag::UPPER | flag::ORIGIN),
+                        None => (
+                            Identity {
+                                fs: upper_fs(),
+                                ino: found.stat.ino,
+                            },
+                            flag::UPPER,
+                        ),
+                    };
+                    NodeSpec {
+                        kind,
+                        identity,
+                        upper_ino: found.stat.ino,
+                        lower: Lower::None,
+                        flags,
+                        loc,
+                    }
+                }
+                Side::Lower(idx) => NodeSpec {
+                    kind,
+                    identity: Identity {
+                        fs: self.layers.lower(idx)?.fs,
+                        ino: found.stat.ino,
+                    },
+                    upper_ino: 0,
+                    lower: Lower::File(idx),
+                    flags: 0,
+                    loc,
+                },
+            }
+        };
+        let node = self.inodes.intern(spec, &self.layers.xino);
+        // A known node reached under another name: remember that name too.
+        let l = node.loc();
+        let same =
+            l.name.as_c_str() == name && l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
+        if !same {
+            let loc = Loc {
+                parent: Some(parent.clone()),
+                name: name.to_owned(),
+            };
+            if node.is_dir() {
+                node.locs.write().first = loc;
+            } else {
+                node.add_loc(loc);
+            }
+        }
+        Ok((node, found.stat))
+    }
+
+    /// `lookup`: resolves `name` in directory `parent` and counts a kernel reference.
+    pub fn lookup(&self, parent: u64, name: &CStr) -> Res<Entry> {
+        crate::sys::name_ok(name.to_bytes())?;
+        let dir = self.inodes.get(parent)?;
+        let found = self.find(&dir, name)?.ok_or(Errno::ENOENT)?;
+        let (node, st) = self.intern(&dir, name, found)?;
+        Ok(Entry {
+            ino: node.ino,
+            attr: self.attr_of(&node, &st),
+        })
+    }
+
+    /// `forget`: the kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if let Ok(node) = self.inodes.get(ino) {
+            self.inodes.forget(ino, n);
+            if self
+                .inodes
+                .get(ino)
+                .map(|cur| !Arc::ptr_eq(&cur, &node))
+                .unwrap_or(true)
+            {
+                self.forget_dirfds(&node);
+            }
+        }
+    }
+}
+
+/// `base/name`, or `name` when `base` is empty.
+pub(crate) fn join(base: &[u8], name: &[u8]) -> Res<CString> {
+    let mut v = Vec::with_capacity(base.len() + 1 + name.len());
+    if !base.is_empty() {
+        v.extend_from_slice(base);
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    CString::new(v).map_err(|_| Errno::EINVAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::stat::Timespec;
+
+    fn st(mode: u32, ino: u64) -> Stat {
+        Stat {
+            dev: 1,
+            ino,
+            mode,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            size: 0,
+            blocks: 0,
+            blksize: 4096,
+            atime: Timespec::default(),
+            mtime: Timespec::default(),
+            ctime: Timespec::default(),
+        }
+    }
+    const DIR: u32 = libc::S_IFDIR | 0o755;
+    const REG: u32 = libc::S_IFREG | 0o644;
+    const OPAQUE: DirMarks = DirMarks {
+        opaque: true,
+        xwhiteouts: false,
+    };
+
+    #[test]
+    fn whiteout_stops_the_walk() {
+        let mut s = LookupState::default();
+        assert!(s.feed(Side::Upper, Seen::Missing));
+        assert!(!s.feed(Side::Lower(0), Seen::Whiteout));
+        assert!(!s.found());
+    }
+
+    #[test]
+    fn non_directory_hides_everything_below() {
+        let mut s = LookupState::default();
+        assert!(!s.feed(Side::Lower(0), Seen::NonDir(st(REG, 5))));
+        assert_eq!(s.top().map(|t| t.0), Some(Side::Lower(0)));
+        assert!(s.lower_layers().is_empty());
+    }
+
+    #[test]
+    fn directories_merge_until_opaque() {
+        let mut s = LookupState::default();
+        assert!(s.feed(Side::Upper, Seen::Dir(st(DIR, 1), DirMarks::default())));
+        assert!(s.feed(Side::Lower(0), Seen::Dir(st(DIR, 2), DirMarks::default())));
+        assert!(s.feed(Side::Lower(1), Seen::Missing));
+        assert!(!s.feed(Side::Lower(2), Seen::Dir(st(DIR, 3), OPAQUE)));
+        assert_eq!(s.top().map(|t| (t.0, t.1.ino)), Some((Side::Upper, 1)));
+        let idx: Vec<_> = s.lower_layers().iter().map(|l| l.idx).collect();
+        assert_eq!(idx, vec![0, 2]);
+        assert_eq!(s.first_lower().map(|f| f.1.ino), Some(2));
+    }
+
+    #[test]
+    fn opaque_upper_dir_merges_nothing() {
+        let mut s = LookupState::default();
+        assert!(!s.feed(Side::Upper, Seen::Dir(st(DIR, 1), OPAQUE)));
+        assert!(s.upper_marks().opaque);
+        assert!(s.lower_layers().is_empty());
+    }
+
+    #[test]
+    fn non_directory_below_directory_is_hidden() {
+        let mut s = LookupState::default();
+        assert!(s.feed(Side::Lower(0), Seen::Dir(st(DIR, 1), DirMarks::default())));
+        assert!(!s.feed(Side::Lower(1), Seen::NonDir(st(REG, 2))));
+        assert!(s.top().is_some_and(|t| t.1.is_dir()));
+        assert_eq!(s.lower_layers().len(), 1);
+    }
+
+    #[test]
+    fn join_paths() {
+        assert_eq!(join(b"", b"a").unwrap().as_bytes(), b"a");
+        assert_eq!(join(b"a/b", b"c").unwrap().as_bytes(), b"a/b/c");
+    }
+}

@@ -1,0 +1,470 @@
+//! The union filesystem core: kernel overlayfs semantics over real layer directories, with
+//! no FUSE types in sight. Every operation is a method on [`UnionFs`] that returns a value or
+//! an [`Errno`]; the FUSE adapter ([`crate::fuse`]) only translates.
+//!
+//! # Module map (named after the kernel's `fs/overlayfs/*.c`)
+//! | module | question it answers |
+//! |---|---|
+//! | [`layer`] | what the layers are; the one choke point for upper-layer mutations |
+//! | [`whiteout`] | which entries and xattrs are markers (read every dialect, write the kernel's) |
+//! | [`node`] | what the kernel's inode number stands for |
+//! | [`tables`] | inode table, handle table, directory-descriptor cache |
+//! | [`lookup`] | which object does this name mean? (`namei.c`) |
+//! | [`readdir`] | what does this directory list? (`readdir.c`) |
+//! | [`copy_up`] | how does a lower object become writable? (`copy_up.c`) |
+//! | [`dir`] | how does the namespace change? (`dir.c`) |
+//! | [`inode`] | attributes and extended attributes (`inode.c`, `xattrs.c`) |
+//! | [`file`] | open files and their data (`file.c`) |
+//!
+//! # Invariants
+//! * Lower layers are never written. Every upper mutation goes through
+//!   [`layer::Upper`]'s methods.
+//! * A new upper object becomes visible by one rename from the work dir (copy-up, whiteouts,
+//!   creation over a whiteout); a crash leaves the old view or the new one, never a partial
+//!   one, and the work dir is emptied at the next mount.
+//! * Paths inside a layer are resolved from its root descriptor with `openat2`
+//!   (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`); names inside a directory never follow a final
+//!   symlink. The daemon never follows a symlink stored in a layer.
+//! * A node's inode number never changes, so an object keeps its `st_ino` across copy-up.
+//!
+//! # Inode numbers (the decision)
+//! The FUSE node id is also `st_ino` (fuser ties them). It is the object's *identity* mapped
+//! by [`layer::Xino`]: the real inode number of the topmost lower directory for merged
+//! directories, of the origin for copied-up files (recorded in `overlay.origin`), or of the
+//! object itself. With all layers on one filesystem this equals what kernel overlayfs
+//! reports. When that number is held by a different live object the node gets a synthetic
+//! number (top bit set) instead.
+//!
+//! # Paths and descriptors
+//! The daemon keeps no descriptor per node (walking a 500k-file tree would exhaust the
+//! limit). Lower paths are fixed for a node's life; upper paths follow the node's current
+//! name. Directories' real descriptors live in a bounded cache ([`tables::DirFdCache`]);
+//! a miss re-resolves from the layer root. Renames bump [`UnionFs::rename_seq`]; a
+//! resolution that fails with `ENOENT` while it moved is retried.
+//!
+//! # Lock order
+//! 1. an inode-table shard lock: held only inside [`tables::InodeTable`], never across I/O;
+//! 2. a node's `copy_up_lock` (copy-up of the node only; parents are copied up first, before
+//!    taking the child's lock, so these locks never nest);
+//! 3. a node's `locs` lock: brief, never across I/O.
+//!
+//! The handle table is never held across a call into the core.
+
+pub mod copy_up;
+pub mod dir;
+pub mod file;
+pub mod inode;
+pub mod layer;
+pub mod lookup;
+pub mod node;
+pub mod readdir;
+pub mod tables;
+pub mod whiteout;
+
+use std::ffi::{CStr, CString};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{Errno, Error, Res};
+use crate::sys::open::{self, OFlags};
+use crate::sys::stat::{self, FileKind, Stat, Timespec};
+use layer::{Layers, LowerIdx};
+use node::{DirLayer, DirLower, Identity, Loc, Lower, Node, flag};
+use tables::{DirFdCache, HandleTable, InodeTable, Side};
+use whiteout::Dialect;
+
+/// Who is asking: the credentials of the process behind a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ctx {
+    /// File-system user id.
+    pub uid: u32,
+    /// File-system group id.
+    pub gid: u32,
+}
+
+/// Attributes of a merged object as the mount shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Union inode number.
+    pub ino: u64,
+    /// File type.
+    pub kind: FileKind,
+    /// Permission bits.
+    pub perm: u32,
+    /// Link count (1 for merged directories, as the kernel reports).
+    pub nlink: u64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number.
+    pub rdev: u64,
+    /// Size.
+    pub size: u64,
+    /// 512-byte blocks.
+    pub blocks: u64,
+    /// Preferred I/O size.
+    pub blksize: u32,
+    /// Access time.
+    pub atime: Timespec,
+    /// Modification time.
+    pub mtime: Timespec,
+    /// Change time.
+    pub ctime: Timespec,
+}
+
+/// A lookup result: the node's number and attributes. Each `Entry` returned counts one
+/// kernel reference, balanced by `forget`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Union inode number.
+    pub ino: u64,
+    /// Its attributes.
+    pub attr: Attr,
+}
+
+/// Mount-wide settings of the core.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Namespace of the private xattrs written.
+    pub dialect: Dialect,
+    /// The daemon may give new objects the caller's ownership (root, or `CAP_CHOWN`).
+    pub set_owner: bool,
+    /// How many directory descriptors to keep cached.
+    pub dirfd_cache: usize,
+}
+
+/// Lets the core ask the kernel to drop cached names or attributes it can no longer trust.
+pub trait Invalidator: Send + Sync {
+    /// Drop the cached dentry `name` in directory `parent`.
+    fn inval_entry(&self, parent: u64, name: &CStr);
+    /// Drop the cached attributes and data of `ino`.
+    fn inval_inode(&self, ino: u64);
+}
+
+/// The union filesystem.
+pub struct UnionFs {
+    /// Upper and lower layers.
+    pub layers: Layers,
+    /// Nodes the kernel references.
+    pub(crate) inodes: InodeTable,
+    /// Open files and directories.
+    pub(crate) handles: HandleTable,
+    /// Cached real directory descriptors.
+    pub(crate) dirfds: DirFdCache,
+    /// Settings.
+    pub opts: Options,
+    /// Bumped before and after every rename, so path resolution can tell it raced with one.
+    rename_seq: AtomicU64,
+    /// The root node.
+    root: Arc<Node>,
+    /// Set once the session exists.
+    invalidator: OnceLock<Box<dyn Invalidator>>,
+}
+
+impl std::fmt::Debug for UnionFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnionFs")
+            .field("layers", &self.layers)
+            .field("inodes", &self.inodes.len())
+            .finish()
+    }
+}
+
+/// Where a node's real object is: a directory descriptor and a name in it (`"."` for a
+/// directory's own descriptor).
+#[derive(Debug, Clone)]
+pub struct Real {
+    /// Directory holding the object (or the directory itself, with name `"."`).
+    pub dir: Arc<OwnedFd>,
+    /// Name in `dir`.
+    pub name: CString,
+    /// Which layer.
+    pub side: Side,
+}
+
+impl UnionFs {
+    /// Builds the union over opened layers.
+    pub fn new(layers: Layers, opts: Options) -> Result<UnionFs, Error> {
+        let mut dlayers = Vec::with_capacity(layers.lowers.len());
+        for (i, l) in layers.lowers.iter().enumerate() {
+            let marks = whiteout::dir_marks(std::os::fd::AsFd::as_fd(&*l.root), sys_dot(), None)
+                .map_err(|e| {
+                    Error::io(format!("cannot read lower layer '{}'", l.path.display()), e)
+                })?;
+            dlayers.push(DirLayer {
+                idx: i as LowerIdx,
+                xwhiteouts: marks.xwhiteouts,
+            });
+        }
+        let top = &layers.lowers[0];
+        let top_st =
+            stat::fstat(&*top.root).map_err(|e| Error::io("cannot stat the top lower layer", e))?;
+        let mut flags = 0;
+        let mut upper_ino = 0;
+        if let Some(u) = &layers.upper {
+            let st = stat::fstat(&*u.layer.root)
+                .map_err(|e| Error::io("cannot stat the upper dir", e))?;
+            upper_ino = st.ino;
+            flags |= flag::UPPER;
+            let marks =
+                whiteout::dir_marks(std::os::fd::AsFd::as_fd(&*u.layer.root), sys_dot(), None)
+                    .map_err(|e| Error::io("cannot read the upper dir", e))?;
+            if marks.xwhiteouts {
+                flags |= flag::UPPER_XWH;
+            }
+        }
+        let root = Node::new(
+            tables::ROOT_INO,
+            FileKind::Directory,
+            Identity {
+                fs: top.fs,
+                ino: top_st.ino,
+            },
+            Loc {
+                parent: None,
+                name: CString::default(),
+            },
+            Lower::Dir(Box::new(DirLower {
+                path: CString::default(),
+                layers: dlayers,
+            })),
+            flags,
+            upper_ino,
+        );
+        let inodes = InodeTable::default();
+        let root = inodes.insert_root(root);
+        Ok(UnionFs {
+            layers,
+            inodes,
+            handles: HandleTable::default(),
+            dirfds: DirFdCache::new(opts.dirfd_cache),
+            opts,
+            rename_seq: AtomicU64::new(0),
+            root,
+            invalidator: OnceLock::new(),
+        })
+    }
+
+    /// Installs the kernel-cache invalidator (once the FUSE session exists).
+    pub fn set_invalidator(&self, inv: Box<dyn Invalidator>) {
+        // A second call keeps the first invalidator; there is only one session.
+        let _ = self.invalidator.set(inv);
+    }
+
+    /// Asks the kernel to forget a cached name.
+    pub(crate) fn inval_entry(&self, parent: u64, name: &CStr) {
+        if let Some(i) = self.invalidator.get() {
+            i.inval_entry(parent, name);
+        }
+    }
+
+    /// Asks the kernel to forget cached attributes of an inode.
+    pub(crate) fn inval_inode(&self, ino: u64) {
+        if let Some(i) = self.invalidator.get() {
+            i.inval_inode(ino);
+        }
+    }
+
+    /// The root node.
+    pub fn root(&self) -> &Arc<Node> {
+        &self.root
+    }
+
+    /// Number of nodes the kernel references (for statistics and tests).
+    pub fn node_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// Number of open handles.
+    pub fn handle_count(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Runs `f`, retrying when it failed with `ENOENT` while a rename moved things.
+    pub(crate) fn stable<T>(&self, mut f: impl FnMut() -> Res<T>) -> Res<T> {
+        for _ in 0..8 {
+            let before = self.rename_seq.load(Ordering::Acquire);
+            match f() {
+                Err(Errno::ENOENT)
+                    if self.rename_seq.load(Ordering::Acquire) != before || before & 1 == 1 =>
+                {
+                    std::thread::yield_now();
+                }
+                r => return r,
+            }
+        }
+        f()
+    }
+
+    /// Marks the start and end of a rename for [`UnionFs::stable`].
+    pub(crate) fn rename_mark(&self) {
+        self.rename_seq.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The path of a node inside the upper layer (its merged path), `""` for the root.
+    pub(crate) fn upper_path(&self, node: &Arc<Node>) -> Res<CString> {
+        let mut parts: Vec<CString> = Vec::new();
+        let mut cur = node.clone();
+        loop {
+            if cur.has(flag::DEAD) {
+                return Err(Errno::ENOENT);
+            }
+            let loc = cur.loc();
+            match loc.parent {
+                None => break,
+                Some(p) => {
+                    parts.push(loc.name);
+                    cur = p;
+                }
+            }
+            if parts.len() > 4096 {
+                return Err(Errno::ELOOP);
+            }
+        }
+        let mut v = Vec::new();
+        for (i, p) in parts.iter().rev().enumerate() {
+            if i > 0 {
+                v.push(b'/');
+            }
+            v.extend_from_slice(p.to_bytes());
+        }
+        CString::new(v).map_err(|_| Errno::EINVAL)
+    }
+
+    /// The real directory of `node` on `side`, as an `O_PATH` descriptor (cached).
+    pub(crate) fn dir_fd(&self, node: &Arc<Node>, side: Side) -> Res<Arc<OwnedFd>> {
+        if node.ino == tables::ROOT_INO {
+            return match side {
+                Side::Upper => Ok(self.layers.upper()?.layer.root.clone()),
+                Side::Lower(i) => Ok(self.layers.lower(i)?.root.clone()),
+            };
+        }
+        if let Some(fd) = self.dirfds.get(node.ino, side) {
+            return Ok(fd);
+        }
+        let fd = match side {
+            Side::Upper => {
+                if !node.has_upper() {
+                    return Err(Errno::ENOENT);
+                }
+                let path = self.upper_path(node)?;
+                open::resolve_beneath(
+                    &*self.layers.upper()?.layer.root,
+                    &path,
+                    OFlags::PATH | OFlags::DIRECTORY,
+                )?
+            }
+            Side::Lower(i) => {
+                let dl = node.dir_lower().ok_or(Errno::EIO)?;
+                open::resolve_beneath(
+                    &*self.layers.lower(i)?.root,
+                    &dl.path,
+                    OFlags::PATH | OFlags::DIRECTORY,
+                )?
+            }
+        };
+        let fd = Arc::new(fd);
+        self.dirfds.put(node.ino, side, fd.clone());
+        Ok(fd)
+    }
+
+    /// Drops cached descriptors of a node.
+    pub(crate) fn forget_dirfds(&self, node: &Node) {
+        if !node.is_dir() {
+            return;
+        }
+        self.dirfds.forget_side(node.ino, Side::Upper);
+        if let Some(dl) = node.dir_lower() {
+            for l in &dl.layers {
+                self.dirfds.forget_side(node.ino, Side::Lower(l.idx));
+            }
+        }
+    }
+
+    /// Where the node's visible real object is: the upper copy if any, else its lower one.
+    pub(crate) fn real(&self, node: &Arc<Node>) -> Res<Real> {
+        self.stable(|| self.real_once(node))
+    }
+
+    fn real_once(&self, node: &Arc<Node>) -> Res<Real> {
+        if node.is_dir() {
+            let side = if node.has_upper() {
+                Side::Upper
+            } else {
+                Side::Lower(
+                    node.dir_lower()
+                        .and_then(|d| d.layers.first())
+                        .ok_or(Errno::EIO)?
+                        .idx,
+                )
+            };
+            return Ok(Real {
+                dir: self.dir_fd(node, side)?,
+                name: sys_dot().to_owned(),
+                side,
+            });
+        }
+        let loc = node.loc();
+        let parent = loc.parent.ok_or(Errno::EIO)?;
+        let side = if node.has_upper() {
+            Side::Upper
+        } else {
+            match node.lower {
+                Lower::File(i) => Side::Lower(i),
+                _ => return Err(Errno::EIO),
+            }
+        };
+        Ok(Real {
+            dir: self.dir_fd(&parent, side)?,
+            name: loc.name,
+            side,
+        })
+    }
+
+    /// The node's upper object (after copy-up): its directory descriptor and name.
+    pub(crate) fn upper_real(&self, node: &Arc<Node>) -> Res<Real> {
+        if !node.has_upper() {
+            return Err(Errno::EIO);
+        }
+        self.real(node)
+    }
+
+    /// Attributes of `node` from the real object's status.
+    pub(crate) fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
+        let nlink = if node.is_dir() && node.has_upper() && node.has_lower() {
+            1
+        } else {
+            st.nlink
+        };
+        Attr {
+            ino: node.ino,
+            kind: node.kind,
+            perm: st.perm(),
+            nlink,
+            uid: st.uid,
+            gid: st.gid,
+            rdev: st.rdev,
+            size: st.size,
+            blocks: st.blocks,
+            blksize: st.blksize,
+            atime: st.atime,
+            mtime: st.mtime,
+            ctime: st.ctime,
+        }
+    }
+
+    /// Status of the node's visible real object.
+    pub(crate) fn stat_node(&self, node: &Arc<Node>) -> Res<Stat> {
+        self.stable(|| {
+            let r = self.real_once(node)?;
+            stat::statat(&*r.dir, &r.name)
+        })
+    }
+}
+
+/// `"."`.
+pub(crate) fn sys_dot() -> &'static CStr {
+    crate::sys::DOT
+}

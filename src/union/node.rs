@@ -1,0 +1,281 @@
+//! A node is one object of the merged tree, as the kernel knows it by inode number.
+//!
+//! What never changes for a node: its inode number, type, identity, and where its lower
+//! part lives. What changes, each under its own rule:
+//! * `upper` goes from absent to present exactly once (copy-up or creation), under
+//!   `copy_up_lock`; readers use an atomic flag and take no lock;
+//! * `locs` (the names it is known by) changes on rename, link and unlink, under its
+//!   `RwLock`, which is never held across a system call;
+//! * `lookups` counts the kernel's references (lookup +1, forget -n) and is changed only
+//!   under the inode table's shard lock.
+
+use std::ffi::CString;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::sys::stat::FileKind;
+use crate::union::layer::LowerIdx;
+
+/// Where an object came from: the filesystem index and real inode number that give it its
+/// union inode number (the topmost lower for merged directories, the origin for copied-up
+/// files, the upper object for pure-upper ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// Filesystem index within the stack (see [`crate::union::layer::Layer::fs`]).
+    pub fs: u8,
+    /// Real inode number on that filesystem.
+    pub ino: u64,
+}
+
+/// One name a node is known by.
+#[derive(Clone, Debug)]
+pub struct Loc {
+    /// The directory holding the name (`None` only for the root).
+    pub parent: Option<Arc<Node>>,
+    /// The name.
+    pub name: CString,
+}
+
+/// The names of a node: directories have one; hard-linked files may have several.
+#[derive(Debug)]
+pub struct Locs {
+    /// The name used to reach the real object.
+    pub first: Loc,
+    /// Other known names of the same object.
+    pub more: Vec<Loc>,
+}
+
+/// Where the lower part of a node lives. Fixed when the node is made.
+#[derive(Debug)]
+pub enum Lower {
+    /// Nothing below: a pure upper object.
+    None,
+    /// A non-directory in this lower layer, at its parent's lower path plus its name.
+    File(LowerIdx),
+    /// A directory merged from these lower layers.
+    Dir(Box<DirLower>),
+}
+
+/// The lower layers a directory merges, and where in them.
+#[derive(Debug)]
+pub struct DirLower {
+    /// Path of the directory inside every lower layer, relative to the layer root (empty for
+    /// the root). Differs from the merged path only for redirected directories.
+    pub path: CString,
+    /// Layers holding the directory, topmost first, with their markers.
+    pub layers: Vec<DirLayer>,
+}
+
+/// One lower layer of a merged directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirLayer {
+    /// Which lower layer.
+    pub idx: LowerIdx,
+    /// Its entries may be xattr whiteouts (`overlay.opaque=x`).
+    pub xwhiteouts: bool,
+}
+
+/// Node flags.
+pub mod flag {
+    /// The object exists in the upper layer.
+    pub const UPPER: u32 = 1 << 0;
+    /// The object was removed from the merged tree; only open handles keep it.
+    pub const DEAD: u32 = 1 << 1;
+    /// The upper directory is opaque.
+    pub const OPAQUE: u32 = 1 << 2;
+    /// The upper directory has the `impure` marker.
+    pub const IMPURE: u32 = 1 << 3;
+    /// The upper directory's entries may be xattr whiteouts.
+    pub const UPPER_XWH: u32 = 1 << 4;
+    /// The upper object carries an origin (it was copied up).
+    pub const ORIGIN: u32 = 1 << 5;
+}
+
+/// One object of the merged tree.
+#[derive(Debug)]
+pub struct Node {
+    /// Union inode number, also the FUSE node id; never changes.
+    pub ino: u64,
+    /// File type; never changes.
+    pub kind: FileKind,
+    /// Where the number came from.
+    pub identity: Identity,
+    /// Kernel references (lookups minus forgets).
+    pub(crate) lookups: AtomicU64,
+    /// `flag::*` bits.
+    flags: AtomicU32,
+    /// Real inode number of the upper object once there is one (0 before).
+    upper_ino: AtomicU64,
+    /// The names of this node.
+    pub(crate) locs: RwLock<Locs>,
+    /// The lower part.
+    pub lower: Lower,
+    /// Serialises copy-up of this node.
+    pub copy_up_lock: Mutex<()>,
+    /// Bumped on every change to this directory's entries (for readdir snapshots).
+    pub dir_version: AtomicU64,
+}
+
+impl Node {
+    /// A node with the given fixed parts.
+    pub fn new(
+        ino: u64,
+        kind: FileKind,
+        identity: Identity,
+        loc: Loc,
+        lower: Lower,
+        flags: u32,
+        upper_ino: u64,
+    ) -> Node {
+        Node {
+            ino,
+            kind,
+            identity,
+            lookups: AtomicU64::new(0),
+            flags: AtomicU32::new(flags),
+            upper_ino: AtomicU64::new(upper_ino),
+            locs: RwLock::new(Locs {
+                first: loc,
+                more: Vec::new(),
+            }),
+            lower,
+            copy_up_lock: Mutex::new(()),
+            dir_version: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a flag is set.
+    pub fn has(&self, f: u32) -> bool {
+        self.flags.load(Ordering::Acquire) & f != 0
+    }
+
+    /// Sets flags.
+    pub fn set(&self, f: u32) {
+        self.flags.fetch_or(f, Ordering::AcqRel);
+    }
+
+    /// Clears flags.
+    pub fn clear(&self, f: u32) {
+        self.flags.fetch_and(!f, Ordering::AcqRel);
+    }
+
+    /// Whether the object exists in the upper layer.
+    pub fn has_upper(&self) -> bool {
+        self.has(flag::UPPER)
+    }
+
+    /// Records that the object now exists in the upper layer as real inode `ino`.
+    pub fn set_upper(&self, ino: u64) {
+        self.upper_ino.store(ino, Ordering::Release);
+        self.set(flag::UPPER);
+    }
+
+    /// Real inode number of the upper object, 0 if none.
+    pub fn upper_ino(&self) -> u64 {
+        self.upper_ino.load(Ordering::Acquire)
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileKind::Directory
+    }
+
+    /// Whether any lower layer contributes to this node.
+    pub fn has_lower(&self) -> bool {
+        match &self.lower {
+            Lower::None => false,
+            Lower::File(_) => true,
+            Lower::Dir(d) => !d.layers.is_empty(),
+        }
+    }
+
+    /// The directory's lower part, if any.
+    pub fn dir_lower(&self) -> Option<&DirLower> {
+        match &self.lower {
+            Lower::Dir(d) if !d.layers.is_empty() => Some(d),
+            _ => None,
+        }
+    }
+
+    /// A merged directory: present in the upper and in at least one lower.
+    pub fn is_merged_dir(&self) -> bool {
+        self.is_dir() && self.has_upper() && self.has_lower()
+    }
+
+    /// The first name and its parent.
+    pub fn loc(&self) -> Loc {
+        self.locs.read().first.clone()
+    }
+
+    /// The parent directory node (`None` for the root).
+    pub fn parent(&self) -> Option<Arc<Node>> {
+        self.locs.read().first.parent.clone()
+    }
+
+    /// Adds a name for this node, unless known already.
+    pub fn add_loc(&self, loc: Loc) {
+        let mut l = self.locs.write();
+        let same = |x: &Loc| x.name == loc.name && ptr_eq(&x.parent, &loc.parent);
+        if same(&l.first) || l.more.iter().any(same) {
+            return;
+        }
+        l.more.push(loc);
+    }
+
+    /// Forgets a name after unlink; returns whether the node still has a name.
+    pub fn remove_loc(&self, parent: &Arc<Node>, name: &CString) -> bool {
+        let mut l = self.locs.write();
+        let is =
+            |x: &Loc| &x.name == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
+        if is(&l.first) {
+            if let Some(next) = l.more.pop() {
+                l.first = next;
+                true
+            } else {
+                false
+            }
+        } else {
+            l.more.retain(|x| !is(x));
+            true
+        }
+    }
+
+    /// Renames the name (`parent`, `name`) to (`new_parent`, `new_name`).
+    pub fn move_loc(
+        &self,
+        parent: &Arc<Node>,
+        name: &CString,
+        new_parent: &Arc<Node>,
+        new_name: CString,
+    ) {
+        let mut l = self.locs.write();
+        let is =
+            |x: &Loc| &x.name == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
+        let new = Loc {
+            parent: Some(new_parent.clone()),
+            name: new_name,
+        };
+        if is(&l.first) {
+            l.first = new;
+        } else if let Some(x) = l.more.iter_mut().find(|x| is(x)) {
+            *x = new;
+        } else {
+            l.first = new;
+        }
+    }
+
+    /// Marks that the directory's entries changed.
+    pub fn touch_dir(&self) {
+        self.dir_version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn ptr_eq(a: &Option<Arc<Node>>, b: &Option<Arc<Node>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,410 @@
+//! What does this directory list? (the kernel's `readdir.c`)
+//!
+//! The listing of a merged directory is built once per open (and again when a read starts
+//! over after the directory changed): the upper directory, then each merged lower directory,
+//! top-down. [`merge`] is the pure rule: the first layer to show a name decides it; a
+//! whiteout decides "absent"; a `.wh.NAME` marker hides `NAME` in the layers below it (not in
+//! its own layer, as OCI specifies); markers themselves never appear.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::{Errno, Res};
+use crate::sys::stat::{self, FileKind};
+use crate::sys::{dir as sdir, open};
+use crate::union::UnionFs;
+use crate::union::node::{Node, flag};
+use crate::union::tables::{DirHandle, Handle, Side};
+use crate::union::whiteout;
+
+/// One entry of a merged listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Name.
+    pub name: CString,
+    /// Inode number reported in `d_ino`.
+    pub ino: u64,
+    /// Type reported in `d_type`.
+    pub kind: FileKind,
+}
+
+/// One entry of one layer, classified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Real inode number.
+    pub ino: u64,
+    /// Type.
+    pub kind: FileKind,
+    /// Whether it is a whiteout (in any dialect).
+    pub whiteout: bool,
+}
+
+/// The classified listing of one layer's directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerListing {
+    /// Filesystem index of the layer (for inode numbers).
+    pub fs: u8,
+    /// Whether this is the upper layer.
+    pub upper: bool,
+    /// Entries, markers excluded.
+    pub entries: Vec<Listed>,
+    /// Names hidden in lower layers by `.wh.NAME` markers of this layer.
+    pub hidden_below: Vec<Vec<u8>>,
+}
+
+/// A visible name of the merged listing, with what it shadows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merged {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Type.
+    pub kind: FileKind,
+    /// Filesystem index and real inode of the visible entry.
+    pub fs: u8,
+    /// Real inode number.
+    pub ino: u64,
+    /// Whether the visible entry is in the upper layer.
+    pub upper: bool,
+    /// The first lower entry of the same name below it that is not a whiteout (its type,
+    /// filesystem index and inode), if one exists: a merged directory's lower part, or a
+    /// copied-up file's origin.
+    pub shadow: Option<(FileKind, u8, u64)>,
+}
+
+/// Merges layer listings, topmost first, into the visible names in order of appearance.
+pub fn merge(layers: &[LayerListing]) -> Vec<Merged> {
+    // name -> index in `out`, or None for a name decided as absent.
+    let mut seen: HashMap<&[u8], Option<usize>> = HashMap::new();
+    let mut out: Vec<Merged> = Vec::new();
+    // Per output entry: whether the search for its shadow is over.
+    let mut closed: Vec<bool> = Vec::new();
+    for layer in layers {
+        for e in &layer.entries {
+            match seen.get(e.name.as_slice()) {
+                Some(Some(i)) => {
+                    let i = *i;
+                    if !closed[i] && !layer.upper {
+                        closed[i] = true;
+                        if !e.whiteout {
+                            out[i].shadow = Some((e.kind, layer.fs, e.ino));
+                        }
+                    }
+                }
+                Some(None) => {}
+                None => {
+                    if e.whiteout {
+                        seen.insert(&e.name, None);
+                    } else {
+                        seen.insert(&e.name, Some(out.len()));
+                        closed.push(!layer.upper);
+                        out.push(Merged {
+                            name: e.name.clone(),
+                            kind: e.kind,
+                            fs: layer.fs,
+                            ino: e.ino,
+                            upper: layer.upper,
+                            shadow: None,
+                        });
+                    }
+                }
+            }
+        }
+        for h in &layer.hidden_below {
+            match seen.get(h.as_slice()) {
+                Some(Some(i)) => closed[*i] = true,
+                Some(None) => {}
+                None => {
+                    seen.insert(h, None);
+                }
+            }
+        }
+    }
+    out
+}
+
+impl UnionFs {
+    /// Reads and classifies one layer's directory.
+    fn list_layer(&self, dir: &Arc<Node>, side: Side, xwhiteouts: bool) -> Res<LayerListing> {
+        let fd = self.dir_fd(dir, side)?;
+        let rd = open::open_dir_for_read(&*fd)?;
+        let raw = sdir::read_all(&rd)?;
+        let fs = match side {
+            Side::Upper => self.layers.upper()?.layer.fs,
+            Side::Lower(i) => self.layers.lower(i)?.fs,
+        };
+        let mut listing = LayerListing {
+            fs,
+            upper: side == Side::Upper,
+            ..Default::default()
+        };
+        for e in raw {
+            if whiteout::is_marker_name(&e.name) {
+                if let Some(t) = whiteout::whiteout_target(&e.name) {
+                    listing.hidden_below.push(t.to_vec());
+                }
+                continue;
+            }
+            let name = CString::new(e.name.clone()).map_err(|_| Errno::EIO)?;
+            let (kind, whiteout) = match e.kind {
+                Some(FileKind::CharDev) | None => match stat::statat(fd.as_fd(), &name) {
+                    Ok(st) => (st.kind().ok_or(Errno::EIO)?, st.is_chardev_whiteout()),
+                    // Gone since getdents: not listed.
+                    Err(Errno::ENOENT) => continue,
+                    Err(err) => return Err(err),
+                },
+                Some(FileKind::Regular) if xwhiteouts => {
+                    let st = match stat::statat(fd.as_fd(), &name) {
+                        Ok(st) => st,
+                        Err(Errno::ENOENT) => continue,
+                        Err(err) => return Err(err),
+                    };
+                    let wh = st.size == 0 && whiteout::is_xattr_whiteout(fd.as_fd(), &name)?;
+                    (FileKind::Regular, wh)
+                }
+                Some(k) => (k, false),
+            };
+            listing.entries.push(Listed {
+                name: e.name,
+                ino: e.ino,
+                kind,
+                whiteout,
+            });
+        }
+        Ok(listing)
+    }
+
+    /// The merged listing of a directory node, with `.` and `..` first.
+    pub(crate) fn list(&self, dir: &Arc<Node>) -> Res<Vec<DirEntry>> {
+        self.stable(|| self.list_once(dir))
+    }
+
+    fn list_once(&self, dir: &Arc<Node>) -> Res<Vec<DirEntry>> {
+        let mut layers = Vec::new();
+        if dir.has_upper() {
+            layers.push(self.list_layer(dir, Side::Upper, dir.has(flag::UPPER_XWH))?);
+        }
+        if let Some(dl) = dir.dir_lower() {
+            for l in &dl.layers {
+                layers.push(self.list_layer(dir, Side::Lower(l.idx), l.xwhiteouts)?);
+            }
+        }
+        let merged = merge(&layers);
+        let upper_fd = if dir.has_upper() {
+            Some(self.dir_fd(dir, Side::Upper)?)
+        } else {
+            None
+        };
+        let impure = dir.has(flag::IMPURE) || self.dir_is_impure(dir)?;
+        let mut out = Vec::with_capacity(merged.len() + 2);
+        let parent_ino = dir.parent().map_or(dir.ino, |p| p.ino);
+        out.push(DirEntry {
+            name: c".".to_owned(),
+            ino: dir.ino,
+            kind: FileKind::Directory,
+        });
+        out.push(DirEntry {
+            name: c"..".to_owned(),
+            ino: parent_ino,
+            kind: FileKind::Directory,
+        });
+        for m in merged {
+            let name = CString::new(m.name).map_err(|_| Errno::EIO)?;
+            let (mut fs, mut ino) = (m.fs, m.ino);
+            // Report the same number that lookup will give the entry.
+            if let (Some((skind, sfs, sino)), Some(ufd)) = (m.shadow, upper_fd.as_ref()) {
+                let use_shadow = if m.kind == FileKind::Directory {
+                    skind == FileKind::Directory
+                        && !whiteout::dir_marks(ufd.as_fd(), &name, None)?.opaque
+                } else {
+                    impure && skind == m.kind && self.has_origin(ufd.as_fd(), &name)?
+                };
+                if use_shadow {
+                    (fs, ino) = (sfs, sino);
+                }
+            }
+            let ino = self.layers.xino.map(fs, ino).unwrap_or(ino);
+            out.push(DirEntry {
+                name,
+                ino,
+                kind: m.kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether the upper directory of `dir` carries the `impure` marker.
+    fn dir_is_impure(&self, dir: &Arc<Node>) -> Res<bool> {
+        if !dir.has_upper() {
+            return Ok(false);
+        }
+        let fd = self.dir_fd(dir, Side::Upper)?;
+        let names = self.layers.upper()?.dialect.names();
+        let v = crate::sys::xattr::get(
+            crate::sys::xattr::XTarget::At(fd.as_fd(), c"."),
+            names.impure,
+        )?;
+        if v.is_some() {
+            dir.set(flag::IMPURE);
+        }
+        Ok(v.is_some())
+    }
+
+    /// Whether upper entry `name` carries an origin marker.
+    pub(crate) fn has_origin(&self, dir: std::os::fd::BorrowedFd<'_>, name: &CStr) -> Res<bool> {
+        let names = self.layers.upper()?.dialect.names();
+        Ok(
+            crate::sys::xattr::get(crate::sys::xattr::XTarget::At(dir, name), names.origin)?
+                .is_some(),
+        )
+    }
+
+    /// Whether the merged directory has no entries (for `rmdir` and rename over it).
+    pub(crate) fn is_empty_dir(&self, dir: &Arc<Node>) -> Res<bool> {
+        Ok(self.list(dir)?.len() <= 2)
+    }
+
+    /// `opendir`.
+    pub fn opendir(&self, ino: u64) -> Res<u64> {
+        let node = self.inodes.get(ino)?;
+        if !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(self.handles.insert(Handle::Dir(DirHandle {
+            node,
+            snapshot: parking_lot::Mutex::new(None),
+        })))
+    }
+
+    /// `readdir`: the listing to serve from `offset` (an index into it). A read from offset 0
+    /// after the directory changed sees the change (`rewinddir`); reads at other offsets
+    /// continue the same listing, so `seekdir`/`telldir` stay stable.
+    pub fn readdir(&self, fh: u64, offset: u64) -> Res<Arc<Vec<DirEntry>>> {
+        let h = self.handles.get(fh)?;
+        let Handle::Dir(dh) = &*h else {
+            return Err(Errno::ENOTDIR);
+        };
+        let mut snap = dh.snapshot.lock();
+        let version = dh.node.dir_version.load(Ordering::Acquire);
+        let stale = match &*snap {
+            None => true,
+            Some((v, _)) => offset == 0 && *v != version,
+        };
+        if stale {
+            *snap = Some((version, Arc::new(self.list(&dh.node)?)));
+        }
+        snap.as_ref().map(|(_, l)| l.clone()).ok_or(Errno::EIO)
+    }
+
+    /// `releasedir`.
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(name: &str, kind: FileKind, ino: u64) -> Listed {
+        Listed {
+            name: name.as_bytes().to_vec(),
+            ino,
+            kind,
+            whiteout: false,
+        }
+    }
+    fn wh(name: &str) -> Listed {
+        Listed {
+            name: name.as_bytes().to_vec(),
+            ino: 9,
+            kind: FileKind::CharDev,
+            whiteout: true,
+        }
+    }
+    fn names(m: &[Merged]) -> Vec<String> {
+        m.iter()
+            .map(|m| String::from_utf8_lossy(&m.name).into_owned())
+            .collect()
+    }
+    use FileKind::{Directory as D, Regular as R};
+
+    #[test]
+    fn first_layer_wins_and_names_appear_once() {
+        let upper = LayerListing {
+            upper: true,
+            entries: vec![e("a", R, 1), e("d", D, 2)],
+            ..Default::default()
+        };
+        let l1 = LayerListing {
+            fs: 0,
+            entries: vec![e("a", R, 3), e("b", R, 4), e("d", D, 5)],
+            ..Default::default()
+        };
+        let l2 = LayerListing {
+            fs: 0,
+            entries: vec![e("b", R, 6), e("c", R, 7)],
+            ..Default::default()
+        };
+        let m = merge(&[upper, l1, l2]);
+        assert_eq!(names(&m), ["a", "d", "b", "c"]);
+        assert_eq!(m[0].ino, 1);
+        assert_eq!(m[1].shadow, Some((D, 0, 5)));
+        assert_eq!(m[2].ino, 4);
+    }
+
+    #[test]
+    fn whiteouts_hide_lower_entries_and_never_show() {
+        let upper = LayerListing {
+            upper: true,
+            entries: vec![wh("a")],
+            ..Default::default()
+        };
+        let l1 = LayerListing {
+            entries: vec![e("a", R, 3), e("b", R, 4)],
+            ..Default::default()
+        };
+        let m = merge(&[upper, l1]);
+        assert_eq!(names(&m), ["b"]);
+    }
+
+    #[test]
+    fn oci_markers_hide_below_but_not_their_own_layer() {
+        let l1 = LayerListing {
+            entries: vec![e("x", R, 1)],
+            hidden_below: vec![b"x".to_vec(), b"y".to_vec()],
+            ..Default::default()
+        };
+        let l2 = LayerListing {
+            entries: vec![e("x", R, 2), e("y", R, 3), e("z", R, 4)],
+            ..Default::default()
+        };
+        let m = merge(&[l1, l2]);
+        assert_eq!(names(&m), ["x", "z"]);
+        assert_eq!(m[0].ino, 1);
+    }
+
+    #[test]
+    fn shadow_stops_at_whiteouts_and_is_only_for_upper_entries() {
+        let upper = LayerListing {
+            upper: true,
+            entries: vec![e("f", R, 1)],
+            ..Default::default()
+        };
+        let l1 = LayerListing {
+            entries: vec![wh("f"), e("g", R, 2)],
+            ..Default::default()
+        };
+        let l2 = LayerListing {
+            entries: vec![e("f", R, 3), e("g", R, 4)],
+            ..Default::default()
+        };
+        let m = merge(&[upper, l1, l2]);
+        assert_eq!(m[0].shadow, None, "a whiteout between ends the search");
+        assert_eq!(m[1].shadow, None, "lower entries have no shadow");
+    }
+}

@@ -1,0 +1,361 @@
+//! The daemon's three tables: inodes the kernel knows, open handles, and a bounded cache of
+//! directory descriptors.
+//!
+//! * [`InodeTable`]: union inode number → node. Sharded (`DashMap`), so lookups of
+//!   different names never contend on one lock. A node's lookup count changes only under its
+//!   shard's lock, which is never held across a system call.
+//! * [`HandleTable`]: file handle number → open file or directory, independent of inode
+//!   state.
+//! * [`DirFdCache`]: (inode, layer) → `O_PATH` descriptor of a real directory. Bounded, so
+//!   walking a huge tree never runs the daemon out of descriptors; a miss re-resolves the
+//!   directory from its layer root.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
+use parking_lot::Mutex;
+
+use crate::error::{Errno, Res};
+use crate::sys::stat::FileKind;
+use crate::union::layer::{LowerIdx, SYNTHETIC_BIT, Xino};
+use crate::union::node::{Identity, Loc, Lower, Node, flag};
+use crate::union::readdir::DirEntry;
+
+/// The root's inode number (fixed by FUSE).
+pub const ROOT_INO: u64 = 1;
+
+/// Everything needed to find or make the node for an object found by lookup.
+#[derive(Debug)]
+pub struct NodeSpec {
+    /// File type.
+    pub kind: FileKind,
+    /// Where its number comes from.
+    pub identity: Identity,
+    /// Real inode number of the upper object, 0 if none.
+    pub upper_ino: u64,
+    /// The lower part.
+    pub lower: Lower,
+    /// Initial `flag::*` bits.
+    pub flags: u32,
+    /// The name it was found under.
+    pub loc: Loc,
+}
+
+/// Key of a synthetic inode number: the object it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SynthKey {
+    identity: Identity,
+    upper_ino: u64,
+    kind: FileKind,
+    lower: Option<LowerIdx>,
+}
+
+fn lower_file_idx(l: &Lower) -> Option<LowerIdx> {
+    match l {
+        Lower::File(i) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Union inode number → node.
+#[derive(Debug, Default)]
+pub struct InodeTable {
+    map: DashMap<u64, Arc<Node>>,
+    synth: DashMap<SynthKey, u64>,
+    next_synth: AtomicU64,
+}
+
+impl InodeTable {
+    /// Installs the root node.
+    pub fn insert_root(&self, root: Node) -> Arc<Node> {
+        let root = Arc::new(root);
+        root.lookups.store(1, Ordering::Relaxed);
+        self.map.insert(ROOT_INO, root.clone());
+        root
+    }
+
+    /// The node with this number, or `ESTALE` if the kernel names one we no longer know.
+    pub fn get(&self, ino: u64) -> Res<Arc<Node>> {
+        self.map.get(&ino).map(|n| n.clone()).ok_or(Errno::ESTALE)
+    }
+
+    /// Number of nodes the kernel currently references.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table is empty (never, once mounted: the root is in it).
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Finds the node for `spec` or makes one, and counts one kernel lookup on it.
+    ///
+    /// The number is the object's identity mapped by `xino`. If that number belongs to a
+    /// live node for a *different* object (a reused real inode number, or a lower hard link
+    /// whose sibling was copied up), the object gets a synthetic number instead, stable for
+    /// as long as the kernel remembers it.
+    pub fn intern(&self, spec: NodeSpec, xino: &Xino) -> Arc<Node> {
+        if let Some(ino) = xino.map(spec.identity.fs, spec.identity.ino) {
+            match self.map.entry(ino) {
+                MapEntry::Occupied(e) => {
+                    if matches(e.get(), &spec) {
+                        let n = e.get().clone();
+                        n.lookups.fetch_add(1, Ordering::Relaxed);
+                        return n;
+                    }
+                }
+                MapEntry::Vacant(v) => {
+                    let n = Arc::new(build(spec, ino));
+                    n.lookups.store(1, Ordering::Relaxed);
+                    v.insert(n.clone());
+                    return n;
+                }
+            }
+        }
+        let key = SynthKey {
+            identity: spec.identity,
+            upper_ino: spec.upper_ino,
+            kind: spec.kind,
+            lower: lower_file_idx(&spec.lower),
+        };
+        let ino = *self.synth.entry(key).or_insert_with(|| {
+            SYNTHETIC_BIT | (self.next_synth.fetch_add(1, Ordering::Relaxed) + 2)
+        });
+        match self.map.entry(ino) {
+            MapEntry::Occupied(e) => {
+                let n = e.get().clone();
+                n.lookups.fetch_add(1, Ordering::Relaxed);
+                n
+            }
+            MapEntry::Vacant(v) => {
+                let n = Arc::new(build(spec, ino));
+                n.lookups.store(1, Ordering::Relaxed);
+                v.insert(n.clone());
+                n
+            }
+        }
+    }
+
+    /// Counts one more kernel reference to a node already in the table (for `link`, which
+    /// returns an existing inode).
+    pub fn add_lookup(&self, node: &Arc<Node>) {
+        if let Some(n) = self.map.get(&node.ino) {
+            n.lookups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The kernel dropped `n` references; the node leaves the table at zero.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        if let MapEntry::Occupied(e) = self.map.entry(ino) {
+            let prev = e.get().lookups.fetch_sub(
+                n.min(e.get().lookups.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            if prev <= n {
+                let node = e.remove();
+                if ino & SYNTHETIC_BIT != 0 {
+                    self.synth.retain(|_, v| *v != ino);
+                }
+                drop(node);
+            }
+        }
+    }
+}
+
+/// Whether an existing node stands for the object `spec` describes.
+fn matches(node: &Node, spec: &NodeSpec) -> bool {
+    if node.kind != spec.kind || node.identity != spec.identity || node.has(flag::DEAD) {
+        return false;
+    }
+    match (node.upper_ino(), spec.upper_ino) {
+        // Both lower-only: the same real file in the same layer.
+        (0, 0) => lower_file_idx(&node.lower) == lower_file_idx(&spec.lower),
+        (a, b) if a == b => true,
+        // Copied up by another path to the same object since this node was made.
+        (0, b) => {
+            node.set_upper(b);
+            true
+        }
+        // The node was copied up; the lookup found another lower name of the same inode,
+        // which still shows the lower data: a different object for the merged view.
+        _ => false,
+    }
+}
+
+fn build(spec: NodeSpec, ino: u64) -> Node {
+    Node::new(
+        ino,
+        spec.kind,
+        spec.identity,
+        spec.loc,
+        spec.lower,
+        spec.flags,
+        spec.upper_ino,
+    )
+}
+
+/// An open regular file.
+#[derive(Debug)]
+pub struct FileHandle {
+    /// The node it was opened on.
+    pub node: Arc<Node>,
+    /// The real file (in the upper layer if `upper`, else in a lower).
+    pub fd: OwnedFd,
+    /// Whether `fd` is the upper copy.
+    pub upper: bool,
+    /// For a handle opened on a lower file that was copied up since: the upper copy, opened
+    /// read-only on first use, so reads see what the merged view holds (as the kernel does).
+    pub reopened: std::sync::OnceLock<OwnedFd>,
+}
+
+impl FileHandle {
+    /// A handle on a real file.
+    pub fn new(node: Arc<Node>, fd: OwnedFd, upper: bool) -> FileHandle {
+        FileHandle {
+            node,
+            fd,
+            upper,
+            reopened: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// An open directory: the merged listing, built on the first read and rebuilt when a read
+/// starts over after the directory changed.
+#[derive(Debug)]
+pub struct DirHandle {
+    /// The directory node.
+    pub node: Arc<Node>,
+    /// The listing and the directory version it was built at.
+    pub snapshot: Mutex<Option<(u64, Arc<Vec<DirEntry>>)>>,
+}
+
+/// An open file or directory.
+#[derive(Debug)]
+pub enum Handle {
+    /// A regular file (or other non-directory).
+    File(FileHandle),
+    /// A directory.
+    Dir(DirHandle),
+}
+
+/// File handle number → open handle.
+#[derive(Debug, Default)]
+pub struct HandleTable {
+    map: DashMap<u64, Arc<Handle>>,
+    next: AtomicU64,
+}
+
+impl HandleTable {
+    /// Stores a handle and returns its number (never 0).
+    pub fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.map.insert(fh, Arc::new(h));
+        fh
+    }
+
+    /// The handle with this number.
+    pub fn get(&self, fh: u64) -> Res<Arc<Handle>> {
+        self.map.get(&fh).map(|h| h.clone()).ok_or(Errno::EBADF)
+    }
+
+    /// An open file handle.
+    pub fn file(&self, fh: u64) -> Res<Arc<Handle>> {
+        let h = self.get(fh)?;
+        match &*h {
+            Handle::File(_) => Ok(h),
+            Handle::Dir(_) => Err(Errno::EISDIR),
+        }
+    }
+
+    /// Drops a handle.
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.map.remove(&fh).map(|(_, h)| h)
+    }
+
+    /// Number of open handles.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no handle is open.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Which real directory of a node a cached descriptor is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The upper layer.
+    Upper,
+    /// A lower layer.
+    Lower(LowerIdx),
+}
+
+/// (inode, side) → `O_PATH` descriptor of that real directory, bounded in size.
+#[derive(Debug)]
+pub struct DirFdCache {
+    map: DashMap<(u64, Side), Arc<OwnedFd>>,
+    cap: usize,
+    inserts: AtomicUsize,
+}
+
+impl DirFdCache {
+    /// A cache holding at most about `cap` descriptors.
+    pub fn new(cap: usize) -> DirFdCache {
+        DirFdCache {
+            map: DashMap::new(),
+            cap: cap.max(16),
+            inserts: AtomicUsize::new(0),
+        }
+    }
+
+    /// A cached descriptor.
+    pub fn get(&self, ino: u64, side: Side) -> Option<Arc<OwnedFd>> {
+        self.map.get(&(ino, side)).map(|f| f.clone())
+    }
+
+    /// Caches a descriptor, evicting an eighth of the cache when full.
+    pub fn put(&self, ino: u64, side: Side, fd: Arc<OwnedFd>) {
+        if self.map.len() >= self.cap {
+            let drop_n = self.cap / 8;
+            let mut seen = 0usize;
+            // Rotate which entries go by skipping a varying prefix.
+            let skip = self.inserts.load(Ordering::Relaxed) % 7;
+            self.map.retain(|_, _| {
+                seen += 1;
+                !(seen > skip && seen <= skip + drop_n)
+            });
+        }
+        self.inserts.fetch_add(1, Ordering::Relaxed);
+        self.map.insert((ino, side), fd);
+    }
+
+    /// Forgets every descriptor of a node (it was removed or forgotten).
+    pub fn forget(&self, ino: u64) {
+        self.map.retain(|(i, _), _| *i != ino);
+    }
+
+    /// Forgets one descriptor.
+    pub fn forget_side(&self, ino: u64, side: Side) {
+        self.map.remove(&(ino, side));
+    }
+
+    /// Number of cached descriptors.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

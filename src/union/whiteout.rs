@@ -1,0 +1,209 @@
+//! The marker codec: whiteouts and opaque directories in every dialect we read, and the
+//! kernel's dialect that we write.
+//!
+//! | meaning    | dialect                                                    | read | written |
+//! |------------|------------------------------------------------------------|------|---------|
+//! | whiteout   | 0/0 character device                                       | yes  | yes     |
+//! | whiteout   | empty file with `{trusted,user}.overlay.whiteout` (parent `overlay.opaque=x`) | yes | no |
+//! | whiteout   | `.wh.NAME` beside it (OCI/AUFS)                            | yes  | no      |
+//! | opaque dir | `{trusted,user}.overlay.opaque=y`                          | yes  | yes (trusted as root, user otherwise) |
+//! | opaque dir | `.wh..wh..opq` entry inside                                | yes  | no      |
+//!
+//! No marker and no private xattr (`trusted.overlay.*`, `user.overlay.*`) ever reaches the
+//! merged view: the functions here decide what is hidden.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::BorrowedFd;
+
+use crate::error::{Errno, Res};
+use crate::sys::xattr::{self, XTarget};
+
+/// Prefix of OCI/AUFS whiteout entries.
+pub const WH_PREFIX: &[u8] = b".wh.";
+/// The OCI/AUFS opaque-directory marker entry.
+pub const OPAQUE_MARKER: &CStr = c".wh..wh..opq";
+/// Prefix of AUFS metadata entries (`.wh..wh.plnk`, `.wh..wh.aufs`, the opaque marker).
+const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+
+/// Which xattr namespace the union's private markers live in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `trusted.overlay.*`: kernel overlayfs mounted by root.
+    Trusted,
+    /// `user.overlay.*`: kernel overlayfs with `userxattr` (rootless).
+    User,
+}
+
+/// The private xattr names of one dialect.
+#[derive(Clone, Copy, Debug)]
+pub struct XattrNames {
+    /// Opaque directory (`y`) or directory holding xattr whiteouts (`x`).
+    pub opaque: &'static CStr,
+    /// Xattr whiteout marker.
+    pub whiteout: &'static CStr,
+    /// Copy-up origin file handle.
+    pub origin: &'static CStr,
+    /// Directory that may hold copied-up (origin-carrying) entries.
+    pub impure: &'static CStr,
+    /// Where a renamed directory came from.
+    pub redirect: &'static CStr,
+}
+
+/// `trusted.overlay.*`.
+pub const TRUSTED: XattrNames = XattrNames {
+    opaque: c"trusted.overlay.opaque",
+    whiteout: c"trusted.overlay.whiteout",
+    origin: c"trusted.overlay.origin",
+    impure: c"trusted.overlay.impure",
+    redirect: c"trusted.overlay.redirect",
+};
+
+/// `user.overlay.*`.
+pub const USER: XattrNames = XattrNames {
+    opaque: c"user.overlay.opaque",
+    whiteout: c"user.overlay.whiteout",
+    origin: c"user.overlay.origin",
+    impure: c"user.overlay.impure",
+    redirect: c"user.overlay.redirect",
+};
+
+impl Dialect {
+    /// The names of this dialect.
+    pub fn names(self) -> &'static XattrNames {
+        match self {
+            Dialect::Trusted => &TRUSTED,
+            Dialect::User => &USER,
+        }
+    }
+}
+
+/// Whether an xattr name is private to the union (hidden from the merged view, refused on
+/// write).
+pub fn is_private_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// Whether a directory entry name is a marker that never appears in the merged view.
+pub fn is_marker_name(name: &[u8]) -> bool {
+    name.starts_with(WH_PREFIX)
+}
+
+/// For `.wh.NAME`, the whited-out `NAME`; `None` for other names and for AUFS metadata
+/// (`.wh..wh.*`, including the opaque marker).
+pub fn whiteout_target(name: &[u8]) -> Option<&[u8]> {
+    if name.starts_with(AUFS_META_PREFIX) {
+        return None;
+    }
+    name.strip_prefix(WH_PREFIX).filter(|t| !t.is_empty())
+}
+
+/// `.wh.NAME`, or `None` when that would exceed the longest name a filesystem accepts (so no
+/// such whiteout can exist).
+pub fn whiteout_name(name: &[u8]) -> Option<CString> {
+    if name.len() + WH_PREFIX.len() > crate::sys::NAME_MAX {
+        return None;
+    }
+    let mut v = WH_PREFIX.to_vec();
+    v.extend_from_slice(name);
+    CString::new(v).ok()
+}
+
+/// What a directory's markers in one layer say about the layers below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DirMarks {
+    /// The directory hides every layer below it.
+    pub opaque: bool,
+    /// Entries may be xattr whiteouts (`overlay.opaque=x`).
+    pub xwhiteouts: bool,
+}
+
+/// Reads the opacity markers of directory `name` in `dir` (`"."` for `dir` itself): the
+/// `overlay.opaque` xattr in both namespaces and the `.wh..wh..opq` entry.
+pub fn dir_marks(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    dir_fd: Option<BorrowedFd<'_>>,
+) -> Res<DirMarks> {
+    let mut marks = DirMarks::default();
+    for names in [&TRUSTED, &USER] {
+        match xattr::get(XTarget::At(dir, name), names.opaque) {
+            Ok(Some(v)) if v.as_slice() == b"y" => marks.opaque = true,
+            Ok(Some(v)) if v.as_slice() == b"x" => marks.xwhiteouts = true,
+            Ok(_) => {}
+            // Unreadable (permissions on trusted.* for example): not a marker we can see.
+            Err(Errno::EPERM) | Err(Errno::EACCES) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !marks.opaque {
+        let opq = match dir_fd {
+            Some(fd) => crate::sys::stat::statat(fd, OPAQUE_MARKER),
+            None => {
+                let fd = crate::sys::open::openat(
+                    dir,
+                    name,
+                    crate::sys::open::OFlags::PATH | crate::sys::open::OFlags::DIRECTORY,
+                    0,
+                )?;
+                crate::sys::stat::statat(&fd, OPAQUE_MARKER)
+            }
+        };
+        match opq {
+            Ok(_) => marks.opaque = true,
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(marks)
+}
+
+/// Whether entry `name` of `dir`, an empty regular file, carries the xattr-whiteout marker.
+pub fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &CStr) -> Res<bool> {
+    for names in [&TRUSTED, &USER] {
+        match xattr::get(XTarget::At(dir, name), names.whiteout) {
+            Ok(Some(_)) => return Ok(true),
+            Ok(None) | Err(Errno::EPERM) | Err(Errno::EACCES) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_whiteout_names() {
+        assert_eq!(whiteout_target(b".wh.foo"), Some(&b"foo"[..]));
+        assert_eq!(whiteout_target(b".wh..wh..opq"), None);
+        assert_eq!(whiteout_target(b".wh..wh.plnk"), None);
+        assert_eq!(whiteout_target(b".wh."), None);
+        assert_eq!(whiteout_target(b"foo"), None);
+        assert_eq!(whiteout_target(b".wh.foo.wh.bar"), Some(&b"foo.wh.bar"[..]));
+    }
+
+    #[test]
+    fn markers_are_hidden() {
+        assert!(is_marker_name(b".wh.foo"));
+        assert!(is_marker_name(b".wh..wh..opq"));
+        assert!(!is_marker_name(b".whatever"));
+        assert!(!is_marker_name(b"a.wh.b"));
+    }
+
+    #[test]
+    fn whiteout_name_respects_name_max() {
+        assert_eq!(whiteout_name(b"a").as_deref(), Some(c".wh.a"));
+        assert!(whiteout_name(&[b'x'; 251]).is_some());
+        assert!(whiteout_name(&[b'x'; 252]).is_none());
+    }
+
+    #[test]
+    fn private_xattrs() {
+        assert!(is_private_xattr(b"trusted.overlay.opaque"));
+        assert!(is_private_xattr(b"user.overlay.origin"));
+        assert!(!is_private_xattr(b"user.overlayx"));
+        assert!(!is_private_xattr(b"user.note"));
+        assert!(!is_private_xattr(b"security.selinux"));
+    }
+}

@@ -1,0 +1,403 @@
+//! Shared test harness: build fixtures, mount for real through FUSE, dump trees, and always
+//! unmount (the `Mount` guard unmounts on drop, also when a test fails).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_unionfs")
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether this process is root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Whether FUSE mounts can be made here.
+pub fn fuse_available() -> bool {
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok();
+    dev && (is_root()
+        || Path::new("/usr/bin/fusermount3").exists()
+        || Path::new("/bin/fusermount3").exists())
+}
+
+/// Skips the test (returns) when FUSE is unusable, or fails it if `UNIONFS_REQUIRE_FUSE=1`.
+#[macro_export]
+macro_rules! need_fuse {
+    () => {
+        if !$crate::common::fuse_available() {
+            if std::env::var("UNIONFS_REQUIRE_FUSE").as_deref() == Ok("1") {
+                panic!("FUSE is not usable here but UNIONFS_REQUIRE_FUSE=1");
+            }
+            eprintln!("skipped: FUSE is not usable here");
+            return;
+        }
+    };
+}
+
+/// Skips the test unless running as root (kernel overlayfs, trusted xattrs, chown).
+#[macro_export]
+macro_rules! need_root {
+    () => {
+        if !$crate::common::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+/// A scratch directory with a layer stack and a mount point.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub mnt: PathBuf,
+}
+
+impl Stack {
+    /// Builds `layers-fixtures/<name>` with the project's fixture builder.
+    pub fn fixture(name: &str) -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("unionfs-test-")
+            .tempdir()
+            .unwrap();
+        let lowers = unionfs::fixture::build(
+            &repo().join("layers-fixtures").join(name),
+            &dir.path().join("layers"),
+        )
+        .unwrap();
+        Self::finish(dir, lowers)
+    }
+
+    /// `n` empty lower layers.
+    pub fn empty(n: usize) -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("unionfs-test-")
+            .tempdir()
+            .unwrap();
+        let lowers: Vec<PathBuf> = (1..=n)
+            .map(|i| dir.path().join(format!("layers/l{i}")))
+            .collect();
+        for l in &lowers {
+            std::fs::create_dir_all(l).unwrap();
+        }
+        Self::finish(dir, lowers)
+    }
+
+    fn finish(dir: tempfile::TempDir, lowers: Vec<PathBuf>) -> Stack {
+        let upper = dir.path().join("upper");
+        let work = dir.path().join("work");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&upper).unwrap();
+        std::fs::create_dir(&work).unwrap();
+        std::fs::create_dir(&mnt).unwrap();
+        Stack {
+            dir,
+            lowers,
+            upper,
+            work,
+            mnt,
+        }
+    }
+
+    /// A lower layer by index (0 = topmost).
+    pub fn lower(&self, i: usize) -> &Path {
+        &self.lowers[i]
+    }
+
+    /// The `--lower` argument.
+    pub fn lower_arg(&self) -> String {
+        self.lowers
+            .iter()
+            .map(|p| p.to_str().unwrap().replace(':', "\\:"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// Mounts lowers + upper + work at `mnt`.
+    pub fn mount(&self) -> Mount {
+        self.mount_with(&[])
+    }
+
+    /// Mounts with extra arguments.
+    pub fn mount_with(&self, extra: &[&str]) -> Mount {
+        let mut args: Vec<String> = vec!["mount".into(), "--lower".into(), self.lower_arg()];
+        args.extend([
+            "--upper".into(),
+            self.upper.display().to_string(),
+            "--work".into(),
+            self.work.display().to_string(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(self.mnt.display().to_string());
+        Mount::new(&args, &self.mnt)
+    }
+
+    /// Mounts the lowers only (read-only).
+    pub fn mount_ro(&self) -> Mount {
+        let args = vec![
+            "mount".into(),
+            "--lower".into(),
+            self.lower_arg(),
+            self.mnt.display().to_string(),
+        ];
+        Mount::new(&args, &self.mnt)
+    }
+
+    /// A path inside the mount.
+    pub fn m(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// A path inside the upper layer.
+    pub fn u(&self, rel: &str) -> PathBuf {
+        self.upper.join(rel)
+    }
+}
+
+/// A live union mount; unmounts on drop, whatever happened.
+pub struct Mount {
+    pub path: PathBuf,
+    live: bool,
+}
+
+impl Mount {
+    /// Runs `unionfs ARGS` and expects a live mount at `path`.
+    pub fn new(args: &[String], path: &Path) -> Mount {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        if !out.status.success() {
+            let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            panic!(
+                "mount failed: {:?}\nstderr: {}\nmount table:\n{}",
+                args,
+                String::from_utf8_lossy(&out.stderr),
+                table
+            );
+        }
+        let path = std::fs::canonicalize(path).unwrap();
+        assert!(
+            is_mounted(&path),
+            "unionfs mount returned 0 but {path:?} is not mounted"
+        );
+        Mount { path, live: true }
+    }
+
+    /// Unmounts now, expecting success.
+    pub fn unmount(mut self) {
+        self.live = false;
+        let out = Command::new(bin())
+            .arg("umount")
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "umount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!is_mounted(&self.path));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if !self.live {
+            return;
+        }
+        let ok = Command::new(bin())
+            .arg("umount")
+            .arg(&self.path)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok && is_mounted(&self.path) {
+            // Lazy detach so a failing test never leaves a mount behind.
+            let _ignored = Command::new(bin())
+                .args(["umount", "--lazy"])
+                .arg(&self.path)
+                .status();
+            if is_mounted(&self.path) {
+                let _ignored =
+                    rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+/// Whether `path` is a mount point of type fuse.unionfs.
+pub fn is_mounted(path: &Path) -> bool {
+    let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    unionfs::mounts::parse(&t)
+        .iter()
+        .any(|m| m.mount_point == path && m.fstype == unionfs::mounts::FSTYPE)
+}
+
+/// The errno of a failed call (0 for success).
+pub fn errno<T>(r: io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+pub fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// Reads a file as a string.
+pub fn read(p: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(p.as_ref()).unwrap_or_else(|e| panic!("read {:?}: {e}", p.as_ref()))
+}
+
+/// Writes a file.
+pub fn write(p: impl AsRef<Path>, s: &str) {
+    std::fs::write(p.as_ref(), s).unwrap_or_else(|e| panic!("write {:?}: {e}", p.as_ref()))
+}
+
+/// Sorted names in a directory.
+pub fn ls(p: impl AsRef<Path>) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p.as_ref())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Gets an xattr (`None` if absent).
+pub fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 65536];
+    match rustix::fs::lgetxattr(p, name, &mut buf[..]) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+/// Lists xattr names.
+pub fn listxattr(p: &Path) -> Vec<String> {
+    let mut buf = vec![0u8; 65536];
+    let n = rustix::fs::llistxattr(p, &mut buf[..]).unwrap_or(0);
+    let mut v: Vec<String> = buf[..n]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Sets an xattr.
+pub fn setxattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()).map_err(io::Error::from)
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// A stable text dump of a tree: one line per entry with type, permissions, owner, size,
+/// content digest or link target, and `user.*` xattrs. Directory sizes and times are left
+/// out (they legitimately differ between filesystems).
+pub fn tree(root: &Path) -> String {
+    let mut lines = BTreeMap::new();
+    walk(root, root, &mut lines);
+    lines.into_values().collect::<Vec<_>>().join("\n")
+}
+
+fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
+    let meta = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {p:?}: {e}"));
+    let rel = p.strip_prefix(root).unwrap();
+    let name = if rel.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        rel.to_string_lossy().into_owned()
+    };
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        "d"
+    } else if ft.is_symlink() {
+        "l"
+    } else if ft.is_file() {
+        "f"
+    } else if ft.is_fifo() {
+        "p"
+    } else if ft.is_socket() {
+        "s"
+    } else if ft.is_char_device() {
+        "c"
+    } else {
+        "b"
+    };
+    let mut line = format!(
+        "{name} {kind} {:o} {}:{}",
+        meta.mode() & 0o7777,
+        meta.uid(),
+        meta.gid()
+    );
+    if ft.is_file() {
+        let data = std::fs::read(p).unwrap();
+        line.push_str(&format!(
+            " size={} #{:016x} nlink={}",
+            data.len(),
+            fnv(&data),
+            meta.nlink()
+        ));
+    } else if ft.is_symlink() {
+        line.push_str(&format!(" -> {}", std::fs::read_link(p).unwrap().display()));
+    } else if ft.is_char_device() || ft.is_block_device() {
+        line.push_str(&format!(" rdev={}", meta.rdev()));
+    }
+    if !ft.is_symlink() {
+        let xs: Vec<String> = listxattr(p)
+            .into_iter()
+            .filter(|n| n.starts_with("user."))
+            .map(|n| {
+                let v = getxattr(p, &n).unwrap_or_default();
+                format!("{n}={}", String::from_utf8_lossy(&v))
+            })
+            .collect();
+        if !xs.is_empty() {
+            line.push_str(&format!(" [{}]", xs.join(",")));
+        }
+    }
+    out.insert(rel.as_os_str().as_bytes().to_vec(), line);
+    if ft.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            walk(root, &p.join(n), out);
+        }
+    }
+}
+
+/// Whether a name is visible in a directory listing.
+pub fn listed(dir: &Path, name: &str) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .any(|e| e.unwrap().file_name() == OsStr::new(name))
+}

@@ -1,0 +1,165 @@
+//! File data operations through the mount: read/write, O_APPEND, fsync, fallocate,
+//! SEEK_DATA/SEEK_HOLE, shared writable mmap, statfs, ioctl.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+
+#[test]
+fn append_mode_appends() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.m("bar"))
+        .unwrap();
+    f.write_all(b"1").unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(b"2").unwrap();
+    f.sync_all().unwrap();
+    f.sync_data().unwrap();
+    drop(f);
+    assert_eq!(read(s.m("bar")), "bar from l1\n12");
+}
+
+#[test]
+fn read_write_at_offsets() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    let _m = s.mount();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(s.m("f"))
+        .unwrap();
+    let block: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    f.write_all(&block).unwrap();
+    f.seek(SeekFrom::Start(1000)).unwrap();
+    f.write_all(b"XYZ").unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = Vec::new();
+    f.read_to_end(&mut back).unwrap();
+    assert_eq!(back.len(), block.len());
+    assert_eq!(&back[1000..1003], b"XYZ");
+    assert_eq!(&back[..1000], &block[..1000]);
+    assert_eq!(&back[1003..], &block[1003..]);
+}
+
+#[test]
+fn fallocate_and_seek_data_hole() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    let _m = s.mount();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(s.m("sp"))
+        .unwrap();
+    rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, 1 << 20).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 1 << 20);
+    rustix::fs::fallocate(
+        &f,
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        0,
+        1 << 20,
+    )
+    .unwrap();
+    rustix::io::pwrite(&f, b"data", 512 << 10).unwrap();
+    let data = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(0)).unwrap();
+    assert_eq!(data, 512 << 10, "SEEK_DATA finds the data after the hole");
+    let hole = rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(data)).unwrap();
+    assert!(hole > data && hole <= 1 << 20);
+}
+
+#[test]
+fn shared_writable_mmap() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(s.m("foo"))
+        .unwrap();
+    let len = 12;
+    // SAFETY: test code; the mapping is used only while `f` is open and unmapped after.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let bytes = std::slice::from_raw_parts_mut(p as *mut u8, len);
+        assert_eq!(&bytes[..3], b"foo");
+        bytes[..3].copy_from_slice(b"FOO");
+        assert_eq!(libc::msync(p, len, libc::MS_SYNC), 0);
+        libc::munmap(p, len);
+    }
+    drop(f);
+    assert_eq!(read(s.m("foo")), "FOO from l2\n");
+    assert_eq!(read(s.u("foo")), "FOO from l2\n");
+}
+
+#[test]
+fn statfs_comes_from_the_upper() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    let _m = s.mount();
+    let a = rustix::fs::statvfs(&s.mnt).unwrap();
+    let b = rustix::fs::statvfs(&s.upper).unwrap();
+    assert_eq!(a.f_blocks, b.f_blocks);
+    assert_eq!(a.f_namemax, 255);
+}
+
+#[test]
+fn unknown_ioctl_is_enotty() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    let f = std::fs::File::open(s.m("foo")).unwrap();
+    // SAFETY: test code; _IO(0x58, 0x99): no argument, and no filesystem knows it.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), 0x5899u64 as _) };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+}
+
+#[test]
+fn o_excl_and_o_trunc_and_directories() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(s.m("bar"))
+        .unwrap();
+    drop(f);
+    assert_eq!(read(s.m("bar")), "");
+    assert_eq!(
+        errno(std::fs::OpenOptions::new().write(true).open(s.m("dir"))),
+        libc::EISDIR
+    );
+    assert_eq!(
+        errno(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(s.m("foo"))
+        ),
+        libc::ENOTDIR
+    );
+}

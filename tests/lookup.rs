@@ -1,0 +1,183 @@
+//! Lookup through the layer stack: shadowing, every whiteout and opaque dialect, type
+//! changes between layers, symlinks, and markers never visible.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+#[test]
+fn topmost_layer_wins() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    assert_eq!(read(s.m("foo")), "foo from l2\n", "l2 shadows l3");
+    assert_eq!(read(s.m("bar")), "bar from l1\n", "l1 shadows l3");
+    assert_eq!(read(s.m("dir/a")), "a from l1\n");
+    assert_eq!(
+        read(s.m("dir/pop/b")),
+        "b\n",
+        "merged dir shows bottom entries"
+    );
+    assert_eq!(read(s.m("top")), "top only\n");
+}
+
+#[test]
+fn every_whiteout_dialect_hides() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    for gone in ["etc/gone", "etc/oci-gone", "dir/pop/c"] {
+        assert_eq!(
+            errno(std::fs::symlink_metadata(s.m(gone))),
+            libc::ENOENT,
+            "{gone} is whited out"
+        );
+    }
+    if is_root() {
+        // xattr whiteouts use trusted.* when the fixture is built by root.
+        assert_eq!(
+            errno(std::fs::symlink_metadata(s.m("etc/xattr-gone"))),
+            libc::ENOENT
+        );
+    }
+    assert_eq!(read(s.m("etc/keep")), "keep\n");
+    assert_eq!(ls(s.m("etc")), ["keep"]);
+}
+
+#[test]
+fn every_opaque_dialect_hides_lower_entries() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    for d in ["var/cache", "var/lib", "var/log"] {
+        assert_eq!(ls(s.m(d)), ["new"], "{d} is opaque");
+        assert_eq!(
+            errno(std::fs::metadata(s.m(&format!("{d}/old")))),
+            libc::ENOENT
+        );
+    }
+}
+
+#[test]
+fn markers_never_appear() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    for p in ["etc/.wh.oci-gone", "var/log/.wh..wh..opq", ".wh.anything"] {
+        assert_eq!(
+            errno(std::fs::symlink_metadata(s.m(p))),
+            libc::ENOENT,
+            "{p}"
+        );
+    }
+    let t = tree(&s.mnt);
+    assert!(!t.contains(".wh."), "no marker in the merged tree:\n{t}");
+    assert!(
+        !t.contains(" c "),
+        "no whiteout device in the merged tree:\n{t}"
+    );
+}
+
+#[test]
+fn type_changes_between_layers() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    let m = std::fs::symlink_metadata(s.m("fileordir")).unwrap();
+    assert!(m.is_dir(), "a directory above hides the file below");
+    assert_eq!(ls(s.m("fileordir")), ["y"]);
+    let m = std::fs::symlink_metadata(s.m("dirorfile")).unwrap();
+    assert!(m.is_file(), "a file above hides the directory below");
+    assert_eq!(read(s.m("dirorfile")), "now a file\n");
+}
+
+#[test]
+fn symlinks_resolve_inside_the_mount() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    assert_eq!(
+        std::fs::read_link(s.m("direct_sym")).unwrap().to_str(),
+        Some("foo")
+    );
+    assert_eq!(read(s.m("indirect_sym")), "foo from l2\n");
+    assert_eq!(read(s.m("dir/up_sym")), "foo from l2\n");
+    assert!(
+        std::fs::symlink_metadata(s.m("direct_sym"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn special_files_and_modes_show_through() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    assert!(
+        std::fs::symlink_metadata(s.m("pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(
+        std::fs::metadata(s.m("bin/run")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    assert!(std::fs::metadata(s.m("empty")).unwrap().is_dir());
+    assert!(ls(s.m("empty")).is_empty());
+}
+
+#[test]
+fn one_st_dev_and_hard_links_share_an_inode() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    let root = std::fs::metadata(&s.mnt).unwrap();
+    for p in ["foo", "bar", "dir/pop/b", "top", "var/cache/new"] {
+        assert_eq!(
+            std::fs::symlink_metadata(s.m(p)).unwrap().dev(),
+            root.dev(),
+            "{p} on the mount's st_dev"
+        );
+    }
+    let a = std::fs::metadata(s.m("hard/a")).unwrap();
+    let b = std::fs::metadata(s.m("hard/b")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.nlink(), 2);
+}
+
+#[test]
+fn names_too_long_and_missing() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    let long = "x".repeat(256);
+    assert_eq!(errno(std::fs::metadata(s.m(&long))), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno(std::fs::metadata(s.m(&"y".repeat(255)))),
+        libc::ENOENT
+    );
+    assert_eq!(errno(std::fs::metadata(s.m("foo/bar"))), libc::ENOTDIR);
+    // Repeated misses are answered (and cached) as plain ENOENT.
+    for _ in 0..5 {
+        assert_eq!(errno(std::fs::metadata(s.m("nope"))), libc::ENOENT);
+    }
+}
+
+#[test]
+fn read_only_mount_refuses_writes() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount_ro();
+    assert_eq!(read(s.m("foo")), "foo from l2\n");
+    assert_eq!(errno(std::fs::write(s.m("new"), "x")), libc::EROFS);
+    assert_eq!(
+        errno(std::fs::OpenOptions::new().append(true).open(s.m("foo"))),
+        libc::EROFS
+    );
+    assert_eq!(errno(std::fs::remove_file(s.m("foo"))), libc::EROFS);
+    assert_eq!(errno(std::fs::create_dir(s.m("nd"))), libc::EROFS);
+}
