@@ -30,9 +30,7 @@ pub fn split_lower(s: &str) -> Result<Vec<PathBuf>, Error> {
     }
     out.push(cur);
     if out.iter().any(String::is_empty) {
-        return Err(Error::msg(format!(
-            "the lower layer list '{s}' has an empty entry"
-        )));
+        return Err(Error::msg(format!("the lower layer list '{s}' has an empty entry")));
     }
     Ok(out.into_iter().map(PathBuf::from).collect())
 }
@@ -118,8 +116,8 @@ impl MountOptions {
                 ("exec", None) => self.noexec = false,
                 ("noatime", None) => self.noatime = true,
                 (
-                    "atime" | "relatime" | "strictatime" | "nodiratime" | "async" | "auto"
-                    | "noauto" | "defaults" | "user" | "nouser" | "_netdev" | "nofail",
+                    "atime" | "relatime" | "strictatime" | "nodiratime" | "async" | "auto" | "noauto" | "defaults"
+                    | "user" | "nouser" | "_netdev" | "nofail",
                     None,
                 ) => {}
                 ("default_permissions", None) => {}
@@ -191,19 +189,13 @@ pub struct MountConfig {
 
 fn canonical_dir(p: &Path, what: &str) -> Result<PathBuf, Error> {
     let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::msg(format!("{what} '{}' does not exist", p.display()))
-        }
+        std::io::ErrorKind::NotFound => Error::msg(format!("{what} '{}' does not exist", p.display())),
         _ => Error::io(format!("cannot access {what} '{}'", p.display()), e),
     })?;
     if !meta.is_dir() {
-        return Err(Error::msg(format!(
-            "{what} '{}' is not a directory",
-            p.display()
-        )));
+        return Err(Error::msg(format!("{what} '{}' is not a directory", p.display())));
     }
-    std::fs::canonicalize(p)
-        .map_err(|e| Error::io(format!("cannot resolve {what} '{}'", p.display()), e))
+    std::fs::canonicalize(p).map_err(|e| Error::io(format!("cannot resolve {what} '{}'", p.display()), e))
 }
 
 /// An absolute, symlink-free form of a path that may not exist yet (its parent must).
@@ -211,12 +203,8 @@ fn canonical_maybe(p: &Path, what: &str) -> Result<(PathBuf, bool), Error> {
     if p.exists() {
         return Ok((canonical_dir(p, what)?, false));
     }
-    let name = p.file_name().ok_or_else(|| {
-        Error::msg(format!(
-            "{what} '{}' is not a valid directory name",
-            p.display()
-        ))
-    })?;
+    let name =
+        p.file_name().ok_or_else(|| Error::msg(format!("{what} '{}' is not a valid directory name", p.display())))?;
     let parent = match p.parent() {
         Some(x) if !x.as_os_str().is_empty() => x.to_path_buf(),
         _ => PathBuf::from("."),
@@ -232,22 +220,13 @@ fn within(a: &Path, b: &Path) -> bool {
 
 /// The device of an existing path, or of its parent for one to be created.
 fn dev_of(p: &Path) -> Result<u64, Error> {
-    let probe = if p.exists() {
-        p
-    } else {
-        p.parent().unwrap_or(p)
-    };
-    std::fs::metadata(probe)
-        .map(|m| m.dev())
-        .map_err(|e| Error::io(format!("cannot access '{}'", probe.display()), e))
+    let probe = if p.exists() { p } else { p.parent().unwrap_or(p) };
+    std::fs::metadata(probe).map(|m| m.dev()).map_err(|e| Error::io(format!("cannot access '{}'", probe.display()), e))
 }
 
 /// The default work dir: `.NAME.work` beside the upper dir `NAME`.
 pub fn default_work(upper: &Path) -> PathBuf {
-    let name = upper
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "upper".into());
+    let name = upper.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "upper".into());
     upper.with_file_name(format!(".{name}.work"))
 }
 
@@ -258,36 +237,24 @@ impl MountConfig {
             .lower
             .clone()
             .or_else(|| req.options.lowerdir.clone())
-            .ok_or_else(|| {
-                Error::msg("no lower layer given (use --lower L1:L2 or -o lowerdir=L1:L2)")
-            })?;
+            .ok_or_else(|| Error::msg("no lower layer given (use --lower L1:L2 or -o lowerdir=L1:L2)"))?;
         let lowers_raw = split_lower(&lower_s)?;
         let mut lowers = Vec::with_capacity(lowers_raw.len());
         for l in &lowers_raw {
             lowers.push(canonical_dir(l, "lower layer")?);
         }
         let mnt_meta = std::fs::metadata(&req.mountpoint).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::msg(format!(
-                "mount point '{}' does not exist",
-                req.mountpoint.display()
-            )),
-            _ => Error::io(
-                format!("cannot access mount point '{}'", req.mountpoint.display()),
-                e,
-            ),
+            std::io::ErrorKind::NotFound => {
+                Error::msg(format!("mount point '{}' does not exist", req.mountpoint.display()))
+            }
+            _ => Error::io(format!("cannot access mount point '{}'", req.mountpoint.display()), e),
         })?;
         if !mnt_meta.is_dir() {
-            return Err(Error::msg(format!(
-                "mount point '{}' is not a directory",
-                req.mountpoint.display()
-            )));
+            return Err(Error::msg(format!("mount point '{}' is not a directory", req.mountpoint.display())));
         }
         let mountpoint = canonical_dir(&req.mountpoint, "mount point")?;
         if crate::mounts::is_union(&mountpoint) {
-            return Err(Error::msg(format!(
-                "mount point '{}' is already a union mount",
-                mountpoint.display()
-            )));
+            return Err(Error::msg(format!("mount point '{}' is already a union mount", mountpoint.display())));
         }
         let upper_raw = req.upper.clone().or_else(|| req.options.upperdir.clone());
         let work_raw = req.work.clone().or_else(|| req.options.workdir.clone());
@@ -362,12 +329,7 @@ impl MountConfig {
                         work.display()
                     )));
                 }
-                Some(UpperDirs {
-                    upper,
-                    work,
-                    create_upper,
-                    create_work,
-                })
+                Some(UpperDirs { upper, work, create_upper, create_work })
             }
         };
         Ok(MountConfig {
@@ -409,14 +371,8 @@ mod tests {
     #[test]
     fn option_splitting() {
         assert_eq!(split_options("a,b,,c"), ["a", "b", "c"]);
-        assert_eq!(
-            split_options(r#"context="x:y:s0:c1,c2",ro"#),
-            [r#"context="x:y:s0:c1,c2""#, "ro"]
-        );
-        assert_eq!(
-            split_options(r"lowerdir=/a\,b:/c,rw"),
-            ["lowerdir=/a,b:/c", "rw"]
-        );
+        assert_eq!(split_options(r#"context="x:y:s0:c1,c2",ro"#), [r#"context="x:y:s0:c1,c2""#, "ro"]);
+        assert_eq!(split_options(r"lowerdir=/a\,b:/c,rw"), ["lowerdir=/a,b:/c", "rw"]);
         assert!(split_options("").is_empty());
     }
 
@@ -437,10 +393,7 @@ mod tests {
 
     #[test]
     fn default_work_is_beside_upper() {
-        assert_eq!(
-            default_work(Path::new("/x/cont1")),
-            PathBuf::from("/x/.cont1.work")
-        );
+        assert_eq!(default_work(Path::new("/x/cont1")), PathBuf::from("/x/.cont1.work"));
     }
 
     #[test]

@@ -43,8 +43,7 @@ pub fn mount(cfg: MountConfig) -> Result<(), Error> {
 }
 
 fn start_background(cfg: &MountConfig) -> Result<(), Error> {
-    let (rd, wr) =
-        crate::sys::inherit::pipe_for_child().context(|| "cannot create a pipe".into())?;
+    let (rd, wr) = crate::sys::inherit::pipe_for_child().context(|| "cannot create a pipe".into())?;
     let exe = std::env::current_exe().context(|| "cannot find the unionfs executable".into())?;
     let stderr = match &cfg.log {
         Some(p) => Stdio::from(
@@ -71,16 +70,12 @@ fn start_background(cfg: &MountConfig) -> Result<(), Error> {
     if read.is_ok() && msg.starts_with("ok") {
         return Ok(());
     }
-    let status = child
-        .wait()
-        .context(|| "cannot wait for the mount daemon".into())?;
+    let status = child.wait().context(|| "cannot wait for the mount daemon".into())?;
     let msg = msg.trim();
     if let Some(m) = msg.strip_prefix("error: ") {
         return Err(Error::msg(m.to_string()));
     }
-    Err(Error::msg(format!(
-        "the mount daemon exited before the mount was live ({status})"
-    )))
+    Err(Error::msg(format!("the mount daemon exited before the mount was live ({status})")))
 }
 
 /// Tells the waiting parent how the start went.
@@ -118,11 +113,7 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     sproc::set_umask(0);
     let nofile = sproc::raise_nofile_limit();
     let root = sproc::euid() == 0;
-    let dialect = if privileged() {
-        Dialect::Trusted
-    } else {
-        Dialect::User
-    };
+    let dialect = if privileged() { Dialect::Trusted } else { Dialect::User };
     let upper = match &cfg.upper {
         None => None,
         Some(u) => {
@@ -139,11 +130,7 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
                     .create(&u.work)
                     .context(|| format!("cannot create work dir '{}'", u.work.display()))?;
             }
-            let durability = if cfg.options.volatile {
-                Durability::Volatile
-            } else {
-                Durability::Sync
-            };
+            let durability = if cfg.options.volatile { Durability::Volatile } else { Durability::Sync };
             Some(Upper::open(&u.upper, &u.work, dialect, durability)?)
         }
     };
@@ -172,24 +159,12 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     if root {
         // Like kernel overlayfs, a root mount honours setuid binaries and device nodes
         // unless asked not to (containers need both).
-        mount_options.push(if cfg.options.nosuid == Some(true) {
-            MountOption::NoSuid
-        } else {
-            MountOption::Suid
-        });
-        mount_options.push(if cfg.options.nodev == Some(true) {
-            MountOption::NoDev
-        } else {
-            MountOption::Dev
-        });
+        mount_options.push(if cfg.options.nosuid == Some(true) { MountOption::NoSuid } else { MountOption::Suid });
+        mount_options.push(if cfg.options.nodev == Some(true) { MountOption::NoDev } else { MountOption::Dev });
     }
     let mut config = Config::default();
     config.mount_options = mount_options;
-    config.acl = if root || cfg.options.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
+    config.acl = if root || cfg.options.allow_other { SessionACL::All } else { SessionACL::Owner };
     config.n_threads = Some((sproc::cpus() * 2).clamp(4, 16));
     config.clone_fd = true;
 
@@ -199,19 +174,16 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
 
     let mut session = Session::new(Fuse::new(fs.clone()), &cfg.mountpoint, &config)
         .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;
-    fs.set_invalidator(Box::new(NotifierInvalidator(session.notifier())));
+    let inval =
+        NotifierInvalidator::start(session.notifier()).context(|| "cannot start the invalidation thread".into())?;
+    fs.set_invalidator(Box::new(inval));
     let conn = crate::mounts::at(&cfg.mountpoint).filter(|m| m.fstype == crate::mounts::FSTYPE);
-    let pidfile = conn
-        .as_ref()
-        .and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
+    let pidfile = conn.as_ref().and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
     let unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
     let minor = conn.map(|m| m.minor);
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .context(|| "cannot install signal handlers".into())?;
+    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context(|| "cannot install signal handlers".into())?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || on_signals(signals, unmounter, mountpoint, minor))
@@ -220,10 +192,10 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     tracing::info!("mounted on '{}'", cfg.mountpoint.display());
     ready.send("ok\n");
     let r = session.run();
-    if let Some(p) = pidfile {
-        if let Err(e) = std::fs::remove_file(&p) {
-            tracing::debug!("cannot remove {}: {e}", p.display());
-        }
+    if let Some(p) = pidfile
+        && let Err(e) = std::fs::remove_file(&p)
+    {
+        tracing::debug!("cannot remove {}: {e}", p.display());
     }
     r.context(|| "the FUSE session failed".into())?;
     tracing::info!("unmounted '{}'", cfg.mountpoint.display());
@@ -241,10 +213,7 @@ fn on_signals(
     }
     tracing::info!("signal received: unmounting '{}'", mountpoint.display());
     if let Err(e) = unmounter.unmount() {
-        tracing::warn!(
-            "unmount of '{}' failed ({e}); detaching it",
-            mountpoint.display()
-        );
+        tracing::warn!("unmount of '{}' failed ({e}); detaching it", mountpoint.display());
         if let Err(e) = sproc::unmount(&mountpoint, true) {
             tracing::warn!("detach failed: {e}");
         }
@@ -296,13 +265,7 @@ fn write_pidfile(major: u32, minor: u32, mountpoint: &Path) -> Option<PathBuf> {
 
 /// The pid of the daemon serving a mount, if it recorded one.
 pub fn daemon_pid(major: u32, minor: u32) -> Option<u32> {
-    std::fs::read_to_string(pidfile_path(major, minor))
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+    std::fs::read_to_string(pidfile_path(major, minor)).ok()?.lines().next()?.trim().parse().ok()
 }
 
 /// The absolute form of a mount point without touching the mount itself (a dead FUSE mount
@@ -312,8 +275,7 @@ pub fn mountpoint_path(p: &Path) -> Result<PathBuf, Error> {
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
         return Ok(abs);
     };
-    let parent = std::fs::canonicalize(parent)
-        .context(|| format!("cannot resolve '{}'", parent.display()))?;
+    let parent = std::fs::canonicalize(parent).context(|| format!("cannot resolve '{}'", parent.display()))?;
     Ok(parent.join(name))
 }
 
@@ -343,21 +305,13 @@ pub fn umount(path: &Path, lazy: bool) -> Result<(), Error> {
         if lazy {
             cmd.arg("-z");
         }
-        let out = cmd
-            .arg("--")
-            .arg(&mnt)
-            .output()
-            .context(|| "cannot run fusermount3".into())?;
+        let out = cmd.arg("--").arg(&mnt).output().context(|| "cannot run fusermount3".into())?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             if err.contains("busy") {
                 return Err(busy());
             }
-            return Err(Error::msg(format!(
-                "cannot unmount '{}': {}",
-                mnt.display(),
-                err.trim()
-            )));
+            return Err(Error::msg(format!("cannot unmount '{}': {}", mnt.display(), err.trim())));
         }
     }
     if let Some(pid) = pid {

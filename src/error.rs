@@ -97,12 +97,7 @@ impl From<Errno> for io::Error {
 
 impl fmt::Debug for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({})",
-            rustix::io::Errno::from_raw_os_error(self.0),
-            self.0
-        )
+        write!(f, "{} ({})", rustix::io::Errno::from_raw_os_error(self.0), self.0)
     }
 }
 
@@ -134,10 +129,7 @@ impl Error {
 
     /// An error from an I/O failure with context.
     pub fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
-        Error::Io {
-            context: context.into(),
-            source: source.into(),
-        }
+        Error::Io { context: context.into(), source: source.into() }
     }
 }
 
@@ -166,10 +158,7 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
 
 impl From<Errno> for Error {
     fn from(e: Errno) -> Self {
-        Error::Io {
-            context: "operation failed".into(),
-            source: e.into(),
-        }
+        Error::Io { context: "operation failed".into(), source: e.into() }
     }
 }
 

@@ -58,29 +58,24 @@ pub fn build(fixture: &Path, dest: &Path) -> Result<Vec<PathBuf>, Error> {
     }
     let specials = fixture.join("specials");
     if specials.exists() {
-        let text = std::fs::read_to_string(&specials)
-            .context(|| format!("cannot read '{}'", specials.display()))?;
+        let text = std::fs::read_to_string(&specials).context(|| format!("cannot read '{}'", specials.display()))?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            apply(dest, line)
-                .map_err(|e| Error::msg(format!("{}:{}: {e}", specials.display(), n + 1)))?;
+            apply(dest, line).map_err(|e| Error::msg(format!("{}:{}: {e}", specials.display(), n + 1)))?;
         }
     }
     Ok(out)
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
-    let meta =
-        std::fs::symlink_metadata(from).context(|| format!("cannot read '{}'", from.display()))?;
+    let meta = std::fs::symlink_metadata(from).context(|| format!("cannot read '{}'", from.display()))?;
     let ft = meta.file_type();
     if ft.is_symlink() {
-        let target = std::fs::read_link(from)
-            .context(|| format!("cannot read link '{}'", from.display()))?;
-        std::os::unix::fs::symlink(&target, to)
-            .context(|| format!("cannot create '{}'", to.display()))?;
+        let target = std::fs::read_link(from).context(|| format!("cannot read link '{}'", from.display()))?;
+        std::os::unix::fs::symlink(&target, to).context(|| format!("cannot create '{}'", to.display()))?;
     } else if ft.is_dir() {
         std::fs::create_dir(to).context(|| format!("cannot create '{}'", to.display()))?;
         let mut names: Vec<_> = std::fs::read_dir(from)
@@ -92,8 +87,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
         for n in names {
             copy_tree(&from.join(&n), &to.join(&n))?;
         }
-        std::fs::set_permissions(to, meta.permissions())
-            .context(|| format!("cannot chmod '{}'", to.display()))?;
+        std::fs::set_permissions(to, meta.permissions()).context(|| format!("cannot chmod '{}'", to.display()))?;
     } else {
         std::fs::copy(from, to).context(|| format!("cannot copy '{}'", from.display()))?;
     }
@@ -101,71 +95,47 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
 }
 
 fn cstr(p: &Path) -> Result<CString, Error> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| Error::msg(format!("bad path '{}'", p.display())))
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::msg(format!("bad path '{}'", p.display())))
 }
 
 fn opaque_name() -> &'static std::ffi::CStr {
-    if crate::daemon::privileged() {
-        c"trusted.overlay.opaque"
-    } else {
-        c"user.overlay.opaque"
-    }
+    if crate::daemon::privileged() { c"trusted.overlay.opaque" } else { c"user.overlay.opaque" }
 }
 
 fn whiteout_xattr_name() -> &'static std::ffi::CStr {
-    if crate::daemon::privileged() {
-        c"trusted.overlay.whiteout"
-    } else {
-        c"user.overlay.whiteout"
-    }
+    if crate::daemon::privileged() { c"trusted.overlay.whiteout" } else { c"user.overlay.whiteout" }
 }
 
 fn set_xattr(path: &Path, name: &std::ffi::CStr, value: &[u8]) -> Result<(), Error> {
     let parent = path.parent().unwrap_or(Path::new("."));
-    let dir = crate::sys::open::open_dir_path(parent)
-        .context(|| format!("cannot open '{}'", parent.display()))?;
+    let dir = crate::sys::open::open_dir_path(parent).context(|| format!("cannot open '{}'", parent.display()))?;
     let leaf = cstr(Path::new(path.file_name().unwrap_or_default()))?;
-    crate::sys::xattr::set(
-        XTarget::At(std::os::fd::AsFd::as_fd(&dir), &leaf),
-        name,
-        value,
-        SetMode::Any,
-    )
-    .context(|| format!("cannot set xattr {name:?} on '{}'", path.display()))
+    crate::sys::xattr::set(XTarget::At(std::os::fd::AsFd::as_fd(&dir), &leaf), name, value, SetMode::Any)
+        .context(|| format!("cannot set xattr {name:?} on '{}'", path.display()))
 }
 
 fn mknod(path: &Path, kind: FileKind, perm: u32, rdev: u64) -> Result<(), crate::error::Errno> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let dir = crate::sys::open::open_dir_path(parent)?;
-    let leaf = CString::new(path.file_name().unwrap_or_default().as_bytes())
-        .map_err(|_| crate::error::Errno::EINVAL)?;
+    let leaf =
+        CString::new(path.file_name().unwrap_or_default().as_bytes()).map_err(|_| crate::error::Errno::EINVAL)?;
     crate::sys::fs::mknodat(&dir, &leaf, kind, perm, rdev)
 }
 
 fn apply(dest: &Path, line: &str) -> Result<(), Error> {
     let mut f = line.split_whitespace();
     let (Some(layer), Some(op), Some(rel)) = (f.next(), f.next(), f.next()) else {
-        return Err(Error::msg(format!(
-            "expected 'LAYER OP PATH ...', got '{line}'"
-        )));
+        return Err(Error::msg(format!("expected 'LAYER OP PATH ...', got '{line}'")));
     };
     let rest: Vec<&str> = f.collect();
     let path = dest.join(layer).join(rel);
-    let arg = |i: usize| {
-        rest.get(i)
-            .copied()
-            .ok_or_else(|| Error::msg(format!("'{op}' needs more arguments")))
-    };
+    let arg = |i: usize| rest.get(i).copied().ok_or_else(|| Error::msg(format!("'{op}' needs more arguments")));
     match op {
         "mkdir" => {
-            std::fs::create_dir_all(&path)
-                .context(|| format!("cannot create '{}'", path.display()))?;
+            std::fs::create_dir_all(&path).context(|| format!("cannot create '{}'", path.display()))?;
             if let Some(m) = rest.first() {
-                let mode =
-                    u32::from_str_radix(m, 8).map_err(|_| Error::msg(format!("bad mode '{m}'")))?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .context(|| "chmod".into())?;
+                let mode = u32::from_str_radix(m, 8).map_err(|_| Error::msg(format!("bad mode '{m}'")))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).context(|| "chmod".into())?;
             }
         }
         "file" => {
@@ -175,14 +145,12 @@ fn apply(dest: &Path, line: &str) -> Result<(), Error> {
         }
         "symlink" => {
             ensure_parent(&path)?;
-            std::os::unix::fs::symlink(arg(0)?, &path)
-                .context(|| format!("cannot create '{}'", path.display()))?;
+            std::os::unix::fs::symlink(arg(0)?, &path).context(|| format!("cannot create '{}'", path.display()))?;
         }
         "link" => {
             let new = dest.join(layer).join(arg(0)?);
             ensure_parent(&new)?;
-            std::fs::hard_link(&path, &new)
-                .context(|| format!("cannot link '{}'", new.display()))?;
+            std::fs::hard_link(&path, &new).context(|| format!("cannot link '{}'", new.display()))?;
         }
         "whiteout" => {
             ensure_parent(&path)?;
@@ -199,45 +167,33 @@ fn apply(dest: &Path, line: &str) -> Result<(), Error> {
             set_xattr(path.parent().unwrap_or(dest), opaque_name(), b"x")?;
         }
         "opaque" => {
-            std::fs::create_dir_all(&path)
-                .context(|| format!("cannot create '{}'", path.display()))?;
+            std::fs::create_dir_all(&path).context(|| format!("cannot create '{}'", path.display()))?;
             set_xattr(&path, opaque_name(), b"y")?;
         }
         "opaque-user" => {
-            std::fs::create_dir_all(&path)
-                .context(|| format!("cannot create '{}'", path.display()))?;
+            std::fs::create_dir_all(&path).context(|| format!("cannot create '{}'", path.display()))?;
             set_xattr(&path, c"user.overlay.opaque", b"y")?;
         }
         "opaque-oci" => {
-            std::fs::create_dir_all(&path)
-                .context(|| format!("cannot create '{}'", path.display()))?;
-            std::fs::write(path.join(".wh..wh..opq"), b"")
-                .context(|| "cannot create the opaque marker".into())?;
+            std::fs::create_dir_all(&path).context(|| format!("cannot create '{}'", path.display()))?;
+            std::fs::write(path.join(".wh..wh..opq"), b"").context(|| "cannot create the opaque marker".into())?;
         }
         "xattr" => {
             let kv = arg(0)?;
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| Error::msg(format!("expected NAME=VALUE, got '{kv}'")))?;
+            let (k, v) = kv.split_once('=').ok_or_else(|| Error::msg(format!("expected NAME=VALUE, got '{kv}'")))?;
             let k = CString::new(k).map_err(|_| Error::msg("bad xattr name"))?;
             set_xattr(&path, &k, v.as_bytes())?;
         }
         "mode" => {
             let m = arg(0)?;
-            let mode =
-                u32::from_str_radix(m, 8).map_err(|_| Error::msg(format!("bad mode '{m}'")))?;
+            let mode = u32::from_str_radix(m, 8).map_err(|_| Error::msg(format!("bad mode '{m}'")))?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                 .context(|| format!("cannot chmod '{}'", path.display()))?;
         }
         "owner" => {
             let o = arg(0)?;
-            let (u, g) = o
-                .split_once(':')
-                .ok_or_else(|| Error::msg(format!("expected UID:GID, got '{o}'")))?;
-            let (u, g) = (
-                u.parse().map_err(|_| Error::msg("bad uid"))?,
-                g.parse().map_err(|_| Error::msg("bad gid"))?,
-            );
+            let (u, g) = o.split_once(':').ok_or_else(|| Error::msg(format!("expected UID:GID, got '{o}'")))?;
+            let (u, g) = (u.parse().map_err(|_| Error::msg("bad uid"))?, g.parse().map_err(|_| Error::msg("bad gid"))?);
             std::os::unix::fs::lchown(&path, Some(u), Some(g))
                 .context(|| format!("cannot chown '{}'", path.display()))?;
         }
@@ -268,9 +224,7 @@ fn ensure_parent(path: &Path) -> Result<(), Error> {
 }
 
 fn oci_whiteout(path: &Path) -> Result<(), Error> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::msg("whiteout of nothing"))?;
+    let name = path.file_name().ok_or_else(|| Error::msg("whiteout of nothing"))?;
     let mut wh = std::ffi::OsString::from(".wh.");
     wh.push(name);
     let p = path.with_file_name(wh);

@@ -17,11 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, error};
 
@@ -54,18 +53,14 @@ fn errno(e: Errno) -> fuser::Errno {
 }
 
 fn ctx(req: &Request) -> Ctx {
-    Ctx {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
+    Ctx { uid: req.uid(), gid: req.gid() }
 }
 
 fn systime(t: Timespec) -> SystemTime {
     if t.sec >= 0 {
         UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
     } else {
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs())
-            + Duration::from_nanos(u64::from(t.nsec))
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(u64::from(t.nsec))
     }
 }
 
@@ -73,10 +68,7 @@ fn settime(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::Now => SetTime::Now,
         TimeOrNow::SpecificTime(st) => SetTime::At(match st.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timespec {
-                sec: d.as_secs() as i64,
-                nsec: d.subsec_nanos(),
-            },
+            Ok(d) => Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
             Err(e) => {
                 let d = e.duration();
                 let (mut sec, mut nsec) = (-(d.as_secs() as i64), d.subsec_nanos());
@@ -148,6 +140,7 @@ fn cname(name: &OsStr) -> Result<CString, Errno> {
 
 fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
     match r {
+        Ok(e) if e.revalidate => reply.entry_with_ttls(&TTL, &Duration::ZERO, &fattr(&e.attr), Generation(0)),
         Ok(e) => reply.entry(&TTL, &fattr(&e.attr), Generation(0)),
         Err(e) => reply.error(errno(e)),
     }
@@ -177,22 +170,39 @@ fn guard(op: &'static str, f: impl FnOnce()) {
     }
 }
 
-/// Kernel-cache invalidation through the session's notifier.
-pub struct NotifierInvalidator(pub fuser::Notifier);
+/// One kernel-cache invalidation.
+#[derive(Debug)]
+enum Inval {
+    Entry(u64, CString),
+}
+
+/// Kernel-cache invalidation through the session's notifier, sent from its own thread: an
+/// invalidation may need a directory lock that the very system call being served holds, so
+/// sending it from a request handler could deadlock. Queued ones go out right after.
+pub struct NotifierInvalidator {
+    tx: std::sync::mpsc::Sender<Inval>,
+}
+
+impl NotifierInvalidator {
+    /// Starts the sending thread.
+    pub fn start(notifier: fuser::Notifier) -> std::io::Result<NotifierInvalidator> {
+        let (tx, rx) = std::sync::mpsc::channel::<Inval>();
+        std::thread::Builder::new().name("invalidate".into()).spawn(move || {
+            for msg in rx {
+                let Inval::Entry(parent, name) = &msg;
+                if let Err(e) = notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name.as_bytes())) {
+                    debug!("{msg:?}: {e}");
+                }
+            }
+        })?;
+        Ok(NotifierInvalidator { tx })
+    }
+}
 
 impl Invalidator for NotifierInvalidator {
     fn inval_entry(&self, parent: u64, name: &std::ffi::CStr) {
-        if let Err(e) = self
-            .0
-            .inval_entry(INodeNo(parent), OsStr::from_bytes(name.to_bytes()))
-        {
-            debug!("inval_entry({parent}, {name:?}): {e}");
-        }
-    }
-    fn inval_inode(&self, ino: u64) {
-        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
-            debug!("inval_inode({ino}): {e}");
-        }
+        // The receiver lives as long as the session; a send after it ended has nothing to do.
+        let _gone = self.tx.send(Inval::Entry(parent, name.to_owned()));
     }
 }
 
@@ -217,12 +227,10 @@ impl Filesystem for Fuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guard("lookup", || {
-            match cname(name).and_then(|n| self.fs.lookup(parent.0, &n)) {
-                Ok(e) => reply.entry(&TTL, &fattr(&e.attr), Generation(0)),
-                Err(Errno::ENOENT) => reply.entry(&TTL, &negative(), Generation(0)),
-                Err(e) => reply.error(errno(e)),
-            }
+        guard("lookup", || match cname(name).and_then(|n| self.fs.lookup(parent.0, &n)) {
+            Ok(e) => reply.entry(&TTL, &fattr(&e.attr), Generation(0)),
+            Err(Errno::ENOENT) => reply.entry(&TTL, &negative(), Generation(0)),
+            Err(e) => reply.error(errno(e)),
         })
     }
 
@@ -231,11 +239,9 @@ impl Filesystem for Fuse {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        guard("getattr", || {
-            match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
-                Ok(a) => reply.attr(&TTL, &fattr(&a)),
-                Err(e) => reply.error(errno(e)),
-            }
+        guard("getattr", || match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+            Err(e) => reply.error(errno(e)),
         })
     }
 
@@ -292,54 +298,23 @@ impl Filesystem for Fuse {
         reply: ReplyEntry,
     ) {
         guard("mknod", || {
-            reply_entry(
-                reply,
-                cname(name)
-                    .and_then(|n| self.fs.mknod(ctx(req), parent.0, &n, mode, u64::from(rdev))),
-            )
+            reply_entry(reply, cname(name).and_then(|n| self.fs.mknod(ctx(req), parent.0, &n, mode, u64::from(rdev))))
         })
     }
 
-    fn mkdir(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
-        guard("mkdir", || {
-            reply_entry(
-                reply,
-                cname(name).and_then(|n| self.fs.mkdir(ctx(req), parent.0, &n, mode)),
-            )
-        })
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        guard("mkdir", || reply_entry(reply, cname(name).and_then(|n| self.fs.mkdir(ctx(req), parent.0, &n, mode))))
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guard("unlink", || {
-            reply_empty(
-                reply,
-                cname(name).and_then(|n| self.fs.unlink(parent.0, &n)),
-            )
-        })
+        guard("unlink", || reply_empty(reply, cname(name).and_then(|n| self.fs.unlink(parent.0, &n))))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guard("rmdir", || {
-            reply_empty(reply, cname(name).and_then(|n| self.fs.rmdir(parent.0, &n)))
-        })
+        guard("rmdir", || reply_empty(reply, cname(name).and_then(|n| self.fs.rmdir(parent.0, &n))))
     }
 
-    fn symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         guard("symlink", || {
             let r = cname(link_name).and_then(|n| {
                 let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
@@ -369,30 +344,14 @@ impl Filesystem for Fuse {
         })
     }
 
-    fn link(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        guard("link", || {
-            reply_entry(
-                reply,
-                cname(newname).and_then(|n| self.fs.link(ino.0, newparent.0, &n)),
-            )
-        })
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        guard("link", || reply_entry(reply, cname(newname).and_then(|n| self.fs.link(ino.0, newparent.0, &n))))
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guard("open", || match self.fs.open(ino.0, flags.0) {
             Ok(o) => {
-                let f = if o.keep_cache {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
+                let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
                 reply.opened(FileHandle(o.fh), f)
             }
             Err(e) => reply.error(errno(e)),
@@ -434,14 +393,7 @@ impl Filesystem for Fuse {
         })
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         reply.ok();
     }
 
@@ -461,37 +413,18 @@ impl Filesystem for Fuse {
         })
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        guard("fsync", || {
-            reply_empty(reply, self.fs.fsync(fh.0, datasync))
-        })
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        guard("fsync", || reply_empty(reply, self.fs.fsync(fh.0, datasync)))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         guard("opendir", || match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(e)),
         })
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         guard("readdir", || match self.fs.readdir(fh.0, offset) {
             Ok(list) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX);
@@ -507,36 +440,20 @@ impl Filesystem for Fuse {
         })
     }
 
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         guard("releasedir", || {
             self.fs.releasedir(fh.0);
             reply.ok()
         })
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         guard("fsyncdir", || reply_empty(reply, self.fs.fsyncdir(ino.0)))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         guard("statfs", || match self.fs.statfs() {
-            Ok(s) => reply.statfs(
-                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-            ),
+            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize),
             Err(e) => reply.error(errno(e)),
         })
     }
@@ -561,32 +478,25 @@ impl Filesystem for Fuse {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         guard("getxattr", || {
-            let r = CString::new(name.as_bytes())
-                .map_err(|_| Errno::EINVAL)
-                .and_then(|n| self.fs.getxattr(ino.0, &n));
+            let r = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL).and_then(|n| self.fs.getxattr(ino.0, &n));
             reply_xattr(reply, size, r)
         })
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        guard("listxattr", || {
-            reply_xattr(reply, size, self.fs.listxattr(ino.0))
-        })
+        guard("listxattr", || reply_xattr(reply, size, self.fs.listxattr(ino.0)))
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guard("removexattr", || {
-            let r = CString::new(name.as_bytes())
-                .map_err(|_| Errno::EINVAL)
-                .and_then(|n| self.fs.removexattr(ino.0, &n));
+            let r =
+                CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL).and_then(|n| self.fs.removexattr(ino.0, &n));
             reply_empty(reply, r)
         })
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        guard("access", || {
-            reply_empty(reply, self.fs.access(ctx(req), ino.0, mask.bits()))
-        })
+        guard("access", || reply_empty(reply, self.fs.access(ctx(req), ino.0, mask.bits())))
     }
 
     fn create(
@@ -599,18 +509,12 @@ impl Filesystem for Fuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        guard("create", || {
-            match cname(name).and_then(|n| self.fs.create(ctx(req), parent.0, &n, mode, flags)) {
-                Ok((e, o)) => {
-                    let f = if o.keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.created(&TTL, &fattr(&e.attr), Generation(0), FileHandle(o.fh), f)
-                }
-                Err(e) => reply.error(errno(e)),
+        guard("create", || match cname(name).and_then(|n| self.fs.create(ctx(req), parent.0, &n, mode, flags)) {
+            Ok((e, o)) => {
+                let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                reply.created(&TTL, &fattr(&e.attr), Generation(0), FileHandle(o.fh), f)
             }
+            Err(e) => reply.error(errno(e)),
         })
     }
 
@@ -638,20 +542,10 @@ impl Filesystem for Fuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        guard("fallocate", || {
-            reply_empty(reply, self.fs.fallocate(fh.0, offset, length, mode))
-        })
+        guard("fallocate", || reply_empty(reply, self.fs.fallocate(fh.0, offset, length, mode)))
     }
 
-    fn lseek(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: i64,
-        whence: i32,
-        reply: ReplyLseek,
-    ) {
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
         guard("lseek", || match self.fs.lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o as i64),
             Err(e) => reply.error(errno(e)),
@@ -671,14 +565,9 @@ impl Filesystem for Fuse {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        guard("copy_file_range", || {
-            match self
-                .fs
-                .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-            {
-                Ok(n) => reply.written(n as u32),
-                Err(e) => reply.error(errno(e)),
-            }
+        guard("copy_file_range", || match self.fs.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
         })
     }
 }

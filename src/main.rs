@@ -19,15 +19,8 @@ fn main() -> ExitCode {
 /// Quiet by default (warnings and errors), everything with `--debug`; `RUST_LOG` overrides.
 fn init_logging(debug: bool) {
     // fuser warns when it finds its mount already gone at exit (after `unionfs umount`).
-    let default = if debug {
-        "debug,fuser::session=error"
-    } else {
-        "warn,fuser::session=error"
-    };
+    let default = if debug { "debug,fuser::session=error" } else { "warn,fuser::session=error" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ignored = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ignored = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -1,6 +1,7 @@
 //! Copy-up: the first change to a lower object copies it (data, xattrs, owner, mode, times)
 //! into the upper, atomically; the lower layer never changes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 
 mod common;
 use common::*;
@@ -17,10 +18,7 @@ fn append_copies_up_full_content() {
     let s = Stack::fixture("basic");
     let before = lower_snapshot(&s);
     let _m = s.mount();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(s.m("foo"))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(s.m("foo")).unwrap();
     f.write_all(b"more\n").unwrap();
     drop(f);
     assert_eq!(read(s.m("foo")), "foo from l2\nmore\n");
@@ -43,18 +41,11 @@ fn open_trunc_copies_no_data() {
 fn parents_are_copied_up_with_their_metadata() {
     need_fuse!();
     let s = Stack::fixture("basic");
-    std::fs::set_permissions(
-        s.lower(2).join("tree/sub"),
-        std::fs::Permissions::from_mode(0o750),
-    )
-    .unwrap();
+    std::fs::set_permissions(s.lower(2).join("tree/sub"), std::fs::Permissions::from_mode(0o750)).unwrap();
     let _m = s.mount();
     write(s.m("tree/sub/deep/file"), "changed");
     assert!(s.u("tree/sub/deep").is_dir());
-    assert_eq!(
-        std::fs::metadata(s.u("tree/sub")).unwrap().mode() & 0o7777,
-        0o750
-    );
+    assert_eq!(std::fs::metadata(s.u("tree/sub")).unwrap().mode() & 0o7777, 0o750);
     assert!(!s.u("tree/t1").exists(), "siblings stay below");
 }
 
@@ -69,11 +60,7 @@ fn chmod_keeps_data_and_times() {
     assert_eq!(m.mode() & 0o7777, 0o600);
     assert_eq!(read(s.m("tree/t1")), "t1\n");
     let up = std::fs::metadata(s.u("tree/t1")).unwrap();
-    assert_eq!(
-        (up.mtime(), up.mtime_nsec()),
-        (lower.mtime(), lower.mtime_nsec()),
-        "mtime kept to the nanosecond"
-    );
+    assert_eq!((up.mtime(), up.mtime_nsec()), (lower.mtime(), lower.mtime_nsec()), "mtime kept to the nanosecond");
 }
 
 #[test]
@@ -82,25 +69,14 @@ fn setuid_and_owner_survive_copy_up() {
     need_root!();
     let s = Stack::fixture("basic");
     std::os::unix::fs::chown(s.lower(2).join("bin/run"), Some(1234), Some(4321)).unwrap();
-    std::fs::set_permissions(
-        s.lower(2).join("bin/run"),
-        std::fs::Permissions::from_mode(0o4755),
-    )
-    .unwrap();
+    std::fs::set_permissions(s.lower(2).join("bin/run"), std::fs::Permissions::from_mode(0o4755)).unwrap();
     let _m = s.mount();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(s.m("bin/run"))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(s.m("bin/run")).unwrap();
     f.write_all(b"echo hi\n").unwrap();
     drop(f);
     let up = std::fs::metadata(s.u("bin/run")).unwrap();
     assert_eq!((up.uid(), up.gid()), (1234, 4321));
-    assert_eq!(
-        up.mode() & 0o7777,
-        0o4755,
-        "root's write keeps setuid; copy-up keeps it too"
-    );
+    assert_eq!(up.mode() & 0o7777, 0o4755, "root's write keeps setuid; copy-up keeps it too");
 }
 
 #[test]
@@ -113,10 +89,7 @@ fn chown_and_utimens_copy_up() {
     let m = std::fs::metadata(s.u("tree/t1")).unwrap();
     assert_eq!((m.uid(), m.gid()), (42, 43));
     let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 123_456_789);
-    let f = std::fs::File::options()
-        .write(true)
-        .open(s.m("tree/sub/s"))
-        .unwrap();
+    let f = std::fs::File::options().write(true).open(s.m("tree/sub/s")).unwrap();
     f.set_modified(t).unwrap();
     drop(f);
     let m = std::fs::metadata(s.m("tree/sub/s")).unwrap();
@@ -129,10 +102,7 @@ fn truncate_copies_a_prefix() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    let f = std::fs::File::options()
-        .write(true)
-        .open(s.m("foo"))
-        .unwrap();
+    let f = std::fs::File::options().write(true).open(s.m("foo")).unwrap();
     f.set_len(3).unwrap();
     drop(f);
     assert_eq!(read(s.m("foo")), "foo");
@@ -152,14 +122,8 @@ fn xattrs_survive_copy_up() {
     let s = Stack::fixture("basic");
     let _m = s.mount();
     write(s.m("usr/bin/tool"), "rewritten");
-    assert_eq!(
-        getxattr(&s.m("usr/bin/tool"), "user.note").as_deref(),
-        Some(&b"hi"[..])
-    );
-    assert_eq!(
-        getxattr(&s.u("usr/bin/tool"), "user.note").as_deref(),
-        Some(&b"hi"[..])
-    );
+    assert_eq!(getxattr(&s.m("usr/bin/tool"), "user.note").as_deref(), Some(&b"hi"[..]));
+    assert_eq!(getxattr(&s.u("usr/bin/tool"), "user.note").as_deref(), Some(&b"hi"[..]));
 }
 
 #[test]
@@ -172,19 +136,12 @@ fn holes_stay_holes() {
     f.write_all(b"end").unwrap();
     drop(f);
     let _m = s.mount();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(s.m("sparse"))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(s.m("sparse")).unwrap();
     f.write_all(b"!").unwrap();
     drop(f);
     let up = std::fs::metadata(s.u("sparse")).unwrap();
     assert_eq!(up.len(), (256 << 20) + 4);
-    assert!(
-        up.blocks() * 512 < 1 << 20,
-        "copy-up kept the hole ({} blocks)",
-        up.blocks()
-    );
+    assert!(up.blocks() * 512 < 1 << 20, "copy-up kept the hole ({} blocks)", up.blocks());
 }
 
 #[test]
@@ -209,7 +166,7 @@ fn open_before_copy_up_sees_what_the_merged_view_holds() {
     let _m = s.mount();
     let reader = std::fs::File::open(s.m("tree/t1")).unwrap();
     std::fs::write(s.m("tree/t1"), "after copy-up").unwrap();
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     let n = rustix::io::pread(&reader, &mut buf[..], 0).unwrap();
     // Kernel overlayfs (since 4.19) switches such a file to the upper copy too.
     assert_eq!(&buf[..n], b"after copy-up");
@@ -240,13 +197,6 @@ fn concurrent_copy_up_of_one_file() {
     for i in 0..8u64 {
         assert_eq!(now[(i * 4096) as usize], b'A' + i as u8, "write {i} kept");
     }
-    assert_eq!(
-        &now[8 * 4096..],
-        &big[8 * 4096..],
-        "the rest is the lower data"
-    );
-    assert!(
-        ls(s.work.join("work")).is_empty(),
-        "no temporaries left in the work dir"
-    );
+    assert_eq!(&now[8 * 4096..], &big[8 * 4096..], "the rest is the lower data");
+    assert!(ls(s.work.join("work")).is_empty(), "no temporaries left in the work dir");
 }

@@ -6,9 +6,7 @@ use common::*;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 fn is_whiteout(p: &std::path::Path) -> bool {
-    std::fs::symlink_metadata(p)
-        .map(|m| m.file_type().is_char_device() && m.rdev() == 0)
-        .unwrap_or(false)
+    std::fs::symlink_metadata(p).map(|m| m.file_type().is_char_device() && m.rdev() == 0).unwrap_or(false)
 }
 
 fn opaque(p: &std::path::Path) -> bool {
@@ -98,38 +96,16 @@ fn create_kinds() {
     let s = Stack::fixture("basic");
     let _m = s.mount();
     std::os::unix::fs::symlink("target", s.m("ln")).unwrap();
-    assert_eq!(
-        std::fs::read_link(s.m("ln")).unwrap().to_str(),
-        Some("target")
-    );
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        s.m("fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from(0o640),
-        0,
-    )
-    .unwrap();
-    assert!(
-        std::fs::metadata(s.m("fifo"))
-            .unwrap()
-            .file_type()
-            .is_fifo()
-    );
+    assert_eq!(std::fs::read_link(s.m("ln")).unwrap().to_str(), Some("target"));
+    rustix::fs::mknodat(rustix::fs::CWD, s.m("fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from(0o640), 0)
+        .unwrap();
+    assert!(std::fs::metadata(s.m("fifo")).unwrap().file_type().is_fifo());
     let sock = std::os::unix::net::UnixListener::bind(s.m("sock")).unwrap();
-    assert!(
-        std::fs::metadata(s.m("sock"))
-            .unwrap()
-            .file_type()
-            .is_socket()
-    );
+    assert!(std::fs::metadata(s.m("sock")).unwrap().file_type().is_socket());
     drop(sock);
     std::fs::create_dir(s.m("newdir")).unwrap();
     std::fs::set_permissions(s.m("newdir"), std::fs::Permissions::from_mode(0o711)).unwrap();
-    assert_eq!(
-        std::fs::metadata(s.m("newdir")).unwrap().mode() & 0o7777,
-        0o711
-    );
+    assert_eq!(std::fs::metadata(s.m("newdir")).unwrap().mode() & 0o7777, 0o711);
     // A 0/0 device would read back as a whiteout: refused.
     assert_eq!(
         errno(
@@ -175,28 +151,12 @@ fn create_exclusive_and_existing() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    assert_eq!(
-        errno(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(s.m("foo"))
-        ),
-        libc::EEXIST
-    );
+    assert_eq!(errno(std::fs::OpenOptions::new().write(true).create_new(true).open(s.m("foo"))), libc::EEXIST);
     assert_eq!(errno(std::fs::create_dir(s.m("dir"))), libc::EEXIST);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(s.m("brand-new"))
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).create_new(true).open(s.m("brand-new")).unwrap();
     // Over a whiteout: the name is free again.
     std::fs::remove_file(s.m("top")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(s.m("top"))
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).create_new(true).open(s.m("top")).unwrap();
     assert_eq!(read(s.m("top")), "");
     assert!(!is_whiteout(&s.u("top")));
 }
@@ -216,10 +176,7 @@ fn hard_links_through_the_mount_share_an_inode() {
     std::fs::remove_file(s.m("foo")).unwrap();
     assert_eq!(read(s.m("foo2")), "via link");
     assert_eq!(std::fs::metadata(s.m("foo2")).unwrap().nlink(), 1);
-    assert_eq!(
-        errno(std::fs::hard_link(s.m("dir"), s.m("dirlink"))),
-        libc::EPERM
-    );
+    assert_eq!(errno(std::fs::hard_link(s.m("dir"), s.m("dirlink"))), libc::EPERM);
 }
 
 #[test]
@@ -229,11 +186,7 @@ fn setgid_directory_gives_its_group() {
     let s = Stack::empty(1);
     std::fs::create_dir(s.lower(0).join("shared")).unwrap();
     std::os::unix::fs::chown(s.lower(0).join("shared"), Some(0), Some(777)).unwrap();
-    std::fs::set_permissions(
-        s.lower(0).join("shared"),
-        std::fs::Permissions::from_mode(0o2775),
-    )
-    .unwrap();
+    std::fs::set_permissions(s.lower(0).join("shared"), std::fs::Permissions::from_mode(0o2775)).unwrap();
     let _m = s.mount();
     write(s.m("shared/f"), "x");
     std::fs::create_dir(s.m("shared/d")).unwrap();

@@ -1,6 +1,7 @@
 //! File data operations through the mount: read/write, O_APPEND, fsync, fallocate,
 //! SEEK_DATA/SEEK_HOLE, shared writable mmap, statfs, ioctl.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 
 mod common;
 use common::*;
@@ -12,10 +13,7 @@ fn append_mode_appends() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(s.m("bar"))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(s.m("bar")).unwrap();
     f.write_all(b"1").unwrap();
     f.seek(SeekFrom::Start(0)).unwrap();
     f.write_all(b"2").unwrap();
@@ -30,13 +28,7 @@ fn read_write_at_offsets() {
     need_fuse!();
     let s = Stack::empty(1);
     let _m = s.mount();
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(s.m("f"))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(s.m("f")).unwrap();
     let block: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     f.write_all(&block).unwrap();
     f.seek(SeekFrom::Start(1000)).unwrap();
@@ -55,13 +47,7 @@ fn fallocate_and_seek_data_hole() {
     need_fuse!();
     let s = Stack::empty(1);
     let _m = s.mount();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(s.m("sp"))
-        .unwrap();
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(s.m("sp")).unwrap();
     rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, 1 << 20).unwrap();
     assert_eq!(f.metadata().unwrap().len(), 1 << 20);
     rustix::fs::fallocate(
@@ -83,11 +69,7 @@ fn shared_writable_mmap() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(s.m("foo"))
-        .unwrap();
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(s.m("foo")).unwrap();
     let len = 12;
     // SAFETY: test code; the mapping is used only while `f` is open and unmapped after.
     unsafe {
@@ -131,10 +113,7 @@ fn unknown_ioctl_is_enotty() {
     // SAFETY: test code; _IO(0x58, 0x99): no argument, and no filesystem knows it.
     let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), 0x5899u64 as _) };
     assert_eq!(rc, -1);
-    assert_eq!(
-        std::io::Error::last_os_error().raw_os_error(),
-        Some(libc::ENOTTY)
-    );
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOTTY));
 }
 
 #[test]
@@ -142,24 +121,12 @@ fn o_excl_and_o_trunc_and_directories() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(s.m("bar"))
-        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).truncate(true).open(s.m("bar")).unwrap();
     drop(f);
     assert_eq!(read(s.m("bar")), "");
+    assert_eq!(errno(std::fs::OpenOptions::new().write(true).open(s.m("dir"))), libc::EISDIR);
     assert_eq!(
-        errno(std::fs::OpenOptions::new().write(true).open(s.m("dir"))),
-        libc::EISDIR
-    );
-    assert_eq!(
-        errno(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY)
-                .open(s.m("foo"))
-        ),
+        errno(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(s.m("foo"))),
         libc::ENOTDIR
     );
 }

@@ -14,11 +14,7 @@ fn topmost_layer_wins() {
     assert_eq!(read(s.m("foo")), "foo from l2\n", "l2 shadows l3");
     assert_eq!(read(s.m("bar")), "bar from l1\n", "l1 shadows l3");
     assert_eq!(read(s.m("dir/a")), "a from l1\n");
-    assert_eq!(
-        read(s.m("dir/pop/b")),
-        "b\n",
-        "merged dir shows bottom entries"
-    );
+    assert_eq!(read(s.m("dir/pop/b")), "b\n", "merged dir shows bottom entries");
     assert_eq!(read(s.m("top")), "top only\n");
 }
 
@@ -28,18 +24,11 @@ fn every_whiteout_dialect_hides() {
     let s = Stack::fixture("basic");
     let _m = s.mount();
     for gone in ["etc/gone", "etc/oci-gone", "dir/pop/c"] {
-        assert_eq!(
-            errno(std::fs::symlink_metadata(s.m(gone))),
-            libc::ENOENT,
-            "{gone} is whited out"
-        );
+        assert_eq!(errno(std::fs::symlink_metadata(s.m(gone))), libc::ENOENT, "{gone} is whited out");
     }
     if is_root() {
         // xattr whiteouts use trusted.* when the fixture is built by root.
-        assert_eq!(
-            errno(std::fs::symlink_metadata(s.m("etc/xattr-gone"))),
-            libc::ENOENT
-        );
+        assert_eq!(errno(std::fs::symlink_metadata(s.m("etc/xattr-gone"))), libc::ENOENT);
     }
     assert_eq!(read(s.m("etc/keep")), "keep\n");
     assert_eq!(ls(s.m("etc")), ["keep"]);
@@ -52,10 +41,7 @@ fn every_opaque_dialect_hides_lower_entries() {
     let _m = s.mount();
     for d in ["var/cache", "var/lib", "var/log"] {
         assert_eq!(ls(s.m(d)), ["new"], "{d} is opaque");
-        assert_eq!(
-            errno(std::fs::metadata(s.m(&format!("{d}/old")))),
-            libc::ENOENT
-        );
+        assert_eq!(errno(std::fs::metadata(s.m(&format!("{d}/old")))), libc::ENOENT);
     }
 }
 
@@ -65,18 +51,11 @@ fn markers_never_appear() {
     let s = Stack::fixture("basic");
     let _m = s.mount();
     for p in ["etc/.wh.oci-gone", "var/log/.wh..wh..opq", ".wh.anything"] {
-        assert_eq!(
-            errno(std::fs::symlink_metadata(s.m(p))),
-            libc::ENOENT,
-            "{p}"
-        );
+        assert_eq!(errno(std::fs::symlink_metadata(s.m(p))), libc::ENOENT, "{p}");
     }
     let t = tree(&s.mnt);
     assert!(!t.contains(".wh."), "no marker in the merged tree:\n{t}");
-    assert!(
-        !t.contains(" c "),
-        "no whiteout device in the merged tree:\n{t}"
-    );
+    assert!(!t.contains(" c "), "no whiteout device in the merged tree:\n{t}");
 }
 
 #[test]
@@ -97,18 +76,10 @@ fn symlinks_resolve_inside_the_mount() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    assert_eq!(
-        std::fs::read_link(s.m("direct_sym")).unwrap().to_str(),
-        Some("foo")
-    );
+    assert_eq!(std::fs::read_link(s.m("direct_sym")).unwrap().to_str(), Some("foo"));
     assert_eq!(read(s.m("indirect_sym")), "foo from l2\n");
     assert_eq!(read(s.m("dir/up_sym")), "foo from l2\n");
-    assert!(
-        std::fs::symlink_metadata(s.m("direct_sym"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
+    assert!(std::fs::symlink_metadata(s.m("direct_sym")).unwrap().file_type().is_symlink());
 }
 
 #[test]
@@ -116,16 +87,8 @@ fn special_files_and_modes_show_through() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    assert!(
-        std::fs::symlink_metadata(s.m("pipe"))
-            .unwrap()
-            .file_type()
-            .is_fifo()
-    );
-    assert_eq!(
-        std::fs::metadata(s.m("bin/run")).unwrap().mode() & 0o7777,
-        0o4755
-    );
+    assert!(std::fs::symlink_metadata(s.m("pipe")).unwrap().file_type().is_fifo());
+    assert_eq!(std::fs::metadata(s.m("bin/run")).unwrap().mode() & 0o7777, 0o4755);
     assert!(std::fs::metadata(s.m("empty")).unwrap().is_dir());
     assert!(ls(s.m("empty")).is_empty());
 }
@@ -137,11 +100,7 @@ fn one_st_dev_and_hard_links_share_an_inode() {
     let _m = s.mount();
     let root = std::fs::metadata(&s.mnt).unwrap();
     for p in ["foo", "bar", "dir/pop/b", "top", "var/cache/new"] {
-        assert_eq!(
-            std::fs::symlink_metadata(s.m(p)).unwrap().dev(),
-            root.dev(),
-            "{p} on the mount's st_dev"
-        );
+        assert_eq!(std::fs::symlink_metadata(s.m(p)).unwrap().dev(), root.dev(), "{p} on the mount's st_dev");
     }
     let a = std::fs::metadata(s.m("hard/a")).unwrap();
     let b = std::fs::metadata(s.m("hard/b")).unwrap();
@@ -156,10 +115,7 @@ fn names_too_long_and_missing() {
     let _m = s.mount();
     let long = "x".repeat(256);
     assert_eq!(errno(std::fs::metadata(s.m(&long))), libc::ENAMETOOLONG);
-    assert_eq!(
-        errno(std::fs::metadata(s.m(&"y".repeat(255)))),
-        libc::ENOENT
-    );
+    assert_eq!(errno(std::fs::metadata(s.m(&"y".repeat(255)))), libc::ENOENT);
     assert_eq!(errno(std::fs::metadata(s.m("foo/bar"))), libc::ENOTDIR);
     // Repeated misses are answered (and cached) as plain ENOENT.
     for _ in 0..5 {
@@ -174,10 +130,7 @@ fn read_only_mount_refuses_writes() {
     let _m = s.mount_ro();
     assert_eq!(read(s.m("foo")), "foo from l2\n");
     assert_eq!(errno(std::fs::write(s.m("new"), "x")), libc::EROFS);
-    assert_eq!(
-        errno(std::fs::OpenOptions::new().append(true).open(s.m("foo"))),
-        libc::EROFS
-    );
+    assert_eq!(errno(std::fs::OpenOptions::new().append(true).open(s.m("foo"))), libc::EROFS);
     assert_eq!(errno(std::fs::remove_file(s.m("foo"))), libc::EROFS);
     assert_eq!(errno(std::fs::create_dir(s.m("nd"))), libc::EROFS);
 }

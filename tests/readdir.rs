@@ -1,5 +1,6 @@
 //! Merged directory listings: each name once, no markers, stable offsets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 
 mod common;
 use common::*;
@@ -46,21 +47,52 @@ fn changes_show_in_listings() {
     assert_eq!(ls(s.m("dir")), ["emptysub", "nd", "new", "pop", "up_sym"]);
 }
 
-fn read_names(dir: *mut libc::DIR) -> Vec<(String, libc::c_long)> {
-    let mut v = Vec::new();
-    loop {
-        // SAFETY: test code; `dir` is a valid open stream.
-        let pos = unsafe { libc::telldir(dir) };
-        let e = unsafe { libc::readdir(dir) };
-        if e.is_null() {
-            break;
-        }
-        let name = unsafe { CStr::from_ptr((*e).d_name.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
-        v.push((name, pos));
+/// A libc directory stream (std has no seekdir/telldir).
+struct Stream(*mut libc::DIR);
+
+impl Stream {
+    fn open(p: &std::path::Path) -> Stream {
+        let c = cpath(p);
+        // SAFETY: `c` is a valid NUL-terminated path.
+        let d = unsafe { libc::opendir(c.as_ptr()) };
+        assert!(!d.is_null(), "opendir {p:?}");
+        Stream(d)
     }
-    v
+
+    /// Every remaining entry with the position telldir gave before reading it.
+    fn read_rest(&mut self) -> Vec<(String, libc::c_long)> {
+        let mut v = Vec::new();
+        loop {
+            // SAFETY: self.0 is an open stream until drop.
+            let pos = unsafe { libc::telldir(self.0) };
+            // SAFETY: as above.
+            let e = unsafe { libc::readdir(self.0) };
+            if e.is_null() {
+                break;
+            }
+            // SAFETY: readdir returned a valid dirent whose d_name is NUL-terminated.
+            let name = unsafe { CStr::from_ptr((*e).d_name.as_ptr()) }.to_string_lossy().into_owned();
+            v.push((name, pos));
+        }
+        v
+    }
+
+    fn seek(&mut self, pos: libc::c_long) {
+        // SAFETY: self.0 is open; pos came from telldir on this stream.
+        unsafe { libc::seekdir(self.0, pos) };
+    }
+
+    fn rewind(&mut self) {
+        // SAFETY: self.0 is open.
+        unsafe { libc::rewinddir(self.0) };
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: self.0 is open and closed exactly once, here.
+        unsafe { libc::closedir(self.0) };
+    }
 }
 
 #[test]
@@ -74,12 +106,8 @@ fn seekdir_and_rewinddir_are_stable() {
         write(s.lower(1).join(format!("big/f{:04}", i + 1000)), "2");
     }
     let _m = s.mount();
-    let big = s.m("big");
-    let path = cpath(&big);
-    // SAFETY: test code, valid C string.
-    let dir = unsafe { libc::opendir(path.as_ptr()) };
-    assert!(!dir.is_null());
-    let first = read_names(dir);
+    let mut dir = Stream::open(&s.m("big"));
+    let first = dir.read_rest();
     let names: Vec<&str> = first.iter().map(|(n, _)| n.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort();
@@ -88,14 +116,10 @@ fn seekdir_and_rewinddir_are_stable() {
     assert_eq!(names.len(), 2 + 3000, ". .. and 3000 files");
     // Go back to the middle and read the rest again: same entries in the same order.
     let mid = first.len() / 2;
-    unsafe { libc::seekdir(dir, first[mid].1) };
-    let again = read_names(dir);
-    assert_eq!(
-        again.iter().map(|x| &x.0).collect::<Vec<_>>(),
-        first[mid..].iter().map(|x| &x.0).collect::<Vec<_>>()
-    );
-    unsafe { libc::rewinddir(dir) };
-    let third = read_names(dir);
+    dir.seek(first[mid].1);
+    let again = dir.read_rest();
+    assert_eq!(again.iter().map(|x| &x.0).collect::<Vec<_>>(), first[mid..].iter().map(|x| &x.0).collect::<Vec<_>>());
+    dir.rewind();
+    let third = dir.read_rest();
     assert_eq!(third.len(), first.len());
-    unsafe { libc::closedir(dir) };
 }

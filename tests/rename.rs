@@ -22,11 +22,7 @@ fn rename_lower_file_copies_up_and_whites_out() {
     assert_eq!(errno(std::fs::metadata(s.m("foo"))), libc::ENOENT);
     let wh = std::fs::symlink_metadata(s.u("foo")).unwrap();
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
-    assert_eq!(
-        std::fs::metadata(s.m("dir/foo-moved")).unwrap().ino(),
-        ino,
-        "st_ino survives the rename"
-    );
+    assert_eq!(std::fs::metadata(s.m("dir/foo-moved")).unwrap().ino(), ino, "st_ino survives the rename");
 }
 
 #[test]
@@ -44,34 +40,16 @@ fn noreplace_and_exchange() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    assert_eq!(
-        rename2(&s.m("foo"), &s.m("bar"), RenameFlags::NOREPLACE),
-        libc::EEXIST
-    );
-    assert_eq!(
-        rename2(&s.m("foo"), &s.m("newname"), RenameFlags::NOREPLACE),
-        0
-    );
-    assert_eq!(
-        rename2(&s.m("newname"), &s.m("bar"), RenameFlags::EXCHANGE),
-        0
-    );
+    assert_eq!(rename2(&s.m("foo"), &s.m("bar"), RenameFlags::NOREPLACE), libc::EEXIST);
+    assert_eq!(rename2(&s.m("foo"), &s.m("newname"), RenameFlags::NOREPLACE), 0);
+    assert_eq!(rename2(&s.m("newname"), &s.m("bar"), RenameFlags::EXCHANGE), 0);
     assert_eq!(read(s.m("bar")), "foo from l2\n");
     assert_eq!(read(s.m("newname")), "bar from l1\n");
-    assert_eq!(
-        rename2(&s.m("bar"), &s.m("nothing"), RenameFlags::EXCHANGE),
-        libc::ENOENT
-    );
-    assert_eq!(
-        rename2(&s.m("bar"), &s.m("x"), RenameFlags::WHITEOUT),
-        libc::EINVAL
-    );
+    assert_eq!(rename2(&s.m("bar"), &s.m("nothing"), RenameFlags::EXCHANGE), libc::ENOENT);
+    assert_eq!(rename2(&s.m("bar"), &s.m("x"), RenameFlags::WHITEOUT), libc::EINVAL);
     // A name freed by a whiteout can be taken with NOREPLACE.
     std::fs::remove_file(s.m("dirorfile")).unwrap();
-    assert_eq!(
-        rename2(&s.m("bar"), &s.m("dirorfile"), RenameFlags::NOREPLACE),
-        0
-    );
+    assert_eq!(rename2(&s.m("bar"), &s.m("dirorfile"), RenameFlags::NOREPLACE), 0);
 }
 
 #[test]
@@ -79,15 +57,8 @@ fn lower_directories_are_exdev() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    assert_eq!(
-        errno(std::fs::rename(s.m("tree"), s.m("tree2"))),
-        libc::EXDEV
-    );
-    assert_eq!(
-        errno(std::fs::rename(s.m("dir"), s.m("dir2"))),
-        libc::EXDEV,
-        "merged dir too"
-    );
+    assert_eq!(errno(std::fs::rename(s.m("tree"), s.m("tree2"))), libc::EXDEV);
+    assert_eq!(errno(std::fs::rename(s.m("dir"), s.m("dir2"))), libc::EXDEV, "merged dir too");
     assert!(listed(&s.mnt, "tree"));
 }
 
@@ -119,16 +90,9 @@ fn rename_dir_over_empty_merged_dir() {
     std::fs::create_dir(s.m("fresh")).unwrap();
     write(s.m("fresh/x"), "x");
     std::fs::rename(s.m("fresh"), s.m("dir/pop")).unwrap();
-    assert_eq!(
-        ls(s.m("dir/pop")),
-        ["x"],
-        "nothing of the old lower dir reappears"
-    );
+    assert_eq!(ls(s.m("dir/pop")), ["x"], "nothing of the old lower dir reappears");
     std::fs::create_dir(s.m("other")).unwrap();
-    assert_eq!(
-        errno(std::fs::rename(s.m("other"), s.m("dir"))),
-        libc::ENOTEMPTY
-    );
+    assert_eq!(errno(std::fs::rename(s.m("other"), s.m("dir"))), libc::ENOTEMPTY);
 }
 
 #[test]

@@ -31,11 +31,7 @@ pub fn read_all(fd: impl AsFd) -> Res<Vec<RawEntry>> {
         if name == b"." || name == b".." {
             continue;
         }
-        out.push(RawEntry {
-            name: name.to_vec(),
-            ino: entry.ino(),
-            kind: FileKind::from_dirent(entry.file_type()),
-        });
+        out.push(RawEntry { name: name.to_vec(), ino: entry.ino(), kind: FileKind::from_dirent(entry.file_type()) });
     }
     Ok(out)
 }

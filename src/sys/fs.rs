@@ -18,13 +18,7 @@ pub fn mkdirat(dir: impl AsFd, name: &CStr, mode: u32) -> Res<()> {
 /// Safe wrapper for `mknodat(2)` (devices, fifos, sockets, and 0/0 whiteouts).
 pub fn mknodat(dir: impl AsFd, name: &CStr, kind: FileKind, perm: u32, rdev: u64) -> Res<()> {
     let ft = FileType::from_raw_mode(kind.mode_bits());
-    Ok(rustix::fs::mknodat(
-        dir,
-        name,
-        ft,
-        Mode::from_raw_mode(perm),
-        rdev,
-    )?)
+    Ok(rustix::fs::mknodat(dir, name, ft, Mode::from_raw_mode(perm), rdev)?)
 }
 
 /// Safe wrapper for `symlinkat(2)`: creates `name` in `dir` pointing at `target`.
@@ -34,13 +28,7 @@ pub fn symlinkat(target: &CStr, dir: impl AsFd, name: &CStr) -> Res<()> {
 
 /// Safe wrapper for `linkat(2)` without following symlinks.
 pub fn linkat(old_dir: impl AsFd, old: &CStr, new_dir: impl AsFd, new: &CStr) -> Res<()> {
-    Ok(rustix::fs::linkat(
-        old_dir,
-        old,
-        new_dir,
-        new,
-        AtFlags::empty(),
-    )?)
+    Ok(rustix::fs::linkat(old_dir, old, new_dir, new, AtFlags::empty())?)
 }
 
 /// Safe wrapper for `unlinkat(2)` of a non-directory.
@@ -67,22 +55,14 @@ pub enum RenameMode {
 }
 
 /// Safe wrapper for `renameat2(2)`.
-pub fn renameat2(
-    old_dir: impl AsFd,
-    old: &CStr,
-    new_dir: impl AsFd,
-    new: &CStr,
-    mode: RenameMode,
-) -> Res<()> {
+pub fn renameat2(old_dir: impl AsFd, old: &CStr, new_dir: impl AsFd, new: &CStr, mode: RenameMode) -> Res<()> {
     let flags = match mode {
         RenameMode::Replace => RenameFlags::empty(),
         RenameMode::NoReplace => RenameFlags::NOREPLACE,
         RenameMode::Exchange => RenameFlags::EXCHANGE,
         RenameMode::Whiteout => RenameFlags::WHITEOUT,
     };
-    Ok(rustix::fs::renameat_with(
-        old_dir, old, new_dir, new, flags,
-    )?)
+    Ok(rustix::fs::renameat_with(old_dir, old, new_dir, new, flags)?)
 }
 
 /// Safe wrapper for `readlinkat(2)`.
@@ -94,22 +74,12 @@ pub fn readlinkat(dir: impl AsFd, name: &CStr) -> Res<Vec<u8>> {
 pub fn chownat(dir: impl AsFd, name: &CStr, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
     let uid = uid.map(Uid::from_raw);
     let gid = gid.map(Gid::from_raw);
-    Ok(rustix::fs::chownat(
-        dir,
-        name,
-        uid,
-        gid,
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?)
+    Ok(rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 /// Safe wrapper for `fchown(2)`.
 pub fn fchown(fd: impl AsFd, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
-    Ok(rustix::fs::fchown(
-        fd,
-        uid.map(Uid::from_raw),
-        gid.map(Gid::from_raw),
-    )?)
+    Ok(rustix::fs::fchown(fd, uid.map(Uid::from_raw), gid.map(Gid::from_raw))?)
 }
 
 /// Safe wrapper for `fchmod(2)`.
@@ -127,10 +97,7 @@ pub fn chmodat(dir: impl AsFd, name: &CStr, perm: u32) -> Res<()> {
         return Err(crate::error::Errno::EOPNOTSUPP);
     }
     let path = proc_path(dir, name);
-    Ok(rustix::fs::chmod(
-        path.as_c_str(),
-        Mode::from_raw_mode(perm),
-    )?)
+    Ok(rustix::fs::chmod(path.as_c_str(), Mode::from_raw_mode(perm))?)
 }
 
 /// A time to set: a value, "now", or "leave unchanged".
@@ -146,40 +113,20 @@ pub enum SetTime {
 
 fn to_rustix_ts(t: SetTime) -> rustix::fs::Timespec {
     match t {
-        SetTime::Omit => rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
-        },
-        SetTime::Now => rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_NOW,
-        },
-        SetTime::At(t) => rustix::fs::Timespec {
-            tv_sec: t.sec,
-            tv_nsec: i64::from(t.nsec),
-        },
+        SetTime::Omit => rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+        SetTime::Now => rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
+        SetTime::At(t) => rustix::fs::Timespec { tv_sec: t.sec, tv_nsec: i64::from(t.nsec) },
     }
 }
 
 /// Safe wrapper for `utimensat(2)` with `AT_SYMLINK_NOFOLLOW`.
 pub fn utimensat(dir: impl AsFd, name: &CStr, atime: SetTime, mtime: SetTime) -> Res<()> {
-    let ts = Timestamps {
-        last_access: to_rustix_ts(atime),
-        last_modification: to_rustix_ts(mtime),
-    };
-    Ok(rustix::fs::utimensat(
-        dir,
-        name,
-        &ts,
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?)
+    let ts = Timestamps { last_access: to_rustix_ts(atime), last_modification: to_rustix_ts(mtime) };
+    Ok(rustix::fs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 /// Safe wrapper for `futimens(3)`.
 pub fn futimens(fd: impl AsFd, atime: SetTime, mtime: SetTime) -> Res<()> {
-    let ts = Timestamps {
-        last_access: to_rustix_ts(atime),
-        last_modification: to_rustix_ts(mtime),
-    };
+    let ts = Timestamps { last_access: to_rustix_ts(atime), last_modification: to_rustix_ts(mtime) };
     Ok(rustix::fs::futimens(fd, &ts)?)
 }

@@ -44,11 +44,7 @@ pub fn name_to_handle_at(dir: impl AsFd, name: &CStr) -> Res<FileHandle> {
     }
     let len = (buf[0] as usize).min(MAX_HANDLE_SZ);
     let kind = buf[1] as i32;
-    let bytes: Vec<u8> = buf[2..]
-        .iter()
-        .flat_map(|w| w.to_ne_bytes())
-        .take(len)
-        .collect();
+    let bytes: Vec<u8> = buf[2..].iter().flat_map(|w| w.to_ne_bytes()).take(len).collect();
     if bytes.is_empty() {
         return Err(Errno::EOPNOTSUPP);
     }

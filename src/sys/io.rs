@@ -33,9 +33,7 @@ pub fn pwrite(fd: impl AsFd, offset: u64, data: &[u8]) -> Res<usize> {
             Ok(n) => done += n,
             Err(rustix::io::Errno::INTR) => continue,
             // A short write that hit a limit reports what was written.
-            Err(e)
-                if done > 0 && (e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT) =>
-            {
+            Err(e) if done > 0 && (e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT) => {
                 break;
             }
             Err(e) => return Err(e.into()),
@@ -94,21 +92,9 @@ pub fn try_lock_exclusive(fd: impl AsFd) -> Res<bool> {
 }
 
 /// Safe wrapper for `copy_file_range(2)` between two descriptors at explicit offsets.
-pub fn copy_file_range(
-    src: impl AsFd,
-    src_off: u64,
-    dst: impl AsFd,
-    dst_off: u64,
-    len: usize,
-) -> Res<usize> {
+pub fn copy_file_range(src: impl AsFd, src_off: u64, dst: impl AsFd, dst_off: u64, len: usize) -> Res<usize> {
     let (mut a, mut b) = (src_off, dst_off);
-    Ok(rustix::fs::copy_file_range(
-        src,
-        Some(&mut a),
-        dst,
-        Some(&mut b),
-        len,
-    )?)
+    Ok(rustix::fs::copy_file_range(src, Some(&mut a), dst, Some(&mut b), len)?)
 }
 
 /// What [`copy_data`] did, for statistics and logs.
@@ -127,10 +113,7 @@ pub struct CopyReport {
 pub fn copy_data(src: impl AsFd, dst: impl AsFd, len: u64, src_size: u64) -> Res<CopyReport> {
     let (src, dst) = (src.as_fd(), dst.as_fd());
     if len == src_size && len > 0 && rustix::fs::ioctl_ficlone(dst, src).is_ok() {
-        return Ok(CopyReport {
-            cloned: true,
-            copied: 0,
-        });
+        return Ok(CopyReport { cloned: true, copied: 0 });
     }
     let mut report = CopyReport::default();
     let mut use_cfr = true;
@@ -155,15 +138,7 @@ pub fn copy_data(src: impl AsFd, dst: impl AsFd, len: u64, src_size: u64) -> Res
             let n = if use_cfr {
                 match copy_file_range(src, off, dst, off, chunk) {
                     Ok(n) => n,
-                    Err(e)
-                        if [
-                            Errno::EXDEV,
-                            Errno::EINVAL,
-                            Errno::ENOSYS,
-                            Errno::EOPNOTSUPP,
-                        ]
-                        .contains(&e) =>
-                    {
+                    Err(e) if [Errno::EXDEV, Errno::EINVAL, Errno::ENOSYS, Errno::EOPNOTSUPP].contains(&e) => {
                         use_cfr = false;
                         continue;
                     }

@@ -20,11 +20,7 @@ const BENEATH: ResolveFlags = ResolveFlags::BENEATH
 /// The path itself may contain symlinks (engines pass `l/SHORTID` links); what is inside the
 /// directory is then reached only through [`resolve_beneath`].
 pub fn open_dir_path(path: &Path) -> Res<OwnedFd> {
-    Ok(rustix::fs::open(
-        path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+    Ok(rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
 }
 
 /// Safe wrapper for `openat2(2)`: opens `rel` (a relative path of one or more components, or
@@ -50,12 +46,7 @@ pub fn resolve_beneath(root: impl AsFd, rel: &CStr, flags: OFlags) -> Res<OwnedF
 /// symlink (`O_NOFOLLOW`), always `O_CLOEXEC`.
 pub fn openat(dir: impl AsFd, name: &CStr, flags: OFlags, mode: u32) -> Res<OwnedFd> {
     let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(rustix::fs::openat(
-        dir,
-        name,
-        flags,
-        Mode::from_raw_mode(mode),
-    )?)
+    Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?)
 }
 
 /// Opens a directory for reading entries (`O_RDONLY | O_DIRECTORY`) from any descriptor of
@@ -76,10 +67,5 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
 
 /// Safe wrapper for `open(2)` of an ordinary path (used at the edges, not on layers).
 pub fn open_plain(path: &Path, flags: OFlags, mode: u32) -> Res<OwnedFd> {
-    Ok(rustix::fs::openat(
-        CWD,
-        path,
-        flags | OFlags::CLOEXEC,
-        Mode::from_raw_mode(mode),
-    )?)
+    Ok(rustix::fs::openat(CWD, path, flags | OFlags::CLOEXEC, Mode::from_raw_mode(mode))?)
 }

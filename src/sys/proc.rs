@@ -30,11 +30,7 @@ pub fn setsid() -> Res<()> {
 
 /// Safe wrapper for `umount2(2)`, optionally with `MNT_DETACH`.
 pub fn unmount(path: &Path, detach: bool) -> Res<()> {
-    let flags = if detach {
-        UnmountFlags::DETACH
-    } else {
-        UnmountFlags::empty()
-    };
+    let flags = if detach { UnmountFlags::DETACH } else { UnmountFlags::empty() };
     Ok(rustix::mount::unmount(path, flags)?)
 }
 
@@ -53,37 +49,21 @@ pub fn process_alive(pid: u32) -> bool {
     }
     // /proc/PID/stat: "pid (comm) S ..."; the state follows the last ')'.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(st) => {
-            st.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next())
-                != Some('Z')
-        }
+        Ok(st) => st.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) != Some('Z'),
         Err(_) => false,
     }
 }
 
 /// Safe wrapper for `kill(2)` with `SIGTERM`.
 pub fn terminate(pid: u32) -> Res<()> {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .ok_or(Errno::EINVAL)?;
-    Ok(rustix::process::kill_process(
-        pid,
-        rustix::process::Signal::TERM,
-    )?)
+    let pid = i32::try_from(pid).ok().and_then(Pid::from_raw).ok_or(Errno::EINVAL)?;
+    Ok(rustix::process::kill_process(pid, rustix::process::Signal::TERM)?)
 }
 
 /// Safe wrapper for `kill(2)` with `SIGKILL`.
 pub fn kill_hard(pid: u32) -> Res<()> {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .ok_or(Errno::EINVAL)?;
-    Ok(rustix::process::kill_process(
-        pid,
-        rustix::process::Signal::KILL,
-    )?)
+    let pid = i32::try_from(pid).ok().and_then(Pid::from_raw).ok_or(Errno::EINVAL)?;
+    Ok(rustix::process::kill_process(pid, rustix::process::Signal::KILL)?)
 }
 
 /// The number of CPUs this process may run on (at least 1).

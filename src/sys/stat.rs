@@ -111,10 +111,7 @@ pub struct Stat {
 
 impl Stat {
     fn from_rustix(s: &rustix::fs::Stat) -> Stat {
-        let ts = |sec: i64, nsec: u64| Timespec {
-            sec,
-            nsec: nsec as u32,
-        };
+        let ts = |sec: i64, nsec: u64| Timespec { sec, nsec: nsec as u32 };
         Stat {
             dev: s.st_dev,
             ino: s.st_ino,
@@ -160,11 +157,7 @@ impl Stat {
 
 /// Safe wrapper for `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`.
 pub fn statat(dir: impl AsFd, name: &CStr) -> Res<Stat> {
-    Ok(Stat::from_rustix(&rustix::fs::statat(
-        dir,
-        name,
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?))
+    Ok(Stat::from_rustix(&rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?))
 }
 
 /// Safe wrapper for `fstat(2)`; works on `O_PATH` descriptors too.

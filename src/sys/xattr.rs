@@ -99,9 +99,7 @@ pub fn list(t: XTarget<'_>) -> Res<Vec<Vec<u8>>> {
     let n = loop {
         let r = match t {
             XTarget::Fd(fd) => rustix::fs::flistxattr(fd, &mut buf[..]),
-            XTarget::At(dir, n) => {
-                rustix::fs::llistxattr(proc_path(dir, n).as_c_str(), &mut buf[..])
-            }
+            XTarget::At(dir, n) => rustix::fs::llistxattr(proc_path(dir, n).as_c_str(), &mut buf[..]),
         };
         match r {
             Ok(n) => break n,
@@ -109,36 +107,30 @@ pub fn list(t: XTarget<'_>) -> Res<Vec<Vec<u8>>> {
             Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
                 let want = match t {
                     XTarget::Fd(fd) => rustix::fs::flistxattr_query(fd)?,
-                    XTarget::At(dir, n) => {
-                        rustix::fs::llistxattr_query(proc_path(dir, n).as_c_str())?
-                    }
+                    XTarget::At(dir, n) => rustix::fs::llistxattr_query(proc_path(dir, n).as_c_str())?,
                 };
                 buf.resize(want.max(buf.len() * 2), 0);
             }
             Err(e) => return Err(e.into()),
         }
     };
-    Ok(buf[..n]
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect())
+    Ok(buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect())
 }
 
 /// Safe wrapper for `setxattr(2)`.
 pub fn set(t: XTarget<'_>, name: &CStr, value: &[u8], mode: SetMode) -> Res<()> {
-    Ok(match t {
+    let _: () = match t {
         XTarget::Fd(fd) => rustix::fs::fsetxattr(fd, name, value, mode.flags())?,
-        XTarget::At(dir, n) => {
-            rustix::fs::lsetxattr(proc_path(dir, n).as_c_str(), name, value, mode.flags())?
-        }
-    })
+        XTarget::At(dir, n) => rustix::fs::lsetxattr(proc_path(dir, n).as_c_str(), name, value, mode.flags())?,
+    };
+    Ok(())
 }
 
 /// Safe wrapper for `removexattr(2)`.
 pub fn remove(t: XTarget<'_>, name: &CStr) -> Res<()> {
-    Ok(match t {
+    let _: () = match t {
         XTarget::Fd(fd) => rustix::fs::fremovexattr(fd, name)?,
         XTarget::At(dir, n) => rustix::fs::lremovexattr(proc_path(dir, n).as_c_str(), name)?,
-    })
+    };
+    Ok(())
 }

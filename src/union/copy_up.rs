@@ -71,14 +71,7 @@ impl UnionFs {
         }
     }
 
-    fn copy_up_locked(
-        &self,
-        up: &Upper,
-        node: &Arc<Node>,
-        parent: &Arc<Node>,
-        name: &CStr,
-        data: Data,
-    ) -> Res<()> {
+    fn copy_up_locked(&self, up: &Upper, node: &Arc<Node>, parent: &Arc<Node>, name: &CStr, data: Data) -> Res<()> {
         let src = self.real(node)?;
         let Side::Lower(_) = src.side else {
             return Ok(());
@@ -102,6 +95,7 @@ impl UnionFs {
                     return Err(Errno::EEXIST);
                 }
                 node.set_upper(now.ino);
+                self.inodes.register_upper(node);
                 return Ok(());
             }
             Err(e) => {
@@ -111,26 +105,14 @@ impl UnionFs {
         }
         let upper_ino = stat::statat(&*pfd, name)?.ino;
         // Step 6: the parent did not change as far as the merged view is concerned.
-        let restore = up.utimens(
-            pfd.as_fd(),
-            crate::sys::DOT,
-            SetTime::At(parent_times.atime),
-            SetTime::At(parent_times.mtime),
-        );
+        let restore =
+            up.utimens(pfd.as_fd(), crate::sys::DOT, SetTime::At(parent_times.atime), SetTime::At(parent_times.mtime));
         if let Err(e) = restore {
             debug!("cannot restore parent times after copy-up: {e}");
         }
         if !node.is_dir() && !parent.has_lower() && !parent.has(flag::IMPURE) {
             let names = up.dialect.names();
-            if up
-                .set_xattr(
-                    XTarget::At(pfd.as_fd(), crate::sys::DOT),
-                    names.impure,
-                    b"y",
-                    SetMode::Any,
-                )
-                .is_ok()
-            {
+            if up.set_xattr(XTarget::At(pfd.as_fd(), crate::sys::DOT), names.impure, b"y", SetMode::Any).is_ok() {
                 parent.set(flag::IMPURE);
             }
         }
@@ -138,8 +120,27 @@ impl UnionFs {
             node.set(flag::ORIGIN);
         }
         node.set_upper(upper_ino);
+        self.inodes.register_upper(node);
+        if !node.is_dir() && st.nlink > 1 {
+            self.split_lower_links(node);
+        }
         // Only the upper side of this directory changed; no cached descriptor is stale.
         Ok(())
+    }
+
+    /// A lower file with several names became one upper file under one of them. As in
+    /// kernel overlayfs (without an index), the other names keep showing the lower file: a
+    /// different object now. Forget them on this node and have the kernel look them up again.
+    fn split_lower_links(&self, node: &Arc<Node>) {
+        let others = {
+            let mut locs = node.locs.write();
+            std::mem::take(&mut locs.more)
+        };
+        for l in others {
+            if let Some(p) = &l.parent {
+                self.inval_entry(p.ino, &l.name);
+            }
+        }
     }
 
     /// Steps 2–5 up to (not including) the rename: builds the complete copy as `tmp` in the
@@ -166,13 +167,7 @@ impl UnionFs {
                     Data::Truncate(n) => n,
                 };
                 let rep = sio::copy_data(&src, &dst, len, st.size)?;
-                debug!(
-                    op = "copy-up data",
-                    ino = node.ino,
-                    len,
-                    cloned = rep.cloned,
-                    copied = rep.copied
-                );
+                debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;
                 self.copy_owner(up, work, tmp, st)?;
                 up.fchmod(dst.as_fd(), st.perm())?;
@@ -230,10 +225,7 @@ impl UnionFs {
             };
             match up.set_xattr(to, &cname, &value, SetMode::Any) {
                 Ok(()) => {}
-                Err(Errno::EPERM)
-                | Err(Errno::EACCES)
-                | Err(Errno::EOPNOTSUPP)
-                | Err(Errno::EINVAL) => {
+                Err(Errno::EPERM) | Err(Errno::EACCES) | Err(Errno::EOPNOTSUPP) | Err(Errno::EINVAL) => {
                     debug!("copy-up skips xattr {cname:?}");
                 }
                 Err(e) => return Err(e),
@@ -273,32 +265,37 @@ impl UnionFs {
 pub fn encode_origin(kind: i32, fid: &[u8]) -> Vec<u8> {
     let len = 5 + 16 + fid.len();
     let mut v = Vec::with_capacity(len);
-    let flags = if cfg!(target_endian = "big") {
-        1u8
-    } else {
-        0u8
-    };
+    let flags = if cfg!(target_endian = "big") { 1u8 } else { 0u8 };
     v.extend_from_slice(&[0, 0xfb, len.min(255) as u8, flags, kind as u8]);
     v.extend_from_slice(&[0u8; 16]);
     v.extend_from_slice(fid);
     v
 }
 
-/// Decodes the inode number from an origin written by [`encode_origin`] or by the kernel,
-/// for the handle types whose layout is known (`FILEID_INO32_GEN*` as ext4 and xfs write
-/// them, `FILEID_INO64_GEN*`). `None` for a null or unknown handle.
-pub fn origin_ino(v: &[u8]) -> Option<u64> {
-    if v.len() < 21 + 4 || v[0] != 0 || v[1] != 0xfb || usize::from(v[2]) != v.len() {
+/// `statfs` magic numbers of filesystems whose file handle layout is known.
+pub mod magic {
+    /// ext2/3/4.
+    pub const EXT4: i64 = 0xEF53;
+    /// XFS.
+    pub const XFS: i64 = 0x5846_5342;
+    /// Btrfs.
+    pub const BTRFS: i64 = 0x9123_683E;
+}
+
+/// Decodes the lower inode number from an origin written by [`encode_origin`] or by the
+/// kernel, when the lower filesystem (`fs_magic`) lays its handles out in a known way:
+/// `FILEID_INO32_GEN*` and `FILEID_INO64_GEN*` as ext4 and XFS write them, and btrfs's
+/// object id. `None` for a null handle, an unknown type or filesystem.
+pub fn origin_ino(v: &[u8], fs_magic: i64) -> Option<u64> {
+    if v.len() < 21 + 4 || v[0] != 0 || v[1] != 0xfb || usize::from(v[2]) != v.len() || v[3] & 1 != 0 {
         return None;
     }
     let fid = &v[21..];
-    let word = |i: usize| {
-        fid.get(i * 4..i * 4 + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    match v[4] {
-        1 | 2 => word(0).map(u64::from),
-        0x81 | 0x82 => Some(u64::from(word(0)?) | (u64::from(word(1)?) << 32)),
+    let word = |i: usize| fid.get(i * 4..i * 4 + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    match (fs_magic, v[4]) {
+        (magic::EXT4 | magic::XFS, 1 | 2) => word(0).map(u64::from),
+        (magic::EXT4 | magic::XFS, 0x81 | 0x82) => Some(u64::from(word(0)?) | (u64::from(word(1)?) << 32)),
+        (magic::BTRFS, 0x4d..=0x4f) => Some(u64::from(word(0)?) | (u64::from(word(1)?) << 32)),
         _ => None,
     }
 }
@@ -316,16 +313,17 @@ mod tests {
         assert_eq!(&v[..5], &[0x00, 0xfb, 0x1d, 0x00, 0x01]);
         assert_eq!(v.len(), 0x1d);
         assert!(v[5..21].iter().all(|&b| b == 0));
-        assert_eq!(origin_ino(&v), Some(0x0098c0d3));
+        assert_eq!(origin_ino(&v, magic::EXT4), Some(0x0098c0d3));
+        assert_eq!(origin_ino(&v, 0x0102_1994), None, "tmpfs lays handles out differently");
     }
 
     #[test]
     fn origin_rejects_garbage() {
-        assert_eq!(origin_ino(b""), None);
-        assert_eq!(origin_ino(&[0u8; 30]), None);
+        assert_eq!(origin_ino(b"", magic::EXT4), None);
+        assert_eq!(origin_ino(&[0u8; 30], magic::EXT4), None);
         let mut v = encode_origin(0x4d, &[1, 2, 3, 4]);
-        assert_eq!(origin_ino(&v), None, "unknown handle type");
+        assert_eq!(origin_ino(&v, magic::EXT4), None, "unknown handle type");
         v[2] = 99;
-        assert_eq!(origin_ino(&v), None, "length mismatch");
+        assert_eq!(origin_ino(&v, magic::EXT4), None, "length mismatch");
     }
 }

@@ -33,6 +33,17 @@ enum Slot {
     Whiteout,
 }
 
+/// Makes one new object at (directory, name), returning its descriptor if it opened one.
+type MakeFn<'a> = &'a dyn Fn(&Upper, BorrowedFd<'_>, &CStr) -> Res<Option<OwnedFd>>;
+
+/// Who owns a new object and with which type and permission bits.
+#[derive(Clone, Copy, Debug)]
+struct NewObject {
+    owner: (u32, u32),
+    kind: FileKind,
+    perm: u32,
+}
+
 /// `renameat2` flags the union understands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RenameFlags {
@@ -93,11 +104,7 @@ impl UnionFs {
     /// it is setgid.
     fn new_owner(&self, ctx: Ctx, pfd: BorrowedFd<'_>) -> Res<(u32, u32)> {
         let pst = stat::fstat(pfd)?;
-        let gid = if pst.mode & libc::S_ISGID != 0 {
-            pst.gid
-        } else {
-            ctx.gid
-        };
+        let gid = if pst.mode & libc::S_ISGID != 0 { pst.gid } else { ctx.gid };
         Ok((ctx.uid, gid))
     }
 
@@ -109,10 +116,9 @@ impl UnionFs {
         dir: BorrowedFd<'_>,
         name: &CStr,
         fd: Option<&OwnedFd>,
-        owner: (u32, u32),
-        kind: FileKind,
-        perm: u32,
+        new: &NewObject,
     ) -> Res<()> {
+        let NewObject { owner, kind, perm } = *new;
         if !self.opts.set_owner {
             return Ok(());
         }
@@ -145,7 +151,7 @@ impl UnionFs {
         name: &CStr,
         kind: FileKind,
         perm: u32,
-        make: &dyn Fn(&Upper, BorrowedFd<'_>, &CStr) -> Res<Option<OwnedFd>>,
+        make: MakeFn<'_>,
     ) -> Res<(Arc<Node>, Stat, Option<OwnedFd>)> {
         crate::sys::name_ok(name.to_bytes())?;
         if crate::union::whiteout::is_marker_name(name.to_bytes()) {
@@ -153,15 +159,13 @@ impl UnionFs {
             return Err(Errno::EINVAL);
         }
         let (dir, up, pfd) = self.upper_parent(parent)?;
-        let owner = self.new_owner(ctx, pfd.as_fd())?;
+        let new = NewObject { owner: self.new_owner(ctx, pfd.as_fd())?, kind, perm };
         let slot = self.slot(pfd.as_fd(), name)?;
         let opaque = kind == FileKind::Directory && slot == Slot::Whiteout;
         let fd = match slot {
             Slot::Free => {
                 let fd = make(up, pfd.as_fd(), name)?;
-                if let Err(e) =
-                    self.fix_owner(up, pfd.as_fd(), name, fd.as_ref(), owner, kind, perm)
-                {
+                if let Err(e) = self.fix_owner(up, pfd.as_fd(), name, fd.as_ref(), &new) {
                     // Do not leave an object the caller could not have made.
                     let undo = if kind == FileKind::Directory {
                         up.rmdir(pfd.as_fd(), name)
@@ -169,9 +173,7 @@ impl UnionFs {
                         up.unlink(pfd.as_fd(), name)
                     };
                     if let Err(u) = undo {
-                        tracing::warn!(
-                            "cannot remove {name:?} after failing to set its owner: {u}"
-                        );
+                        tracing::warn!("cannot remove {name:?} after failing to set its owner: {u}");
                     }
                     return Err(e);
                 }
@@ -181,15 +183,10 @@ impl UnionFs {
                 let tmp = up.temp_name();
                 let built = (|| {
                     let fd = make(up, up.work(), &tmp)?;
-                    self.fix_owner(up, up.work(), &tmp, fd.as_ref(), owner, kind, perm)?;
+                    self.fix_owner(up, up.work(), &tmp, fd.as_ref(), &new)?;
                     if opaque {
                         let names = up.dialect.names();
-                        up.set_xattr(
-                            XTarget::At(up.work(), &tmp),
-                            names.opaque,
-                            b"y",
-                            SetMode::Any,
-                        )?;
+                        up.set_xattr(XTarget::At(up.work(), &tmp), names.opaque, b"y", SetMode::Any)?;
                     }
                     if kind == FileKind::Directory {
                         // A directory cannot replace a non-directory: swap, then drop the
@@ -220,17 +217,11 @@ impl UnionFs {
         }
         let spec = NodeSpec {
             kind,
-            identity: Identity {
-                fs: up.layer.fs,
-                ino: st.ino,
-            },
+            identity: Identity { fs: up.layer.fs, ino: st.ino },
             upper_ino: st.ino,
             lower: Lower::None,
             flags,
-            loc: Loc {
-                parent: Some(dir.clone()),
-                name: name.to_owned(),
-            },
+            loc: Loc { parent: Some(dir.clone()), name: name.to_owned() },
         };
         let node = self.inodes.intern(spec, &self.layers.xino);
         dir.touch_dir();
@@ -238,19 +229,15 @@ impl UnionFs {
     }
 
     fn entry(&self, node: &Node, st: &Stat) -> Entry {
-        Entry {
-            ino: node.ino,
-            attr: self.attr_of(node, st),
-        }
+        Entry { ino: node.ino, attr: self.attr_of(node, st), revalidate: false }
     }
 
     /// `mkdir`.
     pub fn mkdir(&self, ctx: Ctx, parent: u64, name: &CStr, mode: u32) -> Res<Entry> {
         let perm = mode & 0o7777;
-        let (node, st, _) =
-            self.create_object(ctx, parent, name, FileKind::Directory, perm, &|up, d, n| {
-                up.mkdir(d, n, perm).map(|()| None)
-            })?;
+        let (node, st, _) = self.create_object(ctx, parent, name, FileKind::Directory, perm, &|up, d, n| {
+            up.mkdir(d, n, perm).map(|()| None)
+        })?;
         Ok(self.entry(&node, &st))
     }
 
@@ -276,10 +263,9 @@ impl UnionFs {
         if target.to_bytes().len() >= libc::PATH_MAX as usize {
             return Err(Errno::ENAMETOOLONG);
         }
-        let (node, st, _) =
-            self.create_object(ctx, parent, name, FileKind::Symlink, 0o777, &|up, d, n| {
-                up.symlink(target, d, n).map(|()| None)
-            })?;
+        let (node, st, _) = self.create_object(ctx, parent, name, FileKind::Symlink, 0o777, &|up, d, n| {
+            up.symlink(target, d, n).map(|()| None)
+        })?;
         Ok(self.entry(&node, &st))
     }
 
@@ -293,10 +279,9 @@ impl UnionFs {
         flags: OFlags,
     ) -> Res<(Arc<Node>, Stat, OwnedFd)> {
         let perm = mode & 0o7777;
-        let (node, st, fd) =
-            self.create_object(ctx, parent, name, FileKind::Regular, perm, &|up, d, n| {
-                up.create(d, n, flags, perm).map(Some)
-            })?;
+        let (node, st, fd) = self.create_object(ctx, parent, name, FileKind::Regular, perm, &|up, d, n| {
+            up.create(d, n, flags, perm).map(Some)
+        })?;
         let fd = fd.ok_or(Errno::EIO)?;
         Ok((node, st, fd))
     }
@@ -321,18 +306,13 @@ impl UnionFs {
             Slot::Whiteout => {
                 let tmp = up.temp_name();
                 up.link(src.dir.as_fd(), &src.name, up.work(), &tmp)?;
-                if let Err(e) =
-                    up.rename(up.work(), &tmp, pfd.as_fd(), newname, RenameMode::Replace)
-                {
+                if let Err(e) = up.rename(up.work(), &tmp, pfd.as_fd(), newname, RenameMode::Replace) {
                     up.discard(&tmp);
                     return Err(e);
                 }
             }
         }
-        node.add_loc(Loc {
-            parent: Some(dir.clone()),
-            name: newname.to_owned(),
-        });
+        node.add_loc(Loc { parent: Some(dir.clone()), name: newname.to_owned() });
         self.inodes.add_lookup(&node);
         dir.touch_dir();
         let st = stat::statat(&*pfd, newname)?;
@@ -432,14 +412,7 @@ impl UnionFs {
     }
 
     /// `rename` / `renameat2` with `RENAME_NOREPLACE` or `RENAME_EXCHANGE`.
-    pub fn rename(
-        &self,
-        parent: u64,
-        name: &CStr,
-        newparent: u64,
-        newname: &CStr,
-        flags: RenameFlags,
-    ) -> Res<()> {
+    pub fn rename(&self, parent: u64, name: &CStr, newparent: u64, newname: &CStr, flags: RenameFlags) -> Res<()> {
         crate::sys::name_ok(name.to_bytes())?;
         crate::sys::name_ok(newname.to_bytes())?;
         if crate::union::whiteout::is_marker_name(newname.to_bytes()) {
@@ -460,11 +433,11 @@ impl UnionFs {
         if flags.exchange && dst.is_none() {
             return Err(Errno::ENOENT);
         }
-        if let Some((d, _)) = &dst {
-            if Arc::ptr_eq(d, &src) {
-                // Two names of one object: rename does nothing (POSIX).
-                return Ok(());
-            }
+        if let Some((d, _)) = &dst
+            && Arc::ptr_eq(d, &src)
+        {
+            // Two names of one object: rename does nothing (POSIX).
+            return Ok(());
         }
         if src.is_dir() && src.has_lower() {
             return Err(Errno::EXDEV);
@@ -492,66 +465,40 @@ impl UnionFs {
         let names = up.dialect.names();
         // A directory landing in a merged directory must hide whatever lowers hold under its
         // new name (the kernel marks it opaque the same way).
-        let make_opaque =
-            |n: &Arc<Node>, pfd: BorrowedFd<'_>, nm: &CStr, into: &Arc<Node>| -> Res<()> {
-                if n.is_dir() && into.has_lower() && !n.has(flag::OPAQUE) {
-                    up.set_xattr(XTarget::At(pfd, nm), names.opaque, b"y", SetMode::Any)?;
-                    n.set(flag::OPAQUE);
-                }
-                Ok(())
-            };
+        let make_opaque = |n: &Arc<Node>, pfd: BorrowedFd<'_>, nm: &CStr, into: &Arc<Node>| -> Res<()> {
+            if n.is_dir() && into.has_lower() && !n.has(flag::OPAQUE) {
+                up.set_xattr(XTarget::At(pfd, nm), names.opaque, b"y", SetMode::Any)?;
+                n.set(flag::OPAQUE);
+            }
+            Ok(())
+        };
         make_opaque(&src, opfd.as_fd(), name, &ndir)?;
         if let (true, Some((d, _))) = (flags.exchange, &dst) {
             make_opaque(d, npfd.as_fd(), newname, &odir)?;
         }
         // A directory replaced by the rename may still hold whiteouts: empty it first.
-        if let (false, Some((d, dside))) = (flags.exchange, &dst) {
-            if d.is_dir() && *dside == Side::Upper {
-                self.clear_markers(up, npfd.as_fd(), newname)?;
-            }
+        if let (false, Some((d, dside))) = (flags.exchange, &dst)
+            && d.is_dir()
+            && *dside == Side::Upper
+        {
+            self.clear_markers(up, npfd.as_fd(), newname)?;
         }
-        let slot = if flags.exchange {
-            Slot::Free
-        } else {
-            self.slot_any(npfd.as_fd(), newname)?
-        };
+        let slot = if flags.exchange { Slot::Free } else { self.slot_any(npfd.as_fd(), newname)? };
         self.rename_mark();
         let r = (|| {
             if flags.exchange {
-                return up.rename(
-                    opfd.as_fd(),
-                    name,
-                    npfd.as_fd(),
-                    newname,
-                    RenameMode::Exchange,
-                );
+                return up.rename(opfd.as_fd(), name, npfd.as_fd(), newname, RenameMode::Exchange);
             }
             if slot == Slot::Whiteout && src.is_dir() {
                 // A directory cannot replace the whiteout: swap them, and keep the whiteout
                 // at the old name only if a lower still shows that name.
-                up.rename(
-                    opfd.as_fd(),
-                    name,
-                    npfd.as_fd(),
-                    newname,
-                    RenameMode::Exchange,
-                )?;
-                return if old_whiteout {
-                    Ok(())
-                } else {
-                    up.unlink(opfd.as_fd(), name)
-                };
+                up.rename(opfd.as_fd(), name, npfd.as_fd(), newname, RenameMode::Exchange)?;
+                return if old_whiteout { Ok(()) } else { up.unlink(opfd.as_fd(), name) };
             }
             if old_whiteout {
                 up.rename_whiteout(opfd.as_fd(), name, npfd.as_fd(), newname)
             } else {
-                up.rename(
-                    opfd.as_fd(),
-                    name,
-                    npfd.as_fd(),
-                    newname,
-                    RenameMode::Replace,
-                )
+                up.rename(opfd.as_fd(), name, npfd.as_fd(), newname, RenameMode::Replace)
             }
         })();
         if r.is_ok() {
@@ -560,28 +507,23 @@ impl UnionFs {
                 if let Some((d, _)) = &dst {
                     d.move_loc(&ndir, &nname, &odir, oname.clone());
                 }
-            } else if let Some((d, _)) = &dst {
-                if !d.remove_loc(&ndir, &nname) {
-                    d.set(flag::DEAD);
-                    self.forget_dirfds(d);
-                }
+            } else if let Some((d, _)) = &dst
+                && !d.remove_loc(&ndir, &nname)
+            {
+                d.set(flag::DEAD);
+                self.forget_dirfds(d);
             }
             src.move_loc(&odir, &oname, &ndir, nname);
         }
         self.rename_mark();
         r?;
-        if !src.is_dir() && src.has(flag::ORIGIN) && !ndir.has_lower() && !ndir.has(flag::IMPURE) {
-            if up
-                .set_xattr(
-                    XTarget::At(npfd.as_fd(), crate::sys::DOT),
-                    names.impure,
-                    b"y",
-                    SetMode::Any,
-                )
-                .is_ok()
-            {
-                ndir.set(flag::IMPURE);
-            }
+        if !src.is_dir()
+            && src.has(flag::ORIGIN)
+            && !ndir.has_lower()
+            && !ndir.has(flag::IMPURE)
+            && up.set_xattr(XTarget::At(npfd.as_fd(), crate::sys::DOT), names.impure, b"y", SetMode::Any).is_ok()
+        {
+            ndir.set(flag::IMPURE);
         }
         odir.touch_dir();
         ndir.touch_dir();

@@ -55,40 +55,17 @@ impl UnionFs {
             let r = self.real(&node)?;
             Ok((open::openat(&*r.dir, &r.name, oflags, 0)?, r.side))
         })?;
-        let fh = self
-            .handles
-            .insert(Handle::File(FileHandle::new(node, fd, side == Side::Upper)));
-        Ok(Opened {
-            fh,
-            keep_cache: true,
-        })
+        let fh = self.handles.insert(Handle::File(FileHandle::new(node, fd, side == Side::Upper)));
+        Ok(Opened { fh, keep_cache: true })
     }
 
     /// `create`: makes and opens a new regular file.
-    pub fn create(
-        &self,
-        ctx: Ctx,
-        parent: u64,
-        name: &CStr,
-        mode: u32,
-        flags: i32,
-    ) -> Res<(Entry, Opened)> {
+    pub fn create(&self, ctx: Ctx, parent: u64, name: &CStr, mode: u32, flags: i32) -> Res<(Entry, Opened)> {
         let oflags = real_flags(flags);
         let (node, st, fd) = self.create_file(ctx, parent, name, mode, oflags)?;
-        let entry = Entry {
-            ino: node.ino,
-            attr: self.attr_of(&node, &st),
-        };
-        let fh = self
-            .handles
-            .insert(Handle::File(FileHandle::new(node, fd, true)));
-        Ok((
-            entry,
-            Opened {
-                fh,
-                keep_cache: true,
-            },
-        ))
+        let entry = Entry { ino: node.ino, attr: self.attr_of(&node, &st), revalidate: false };
+        let fh = self.handles.insert(Handle::File(FileHandle::new(node, fd, true)));
+        Ok((entry, Opened { fh, keep_cache: true }))
     }
 
     fn with_file<T>(&self, fh: u64, f: impl FnOnce(&FileHandle) -> Res<T>) -> Res<T> {
@@ -137,13 +114,7 @@ impl UnionFs {
         if self.layers.upper.as_ref().is_some_and(|u| !u.sync()) {
             return Ok(());
         }
-        self.with_file(fh, |f| {
-            if datasync {
-                sio::fdatasync(&f.fd)
-            } else {
-                sio::fsync(&f.fd)
-            }
-        })
+        self.with_file(fh, |f| if datasync { sio::fdatasync(&f.fd) } else { sio::fsync(&f.fd) })
     }
 
     /// `fsyncdir`: syncs the upper directory.
@@ -184,14 +155,7 @@ impl UnionFs {
     }
 
     /// `copy_file_range` between two open files of the mount.
-    pub fn copy_file_range(
-        &self,
-        fh_in: u64,
-        off_in: u64,
-        fh_out: u64,
-        off_out: u64,
-        len: u64,
-    ) -> Res<usize> {
+    pub fn copy_file_range(&self, fh_in: u64, off_in: u64, fh_out: u64, off_out: u64, len: u64) -> Res<usize> {
         let hin = self.handles.file(fh_in)?;
         let hout = self.handles.file(fh_out)?;
         match (&*hin, &*hout) {

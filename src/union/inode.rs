@@ -50,12 +50,11 @@ impl UnionFs {
     /// `getattr`. With `fh` (fstat on an open file) a removed file still answers.
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Res<Attr> {
         let node = self.inodes.get(ino)?;
-        if node.has(flag::DEAD) {
-            if let Some(Ok(h)) = fh.map(|f| self.handles.get(f)) {
-                if let Handle::File(f) = &*h {
-                    return Ok(self.attr_of(&node, &stat::fstat(self.read_fd(f)?)?));
-                }
-            }
+        if node.has(flag::DEAD)
+            && let Some(Ok(h)) = fh.map(|f| self.handles.get(f))
+            && let Handle::File(f) = &*h
+        {
+            return Ok(self.attr_of(&node, &stat::fstat(self.read_fd(f)?)?));
         }
         let st = self.stat_node(&node)?;
         Ok(self.attr_of(&node, &st))
@@ -76,27 +75,23 @@ impl UnionFs {
         } else {
             self.copy_up(&node)?;
         }
-        if let Some(h) = self.upper_handle_fd(&node, sa.fh) {
-            if let Handle::File(f) = &*h {
-                let fd = f.fd.as_fd();
-                if sa.uid.is_some() || sa.gid.is_some() {
-                    up.fchown(fd, sa.uid, sa.gid)?;
-                }
-                if let Some(m) = sa.mode {
-                    up.fchmod(fd, m & 0o7777)?;
-                }
-                if let Some(size) = sa.size {
-                    up.truncate(fd, size)?;
-                }
-                if sa.atime.is_some() || sa.mtime.is_some() {
-                    crate::sys::fs::futimens(
-                        fd,
-                        sa.atime.unwrap_or(SetTime::Omit),
-                        sa.mtime.unwrap_or(SetTime::Omit),
-                    )?;
-                }
-                return Ok(self.attr_of(&node, &stat::fstat(fd)?));
+        if let Some(h) = self.upper_handle_fd(&node, sa.fh)
+            && let Handle::File(f) = &*h
+        {
+            let fd = f.fd.as_fd();
+            if sa.uid.is_some() || sa.gid.is_some() {
+                up.fchown(fd, sa.uid, sa.gid)?;
             }
+            if let Some(m) = sa.mode {
+                up.fchmod(fd, m & 0o7777)?;
+            }
+            if let Some(size) = sa.size {
+                up.truncate(fd, size)?;
+            }
+            if sa.atime.is_some() || sa.mtime.is_some() {
+                crate::sys::fs::futimens(fd, sa.atime.unwrap_or(SetTime::Omit), sa.mtime.unwrap_or(SetTime::Omit))?;
+            }
+            return Ok(self.attr_of(&node, &stat::fstat(fd)?));
         }
         self.stable(|| {
             let r = self.upper_real(&node)?;
@@ -112,12 +107,7 @@ impl UnionFs {
                 up.truncate(fd.as_fd(), size)?;
             }
             if sa.atime.is_some() || sa.mtime.is_some() {
-                up.utimens(
-                    dir,
-                    &r.name,
-                    sa.atime.unwrap_or(SetTime::Omit),
-                    sa.mtime.unwrap_or(SetTime::Omit),
-                )?;
+                up.utimens(dir, &r.name, sa.atime.unwrap_or(SetTime::Omit), sa.mtime.unwrap_or(SetTime::Omit))?;
             }
             Ok(self.attr_of(&node, &stat::statat(dir, &r.name)?))
         })
@@ -155,8 +145,7 @@ impl UnionFs {
         }
         if ctx.uid == 0 {
             // Root may do anything but execute a file nobody may execute.
-            if mask & libc::X_OK != 0 && attr.kind != FileKind::Directory && attr.perm & 0o111 == 0
-            {
+            if mask & libc::X_OK != 0 && attr.kind != FileKind::Directory && attr.perm & 0o111 == 0 {
                 return Err(Errno::EACCES);
             }
             return Ok(());
@@ -170,26 +159,21 @@ impl UnionFs {
         };
         let have = (attr.perm >> shift) & 7;
         let want = (mask as u32) & 7;
-        if have & want == want {
-            Ok(())
-        } else {
-            Err(Errno::EACCES)
-        }
+        if have & want == want { Ok(()) } else { Err(Errno::EACCES) }
     }
 
-    /// `getxattr`. Private union xattrs do not exist in the merged view.
+    /// `getxattr`. The union's own markers do not exist in the merged view; a user's
+    /// `*.overlay.*` attributes are read from their escaped names.
     pub fn getxattr(&self, ino: u64, name: &CStr) -> Res<Vec<u8>> {
-        if whiteout::is_private_xattr(name.to_bytes()) {
-            return Err(Errno::ENODATA);
-        }
+        let stored = stored_name(name)?;
         let node = self.inodes.get(ino)?;
         self.stable(|| {
             let r = self.real(&node)?;
-            xattr::get(XTarget::At(r.dir.as_fd(), &r.name), name)?.ok_or(Errno::ENODATA)
+            xattr::get(XTarget::At(r.dir.as_fd(), &r.name), &stored)?.ok_or(Errno::ENODATA)
         })
     }
 
-    /// `listxattr`: names, each NUL-terminated, private ones left out.
+    /// `listxattr`: names, each NUL-terminated; markers left out, escaped names unescaped.
     pub fn listxattr(&self, ino: u64) -> Res<Vec<u8>> {
         let node = self.inodes.get(ino)?;
         let names = self.stable(|| {
@@ -197,34 +181,33 @@ impl UnionFs {
             xattr::list(XTarget::At(r.dir.as_fd(), &r.name))
         })?;
         let mut out = Vec::new();
-        for n in names.into_iter().filter(|n| !whiteout::is_private_xattr(n)) {
-            out.extend_from_slice(&n);
-            out.push(0);
+        for n in &names {
+            if let Some(shown) = whiteout::unescape_xattr(n) {
+                out.extend_from_slice(&shown);
+                out.push(0);
+            }
         }
         Ok(out)
     }
 
-    /// `setxattr`. Copies the object up first. Private union xattrs are refused (`EPERM`).
+    /// `setxattr`. Copies the object up first; `*.overlay.*` names are stored escaped, as
+    /// kernel overlayfs does, so they never act as markers.
     pub fn setxattr(&self, ino: u64, name: &CStr, value: &[u8], flags: i32) -> Res<()> {
-        if whiteout::is_private_xattr(name.to_bytes()) {
-            return Err(Errno::EPERM);
-        }
+        let stored = stored_name(name)?;
         let mode = SetMode::from_flags(flags)?;
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
         self.copy_up(&node)?;
         self.stable(|| {
             let r = self.upper_real(&node)?;
-            up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), name, value, mode)
+            up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), &stored, value, mode)
         })
     }
 
     /// `removexattr`. Removing an xattr a lower object does not have is `ENODATA` without a
     /// copy-up.
     pub fn removexattr(&self, ino: u64, name: &CStr) -> Res<()> {
-        if whiteout::is_private_xattr(name.to_bytes()) {
-            return Err(Errno::EPERM);
-        }
+        let stored = stored_name(name)?;
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
         if !node.has_upper() && self.getxattr(ino, name).is_err() {
@@ -233,7 +216,12 @@ impl UnionFs {
         self.copy_up(&node)?;
         self.stable(|| {
             let r = self.upper_real(&node)?;
-            up.remove_xattr(XTarget::At(r.dir.as_fd(), &r.name), name)
+            up.remove_xattr(XTarget::At(r.dir.as_fd(), &r.name), &stored)
         })
     }
+}
+
+/// The layer-side name of an attribute named `name` in the merged view.
+fn stored_name(name: &CStr) -> Res<std::ffi::CString> {
+    std::ffi::CString::new(whiteout::escape_xattr(name.to_bytes()).into_owned()).map_err(|_| Errno::EINVAL)
 }

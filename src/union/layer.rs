@@ -38,32 +38,23 @@ pub struct Layer {
     /// Index of that filesystem among the distinct filesystems of the stack (upper's is 0);
     /// used to make inode numbers unique across filesystems.
     pub fs: u8,
+    /// The filesystem's magic number (`statfs` `f_type`).
+    pub magic: i64,
 }
 
 impl Layer {
     fn open(path: &Path, what: &str) -> Result<Layer, Error> {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::msg(format!("{what} '{}' does not exist", path.display()))
-            }
+            std::io::ErrorKind::NotFound => Error::msg(format!("{what} '{}' does not exist", path.display())),
             _ => Error::io(format!("cannot read {what} '{}'", path.display()), e),
         })?;
         if !meta.is_dir() {
-            return Err(Error::msg(format!(
-                "{what} '{}' is not a directory",
-                path.display()
-            )));
+            return Err(Error::msg(format!("{what} '{}' is not a directory", path.display())));
         }
-        let root = open::open_dir_path(path)
-            .context(|| format!("cannot open {what} '{}'", path.display()))?;
-        let st =
-            stat::fstat(&root).context(|| format!("cannot stat {what} '{}'", path.display()))?;
-        Ok(Layer {
-            path: path.to_path_buf(),
-            root: Arc::new(root),
-            dev: st.dev,
-            fs: 0,
-        })
+        let root = open::open_dir_path(path).context(|| format!("cannot open {what} '{}'", path.display()))?;
+        let st = stat::fstat(&root).context(|| format!("cannot stat {what} '{}'", path.display()))?;
+        let magic = stat::fs_magic(&root).context(|| format!("cannot statfs {what} '{}'", path.display()))?;
+        Ok(Layer { path: path.to_path_buf(), root: Arc::new(root), dev: st.dev, fs: 0, magic })
     }
 }
 
@@ -100,12 +91,7 @@ pub const WORK_SUBDIR: &CStr = c"work";
 
 impl Upper {
     /// Opens and locks the upper and work directories, and empties `WORK/work`.
-    pub fn open(
-        upper: &Path,
-        work: &Path,
-        dialect: Dialect,
-        durability: Durability,
-    ) -> Result<Upper, Error> {
+    pub fn open(upper: &Path, work: &Path, dialect: Dialect, durability: Durability) -> Result<Upper, Error> {
         let layer = Layer::open(upper, "upper dir")?;
         let work_layer = Layer::open(work, "work dir")?;
         if work_layer.dev != layer.dev {
@@ -118,13 +104,8 @@ impl Upper {
         let lock = |p: &Path, what: &str| -> Result<OwnedFd, Error> {
             let fd = open::open_plain(p, OFlags::RDONLY | OFlags::DIRECTORY, 0)
                 .context(|| format!("cannot open {what} '{}'", p.display()))?;
-            if !sio::try_lock_exclusive(&fd)
-                .context(|| format!("cannot lock {what} '{}'", p.display()))?
-            {
-                return Err(Error::msg(format!(
-                    "{what} '{}' is in use by another unionfs mount",
-                    p.display()
-                )));
+            if !sio::try_lock_exclusive(&fd).context(|| format!("cannot lock {what} '{}'", p.display()))? {
+                return Err(Error::msg(format!("{what} '{}' is in use by another unionfs mount", p.display())));
             }
             Ok(fd)
         };
@@ -133,19 +114,11 @@ impl Upper {
         match sfs::mkdirat(&*work_layer.root, WORK_SUBDIR, 0o700) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => {
-                return Err(Error::io(
-                    format!("cannot create '{}/work'", work.display()),
-                    e,
-                ));
+                return Err(Error::io(format!("cannot create '{}/work'", work.display()), e));
             }
         }
-        let workdir = open::openat(
-            &*work_layer.root,
-            WORK_SUBDIR,
-            OFlags::PATH | OFlags::DIRECTORY,
-            0,
-        )
-        .context(|| format!("cannot open '{}/work'", work.display()))?;
+        let workdir = open::openat(&*work_layer.root, WORK_SUBDIR, OFlags::PATH | OFlags::DIRECTORY, 0)
+            .context(|| format!("cannot open '{}/work'", work.display()))?;
         let up = Upper {
             layer,
             work: workdir,
@@ -155,14 +128,9 @@ impl Upper {
             durability,
             rename_whiteout_ok: AtomicBool::new(true),
         };
-        let left = up
-            .clean_work()
-            .context(|| format!("cannot clean '{}/work'", work.display()))?;
+        let left = up.clean_work().context(|| format!("cannot clean '{}/work'", work.display()))?;
         if left > 0 {
-            tracing::info!(
-                "removed {left} leftover temporaries from '{}/work'",
-                work.display()
-            );
+            tracing::info!("removed {left} leftover temporaries from '{}/work'", work.display());
         }
         Ok(up)
     }
@@ -204,23 +172,9 @@ impl Upper {
     }
 
     /// Creates a device, fifo or socket node.
-    pub fn mknod(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        kind: FileKind,
-        perm: u32,
-        rdev: u64,
-    ) -> Res<()> {
+    pub fn mknod(&self, dir: BorrowedFd<'_>, name: &CStr, kind: FileKind, perm: u32, rdev: u64) -> Res<()> {
         let r = sfs::mknodat(dir, name, kind, perm, rdev);
-        debug!(
-            op = "mknod",
-            ?name,
-            ?kind,
-            perm = format_args!("{perm:o}"),
-            rdev,
-            ?r
-        );
+        debug!(op = "mknod", ?name, ?kind, perm = format_args!("{perm:o}"), rdev, ?r);
         r
     }
 
@@ -232,31 +186,14 @@ impl Upper {
     }
 
     /// Creates and opens a new regular file (`O_CREAT | O_EXCL`).
-    pub fn create(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        flags: OFlags,
-        perm: u32,
-    ) -> Res<OwnedFd> {
+    pub fn create(&self, dir: BorrowedFd<'_>, name: &CStr, flags: OFlags, perm: u32) -> Res<OwnedFd> {
         let r = open::openat(dir, name, flags | OFlags::CREATE | OFlags::EXCL, perm);
-        debug!(
-            op = "create",
-            ?name,
-            perm = format_args!("{perm:o}"),
-            ok = r.is_ok()
-        );
+        debug!(op = "create", ?name, perm = format_args!("{perm:o}"), ok = r.is_ok());
         r
     }
 
     /// Makes a hard link.
-    pub fn link(
-        &self,
-        odir: BorrowedFd<'_>,
-        oname: &CStr,
-        ndir: BorrowedFd<'_>,
-        nname: &CStr,
-    ) -> Res<()> {
+    pub fn link(&self, odir: BorrowedFd<'_>, oname: &CStr, ndir: BorrowedFd<'_>, nname: &CStr) -> Res<()> {
         let r = sfs::linkat(odir, oname, ndir, nname);
         debug!(op = "link", ?oname, ?nname, ?r);
         r
@@ -279,13 +216,7 @@ impl Upper {
     /// Renames and leaves a whiteout at the source, atomically when the filesystem can
     /// (`RENAME_WHITEOUT`), else as a rename followed by a whiteout created through the work
     /// dir.
-    pub fn rename_whiteout(
-        &self,
-        odir: BorrowedFd<'_>,
-        oname: &CStr,
-        ndir: BorrowedFd<'_>,
-        nname: &CStr,
-    ) -> Res<()> {
+    pub fn rename_whiteout(&self, odir: BorrowedFd<'_>, oname: &CStr, ndir: BorrowedFd<'_>, nname: &CStr) -> Res<()> {
         if self.rename_whiteout_ok.load(Ordering::Relaxed) {
             match self.rename(odir, oname, ndir, nname, RenameMode::Whiteout) {
                 Err(Errno::EINVAL) | Err(Errno::EPERM) | Err(Errno::EOPNOTSUPP) => {
@@ -316,11 +247,7 @@ impl Upper {
     /// replacing a non-directory already there when `replace` is set.
     pub fn whiteout(&self, dir: BorrowedFd<'_>, name: &CStr, replace: bool) -> Res<()> {
         let tmp = self.whiteout_temp()?;
-        let mode = if replace {
-            RenameMode::Replace
-        } else {
-            RenameMode::NoReplace
-        };
+        let mode = if replace { RenameMode::Replace } else { RenameMode::NoReplace };
         if let Err(e) = self.rename(self.work(), &tmp, dir, name, mode) {
             self.discard(&tmp);
             return Err(e);
@@ -350,13 +277,7 @@ impl Upper {
     }
 
     /// Changes owner of an entry (not following symlinks).
-    pub fn chown(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        uid: Option<u32>,
-        gid: Option<u32>,
-    ) -> Res<()> {
+    pub fn chown(&self, dir: BorrowedFd<'_>, name: &CStr, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
         let r = sfs::chownat(dir, name, uid, gid);
         debug!(op = "chown", ?name, ?uid, ?gid, ?r);
         r
@@ -384,13 +305,7 @@ impl Upper {
     }
 
     /// Sets timestamps of an entry (not following symlinks).
-    pub fn utimens(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        atime: SetTime,
-        mtime: SetTime,
-    ) -> Res<()> {
+    pub fn utimens(&self, dir: BorrowedFd<'_>, name: &CStr, atime: SetTime, mtime: SetTime) -> Res<()> {
         let r = sfs::utimensat(dir, name, atime, mtime);
         debug!(op = "utimens", ?name, ?atime, ?mtime, ?r);
         r
@@ -441,6 +356,9 @@ pub struct Layers {
     pub lowers: Vec<Layer>,
     /// How real inode numbers become unique union inode numbers.
     pub xino: Xino,
+    /// When every lower layer is on one filesystem: its index and magic (so an origin file
+    /// handle names an inode of that filesystem without ambiguity).
+    pub lower_fs: Option<(u8, i64)>,
 }
 
 impl Layers {
@@ -470,14 +388,13 @@ impl Layers {
                     devs.len() - 1
                 }
             };
-            l.fs = u8::try_from(idx)
-                .map_err(|_| Error::msg("layers span more than 255 filesystems"))?;
+            l.fs = u8::try_from(idx).map_err(|_| Error::msg("layers span more than 255 filesystems"))?;
         }
-        Ok(Layers {
-            upper,
-            lowers: ls,
-            xino: Xino::new(devs.len()),
-        })
+        let lower_fs = match ls.iter().all(|l| l.fs == ls[0].fs) {
+            true => Some((ls[0].fs, ls[0].magic)),
+            false => None,
+        };
+        Ok(Layers { upper, lowers: ls, xino: Xino::new(devs.len()), lower_fs })
     }
 
     /// The upper layer, or `EROFS` for a read-only mount.
@@ -509,15 +426,8 @@ pub const SYNTHETIC_BIT: u64 = 1 << 63;
 impl Xino {
     /// For a stack spanning `nfs` filesystems.
     pub fn new(nfs: usize) -> Xino {
-        let bits = if nfs <= 1 {
-            0
-        } else {
-            usize::BITS - (nfs - 1).leading_zeros()
-        };
-        Xino {
-            shift: 63 - bits,
-            nfs,
-        }
+        let bits = if nfs <= 1 { 0 } else { usize::BITS - (nfs - 1).leading_zeros() };
+        Xino { shift: 63 - bits, nfs }
     }
 
     /// The union inode number for a real one, or `None` if it does not fit (then a synthetic
@@ -526,11 +436,7 @@ impl Xino {
         if ino >> self.shift != 0 {
             return None;
         }
-        let v = if self.nfs <= 1 {
-            ino
-        } else {
-            ino | (u64::from(fs) << self.shift)
-        };
+        let v = if self.nfs <= 1 { ino } else { ino | (u64::from(fs) << self.shift) };
         (v > 1).then_some(v)
     }
 }

@@ -65,13 +65,7 @@ impl LookupState {
                 }
                 match side {
                     Side::Upper => self.upper_marks = marks,
-                    Side::Lower(idx) => self.lowers.push((
-                        DirLayer {
-                            idx,
-                            xwhiteouts: marks.xwhiteouts,
-                        },
-                        st,
-                    )),
+                    Side::Lower(idx) => self.lowers.push((DirLayer { idx, xwhiteouts: marks.xwhiteouts }, st)),
                 }
                 !marks.opaque
             }
@@ -123,12 +117,7 @@ impl UnionFs {
         match stat::statat(dir, name) {
             Ok(st) if st.is_chardev_whiteout() => Ok(Seen::Whiteout),
             Ok(st) if st.is_dir() => Ok(Seen::Dir(st, whiteout::dir_marks(dir, name, None)?)),
-            Ok(st)
-                if xwhiteouts
-                    && st.is_reg()
-                    && st.size == 0
-                    && whiteout::is_xattr_whiteout(dir, name)? =>
-            {
+            Ok(st) if xwhiteouts && st.is_reg() && st.size == 0 && whiteout::is_xattr_whiteout(dir, name)? => {
                 Ok(Seen::Whiteout)
             }
             Ok(st) => Ok(Seen::NonDir(st)),
@@ -179,36 +168,29 @@ impl UnionFs {
             let Some((side, stat)) = state.top() else {
                 return Ok(None);
             };
-            let origin = if side == Side::Upper && !stat.is_dir() {
-                self.origin_of(dir, name, &stat)?
-            } else {
-                None
-            };
-            Ok(Some(Found {
-                state,
-                stat,
-                side,
-                origin,
-            }))
+            let origin = if side == Side::Upper && !stat.is_dir() { self.origin_of(dir, name, &stat)? } else { None };
+            Ok(Some(Found { state, stat, side, origin }))
         })
     }
 
     /// For an upper non-directory: if it carries an origin marker, the identity of the lower
-    /// object it was copied from (the first lower object of the same type under the name).
+    /// object it was copied from. Decoded from the recorded file handle where that is exact
+    /// (one lower filesystem of a known handle layout), else the first lower object of the
+    /// same type under the same name.
     fn origin_of(&self, dir: &Arc<Node>, name: &CStr, st: &Stat) -> Res<Option<Identity>> {
+        let fd = self.dir_fd(dir, Side::Upper)?;
+        let names = self.layers.upper()?.dialect.names();
+        let Some(v) = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), name), names.origin)? else {
+            return Ok(None);
+        };
+        if let Some((fs, magic)) = self.layers.lower_fs
+            && let Some(ino) = crate::union::copy_up::origin_ino(&v, magic)
+        {
+            return Ok(Some(Identity { fs, ino }));
+        }
         let Some(dl) = dir.dir_lower() else {
             return Ok(None);
         };
-        let fd = self.dir_fd(dir, Side::Upper)?;
-        let names = self.layers.upper()?.dialect.names();
-        let has = crate::sys::xattr::get(
-            crate::sys::xattr::XTarget::At(fd.as_fd(), name),
-            names.origin,
-        )?
-        .is_some();
-        if !has {
-            return Ok(None);
-        }
         for l in &dl.layers {
             let lfd = self.dir_fd(dir, Side::Lower(l.idx))?;
             match self.probe(lfd.as_fd(), name, l.xwhiteouts)? {
@@ -241,29 +223,15 @@ impl UnionFs {
     }
 
     /// Makes (or finds) the node for a resolved name and counts one kernel reference.
-    pub(crate) fn intern(
-        &self,
-        parent: &Arc<Node>,
-        name: &CStr,
-        found: Found,
-    ) -> Res<(Arc<Node>, Stat)> {
+    pub(crate) fn intern(&self, parent: &Arc<Node>, name: &CStr, found: Found) -> Res<(Arc<Node>, Stat)> {
         let kind = found.stat.kind().ok_or(Errno::EIO)?;
-        let loc = Loc {
-            parent: Some(parent.clone()),
-            name: name.to_owned(),
-        };
+        let loc = Loc { parent: Some(parent.clone()), name: name.to_owned() };
         let upper_fs = || self.layers.upper.as_ref().map_or(0, |u| u.layer.fs);
         let spec = if kind == FileKind::Directory {
             let layers = found.state.lower_layers();
             let identity = match found.state.first_lower() {
-                Some((idx, st)) => Identity {
-                    fs: self.layers.lower(idx)?.fs,
-                    ino: st.ino,
-                },
-                None => Identity {
-                    fs: upper_fs(),
-                    ino: found.stat.ino,
-                },
+                Some((idx, st)) => Identity { fs: self.layers.lower(idx)?.fs, ino: st.ino },
+                None => Identity { fs: upper_fs(), ino: found.stat.ino },
             };
             let mut flags = 0;
             let mut upper_ino = 0;
@@ -281,51 +249,22 @@ impl UnionFs {
             let lower = if layers.is_empty() {
                 Lower::None
             } else {
-                let base = parent
-                    .dir_lower()
-                    .map(|d| d.path.as_bytes())
-                    .unwrap_or_default();
-                Lower::Dir(Box::new(DirLower {
-                    path: join(base, name.to_bytes())?,
-                    layers,
-                }))
+                let base = parent.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default();
+                Lower::Dir(Box::new(DirLower { path: join(base, name.to_bytes())?, layers }))
             };
-            NodeSpec {
-                kind,
-                identity,
-                upper_ino,
-                lower,
-                flags,
-                loc,
-            }
+            NodeSpec { kind, identity, upper_ino, lower, flags, loc }
         } else {
             match found.side {
                 Side::Upper => {
                     let (identity, flags) = match found.origin {
                         Some(o) => (o, flag::UPPER | flag::ORIGIN),
-                        None => (
-                            Identity {
-                                fs: upper_fs(),
-                                ino: found.stat.ino,
-                            },
-                            flag::UPPER,
-                        ),
+                        None => (Identity { fs: upper_fs(), ino: found.stat.ino }, flag::UPPER),
                     };
-                    NodeSpec {
-                        kind,
-                        identity,
-                        upper_ino: found.stat.ino,
-                        lower: Lower::None,
-                        flags,
-                        loc,
-                    }
+                    NodeSpec { kind, identity, upper_ino: found.stat.ino, lower: Lower::None, flags, loc }
                 }
                 Side::Lower(idx) => NodeSpec {
                     kind,
-                    identity: Identity {
-                        fs: self.layers.lower(idx)?.fs,
-                        ino: found.stat.ino,
-                    },
+                    identity: Identity { fs: self.layers.lower(idx)?.fs, ino: found.stat.ino },
                     upper_ino: 0,
                     lower: Lower::File(idx),
                     flags: 0,
@@ -336,13 +275,9 @@ impl UnionFs {
         let node = self.inodes.intern(spec, &self.layers.xino);
         // A known node reached under another name: remember that name too.
         let l = node.loc();
-        let same =
-            l.name.as_c_str() == name && l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
+        let same = l.name.as_c_str() == name && l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
         if !same {
-            let loc = Loc {
-                parent: Some(parent.clone()),
-                name: name.to_owned(),
-            };
+            let loc = Loc { parent: Some(parent.clone()), name: name.to_owned() };
             if node.is_dir() {
                 node.locs.write().first = loc;
             } else {
@@ -358,22 +293,15 @@ impl UnionFs {
         let dir = self.inodes.get(parent)?;
         let found = self.find(&dir, name)?.ok_or(Errno::ENOENT)?;
         let (node, st) = self.intern(&dir, name, found)?;
-        Ok(Entry {
-            ino: node.ino,
-            attr: self.attr_of(&node, &st),
-        })
+        let revalidate = !node.is_dir() && !node.has_upper() && st.nlink > 1;
+        Ok(Entry { ino: node.ino, attr: self.attr_of(&node, &st), revalidate })
     }
 
     /// `forget`: the kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         if let Ok(node) = self.inodes.get(ino) {
             self.inodes.forget(ino, n);
-            if self
-                .inodes
-                .get(ino)
-                .map(|cur| !Arc::ptr_eq(&cur, &node))
-                .unwrap_or(true)
-            {
+            if self.inodes.get(ino).map(|cur| !Arc::ptr_eq(&cur, &node)).unwrap_or(true) {
                 self.forget_dirfds(&node);
             }
         }
@@ -415,10 +343,7 @@ mod tests {
     }
     const DIR: u32 = libc::S_IFDIR | 0o755;
     const REG: u32 = libc::S_IFREG | 0o644;
-    const OPAQUE: DirMarks = DirMarks {
-        opaque: true,
-        xwhiteouts: false,
-    };
+    const OPAQUE: DirMarks = DirMarks { opaque: true, xwhiteouts: false };
 
     #[test]
     fn whiteout_stops_the_walk() {

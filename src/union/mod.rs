@@ -122,6 +122,9 @@ pub struct Entry {
     pub ino: u64,
     /// Its attributes.
     pub attr: Attr,
+    /// The kernel must not cache the name: it is one of several lower links of a file, and
+    /// if another of them is copied up this name becomes a different object.
+    pub revalidate: bool,
 }
 
 /// Mount-wide settings of the core.
@@ -139,8 +142,6 @@ pub struct Options {
 pub trait Invalidator: Send + Sync {
     /// Drop the cached dentry `name` in directory `parent`.
     fn inval_entry(&self, parent: u64, name: &CStr);
-    /// Drop the cached attributes and data of `ino`.
-    fn inval_inode(&self, ino: u64);
 }
 
 /// The union filesystem.
@@ -165,10 +166,7 @@ pub struct UnionFs {
 
 impl std::fmt::Debug for UnionFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnionFs")
-            .field("layers", &self.layers)
-            .field("inodes", &self.inodes.len())
-            .finish()
+        f.debug_struct("UnionFs").field("layers", &self.layers).field("inodes", &self.inodes.len()).finish()
     }
 }
 
@@ -190,27 +188,19 @@ impl UnionFs {
         let mut dlayers = Vec::with_capacity(layers.lowers.len());
         for (i, l) in layers.lowers.iter().enumerate() {
             let marks = whiteout::dir_marks(std::os::fd::AsFd::as_fd(&*l.root), sys_dot(), None)
-                .map_err(|e| {
-                    Error::io(format!("cannot read lower layer '{}'", l.path.display()), e)
-                })?;
-            dlayers.push(DirLayer {
-                idx: i as LowerIdx,
-                xwhiteouts: marks.xwhiteouts,
-            });
+                .map_err(|e| Error::io(format!("cannot read lower layer '{}'", l.path.display()), e))?;
+            dlayers.push(DirLayer { idx: i as LowerIdx, xwhiteouts: marks.xwhiteouts });
         }
         let top = &layers.lowers[0];
-        let top_st =
-            stat::fstat(&*top.root).map_err(|e| Error::io("cannot stat the top lower layer", e))?;
+        let top_st = stat::fstat(&*top.root).map_err(|e| Error::io("cannot stat the top lower layer", e))?;
         let mut flags = 0;
         let mut upper_ino = 0;
         if let Some(u) = &layers.upper {
-            let st = stat::fstat(&*u.layer.root)
-                .map_err(|e| Error::io("cannot stat the upper dir", e))?;
+            let st = stat::fstat(&*u.layer.root).map_err(|e| Error::io("cannot stat the upper dir", e))?;
             upper_ino = st.ino;
             flags |= flag::UPPER;
-            let marks =
-                whiteout::dir_marks(std::os::fd::AsFd::as_fd(&*u.layer.root), sys_dot(), None)
-                    .map_err(|e| Error::io("cannot read the upper dir", e))?;
+            let marks = whiteout::dir_marks(std::os::fd::AsFd::as_fd(&*u.layer.root), sys_dot(), None)
+                .map_err(|e| Error::io("cannot read the upper dir", e))?;
             if marks.xwhiteouts {
                 flags |= flag::UPPER_XWH;
             }
@@ -218,18 +208,9 @@ impl UnionFs {
         let root = Node::new(
             tables::ROOT_INO,
             FileKind::Directory,
-            Identity {
-                fs: top.fs,
-                ino: top_st.ino,
-            },
-            Loc {
-                parent: None,
-                name: CString::default(),
-            },
-            Lower::Dir(Box::new(DirLower {
-                path: CString::default(),
-                layers: dlayers,
-            })),
+            Identity { fs: top.fs, ino: top_st.ino },
+            Loc { parent: None, name: CString::default() },
+            Lower::Dir(Box::new(DirLower { path: CString::default(), layers: dlayers })),
             flags,
             upper_ino,
         );
@@ -260,13 +241,6 @@ impl UnionFs {
         }
     }
 
-    /// Asks the kernel to forget cached attributes of an inode.
-    pub(crate) fn inval_inode(&self, ino: u64) {
-        if let Some(i) = self.invalidator.get() {
-            i.inval_inode(ino);
-        }
-    }
-
     /// The root node.
     pub fn root(&self) -> &Arc<Node> {
         &self.root
@@ -287,9 +261,7 @@ impl UnionFs {
         for _ in 0..8 {
             let before = self.rename_seq.load(Ordering::Acquire);
             match f() {
-                Err(Errno::ENOENT)
-                    if self.rename_seq.load(Ordering::Acquire) != before || before & 1 == 1 =>
-                {
+                Err(Errno::ENOENT) if self.rename_seq.load(Ordering::Acquire) != before || before & 1 == 1 => {
                     std::thread::yield_now();
                 }
                 r => return r,
@@ -350,19 +322,11 @@ impl UnionFs {
                     return Err(Errno::ENOENT);
                 }
                 let path = self.upper_path(node)?;
-                open::resolve_beneath(
-                    &*self.layers.upper()?.layer.root,
-                    &path,
-                    OFlags::PATH | OFlags::DIRECTORY,
-                )?
+                open::resolve_beneath(&*self.layers.upper()?.layer.root, &path, OFlags::PATH | OFlags::DIRECTORY)?
             }
             Side::Lower(i) => {
                 let dl = node.dir_lower().ok_or(Errno::EIO)?;
-                open::resolve_beneath(
-                    &*self.layers.lower(i)?.root,
-                    &dl.path,
-                    OFlags::PATH | OFlags::DIRECTORY,
-                )?
+                open::resolve_beneath(&*self.layers.lower(i)?.root, &dl.path, OFlags::PATH | OFlags::DIRECTORY)?
             }
         };
         let fd = Arc::new(fd);
@@ -393,18 +357,9 @@ impl UnionFs {
             let side = if node.has_upper() {
                 Side::Upper
             } else {
-                Side::Lower(
-                    node.dir_lower()
-                        .and_then(|d| d.layers.first())
-                        .ok_or(Errno::EIO)?
-                        .idx,
-                )
+                Side::Lower(node.dir_lower().and_then(|d| d.layers.first()).ok_or(Errno::EIO)?.idx)
             };
-            return Ok(Real {
-                dir: self.dir_fd(node, side)?,
-                name: sys_dot().to_owned(),
-                side,
-            });
+            return Ok(Real { dir: self.dir_fd(node, side)?, name: sys_dot().to_owned(), side });
         }
         let loc = node.loc();
         let parent = loc.parent.ok_or(Errno::EIO)?;
@@ -416,11 +371,7 @@ impl UnionFs {
                 _ => return Err(Errno::EIO),
             }
         };
-        Ok(Real {
-            dir: self.dir_fd(&parent, side)?,
-            name: loc.name,
-            side,
-        })
+        Ok(Real { dir: self.dir_fd(&parent, side)?, name: loc.name, side })
     }
 
     /// The node's upper object (after copy-up): its directory descriptor and name.
@@ -433,11 +384,7 @@ impl UnionFs {
 
     /// Attributes of `node` from the real object's status.
     pub(crate) fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
-        let nlink = if node.is_dir() && node.has_upper() && node.has_lower() {
-            1
-        } else {
-            st.nlink
-        };
+        let nlink = if node.is_dir() && node.has_upper() && node.has_lower() { 1 } else { st.nlink };
         Attr {
             ino: node.ino,
             kind: node.kind,

@@ -136,10 +136,7 @@ impl Node {
             lookups: AtomicU64::new(0),
             flags: AtomicU32::new(flags),
             upper_ino: AtomicU64::new(upper_ino),
-            locs: RwLock::new(Locs {
-                first: loc,
-                more: Vec::new(),
-            }),
+            locs: RwLock::new(Locs { first: loc, more: Vec::new() }),
             lower,
             copy_up_lock: Mutex::new(()),
             dir_version: AtomicU64::new(0),
@@ -227,8 +224,7 @@ impl Node {
     /// Forgets a name after unlink; returns whether the node still has a name.
     pub fn remove_loc(&self, parent: &Arc<Node>, name: &CString) -> bool {
         let mut l = self.locs.write();
-        let is =
-            |x: &Loc| &x.name == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
+        let is = |x: &Loc| &x.name == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
         if is(&l.first) {
             if let Some(next) = l.more.pop() {
                 l.first = next;
@@ -243,20 +239,10 @@ impl Node {
     }
 
     /// Renames the name (`parent`, `name`) to (`new_parent`, `new_name`).
-    pub fn move_loc(
-        &self,
-        parent: &Arc<Node>,
-        name: &CString,
-        new_parent: &Arc<Node>,
-        new_name: CString,
-    ) {
+    pub fn move_loc(&self, parent: &Arc<Node>, name: &CString, new_parent: &Arc<Node>, new_name: CString) {
         let mut l = self.locs.write();
-        let is =
-            |x: &Loc| &x.name == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
-        let new = Loc {
-            parent: Some(new_parent.clone()),
-            name: new_name,
-        };
+        let is = |x: &Loc| &x.name == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
+        let new = Loc { parent: Some(new_parent.clone()), name: new_name };
         if is(&l.first) {
             l.first = new;
         } else if let Some(x) = l.more.iter_mut().find(|x| is(x)) {

@@ -137,11 +137,7 @@ impl UnionFs {
             Side::Upper => self.layers.upper()?.layer.fs,
             Side::Lower(i) => self.layers.lower(i)?.fs,
         };
-        let mut listing = LayerListing {
-            fs,
-            upper: side == Side::Upper,
-            ..Default::default()
-        };
+        let mut listing = LayerListing { fs, upper: side == Side::Upper, ..Default::default() };
         for e in raw {
             if whiteout::is_marker_name(&e.name) {
                 if let Some(t) = whiteout::whiteout_target(&e.name) {
@@ -168,12 +164,7 @@ impl UnionFs {
                 }
                 Some(k) => (k, false),
             };
-            listing.entries.push(Listed {
-                name: e.name,
-                ino: e.ino,
-                kind,
-                whiteout,
-            });
+            listing.entries.push(Listed { name: e.name, ino: e.ino, kind, whiteout });
         }
         Ok(listing)
     }
@@ -194,32 +185,19 @@ impl UnionFs {
             }
         }
         let merged = merge(&layers);
-        let upper_fd = if dir.has_upper() {
-            Some(self.dir_fd(dir, Side::Upper)?)
-        } else {
-            None
-        };
-        let impure = dir.has(flag::IMPURE) || self.dir_is_impure(dir)?;
+        let upper_fd = if dir.has_upper() { Some(self.dir_fd(dir, Side::Upper)?) } else { None };
+        let impure = dir.has_lower() || dir.has(flag::IMPURE) || self.dir_is_impure(dir)?;
         let mut out = Vec::with_capacity(merged.len() + 2);
         let parent_ino = dir.parent().map_or(dir.ino, |p| p.ino);
-        out.push(DirEntry {
-            name: c".".to_owned(),
-            ino: dir.ino,
-            kind: FileKind::Directory,
-        });
-        out.push(DirEntry {
-            name: c"..".to_owned(),
-            ino: parent_ino,
-            kind: FileKind::Directory,
-        });
+        out.push(DirEntry { name: c".".to_owned(), ino: dir.ino, kind: FileKind::Directory });
+        out.push(DirEntry { name: c"..".to_owned(), ino: parent_ino, kind: FileKind::Directory });
         for m in merged {
             let name = CString::new(m.name).map_err(|_| Errno::EIO)?;
             let (mut fs, mut ino) = (m.fs, m.ino);
             // Report the same number that lookup will give the entry.
             if let (Some((skind, sfs, sino)), Some(ufd)) = (m.shadow, upper_fd.as_ref()) {
                 let use_shadow = if m.kind == FileKind::Directory {
-                    skind == FileKind::Directory
-                        && !whiteout::dir_marks(ufd.as_fd(), &name, None)?.opaque
+                    skind == FileKind::Directory && !whiteout::dir_marks(ufd.as_fd(), &name, None)?.opaque
                 } else {
                     impure && skind == m.kind && self.has_origin(ufd.as_fd(), &name)?
                 };
@@ -228,11 +206,7 @@ impl UnionFs {
                 }
             }
             let ino = self.layers.xino.map(fs, ino).unwrap_or(ino);
-            out.push(DirEntry {
-                name,
-                ino,
-                kind: m.kind,
-            });
+            out.push(DirEntry { name, ino, kind: m.kind });
         }
         Ok(out)
     }
@@ -244,10 +218,7 @@ impl UnionFs {
         }
         let fd = self.dir_fd(dir, Side::Upper)?;
         let names = self.layers.upper()?.dialect.names();
-        let v = crate::sys::xattr::get(
-            crate::sys::xattr::XTarget::At(fd.as_fd(), c"."),
-            names.impure,
-        )?;
+        let v = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), c"."), names.impure)?;
         if v.is_some() {
             dir.set(flag::IMPURE);
         }
@@ -257,10 +228,7 @@ impl UnionFs {
     /// Whether upper entry `name` carries an origin marker.
     pub(crate) fn has_origin(&self, dir: std::os::fd::BorrowedFd<'_>, name: &CStr) -> Res<bool> {
         let names = self.layers.upper()?.dialect.names();
-        Ok(
-            crate::sys::xattr::get(crate::sys::xattr::XTarget::At(dir, name), names.origin)?
-                .is_some(),
-        )
+        Ok(crate::sys::xattr::get(crate::sys::xattr::XTarget::At(dir, name), names.origin)?.is_some())
     }
 
     /// Whether the merged directory has no entries (for `rmdir` and rename over it).
@@ -274,10 +242,7 @@ impl UnionFs {
         if !node.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        Ok(self.handles.insert(Handle::Dir(DirHandle {
-            node,
-            snapshot: parking_lot::Mutex::new(None),
-        })))
+        Ok(self.handles.insert(Handle::Dir(DirHandle { node, snapshot: parking_lot::Mutex::new(None) })))
     }
 
     /// `readdir`: the listing to serve from `offset` (an index into it). A read from offset 0
@@ -311,45 +276,21 @@ mod tests {
     use super::*;
 
     fn e(name: &str, kind: FileKind, ino: u64) -> Listed {
-        Listed {
-            name: name.as_bytes().to_vec(),
-            ino,
-            kind,
-            whiteout: false,
-        }
+        Listed { name: name.as_bytes().to_vec(), ino, kind, whiteout: false }
     }
     fn wh(name: &str) -> Listed {
-        Listed {
-            name: name.as_bytes().to_vec(),
-            ino: 9,
-            kind: FileKind::CharDev,
-            whiteout: true,
-        }
+        Listed { name: name.as_bytes().to_vec(), ino: 9, kind: FileKind::CharDev, whiteout: true }
     }
     fn names(m: &[Merged]) -> Vec<String> {
-        m.iter()
-            .map(|m| String::from_utf8_lossy(&m.name).into_owned())
-            .collect()
+        m.iter().map(|m| String::from_utf8_lossy(&m.name).into_owned()).collect()
     }
     use FileKind::{Directory as D, Regular as R};
 
     #[test]
     fn first_layer_wins_and_names_appear_once() {
-        let upper = LayerListing {
-            upper: true,
-            entries: vec![e("a", R, 1), e("d", D, 2)],
-            ..Default::default()
-        };
-        let l1 = LayerListing {
-            fs: 0,
-            entries: vec![e("a", R, 3), e("b", R, 4), e("d", D, 5)],
-            ..Default::default()
-        };
-        let l2 = LayerListing {
-            fs: 0,
-            entries: vec![e("b", R, 6), e("c", R, 7)],
-            ..Default::default()
-        };
+        let upper = LayerListing { upper: true, entries: vec![e("a", R, 1), e("d", D, 2)], ..Default::default() };
+        let l1 = LayerListing { fs: 0, entries: vec![e("a", R, 3), e("b", R, 4), e("d", D, 5)], ..Default::default() };
+        let l2 = LayerListing { fs: 0, entries: vec![e("b", R, 6), e("c", R, 7)], ..Default::default() };
         let m = merge(&[upper, l1, l2]);
         assert_eq!(names(&m), ["a", "d", "b", "c"]);
         assert_eq!(m[0].ino, 1);
@@ -359,15 +300,8 @@ mod tests {
 
     #[test]
     fn whiteouts_hide_lower_entries_and_never_show() {
-        let upper = LayerListing {
-            upper: true,
-            entries: vec![wh("a")],
-            ..Default::default()
-        };
-        let l1 = LayerListing {
-            entries: vec![e("a", R, 3), e("b", R, 4)],
-            ..Default::default()
-        };
+        let upper = LayerListing { upper: true, entries: vec![wh("a")], ..Default::default() };
+        let l1 = LayerListing { entries: vec![e("a", R, 3), e("b", R, 4)], ..Default::default() };
         let m = merge(&[upper, l1]);
         assert_eq!(names(&m), ["b"]);
     }
@@ -379,10 +313,7 @@ mod tests {
             hidden_below: vec![b"x".to_vec(), b"y".to_vec()],
             ..Default::default()
         };
-        let l2 = LayerListing {
-            entries: vec![e("x", R, 2), e("y", R, 3), e("z", R, 4)],
-            ..Default::default()
-        };
+        let l2 = LayerListing { entries: vec![e("x", R, 2), e("y", R, 3), e("z", R, 4)], ..Default::default() };
         let m = merge(&[l1, l2]);
         assert_eq!(names(&m), ["x", "z"]);
         assert_eq!(m[0].ino, 1);
@@ -390,19 +321,9 @@ mod tests {
 
     #[test]
     fn shadow_stops_at_whiteouts_and_is_only_for_upper_entries() {
-        let upper = LayerListing {
-            upper: true,
-            entries: vec![e("f", R, 1)],
-            ..Default::default()
-        };
-        let l1 = LayerListing {
-            entries: vec![wh("f"), e("g", R, 2)],
-            ..Default::default()
-        };
-        let l2 = LayerListing {
-            entries: vec![e("f", R, 3), e("g", R, 4)],
-            ..Default::default()
-        };
+        let upper = LayerListing { upper: true, entries: vec![e("f", R, 1)], ..Default::default() };
+        let l1 = LayerListing { entries: vec![wh("f"), e("g", R, 2)], ..Default::default() };
+        let l2 = LayerListing { entries: vec![e("f", R, 3), e("g", R, 4)], ..Default::default() };
         let m = merge(&[upper, l1, l2]);
         assert_eq!(m[0].shadow, None, "a whiteout between ends the search");
         assert_eq!(m[1].shadow, None, "lower entries have no shadow");

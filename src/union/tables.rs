@@ -63,8 +63,15 @@ fn lower_file_idx(l: &Lower) -> Option<LowerIdx> {
 /// Union inode number → node.
 #[derive(Debug, Default)]
 pub struct InodeTable {
+    /// The nodes the kernel references, by union inode number.
     map: DashMap<u64, Arc<Node>>,
+    /// Real inode number of an upper object → the live node for it. Within a session this
+    /// is the exact key for anything in the upper layer, however its union number was
+    /// derived (renamed files, hard links made through the mount).
+    by_upper: DashMap<u64, u64>,
+    /// Synthetic numbers handed out, by the object they stand for.
     synth: DashMap<SynthKey, u64>,
+    /// Next synthetic number.
     next_synth: AtomicU64,
 }
 
@@ -94,11 +101,31 @@ impl InodeTable {
 
     /// Finds the node for `spec` or makes one, and counts one kernel lookup on it.
     ///
-    /// The number is the object's identity mapped by `xino`. If that number belongs to a
-    /// live node for a *different* object (a reused real inode number, or a lower hard link
-    /// whose sibling was copied up), the object gets a synthetic number instead, stable for
-    /// as long as the kernel remembers it.
+    /// An upper object is found by its real inode number. Otherwise the number is the
+    /// object's identity mapped by `xino`. If that number belongs to a live node for a
+    /// *different* object (a reused real inode number, or a lower hard link whose sibling was
+    /// copied up), the object gets a synthetic number instead, stable for as long as the
+    /// kernel remembers it.
     pub fn intern(&self, spec: NodeSpec, xino: &Xino) -> Arc<Node> {
+        if spec.upper_ino != 0
+            && let Some(ino) = self.by_upper.get(&spec.upper_ino).map(|v| *v)
+            && let MapEntry::Occupied(e) = self.map.entry(ino)
+        {
+            let n = e.get();
+            if n.kind == spec.kind && !n.has(flag::DEAD) && n.upper_ino() == spec.upper_ino {
+                n.lookups.fetch_add(1, Ordering::Relaxed);
+                return n.clone();
+            }
+        }
+        let upper_ino = spec.upper_ino;
+        let node = self.intern_by_identity(spec, xino);
+        if upper_ino != 0 {
+            self.register_upper(&node);
+        }
+        node
+    }
+
+    fn intern_by_identity(&self, spec: NodeSpec, xino: &Xino) -> Arc<Node> {
         if let Some(ino) = xino.map(spec.identity.fs, spec.identity.ino) {
             match self.map.entry(ino) {
                 MapEntry::Occupied(e) => {
@@ -122,9 +149,10 @@ impl InodeTable {
             kind: spec.kind,
             lower: lower_file_idx(&spec.lower),
         };
-        let ino = *self.synth.entry(key).or_insert_with(|| {
-            SYNTHETIC_BIT | (self.next_synth.fetch_add(1, Ordering::Relaxed) + 2)
-        });
+        let ino = *self
+            .synth
+            .entry(key)
+            .or_insert_with(|| SYNTHETIC_BIT | (self.next_synth.fetch_add(1, Ordering::Relaxed) + 2));
         match self.map.entry(ino) {
             MapEntry::Occupied(e) => {
                 let n = e.get().clone();
@@ -137,6 +165,14 @@ impl InodeTable {
                 v.insert(n.clone());
                 n
             }
+        }
+    }
+
+    /// Records that `node` is the live node of its upper object (after creation or copy-up).
+    pub fn register_upper(&self, node: &Node) {
+        let u = node.upper_ino();
+        if u != 0 {
+            self.by_upper.insert(u, node.ino);
         }
     }
 
@@ -154,12 +190,13 @@ impl InodeTable {
             return;
         }
         if let MapEntry::Occupied(e) = self.map.entry(ino) {
-            let prev = e.get().lookups.fetch_sub(
-                n.min(e.get().lookups.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
+            let prev = e.get().lookups.fetch_sub(n.min(e.get().lookups.load(Ordering::Relaxed)), Ordering::Relaxed);
             if prev <= n {
                 let node = e.remove();
+                let u = node.upper_ino();
+                if u != 0 {
+                    self.by_upper.remove_if(&u, |_, v| *v == ino);
+                }
                 if ino & SYNTHETIC_BIT != 0 {
                     self.synth.retain(|_, v| *v != ino);
                 }
@@ -190,15 +227,7 @@ fn matches(node: &Node, spec: &NodeSpec) -> bool {
 }
 
 fn build(spec: NodeSpec, ino: u64) -> Node {
-    Node::new(
-        ino,
-        spec.kind,
-        spec.identity,
-        spec.loc,
-        spec.lower,
-        spec.flags,
-        spec.upper_ino,
-    )
+    Node::new(ino, spec.kind, spec.identity, spec.loc, spec.lower, spec.flags, spec.upper_ino)
 }
 
 /// An open regular file.
@@ -218,12 +247,7 @@ pub struct FileHandle {
 impl FileHandle {
     /// A handle on a real file.
     pub fn new(node: Arc<Node>, fd: OwnedFd, upper: bool) -> FileHandle {
-        FileHandle {
-            node,
-            fd,
-            upper,
-            reopened: std::sync::OnceLock::new(),
-        }
+        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new() }
     }
 }
 
@@ -311,11 +335,7 @@ pub struct DirFdCache {
 impl DirFdCache {
     /// A cache holding at most about `cap` descriptors.
     pub fn new(cap: usize) -> DirFdCache {
-        DirFdCache {
-            map: DashMap::new(),
-            cap: cap.max(16),
-            inserts: AtomicUsize::new(0),
-        }
+        DirFdCache { map: DashMap::new(), cap: cap.max(16), inserts: AtomicUsize::new(0) }
     }
 
     /// A cached descriptor.

@@ -77,10 +77,44 @@ impl Dialect {
     }
 }
 
-/// Whether an xattr name is private to the union (hidden from the merged view, refused on
-/// write).
+/// The two namespaces of private xattrs.
+const PRIVATE_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
+
+/// Whether an xattr name, as stored in a layer, is private to the union (a marker: hidden
+/// from the merged view). Escaped names (`trusted.overlay.overlay.*`) are not: they hold a
+/// user's own `trusted.overlay.*` attributes, as kernel overlayfs stores them for nested
+/// overlays.
 pub fn is_private_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+    PRIVATE_PREFIXES.iter().any(|p| name.starts_with(p) && !name[p.len()..].starts_with(b"overlay."))
+}
+
+/// The name under which an attribute the merged view calls `name` is stored in a layer:
+/// `P.overlay.X` becomes `P.overlay.overlay.X` (the kernel's escaping); other names are
+/// stored as they are.
+pub fn escape_xattr(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    for p in PRIVATE_PREFIXES {
+        if let Some(rest) = name.strip_prefix(p) {
+            let mut v = p.to_vec();
+            v.extend_from_slice(b"overlay.");
+            v.extend_from_slice(rest);
+            return std::borrow::Cow::Owned(v);
+        }
+    }
+    std::borrow::Cow::Borrowed(name)
+}
+
+/// What the merged view calls an attribute stored in a layer as `name`: escaped names are
+/// unescaped, private markers are `None`, anything else is itself.
+pub fn unescape_xattr(name: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    for p in PRIVATE_PREFIXES {
+        if let Some(rest) = name.strip_prefix(p) {
+            let inner = rest.strip_prefix(b"overlay.")?;
+            let mut v = p.to_vec();
+            v.extend_from_slice(inner);
+            return Some(std::borrow::Cow::Owned(v));
+        }
+    }
+    Some(std::borrow::Cow::Borrowed(name))
 }
 
 /// Whether a directory entry name is a marker that never appears in the merged view.
@@ -119,11 +153,7 @@ pub struct DirMarks {
 
 /// Reads the opacity markers of directory `name` in `dir` (`"."` for `dir` itself): the
 /// `overlay.opaque` xattr in both namespaces and the `.wh..wh..opq` entry.
-pub fn dir_marks(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    dir_fd: Option<BorrowedFd<'_>>,
-) -> Res<DirMarks> {
+pub fn dir_marks(dir: BorrowedFd<'_>, name: &CStr, dir_fd: Option<BorrowedFd<'_>>) -> Res<DirMarks> {
     let mut marks = DirMarks::default();
     for names in [&TRUSTED, &USER] {
         match xattr::get(XTarget::At(dir, name), names.opaque) {
@@ -202,8 +232,19 @@ mod tests {
     fn private_xattrs() {
         assert!(is_private_xattr(b"trusted.overlay.opaque"));
         assert!(is_private_xattr(b"user.overlay.origin"));
+        assert!(!is_private_xattr(b"trusted.overlay.overlay.opaque"), "escaped user data");
         assert!(!is_private_xattr(b"user.overlayx"));
         assert!(!is_private_xattr(b"user.note"));
         assert!(!is_private_xattr(b"security.selinux"));
+    }
+
+    #[test]
+    fn xattr_escaping_round_trips() {
+        assert_eq!(&*escape_xattr(b"trusted.overlay.opaque"), b"trusted.overlay.overlay.opaque");
+        assert_eq!(&*escape_xattr(b"user.overlay.x"), b"user.overlay.overlay.x");
+        assert_eq!(&*escape_xattr(b"user.note"), b"user.note");
+        assert_eq!(unescape_xattr(b"trusted.overlay.overlay.opaque").as_deref(), Some(&b"trusted.overlay.opaque"[..]));
+        assert_eq!(unescape_xattr(b"trusted.overlay.opaque"), None, "a real marker is hidden");
+        assert_eq!(unescape_xattr(b"user.note").as_deref(), Some(&b"user.note"[..]));
     }
 }

@@ -27,14 +27,8 @@ pub fn is_root() -> bool {
 
 /// Whether FUSE mounts can be made here.
 pub fn fuse_available() -> bool {
-    let dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok();
-    dev && (is_root()
-        || Path::new("/usr/bin/fusermount3").exists()
-        || Path::new("/bin/fusermount3").exists())
+    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
+    dev && (is_root() || Path::new("/usr/bin/fusermount3").exists() || Path::new("/bin/fusermount3").exists())
 }
 
 /// Skips the test (returns) when FUSE is unusable, or fails it if `UNIONFS_REQUIRE_FUSE=1`.
@@ -74,27 +68,16 @@ pub struct Stack {
 impl Stack {
     /// Builds `layers-fixtures/<name>` with the project's fixture builder.
     pub fn fixture(name: &str) -> Stack {
-        let dir = tempfile::Builder::new()
-            .prefix("unionfs-test-")
-            .tempdir()
-            .unwrap();
-        let lowers = unionfs::fixture::build(
-            &repo().join("layers-fixtures").join(name),
-            &dir.path().join("layers"),
-        )
-        .unwrap();
+        let dir = tempfile::Builder::new().prefix("unionfs-test-").tempdir().unwrap();
+        let lowers =
+            unionfs::fixture::build(&repo().join("layers-fixtures").join(name), &dir.path().join("layers")).unwrap();
         Self::finish(dir, lowers)
     }
 
     /// `n` empty lower layers.
     pub fn empty(n: usize) -> Stack {
-        let dir = tempfile::Builder::new()
-            .prefix("unionfs-test-")
-            .tempdir()
-            .unwrap();
-        let lowers: Vec<PathBuf> = (1..=n)
-            .map(|i| dir.path().join(format!("layers/l{i}")))
-            .collect();
+        let dir = tempfile::Builder::new().prefix("unionfs-test-").tempdir().unwrap();
+        let lowers: Vec<PathBuf> = (1..=n).map(|i| dir.path().join(format!("layers/l{i}"))).collect();
         for l in &lowers {
             std::fs::create_dir_all(l).unwrap();
         }
@@ -108,13 +91,7 @@ impl Stack {
         std::fs::create_dir(&upper).unwrap();
         std::fs::create_dir(&work).unwrap();
         std::fs::create_dir(&mnt).unwrap();
-        Stack {
-            dir,
-            lowers,
-            upper,
-            work,
-            mnt,
-        }
+        Stack { dir, lowers, upper, work, mnt }
     }
 
     /// A lower layer by index (0 = topmost).
@@ -124,11 +101,7 @@ impl Stack {
 
     /// The `--lower` argument.
     pub fn lower_arg(&self) -> String {
-        self.lowers
-            .iter()
-            .map(|p| p.to_str().unwrap().replace(':', "\\:"))
-            .collect::<Vec<_>>()
-            .join(":")
+        self.lowers.iter().map(|p| p.to_str().unwrap().replace(':', "\\:")).collect::<Vec<_>>().join(":")
     }
 
     /// Mounts lowers + upper + work at `mnt`.
@@ -152,12 +125,7 @@ impl Stack {
 
     /// Mounts the lowers only (read-only).
     pub fn mount_ro(&self) -> Mount {
-        let args = vec![
-            "mount".into(),
-            "--lower".into(),
-            self.lower_arg(),
-            self.mnt.display().to_string(),
-        ];
+        let args = vec!["mount".into(), "--lower".into(), self.lower_arg(), self.mnt.display().to_string()];
         Mount::new(&args, &self.mnt)
     }
 
@@ -192,26 +160,15 @@ impl Mount {
             );
         }
         let path = std::fs::canonicalize(path).unwrap();
-        assert!(
-            is_mounted(&path),
-            "unionfs mount returned 0 but {path:?} is not mounted"
-        );
+        assert!(is_mounted(&path), "unionfs mount returned 0 but {path:?} is not mounted");
         Mount { path, live: true }
     }
 
     /// Unmounts now, expecting success.
     pub fn unmount(mut self) {
         self.live = false;
-        let out = Command::new(bin())
-            .arg("umount")
-            .arg(&self.path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "umount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(bin()).arg("umount").arg(&self.path).output().unwrap();
+        assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
         assert!(!is_mounted(&self.path));
     }
 }
@@ -221,21 +178,13 @@ impl Drop for Mount {
         if !self.live {
             return;
         }
-        let ok = Command::new(bin())
-            .arg("umount")
-            .arg(&self.path)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+        let ok =
+            Command::new(bin()).arg("umount").arg(&self.path).output().map(|o| o.status.success()).unwrap_or(false);
         if !ok && is_mounted(&self.path) {
             // Lazy detach so a failing test never leaves a mount behind.
-            let _ignored = Command::new(bin())
-                .args(["umount", "--lazy"])
-                .arg(&self.path)
-                .status();
+            let _ignored = Command::new(bin()).args(["umount", "--lazy"]).arg(&self.path).status();
             if is_mounted(&self.path) {
-                let _ignored =
-                    rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
+                let _ignored = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
             }
         }
     }
@@ -244,9 +193,7 @@ impl Drop for Mount {
 /// Whether `path` is a mount point of type fuse.unionfs.
 pub fn is_mounted(path: &Path) -> bool {
     let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    unionfs::mounts::parse(&t)
-        .iter()
-        .any(|m| m.mount_point == path && m.fstype == unionfs::mounts::FSTYPE)
+    unionfs::mounts::parse(&t).iter().any(|m| m.mount_point == path && m.fstype == unionfs::mounts::FSTYPE)
 }
 
 /// The errno of a failed call (0 for success).
@@ -273,10 +220,8 @@ pub fn write(p: impl AsRef<Path>, s: &str) {
 
 /// Sorted names in a directory.
 pub fn ls(p: impl AsRef<Path>) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(p.as_ref())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(p.as_ref()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -329,11 +274,7 @@ pub fn tree(root: &Path) -> String {
 fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
     let meta = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {p:?}: {e}"));
     let rel = p.strip_prefix(root).unwrap();
-    let name = if rel.as_os_str().is_empty() {
-        ".".to_string()
-    } else {
-        rel.to_string_lossy().into_owned()
-    };
+    let name = if rel.as_os_str().is_empty() { ".".to_string() } else { rel.to_string_lossy().into_owned() };
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
         "d"
@@ -350,20 +291,10 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
     } else {
         "b"
     };
-    let mut line = format!(
-        "{name} {kind} {:o} {}:{}",
-        meta.mode() & 0o7777,
-        meta.uid(),
-        meta.gid()
-    );
+    let mut line = format!("{name} {kind} {:o} {}:{}", meta.mode() & 0o7777, meta.uid(), meta.gid());
     if ft.is_file() {
         let data = std::fs::read(p).unwrap();
-        line.push_str(&format!(
-            " size={} #{:016x} nlink={}",
-            data.len(),
-            fnv(&data),
-            meta.nlink()
-        ));
+        line.push_str(&format!(" size={} #{:016x} nlink={}", data.len(), fnv(&data), meta.nlink()));
     } else if ft.is_symlink() {
         line.push_str(&format!(" -> {}", std::fs::read_link(p).unwrap().display()));
     } else if ft.is_char_device() || ft.is_block_device() {
@@ -384,10 +315,7 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
     }
     out.insert(rel.as_os_str().as_bytes().to_vec(), line);
     if ft.is_dir() {
-        let mut names: Vec<_> = std::fs::read_dir(p)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         for n in names {
             walk(root, &p.join(n), out);
@@ -397,7 +325,5 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
 
 /// Whether a name is visible in a directory listing.
 pub fn listed(dir: &Path, name: &str) -> bool {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .any(|e| e.unwrap().file_name() == OsStr::new(name))
+    std::fs::read_dir(dir).unwrap().any(|e| e.unwrap().file_name() == OsStr::new(name))
 }
