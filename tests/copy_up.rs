@@ -153,10 +153,17 @@ fn st_ino_is_stable_across_copy_up() {
     write(s.m("tree/t1"), "changed");
     let after = std::fs::metadata(s.m("tree/t1")).unwrap().ino();
     assert_eq!(before, after);
-    // Remount: the number comes back from the recorded origin.
+    // Renamed, and after a remount: the number comes back from the recorded origin.
+    std::fs::rename(s.m("tree/t1"), s.m("dir/t1-moved")).unwrap();
+    assert_eq!(std::fs::metadata(s.m("dir/t1-moved")).unwrap().ino(), before);
     m.unmount();
     let _m = s.mount();
-    assert_eq!(std::fs::metadata(s.m("tree/t1")).unwrap().ino(), before);
+    assert_eq!(std::fs::metadata(s.m("dir/t1-moved")).unwrap().ino(), before);
+    // Directories keep the number of their topmost lower directory when copied up.
+    let d = std::fs::metadata(s.m("tree/sub")).unwrap().ino();
+    write(s.m("tree/sub/new"), "n");
+    assert!(s.u("tree/sub").is_dir());
+    assert_eq!(std::fs::metadata(s.m("tree/sub")).unwrap().ino(), d);
 }
 
 #[test]

@@ -130,3 +130,20 @@ fn o_excl_and_o_trunc_and_directories() {
         libc::ENOTDIR
     );
 }
+
+#[test]
+fn removed_but_open_files_still_work() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    let mut f =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(s.m("tmp")).unwrap();
+    std::fs::remove_file(s.m("tmp")).unwrap();
+    let st = f.metadata().unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&st), 0);
+    f.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    assert_eq!(rustix::io::pread(&f, &mut buf[..], 0).unwrap(), 10);
+    assert_eq!(&buf, b"still here");
+    assert_eq!(f.metadata().unwrap().len(), 10);
+}

@@ -59,3 +59,27 @@ fn set_get_list_remove() {
     setxattr(&s.m("empty"), "user.dir", b"d").unwrap();
     assert_eq!(getxattr(&s.m("empty"), "user.dir").as_deref(), Some(&b"d"[..]));
 }
+
+#[test]
+fn overlay_named_xattrs_are_escaped_like_the_kernel() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    // A user's own user.overlay.* attribute (nested overlays use these) is stored escaped,
+    // so it never acts as a marker of this union.
+    std::fs::create_dir(s.m("nested")).unwrap();
+    write(s.m("nested/f"), "f");
+    setxattr(&s.m("nested"), "user.overlay.opaque", b"y").unwrap();
+    assert_eq!(getxattr(&s.m("nested"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert!(listxattr(&s.m("nested")).contains(&"user.overlay.opaque".to_string()));
+    assert_eq!(getxattr(&s.u("nested"), "user.overlay.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(getxattr(&s.u("nested"), "user.overlay.opaque"), None);
+    assert_eq!(ls(s.m("nested")), ["f"], "not treated as opaque");
+    rustix::fs::lremovexattr(s.m("nested"), "user.overlay.opaque").unwrap();
+    assert_eq!(getxattr(&s.m("nested"), "user.overlay.opaque"), None);
+    // Real markers stay invisible and cannot be removed through the mount.
+    assert_eq!(
+        errno(rustix::fs::lremovexattr(s.m("var/lib"), "user.overlay.opaque").map_err(std::io::Error::from)),
+        libc::ENODATA
+    );
+}

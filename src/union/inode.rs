@@ -50,11 +50,18 @@ impl UnionFs {
     /// `getattr`. With `fh` (fstat on an open file) a removed file still answers.
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Res<Attr> {
         let node = self.inodes.get(ino)?;
-        if node.has(flag::DEAD)
-            && let Some(Ok(h)) = fh.map(|f| self.handles.get(f))
-            && let Handle::File(f) = &*h
-        {
-            return Ok(self.attr_of(&node, &stat::fstat(self.read_fd(f)?)?));
+        if node.has(flag::DEAD) {
+            // Removed but still open: the kernel asks without a handle for a plain fstat, so
+            // answer from any open handle of the node.
+            let h = match fh.map(|f| self.handles.get(f)) {
+                Some(Ok(h)) => Some(h),
+                _ => self.handles.file_of(node.ino),
+            };
+            if let Some(h) = h
+                && let Handle::File(f) = &*h
+            {
+                return Ok(self.attr_of(&node, &stat::fstat(self.read_fd(f)?)?));
+            }
         }
         let st = self.stat_node(&node)?;
         Ok(self.attr_of(&node, &st))

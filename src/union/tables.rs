@@ -299,6 +299,14 @@ impl HandleTable {
         }
     }
 
+    /// Some open file handle of node `ino` (a scan: only for removed-but-open files).
+    pub fn file_of(&self, ino: u64) -> Option<Arc<Handle>> {
+        self.map
+            .iter()
+            .find(|h| matches!(&**h.value(), Handle::File(f) if f.node.ino == ino))
+            .map(|h| h.value().clone())
+    }
+
     /// Drops a handle.
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
         self.map.remove(&fh).map(|(_, h)| h)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, docs, unit tests, integration tests that mount through
+# FUSE (including the differential test against kernel overlayfs, as root), and pjdfstest
+# against a unionfs mount compared with kernel overlayfs. Installs what it needs first.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step "system packages"
+scripts/deps.sh
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+step "cargo doc -D warnings"
+RUSTDOCFLAGS=-Dwarnings cargo doc --locked --no-deps --document-private-items --quiet
+step "cargo test (real FUSE mounts)"
+UNIONFS_REQUIRE_FUSE=1 cargo test --locked --release
+step "pjdfstest: unionfs versus kernel overlayfs"
+scripts/pjdfstest.sh
+step "all tests passed"
