@@ -1,7 +1,7 @@
 //! The operating-system boundary.
 //!
 //! Every system call the daemon makes on a layer goes through a safe wrapper in this module,
-//! and every wrapper returns [`Res`](crate::error::Res), so errno mapping happens here and
+//! and every wrapper returns [`Res`], so errno mapping happens here and
 //! nowhere else. Wrappers take `BorrowedFd`/`impl AsFd` and `&CStr`, and return `OwnedFd`.
 //!
 //! Rules for adding a wrapper:

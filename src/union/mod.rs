@@ -14,7 +14,7 @@
 //! | [`copy_up`] | how does a lower object become writable? (`copy_up.c`) |
 //! | [`dir`] | how does the namespace change? (`dir.c`) |
 //! | [`inode`] | attributes and extended attributes (`inode.c`, `xattrs.c`) |
-//! | [`file`] | open files and their data (`file.c`) |
+//! | [`mod@file`] | open files and their data (`file.c`) |
 //!
 //! # Invariants
 //! * Lower layers are never written. Every upper mutation goes through
@@ -39,7 +39,7 @@
 //! The daemon keeps no descriptor per node (walking a 500k-file tree would exhaust the
 //! limit). Lower paths are fixed for a node's life; upper paths follow the node's current
 //! name. Directories' real descriptors live in a bounded cache ([`tables::DirFdCache`]);
-//! a miss re-resolves from the layer root. Renames bump [`UnionFs::rename_seq`]; a
+//! a miss re-resolves from the layer root. Renames bump a sequence counter; a
 //! resolution that fails with `ENOENT` while it moved is retried.
 //!
 //! # Lock order

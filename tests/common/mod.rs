@@ -2,6 +2,8 @@
 //! unmount (the `Mount` guard unmounts on drop, also when a test fails).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod scenario;
+
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -326,4 +328,43 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
 /// Whether a name is visible in a directory listing.
 pub fn listed(dir: &Path, name: &str) -> bool {
     std::fs::read_dir(dir).unwrap().any(|e| e.unwrap().file_name() == OsStr::new(name))
+}
+
+/// The unprivileged user tests switch to.
+pub const TEST_USER: &str = "unionfs-tester";
+
+/// As root: makes sure the test user exists and may use FUSE (`/dev/fuse` mode 666, the
+/// setuid `fusermount3`); returns its uid and gid.
+pub fn ensure_test_user() -> (u32, u32) {
+    assert!(is_root());
+    let exists = Command::new("id").arg(TEST_USER).output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists {
+        let st = Command::new("useradd").args(["-M", "-s", "/usr/sbin/nologin", TEST_USER]).status().unwrap();
+        assert!(st.success(), "useradd {TEST_USER}");
+    }
+    let id = |flag: &str| -> u32 {
+        let o = Command::new("id").args([flag, TEST_USER]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+    (id("-u"), id("-g"))
+}
+
+/// Runs this test binary's test `name` as the test user, with `env` set; returns its output.
+pub fn run_test_as_user(name: &str, uid: u32, gid: u32, env: &[(&str, &Path)]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]).uid(uid).gid(gid).env_remove("XDG_RUNTIME_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// A scratch directory the test user owns.
+pub fn user_tempdir(uid: u32, gid: u32) -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix("unionfs-user-").tempdir().unwrap();
+    std::os::unix::fs::chown(d.path(), Some(uid), Some(gid)).unwrap();
+    d
 }
