@@ -70,6 +70,10 @@ pub struct MountArgs {
     /// Background daemon log file (default: none; errors at start-up are always printed).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
+    /// Show host directory HOSTDIR at /path of the mount as a plain directory: writes go
+    /// straight to it (no copy-up, no whiteouts). Needs --upper. May repeat.
+    #[arg(long, short = 'v', value_name = "HOSTDIR:/path")]
+    pub volume: Vec<String>,
     /// Where to mount (an existing directory).
     pub mountpoint: PathBuf,
 }
@@ -109,6 +113,7 @@ impl MountArgs {
             foreground: self.foreground,
             debug,
             log: self.log.clone(),
+            volumes: self.volume.clone(),
         }
     }
 }

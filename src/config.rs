@@ -153,6 +153,8 @@ pub struct MountRequest {
     pub debug: bool,
     /// Log file for the background daemon.
     pub log: Option<PathBuf>,
+    /// `--volume HOSTDIR:/path` values.
+    pub volumes: Vec<String>,
 }
 
 /// The writable part of a validated mount.
@@ -185,6 +187,16 @@ pub struct MountConfig {
     pub debug: bool,
     /// Log file for the background daemon.
     pub log: Option<PathBuf>,
+    /// Volumes: host directory (canonical) and mount point in the merged view.
+    pub volumes: Vec<(PathBuf, String)>,
+}
+
+/// Splits `HOSTDIR:/path` at its last `:` (host paths may contain colons).
+pub fn split_volume(v: &str) -> Result<(PathBuf, String), Error> {
+    match v.rsplit_once(':') {
+        Some((host, at)) if !host.is_empty() && at.starts_with('/') => Ok((PathBuf::from(host), at.to_string())),
+        _ => Err(Error::msg(format!("volume '{v}' must be HOSTDIR:/path/in/the/mount"))),
+    }
 }
 
 fn canonical_dir(p: &Path, what: &str) -> Result<PathBuf, Error> {
@@ -332,6 +344,19 @@ impl MountConfig {
                 Some(UpperDirs { upper, work, create_upper, create_work })
             }
         };
+        let mut volumes = Vec::new();
+        for v in &req.volumes {
+            let (host, at) = split_volume(v)?;
+            crate::union::layer::volume_path(&at)?;
+            let host = canonical_dir(&host, "volume")?;
+            if upper.is_none() {
+                return Err(Error::msg("volumes need an upper dir"));
+            }
+            if within(&host, &mountpoint) {
+                return Err(Error::msg(format!("volume '{}' is inside the mount point", host.display())));
+            }
+            volumes.push((host, at));
+        }
         Ok(MountConfig {
             lowers,
             upper,
@@ -340,6 +365,7 @@ impl MountConfig {
             foreground: req.foreground,
             debug: req.debug,
             log: req.log,
+            volumes,
         })
     }
 }
@@ -389,6 +415,17 @@ mod tests {
         o.apply("rw,suid");
         assert!(!o.ro);
         assert_eq!(o.nosuid, Some(false));
+    }
+
+    #[test]
+    fn volume_specs() {
+        assert_eq!(split_volume("/data:/var/lib/x").unwrap(), (PathBuf::from("/data"), "/var/lib/x".to_string()));
+        assert_eq!(split_volume("/a:b:/x").unwrap(), (PathBuf::from("/a:b"), "/x".to_string()));
+        assert!(split_volume("/data").is_err());
+        assert!(split_volume("/data:rel").is_err());
+        assert!(crate::union::layer::volume_path("/").is_err());
+        assert!(crate::union::layer::volume_path("/a/../b").is_err());
+        assert_eq!(crate::union::layer::volume_path("//a/./b/").unwrap().len(), 2);
     }
 
     #[test]

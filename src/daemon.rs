@@ -134,13 +134,16 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
             Some(Upper::open(&u.upper, &u.work, dialect, durability)?)
         }
     };
-    let layers = Layers::open(&cfg.lowers, upper)?;
+    let layers = Layers::open(&cfg.lowers, upper, &cfg.volumes)?;
     let opts = Options {
         dialect,
         set_owner: root || sproc::has_capability(sproc::CAP_CHOWN),
         dirfd_cache: usize::try_from(nofile / 4).unwrap_or(4096).clamp(64, 8192),
     };
     let fs = Arc::new(UnionFs::new(layers, opts)?);
+    for (host, at) in &cfg.volumes {
+        fs.make_volume_parents(at).context(|| format!("cannot make the mount point of volume '{}'", host.display()))?;
+    }
 
     let mut mount_options = vec![
         MountOption::FSName("unionfs".into()),

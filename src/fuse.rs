@@ -451,8 +451,8 @@ impl Filesystem for Fuse {
         guard("fsyncdir", || reply_empty(reply, self.fs.fsyncdir(ino.0)))
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        guard("statfs", || match self.fs.statfs() {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        guard("statfs", || match self.fs.statfs(ino.0) {
             Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize),
             Err(e) => reply.error(errno(e)),
         })

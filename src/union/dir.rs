@@ -20,8 +20,8 @@ use crate::sys::open::OFlags;
 use crate::sys::stat::{self, FileKind, Stat};
 use crate::sys::xattr::{SetMode, XTarget};
 use crate::union::layer::Upper;
-use crate::union::node::{Identity, Loc, Lower, Node, flag};
-use crate::union::tables::{NodeSpec, Side};
+use crate::union::node::{Identity, Loc, Lower, Node, NodeSpec, flag};
+use crate::union::tables::Side;
 use crate::union::{Ctx, Entry, UnionFs};
 
 /// What the upper directory holds under a name the merged view says is free.
@@ -160,7 +160,7 @@ impl UnionFs {
         }
         let (dir, up, pfd) = self.upper_parent(parent)?;
         let new = NewObject { owner: self.new_owner(ctx, pfd.as_fd())?, kind, perm };
-        let slot = self.slot(pfd.as_fd(), name)?;
+        let slot = if dir.vol != 0 { Slot::Free } else { self.slot(pfd.as_fd(), name)? };
         let opaque = kind == FileKind::Directory && slot == Slot::Whiteout;
         let fd = match slot {
             Slot::Free => {
@@ -217,11 +217,12 @@ impl UnionFs {
         }
         let spec = NodeSpec {
             kind,
-            identity: Identity { fs: up.layer.fs, ino: st.ino },
+            identity: Identity { fs: self.layers.upper_fs(dir.vol), ino: st.ino },
             upper_ino: st.ino,
             lower: Lower::None,
             flags,
             loc: Loc { parent: Some(dir.clone()), name: name.to_owned() },
+            vol: dir.vol,
         };
         let node = self.inodes.intern(spec, &self.layers.xino);
         dir.touch_dir();
@@ -230,6 +231,34 @@ impl UnionFs {
 
     fn entry(&self, node: &Node, st: &Stat) -> Entry {
         Entry { ino: node.ino, attr: self.attr_of(node, st), revalidate: false }
+    }
+
+    /// Makes sure the directories above a volume's mount point exist in the merged view
+    /// (created in the upper as the daemon's user, as container engines do for mount
+    /// points). Leaves no kernel references behind.
+    pub fn make_volume_parents(&self, at: &str) -> Res<()> {
+        let comps = crate::union::layer::volume_path(at).map_err(|_| Errno::EINVAL)?;
+        let ctx = Ctx { uid: crate::sys::proc::euid(), gid: crate::sys::proc::egid() };
+        let mut dir = crate::union::tables::ROOT_INO;
+        for c in &comps[..comps.len() - 1] {
+            let e = match self.lookup(dir, c) {
+                Ok(e) => e,
+                Err(Errno::ENOENT) => self.mkdir(ctx, dir, c, 0o755)?,
+                Err(e) => return Err(e),
+            };
+            if e.attr.kind != FileKind::Directory {
+                self.forget(e.ino, 1);
+                return Err(Errno::ENOTDIR);
+            }
+            if dir != crate::union::tables::ROOT_INO {
+                self.forget(dir, 1);
+            }
+            dir = e.ino;
+        }
+        if dir != crate::union::tables::ROOT_INO {
+            self.forget(dir, 1);
+        }
+        Ok(())
     }
 
     /// `mkdir`.
@@ -299,7 +328,10 @@ impl UnionFs {
         self.layers.upper()?;
         self.copy_up(&node)?;
         let (dir, up, pfd) = self.upper_parent(newparent)?;
-        let slot = self.slot(pfd.as_fd(), newname)?;
+        if dir.vol != node.vol {
+            return Err(Errno::EXDEV);
+        }
+        let slot = if dir.vol != 0 { Slot::Free } else { self.slot(pfd.as_fd(), newname)? };
         let src = self.upper_real(&node)?;
         match slot {
             Slot::Free => up.link(src.dir.as_fd(), &src.name, pfd.as_fd(), newname)?,
@@ -442,6 +474,16 @@ impl UnionFs {
         if src.is_dir() && src.has_lower() {
             return Err(Errno::EXDEV);
         }
+        // Between a volume and the union (or two volumes) there is no rename, as between two
+        // mounts; nor can a volume's root itself move.
+        if odir.vol != ndir.vol || src.vol != ndir.vol || src.has(flag::VOL_ROOT) {
+            return Err(Errno::EXDEV);
+        }
+        if let Some((d, _)) = &dst
+            && (d.has(flag::VOL_ROOT) || d.vol != ndir.vol)
+        {
+            return Err(Errno::EXDEV);
+        }
         if let Some((d, _)) = &dst {
             if flags.exchange && d.is_dir() && d.has_lower() {
                 return Err(Errno::EXDEV);
@@ -483,7 +525,7 @@ impl UnionFs {
         {
             self.clear_markers(up, npfd.as_fd(), newname)?;
         }
-        let slot = if flags.exchange { Slot::Free } else { self.slot_any(npfd.as_fd(), newname)? };
+        let slot = if flags.exchange || ndir.vol != 0 { Slot::Free } else { self.slot_any(npfd.as_fd(), newname)? };
         self.rename_mark();
         let r = (|| {
             if flags.exchange {

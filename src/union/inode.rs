@@ -132,8 +132,14 @@ impl UnionFs {
         })
     }
 
-    /// `statfs`: the upper layer's filesystem (the top lower's for a read-only mount).
-    pub fn statfs(&self) -> Res<FsStat> {
+    /// `statfs`: the upper layer's filesystem (the top lower's for a read-only mount); a
+    /// volume's own filesystem inside a volume.
+    pub fn statfs(&self, ino: u64) -> Res<FsStat> {
+        if let Ok(node) = self.inodes.get(ino)
+            && node.vol != 0
+        {
+            return stat::fstatvfs(&*self.layers.volume(node.vol)?.layer.root);
+        }
         let root = match &self.layers.upper {
             Some(u) => u.layer.root.clone(),
             None => self.layers.lower(0)?.root.clone(),

@@ -347,6 +347,37 @@ impl Upper {
     }
 }
 
+/// A volume: a host directory shown at a path of the merged view as a plain directory tree
+/// (no layers, no copy-up, no whiteouts), like a container engine's bind-mounted volume.
+#[derive(Debug)]
+pub struct Volume {
+    /// The host directory.
+    pub layer: Layer,
+    /// The mount point in the merged view, as components (`/var/lib/data` → `var`, `lib`,
+    /// `data`).
+    pub at: Vec<std::ffi::CString>,
+}
+
+/// Parses a volume mount point: absolute, normalised, not `/`.
+pub fn volume_path(p: &str) -> Result<Vec<std::ffi::CString>, Error> {
+    if !p.starts_with('/') {
+        return Err(Error::msg(format!("volume path '{p}' must be absolute")));
+    }
+    let mut out = Vec::new();
+    for c in p.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if c == ".." {
+            return Err(Error::msg(format!("volume path '{p}' must not contain '..'")));
+        }
+        crate::sys::name_ok(c.as_bytes())
+            .map_err(|_| Error::msg(format!("bad component '{c}' in volume path '{p}'")))?;
+        out.push(std::ffi::CString::new(c).map_err(|_| Error::msg(format!("bad volume path '{p}'")))?);
+    }
+    if out.is_empty() {
+        return Err(Error::msg("a volume cannot be mounted at '/'"));
+    }
+    Ok(out)
+}
+
 /// The whole stack: an optional upper and the lowers, topmost first.
 #[derive(Debug)]
 pub struct Layers {
@@ -359,11 +390,13 @@ pub struct Layers {
     /// When every lower layer is on one filesystem: its index and magic (so an origin file
     /// handle names an inode of that filesystem without ambiguity).
     pub lower_fs: Option<(u8, i64)>,
+    /// Volumes (node `vol` `i + 1` is `volumes[i]`).
+    pub volumes: Vec<Volume>,
 }
 
 impl Layers {
-    /// Opens the lower layers (topmost first) and assembles the stack.
-    pub fn open(lowers: &[PathBuf], upper: Option<Upper>) -> Result<Layers, Error> {
+    /// Opens the lower layers (topmost first) and volumes, and assembles the stack.
+    pub fn open(lowers: &[PathBuf], upper: Option<Upper>, volumes: &[(PathBuf, String)]) -> Result<Layers, Error> {
         if lowers.is_empty() {
             return Err(Error::msg("no lower layer given"));
         }
@@ -380,21 +413,38 @@ impl Layers {
             devs.push(u.layer.dev);
             u.layer.fs = 0;
         }
-        for l in &mut ls {
-            let idx = match devs.iter().position(|&d| d == l.dev) {
+        let mut vols = Vec::with_capacity(volumes.len());
+        for (dir, at) in volumes {
+            if upper.is_none() {
+                return Err(Error::msg("volumes need an upper dir"));
+            }
+            let at = volume_path(at)?;
+            if vols.iter().any(|v: &Volume| v.at.starts_with(&at) || at.starts_with(&v.at)) {
+                return Err(Error::msg(format!("volume '{}' overlaps another volume", dir.display())));
+            }
+            vols.push(Volume { layer: Layer::open(dir, "volume")?, at });
+        }
+        let mut fs_of = |dev: u64| -> Result<u8, Error> {
+            let idx = match devs.iter().position(|&d| d == dev) {
                 Some(i) => i,
                 None => {
-                    devs.push(l.dev);
+                    devs.push(dev);
                     devs.len() - 1
                 }
             };
-            l.fs = u8::try_from(idx).map_err(|_| Error::msg("layers span more than 255 filesystems"))?;
+            u8::try_from(idx).map_err(|_| Error::msg("layers span more than 255 filesystems"))
+        };
+        for l in &mut ls {
+            l.fs = fs_of(l.dev)?;
+        }
+        for v in &mut vols {
+            v.layer.fs = fs_of(v.layer.dev)?;
         }
         let lower_fs = match ls.iter().all(|l| l.fs == ls[0].fs) {
             true => Some((ls[0].fs, ls[0].magic)),
             false => None,
         };
-        Ok(Layers { upper, lowers: ls, xino: Xino::new(devs.len()), lower_fs })
+        Ok(Layers { upper, lowers: ls, xino: Xino::new(devs.len()), lower_fs, volumes: vols })
     }
 
     /// The upper layer, or `EROFS` for a read-only mount.
@@ -405,6 +455,19 @@ impl Layers {
     /// A lower layer by index.
     pub fn lower(&self, idx: LowerIdx) -> Res<&Layer> {
         self.lowers.get(usize::from(idx)).ok_or(Errno::EIO)
+    }
+
+    /// Volume `vol` (1-based, as nodes number them).
+    pub fn volume(&self, vol: u16) -> Res<&Volume> {
+        usize::from(vol).checked_sub(1).and_then(|i| self.volumes.get(i)).ok_or(Errno::EIO)
+    }
+
+    /// Filesystem index of the place a node's upper object lives (union upper or volume).
+    pub fn upper_fs(&self, vol: u16) -> u8 {
+        match vol {
+            0 => self.upper.as_ref().map_or(0, |u| u.layer.fs),
+            v => self.volume(v).map_or(0, |v| v.layer.fs),
+        }
     }
 }
 

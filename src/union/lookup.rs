@@ -15,8 +15,8 @@ use std::sync::Arc;
 use crate::error::{Errno, Res};
 use crate::sys::stat::{self, FileKind, Stat};
 use crate::union::layer::LowerIdx;
-use crate::union::node::{DirLayer, DirLower, Identity, Loc, Lower, Node, flag};
-use crate::union::tables::{NodeSpec, Side};
+use crate::union::node::{DirLayer, DirLower, Identity, Loc, Lower, Node, NodeSpec, flag};
+use crate::union::tables::Side;
 use crate::union::whiteout::{self, DirMarks};
 use crate::union::{Entry, UnionFs};
 
@@ -109,6 +109,8 @@ pub struct Found {
     pub side: Side,
     /// For an upper non-directory that was copied up: the lower object it came from.
     pub origin: Option<Identity>,
+    /// The volume the object lives in (0: the union).
+    pub vol: u16,
 }
 
 impl UnionFs {
@@ -164,13 +166,48 @@ impl UnionFs {
             return Err(Errno::ENOTDIR);
         }
         self.stable(|| {
+            if dir.vol != 0 {
+                // Inside a volume: a plain directory, no layers, no markers.
+                let fd = self.dir_fd(dir, Side::Upper)?;
+                return match stat::statat(&*fd, name) {
+                    Ok(stat) => Ok(Some(Found {
+                        state: LookupState::default(),
+                        stat,
+                        side: Side::Upper,
+                        origin: None,
+                        vol: dir.vol,
+                    })),
+                    Err(Errno::ENOENT) => Ok(None),
+                    Err(e) => Err(e),
+                };
+            }
+            if dir.has(flag::VOL_ANCESTOR)
+                && let Some(vol) = self.volume_at(dir, name)
+            {
+                let stat = stat::fstat(&*self.layers.volume(vol)?.layer.root)?;
+                return Ok(Some(Found { state: LookupState::default(), stat, side: Side::Upper, origin: None, vol }));
+            }
             let state = self.walk(dir, name)?;
             let Some((side, stat)) = state.top() else {
                 return Ok(None);
             };
             let origin = if side == Side::Upper && !stat.is_dir() { self.origin_of(dir, name, &stat)? } else { None };
-            Ok(Some(Found { state, stat, side, origin }))
+            Ok(Some(Found { state, stat, side, origin, vol: 0 }))
         })
+    }
+
+    /// The volume (1-based) whose mount point is `name` in `dir`, if any.
+    pub(crate) fn volume_at(&self, dir: &Arc<Node>, name: &CStr) -> Option<u16> {
+        let mut path = self.merged_components(dir);
+        path.push(name.to_owned());
+        self.layers.volumes.iter().position(|v| v.at == path).map(|i| i as u16 + 1)
+    }
+
+    /// Whether `name` in `dir` lies on the path to a volume's mount point.
+    fn leads_to_volume(&self, dir: &Arc<Node>, name: &CStr) -> bool {
+        let mut path = self.merged_components(dir);
+        path.push(name.to_owned());
+        self.layers.volumes.iter().any(|v| v.at.len() > path.len() && v.at.starts_with(&path))
     }
 
     /// For an upper non-directory: if it carries an origin marker, the identity of the lower
@@ -226,8 +263,19 @@ impl UnionFs {
     pub(crate) fn intern(&self, parent: &Arc<Node>, name: &CStr, found: Found) -> Res<(Arc<Node>, Stat)> {
         let kind = found.stat.kind().ok_or(Errno::EIO)?;
         let loc = Loc { parent: Some(parent.clone()), name: name.to_owned() };
-        let upper_fs = || self.layers.upper.as_ref().map_or(0, |u| u.layer.fs);
-        let spec = if kind == FileKind::Directory {
+        let upper_fs = || self.layers.upper_fs(0);
+        let spec = if found.vol != 0 {
+            let flags = if parent.vol == 0 { flag::UPPER | flag::VOL_ROOT } else { flag::UPPER };
+            NodeSpec {
+                kind,
+                identity: Identity { fs: self.layers.upper_fs(found.vol), ino: found.stat.ino },
+                upper_ino: found.stat.ino,
+                lower: Lower::None,
+                flags,
+                loc,
+                vol: found.vol,
+            }
+        } else if kind == FileKind::Directory {
             let layers = found.state.lower_layers();
             let identity = match found.state.first_lower() {
                 Some((idx, st)) => Identity { fs: self.layers.lower(idx)?.fs, ino: st.ino },
@@ -252,7 +300,10 @@ impl UnionFs {
                 let base = parent.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default();
                 Lower::Dir(Box::new(DirLower { path: join(base, name.to_bytes())?, layers }))
             };
-            NodeSpec { kind, identity, upper_ino, lower, flags, loc }
+            if parent.has(flag::VOL_ANCESTOR) && self.leads_to_volume(parent, name) {
+                flags |= flag::VOL_ANCESTOR;
+            }
+            NodeSpec { kind, identity, upper_ino, lower, flags, loc, vol: 0 }
         } else {
             match found.side {
                 Side::Upper => {
@@ -260,7 +311,7 @@ impl UnionFs {
                         Some(o) => (o, flag::UPPER | flag::ORIGIN),
                         None => (Identity { fs: upper_fs(), ino: found.stat.ino }, flag::UPPER),
                     };
-                    NodeSpec { kind, identity, upper_ino: found.stat.ino, lower: Lower::None, flags, loc }
+                    NodeSpec { kind, identity, upper_ino: found.stat.ino, lower: Lower::None, flags, loc, vol: 0 }
                 }
                 Side::Lower(idx) => NodeSpec {
                     kind,
@@ -269,6 +320,7 @@ impl UnionFs {
                     lower: Lower::File(idx),
                     flags: 0,
                     loc,
+                    vol: 0,
                 },
             }
         };

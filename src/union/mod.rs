@@ -70,7 +70,7 @@ use crate::error::{Errno, Error, Res};
 use crate::sys::open::{self, OFlags};
 use crate::sys::stat::{self, FileKind, Stat, Timespec};
 use layer::{Layers, LowerIdx};
-use node::{DirLayer, DirLower, Identity, Loc, Lower, Node, flag};
+use node::{DirLayer, DirLower, Identity, Loc, Lower, Node, NodeSpec, flag};
 use tables::{DirFdCache, HandleTable, InodeTable, Side};
 use whiteout::Dialect;
 
@@ -205,14 +205,20 @@ impl UnionFs {
                 flags |= flag::UPPER_XWH;
             }
         }
+        if !layers.volumes.is_empty() {
+            flags |= flag::VOL_ANCESTOR;
+        }
         let root = Node::new(
             tables::ROOT_INO,
-            FileKind::Directory,
-            Identity { fs: top.fs, ino: top_st.ino },
-            Loc { parent: None, name: CString::default() },
-            Lower::Dir(Box::new(DirLower { path: CString::default(), layers: dlayers })),
-            flags,
-            upper_ino,
+            NodeSpec {
+                kind: FileKind::Directory,
+                identity: Identity { fs: top.fs, ino: top_st.ino },
+                upper_ino,
+                lower: Lower::Dir(Box::new(DirLower { path: CString::default(), layers: dlayers })),
+                flags,
+                loc: Loc { parent: None, name: CString::default() },
+                vol: 0,
+            },
         );
         let inodes = InodeTable::default();
         let root = inodes.insert_root(root);
@@ -275,13 +281,17 @@ impl UnionFs {
         self.rename_seq.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The path of a node inside the upper layer (its merged path), `""` for the root.
+    /// The path of a node inside the upper layer (its merged path), `""` for the root; for a
+    /// node in a volume, the path inside the volume.
     pub(crate) fn upper_path(&self, node: &Arc<Node>) -> Res<CString> {
         let mut parts: Vec<CString> = Vec::new();
         let mut cur = node.clone();
         loop {
             if cur.has(flag::DEAD) {
                 return Err(Errno::ENOENT);
+            }
+            if cur.has(flag::VOL_ROOT) {
+                break;
             }
             let loc = cur.loc();
             match loc.parent {
@@ -305,6 +315,18 @@ impl UnionFs {
         CString::new(v).map_err(|_| Errno::EINVAL)
     }
 
+    /// The merged path of a directory as components (for volume mount points).
+    pub(crate) fn merged_components(&self, node: &Arc<Node>) -> Vec<CString> {
+        let mut parts = Vec::new();
+        let mut cur = node.clone();
+        while let Some(p) = cur.parent() {
+            parts.push(cur.loc().name);
+            cur = p;
+        }
+        parts.reverse();
+        parts
+    }
+
     /// The real directory of `node` on `side`, as an `O_PATH` descriptor (cached).
     pub(crate) fn dir_fd(&self, node: &Arc<Node>, side: Side) -> Res<Arc<OwnedFd>> {
         if node.ino == tables::ROOT_INO {
@@ -312,6 +334,9 @@ impl UnionFs {
                 Side::Upper => Ok(self.layers.upper()?.layer.root.clone()),
                 Side::Lower(i) => Ok(self.layers.lower(i)?.root.clone()),
             };
+        }
+        if node.has(flag::VOL_ROOT) {
+            return Ok(self.layers.volume(node.vol)?.layer.root.clone());
         }
         if let Some(fd) = self.dirfds.get(node.ino, side) {
             return Ok(fd);
@@ -322,7 +347,11 @@ impl UnionFs {
                     return Err(Errno::ENOENT);
                 }
                 let path = self.upper_path(node)?;
-                open::resolve_beneath(&*self.layers.upper()?.layer.root, &path, OFlags::PATH | OFlags::DIRECTORY)?
+                let root = match node.vol {
+                    0 => self.layers.upper()?.layer.root.clone(),
+                    v => self.layers.volume(v)?.layer.root.clone(),
+                };
+                open::resolve_beneath(&*root, &path, OFlags::PATH | OFlags::DIRECTORY)?
             }
             Side::Lower(i) => {
                 let dl = node.dir_lower().ok_or(Errno::EIO)?;

@@ -91,6 +91,29 @@ pub mod flag {
     pub const UPPER_XWH: u32 = 1 << 4;
     /// The upper object carries an origin (it was copied up).
     pub const ORIGIN: u32 = 1 << 5;
+    /// The root directory of a volume.
+    pub const VOL_ROOT: u32 = 1 << 6;
+    /// A directory on the path to a volume's mount point.
+    pub const VOL_ANCESTOR: u32 = 1 << 7;
+}
+
+/// Everything needed to make a node (or to find the live node for the same object).
+#[derive(Debug)]
+pub struct NodeSpec {
+    /// File type.
+    pub kind: FileKind,
+    /// Where its number comes from.
+    pub identity: Identity,
+    /// Real inode number of the upper object, 0 if none.
+    pub upper_ino: u64,
+    /// The lower part.
+    pub lower: Lower,
+    /// Initial `flag::*` bits.
+    pub flags: u32,
+    /// The name it was found under.
+    pub loc: Loc,
+    /// The volume it lives in (`0`: the union itself, `i + 1`: volume `i`).
+    pub vol: u16,
 }
 
 /// One object of the merged tree.
@@ -116,30 +139,26 @@ pub struct Node {
     pub copy_up_lock: Mutex<()>,
     /// Bumped on every change to this directory's entries (for readdir snapshots).
     pub dir_version: AtomicU64,
+    /// The volume it lives in (`0`: the union; `i + 1`: volume `i`, a plain directory tree
+    /// with no layers and no markers).
+    pub vol: u16,
 }
 
 impl Node {
-    /// A node with the given fixed parts.
-    pub fn new(
-        ino: u64,
-        kind: FileKind,
-        identity: Identity,
-        loc: Loc,
-        lower: Lower,
-        flags: u32,
-        upper_ino: u64,
-    ) -> Node {
+    /// A node with number `ino` for the object `spec` describes.
+    pub fn new(ino: u64, spec: NodeSpec) -> Node {
         Node {
             ino,
-            kind,
-            identity,
+            kind: spec.kind,
+            identity: spec.identity,
             lookups: AtomicU64::new(0),
-            flags: AtomicU32::new(flags),
-            upper_ino: AtomicU64::new(upper_ino),
-            locs: RwLock::new(Locs { first: loc, more: Vec::new() }),
-            lower,
+            flags: AtomicU32::new(spec.flags),
+            upper_ino: AtomicU64::new(spec.upper_ino),
+            locs: RwLock::new(Locs { first: spec.loc, more: Vec::new() }),
+            lower: spec.lower,
             copy_up_lock: Mutex::new(()),
             dir_version: AtomicU64::new(0),
+            vol: spec.vol,
         }
     }
 

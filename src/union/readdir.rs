@@ -130,15 +130,32 @@ pub fn merge(layers: &[LayerListing]) -> Vec<Merged> {
 impl UnionFs {
     /// Reads and classifies one layer's directory.
     fn list_layer(&self, dir: &Arc<Node>, side: Side, xwhiteouts: bool) -> Res<LayerListing> {
+        let plain = dir.vol != 0;
         let fd = self.dir_fd(dir, side)?;
         let rd = open::open_dir_for_read(&*fd)?;
         let raw = sdir::read_all(&rd)?;
         let fs = match side {
-            Side::Upper => self.layers.upper()?.layer.fs,
+            Side::Upper => self.layers.upper_fs(dir.vol),
             Side::Lower(i) => self.layers.lower(i)?.fs,
         };
         let mut listing = LayerListing { fs, upper: side == Side::Upper, ..Default::default() };
         for e in raw {
+            if plain {
+                // A volume is a plain directory tree: nothing in it is a marker.
+                let kind = match e.kind {
+                    Some(k) => k,
+                    None => {
+                        let name = CString::new(e.name.clone()).map_err(|_| Errno::EIO)?;
+                        match stat::statat(fd.as_fd(), &name) {
+                            Ok(st) => st.kind().ok_or(Errno::EIO)?,
+                            Err(Errno::ENOENT) => continue,
+                            Err(err) => return Err(err),
+                        }
+                    }
+                };
+                listing.entries.push(Listed { name: e.name, ino: e.ino, kind, whiteout: false });
+                continue;
+            }
             if whiteout::is_marker_name(&e.name) {
                 if let Some(t) = whiteout::whiteout_target(&e.name) {
                     listing.hidden_below.push(t.to_vec());
@@ -208,7 +225,32 @@ impl UnionFs {
             let ino = self.layers.xino.map(fs, ino).unwrap_or(ino);
             out.push(DirEntry { name, ino, kind: m.kind });
         }
+        if dir.has(flag::VOL_ANCESTOR) {
+            self.add_volume_entries(dir, &mut out)?;
+        }
         Ok(out)
+    }
+
+    /// Lists the volume mount points directly inside `dir` (a volume shows there even where
+    /// no layer has the name).
+    fn add_volume_entries(&self, dir: &Arc<Node>, out: &mut Vec<DirEntry>) -> Res<()> {
+        let here = self.merged_components(dir);
+        for v in &self.layers.volumes {
+            if v.at.len() != here.len() + 1 || !v.at.starts_with(&here) {
+                continue;
+            }
+            let name = &v.at[here.len()];
+            let st = stat::fstat(&*v.layer.root)?;
+            let ino = self.layers.xino.map(v.layer.fs, st.ino).unwrap_or(st.ino);
+            match out.iter_mut().find(|e| &e.name == name) {
+                Some(e) => {
+                    e.ino = ino;
+                    e.kind = FileKind::Directory;
+                }
+                None => out.push(DirEntry { name: name.clone(), ino, kind: FileKind::Directory }),
+            }
+        }
+        Ok(())
     }
 
     /// Whether the upper directory of `dir` carries the `impure` marker.

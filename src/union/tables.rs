@@ -21,28 +21,11 @@ use parking_lot::Mutex;
 use crate::error::{Errno, Res};
 use crate::sys::stat::FileKind;
 use crate::union::layer::{LowerIdx, SYNTHETIC_BIT, Xino};
-use crate::union::node::{Identity, Loc, Lower, Node, flag};
+use crate::union::node::{Identity, Lower, Node, NodeSpec, flag};
 use crate::union::readdir::DirEntry;
 
 /// The root's inode number (fixed by FUSE).
 pub const ROOT_INO: u64 = 1;
-
-/// Everything needed to find or make the node for an object found by lookup.
-#[derive(Debug)]
-pub struct NodeSpec {
-    /// File type.
-    pub kind: FileKind,
-    /// Where its number comes from.
-    pub identity: Identity,
-    /// Real inode number of the upper object, 0 if none.
-    pub upper_ino: u64,
-    /// The lower part.
-    pub lower: Lower,
-    /// Initial `flag::*` bits.
-    pub flags: u32,
-    /// The name it was found under.
-    pub loc: Loc,
-}
 
 /// Key of a synthetic inode number: the object it stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,7 +51,7 @@ pub struct InodeTable {
     /// Real inode number of an upper object → the live node for it. Within a session this
     /// is the exact key for anything in the upper layer, however its union number was
     /// derived (renamed files, hard links made through the mount).
-    by_upper: DashMap<u64, u64>,
+    by_upper: DashMap<(u16, u64), u64>,
     /// Synthetic numbers handed out, by the object they stand for.
     synth: DashMap<SynthKey, u64>,
     /// Next synthetic number.
@@ -108,7 +91,7 @@ impl InodeTable {
     /// kernel remembers it.
     pub fn intern(&self, spec: NodeSpec, xino: &Xino) -> Arc<Node> {
         if spec.upper_ino != 0
-            && let Some(ino) = self.by_upper.get(&spec.upper_ino).map(|v| *v)
+            && let Some(ino) = self.by_upper.get(&(spec.vol, spec.upper_ino)).map(|v| *v)
             && let MapEntry::Occupied(e) = self.map.entry(ino)
         {
             let n = e.get();
@@ -172,7 +155,7 @@ impl InodeTable {
     pub fn register_upper(&self, node: &Node) {
         let u = node.upper_ino();
         if u != 0 {
-            self.by_upper.insert(u, node.ino);
+            self.by_upper.insert((node.vol, u), node.ino);
         }
     }
 
@@ -195,7 +178,7 @@ impl InodeTable {
                 let node = e.remove();
                 let u = node.upper_ino();
                 if u != 0 {
-                    self.by_upper.remove_if(&u, |_, v| *v == ino);
+                    self.by_upper.remove_if(&(node.vol, u), |_, v| *v == ino);
                 }
                 if ino & SYNTHETIC_BIT != 0 {
                     self.synth.retain(|_, v| *v != ino);
@@ -208,7 +191,7 @@ impl InodeTable {
 
 /// Whether an existing node stands for the object `spec` describes.
 fn matches(node: &Node, spec: &NodeSpec) -> bool {
-    if node.kind != spec.kind || node.identity != spec.identity || node.has(flag::DEAD) {
+    if node.kind != spec.kind || node.identity != spec.identity || node.vol != spec.vol || node.has(flag::DEAD) {
         return false;
     }
     match (node.upper_ino(), spec.upper_ino) {
@@ -227,7 +210,7 @@ fn matches(node: &Node, spec: &NodeSpec) -> bool {
 }
 
 fn build(spec: NodeSpec, ino: u64) -> Node {
-    Node::new(ino, spec.kind, spec.identity, spec.loc, spec.lower, spec.flags, spec.upper_ino)
+    Node::new(ino, spec)
 }
 
 /// An open regular file.
