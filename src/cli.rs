@@ -21,6 +21,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub debug: bool,
 
+    /// State root of the container manager. Default: $UNIONFS_ROOT, else /var/lib/unionfs
+    /// as root, else $XDG_DATA_HOME/unionfs (~/.local/share/unionfs).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -44,6 +49,159 @@ pub enum Cmd {
     /// Build layer directories from a fixture manifest (plain trees plus a `specials` file
     /// for what git cannot store: whiteouts, opaque markers, xattrs, modes, owners, links).
     BuildLayers(BuildLayersArgs),
+    /// Create a container from an image and mount it; prints its mount path.
+    Run(CreateArgs),
+    /// Create a container (writable layer, not mounted); prints its name.
+    Create(CreateArgs),
+    /// Mount stopped containers again (over the same writable layer).
+    Start(NamesArgs),
+    /// Unmount containers (their writable layers stay).
+    Stop(StopArgs),
+    /// Remove containers and their writable layers (volumes stay).
+    Rm(StopArgs),
+    /// List containers: SIZE is the writable layer, virtual adds the image's layers.
+    Ps(PsArgs),
+    /// Print a container's mount path.
+    MountPath(NameArg),
+    /// Show what a container changed: A added, C changed, D deleted.
+    Diff(NameArg),
+    /// Make a new image from a container: its layers plus its writable layer.
+    Commit(CommitArgs),
+    /// Write a container's changes as a deterministic OCI layer tarball.
+    ExportLayer(ExportArgs),
+    /// List images.
+    Images,
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Manage volumes (data that outlives containers).
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Show the storage driver's facts and counts (like `docker info`).
+    Info,
+    /// Show space used by images, containers and volumes (like `docker system df`).
+    Df(DfArgs),
+}
+
+/// `unionfs run` / `unionfs create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Container name (default: cont-<id>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where to mount it (default: ROOT/containers/NAME/merged).
+    #[arg(long, value_name = "DIR")]
+    pub mountpoint: Option<PathBuf>,
+    /// Show a volume (by name, created if missing) or a host directory (absolute path) at
+    /// /path: VOLUME:/path. May repeat.
+    #[arg(short = 'v', long = "volume", value_name = "VOL:/path")]
+    pub volumes: Vec<String>,
+    /// The image (NAME[:TAG], tag defaults to latest).
+    pub image: String,
+}
+
+/// Container names.
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    /// Container names (or id prefixes).
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `unionfs stop` / `unionfs rm`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// stop: detach a busy mount; rm: remove a running container (stopping it first).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Container names (or id prefixes).
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `unionfs ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show sizes: writable layer (virtual: with the image's layers).
+    #[arg(short, long)]
+    pub size: bool,
+}
+
+/// One container.
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// Container name (or id prefix).
+    pub name: String,
+}
+
+/// `unionfs commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Container name.
+    pub name: String,
+    /// The new image, NAME[:TAG].
+    pub image: String,
+}
+
+/// `unionfs export-layer`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to FILE (default: standard output, which must not be a terminal).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Container name.
+    pub name: String,
+}
+
+/// `unionfs df`.
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// Per image (shared versus unique bytes), container and volume.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `unionfs image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Build an image from layer sources: directories or layer tarballs (plain, gzip,
+    /// zstd; OCI whiteouts become the union's). The FIRST source is the BOTTOM layer.
+    Import {
+        /// NAME[:TAG].
+        image: String,
+        /// Layer sources, base first.
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+    },
+    /// List images.
+    Ls,
+    /// Remove images (refused while a container uses them); unused layers are deleted.
+    Rm {
+        /// NAME[:TAG]...
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}
+
+/// `unionfs volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume.
+    Create {
+        /// Volume name.
+        name: String,
+    },
+    /// List volumes.
+    Ls,
+    /// Remove volumes (refused while a container uses them).
+    Rm {
+        /// Volume names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 /// `unionfs mount`.
@@ -120,12 +278,34 @@ impl MountArgs {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
-    match cli.command {
-        Cmd::Mount(m) => {
-            let cfg = MountConfig::validate(m.request(cli.debug))?;
-            crate::daemon::mount(cfg)
+    use crate::manager as m;
+    let root = cli.root.as_deref();
+    let out = match cli.command {
+        Cmd::Mount(a) => {
+            let cfg = MountConfig::validate(a.request(cli.debug))?;
+            return crate::daemon::mount(cfg);
         }
-        Cmd::Umount(u) => crate::daemon::umount(&u.mountpoint, u.lazy),
-        Cmd::BuildLayers(b) => crate::fixture::build(&b.fixture, &b.dest).map(|_| ()),
-    }
+        Cmd::Umount(u) => return crate::daemon::umount(&u.mountpoint, u.lazy),
+        Cmd::BuildLayers(b) => return crate::fixture::build(&b.fixture, &b.dest).map(|_| ()),
+        Cmd::Run(a) => m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, true)?,
+        Cmd::Create(a) => m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, false)?,
+        Cmd::Start(a) => m::start(root, &a.names)?,
+        Cmd::Stop(a) => m::stop(root, &a.names, a.force)?,
+        Cmd::Rm(a) => m::rm(root, &a.names, a.force)?,
+        Cmd::Ps(a) => m::ps(root, a.all, a.size)?,
+        Cmd::MountPath(a) => m::mount_path(root, &a.name)?,
+        Cmd::Diff(a) => m::diff(root, &a.name)?,
+        Cmd::Commit(a) => m::commit(root, &a.name, &a.image)?,
+        Cmd::ExportLayer(a) => m::export_layer(root, &a.name, a.output.as_deref())?,
+        Cmd::Images | Cmd::Image(ImageCmd::Ls) => m::images(root)?,
+        Cmd::Image(ImageCmd::Import { image, sources }) => m::image_import(root, &image, &sources)?,
+        Cmd::Image(ImageCmd::Rm { images }) => m::image_rm(root, &images)?,
+        Cmd::Volume(VolumeCmd::Create { name }) => m::volume_create(root, &name)?,
+        Cmd::Volume(VolumeCmd::Ls) => m::volume_ls(root)?,
+        Cmd::Volume(VolumeCmd::Rm { names }) => m::volume_rm(root, &names)?,
+        Cmd::Info => m::info(root)?,
+        Cmd::Df(a) => m::df(root, a.verbose)?,
+    };
+    print!("{out}");
+    Ok(())
 }

@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod error;
 pub mod fixture;
 pub mod fuse;
+pub mod manager;
 pub mod mounts;
 pub mod sys;
 pub mod union;

@@ -49,6 +49,11 @@ pub fn openat(dir: impl AsFd, name: &CStr, flags: OFlags, mode: u32) -> Res<Owne
     Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?)
 }
 
+/// Another `O_PATH` descriptor of the same directory.
+pub fn open_dir_path_at(dir: impl AsFd) -> Res<OwnedFd> {
+    openat(dir, crate::sys::DOT, OFlags::PATH | OFlags::DIRECTORY, 0)
+}
+
 /// Opens a directory for reading entries (`O_RDONLY | O_DIRECTORY`) from any descriptor of
 /// it, including an `O_PATH` one.
 pub fn open_dir_for_read(dir: impl AsFd) -> Res<OwnedFd> {

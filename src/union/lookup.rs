@@ -116,23 +116,7 @@ pub struct Found {
 impl UnionFs {
     /// What `name` in directory layer `dir` holds.
     pub(crate) fn probe(&self, dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
-        match stat::statat(dir, name) {
-            Ok(st) if st.is_chardev_whiteout() => Ok(Seen::Whiteout),
-            Ok(st) if st.is_dir() => Ok(Seen::Dir(st, whiteout::dir_marks(dir, name, None)?)),
-            Ok(st) if xwhiteouts && st.is_reg() && st.size == 0 && whiteout::is_xattr_whiteout(dir, name)? => {
-                Ok(Seen::Whiteout)
-            }
-            Ok(st) => Ok(Seen::NonDir(st)),
-            Err(Errno::ENOENT) => match whiteout::whiteout_name(name.to_bytes()) {
-                Some(wh) => match stat::statat(dir, &wh) {
-                    Ok(_) => Ok(Seen::Whiteout),
-                    Err(Errno::ENOENT) => Ok(Seen::Missing),
-                    Err(e) => Err(e),
-                },
-                None => Ok(Seen::Missing),
-            },
-            Err(e) => Err(e),
-        }
+        probe(dir, name, xwhiteouts)
     }
 
     /// Walks the layers of `dir` for `name`.
@@ -357,6 +341,27 @@ impl UnionFs {
                 self.forget_dirfds(&node);
             }
         }
+    }
+}
+
+/// What `name` in one layer's directory `dir` holds, markers of every dialect decoded.
+pub fn probe(dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
+    match stat::statat(dir, name) {
+        Ok(st) if st.is_chardev_whiteout() => Ok(Seen::Whiteout),
+        Ok(st) if st.is_dir() => Ok(Seen::Dir(st, whiteout::dir_marks(dir, name, None)?)),
+        Ok(st) if xwhiteouts && st.is_reg() && st.size == 0 && whiteout::is_xattr_whiteout(dir, name)? => {
+            Ok(Seen::Whiteout)
+        }
+        Ok(st) => Ok(Seen::NonDir(st)),
+        Err(Errno::ENOENT) => match whiteout::whiteout_name(name.to_bytes()) {
+            Some(wh) => match stat::statat(dir, &wh) {
+                Ok(_) => Ok(Seen::Whiteout),
+                Err(Errno::ENOENT) => Ok(Seen::Missing),
+                Err(e) => Err(e),
+            },
+            None => Ok(Seen::Missing),
+        },
+        Err(e) => Err(e),
     }
 }
 

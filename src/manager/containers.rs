@@ -1,0 +1,300 @@
+//! Containers: a writable layer over an image's layers, mounted by its own `unionfs mount`
+//! daemon. A crash of one daemon touches no other container: `ps` shows it dead, and `start`
+//! cleans the stale mount point and mounts again over the same writable layer.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Context, Error};
+use crate::manager::images;
+use crate::manager::meta::{self, Record};
+use crate::manager::store::{ImageRef, Store, check_name, now_secs, random_hex};
+use crate::manager::volumes;
+
+/// A container's record.
+#[derive(Clone, Debug)]
+pub struct Container {
+    /// Name.
+    pub name: String,
+    /// 64 hex digits.
+    pub id: String,
+    /// The image it was made from (`name:tag`).
+    pub image: String,
+    /// The image's layer ids, bottom first (kept, so the image may be retagged).
+    pub layers: Vec<String>,
+    /// Creation time.
+    pub created: u64,
+    /// Last start time, if ever started.
+    pub started: Option<u64>,
+    /// Where it is mounted.
+    pub mountpoint: PathBuf,
+    /// Volumes: `SOURCE:/path` (SOURCE a volume name or an absolute host directory).
+    pub volumes: Vec<String>,
+}
+
+/// A container's state, read from the mount table and its daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Never started.
+    Created,
+    /// Mounted and served.
+    Running,
+    /// Not mounted.
+    Stopped,
+    /// Still in the mount table, but its daemon is gone (killed, crashed).
+    Dead,
+}
+
+impl State {
+    /// For `ps`.
+    pub fn word(self) -> &'static str {
+        match self {
+            State::Created => "Created",
+            State::Running => "Up",
+            State::Stopped => "Exited",
+            State::Dead => "Dead",
+        }
+    }
+}
+
+impl Container {
+    /// The container's directory.
+    pub fn dir(&self, store: &Store) -> PathBuf {
+        store.container_dir(&self.name)
+    }
+    /// Its writable layer.
+    pub fn upper(&self, store: &Store) -> PathBuf {
+        self.dir(store).join("upper")
+    }
+    /// The work directory of its mount.
+    pub fn work(&self, store: &Store) -> PathBuf {
+        self.dir(store).join("work")
+    }
+    /// The image layer directories, topmost first.
+    pub fn lower_dirs(&self, store: &Store) -> Vec<PathBuf> {
+        self.layers.iter().rev().map(|l| crate::manager::layers::diff_dir(store, l)).collect()
+    }
+}
+
+fn record(c: &Container) -> Record {
+    let mut r = Record::new("container");
+    r.set("name", c.name.clone());
+    r.set("id", c.id.clone());
+    r.set("image", c.image.clone());
+    r.set("created", c.created.to_string());
+    if let Some(s) = c.started {
+        r.set("started", s.to_string());
+    }
+    r.set("mountpoint", c.mountpoint.display().to_string());
+    for l in &c.layers {
+        r.push("layer", l.clone());
+    }
+    for v in &c.volumes {
+        r.push("volume", v.clone());
+    }
+    r
+}
+
+fn from_record(r: &Record) -> Result<Container, Error> {
+    let get = |k: &str| r.get(k).map(String::from).ok_or_else(|| Error::msg(format!("container record without '{k}'")));
+    Ok(Container {
+        name: get("name")?,
+        id: get("id")?,
+        image: get("image")?,
+        layers: r.all("layer").into_iter().map(String::from).collect(),
+        created: r.get("created").and_then(|c| c.parse().ok()).unwrap_or(0),
+        started: r.get("started").and_then(|c| c.parse().ok()),
+        mountpoint: PathBuf::from(get("mountpoint")?),
+        volumes: r.all("volume").into_iter().map(String::from).collect(),
+    })
+}
+
+/// Stores a container record.
+pub fn put(store: &Store, c: &Container) -> Result<(), Error> {
+    meta::write(&c.dir(store).join("meta"), &record(c))
+}
+
+/// A container by name (or by a prefix of its id).
+pub fn get(store: &Store, name: &str) -> Result<Container, Error> {
+    let p = store.container_dir(name).join("meta");
+    if p.exists() {
+        return from_record(&meta::read(&p)?);
+    }
+    let by_id: Vec<Container> =
+        list(store)?.into_iter().filter(|c| name.len() >= 4 && c.id.starts_with(name)).collect();
+    match by_id.len() {
+        1 => Ok(by_id.into_iter().next().ok_or_else(|| Error::msg("no container"))?),
+        0 => Err(Error::msg(format!("no such container '{name}'"))),
+        _ => Err(Error::msg(format!("'{name}' matches several containers"))),
+    }
+}
+
+/// Every container, oldest first.
+pub fn list(store: &Store) -> Result<Vec<Container>, Error> {
+    let dir = store.root.join("containers");
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(&dir).context(|| format!("cannot read '{}'", dir.display()))? {
+        let e = e.context(|| "cannot read the container list".into())?;
+        let m = e.path().join("meta");
+        if m.exists() {
+            v.push(from_record(&meta::read(&m)?)?);
+        }
+    }
+    v.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    Ok(v)
+}
+
+/// `unionfs create`: a container with an empty writable layer, not mounted yet.
+pub fn create(
+    store: &Store,
+    name: Option<&str>,
+    image: &str,
+    mountpoint: Option<&Path>,
+    vols: &[String],
+) -> Result<Container, Error> {
+    let r = ImageRef::parse(image)?;
+    let img = images::get(store, &r)?;
+    let id = random_hex(32);
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => format!("cont-{}", &id[..8]),
+    };
+    check_name("container", &name)?;
+    let dir = store.container_dir(&name);
+    if dir.exists() {
+        return Err(Error::msg(format!("the container name '{name}' is already in use")));
+    }
+    for v in vols {
+        volumes::parse_spec(store, v)?;
+    }
+    let mountpoint = match mountpoint {
+        Some(m) => {
+            std::fs::create_dir_all(m).context(|| format!("cannot create mount point '{}'", m.display()))?;
+            std::fs::canonicalize(m).context(|| format!("cannot resolve '{}'", m.display()))?
+        }
+        None => dir.join("merged"),
+    };
+    if list(store)?.iter().any(|c| c.mountpoint == mountpoint) {
+        return Err(Error::msg(format!("mount point '{}' is used by another container", mountpoint.display())));
+    }
+    // Build the directory aside, then rename it into place: a crash leaves no half container.
+    let staging = store.temp_dir("create")?;
+    for d in ["upper", "work", "merged"] {
+        std::fs::create_dir(staging.join(d)).context(|| format!("cannot create '{}'", staging.join(d).display()))?;
+    }
+    let c = Container {
+        name: name.clone(),
+        id,
+        image: img.r.to_string(),
+        layers: img.layers.clone(),
+        created: now_secs(),
+        started: None,
+        mountpoint,
+        volumes: vols.to_vec(),
+    };
+    meta::write(&staging.join("meta"), &record(&c))?;
+    std::fs::rename(&staging, &dir).context(|| format!("cannot create '{}'", dir.display()))?;
+    for v in vols {
+        volumes::ensure(store, v)?;
+    }
+    Ok(c)
+}
+
+/// The state of a container.
+pub fn state(c: &Container) -> State {
+    let Some(m) = crate::mounts::at(&c.mountpoint).filter(|m| m.fstype == crate::mounts::FSTYPE) else {
+        return if c.started.is_some() { State::Stopped } else { State::Created };
+    };
+    if let Some(pid) = crate::daemon::daemon_pid(m.major, m.minor) {
+        return if crate::sys::proc::process_alive(pid) { State::Running } else { State::Dead };
+    }
+    match std::fs::metadata(&c.mountpoint) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => State::Dead,
+        _ => State::Running,
+    }
+}
+
+/// Detaches a mount whose daemon is gone ("Transport endpoint is not connected").
+fn clean_stale(mountpoint: &Path) -> Result<(), Error> {
+    if crate::sys::proc::euid() == 0 {
+        crate::sys::proc::unmount(mountpoint, true)
+            .map_err(|e| Error::io(format!("cannot clean '{}'", mountpoint.display()), e))
+    } else {
+        let st = Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(mountpoint)
+            .status()
+            .context(|| "cannot run fusermount3".into())?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(Error::msg(format!("cannot clean stale mount '{}'", mountpoint.display())))
+        }
+    }
+}
+
+/// `unionfs start`: mounts the container (one daemon for it) and records the start.
+pub fn start(store: &Store, c: &mut Container) -> Result<(), Error> {
+    match state(c) {
+        State::Running => return Err(Error::msg(format!("container '{}' is already running", c.name))),
+        State::Dead => clean_stale(&c.mountpoint)?,
+        State::Created | State::Stopped => {}
+    }
+    std::fs::create_dir_all(&c.mountpoint).context(|| format!("cannot create '{}'", c.mountpoint.display()))?;
+    let lowers: Vec<String> = c.lower_dirs(store).iter().map(|p| p.display().to_string().replace(':', "\\:")).collect();
+    let exe = std::env::current_exe().context(|| "cannot find the unionfs executable".into())?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
+        .arg("--lower")
+        .arg(lowers.join(":"))
+        .arg("--upper")
+        .arg(c.upper(store))
+        .arg("--work")
+        .arg(c.work(store))
+        .arg("--log")
+        .arg(c.dir(store).join("daemon.log"));
+    for v in &c.volumes {
+        let (host, at) = volumes::parse_spec(store, v)?;
+        cmd.arg("--volume").arg(format!("{}:{at}", host.display()));
+    }
+    cmd.arg(&c.mountpoint);
+    let out = cmd.output().context(|| "cannot run unionfs mount".into())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::msg(format!(
+            "cannot start container '{}': {}",
+            c.name,
+            err.trim().trim_start_matches("unionfs: ")
+        )));
+    }
+    c.started = Some(now_secs());
+    put(store, c)
+}
+
+/// `unionfs stop`: unmounts (and waits for the daemon). A busy mount is an error unless
+/// `force`, which detaches it.
+pub fn stop(c: &Container, force: bool) -> Result<(), Error> {
+    match state(c) {
+        State::Running => crate::daemon::umount(&c.mountpoint, force),
+        State::Dead => clean_stale(&c.mountpoint),
+        State::Created | State::Stopped => Ok(()),
+    }
+}
+
+/// `unionfs rm`: deletes the container and its writable layer; a running container only
+/// with `force` (it is stopped first). Volumes stay.
+pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), Error> {
+    let c = get(store, name)?;
+    let st = state(&c);
+    if matches!(st, State::Running | State::Dead) {
+        if !force {
+            return Err(Error::msg(format!("container '{}' is running; stop it first or use rm -f", c.name)));
+        }
+        stop(&c, true)?;
+    }
+    let dir = c.dir(store);
+    let gone = store.root.join("tmp").join(format!("rm-{}", c.id));
+    std::fs::rename(&dir, &gone).context(|| format!("cannot remove '{}'", dir.display()))?;
+    std::fs::remove_dir_all(&gone).context(|| format!("cannot remove '{}'", gone.display()))?;
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! The layer store: content-addressed, read-only layer directories in the union's on-disk
+//! format, shared by every image that uses them, and a read-only view of an image's layers.
+//!
+//! A layer's id is the sha256 of its uncompressed OCI tar stream (Docker's diff id): for a
+//! tarball, of the tarball as imported; for a directory or a commit, of the deterministic
+//! stream [`tarball::write_layer`] makes of it. Importing the same content twice stores it
+//! once.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Error};
+use crate::manager::meta::{self, Record};
+use crate::manager::store::{Store, now_secs};
+use crate::manager::tarball::{self, ExtractOptions, HashingWriter};
+use crate::manager::units::Progress;
+use crate::sys::stat::FileKind;
+use crate::union::lookup::{LookupState, Seen, probe};
+use crate::union::readdir::{LayerListing, Listed, merge};
+use crate::union::tables::Side;
+use crate::union::whiteout::{self, Dialect};
+
+/// What the store knows about a layer.
+#[derive(Clone, Debug)]
+pub struct LayerInfo {
+    /// `sha256:<hex>`.
+    pub id: String,
+    /// Bytes of its files.
+    pub size: u64,
+    /// Creation time (seconds since the epoch).
+    pub created: u64,
+    /// Where it came from.
+    pub source: String,
+}
+
+/// How the manager writes markers: the kernel's dialect for whoever runs it.
+pub fn extract_options() -> ExtractOptions {
+    let privileged = crate::daemon::privileged();
+    ExtractOptions { dialect: if privileged { Dialect::Trusted } else { Dialect::User }, privileged }
+}
+
+/// The directory holding a layer's tree.
+pub fn diff_dir(store: &Store, id: &str) -> PathBuf {
+    store.layer_dir(id).join("diff")
+}
+
+/// Whether a layer is stored.
+pub fn exists(store: &Store, id: &str) -> bool {
+    store.layer_dir(id).join("meta").exists()
+}
+
+/// A stored layer's record.
+pub fn info(store: &Store, id: &str) -> Result<LayerInfo, Error> {
+    let r = meta::read(&store.layer_dir(id).join("meta"))?;
+    Ok(LayerInfo {
+        id: id.to_string(),
+        size: r.get("size").and_then(|s| s.parse().ok()).unwrap_or(0),
+        created: r.get("created").and_then(|s| s.parse().ok()).unwrap_or(0),
+        source: r.get("source").unwrap_or("").to_string(),
+    })
+}
+
+/// Every stored layer id.
+pub fn all(store: &Store) -> Result<Vec<String>, Error> {
+    let dir = store.root.join("layers");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .context(|| format!("cannot read '{}'", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("meta").exists())
+        .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Moves an unpacked tree into the store under `id`, or drops it if `id` is there already.
+fn settle(store: &Store, id: &str, tree: &Path, source: &str) -> Result<String, Error> {
+    let dir = store.layer_dir(id);
+    if exists(store, id) {
+        std::fs::remove_dir_all(tree.parent().unwrap_or(tree))
+            .context(|| format!("cannot remove '{}'", tree.display()))?;
+        return Ok(id.to_string());
+    }
+    if dir.exists() {
+        // A crash left a half-stored layer: replace it.
+        std::fs::remove_dir_all(&dir).context(|| format!("cannot remove '{}'", dir.display()))?;
+    }
+    let staging = tree.parent().ok_or_else(|| Error::msg("bad staging dir"))?;
+    let size = crate::manager::walk::tree_size(tree)?;
+    let mut r = Record::new("layer");
+    r.set("id", id);
+    r.set("size", size.to_string());
+    r.set("created", now_secs().to_string());
+    r.set("source", source);
+    meta::write(&staging.join("meta"), &r)?;
+    std::fs::rename(staging, &dir).context(|| format!("cannot store layer '{}'", dir.display()))?;
+    Ok(id.to_string())
+}
+
+/// Imports a layer from a tarball (plain, gzip or zstd) or a directory. Shows progress on a
+/// terminal. Returns the layer id.
+pub fn import(store: &Store, src: &Path) -> Result<String, Error> {
+    let meta = std::fs::metadata(src).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::msg(format!("layer source '{}' does not exist", src.display())),
+        _ => Error::io(format!("cannot read '{}'", src.display()), e),
+    })?;
+    if meta.is_dir() { import_dir(store, src, None) } else { import_tar(store, src, meta.len()) }
+}
+
+/// Counts bytes read from the file into a progress bar.
+struct Counting<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
+    }
+}
+
+fn import_tar(store: &Store, src: &Path, len: u64) -> Result<String, Error> {
+    let f = File::open(src).context(|| format!("cannot open '{}'", src.display()))?;
+    let label = format!("importing {}", src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let counting =
+        Counting { inner: std::io::BufReader::with_capacity(1 << 20, f), progress: Progress::new(label, len) };
+    let staging = store.temp_dir("import")?;
+    let tree = staging.join("diff");
+    std::fs::create_dir(&tree).context(|| format!("cannot create '{}'", tree.display()))?;
+    let result = (|| -> Result<String, Error> {
+        let decompressed = tarball::open_decompressed(counting)?;
+        let mut hashing = tarball::Hashing::new(decompressed);
+        let stats = tarball::extract(&mut hashing, &tree, extract_options())?;
+        // Hash the padding after the end-of-archive marker too: the id is of the stream.
+        std::io::copy(&mut hashing, &mut std::io::sink())
+            .map_err(|e| Error::msg(format!("corrupt or truncated tarball: {e}")))?;
+        if stats.skipped_devices > 0 {
+            eprintln!("unionfs: {} device node(s) left out (creating them needs root)", stats.skipped_devices);
+        }
+        Ok(hashing.digest())
+    })();
+    match result {
+        Ok(id) => settle(store, &id, &tree, &src.display().to_string()),
+        Err(e) => {
+            let _cleanup = std::fs::remove_dir_all(&staging);
+            Err(Error::msg(format!("cannot import '{}': {e}", src.display())))
+        }
+    }
+}
+
+/// Imports a directory (or, for a commit, a writable layer) as a layer: it is streamed as a
+/// deterministic OCI tarball (whose digest is the id) into a fresh layer directory, so every
+/// marker dialect comes out in the store's one format and the union's private xattrs are
+/// dropped. `keep_whiteout`, given a whiteout's path, says whether it is worth keeping.
+pub fn import_dir(
+    store: &Store,
+    src: &Path,
+    keep_whiteout: Option<tarball::KeepWhiteout<'_>>,
+) -> Result<String, Error> {
+    let staging = store.temp_dir("import")?;
+    let tree = staging.join("diff");
+    std::fs::create_dir(&tree).context(|| format!("cannot create '{}'", tree.display()))?;
+    let result = std::thread::scope(|scope| -> Result<String, Error> {
+        let (rd, wr) = std::io::pipe().context(|| "cannot create a pipe".into())?;
+        let writer = scope.spawn(move || -> Result<String, Error> {
+            let hw = HashingWriter::new(wr);
+            let hw = tarball::write_layer_filtered(src, hw, keep_whiteout)?;
+            let (id, _w) = hw.finish();
+            Ok(id)
+        });
+        let extracted = tarball::extract(std::io::BufReader::with_capacity(1 << 20, rd), &tree, extract_options());
+        let id = writer.join().map_err(|_| Error::msg("the layer writer panicked"))??;
+        extracted?;
+        Ok(id)
+    });
+    match result {
+        Ok(id) => settle(store, &id, &tree, &src.display().to_string()),
+        Err(e) => {
+            let _cleanup = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// Removes a stored layer.
+pub fn remove(store: &Store, id: &str) -> Result<(), Error> {
+    let dir = store.layer_dir(id);
+    // Make the removal atomic for readers: rename away, then delete.
+    let gone = store.root.join("tmp").join(format!("rm-{}", id.trim_start_matches("sha256:")));
+    std::fs::rename(&dir, &gone).context(|| format!("cannot remove layer '{}'", dir.display()))?;
+    std::fs::remove_dir_all(&gone).context(|| format!("cannot remove '{}'", gone.display()))
+}
+
+/// A read-only view of an image's layers (topmost first), to ask what the merged image has
+/// at a path without mounting it.
+pub struct ImageView {
+    layers: Vec<OwnedFd>,
+}
+
+fn cstr(b: &[u8]) -> Result<CString, Error> {
+    CString::new(b.to_vec()).map_err(|_| Error::msg("bad name"))
+}
+
+impl ImageView {
+    /// Opens the layer directories, topmost first.
+    pub fn open(dirs: &[PathBuf]) -> Result<ImageView, Error> {
+        let mut layers = Vec::with_capacity(dirs.len());
+        for d in dirs {
+            layers.push(crate::sys::open::open_dir_path(d).context(|| format!("cannot open layer '{}'", d.display()))?);
+        }
+        Ok(ImageView { layers })
+    }
+
+    /// Resolves a `/`-separated relative path through the layers: the type the image shows
+    /// there, and for a directory the layers (indexes) it merges.
+    pub fn lookup(&self, rel: &[u8]) -> Result<Option<(FileKind, Vec<usize>)>, Error> {
+        let mut live: Vec<(usize, OwnedFd)> = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            live.push((
+                i,
+                crate::sys::open::open_dir_path_at(l.as_fd()).map_err(|e| Error::io("cannot open a layer", e))?,
+            ));
+        }
+        let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+        if comps.is_empty() {
+            return Ok(Some((FileKind::Directory, live.iter().map(|(i, _)| *i).collect())));
+        }
+        for (n, c) in comps.iter().enumerate() {
+            let name = cstr(c)?;
+            let mut state = LookupState::default();
+            let mut next: Vec<(usize, OwnedFd)> = Vec::new();
+            for (i, fd) in &live {
+                let seen = probe(fd.as_fd(), &name, false).map_err(|e| Error::io("cannot read a layer", e))?;
+                if let Seen::Dir(..) = seen {
+                    next.push((
+                        *i,
+                        crate::sys::open::openat(
+                            fd,
+                            &name,
+                            crate::sys::open::OFlags::PATH | crate::sys::open::OFlags::DIRECTORY,
+                            0,
+                        )
+                        .map_err(|e| Error::io("cannot open a layer dir", e))?,
+                    ));
+                }
+                if !state.feed(Side::Lower(*i as u16), seen) {
+                    break;
+                }
+            }
+            let Some((_, st)) = state.top() else { return Ok(None) };
+            let kind = st.kind().ok_or_else(|| Error::msg("unknown file type"))?;
+            if n + 1 == comps.len() {
+                let merged: Vec<usize> = state.lower_layers().iter().map(|l| usize::from(l.idx)).collect();
+                return Ok(Some((kind, if kind == FileKind::Directory { merged } else { Vec::new() })));
+            }
+            if kind != FileKind::Directory {
+                return Ok(None);
+            }
+            let keep: Vec<usize> = state.lower_layers().iter().map(|l| usize::from(l.idx)).collect();
+            live = next.into_iter().filter(|(i, _)| keep.contains(i)).collect();
+        }
+        Ok(None)
+    }
+
+    /// The names the image lists in directory `rel`.
+    pub fn list(&self, rel: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+        let Some((FileKind::Directory, merged)) = self.lookup(rel)? else { return Ok(Vec::new()) };
+        let mut listings = Vec::new();
+        for i in merged {
+            let dir = if rel.is_empty() {
+                crate::sys::open::open_dir_path_at(self.layers[i].as_fd()).map_err(|e| Error::io("open", e))?
+            } else {
+                crate::sys::open::resolve_beneath(
+                    &self.layers[i],
+                    &cstr(rel)?,
+                    crate::sys::open::OFlags::PATH | crate::sys::open::OFlags::DIRECTORY,
+                )
+                .map_err(|e| Error::io("open", e))?
+            };
+            let rd = crate::sys::open::open_dir_for_read(&dir).map_err(|e| Error::io("open", e))?;
+            let mut l = LayerListing::default();
+            for e in crate::sys::dir::read_all(&rd).map_err(|e| Error::io("readdir", e))? {
+                if whiteout::is_marker_name(&e.name) {
+                    if let Some(t) = whiteout::whiteout_target(&e.name) {
+                        l.hidden_below.push(t.to_vec());
+                    }
+                    continue;
+                }
+                let n = cstr(&e.name)?;
+                let wh = matches!(probe(dir.as_fd(), &n, false), Ok(Seen::Whiteout));
+                l.entries.push(Listed {
+                    name: e.name,
+                    ino: e.ino,
+                    kind: e.kind.unwrap_or(FileKind::Regular),
+                    whiteout: wh,
+                });
+            }
+            listings.push(l);
+        }
+        Ok(merge(&listings).into_iter().map(|m| m.name).collect())
+    }
+}

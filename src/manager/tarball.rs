@@ -1,0 +1,591 @@
+//! OCI/Docker layer tarballs.
+//!
+//! * [`extract`] unpacks a layer tarball (plain, gzip or zstd) into a layer directory,
+//!   turning `.wh.NAME` into the union's whiteout (0/0 character device) and `.wh..wh..opq`
+//!   into its opaque marker. It refuses any entry that would land outside the layer: `..`,
+//!   absolute paths, and paths through a symlink or a file already in the layer (every
+//!   directory is entered with `O_NOFOLLOW`).
+//! * [`write_layer`] writes a layer directory (union format) as a deterministic OCI layer
+//!   tarball: entries sorted, whiteouts as `.wh.` entries, opaque directories with
+//!   `.wh..wh..opq`, xattrs as PAX `SCHILY.xattr.*` records, hard links as link entries,
+//!   no user/group names, no access or change times.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header};
+
+use crate::error::{Context, Errno, Error};
+use crate::manager::walk::{self, Step};
+use crate::sys::fs::{self as sfs, SetTime};
+use crate::sys::open::{self, OFlags};
+use crate::sys::stat::{self, FileKind, Timespec};
+use crate::sys::xattr::{self, SetMode, XTarget};
+use crate::union::whiteout::{self, Dialect};
+
+/// Compression of a layer tarball, recognised by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar stream.
+    None,
+    /// gzip (`1f 8b`).
+    Gzip,
+    /// zstd (`28 b5 2f fd`).
+    Zstd,
+}
+
+/// Recognises the compression from the first bytes of a file.
+pub fn detect(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// Wraps a reader to hash what passes through (the layer's diff id) and count the bytes
+/// read from the underlying file (for progress).
+pub struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    /// Bytes passed through.
+    pub bytes: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Hashing<R> {
+        Hashing { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+
+    /// `sha256:<hex>` of everything read.
+    pub fn digest(self) -> String {
+        format!("sha256:{}", hex(&self.hasher.finalize()))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Wraps a writer to hash what passes through.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter { inner, hasher: Sha256::new() }
+    }
+
+    /// `sha256:<hex>` of everything written, and the inner writer.
+    pub fn finish(self) -> (String, W) {
+        (format!("sha256:{}", hex(&self.hasher.finalize())), self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Opens a layer tarball, undoing its compression.
+pub fn open_decompressed<R: Read + 'static>(mut raw: R) -> Result<Box<dyn Read>, Error> {
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match raw.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(Error::io("cannot read the tarball", e)),
+        }
+    }
+    let chained = std::io::Cursor::new(head[..got].to_vec()).chain(raw);
+    Ok(match detect(&head[..got]) {
+        Compression::None => Box::new(chained),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chained)),
+        Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(chained)
+                .map_err(|e| Error::msg(format!("corrupt zstd stream: {e}")))?,
+        ),
+    })
+}
+
+/// How to unpack.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtractOptions {
+    /// Which namespace opaque markers are written in.
+    pub dialect: Dialect,
+    /// Whether owners and device nodes can be recreated (root).
+    pub privileged: bool,
+}
+
+/// What unpacking did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExtractStats {
+    /// Entries unpacked.
+    pub entries: u64,
+    /// Device nodes left out (not privileged).
+    pub skipped_devices: u64,
+}
+
+/// Splits and checks a tarball entry path: relative, no `..`. Leading `./` is allowed.
+pub fn clean_path(raw: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    let shown = || String::from_utf8_lossy(raw).into_owned();
+    if raw.starts_with(b"/") {
+        return Err(Error::msg(format!("tarball entry '{}' is an absolute path, outside the layer", shown())));
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => continue,
+            b".." => return Err(Error::msg(format!("tarball entry '{}' would land outside the layer", shown()))),
+            c => {
+                crate::sys::name_ok(c)
+                    .map_err(|_| Error::msg(format!("tarball entry '{}' has a bad name", shown())))?;
+                out.push(c.to_vec());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Opens (creating as needed) the directory `comps` below `root`, entering every component
+/// with `O_NOFOLLOW`: a symlink or a file on the way is an error.
+fn ensure_dir(root: BorrowedFd<'_>, comps: &[Vec<u8>], entry: &[u8]) -> Result<OwnedFd, Error> {
+    let mut cur = open::openat(root, c".", OFlags::PATH | OFlags::DIRECTORY, 0)
+        .map_err(|e| Error::io("cannot open the layer", e))?;
+    for c in comps {
+        let name = CString::new(c.clone()).map_err(|_| Error::msg("bad name"))?;
+        let next = match open::openat(&cur, &name, OFlags::PATH | OFlags::DIRECTORY, 0) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                sfs::mkdirat(&cur, &name, 0o755).map_err(|e| Error::io("cannot create a directory", e))?;
+                open::openat(&cur, &name, OFlags::PATH | OFlags::DIRECTORY, 0)
+                    .map_err(|e| Error::io("cannot open a directory", e))?
+            }
+            Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => {
+                return Err(Error::msg(format!(
+                    "tarball entry '{}' goes through a symlink or a file, outside the layer",
+                    String::from_utf8_lossy(entry)
+                )));
+            }
+            Err(e) => return Err(Error::io("cannot open a directory", e)),
+        };
+        cur = next;
+    }
+    Ok(cur)
+}
+
+/// Removes whatever is at `name` in `dir` (a file, a whiteout, a tree).
+fn clear(dir: BorrowedFd<'_>, name: &CStr) -> Result<(), Error> {
+    match stat::statat(dir, name) {
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::io("cannot stat", e)),
+        Ok(st) if st.is_dir() => {
+            let sub =
+                open::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, 0).map_err(|e| Error::io("open", e))?;
+            for e in crate::sys::dir::read_all(&sub).map_err(|e| Error::io("readdir", e))? {
+                let n = CString::new(e.name).map_err(|_| Error::msg("bad name"))?;
+                clear(sub.as_fd(), &n)?;
+            }
+            sfs::rmdirat(dir, name).map_err(|e| Error::io("rmdir", e))
+        }
+        Ok(_) => sfs::unlinkat(dir, name).map_err(|e| Error::io("unlink", e)),
+    }
+}
+
+fn opaque_name(d: Dialect) -> &'static CStr {
+    d.names().opaque
+}
+
+/// Unpacks a (decompressed) layer tarball into the empty directory `dest`.
+pub fn extract(reader: impl Read, dest: &Path, opts: ExtractOptions) -> Result<ExtractStats, Error> {
+    let root = open::open_dir_path(dest).context(|| format!("cannot open '{}'", dest.display()))?;
+    let mut archive = tar::Archive::new(reader);
+    let mut stats = ExtractStats::default();
+    let mut dir_times: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
+    let entries = archive.entries().map_err(|e| Error::msg(format!("not a tarball: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| Error::msg(format!("corrupt or truncated tarball: {e}")))?;
+        let raw = entry.path_bytes().into_owned();
+        let comps = clean_path(&raw)?;
+        let Some((leaf, parents)) = comps.split_last() else {
+            continue; // the layer root itself
+        };
+        let etype = entry.header().entry_type();
+        if matches!(
+            etype,
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+        ) {
+            continue;
+        }
+        let pdir = ensure_dir(root.as_fd(), parents, &raw)?;
+        let leaf_c = CString::new(leaf.clone()).map_err(|_| Error::msg("bad name"))?;
+        stats.entries += 1;
+        // OCI markers.
+        if leaf.as_slice() == whiteout::OPAQUE_MARKER.to_bytes() {
+            xattr::set(XTarget::At(pdir.as_fd(), c"."), opaque_name(opts.dialect), b"y", SetMode::Any)
+                .map_err(|e| Error::io("cannot mark a directory opaque", e))?;
+            continue;
+        }
+        if let Some(target) = whiteout::whiteout_target(leaf) {
+            let t = CString::new(target.to_vec()).map_err(|_| Error::msg("bad name"))?;
+            // A name present in the same layer stays: a whiteout only hides lower layers.
+            if matches!(stat::statat(&pdir, &t), Err(Errno::ENOENT)) {
+                sfs::mknodat(&pdir, &t, FileKind::CharDev, 0, 0)
+                    .map_err(|e| Error::io("cannot create a whiteout", e))?;
+            }
+            continue;
+        }
+        if whiteout::is_marker_name(leaf) {
+            continue; // other AUFS metadata
+        }
+        let h = entry.header().clone();
+        let mode = h.mode().unwrap_or(0o644) & 0o7777;
+        let mtime = h.mtime().unwrap_or(0) as i64;
+        // Replace what is there, except a directory by a directory (tar merges those).
+        let existing = stat::statat(&pdir, &leaf_c).ok();
+        if !(etype == EntryType::Directory && existing.is_some_and(|s| s.is_dir())) && existing.is_some() {
+            clear(pdir.as_fd(), &leaf_c)?;
+        }
+        let ioerr = |what: &str| {
+            let what = format!("cannot unpack '{}' ({what})", String::from_utf8_lossy(&raw));
+            move |e: Errno| Error::io(what, e)
+        };
+        match etype {
+            EntryType::Directory => {
+                if existing.is_none_or(|s| !s.is_dir()) {
+                    sfs::mkdirat(&pdir, &leaf_c, 0o700).map_err(ioerr("mkdir"))?;
+                }
+                let mut path = parents.to_vec();
+                path.push(leaf.clone());
+                dir_times.push((path, mtime));
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let fd = open::openat(&pdir, &leaf_c, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)
+                    .map_err(ioerr("create"))?;
+                let mut f = std::fs::File::from(fd);
+                std::io::copy(&mut entry, &mut f)
+                    .map_err(|e| Error::msg(format!("corrupt or truncated tarball: {e}")))?;
+            }
+            EntryType::Symlink => {
+                let target = entry.link_name_bytes().ok_or_else(|| Error::msg("symlink without a target"))?;
+                let t = CString::new(target.into_owned()).map_err(|_| Error::msg("bad link target"))?;
+                sfs::symlinkat(&t, &pdir, &leaf_c).map_err(ioerr("symlink"))?;
+            }
+            EntryType::Link => {
+                let target =
+                    entry.link_name_bytes().ok_or_else(|| Error::msg("hard link without a target"))?.into_owned();
+                let tc = clean_path(&target)?;
+                let (tleaf, tparents) = tc.split_last().ok_or_else(|| Error::msg("hard link to the layer root"))?;
+                let tdir = ensure_dir(root.as_fd(), tparents, &target)?;
+                let tl = CString::new(tleaf.clone()).map_err(|_| Error::msg("bad name"))?;
+                sfs::linkat(&tdir, &tl, &pdir, &leaf_c).map_err(ioerr("link"))?;
+                continue; // shares the target's metadata
+            }
+            EntryType::Char | EntryType::Block => {
+                if !opts.privileged {
+                    stats.skipped_devices += 1;
+                    continue;
+                }
+                let kind = if etype == EntryType::Char { FileKind::CharDev } else { FileKind::BlockDev };
+                let dev = rustix::fs::makedev(
+                    h.device_major().ok().flatten().unwrap_or(0),
+                    h.device_minor().ok().flatten().unwrap_or(0),
+                );
+                sfs::mknodat(&pdir, &leaf_c, kind, 0o600, dev).map_err(ioerr("mknod"))?;
+            }
+            EntryType::Fifo => {
+                sfs::mknodat(&pdir, &leaf_c, FileKind::Fifo, 0o600, 0).map_err(ioerr("mkfifo"))?;
+            }
+            _ => continue,
+        }
+        // xattrs (never the union's own markers), owner, mode, time.
+        if let Ok(Some(pax)) = entry.pax_extensions() {
+            for ext in pax.flatten() {
+                let Ok(key) = ext.key() else { continue };
+                let Some(name) = key.strip_prefix("SCHILY.xattr.") else { continue };
+                if whiteout::is_private_xattr(name.as_bytes()) {
+                    continue;
+                }
+                let Ok(n) = CString::new(name) else { continue };
+                match xattr::set(XTarget::At(pdir.as_fd(), &leaf_c), &n, ext.value_bytes(), SetMode::Any) {
+                    Ok(()) | Err(Errno::EPERM) | Err(Errno::EOPNOTSUPP) | Err(Errno::EACCES) => {}
+                    Err(e) => return Err(Error::io(format!("cannot set xattr {name}"), e)),
+                }
+            }
+        }
+        let is_link = etype == EntryType::Symlink;
+        if opts.privileged {
+            let (u, g) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
+            sfs::chownat(&pdir, &leaf_c, Some(u), Some(g)).map_err(ioerr("chown"))?;
+        }
+        if !is_link {
+            sfs::chmodat(&pdir, &leaf_c, mode).map_err(ioerr("chmod"))?;
+        }
+        let t = SetTime::At(Timespec { sec: mtime, nsec: 0 });
+        sfs::utimensat(&pdir, &leaf_c, t, t).map_err(ioerr("utimens"))?;
+    }
+    // Directory times last: creating entries inside changed them.
+    for (path, mtime) in dir_times.iter().rev() {
+        if let Some((leaf, parents)) = path.split_last() {
+            let pdir = ensure_dir(root.as_fd(), parents, leaf)?;
+            let l = CString::new(leaf.clone()).map_err(|_| Error::msg("bad name"))?;
+            let t = SetTime::At(Timespec { sec: *mtime, nsec: 0 });
+            sfs::utimensat(&pdir, &l, t, t).map_err(|e| Error::io("cannot set directory times", e))?;
+        }
+    }
+    Ok(stats)
+}
+
+/// PAX extended-header data for `records` (`LEN key=value\n`, LEN counting itself).
+fn pax_data(records: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in records {
+        let body = k.len() + v.len() + 3; // ' ' '=' '\n'
+        let mut len = body + 1;
+        while len != body + len.to_string().len() {
+            len = body + len.to_string().len();
+        }
+        out.extend_from_slice(format!("{len} {k}=").as_bytes());
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    out
+}
+
+fn base_header(kind: EntryType, mode: u32, st: Option<&stat::Stat>) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(st.map_or(0, |s| u64::from(s.uid)));
+    h.set_gid(st.map_or(0, |s| u64::from(s.gid)));
+    h.set_mtime(st.map_or(0, |s| s.mtime.sec.max(0) as u64));
+    h.set_size(0);
+    h
+}
+
+/// Writes layer directory `layer` (union on-disk format: 0/0 whiteouts, `overlay.opaque`
+/// markers in either namespace, or OCI markers already) as a deterministic OCI layer tarball
+/// to `out`; returns the writer.
+pub fn write_layer<W: Write>(layer: &Path, out: W) -> Result<W, Error> {
+    write_layer_filtered(layer, out, None)
+}
+
+/// Says, for the path of a whiteout, whether it still hides something.
+pub type KeepWhiteout<'a> = &'a (dyn Fn(&[u8]) -> bool + Sync);
+
+/// [`write_layer`], normalising on the way when `keep_whiteout` is given: a whiteout inside
+/// an opaque directory, or one for which `keep_whiteout(path)` is false (it hides nothing),
+/// is left out.
+pub fn write_layer_filtered<W: Write>(
+    layer: &Path,
+    out: W,
+    keep_whiteout: Option<KeepWhiteout<'_>>,
+) -> Result<W, Error> {
+    let mut opaque_dirs: Vec<Vec<u8>> = Vec::new();
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Deterministic);
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut xwh_dirs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    let werr = |e: std::io::Error| Error::io("cannot write the tarball", e);
+    walk::walk(layer, &mut |e| {
+        let st = e.stat;
+        let kind = st.kind().ok_or_else(|| Error::msg("unknown file type"))?;
+        let parent: &[u8] = e.rel.rsplit_once_bytes().map_or(b"", |(p, _)| p);
+        let name = e.name.to_bytes();
+        let wh_path = |n: &[u8]| -> Vec<u8> {
+            let mut p = parent.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(whiteout::WH_PREFIX);
+            p.extend_from_slice(n);
+            p
+        };
+        let is_whiteout = st.is_chardev_whiteout()
+            || (kind == FileKind::Regular
+                && st.size == 0
+                && xwh_dirs.contains(parent)
+                && whiteout::is_xattr_whiteout(e.dir, e.name).unwrap_or(false));
+        if is_whiteout {
+            if let Some(keep) = keep_whiteout {
+                let in_opaque = opaque_dirs.iter().any(|d| e.rel.starts_with(d) && e.rel.get(d.len()) == Some(&b'/'));
+                if in_opaque || !keep(e.rel) {
+                    return Ok(Step::Skip);
+                }
+            }
+            let h = base_header(EntryType::Regular, 0o644, None);
+            append(&mut b, h, &wh_path(name), &[][..]).map_err(werr)?;
+            return Ok(Step::Skip);
+        }
+        let xattrs = exported_xattrs(e.dir, e.name, kind)?;
+        if !xattrs.is_empty() {
+            let data =
+                pax_data(&xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone())).collect::<Vec<_>>());
+            let mut h = base_header(EntryType::XHeader, 0o644, None);
+            h.set_size(data.len() as u64);
+            append(&mut b, h, b"././@PaxHeader", &data[..]).map_err(werr)?;
+        }
+        let mode = st.perm();
+        match kind {
+            FileKind::Directory => {
+                let mut p = e.rel.to_vec();
+                p.push(b'/');
+                append(&mut b, base_header(EntryType::Directory, mode, Some(&st)), &p, &[][..]).map_err(werr)?;
+                let marks =
+                    whiteout::dir_marks(e.dir, e.name, None).map_err(|x| Error::io("cannot read markers", x))?;
+                if marks.xwhiteouts {
+                    xwh_dirs.insert(e.rel.to_vec());
+                }
+                if marks.opaque {
+                    opaque_dirs.push(e.rel.to_vec());
+                }
+                if marks.opaque && !has_oci_opaque(e.dir, e.name) {
+                    let mut q = e.rel.to_vec();
+                    q.extend_from_slice(b"/");
+                    q.extend_from_slice(whiteout::OPAQUE_MARKER.to_bytes());
+                    append(&mut b, base_header(EntryType::Regular, 0o644, None), &q, &[][..]).map_err(werr)?;
+                }
+            }
+            FileKind::Regular => {
+                if st.nlink > 1 {
+                    if let Some(first) = links.get(&(st.dev, st.ino)) {
+                        let mut h = base_header(EntryType::Link, mode, Some(&st));
+                        h.set_link_name_literal(first).map_err(werr)?;
+                        append(&mut b, h, e.rel, &[][..]).map_err(werr)?;
+                        return Ok(Step::Descend);
+                    }
+                    links.insert((st.dev, st.ino), e.rel.to_vec());
+                }
+                let f =
+                    open::openat(e.dir, e.name, OFlags::RDONLY, 0).map_err(|x| Error::io("cannot open a file", x))?;
+                let mut h = base_header(EntryType::Regular, mode, Some(&st));
+                h.set_size(st.size);
+                append(&mut b, h, e.rel, std::fs::File::from(f).take(st.size)).map_err(werr)?;
+            }
+            FileKind::Symlink => {
+                let target = sfs::readlinkat(e.dir, e.name).map_err(|x| Error::io("cannot read a link", x))?;
+                let mut h = base_header(EntryType::Symlink, 0o777, Some(&st));
+                h.set_link_name_literal(&target).map_err(werr)?;
+                append(&mut b, h, e.rel, &[][..]).map_err(werr)?;
+            }
+            FileKind::CharDev | FileKind::BlockDev | FileKind::Fifo => {
+                let t = match kind {
+                    FileKind::CharDev => EntryType::Char,
+                    FileKind::BlockDev => EntryType::Block,
+                    _ => EntryType::Fifo,
+                };
+                let mut h = base_header(t, mode, Some(&st));
+                h.set_device_major(rustix::fs::major(st.rdev)).map_err(werr)?;
+                h.set_device_minor(rustix::fs::minor(st.rdev)).map_err(werr)?;
+                append(&mut b, h, e.rel, &[][..]).map_err(werr)?;
+            }
+            FileKind::Socket => {} // sockets are not archived
+        }
+        Ok(Step::Descend)
+    })?;
+    b.into_inner().map_err(werr)
+}
+
+/// Appends an entry, using a GNU long-name record when the path does not fit the header.
+fn append<W: Write>(b: &mut tar::Builder<W>, mut h: Header, path: &[u8], data: impl Read) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    b.append_data(&mut h, std::ffi::OsStr::from_bytes(path), data)
+}
+
+fn has_oci_opaque(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    open::openat(dir, name, OFlags::PATH | OFlags::DIRECTORY, 0)
+        .is_ok_and(|d| stat::statat(&d, whiteout::OPAQUE_MARKER).is_ok())
+}
+
+/// The xattrs a tarball records: everything but the union's markers.
+fn exported_xattrs(dir: BorrowedFd<'_>, name: &CStr, kind: FileKind) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    if kind == FileKind::Symlink {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut names = xattr::list(XTarget::At(dir, name)).map_err(|e| Error::io("cannot list xattrs", e))?;
+    names.sort();
+    for n in names {
+        if whiteout::is_private_xattr(&n) {
+            continue;
+        }
+        let Ok(c) = CString::new(n.clone()) else { continue };
+        if let Some(v) = xattr::get(XTarget::At(dir, name), &c).map_err(|e| Error::io("cannot read xattrs", e))? {
+            out.push((String::from_utf8_lossy(&n).into_owned(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// Splitting a byte path at its last `/`.
+trait RsplitBytes {
+    fn rsplit_once_bytes(&self) -> Option<(&[u8], &[u8])>;
+}
+
+impl RsplitBytes for [u8] {
+    fn rsplit_once_bytes(&self) -> Option<(&[u8], &[u8])> {
+        let i = self.iter().rposition(|&b| b == b'/')?;
+        Some((&self[..i], &self[i + 1..]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths_are_checked() {
+        assert_eq!(clean_path(b"./a/b").unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(clean_path(b"a//b/").unwrap().len(), 2);
+        assert!(clean_path(b"./").unwrap().is_empty());
+        assert!(clean_path(b"../etc/passwd").is_err());
+        assert!(clean_path(b"a/../../b").is_err());
+        assert!(clean_path(b"/etc/shadow").is_err());
+    }
+
+    #[test]
+    fn compression_is_detected() {
+        assert_eq!(detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(detect(b"usta"), Compression::None);
+    }
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        let d = pax_data(&[("SCHILY.xattr.user.a".into(), b"1".to_vec())]);
+        let s = String::from_utf8(d).unwrap();
+        let (len, rest) = s.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), s.len());
+        assert_eq!(rest, "SCHILY.xattr.user.a=1\n");
+        let long = pax_data(&[("k".into(), vec![b'v'; 95])]);
+        let (len, _) = std::str::from_utf8(&long).unwrap().split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), long.len());
+    }
+}
