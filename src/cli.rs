@@ -276,15 +276,30 @@ impl MountArgs {
     }
 }
 
+/// The names of the subcommands (to tell them from fuse-overlayfs-style arguments).
+pub fn subcommand_names() -> Vec<String> {
+    use clap::CommandFactory;
+    let mut v: Vec<String> = Cli::command().get_subcommands().map(|s| s.get_name().to_string()).collect();
+    v.push("help".into());
+    v
+}
+
+/// Validates and performs a mount request (from `unionfs mount` or the compat form). Unknown
+/// options are reported in one warning line, then ignored.
+pub fn mount(req: MountRequest) -> Result<(), Error> {
+    let cfg = MountConfig::validate(req)?;
+    if !cfg.options.unknown.is_empty() && std::env::var_os("UNIONFS_READY_FD").is_none() {
+        eprintln!("unionfs: warning: ignoring unknown mount options: {}", cfg.options.unknown.join(", "));
+    }
+    crate::daemon::mount(cfg)
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
     use crate::manager as m;
     let root = cli.root.as_deref();
     let out = match cli.command {
-        Cmd::Mount(a) => {
-            let cfg = MountConfig::validate(a.request(cli.debug))?;
-            return crate::daemon::mount(cfg);
-        }
+        Cmd::Mount(a) => return mount(a.request(cli.debug)),
         Cmd::Umount(u) => return crate::daemon::umount(&u.mountpoint, u.lazy),
         Cmd::BuildLayers(b) => return crate::fixture::build(&b.fixture, &b.dest).map(|_| ()),
         Cmd::Run(a) => m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, true)?,

@@ -95,6 +95,27 @@ pub struct MountOptions {
     pub upperdir: Option<PathBuf>,
     /// `workdir=`.
     pub workdir: Option<PathBuf>,
+    /// `uidmapping=` ranges.
+    pub uidmap: Vec<crate::union::idmap::Range>,
+    /// `gidmapping=` ranges.
+    pub gidmap: Vec<crate::union::idmap::Range>,
+    /// `squash_to_uid=` (or 0 from `squash_to_root`).
+    pub squash_uid: Option<u32>,
+    /// `squash_to_gid=` (or 0 from `squash_to_root`).
+    pub squash_gid: Option<u32>,
+    /// `squash_to_root` given.
+    pub squash_root: bool,
+    /// `xattr_permissions=`: 0 off, 1 `security.containers.override_stat`, 2
+    /// `user.containers.override_stat`.
+    pub xattr_permissions: u8,
+    /// `noxattrs=1`: no extended attributes.
+    pub noxattrs: bool,
+    /// `static_nlink`: directories report one link.
+    pub static_nlink: bool,
+    /// `debug` given in the options.
+    pub debug: bool,
+    /// Options given with bad values (reported as errors at validation).
+    pub invalid: Vec<String>,
 }
 
 impl MountOptions {
@@ -105,6 +126,8 @@ impl MountOptions {
                 Some((k, v)) => (k, Some(v)),
                 None => (opt.as_str(), None),
             };
+            let mut bad = || self.invalid.push(opt.clone());
+            let num = |v: &str| v.parse::<u32>().ok();
             match (key, val) {
                 ("ro", None) => self.ro = true,
                 ("rw", None) => self.ro = false,
@@ -115,21 +138,67 @@ impl MountOptions {
                 ("noexec", None) => self.noexec = true,
                 ("exec", None) => self.noexec = false,
                 ("noatime", None) => self.noatime = true,
-                (
-                    "atime" | "relatime" | "strictatime" | "nodiratime" | "async" | "auto" | "noauto" | "defaults"
-                    | "user" | "nouser" | "_netdev" | "nofail",
-                    None,
-                ) => {}
-                ("default_permissions", None) => {}
+                // Mount flags with nothing for the union to do, and FUSE library options.
+                ("atime" | "relatime" | "strictatime" | "nodiratime" | "diratime" | "lazytime" | "async" | "sync"
+                | "dirsync" | "auto" | "noauto" | "defaults" | "user" | "nouser" | "users" | "_netdev" | "nofail"
+                | "default_permissions" | "auto_unmount" | "kernel_cache" | "auto_cache" | "big_writes", None) => {}
+                ("fsname" | "subtype" | "max_read" | "max_write" | "blksize" | "context" | "fscontext" | "defcontext"
+                | "rootcontext" | "x-systemd.automount" | "comment", Some(_)) => {}
                 ("allow_other" | "allow_root", None) => self.allow_other = true,
+                ("debug", None) => self.debug = true,
                 ("volatile", None) => self.volatile = true,
                 ("fsync", Some("0")) => self.volatile = true,
                 ("fsync", Some("1")) => self.volatile = false,
                 ("lowerdir", Some(v)) => self.lowerdir = Some(v.to_string()),
                 ("upperdir", Some(v)) => self.upperdir = Some(PathBuf::from(v)),
                 ("workdir", Some(v)) => self.workdir = Some(PathBuf::from(v)),
+                ("uidmapping", Some(v)) => match crate::union::idmap::parse_ranges(v) {
+                    Ok(r) => self.uidmap.extend(r),
+                    Err(_) => bad(),
+                },
+                ("gidmapping", Some(v)) => match crate::union::idmap::parse_ranges(v) {
+                    Ok(r) => self.gidmap.extend(r),
+                    Err(_) => bad(),
+                },
+                ("squash_to_root", None) => self.squash_root = true,
+                ("squash_to_uid", Some(v)) => match num(v) {
+                    Some(n) => self.squash_uid = Some(n),
+                    None => bad(),
+                },
+                ("squash_to_gid", Some(v)) => match num(v) {
+                    Some(n) => self.squash_gid = Some(n),
+                    None => bad(),
+                },
+                ("xattr_permissions", Some(v)) => match v {
+                    "0" | "1" | "2" => self.xattr_permissions = v.parse().unwrap_or(0),
+                    _ => bad(),
+                },
+                ("noxattrs", None | Some("1")) => self.noxattrs = true,
+                ("noxattrs", Some("0")) => self.noxattrs = false,
+                ("static_nlink", None) => self.static_nlink = true,
                 _ => self.unknown.push(opt.clone()),
             }
+        }
+    }
+
+    /// The user id map these options describe.
+    pub fn uid_map(&self) -> crate::union::idmap::IdMap {
+        let squash = self.squash_uid.or(if self.squash_root { Some(0) } else { None });
+        crate::union::idmap::IdMap { ranges: self.uidmap.clone(), squash }
+    }
+
+    /// The group id map these options describe.
+    pub fn gid_map(&self) -> crate::union::idmap::IdMap {
+        let squash = self.squash_gid.or(if self.squash_root { Some(0) } else { None });
+        crate::union::idmap::IdMap { ranges: self.gidmap.clone(), squash }
+    }
+
+    /// The xattr owner and mode are kept in, for `xattr_permissions=1|2`.
+    pub fn override_xattr(&self) -> Option<&'static std::ffi::CStr> {
+        match self.xattr_permissions {
+            1 => Some(c"security.containers.override_stat"),
+            2 => Some(c"user.containers.override_stat"),
+            _ => None,
         }
     }
 }
@@ -245,6 +314,9 @@ pub fn default_work(upper: &Path) -> PathBuf {
 impl MountConfig {
     /// Checks a request against the filesystem without changing anything.
     pub fn validate(req: MountRequest) -> Result<MountConfig, Error> {
+        if let Some(bad) = req.options.invalid.first() {
+            return Err(Error::msg(format!("invalid mount option '{bad}'")));
+        }
         let lower_s = req
             .lower
             .clone()
@@ -415,6 +487,30 @@ mod tests {
         o.apply("rw,suid");
         assert!(!o.ro);
         assert_eq!(o.nosuid, Some(false));
+    }
+
+    #[test]
+    fn engine_option_strings() {
+        // As podman 4.3 passes them (with an empty field and a stray leading colon).
+        let mut o = MountOptions::default();
+        o.apply("lowerdir=/s/overlay/l/ABC:/s/overlay/l/DEF,upperdir=/s/overlay/ID/diff,workdir=/s/overlay/ID/work,,volatile");
+        o.apply(r#"context="system_u:object_r:container_file_t:s0:c1,c2",uidmapping=:0:1000:1:1:100000:65536,gidmapping=:0:1000:1:1:100000:65536"#);
+        o.apply("xattr_permissions=2,nodev,nosuid,metacopy=on,userxattr");
+        assert!(o.invalid.is_empty(), "{:?}", o.invalid);
+        assert_eq!(o.lowerdir.as_deref(), Some("/s/overlay/l/ABC:/s/overlay/l/DEF"));
+        assert!(o.volatile);
+        assert_eq!(o.uidmap.len(), 2);
+        assert_eq!(o.uid_map().show(100000), 1);
+        assert_eq!(o.override_xattr(), Some(c"user.containers.override_stat"));
+        assert_eq!(o.unknown, ["metacopy=on", "userxattr"]);
+        let mut s = MountOptions::default();
+        s.apply("squash_to_root,squash_to_uid=7,fsync=0,noxattrs=1");
+        assert_eq!(s.uid_map().show(1), 7, "squash_to_uid wins over squash_to_root");
+        assert_eq!(s.gid_map().show(1), 0);
+        assert!(s.volatile && s.noxattrs);
+        let mut b = MountOptions::default();
+        b.apply("uidmapping=1:2,squash_to_uid=x,xattr_permissions=9");
+        assert_eq!(b.invalid.len(), 3);
     }
 
     #[test]

@@ -135,11 +135,16 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
         }
     };
     let layers = Layers::open(&cfg.lowers, upper, &cfg.volumes)?;
-    let opts = Options {
+    let mut opts = Options::new(
         dialect,
-        set_owner: root || sproc::has_capability(sproc::CAP_CHOWN),
-        dirfd_cache: usize::try_from(nofile / 4).unwrap_or(4096).clamp(64, 8192),
-    };
+        root || sproc::has_capability(sproc::CAP_CHOWN),
+        usize::try_from(nofile / 4).unwrap_or(4096).clamp(64, 8192),
+    );
+    opts.uids = cfg.options.uid_map();
+    opts.gids = cfg.options.gid_map();
+    opts.override_stat = cfg.options.override_xattr();
+    opts.xattrs = !cfg.options.noxattrs;
+    opts.static_nlink = cfg.options.static_nlink;
     let fs = Arc::new(UnionFs::new(layers, opts)?);
     for (host, at) in &cfg.volumes {
         fs.make_volume_parents(at).context(|| format!("cannot make the mount point of volume '{}'", host.display()))?;
@@ -171,9 +176,6 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     config.n_threads = Some((sproc::cpus() * 2).clamp(4, 16));
     config.clone_fd = true;
 
-    for u in &cfg.options.unknown {
-        tracing::warn!("ignoring unknown mount option '{u}'");
-    }
 
     let mut session = Session::new(Fuse::new(fs.clone()), &cfg.mountpoint, &config)
         .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;

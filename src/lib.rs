@@ -12,7 +12,8 @@
 //! ```
 //!
 //! # Module map
-//! * [`cli`], [`config`]: command line → validated mount configuration.
+//! * [`cli`], [`config`]: command line → validated mount configuration; [`compat`]:
+//!   fuse-overlayfs's command line (container engines, `mount -t fuse.unionfs`).
 //! * [`daemon`]: background start with readiness handshake, signals, unmount.
 //! * [`fuse`]: the FUSE adapter.
 //! * [`union`]: the filesystem core (see its docs for invariants and lock order).
@@ -23,6 +24,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod daemon;
 pub mod error;

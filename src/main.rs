@@ -5,9 +5,23 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = unionfs::cli::Cli::parse();
-    init_logging(cli.debug);
-    match unionfs::cli::run(cli) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let subcommands = unionfs::cli::subcommand_names();
+    let result = if unionfs::compat::is_compat(&args, &subcommands) {
+        // fuse-overlayfs's command line (container engines, mount.fuse3).
+        match unionfs::compat::parse(&args) {
+            Ok(req) => {
+                init_logging(req.debug);
+                unionfs::cli::mount(req)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        let cli = unionfs::cli::Cli::parse();
+        init_logging(cli.debug);
+        unionfs::cli::run(cli)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("unionfs: {e}");

@@ -77,3 +77,141 @@ fn rootless_upper_reads_the_same_in_kernel_overlayfs() {
     assert!(!kernel.contains(".wh.") && !kernel.contains(" c "), "no marker shows:\n{kernel}");
     assert_eq!(kernel, ours, "kernel overlayfs (userxattr) reads the rootless upper differently");
 }
+
+/// As the test user: lowers carrying `.wh.` whiteouts are read, and what only root may do
+/// fails with EPERM (not EIO) and copies nothing up.
+#[test]
+fn rootless_permissions_inner() {
+    let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else { return };
+    assert!(!is_root());
+    let lowers = unionfs::fixture::build(&repo().join("layers-fixtures/basic"), &dir.join("layers")).unwrap();
+    let lower_arg = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let up = dir.join("upper");
+    let args: Vec<String> =
+        vec!["mount".into(), "--lower".into(), lower_arg, "--upper".into(), up.display().to_string(), mnt.display().to_string()];
+    let m = Mount::new(&args, &mnt);
+    let p = &m.path;
+    // Every whiteout and opaque dialect a rootless engine produces is read.
+    assert_eq!(ls(p.join("etc")), ["keep"]);
+    assert_eq!(ls(p.join("var/log")), ["new"], ".wh..wh..opq");
+    assert_eq!(ls(p.join("var/lib")), ["new"], "user.overlay.opaque");
+    // Mount, write, copy-up, delete, mkdir over a whiteout, rename, xattrs.
+    write(p.join("foo"), "rootless write");
+    assert_eq!(read(up.join("foo")), "rootless write");
+    std::fs::remove_file(p.join("bar")).unwrap();
+    std::fs::remove_dir_all(p.join("tree")).unwrap();
+    std::fs::create_dir(p.join("tree")).unwrap();
+    assert_eq!(getxattr(&up.join("tree"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    std::fs::rename(p.join("top"), p.join("top2")).unwrap();
+    setxattr(&p.join("top2"), "user.k", b"v").unwrap();
+    assert_eq!(getxattr(&p.join("top2"), "user.k").as_deref(), Some(&b"v"[..]));
+    // Only root may: EPERM, and nothing is copied up.
+    assert_eq!(errno(std::os::unix::fs::chown(p.join("dir/pop/b"), Some(0), None)), libc::EPERM);
+    assert!(!up.join("dir/pop/b").exists(), "a refused chown copies nothing up");
+    let dev = rustix::fs::makedev(1, 3);
+    assert_eq!(
+        errno(rustix::fs::mknodat(rustix::fs::CWD, p.join("null"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::from(0o666), dev).map_err(std::io::Error::from)),
+        libc::EPERM
+    );
+    assert_eq!(errno(setxattr(&p.join("top2"), "trusted.k", b"v")), libc::EPERM);
+    assert!(std::fs::read_dir(dir.join(".upper.work/work")).unwrap().next().is_none(), "no temporaries left");
+    m.unmount();
+}
+
+#[test]
+fn rootless_permissions() {
+    need_fuse!();
+    need_root!();
+    let (uid, gid) = ensure_test_user();
+    let d = user_tempdir(uid, gid);
+    let out = run_test_as_user("rootless_permissions_inner", uid, gid, &[(DIR_ENV, d.path())]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// As the test user: the upper unionfs wrote, mounted by kernel overlayfs inside a user
+/// namespace (`unshare -Urm`, `userxattr`), shows the same tree.
+#[test]
+fn rootless_kernel_userns_inner() {
+    let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else { return };
+    if std::env::var_os("UNIONFS_IN_USERNS").is_some() {
+        // Inside `unshare -Urm`: mount kernel overlayfs and dump the tree.
+        let l = ["l1", "l2", "l3"].iter().map(|x| dir.join("layers").join(x).display().to_string()).collect::<Vec<_>>();
+        let opts = format!("lowerdir={},upperdir={},workdir={},userxattr", l.join(":"), dir.join("upper").display(), dir.join("kwork").display());
+        std::fs::create_dir_all(dir.join("kwork")).unwrap();
+        std::fs::create_dir_all(dir.join("kmnt")).unwrap();
+        let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(dir.join("kmnt")).status().unwrap();
+        assert!(st.success(), "kernel overlayfs mount in a user namespace failed");
+        std::fs::write(dir.join("kernel.tree"), tree_no_owners(&dir.join("kmnt"))).unwrap();
+        return;
+    }
+    let lowers = unionfs::fixture::build(&repo().join("layers-fixtures/oracle"), &dir.join("layers")).unwrap();
+    let lower_arg = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let args: Vec<String> =
+        vec!["mount".into(), "--lower".into(), lower_arg, "--upper".into(), dir.join("upper").display().to_string(), mnt.display().to_string()];
+    let m = Mount::new(&args, &mnt);
+    for op in scenario() {
+        apply(&m.path, &op);
+    }
+    let ours = tree_no_owners(&m.path);
+    m.unmount();
+    let out = Command::new("unshare")
+        .args(["-Urm", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "rootless_kernel_userns_inner", "--nocapture", "--test-threads=1"])
+        .env("UNIONFS_IN_USERNS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "unshare: {}", String::from_utf8_lossy(&out.stderr));
+    let kernel = std::fs::read_to_string(dir.join("kernel.tree")).unwrap();
+    assert_eq!(kernel, ours, "kernel overlayfs in a user namespace reads the rootless upper differently");
+}
+
+#[test]
+fn rootless_kernel_userns() {
+    need_fuse!();
+    need_root!();
+    let (uid, gid) = ensure_test_user();
+    let d = user_tempdir(uid, gid);
+    let out = run_test_as_user("rootless_kernel_userns_inner", uid, gid, &[(DIR_ENV, d.path())]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// As the test user: the manager with its default state root, ~/.local/share/unionfs.
+#[test]
+fn rootless_manager_inner() {
+    let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else { return };
+    let home = dir.join("home");
+    std::fs::create_dir(&home).unwrap();
+    let fx = unionfs::fixture::build(&repo().join("layers-fixtures/springpetclinic"), &dir.join("fx")).unwrap();
+    let u = |args: &[&str]| {
+        let o = Command::new(bin()).args(args).env("HOME", &home).env_remove("XDG_DATA_HOME").env_remove("UNIONFS_ROOT").output().unwrap();
+        assert!(o.status.success(), "unionfs {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (base, rt, app) = (fx[2].display().to_string(), fx[1].display().to_string(), fx[0].display().to_string());
+    u(&["image", "import", "pet:1", &base, &rt, &app]);
+    let p = PathBuf::from(u(&["run", "--name", "r1", "-v", "data:/data", "pet:1"]).trim());
+    assert!(p.starts_with(home.join(".local/share/unionfs")), "default root for a normal user: {p:?}");
+    write(p.join("tmp/f"), "rootless");
+    write(p.join("data/v"), "volume");
+    assert!(u(&["diff", "r1"]).contains("A /tmp/f"));
+    assert!(u(&["ps", "-s"]).contains("r1"));
+    assert!(u(&["info"]).contains("user.overlay.*"), "rootless markers use the user.* namespace");
+    u(&["commit", "r1", "pet:2"]);
+    u(&["rm", "-f", "r1"]);
+    assert_eq!(read(home.join(".local/share/unionfs/volumes/data/_data/v")), "volume");
+}
+
+#[test]
+fn rootless_manager() {
+    need_fuse!();
+    need_root!();
+    let (uid, gid) = ensure_test_user();
+    let d = user_tempdir(uid, gid);
+    let out = run_test_as_user("rootless_manager_inner", uid, gid, &[(DIR_ENV, d.path())]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

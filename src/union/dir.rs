@@ -102,10 +102,12 @@ impl UnionFs {
 
     /// Owner and group a new object in `pfd` gets: the caller's, or the directory's group if
     /// it is setgid.
+    /// Stored ids: the caller's shown ids mapped to the layers' ids.
     fn new_owner(&self, ctx: Ctx, pfd: BorrowedFd<'_>) -> Res<(u32, u32)> {
         let pst = stat::fstat(pfd)?;
-        let gid = if pst.mode & libc::S_ISGID != 0 { pst.gid } else { ctx.gid };
-        Ok((ctx.uid, gid))
+        let uid = self.opts.uids.store(ctx.uid)?;
+        let gid = if pst.mode & libc::S_ISGID != 0 { pst.gid } else { self.opts.gids.store(ctx.gid)? };
+        Ok((uid, gid))
     }
 
     /// Gives a freshly made object its owner (when the daemon may) and its exact mode (a
@@ -229,8 +231,8 @@ impl UnionFs {
         Ok((node, st, fd))
     }
 
-    fn entry(&self, node: &Node, st: &Stat) -> Entry {
-        Entry { ino: node.ino, attr: self.attr_of(node, st), revalidate: false }
+    fn entry(&self, node: &Arc<Node>, st: &Stat) -> Entry {
+        Entry { ino: node.ino, attr: self.attr_for(node, st), revalidate: false }
     }
 
     /// Makes sure the directories above a volume's mount point exist in the merged view

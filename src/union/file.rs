@@ -63,7 +63,7 @@ impl UnionFs {
     pub fn create(&self, ctx: Ctx, parent: u64, name: &CStr, mode: u32, flags: i32) -> Res<(Entry, Opened)> {
         let oflags = real_flags(flags);
         let (node, st, fd) = self.create_file(ctx, parent, name, mode, oflags)?;
-        let entry = Entry { ino: node.ino, attr: self.attr_of(&node, &st), revalidate: false };
+        let entry = Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate: false };
         let fh = self.handles.insert(Handle::File(FileHandle::new(node, fd, true)));
         Ok((entry, Opened { fh, keep_cache: true }))
     }

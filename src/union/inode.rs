@@ -64,7 +64,7 @@ impl UnionFs {
             }
         }
         let st = self.stat_node(&node)?;
-        Ok(self.attr_of(&node, &st))
+        Ok(self.attr_for(&node, &st))
     }
 
     /// `setattr`: chmod, chown, truncate, utimens.
@@ -82,12 +82,38 @@ impl UnionFs {
         } else {
             self.copy_up(&node)?;
         }
+        let mut sa = sa;
+        if let Some(xname) = self.opts.override_stat
+            && node.kind != FileKind::Symlink
+            && (sa.uid.is_some() || sa.gid.is_some() || sa.mode.is_some())
+        {
+            // Owner and mode live in the xattr (the daemon may not chown the real file).
+            let st = self.stat_node(&node)?;
+            let cur = self.override_of(&node).unwrap_or(crate::union::idmap::OverrideStat {
+                uid: self.opts.uids.show(st.uid),
+                gid: self.opts.gids.show(st.gid),
+                mode: st.perm(),
+            });
+            let new = crate::union::idmap::OverrideStat {
+                uid: sa.uid.unwrap_or(cur.uid),
+                gid: sa.gid.unwrap_or(cur.gid),
+                mode: sa.mode.map_or(cur.mode, |m| m & 0o7777),
+            };
+            self.stable(|| {
+                let r = self.upper_real(&node)?;
+                up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), xname, new.render().as_bytes(), SetMode::Any)
+            })?;
+            (sa.uid, sa.gid, sa.mode) = (None, None, None);
+        }
+        // Ids as the layers store them.
+        let uid = sa.uid.map(|u| self.opts.uids.store(u)).transpose()?;
+        let gid = sa.gid.map(|g| self.opts.gids.store(g)).transpose()?;
         if let Some(h) = self.upper_handle_fd(&node, sa.fh)
             && let Handle::File(f) = &*h
         {
             let fd = f.fd.as_fd();
-            if sa.uid.is_some() || sa.gid.is_some() {
-                up.fchown(fd, sa.uid, sa.gid)?;
+            if uid.is_some() || gid.is_some() {
+                up.fchown(fd, uid, gid)?;
             }
             if let Some(m) = sa.mode {
                 up.fchmod(fd, m & 0o7777)?;
@@ -98,13 +124,13 @@ impl UnionFs {
             if sa.atime.is_some() || sa.mtime.is_some() {
                 crate::sys::fs::futimens(fd, sa.atime.unwrap_or(SetTime::Omit), sa.mtime.unwrap_or(SetTime::Omit))?;
             }
-            return Ok(self.attr_of(&node, &stat::fstat(fd)?));
+            return Ok(self.attr_for(&node, &stat::fstat(fd)?));
         }
-        self.stable(|| {
+        let st = self.stable(|| {
             let r = self.upper_real(&node)?;
             let dir = r.dir.as_fd();
-            if sa.uid.is_some() || sa.gid.is_some() {
-                up.chown(dir, &r.name, sa.uid, sa.gid)?;
+            if uid.is_some() || gid.is_some() {
+                up.chown(dir, &r.name, uid, gid)?;
             }
             if let Some(m) = sa.mode {
                 up.chmod(dir, &r.name, m & 0o7777)?;
@@ -116,8 +142,9 @@ impl UnionFs {
             if sa.atime.is_some() || sa.mtime.is_some() {
                 up.utimens(dir, &r.name, sa.atime.unwrap_or(SetTime::Omit), sa.mtime.unwrap_or(SetTime::Omit))?;
             }
-            Ok(self.attr_of(&node, &stat::statat(dir, &r.name)?))
-        })
+            stat::statat(dir, &r.name)
+        })?;
+        Ok(self.attr_for(&node, &st))
     }
 
     /// `readlink`.
@@ -178,7 +205,7 @@ impl UnionFs {
     /// `getxattr`. The union's own markers do not exist in the merged view; a user's
     /// `*.overlay.*` attributes are read from their escaped names.
     pub fn getxattr(&self, ino: u64, name: &CStr) -> Res<Vec<u8>> {
-        let stored = stored_name(name)?;
+        let stored = self.xattr_name(name)?;
         let node = self.inodes.get(ino)?;
         self.stable(|| {
             let r = self.real(&node)?;
@@ -188,6 +215,9 @@ impl UnionFs {
 
     /// `listxattr`: names, each NUL-terminated; markers left out, escaped names unescaped.
     pub fn listxattr(&self, ino: u64) -> Res<Vec<u8>> {
+        if !self.opts.xattrs {
+            return Err(Errno::EOPNOTSUPP);
+        }
         let node = self.inodes.get(ino)?;
         let names = self.stable(|| {
             let r = self.real(&node)?;
@@ -195,6 +225,9 @@ impl UnionFs {
         })?;
         let mut out = Vec::new();
         for n in &names {
+            if self.opts.override_stat.is_some_and(|o| o.to_bytes() == n.as_slice()) {
+                continue;
+            }
             if let Some(shown) = whiteout::unescape_xattr(n) {
                 out.extend_from_slice(&shown);
                 out.push(0);
@@ -206,7 +239,7 @@ impl UnionFs {
     /// `setxattr`. Copies the object up first; `*.overlay.*` names are stored escaped, as
     /// kernel overlayfs does, so they never act as markers.
     pub fn setxattr(&self, ino: u64, name: &CStr, value: &[u8], flags: i32) -> Res<()> {
-        let stored = stored_name(name)?;
+        let stored = self.xattr_name(name)?;
         let mode = SetMode::from_flags(flags)?;
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
@@ -220,7 +253,7 @@ impl UnionFs {
     /// `removexattr`. Removing an xattr a lower object does not have is `ENODATA` without a
     /// copy-up.
     pub fn removexattr(&self, ino: u64, name: &CStr) -> Res<()> {
-        let stored = stored_name(name)?;
+        let stored = self.xattr_name(name)?;
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
         if !node.has_upper() && self.getxattr(ino, name).is_err() {
@@ -234,7 +267,16 @@ impl UnionFs {
     }
 }
 
-/// The layer-side name of an attribute named `name` in the merged view.
-fn stored_name(name: &CStr) -> Res<std::ffi::CString> {
-    std::ffi::CString::new(whiteout::escape_xattr(name.to_bytes()).into_owned()).map_err(|_| Errno::EINVAL)
+impl UnionFs {
+    /// The layer-side name of an attribute the merged view calls `name`; `EOPNOTSUPP` when
+    /// the mount has xattrs off, `ENODATA` for the owner/mode override the union keeps.
+    fn xattr_name(&self, name: &CStr) -> Res<std::ffi::CString> {
+        if !self.opts.xattrs {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if self.opts.override_stat.is_some_and(|o| o == name) {
+            return Err(Errno::ENODATA);
+        }
+        std::ffi::CString::new(whiteout::escape_xattr(name.to_bytes()).into_owned()).map_err(|_| Errno::EINVAL)
+    }
 }

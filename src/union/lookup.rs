@@ -330,7 +330,7 @@ impl UnionFs {
         let found = self.find(&dir, name)?.ok_or(Errno::ENOENT)?;
         let (node, st) = self.intern(&dir, name, found)?;
         let revalidate = !node.is_dir() && !node.has_upper() && st.nlink > 1;
-        Ok(Entry { ino: node.ino, attr: self.attr_of(&node, &st), revalidate })
+        Ok(Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate })
     }
 
     /// `forget`: the kernel dropped `n` references to `ino`.

@@ -53,6 +53,7 @@
 pub mod copy_up;
 pub mod dir;
 pub mod file;
+pub mod idmap;
 pub mod inode;
 pub mod layer;
 pub mod lookup;
@@ -128,7 +129,7 @@ pub struct Entry {
 }
 
 /// Mount-wide settings of the core.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Namespace of the private xattrs written.
     pub dialect: Dialect,
@@ -136,6 +137,33 @@ pub struct Options {
     pub set_owner: bool,
     /// How many directory descriptors to keep cached.
     pub dirfd_cache: usize,
+    /// User ids: stored versus shown.
+    pub uids: idmap::IdMap,
+    /// Group ids: stored versus shown.
+    pub gids: idmap::IdMap,
+    /// Keep owner and mode in this xattr instead of changing the real ones
+    /// (`xattr_permissions=1|2`).
+    pub override_stat: Option<&'static CStr>,
+    /// Extended attributes are supported (`noxattrs=1` turns them off).
+    pub xattrs: bool,
+    /// Directories report one link (`static_nlink`).
+    pub static_nlink: bool,
+}
+
+impl Options {
+    /// Defaults for a mount: no id mapping, xattrs on.
+    pub fn new(dialect: Dialect, set_owner: bool, dirfd_cache: usize) -> Options {
+        Options {
+            dialect,
+            set_owner,
+            dirfd_cache,
+            uids: idmap::IdMap::default(),
+            gids: idmap::IdMap::default(),
+            override_stat: None,
+            xattrs: true,
+            static_nlink: false,
+        }
+    }
 }
 
 /// Lets the core ask the kernel to drop cached names or attributes it can no longer trust.
@@ -411,16 +439,17 @@ impl UnionFs {
         self.real(node)
     }
 
-    /// Attributes of `node` from the real object's status.
+    /// Attributes of `node` from the real object's status: ids as the mount shows them.
     pub(crate) fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
-        let nlink = if node.is_dir() && node.has_upper() && node.has_lower() { 1 } else { st.nlink };
+        let merged = node.is_dir() && node.has_upper() && node.has_lower();
+        let nlink = if merged || (node.is_dir() && self.opts.static_nlink) { 1 } else { st.nlink };
         Attr {
             ino: node.ino,
             kind: node.kind,
             perm: st.perm(),
             nlink,
-            uid: st.uid,
-            gid: st.gid,
+            uid: self.opts.uids.show(st.uid),
+            gid: self.opts.gids.show(st.gid),
             rdev: st.rdev,
             size: st.size,
             blocks: st.blocks,
@@ -429,6 +458,29 @@ impl UnionFs {
             mtime: st.mtime,
             ctime: st.ctime,
         }
+    }
+
+    /// [`UnionFs::attr_of`], with owner and mode from the `override_stat` xattr when the mount
+    /// keeps them there.
+    pub(crate) fn attr_for(&self, node: &Arc<Node>, st: &Stat) -> Attr {
+        let mut a = self.attr_of(node, st);
+        if let Some(o) = self.override_of(node) {
+            a.uid = o.uid;
+            a.gid = o.gid;
+            a.perm = o.mode;
+        }
+        a
+    }
+
+    /// The `override_stat` of a node, if the mount uses them and it has one.
+    pub(crate) fn override_of(&self, node: &Arc<Node>) -> Option<idmap::OverrideStat> {
+        let name = self.opts.override_stat?;
+        if node.kind == FileKind::Symlink {
+            return None;
+        }
+        let r = self.real(node).ok()?;
+        let v = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(std::os::fd::AsFd::as_fd(&*r.dir), &r.name), name).ok()??;
+        idmap::OverrideStat::parse(&v)
     }
 
     /// Status of the node's visible real object.

@@ -269,11 +269,18 @@ fn fnv(data: &[u8]) -> u64 {
 /// out (they legitimately differ between filesystems).
 pub fn tree(root: &Path) -> String {
     let mut lines = BTreeMap::new();
-    walk(root, root, &mut lines);
+    walk(root, root, &mut lines, true);
     lines.into_values().collect::<Vec<_>>().join("\n")
 }
 
-fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
+/// [`tree`] without owners (for comparing across user namespaces, where ids differ).
+pub fn tree_no_owners(root: &Path) -> String {
+    let mut lines = BTreeMap::new();
+    walk(root, root, &mut lines, false);
+    lines.into_values().collect::<Vec<_>>().join("\n")
+}
+
+fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>, owners: bool) {
     let meta = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {p:?}: {e}"));
     let rel = p.strip_prefix(root).unwrap();
     let name = if rel.as_os_str().is_empty() { ".".to_string() } else { rel.to_string_lossy().into_owned() };
@@ -293,7 +300,10 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
     } else {
         "b"
     };
-    let mut line = format!("{name} {kind} {:o} {}:{}", meta.mode() & 0o7777, meta.uid(), meta.gid());
+    let mut line = format!("{name} {kind} {:o}", meta.mode() & 0o7777);
+    if owners {
+        line.push_str(&format!(" {}:{}", meta.uid(), meta.gid()));
+    }
     if ft.is_file() {
         let data = std::fs::read(p).unwrap();
         line.push_str(&format!(" size={} #{:016x} nlink={}", data.len(), fnv(&data), meta.nlink()));
@@ -320,7 +330,7 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
         let mut names: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         for n in names {
-            walk(root, &p.join(n), out);
+            walk(root, &p.join(n), out, owners);
         }
     }
 }
@@ -336,6 +346,11 @@ pub const TEST_USER: &str = "unionfs-tester";
 /// As root: makes sure the test user exists and may use FUSE (`/dev/fuse` mode 666, the
 /// setuid `fusermount3`); returns its uid and gid.
 pub fn ensure_test_user() -> (u32, u32) {
+    static ONCE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *ONCE.get_or_init(make_test_user)
+}
+
+fn make_test_user() -> (u32, u32) {
     assert!(is_root());
     let exists = Command::new("id").arg(TEST_USER).output().map(|o| o.status.success()).unwrap_or(false);
     if !exists {
