@@ -81,6 +81,24 @@ pub enum Cmd {
     Info,
     /// Show space used by images, containers and volumes (like `docker system df`).
     Df(DfArgs),
+    /// Run a command in a throwaway writable view of directories, then print what it changed
+    /// (A/C/D); the directories themselves are never changed. The exit code is the command's.
+    Sandbox(SandboxArgs),
+}
+
+/// `unionfs sandbox`.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// The directories to show, colon-separated, LEFTMOST = TOPMOST ('\:' escapes a colon).
+    #[arg(long, short = 'l', value_name = "DIR[:DIR...]")]
+    pub lower: String,
+    /// Keep the changes in this directory (default: thrown away).
+    #[arg(long, value_name = "UPPER")]
+    pub keep: Option<PathBuf>,
+    /// The command and its arguments (after `--`); it runs with the view as its working
+    /// directory.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `unionfs run` / `unionfs create`.
@@ -294,6 +312,42 @@ pub fn mount(req: MountRequest) -> Result<(), Error> {
     crate::daemon::mount(cfg)
 }
 
+/// `unionfs sandbox`: mounts, runs the command in the view, unmounts, prints the changes;
+/// returns the command's exit code (128 + signal if it was killed).
+pub fn sandbox(a: &SandboxArgs) -> Result<u8, Error> {
+    let mut b = crate::api::UnionMount::builder().lowers(crate::config::split_lower(&a.lower)?);
+    if let Some(k) = &a.keep {
+        b = b.upper(k);
+    }
+    let view = b.mount()?;
+    let (prog, args) = a.command.split_first().ok_or_else(|| Error::msg("no command given"))?;
+    let status = std::process::Command::new(prog)
+        .args(args)
+        .current_dir(view.path())
+        .status()
+        .map_err(|e| Error::io(format!("cannot run '{}'", prog.to_string_lossy()), e));
+    let changes = view.changes();
+    view.unmount()?;
+    let status = status?;
+    for (c, p) in changes? {
+        println!("{} /{}", c.letter(), p.display());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c.clamp(0, 255) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        _ => 1,
+    })
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run_code(cli: Cli) -> Result<u8, Error> {
+    if let Cmd::Sandbox(a) = &cli.command {
+        return sandbox(a);
+    }
+    run(cli).map(|()| 0)
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
     use crate::manager as m;
@@ -320,6 +374,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Volume(VolumeCmd::Rm { names }) => m::volume_rm(root, &names)?,
         Cmd::Info => m::info(root)?,
         Cmd::Df(a) => m::df(root, a.verbose)?,
+        Cmd::Sandbox(a) => {
+            let code = sandbox(&a)?;
+            if code != 0 {
+                return Err(Error::msg(format!("the command exited with {code}")));
+            }
+            String::new()
+        }
     };
     print!("{out}");
     Ok(())

@@ -109,8 +109,17 @@ pub fn privileged() -> bool {
     sproc::euid() == 0 && sproc::in_initial_userns()
 }
 
-fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
-    sproc::set_umask(0);
+/// A mounted, not yet served union: the core and its FUSE session.
+pub struct Prepared {
+    /// The filesystem core.
+    pub fs: Arc<UnionFs>,
+    /// The FUSE session (mounted; the kernel's handshake is done).
+    pub session: Session<Fuse>,
+}
+
+/// Opens the layers, builds the core and mounts it (the mount is live once this returns,
+/// requests wait until the session runs).
+pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let nofile = sproc::raise_nofile_limit();
     let root = sproc::euid() == 0;
     let dialect = if privileged() { Dialect::Trusted } else { Dialect::User };
@@ -177,11 +186,16 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     config.clone_fd = true;
 
 
-    let mut session = Session::new(Fuse::new(fs.clone()), &cfg.mountpoint, &config)
+    let session = Session::new(Fuse::new(fs.clone()), &cfg.mountpoint, &config)
         .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;
     let inval =
         NotifierInvalidator::start(session.notifier()).context(|| "cannot start the invalidation thread".into())?;
     fs.set_invalidator(Box::new(inval));
+    Ok(Prepared { fs, session })
+}
+
+fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
+    let Prepared { fs: _fs, mut session } = prepare(cfg)?;
     let conn = crate::mounts::at(&cfg.mountpoint).filter(|m| m.fstype == crate::mounts::FSTYPE);
     let pidfile = conn.as_ref().and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
     let unmounter = session.unmount_callable();

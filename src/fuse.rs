@@ -165,6 +165,16 @@ fn reply_xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, Errno>) {
 /// Runs a handler; a panic is logged instead of taking the thread down (the reply it owned
 /// is dropped, which answers `EIO`).
 fn guard(op: &'static str, f: impl FnOnce()) {
+    thread_local! {
+        static READY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !READY.get() {
+        // Once per request thread: a private umask of 0 (see `private_umask_zero`).
+        if let Err(e) = crate::sys::proc::private_umask_zero() {
+            error!("cannot give the request thread a private umask: {e}");
+        }
+        READY.set(true);
+    }
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
         error!("BUG: {op} handler panicked; answered EIO");
     }

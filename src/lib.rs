@@ -20,9 +20,12 @@
 //! * [`sys`]: system-call wrappers; the only `unsafe`.
 //! * [`mounts`]: the kernel mount table.
 //! * [`fixture`]: builds layer trees (with whiteouts, xattrs, modes) from a manifest.
+//! * [`api`]: mounting from Rust (a throwaway writable view, unmounted on drop).
+//! * [`manager`]: the container manager (images, containers, volumes).
 //! * [`error`]: `Errno` on the request path, `Error` at the edges.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod compat;
 pub mod config;

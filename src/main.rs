@@ -12,17 +12,17 @@ fn main() -> ExitCode {
         match unionfs::compat::parse(&args) {
             Ok(req) => {
                 init_logging(req.debug);
-                unionfs::cli::mount(req)
+                unionfs::cli::mount(req).map(|()| 0)
             }
             Err(e) => Err(e),
         }
     } else {
         let cli = unionfs::cli::Cli::parse();
         init_logging(cli.debug);
-        unionfs::cli::run(cli)
+        unionfs::cli::run_code(cli)
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("unionfs: {e}");
             ExitCode::FAILURE

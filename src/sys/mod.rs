@@ -11,7 +11,8 @@
 //!   symlink inside a layer is never followed by the daemon;
 //! * single-component operations take a directory fd plus a name that has no `/`
 //!   ([`name_ok`] checks it) and never follow a final symlink;
-//! * `unsafe` is allowed only in [`handle`] and [`inherit`], with one `// SAFETY:` comment
+//! * `unsafe` is allowed only in [`handle`], [`inherit`] and [`proc::private_umask_zero`],
+//!   with one `// SAFETY:` comment
 //!   per block.
 
 pub mod dir;

@@ -23,6 +23,19 @@ pub fn set_umask(mask: u32) -> u32 {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask)).as_raw_mode()
 }
 
+/// Gives the calling thread its own filesystem context (`unshare(CLONE_FS)`) with umask 0,
+/// so objects are created with exactly the modes asked for, without changing the umask of
+/// the rest of the process (which matters when the union runs inside someone else's
+/// program).
+#[allow(unsafe_code)]
+pub fn private_umask_zero() -> Res<()> {
+    // SAFETY: CLONE_FS only gives this thread its own cwd, root and umask; it does not touch
+    // the descriptor table (CLONE_FILES is what could invalidate borrowed descriptors).
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }?;
+    set_umask(0);
+    Ok(())
+}
+
 /// Safe wrapper for `setsid(2)`.
 pub fn setsid() -> Res<()> {
     rustix::process::setsid().map(|_| ()).map_err(Errno::from)

@@ -121,6 +121,22 @@ impl UnionFs {
         new: &NewObject,
     ) -> Res<()> {
         let NewObject { owner, kind, perm } = *new;
+        if let Some(xname) = self.opts.override_stat {
+            // Owner and mode live in the xattr; the real object keeps the daemon's.
+            if kind == FileKind::Symlink {
+                return Ok(());
+            }
+            let o = crate::union::idmap::OverrideStat {
+                uid: self.opts.uids.show(owner.0),
+                gid: self.opts.gids.show(owner.1),
+                mode: perm,
+            };
+            let t = match fd {
+                Some(fd) => XTarget::Fd(fd.as_fd()),
+                None => XTarget::At(dir, name),
+            };
+            return up.set_xattr(t, xname, o.render().as_bytes(), SetMode::Any);
+        }
         if !self.opts.set_owner {
             return Ok(());
         }

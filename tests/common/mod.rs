@@ -166,11 +166,17 @@ impl Mount {
         Mount { path, live: true }
     }
 
+    /// Takes charge of a mount made some other way (it is unmounted on drop).
+    pub fn adopt(path: &Path) -> Mount {
+        Mount { path: path.to_path_buf(), live: true }
+    }
+
     /// Unmounts now, expecting success.
     pub fn unmount(mut self) {
-        self.live = false;
         let out = Command::new(bin()).arg("umount").arg(&self.path).output().unwrap();
+        // On failure the guard stays live, so Drop still detaches the mount.
         assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.live = false;
         assert!(!is_mounted(&self.path));
     }
 }

@@ -1,0 +1,220 @@
+//! Mounting a union from Rust: a throwaway writable view of a directory tree, for test
+//! suites and tools. The mount is served by threads of the calling process and unmounted
+//! when the [`UnionMount`] guard is dropped, also when a test fails.
+//!
+//! ```no_run
+//! use unionfs::api::UnionMount;
+//!
+//! // In a #[test]: a private writable view of a fixture; the fixture itself never changes.
+//! let view = UnionMount::builder().lower("tests/fixtures/project").mount()?;
+//! std::fs::write(view.path().join("Cargo.toml"), "[package]\nname = \"changed\"\n")?;
+//! std::fs::remove_file(view.path().join("README.md"))?;
+//! for (change, path) in view.changes()? {
+//!     println!("{} /{}", change.letter(), path.display()); // C /Cargo.toml, D /README.md
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `examples/throwaway_view.rs` is a runnable version (`cargo run --example throwaway_view`).
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{MountConfig, MountOptions, MountRequest};
+use crate::error::{Context, Error};
+use crate::manager::changes::{Change, changes};
+use crate::manager::layers::ImageView;
+
+/// Builds a [`UnionMount`].
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    lowers: Vec<PathBuf>,
+    upper: Option<PathBuf>,
+    work: Option<PathBuf>,
+    mountpoint: Option<PathBuf>,
+    options: Vec<String>,
+    read_only: bool,
+}
+
+impl Builder {
+    /// Adds a lower (read-only) layer. The first one added is the topmost.
+    pub fn lower(mut self, dir: impl AsRef<Path>) -> Builder {
+        self.lowers.push(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Adds several lower layers, topmost first.
+    pub fn lowers<I: IntoIterator<Item = P>, P: AsRef<Path>>(mut self, dirs: I) -> Builder {
+        self.lowers.extend(dirs.into_iter().map(|d| d.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Keeps changes in this directory (default: a throwaway one, deleted with the guard).
+    pub fn upper(mut self, dir: impl AsRef<Path>) -> Builder {
+        self.upper = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// The work directory (default: a throwaway one beside the throwaway upper, or the
+    /// default beside a given upper).
+    pub fn work(mut self, dir: impl AsRef<Path>) -> Builder {
+        self.work = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Mounts here (default: a throwaway directory).
+    pub fn mountpoint(mut self, dir: impl AsRef<Path>) -> Builder {
+        self.mountpoint = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// A mount option, as `unionfs mount -o` takes them (`noatime`, `xattr_permissions=2`...).
+    pub fn option(mut self, opt: impl Into<String>) -> Builder {
+        self.options.push(opt.into());
+        self
+    }
+
+    /// No upper layer: a read-only view (writes fail with `EROFS`).
+    pub fn read_only(mut self) -> Builder {
+        self.read_only = true;
+        self
+    }
+
+    /// Mounts. The mount is live when this returns.
+    pub fn mount(self) -> Result<UnionMount, Error> {
+        if self.lowers.is_empty() {
+            return Err(Error::msg("no lower layer given"));
+        }
+        let scratch = Scratch::new()?;
+        let upper = match (&self.upper, self.read_only) {
+            (_, true) => None,
+            (Some(u), false) => Some(u.clone()),
+            (None, false) => Some(scratch.path.join("upper")),
+        };
+        let work = match (&self.work, &self.upper) {
+            (Some(w), _) => Some(w.clone()),
+            (None, None) if !self.read_only => Some(scratch.path.join("work")),
+            _ => None,
+        };
+        let mountpoint = match &self.mountpoint {
+            Some(m) => m.clone(),
+            None => {
+                let m = scratch.path.join("mnt");
+                std::fs::create_dir(&m).context(|| format!("cannot create '{}'", m.display()))?;
+                m
+            }
+        };
+        let mut options = MountOptions::default();
+        for o in &self.options {
+            options.apply(o);
+        }
+        let lower = self.lowers.iter().map(|p| p.display().to_string().replace('\\', "\\\\").replace(':', "\\:")).collect::<Vec<_>>();
+        let req = MountRequest {
+            lower: Some(lower.join(":")),
+            upper: upper.clone(),
+            work,
+            mountpoint,
+            options,
+            foreground: true,
+            debug: false,
+            log: None,
+            volumes: Vec::new(),
+        };
+        let cfg = MountConfig::validate(req)?;
+        let prepared = crate::daemon::prepare(&cfg)?;
+        let session = prepared.session.spawn().context(|| "cannot start the mount's threads".into())?;
+        Ok(UnionMount {
+            path: cfg.mountpoint.clone(),
+            upper: cfg.upper.as_ref().map(|u| u.upper.clone()),
+            lowers: cfg.lowers.clone(),
+            session: Some(session),
+            scratch: Some(scratch),
+        })
+    }
+}
+
+/// A live union mount; unmounted (and its throwaway directories deleted) when dropped.
+pub struct UnionMount {
+    path: PathBuf,
+    upper: Option<PathBuf>,
+    lowers: Vec<PathBuf>,
+    session: Option<fuser::BackgroundSession>,
+    scratch: Option<Scratch>,
+}
+
+impl std::fmt::Debug for UnionMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnionMount").field("path", &self.path).field("upper", &self.upper).finish()
+    }
+}
+
+impl UnionMount {
+    /// A builder.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Where the union is mounted.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The upper layer (where changes are), if any.
+    pub fn upper(&self) -> Option<&Path> {
+        self.upper.as_deref()
+    }
+
+    /// What changed so far, as `unionfs diff` reports it (paths relative to the mount).
+    pub fn changes(&self) -> Result<Vec<(Change, PathBuf)>, Error> {
+        let Some(upper) = &self.upper else { return Ok(Vec::new()) };
+        let view = ImageView::open(&self.lowers)?;
+        use std::os::unix::ffi::OsStrExt;
+        Ok(changes(upper, &view)?.into_iter().map(|(c, p)| (c, PathBuf::from(std::ffi::OsStr::from_bytes(&p)))).collect())
+    }
+
+    /// Unmounts now, reporting failures (dropping unmounts too, silently).
+    pub fn unmount(mut self) -> Result<(), Error> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        if let Some(s) = self.session.take()
+            && let Err(e) = s.umount_and_join()
+        {
+            // Busy (a file left open): detach, so nothing stays mounted.
+            if let Err(d) = crate::sys::proc::unmount(&self.path, true) {
+                tracing::debug!("detach of '{}' failed: {d}", self.path.display());
+            }
+            return Err(Error::io(format!("cannot unmount '{}'", self.path.display()), e));
+        }
+        if let Some(s) = self.scratch.take() {
+            s.remove()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for UnionMount {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// A throwaway directory for the upper, work dir and mount point.
+#[derive(Debug)]
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch, Error> {
+        let path = std::env::temp_dir().join(format!("unionfs-{}-{}", std::process::id(), crate::manager::store::random_hex(6)));
+        std::fs::create_dir(&path).context(|| format!("cannot create '{}'", path.display()))?;
+        Ok(Scratch { path })
+    }
+
+    fn remove(self) -> Result<(), Error> {
+        std::fs::remove_dir_all(&self.path).context(|| format!("cannot remove '{}'", self.path.display()))
+    }
+}

@@ -1,0 +1,108 @@
+//! The library API for test suites (a throwaway writable view, unmounted on drop) and
+//! `unionfs sandbox`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::process::Command;
+use unionfs::api::UnionMount;
+
+#[test]
+fn throwaway_view_of_a_fixture() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let before: Vec<String> = s.lowers.iter().map(|l| tree(l)).collect();
+    let view = UnionMount::builder().lowers(&s.lowers).mount().unwrap();
+    let path = view.path().to_path_buf();
+    assert_eq!(read(path.join("foo")), "foo from l2\n");
+    write(path.join("foo"), "changed");
+    write(path.join("added"), "a");
+    std::fs::remove_file(path.join("top")).unwrap();
+    let changes: Vec<String> = view.changes().unwrap().iter().map(|(c, p)| format!("{} {}", c.letter(), p.display())).collect();
+    assert_eq!(changes, ["A added", "C foo", "D top"]);
+    let upper = view.upper().unwrap().to_path_buf();
+    drop(view);
+    assert!(!is_mounted(&path), "unmounted on drop");
+    assert!(!upper.exists(), "the throwaway upper is deleted");
+    let after: Vec<String> = s.lowers.iter().map(|l| tree(l)).collect();
+    assert_eq!(before, after, "the fixture never changes");
+}
+
+#[test]
+fn many_views_at_once() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let lowers = s.lowers.clone();
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let lowers = lowers.clone();
+            std::thread::spawn(move || {
+                let v = UnionMount::builder().lowers(&lowers).mount().unwrap();
+                write(v.path().join("foo"), &format!("view {i}"));
+                assert_eq!(read(v.path().join("foo")), format!("view {i}"));
+                v.unmount().unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn read_only_and_kept_uppers() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let v = UnionMount::builder().lowers(&s.lowers).read_only().mount().unwrap();
+    assert_eq!(errno(std::fs::write(v.path().join("x"), "x")), libc::EROFS);
+    drop(v);
+    let keep = s.dir.path().join("kept");
+    let v = UnionMount::builder().lowers(&s.lowers).upper(&keep).option("noatime").mount().unwrap();
+    write(v.path().join("x"), "kept");
+    v.unmount().unwrap();
+    assert_eq!(read(keep.join("x")), "kept", "a given upper is kept");
+    assert!(UnionMount::builder().mount().is_err(), "no lower layer");
+}
+
+#[test]
+fn sandbox_runs_a_command_and_reports_changes() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let before: Vec<String> = s.lowers.iter().map(|l| tree(l)).collect();
+    let out = Command::new(bin())
+        .args(["sandbox", "--lower", &s.lower_arg(), "--", "sh", "-c", "echo x >> foo; rm -r tree; mkdir new; pwd > new/where; exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "the exit code is the command's: {}", String::from_utf8_lossy(&out.stderr));
+    let o = String::from_utf8_lossy(&out.stdout);
+    for want in ["C /foo", "D /tree", "A /new", "A /new/where"] {
+        assert!(o.lines().any(|l| l == want), "{want} in {o}");
+    }
+    let after: Vec<String> = s.lowers.iter().map(|l| tree(l)).collect();
+    assert_eq!(before, after, "the real directories are untouched");
+    let keep = s.dir.path().join("keep");
+    let out = Command::new(bin())
+        .args(["sandbox", "--lower", &s.lower_arg(), "--keep", keep.to_str().unwrap(), "--", "sh", "-c", "echo k > kept"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(read(keep.join("kept")), "k\n");
+    let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!t.contains("unionfs-"), "nothing left mounted");
+}
+
+#[test]
+fn the_example_runs() {
+    need_fuse!();
+    // `cargo test` builds the examples next to the test binaries (target/PROFILE/examples).
+    let exe = std::env::current_exe().unwrap();
+    let built = exe.parent().and_then(|d| d.parent()).map(|d| d.join("examples/throwaway_view"));
+    let out = match built.filter(|p| p.exists()) {
+        Some(p) => Command::new(p).output().unwrap(),
+        None => Command::new(env!("CARGO")).args(["run", "--quiet", "--example", "throwaway_view"]).current_dir(repo()).output().unwrap(),
+    };
+    let o = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{o}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(o.contains("C /src/main.rs") && o.contains("A /NEW.txt") && o.contains("D /README.md"), "{o}");
+    assert!(o.contains("untouched: README.md still exists = true"));
+}
