@@ -7,15 +7,27 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "system packages"
-scripts/deps.sh
+if [ "$(id -u)" = 0 ]; then
+  scripts/deps.sh podman runc busybox-static libacl1-dev
+else
+  scripts/deps.sh
+fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 step "cargo doc -D warnings"
 RUSTDOCFLAGS=-Dwarnings cargo doc --locked --no-deps --document-private-items --quiet
-step "cargo test (real FUSE mounts)"
+step "cargo build --release, install (for mount -t fuse.unionfs)"
+cargo build --locked --release
+if [ "$(id -u)" = 0 ]; then
+  scripts/install.sh
+  export UNIONFS_REQUIRE_INSTALL=1 UNIONFS_REQUIRE_PODMAN=1
+fi
+step "cargo test (real FUSE mounts; kernel overlayfs, rootless user and podman as root)"
 UNIONFS_REQUIRE_FUSE=1 cargo test --locked --release
+step "cargo package"
+cargo package --locked --allow-dirty --quiet
 step "pjdfstest: unionfs versus kernel overlayfs"
 scripts/pjdfstest.sh
 step "all tests passed"

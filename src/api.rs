@@ -107,7 +107,11 @@ impl Builder {
         for o in &self.options {
             options.apply(o);
         }
-        let lower = self.lowers.iter().map(|p| p.display().to_string().replace('\\', "\\\\").replace(':', "\\:")).collect::<Vec<_>>();
+        let lower = self
+            .lowers
+            .iter()
+            .map(|p| p.display().to_string().replace('\\', "\\\\").replace(':', "\\:"))
+            .collect::<Vec<_>>();
         let req = MountRequest {
             lower: Some(lower.join(":")),
             upper: upper.clone(),
@@ -168,7 +172,10 @@ impl UnionMount {
         let Some(upper) = &self.upper else { return Ok(Vec::new()) };
         let view = ImageView::open(&self.lowers)?;
         use std::os::unix::ffi::OsStrExt;
-        Ok(changes(upper, &view)?.into_iter().map(|(c, p)| (c, PathBuf::from(std::ffi::OsStr::from_bytes(&p)))).collect())
+        Ok(changes(upper, &view)?
+            .into_iter()
+            .map(|(c, p)| (c, PathBuf::from(std::ffi::OsStr::from_bytes(&p))))
+            .collect())
     }
 
     /// Unmounts now, reporting failures (dropping unmounts too, silently).
@@ -209,7 +216,11 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Result<Scratch, Error> {
-        let path = std::env::temp_dir().join(format!("unionfs-{}-{}", std::process::id(), crate::manager::store::random_hex(6)));
+        let path = std::env::temp_dir().join(format!(
+            "unionfs-{}-{}",
+            std::process::id(),
+            crate::manager::store::random_hex(6)
+        ));
         std::fs::create_dir(&path).context(|| format!("cannot create '{}'", path.display()))?;
         Ok(Scratch { path })
     }

@@ -104,7 +104,7 @@ pub struct SandboxArgs {
 /// `unionfs run` / `unionfs create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Container name (default: cont-<id>).
+    /// Container name (default: cont- followed by the first 8 digits of its id).
     #[arg(long)]
     pub name: Option<String>,
     /// Where to mount it (default: ROOT/containers/NAME/merged).
@@ -114,7 +114,7 @@ pub struct CreateArgs {
     /// /path: VOLUME:/path. May repeat.
     #[arg(short = 'v', long = "volume", value_name = "VOL:/path")]
     pub volumes: Vec<String>,
-    /// The image (NAME[:TAG], tag defaults to latest).
+    /// The image, NAME or NAME:TAG (the tag defaults to latest).
     pub image: String,
 }
 
@@ -160,7 +160,7 @@ pub struct NameArg {
 pub struct CommitArgs {
     /// Container name.
     pub name: String,
-    /// The new image, NAME[:TAG].
+    /// The new image, NAME or NAME:TAG.
     pub image: String,
 }
 
@@ -188,7 +188,7 @@ pub enum ImageCmd {
     /// Build an image from layer sources: directories or layer tarballs (plain, gzip,
     /// zstd; OCI whiteouts become the union's). The FIRST source is the BOTTOM layer.
     Import {
-        /// NAME[:TAG].
+        /// The image, NAME or NAME:TAG.
         image: String,
         /// Layer sources, base first.
         #[arg(required = true)]
@@ -198,7 +198,7 @@ pub enum ImageCmd {
     Ls,
     /// Remove images (refused while a container uses them); unused layers are deleted.
     Rm {
-        /// NAME[:TAG]...
+        /// Images, NAME or NAME:TAG each.
         #[arg(required = true)]
         images: Vec<String>,
     },

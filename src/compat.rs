@@ -113,7 +113,8 @@ mod tests {
         let r = parse(&os(&["none", "/mnt", "-o", "rw,lowerdir=/a,upperdir=/u,workdir=/w,dev,suid"])).unwrap();
         assert_eq!(r.mountpoint, PathBuf::from("/mnt"));
         assert_eq!(r.options.nodev, Some(false));
-        let r = parse(&os(&["overlay", "/t", "-o", "lowerdir=/a", "-o", "upperdir=/u", "-o", "workdir=/w", "-f"])).unwrap();
+        let r =
+            parse(&os(&["overlay", "/t", "-o", "lowerdir=/a", "-o", "upperdir=/u", "-o", "workdir=/w", "-f"])).unwrap();
         assert_eq!(r.options.workdir, Some(PathBuf::from("/w")));
         assert!(r.foreground);
         let r = parse(&os(&["-d", "-olowerdir=/a", "/t"])).unwrap();

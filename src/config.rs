@@ -139,11 +139,45 @@ impl MountOptions {
                 ("exec", None) => self.noexec = false,
                 ("noatime", None) => self.noatime = true,
                 // Mount flags with nothing for the union to do, and FUSE library options.
-                ("atime" | "relatime" | "strictatime" | "nodiratime" | "diratime" | "lazytime" | "async" | "sync"
-                | "dirsync" | "auto" | "noauto" | "defaults" | "user" | "nouser" | "users" | "_netdev" | "nofail"
-                | "default_permissions" | "auto_unmount" | "kernel_cache" | "auto_cache" | "big_writes", None) => {}
-                ("fsname" | "subtype" | "max_read" | "max_write" | "blksize" | "context" | "fscontext" | "defcontext"
-                | "rootcontext" | "x-systemd.automount" | "comment", Some(_)) => {}
+                (
+                    "atime"
+                    | "relatime"
+                    | "strictatime"
+                    | "nodiratime"
+                    | "diratime"
+                    | "lazytime"
+                    | "async"
+                    | "sync"
+                    | "dirsync"
+                    | "auto"
+                    | "noauto"
+                    | "defaults"
+                    | "user"
+                    | "nouser"
+                    | "users"
+                    | "_netdev"
+                    | "nofail"
+                    | "default_permissions"
+                    | "auto_unmount"
+                    | "kernel_cache"
+                    | "auto_cache"
+                    | "big_writes",
+                    None,
+                ) => {}
+                (
+                    "fsname"
+                    | "subtype"
+                    | "max_read"
+                    | "max_write"
+                    | "blksize"
+                    | "context"
+                    | "fscontext"
+                    | "defcontext"
+                    | "rootcontext"
+                    | "x-systemd.automount"
+                    | "comment",
+                    Some(_),
+                ) => {}
                 ("allow_other" | "allow_root", None) => self.allow_other = true,
                 ("debug", None) => self.debug = true,
                 ("volatile", None) => self.volatile = true,

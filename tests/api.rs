@@ -18,7 +18,8 @@ fn throwaway_view_of_a_fixture() {
     write(path.join("foo"), "changed");
     write(path.join("added"), "a");
     std::fs::remove_file(path.join("top")).unwrap();
-    let changes: Vec<String> = view.changes().unwrap().iter().map(|(c, p)| format!("{} {}", c.letter(), p.display())).collect();
+    let changes: Vec<String> =
+        view.changes().unwrap().iter().map(|(c, p)| format!("{} {}", c.letter(), p.display())).collect();
     assert_eq!(changes, ["A added", "C foo", "D top"]);
     let upper = view.upper().unwrap().to_path_buf();
     drop(view);
@@ -70,7 +71,15 @@ fn sandbox_runs_a_command_and_reports_changes() {
     let s = Stack::fixture("basic");
     let before: Vec<String> = s.lowers.iter().map(|l| tree(l)).collect();
     let out = Command::new(bin())
-        .args(["sandbox", "--lower", &s.lower_arg(), "--", "sh", "-c", "echo x >> foo; rm -r tree; mkdir new; pwd > new/where; exit 7"])
+        .args([
+            "sandbox",
+            "--lower",
+            &s.lower_arg(),
+            "--",
+            "sh",
+            "-c",
+            "echo x >> foo; rm -r tree; mkdir new; pwd > new/where; exit 7",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "the exit code is the command's: {}", String::from_utf8_lossy(&out.stderr));
@@ -82,7 +91,17 @@ fn sandbox_runs_a_command_and_reports_changes() {
     assert_eq!(before, after, "the real directories are untouched");
     let keep = s.dir.path().join("keep");
     let out = Command::new(bin())
-        .args(["sandbox", "--lower", &s.lower_arg(), "--keep", keep.to_str().unwrap(), "--", "sh", "-c", "echo k > kept"])
+        .args([
+            "sandbox",
+            "--lower",
+            &s.lower_arg(),
+            "--keep",
+            keep.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo k > kept",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -99,7 +118,11 @@ fn the_example_runs() {
     let built = exe.parent().and_then(|d| d.parent()).map(|d| d.join("examples/throwaway_view"));
     let out = match built.filter(|p| p.exists()) {
         Some(p) => Command::new(p).output().unwrap(),
-        None => Command::new(env!("CARGO")).args(["run", "--quiet", "--example", "throwaway_view"]).current_dir(repo()).output().unwrap(),
+        None => Command::new(env!("CARGO"))
+            .args(["run", "--quiet", "--example", "throwaway_view"])
+            .current_dir(repo())
+            .output()
+            .unwrap(),
     };
     let o = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{o}\n{}", String::from_utf8_lossy(&out.stderr));

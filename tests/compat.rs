@@ -73,7 +73,8 @@ fn mount_fuse3_and_containerd_forms() {
 fn foreground_and_debug() {
     need_fuse!();
     let s = Stack::empty(1);
-    let mut child = Command::new(bin()).args(["-f", "-o", &opts(&s)]).arg(&s.mnt).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        Command::new(bin()).args(["-f", "-o", &opts(&s)]).arg(&s.mnt).stderr(Stdio::null()).spawn().unwrap();
     let mnt = std::fs::canonicalize(&s.mnt).unwrap();
     let t = std::time::Instant::now();
     while !is_mounted(&mnt) {
@@ -82,7 +83,7 @@ fn foreground_and_debug() {
     }
     rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
     assert!(child.wait().unwrap().success());
-    let mut child = Command::new(bin()).args(["-d", "-o", &opts(&s)]).arg(&s.mnt).stderr(Stdio::piped()).spawn().unwrap();
+    let child = Command::new(bin()).args(["-d", "-o", &opts(&s)]).arg(&s.mnt).stderr(Stdio::piped()).spawn().unwrap();
     while !is_mounted(&mnt) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -98,7 +99,10 @@ fn bad_compat_input_is_one_line() {
     let s = Stack::empty(1);
     for (args, needle) in [
         (vec!["-o".to_string(), opts(&s)], "no mount point"),
-        (vec!["-o".into(), format!("{},uidmapping=1:2", opts(&s)), s.mnt.display().to_string()], "invalid mount option"),
+        (
+            vec!["-o".into(), format!("{},uidmapping=1:2", opts(&s)), s.mnt.display().to_string()],
+            "invalid mount option",
+        ),
         (vec!["-o".into(), "upperdir=/tmp".into(), s.mnt.display().to_string()], "no lower layer"),
         (vec!["-x".into(), s.mnt.display().to_string()], "unknown argument"),
     ] {
@@ -153,7 +157,10 @@ fn squash_options() {
     let f = std::fs::metadata(s.m("f")).unwrap();
     assert_eq!((f.uid(), f.gid()), (0, 0));
     m.unmount();
-    let (m, _) = compat_mount(&["-o", &format!("{},squash_to_root,squash_to_uid=42,squash_to_gid=43", opts(&s)), s.mnt.to_str().unwrap()], &s.mnt);
+    let (m, _) = compat_mount(
+        &["-o", &format!("{},squash_to_root,squash_to_uid=42,squash_to_gid=43", opts(&s)), s.mnt.to_str().unwrap()],
+        &s.mnt,
+    );
     let f = std::fs::metadata(s.m("f")).unwrap();
     assert_eq!((f.uid(), f.gid()), (42, 43), "squash_to_uid/gid win over squash_to_root");
     m.unmount();
@@ -174,7 +181,10 @@ fn xattr_permissions_keep_owner_and_mode_in_an_xattr() {
     assert_eq!((f.uid(), f.mode() & 0o7777), (target, 0o751), "the mount shows the override");
     let up = std::fs::metadata(s.u("f")).unwrap();
     assert_eq!(up.uid(), real_owner, "the real owner is untouched");
-    assert_eq!(getxattr(&s.u("f"), "user.containers.override_stat").as_deref(), Some(format!("{target}:{target}:0751").as_bytes()));
+    assert_eq!(
+        getxattr(&s.u("f"), "user.containers.override_stat").as_deref(),
+        Some(format!("{target}:{target}:0751").as_bytes())
+    );
     assert!(!listxattr(&s.m("f")).iter().any(|n| n.contains("override_stat")), "the override is not shown");
     std::fs::create_dir(s.m("d")).unwrap();
     assert!(getxattr(&s.u("d"), "user.containers.override_stat").is_some(), "new objects get one too");
@@ -186,7 +196,12 @@ fn noxattrs_turns_xattrs_off() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let (m, _) = compat_mount(&["-o", &format!("{},noxattrs=1,fsync=0", opts(&s)), s.mnt.to_str().unwrap()], &s.mnt);
-    assert_eq!(errno(rustix::fs::lgetxattr(s.m("usr/bin/tool"), "user.note", &mut [0u8; 64][..]).map_err(std::io::Error::from)), libc::EOPNOTSUPP);
+    assert_eq!(
+        errno(
+            rustix::fs::lgetxattr(s.m("usr/bin/tool"), "user.note", &mut [0u8; 64][..]).map_err(std::io::Error::from)
+        ),
+        libc::EOPNOTSUPP
+    );
     assert_eq!(errno(setxattr(&s.m("foo"), "user.x", b"1")), libc::EOPNOTSUPP);
     let f = std::fs::File::options().write(true).open(s.m("foo")).unwrap();
     f.sync_all().unwrap();
@@ -209,10 +224,20 @@ fn mount_t_fuse_unionfs_when_installed() {
         return;
     }
     let s = Stack::fixture("basic");
-    let st = Command::new("mount").args(["-t", "fuse.unionfs", "none"]).arg(&s.mnt).args(["-o", &opts(&s)]).status().unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "fuse.unionfs", "none"])
+        .arg(&s.mnt)
+        .args(["-o", &opts(&s)])
+        .status()
+        .unwrap();
     assert!(st.success());
     let m = Mount::adopt(&std::fs::canonicalize(&s.mnt).unwrap());
-    let line = std::fs::read_to_string("/proc/self/mounts").unwrap().lines().find(|l| l.contains(s.mnt.to_str().unwrap())).unwrap().to_string();
+    let line = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(s.mnt.to_str().unwrap()))
+        .unwrap()
+        .to_string();
     assert!(line.contains("allow_other") && line.contains("default_permissions"), "root mounts let others in: {line}");
     assert_eq!(read(s.m("foo")), "foo from l2\n");
     m.unmount();

@@ -89,8 +89,14 @@ fn rootless_permissions_inner() {
     let mnt = dir.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let up = dir.join("upper");
-    let args: Vec<String> =
-        vec!["mount".into(), "--lower".into(), lower_arg, "--upper".into(), up.display().to_string(), mnt.display().to_string()];
+    let args: Vec<String> = vec![
+        "mount".into(),
+        "--lower".into(),
+        lower_arg,
+        "--upper".into(),
+        up.display().to_string(),
+        mnt.display().to_string(),
+    ];
     let m = Mount::new(&args, &mnt);
     let p = &m.path;
     // Every whiteout and opaque dialect a rootless engine produces is read.
@@ -112,7 +118,16 @@ fn rootless_permissions_inner() {
     assert!(!up.join("dir/pop/b").exists(), "a refused chown copies nothing up");
     let dev = rustix::fs::makedev(1, 3);
     assert_eq!(
-        errno(rustix::fs::mknodat(rustix::fs::CWD, p.join("null"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::from(0o666), dev).map_err(std::io::Error::from)),
+        errno(
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                p.join("null"),
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::from(0o666),
+                dev
+            )
+            .map_err(std::io::Error::from)
+        ),
         libc::EPERM
     );
     assert_eq!(errno(setxattr(&p.join("top2"), "trusted.k", b"v")), libc::EPERM);
@@ -138,10 +153,19 @@ fn rootless_kernel_userns_inner() {
     if std::env::var_os("UNIONFS_IN_USERNS").is_some() {
         // Inside `unshare -Urm`: mount kernel overlayfs and dump the tree.
         let l = ["l1", "l2", "l3"].iter().map(|x| dir.join("layers").join(x).display().to_string()).collect::<Vec<_>>();
-        let opts = format!("lowerdir={},upperdir={},workdir={},userxattr", l.join(":"), dir.join("upper").display(), dir.join("kwork").display());
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={},userxattr",
+            l.join(":"),
+            dir.join("upper").display(),
+            dir.join("kwork").display()
+        );
         std::fs::create_dir_all(dir.join("kwork")).unwrap();
         std::fs::create_dir_all(dir.join("kmnt")).unwrap();
-        let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(dir.join("kmnt")).status().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(dir.join("kmnt"))
+            .status()
+            .unwrap();
         assert!(st.success(), "kernel overlayfs mount in a user namespace failed");
         std::fs::write(dir.join("kernel.tree"), tree_no_owners(&dir.join("kmnt"))).unwrap();
         return;
@@ -150,8 +174,14 @@ fn rootless_kernel_userns_inner() {
     let lower_arg = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
     let mnt = dir.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let args: Vec<String> =
-        vec!["mount".into(), "--lower".into(), lower_arg, "--upper".into(), dir.join("upper").display().to_string(), mnt.display().to_string()];
+    let args: Vec<String> = vec![
+        "mount".into(),
+        "--lower".into(),
+        lower_arg,
+        "--upper".into(),
+        dir.join("upper").display().to_string(),
+        mnt.display().to_string(),
+    ];
     let m = Mount::new(&args, &mnt);
     for op in scenario() {
         apply(&m.path, &op);
@@ -188,7 +218,13 @@ fn rootless_manager_inner() {
     std::fs::create_dir(&home).unwrap();
     let fx = unionfs::fixture::build(&repo().join("layers-fixtures/springpetclinic"), &dir.join("fx")).unwrap();
     let u = |args: &[&str]| {
-        let o = Command::new(bin()).args(args).env("HOME", &home).env_remove("XDG_DATA_HOME").env_remove("UNIONFS_ROOT").output().unwrap();
+        let o = Command::new(bin())
+            .args(args)
+            .env("HOME", &home)
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("UNIONFS_ROOT")
+            .output()
+            .unwrap();
         assert!(o.status.success(), "unionfs {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8(o.stdout).unwrap()
     };

@@ -12,7 +12,7 @@
 //! | [`meta`] | the small line-based metadata files, written atomically |
 //! | [`layers`] | the content-addressed layer store; a view of an image's layers |
 //! | [`tarball`] | OCI layer tarballs in (safe extraction) and out (deterministic) |
-//! | [`images`] | images: import, list, remove, layer garbage collection |
+//! | [`mod@images`] | images: import, list, remove, layer garbage collection |
 //! | [`containers`] | containers: create, start, stop, remove, state |
 //! | [`changes`] | diff, commit, export-layer, from the writable layer alone |
 //! | [`volumes`] | volumes |

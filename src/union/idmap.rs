@@ -27,7 +27,7 @@ pub struct Range {
 /// and `,` between triples.
 pub fn parse_ranges(s: &str) -> Result<Vec<Range>, String> {
     let nums: Vec<&str> = s.split([':', ',']).filter(|x| !x.is_empty()).collect();
-    if nums.is_empty() || nums.len() % 3 != 0 {
+    if nums.is_empty() || !nums.len().is_multiple_of(3) {
         return Err(format!("id mapping '{s}' must be CTR:HOST:LEN triples"));
     }
     let mut out = Vec::new();
@@ -71,7 +71,11 @@ impl IdMap {
         if self.ranges.is_empty() {
             return Ok(shown);
         }
-        self.ranges.iter().find(|r| shown >= r.ctr && shown - r.ctr < r.len).map(|r| r.host + (shown - r.ctr)).ok_or(Errno::EINVAL)
+        self.ranges
+            .iter()
+            .find(|r| shown >= r.ctr && shown - r.ctr < r.len)
+            .map(|r| r.host + (shown - r.ctr))
+            .ok_or(Errno::EINVAL)
     }
 
     /// Whether ids are changed at all.

@@ -479,7 +479,9 @@ impl UnionFs {
             return None;
         }
         let r = self.real(node).ok()?;
-        let v = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(std::os::fd::AsFd::as_fd(&*r.dir), &r.name), name).ok()??;
+        let v =
+            crate::sys::xattr::get(crate::sys::xattr::XTarget::At(std::os::fd::AsFd::as_fd(&*r.dir), &r.name), name)
+                .ok()??;
         idmap::OverrideStat::parse(&v)
     }
 

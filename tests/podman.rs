@@ -1,0 +1,176 @@
+//! A real container engine on unionfs: podman (with runc) using the freshly built binary as
+//! its overlay `mount_program`. Skipped when podman is not installed, unless
+//! `UNIONFS_REQUIRE_PODMAN=1` (as `scripts/test.sh` sets after installing it).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Podman {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+}
+
+impl Podman {
+    fn new() -> Option<Podman> {
+        let have = Command::new("podman").arg("--version").output().is_ok_and(|o| o.status.success())
+            && Path::new("/bin/busybox").exists();
+        if !have {
+            if std::env::var("UNIONFS_REQUIRE_PODMAN").as_deref() == Ok("1") {
+                panic!("podman or busybox-static is missing but UNIONFS_REQUIRE_PODMAN=1");
+            }
+            eprintln!("skipped: podman, runc or busybox-static is not installed");
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("unionfs-podman-").tempdir().unwrap();
+        let conf = dir.path().join("storage.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n\
+                 [storage.options.overlay]\nmount_program = \"{1}\"\n",
+                dir.path().display(),
+                bin()
+            ),
+        )
+        .unwrap();
+        Some(Podman { dir, conf })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("podman")
+            .args(["--runtime", "runc", "--cgroup-manager=cgroupfs", "--events-backend=file"])
+            .args(args)
+            .env("CONTAINERS_STORAGE_CONF", &self.conf)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn container(&self, args: &[&str]) -> String {
+        let mut a = vec!["run", "--network=none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"];
+        a.extend_from_slice(args);
+        self.ok(&a)
+    }
+
+    /// A busybox image made without a registry.
+    fn busybox_image(&self, name: &str) {
+        let img = self.dir.path().join("img");
+        std::fs::create_dir_all(img.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", img.join("bin/busybox")).unwrap();
+        for a in [
+            "sh", "ls", "cat", "echo", "rm", "mv", "mkdir", "touch", "cp", "sleep", "stat", "test", "wc", "head",
+            "sort",
+        ] {
+            std::os::unix::fs::symlink("busybox", img.join("bin").join(a)).unwrap();
+        }
+        for d in ["etc", "tmp", "root", "var/lib"] {
+            std::fs::create_dir_all(img.join(d)).unwrap();
+        }
+        std::fs::write(img.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        std::fs::write(img.join("etc/motd"), "base image\n").unwrap();
+        let tar = self.dir.path().join("img.tar");
+        assert!(Command::new("tar").arg("-C").arg(&img).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+        self.ok(&["import", tar.to_str().unwrap(), name]);
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "-a", "-f", "-t", "0"]);
+        let _ = self.run(&["rmi", "-a", "-f"]);
+        let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for m in unionfs::mounts::parse(&t) {
+            if m.mount_point.starts_with(self.dir.path()) {
+                let _ = rustix::mount::unmount(&m.mount_point, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+#[test]
+fn podman_runs_builds_diffs_and_commits_on_unionfs() {
+    need_fuse!();
+    need_root!();
+    let Some(p) = Podman::new() else { return };
+    p.busybox_image("localhost/bb:1");
+    // Read, write, delete, rename, sh -c.
+    let out = p.container(&[
+        "--rm",
+        "localhost/bb:1",
+        "sh",
+        "-c",
+        "cat /etc/motd; echo new > /tmp/f; cat /tmp/f; rm /etc/motd; mv /etc/passwd /etc/pw; ls /etc",
+    ]);
+    assert!(
+        out.contains("base image") && out.contains("new") && out.contains("pw") && !out.contains("motd\n"),
+        "{out}"
+    );
+    // podman build with RUN steps that add, change and delete files and directories.
+    let ctx = p.dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM localhost/bb:1\n\
+         RUN mkdir -p /app/data && echo v1 > /app/version && echo x > /app/data/old && echo cfg > /etc/app.conf\n\
+         RUN echo v2 > /app/version && rm /etc/app.conf && rm /etc/motd && mkdir /app/logs\n\
+         RUN rm -rf /app/data && mkdir /app/data && echo fresh > /app/data/new\n",
+    )
+    .unwrap();
+    p.ok(&["build", "--network=none", "-t", "localhost/app:1", ctx.to_str().unwrap()]);
+    let out = p.container(&[
+        "--rm",
+        "localhost/app:1",
+        "sh",
+        "-c",
+        "cat /app/version; ls /app/data; ls /etc; test -e /etc/app.conf || echo no-conf",
+    ]);
+    assert!(out.contains("v2") && out.contains("new") && !out.contains("old") && out.contains("no-conf"), "{out}");
+    assert!(!out.contains("motd"), "a file deleted by a build step stays deleted: {out}");
+    // A container's changes: podman diff, commit, run from the committed image.
+    p.container(&[
+        "--name",
+        "changer",
+        "localhost/app:1",
+        "sh",
+        "-c",
+        "echo hi > /tmp/new; rm /app/version; mv /etc/passwd /etc/passwd.bak; mkdir /made",
+    ]);
+    let diff = p.ok(&["diff", "changer"]);
+    for want in ["A /tmp/new", "D /app/version", "A /etc/passwd.bak", "D /etc/passwd", "A /made"] {
+        assert!(diff.lines().any(|l| l == want), "podman diff lacks {want}:\n{diff}");
+    }
+    p.ok(&["commit", "changer", "localhost/app:2"]);
+    let out = p.container(&["--rm", "localhost/app:2", "sh", "-c", "cat /tmp/new; ls /app; ls -d /made; ls /etc"]);
+    assert!(
+        out.contains("hi")
+            && out.contains("logs")
+            && !out.contains("version")
+            && out.contains("/made")
+            && out.contains("passwd.bak"),
+        "{out}"
+    );
+    // Two containers of one image at once, each on its own unionfs mount.
+    p.container(&["-d", "--name", "one", "localhost/app:1", "sleep", "60"]);
+    p.container(&["-d", "--name", "two", "localhost/app:1", "sleep", "60"]);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let ours =
+        mounts.lines().filter(|l| l.contains(" fuse.unionfs ") && l.contains(p.dir.path().to_str().unwrap())).count();
+    assert!(ours >= 2, "both containers are on unionfs mounts:\n{mounts}");
+    p.ok(&["exec", "one", "sh", "-c", "echo mine > /tmp/one"]);
+    let two = p.ok(&["exec", "two", "sh", "-c", "test -e /tmp/one && echo leaked || echo isolated"]);
+    assert!(two.contains("isolated"), "{two}");
+    p.ok(&["rm", "-f", "-t", "0", "one", "two", "changer"]);
+}
