@@ -112,6 +112,9 @@ pub struct MountOptions {
     pub noxattrs: bool,
     /// `static_nlink`: directories report one link.
     pub static_nlink: bool,
+    /// `nopassthrough`: never hand files to the kernel (exact overlayfs semantics for files
+    /// opened before a copy-up, at the cost of speed).
+    pub nopassthrough: bool,
     /// `debug` given in the options.
     pub debug: bool,
     /// Options given with bad values (reported as errors at validation).
@@ -210,6 +213,8 @@ impl MountOptions {
                 ("noxattrs", None | Some("1")) => self.noxattrs = true,
                 ("noxattrs", Some("0")) => self.noxattrs = false,
                 ("static_nlink", None) => self.static_nlink = true,
+                ("nopassthrough", None) | ("passthrough", Some("0" | "off")) => self.nopassthrough = true,
+                ("passthrough", None | Some("1" | "on")) => self.nopassthrough = false,
                 _ => self.unknown.push(opt.clone()),
             }
         }

@@ -185,7 +185,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     config.n_threads = Some((sproc::cpus() * 2).clamp(4, 16));
     config.clone_fd = true;
 
-    let session = Session::new(Fuse::new(fs.clone()), &cfg.mountpoint, &config)
+    let session = Session::new(Fuse::new(fs.clone(), !cfg.options.nopassthrough), &cfg.mountpoint, &config)
         .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;
     let inval =
         NotifierInvalidator::start(session.notifier()).context(|| "cannot start the invalidation thread".into())?;

@@ -39,12 +39,107 @@ const TTL: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug)]
 pub struct Fuse {
     fs: Arc<UnionFs>,
+    /// Handing regular files to the kernel (FUSE passthrough): reads and writes then never
+    /// reach the daemon.
+    pt: Passthrough,
 }
 
 impl Fuse {
-    /// Wraps the core.
-    pub fn new(fs: Arc<UnionFs>) -> Fuse {
-        Fuse { fs }
+    /// Wraps the core; `passthrough` allows FUSE passthrough where the kernel offers it.
+    pub fn new(fs: Arc<UnionFs>, passthrough: bool) -> Fuse {
+        Fuse { fs, pt: Passthrough { wanted: passthrough, ..Default::default() } }
+    }
+}
+
+/// FUSE passthrough state. The kernel allows one backing file per inode and no other kind of
+/// open beside a passthrough one (it fails those with `EIO`): so every open of a regular file
+/// is passthrough, sharing the inode's one `BackingId`. When the inode's backing is a
+/// different real file (the lower file, still open, after a copy-up), the inode is retired
+/// and the open answered `ESTALE`: the kernel then revalidates the name, gets a fresh inode
+/// for the upper file and retries. Readers that opened the lower file keep reading it.
+#[derive(Debug, Default)]
+struct Passthrough {
+    /// Allowed by the mount's options.
+    wanted: bool,
+    /// Negotiated with the kernel and not refused since.
+    on: std::sync::atomic::AtomicBool,
+    /// Inode → its backing file (while any open uses it) and that real file's (dev, ino).
+    by_ino: dashmap::DashMap<u64, (std::sync::Weak<fuser::BackingId>, (u64, u64))>,
+    /// Open file handle → the backing it holds.
+    by_fh: dashmap::DashMap<u64, Arc<fuser::BackingId>>,
+}
+
+/// What an open's reply should be.
+enum OpenMode {
+    /// Through the page cache (no passthrough on this mount).
+    Cached,
+    /// Passthrough with this backing.
+    Backed(Arc<fuser::BackingId>),
+    /// Through the daemon without caching.
+    Direct,
+    /// The kernel inode is pinned to another real file (a passthrough backing on the lower
+    /// file, opened before a copy-up): retire it and answer `ESTALE`, on which the kernel
+    /// looks the name up again and retries the open on a fresh inode.
+    Stale,
+}
+
+impl Passthrough {
+    fn is_on(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Chooses how to open handle `fh` of inode `ino` on real file `real`, registering a
+    /// backing with `make` if the inode has none.
+    fn mode(
+        &self,
+        ino: u64,
+        fh: u64,
+        real: (u64, u64),
+        make: impl FnOnce() -> std::io::Result<fuser::BackingId>,
+    ) -> OpenMode {
+        if !self.is_on() {
+            return OpenMode::Cached;
+        }
+        let backing = match self.by_ino.entry(ino) {
+            dashmap::mapref::entry::Entry::Occupied(mut e) => match e.get().0.upgrade() {
+                Some(b) if e.get().1 == real => b,
+                Some(_) => return OpenMode::Stale,
+                None => match make() {
+                    Ok(b) => {
+                        let b = Arc::new(b);
+                        e.insert((Arc::downgrade(&b), real));
+                        b
+                    }
+                    Err(err) => return self.refused(err),
+                },
+            },
+            dashmap::mapref::entry::Entry::Vacant(v) => match make() {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    v.insert((Arc::downgrade(&b), real));
+                    b
+                }
+                Err(err) => return self.refused(err),
+            },
+        };
+        self.by_fh.insert(fh, backing.clone());
+        OpenMode::Backed(backing)
+    }
+
+    /// The kernel refused a backing file (EPERM in a user namespace, a stacking limit):
+    /// carry on without passthrough for good.
+    fn refused(&self, err: std::io::Error) -> OpenMode {
+        tracing::info!("FUSE passthrough refused ({err}); serving reads and writes from the daemon");
+        self.on.store(false, std::sync::atomic::Ordering::Relaxed);
+        OpenMode::Direct
+    }
+
+    fn release(&self, fh: u64) {
+        self.by_fh.remove(&fh);
+    }
+
+    fn forget(&self, ino: u64) {
+        self.by_ino.remove_if(&ino, |_, (w, _)| w.strong_count() == 0);
     }
 }
 
@@ -216,13 +311,48 @@ impl Invalidator for NotifierInvalidator {
     }
 }
 
+impl Fuse {
+    /// How to answer an open of `ino` as handle `fh` (see [`Passthrough`]).
+    fn open_mode(
+        &self,
+        ino: u64,
+        fh: u64,
+        register: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<fuser::BackingId>,
+    ) -> OpenMode {
+        if !self.pt.is_on() {
+            return OpenMode::Cached;
+        }
+        let Ok(h) = self.fs.file_handle(fh) else { return OpenMode::Direct };
+        let crate::union::tables::Handle::File(f) = &*h else { return OpenMode::Direct };
+        use std::os::fd::AsFd;
+        self.pt.mode(ino, fh, f.real, || register(f.fd.as_fd()))
+    }
+}
+
 impl Filesystem for Fuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Passthrough needs CAP_SYS_ADMIN in the initial user namespace; layers on a stacked
+        // filesystem (overlayfs, FUSE) need a stacking depth of 2.
+        let caps = config.capabilities();
+        if self.pt.wanted && crate::daemon::privileged() && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
+            let depth = if self.fs.layers_stacked() { 2 } else { 1 };
+            if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(depth).is_ok()
+            {
+                self.pt.on.store(true, std::sync::atomic::Ordering::Relaxed);
+                if caps.contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
+                    let _ok = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).is_ok();
+                }
+                debug!("FUSE passthrough on (stack depth {depth})");
+            }
+        }
+        // POSIX_ACL: the kernel caches ACLs and checks them itself (as kernel overlayfs
+        // does), instead of asking for them on every permission check and `ls -l`.
         let want = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_BIG_WRITES
-            | InitFlags::FUSE_ASYNC_DIO;
+            | InitFlags::FUSE_ASYNC_DIO
+            | InitFlags::FUSE_POSIX_ACL;
         let have = config.capabilities();
         if let Err(missing) = config.add_capabilities(want & have) {
             debug!("kernel lacks {missing:?}");
@@ -245,7 +375,10 @@ impl Filesystem for Fuse {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        guard("forget", || self.fs.forget(ino.0, nlookup))
+        guard("forget", || {
+            self.fs.forget(ino.0, nlookup);
+            self.pt.forget(ino.0);
+        })
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -360,10 +493,19 @@ impl Filesystem for Fuse {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guard("open", || match self.fs.open(ino.0, flags.0) {
-            Ok(o) => {
-                let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
-                reply.opened(FileHandle(o.fh), f)
-            }
+            Ok(o) => match self.open_mode(ino.0, o.fh, |fd| reply.open_backing(fd)) {
+                OpenMode::Backed(b) => reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), &b),
+                OpenMode::Direct => reply.opened(FileHandle(o.fh), FopenFlags::FOPEN_DIRECT_IO),
+                OpenMode::Stale => {
+                    self.fs.release(o.fh);
+                    let _gone = self.fs.supersede(ino.0);
+                    reply.error(fuser::Errno::ESTALE)
+                }
+                OpenMode::Cached => {
+                    let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                    reply.opened(FileHandle(o.fh), f)
+                }
+            },
             Err(e) => reply.error(errno(e)),
         })
     }
@@ -418,6 +560,7 @@ impl Filesystem for Fuse {
         reply: ReplyEmpty,
     ) {
         guard("release", || {
+            self.pt.release(fh.0);
             self.fs.release(fh.0);
             reply.ok()
         })
@@ -521,8 +664,22 @@ impl Filesystem for Fuse {
     ) {
         guard("create", || match cname(name).and_then(|n| self.fs.create(ctx(req), parent.0, &n, mode, flags)) {
             Ok((e, o)) => {
-                let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
-                reply.created(&TTL, &fattr(&e.attr), Generation(0), FileHandle(o.fh), f)
+                let (a, fh) = (fattr(&e.attr), FileHandle(o.fh));
+                match self.open_mode(e.ino, o.fh, |fd| reply.open_backing(fd)) {
+                    OpenMode::Backed(b) => {
+                        reply.created_passthrough(&TTL, &a, Generation(0), fh, FopenFlags::empty(), &b)
+                    }
+                    OpenMode::Direct => reply.created(&TTL, &a, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO),
+                    // A new file cannot be pinned elsewhere; should it ever be, fail cleanly.
+                    OpenMode::Stale => {
+                        self.fs.release(o.fh);
+                        reply.error(fuser::Errno::ESTALE)
+                    }
+                    OpenMode::Cached => {
+                        let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                        reply.created(&TTL, &a, Generation(0), fh, f)
+                    }
+                }
             }
             Err(e) => reply.error(errno(e)),
         })

@@ -170,13 +170,41 @@ fn st_ino_is_stable_across_copy_up() {
 fn open_before_copy_up_sees_what_the_merged_view_holds() {
     need_fuse!();
     let s = Stack::fixture("basic");
-    let _m = s.mount();
+    // Without passthrough the union serves every read, so it can follow the copy-up.
+    let _m = s.mount_with(&["-o", "nopassthrough"]);
     let reader = std::fs::File::open(s.m("tree/t1")).unwrap();
     std::fs::write(s.m("tree/t1"), "after copy-up").unwrap();
-    let mut buf = [0u8; 64];
+    let mut buf = vec![0u8; 64];
     let n = rustix::io::pread(&reader, &mut buf[..], 0).unwrap();
     // Kernel overlayfs (since 4.19) switches such a file to the upper copy too.
     assert_eq!(&buf[..n], b"after copy-up");
+}
+
+#[test]
+fn with_passthrough_a_reader_opened_before_copy_up_keeps_the_lower_data() {
+    need_fuse!();
+    need_root!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount();
+    // The reader's file was handed to the kernel (passthrough): it reads the lower file
+    // directly and cannot be switched (the documented difference from kernel overlayfs).
+    let reader = std::fs::File::open(s.m("tree/t1")).unwrap();
+    let mut w = std::fs::OpenOptions::new().write(true).truncate(true).open(s.m("tree/t1")).unwrap();
+    std::io::Write::write_all(&mut w, b"after copy-up").unwrap();
+    drop(w);
+    let mut buf = vec![0u8; 64];
+    let n = rustix::io::pread(&reader, &mut buf[..], 0).unwrap();
+    let want: &[u8] = if passthrough_available() { b"t1\n" } else { b"after copy-up" };
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), String::from_utf8_lossy(want));
+    // The writer's name now leads to a fresh inode for the upper file; `st_ino` stays the
+    // object's number once the reader is gone and the kernel forgot the old inode.
+    let st = std::fs::metadata(s.m("tree/t1")).unwrap();
+    assert_eq!(st.len(), 13);
+    // Everything opened after the copy-up sees it, whatever the reader does.
+    assert_eq!(read(s.m("tree/t1")), "after copy-up");
+    drop(reader);
+    assert_eq!(read(s.m("tree/t1")), "after copy-up");
+    assert_eq!(read(s.lower(2).join("tree/t1")), "t1\n", "the lower file is untouched");
 }
 
 #[test]

@@ -120,6 +120,7 @@ impl UnionFs {
             node.set(flag::ORIGIN);
         }
         node.set_upper(upper_ino);
+        node.forget_xattrs();
         self.inodes.register_upper(node);
         if !node.is_dir() && st.nlink > 1 {
             self.split_lower_links(node);

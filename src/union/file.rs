@@ -134,6 +134,31 @@ impl UnionFs {
         sio::fsync(&rd)
     }
 
+    /// An open file's handle (for the adapter, to hand its real file to the kernel for
+    /// passthrough).
+    pub fn file_handle(&self, fh: u64) -> Res<std::sync::Arc<Handle>> {
+        self.handles.file(fh)
+    }
+
+    /// Retires node `ino` from lookups and has the kernel drop its names, so they resolve to
+    /// a fresh node (the adapter's answer when the kernel inode is pinned to a real file the
+    /// object left, see [`super::node::flag::SUPERSEDED`]).
+    pub fn supersede(&self, ino: u64) -> Res<()> {
+        let node = self.inodes.get(ino)?;
+        self.inodes.supersede(&node);
+        let names: Vec<(u64, std::ffi::CString)> = {
+            let l = node.locs.read();
+            std::iter::once(&l.first)
+                .chain(l.more.iter())
+                .filter_map(|x| x.parent.as_ref().map(|p| (p.ino, x.name.clone())))
+                .collect()
+        };
+        for (parent, name) in names {
+            self.inval_entry(parent, &name);
+        }
+        Ok(())
+    }
+
     /// `release`.
     pub fn release(&self, fh: u64) {
         self.handles.remove(fh);

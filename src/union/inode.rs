@@ -82,6 +82,8 @@ impl UnionFs {
         } else {
             self.copy_up(&node)?;
         }
+        // A mode change rewrites ACL attributes; an owner change may drop capabilities.
+        node.forget_xattrs();
         let mut sa = sa;
         if let Some(xname) = self.opts.override_stat
             && node.kind != FileKind::Symlink
@@ -207,10 +209,30 @@ impl UnionFs {
     pub fn getxattr(&self, ino: u64, name: &CStr) -> Res<Vec<u8>> {
         let stored = self.xattr_name(name)?;
         let node = self.inodes.get(ino)?;
-        self.stable(|| {
-            let r = self.real(&node)?;
-            xattr::get(XTarget::At(r.dir.as_fd(), &r.name), &stored)?.ok_or(Errno::ENODATA)
-        })
+        let set = self.xattr_set(&node)?;
+        set.iter().find(|(n, _)| n.as_slice() == stored.as_bytes()).map(|(_, v)| v.clone()).ok_or(Errno::ENODATA)
+    }
+
+    /// The real object's extended attributes, from the node's cache or read (and cached).
+    fn xattr_set(&self, node: &Arc<Node>) -> Res<Arc<crate::union::node::XattrSet>> {
+        if let Some(s) = node.cached_xattrs() {
+            return Ok(s);
+        }
+        let set = self.stable(|| {
+            let r = self.real(node)?;
+            let t = XTarget::At(r.dir.as_fd(), &r.name);
+            let mut set = Vec::new();
+            for n in xattr::list(t)? {
+                let Ok(c) = std::ffi::CString::new(n.clone()) else { continue };
+                if let Some(v) = xattr::get(t, &c)? {
+                    set.push((n, v));
+                }
+            }
+            Ok(set)
+        })?;
+        let set = Arc::new(set);
+        node.cache_xattrs(set.clone());
+        Ok(set)
     }
 
     /// `listxattr`: names, each NUL-terminated; markers left out, escaped names unescaped.
@@ -219,12 +241,9 @@ impl UnionFs {
             return Err(Errno::EOPNOTSUPP);
         }
         let node = self.inodes.get(ino)?;
-        let names = self.stable(|| {
-            let r = self.real(&node)?;
-            xattr::list(XTarget::At(r.dir.as_fd(), &r.name))
-        })?;
+        let set = self.xattr_set(&node)?;
         let mut out = Vec::new();
-        for n in &names {
+        for (n, _) in set.iter() {
             if self.opts.override_stat.is_some_and(|o| o.to_bytes() == n.as_slice()) {
                 continue;
             }
@@ -244,10 +263,12 @@ impl UnionFs {
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
         self.copy_up(&node)?;
-        self.stable(|| {
+        let r = self.stable(|| {
             let r = self.upper_real(&node)?;
             up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), &stored, value, mode)
-        })
+        });
+        node.forget_xattrs();
+        r
     }
 
     /// `removexattr`. Removing an xattr a lower object does not have is `ENODATA` without a
@@ -260,10 +281,12 @@ impl UnionFs {
             return Err(Errno::ENODATA);
         }
         self.copy_up(&node)?;
-        self.stable(|| {
+        let r = self.stable(|| {
             let r = self.upper_real(&node)?;
             up.remove_xattr(XTarget::At(r.dir.as_fd(), &r.name), &stored)
-        })
+        });
+        node.forget_xattrs();
+        r
     }
 }
 

@@ -285,6 +285,17 @@ impl UnionFs {
         self.inodes.len()
     }
 
+    /// Whether any layer lives on a stacked filesystem (overlayfs, FUSE), which needs a FUSE
+    /// passthrough stacking depth of 2.
+    pub fn layers_stacked(&self) -> bool {
+        const OVERLAYFS: i64 = 0x794C_7630;
+        const FUSE: i64 = 0x6573_5546;
+        let stacked = |m: i64| m == OVERLAYFS || m == FUSE;
+        self.layers.lowers.iter().any(|l| stacked(l.magic))
+            || self.layers.upper.as_ref().is_some_and(|u| stacked(u.layer.magic))
+            || self.layers.volumes.iter().any(|v| stacked(v.layer.magic))
+    }
+
     /// Number of open handles.
     pub fn handle_count(&self) -> usize {
         self.handles.len()

@@ -95,6 +95,10 @@ pub mod flag {
     pub const VOL_ROOT: u32 = 1 << 6;
     /// A directory on the path to a volume's mount point.
     pub const VOL_ANCESTOR: u32 = 1 << 7;
+    /// Retired from lookups: the kernel inode is pinned to a real file the object no longer
+    /// lives in (a passthrough backing on the lower file after copy-up). Its names get a fresh
+    /// node at the next lookup; the kernel forgets this one when its last open closes.
+    pub const SUPERSEDED: u32 = 1 << 8;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).
@@ -142,7 +146,14 @@ pub struct Node {
     /// The volume it lives in (`0`: the union; `i + 1`: volume `i`, a plain directory tree
     /// with no layers and no markers).
     pub vol: u16,
+    /// The real object's extended attributes (stored names and values), read once: `ls -l`
+    /// asks for `security.selinux` and ACLs of every file, and "no such attribute" is then
+    /// answered from memory. Dropped whenever the real object changes.
+    xattrs: Mutex<Option<Arc<XattrSet>>>,
 }
+
+/// Extended attributes of a real object: stored names and their values.
+pub type XattrSet = Vec<(Vec<u8>, Vec<u8>)>;
 
 impl Node {
     /// A node with number `ino` for the object `spec` describes.
@@ -159,7 +170,23 @@ impl Node {
             copy_up_lock: Mutex::new(()),
             dir_version: AtomicU64::new(0),
             vol: spec.vol,
+            xattrs: Mutex::new(None),
         }
+    }
+
+    /// The cached extended attributes, if read already.
+    pub fn cached_xattrs(&self) -> Option<Arc<XattrSet>> {
+        self.xattrs.lock().clone()
+    }
+
+    /// Caches the extended attributes.
+    pub fn cache_xattrs(&self, set: Arc<XattrSet>) {
+        *self.xattrs.lock() = Some(set);
+    }
+
+    /// Forgets the cached extended attributes (the real object changed).
+    pub fn forget_xattrs(&self) {
+        *self.xattrs.lock() = None;
     }
 
     /// Whether a flag is set.

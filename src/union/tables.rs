@@ -95,7 +95,7 @@ impl InodeTable {
             && let MapEntry::Occupied(e) = self.map.entry(ino)
         {
             let n = e.get();
-            if n.kind == spec.kind && !n.has(flag::DEAD) && n.upper_ino() == spec.upper_ino {
+            if n.kind == spec.kind && !n.has(flag::DEAD | flag::SUPERSEDED) && n.upper_ino() == spec.upper_ino {
                 n.lookups.fetch_add(1, Ordering::Relaxed);
                 return n.clone();
             }
@@ -136,6 +136,7 @@ impl InodeTable {
             .synth
             .entry(key)
             .or_insert_with(|| SYNTHETIC_BIT | (self.next_synth.fetch_add(1, Ordering::Relaxed) + 2));
+        // (`supersede` drops a retired node's synthetic key, so `ino` is never a retired node.)
         match self.map.entry(ino) {
             MapEntry::Occupied(e) => {
                 let n = e.get().clone();
@@ -156,6 +157,19 @@ impl InodeTable {
         let u = node.upper_ino();
         if u != 0 {
             self.by_upper.insert((node.vol, u), node.ino);
+        }
+    }
+
+    /// Retires `node` from lookups (see [`flag::SUPERSEDED`]): the next lookup of the same
+    /// object makes a new node with another number.
+    pub fn supersede(&self, node: &Node) {
+        node.set(flag::SUPERSEDED);
+        let u = node.upper_ino();
+        if u != 0 {
+            self.by_upper.remove_if(&(node.vol, u), |_, v| *v == node.ino);
+        }
+        if node.ino & SYNTHETIC_BIT != 0 {
+            self.synth.retain(|_, v| *v != node.ino);
         }
     }
 
@@ -191,7 +205,11 @@ impl InodeTable {
 
 /// Whether an existing node stands for the object `spec` describes.
 fn matches(node: &Node, spec: &NodeSpec) -> bool {
-    if node.kind != spec.kind || node.identity != spec.identity || node.vol != spec.vol || node.has(flag::DEAD) {
+    if node.kind != spec.kind
+        || node.identity != spec.identity
+        || node.vol != spec.vol
+        || node.has(flag::DEAD | flag::SUPERSEDED)
+    {
         return false;
     }
     match (node.upper_ino(), spec.upper_ino) {
@@ -225,12 +243,15 @@ pub struct FileHandle {
     /// For a handle opened on a lower file that was copied up since: the upper copy, opened
     /// read-only on first use, so reads see what the merged view holds (as the kernel does).
     pub reopened: std::sync::OnceLock<OwnedFd>,
+    /// Device and inode number of the real file `fd` is open on.
+    pub real: (u64, u64),
 }
 
 impl FileHandle {
     /// A handle on a real file.
     pub fn new(node: Arc<Node>, fd: OwnedFd, upper: bool) -> FileHandle {
-        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new() }
+        let real = crate::sys::stat::fstat(&fd).map(|s| (s.dev, s.ino)).unwrap_or((0, 0));
+        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new(), real }
     }
 }
 

@@ -13,6 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The binary under test.
+/// Whether mounts made by this process get FUSE passthrough (as `unionfs info` reports it).
+#[allow(dead_code)]
+pub fn passthrough_available() -> bool {
+    let root = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin()).arg("--root").arg(root.path()).arg("info").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("FUSE passthrough: available")
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_unionfs")
 }
