@@ -174,7 +174,7 @@ fn open_before_copy_up_sees_what_the_merged_view_holds() {
     let _m = s.mount_with(&["-o", "nopassthrough"]);
     let reader = std::fs::File::open(s.m("tree/t1")).unwrap();
     std::fs::write(s.m("tree/t1"), "after copy-up").unwrap();
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     let n = rustix::io::pread(&reader, &mut buf[..], 0).unwrap();
     // Kernel overlayfs (since 4.19) switches such a file to the upper copy too.
     assert_eq!(&buf[..n], b"after copy-up");
@@ -192,7 +192,7 @@ fn with_passthrough_a_reader_opened_before_copy_up_keeps_the_lower_data() {
     let mut w = std::fs::OpenOptions::new().write(true).truncate(true).open(s.m("tree/t1")).unwrap();
     std::io::Write::write_all(&mut w, b"after copy-up").unwrap();
     drop(w);
-    let mut buf = vec![0u8; 64];
+    let mut buf = [0u8; 64];
     let n = rustix::io::pread(&reader, &mut buf[..], 0).unwrap();
     let want: &[u8] = if passthrough_available() { b"t1\n" } else { b"after copy-up" };
     assert_eq!(String::from_utf8_lossy(&buf[..n]), String::from_utf8_lossy(want));
