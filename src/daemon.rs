@@ -182,7 +182,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let mut config = Config::default();
     config.mount_options = mount_options;
     config.acl = if root || cfg.options.allow_other { SessionACL::All } else { SessionACL::Owner };
-    config.n_threads = Some((sproc::cpus() * 2).clamp(4, 16));
+    config.n_threads = Some(
+        std::env::var("UNIONFS_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or((sproc::cpus() * 2).clamp(4, 16)),
+    );
     config.clone_fd = true;
 
     let session = Session::new(Fuse::new(fs.clone(), !cfg.options.nopassthrough), &cfg.mountpoint, &config)

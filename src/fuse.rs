@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, error};
 
@@ -210,6 +210,15 @@ fn fattr(a: &Attr) -> FileAttr {
     }
 }
 
+/// Which `READDIRPLUS` mode to ask for (measurement knob, see the benchmark).
+fn readdirplus() -> InitFlags {
+    match std::env::var("UNIONFS_READDIRPLUS").as_deref() {
+        Ok("off") => InitFlags::empty(),
+        Ok("on") => InitFlags::FUSE_DO_READDIRPLUS,
+        _ => InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
+    }
+}
+
 /// A negative entry: node id 0 tells the kernel to cache "no such name" for the TTL.
 fn negative() -> FileAttr {
     fattr(&Attr {
@@ -235,7 +244,11 @@ fn cname(name: &OsStr) -> Result<CString, Errno> {
 
 fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
     match r {
-        Ok(e) if e.revalidate => reply.entry_with_ttls(&TTL, &Duration::ZERO, &fattr(&e.attr), Generation(0)),
+        // Neither the name nor the link count of a lower hard link may be cached: see
+        // `Entry::revalidate`.
+        Ok(e) if e.revalidate => {
+            reply.entry_with_ttls(&Duration::ZERO, &Duration::ZERO, &fattr(&e.attr), Generation(0))
+        }
         Ok(e) => reply.entry(&TTL, &fattr(&e.attr), Generation(0)),
         Err(e) => reply.error(errno(e)),
     }
@@ -322,8 +335,7 @@ impl Fuse {
         if !self.pt.is_on() {
             return OpenMode::Cached;
         }
-        let Ok(h) = self.fs.file_handle(fh) else { return OpenMode::Direct };
-        let crate::union::tables::Handle::File(f) = &*h else { return OpenMode::Direct };
+        let Ok(f) = self.fs.file_handle(fh) else { return OpenMode::Direct };
         use std::os::fd::AsFd;
         self.pt.mode(ino, fh, f.real, || register(f.fd.as_fd()))
     }
@@ -352,7 +364,8 @@ impl Filesystem for Fuse {
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_ASYNC_DIO
-            | InitFlags::FUSE_POSIX_ACL;
+            | InitFlags::FUSE_POSIX_ACL
+            | readdirplus();
         let have = config.capabilities();
         if let Err(missing) = config.add_capabilities(want & have) {
             debug!("kernel lacks {missing:?}");
@@ -368,7 +381,7 @@ impl Filesystem for Fuse {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guard("lookup", || match cname(name).and_then(|n| self.fs.lookup(parent.0, &n)) {
-            Ok(e) => reply.entry(&TTL, &fattr(&e.attr), Generation(0)),
+            Ok(e) => reply_entry(reply, Ok(e)),
             Err(Errno::ENOENT) => reply.entry(&TTL, &negative(), Generation(0)),
             Err(e) => reply.error(errno(e)),
         })
@@ -570,15 +583,16 @@ impl Filesystem for Fuse {
         guard("fsync", || reply_empty(reply, self.fs.fsync(fh.0, datasync)))
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guard("opendir", || match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(e)),
-        })
+    /// Directories need no open handle: `ENOSYS` tells the kernel never to send `OPENDIR`
+    /// and `RELEASEDIR` again (two round trips saved per directory walked). It then caches
+    /// listings as if every open said `FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE` (Linux 6.x); the
+    /// listing a reader is part-way through lives on the node ([`UnionFs::readdir`]).
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(fuser::Errno::ENOSYS)
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        guard("readdir", || match self.fs.readdir(fh.0, offset) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        guard("readdir", || match self.fs.readdir(ino.0, offset) {
             Ok(list) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX);
                 for (i, e) in list.iter().enumerate().skip(start) {
@@ -593,10 +607,37 @@ impl Filesystem for Fuse {
         })
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        guard("releasedir", || {
-            self.fs.releasedir(fh.0);
-            reply.ok()
+    /// `READDIRPLUS` (the kernel asks for it at the start of a directory, and for the rest
+    /// once a program stats the entries, as `ls -l` does): the listing with each entry's
+    /// attributes, saving one `LOOKUP` round trip per entry. Every entry sent counts as one
+    /// lookup of its node, as the kernel counts it.
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        guard("readdirplus", || match self.fs.readdir(ino.0, offset) {
+            Ok(list) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                for (i, e) in list.iter().enumerate().skip(start) {
+                    let name = OsStr::from_bytes(e.name.as_bytes());
+                    let off = (i + 1) as u64;
+                    if matches!(e.name.as_bytes(), b"." | b"..") {
+                        // The kernel links neither; only the number is used.
+                        let attr = FileAttr { ino: INodeNo(e.ino), kind: FileType::Directory, ..negative() };
+                        if reply.add(INodeNo(e.ino), off, name, &Duration::ZERO, &attr, Generation(0)) {
+                            break;
+                        }
+                        continue;
+                    }
+                    // A name that vanished since the listing was made is left out.
+                    let Ok(entry) = self.fs.lookup(ino.0, &e.name) else { continue };
+                    let ttl = if entry.revalidate { Duration::ZERO } else { TTL };
+                    if reply.add(INodeNo(entry.ino), off, name, &ttl, &fattr(&entry.attr), Generation(0)) {
+                        // No room: the kernel will not see this entry, so it was not looked up.
+                        self.fs.forget(entry.ino, 1);
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(e)),
         })
     }
 

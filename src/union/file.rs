@@ -55,7 +55,7 @@ impl UnionFs {
             let r = self.real(&node)?;
             Ok((open::openat(&*r.dir, &r.name, oflags, 0)?, r.side))
         })?;
-        let fh = self.handles.insert(Handle::File(FileHandle::new(node, fd, side == Side::Upper)));
+        let fh = self.handles.insert(FileHandle::new(node, fd, side == Side::Upper));
         Ok(Opened { fh, keep_cache: true })
     }
 
@@ -64,16 +64,12 @@ impl UnionFs {
         let oflags = real_flags(flags);
         let (node, st, fd) = self.create_file(ctx, parent, name, mode, oflags)?;
         let entry = Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate: false };
-        let fh = self.handles.insert(Handle::File(FileHandle::new(node, fd, true)));
+        let fh = self.handles.insert(FileHandle::new(node, fd, true));
         Ok((entry, Opened { fh, keep_cache: true }))
     }
 
     fn with_file<T>(&self, fh: u64, f: impl FnOnce(&FileHandle) -> Res<T>) -> Res<T> {
-        let h = self.handles.file(fh)?;
-        match &*h {
-            Handle::File(file) => f(file),
-            Handle::Dir(_) => Err(Errno::EISDIR),
-        }
+        f(&*self.handles.file(fh)?)
     }
 
     /// The descriptor to read through: the handle's own, or — for a handle opened on a lower
@@ -183,15 +179,10 @@ impl UnionFs {
     pub fn copy_file_range(&self, fh_in: u64, off_in: u64, fh_out: u64, off_out: u64, len: u64) -> Res<usize> {
         let hin = self.handles.file(fh_in)?;
         let hout = self.handles.file(fh_out)?;
-        match (&*hin, &*hout) {
-            (Handle::File(a), Handle::File(b)) => {
-                if !b.upper {
-                    return Err(Errno::EBADF);
-                }
-                let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
-                sio::copy_file_range(self.read_fd(a)?, off_in, b.fd.as_fd(), off_out, len)
-            }
-            _ => Err(Errno::EISDIR),
+        if !hout.upper {
+            return Err(Errno::EBADF);
         }
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
+        sio::copy_file_range(self.read_fd(&hin)?, off_in, hout.fd.as_fd(), off_out, len)
     }
 }

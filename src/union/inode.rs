@@ -41,10 +41,7 @@ impl UnionFs {
     /// The descriptor of an open upper file, if `fh` names one for `node`.
     fn upper_handle_fd(&self, node: &Node, fh: Option<u64>) -> Option<Arc<Handle>> {
         let h = self.handles.get(fh?).ok()?;
-        match &*h {
-            Handle::File(f) if f.upper && f.node.ino == node.ino => Some(h),
-            _ => None,
-        }
+        (h.upper && h.node.ino == node.ino).then_some(h)
     }
 
     /// `getattr`. With `fh` (fstat on an open file) a removed file still answers.
@@ -57,10 +54,8 @@ impl UnionFs {
                 Some(Ok(h)) => Some(h),
                 _ => self.handles.file_of(node.ino),
             };
-            if let Some(h) = h
-                && let Handle::File(f) = &*h
-            {
-                return Ok(self.attr_of(&node, &stat::fstat(self.read_fd(f)?)?));
+            if let Some(f) = h {
+                return Ok(self.attr_of(&node, &stat::fstat(self.read_fd(&f)?)?));
             }
         }
         let st = self.stat_node(&node)?;
@@ -110,9 +105,7 @@ impl UnionFs {
         // Ids as the layers store them.
         let uid = sa.uid.map(|u| self.opts.uids.store(u)).transpose()?;
         let gid = sa.gid.map(|g| self.opts.gids.store(g)).transpose()?;
-        if let Some(h) = self.upper_handle_fd(&node, sa.fh)
-            && let Handle::File(f) = &*h
-        {
+        if let Some(f) = self.upper_handle_fd(&node, sa.fh) {
             let fd = f.fd.as_fd();
             if uid.is_some() || gid.is_some() {
                 up.fchown(fd, uid, gid)?;

@@ -316,8 +316,13 @@ impl UnionFs {
             let loc = Loc { parent: Some(parent.clone()), name: name.to_owned() };
             if node.is_dir() {
                 node.locs.write().first = loc;
-            } else {
+            } else if node.has_upper() {
                 node.add_loc(loc);
+            } else {
+                // Names of one lower file: FUSE's open and link name only the inode, and the
+                // kernel looks the name up right before (such entries are never cached, see
+                // `Entry::revalidate`), so the copy-up takes the name walked last.
+                node.use_loc(loc);
             }
         }
         Ok((node, found.stat))

@@ -123,8 +123,9 @@ pub struct Entry {
     pub ino: u64,
     /// Its attributes.
     pub attr: Attr,
-    /// The kernel must not cache the name: it is one of several lower links of a file, and
-    /// if another of them is copied up this name becomes a different object.
+    /// The kernel must not cache the name or its attributes: it is one of several lower
+    /// links of a file, so if another of them is copied up this name becomes a different
+    /// object; and each walk's lookup tells which name an open or link that follows means.
     pub revalidate: bool,
 }
 

@@ -143,6 +143,9 @@ pub struct Node {
     pub copy_up_lock: Mutex<()>,
     /// Bumped on every change to this directory's entries (for readdir snapshots).
     pub dir_version: AtomicU64,
+    /// A directory's merged listing while a reader is part-way through it, and the
+    /// `dir_version` it was built at; dropped when a reader reaches the end.
+    pub listing: parking_lot::Mutex<Option<(u64, Arc<Vec<crate::union::readdir::DirEntry>>)>>,
     /// The volume it lives in (`0`: the union; `i + 1`: volume `i`, a plain directory tree
     /// with no layers and no markers).
     pub vol: u16,
@@ -169,6 +172,7 @@ impl Node {
             lower: spec.lower,
             copy_up_lock: Mutex::new(()),
             dir_version: AtomicU64::new(0),
+            listing: parking_lot::Mutex::new(None),
             vol: spec.vol,
             xattrs: Mutex::new(None),
         }
@@ -255,6 +259,18 @@ impl Node {
     /// The parent directory node (`None` for the root).
     pub fn parent(&self) -> Option<Arc<Node>> {
         self.locs.read().first.parent.clone()
+    }
+
+    /// Makes `loc` the name used to reach the object, keeping the other names.
+    pub fn use_loc(&self, loc: Loc) {
+        let mut l = self.locs.write();
+        let same = |x: &Loc| x.name == loc.name && ptr_eq(&x.parent, &loc.parent);
+        if same(&l.first) {
+            return;
+        }
+        l.more.retain(|x| !same(x));
+        let old = std::mem::replace(&mut l.first, loc);
+        l.more.push(old);
     }
 
     /// Adds a name for this node, unless known already.

@@ -17,7 +17,7 @@ use crate::sys::stat::{self, FileKind};
 use crate::sys::{dir as sdir, open};
 use crate::union::UnionFs;
 use crate::union::node::{Node, flag};
-use crate::union::tables::{DirHandle, Handle, Side};
+use crate::union::tables::Side;
 use crate::union::whiteout;
 
 /// One entry of a merged listing.
@@ -279,37 +279,31 @@ impl UnionFs {
     }
 
     /// `opendir`.
-    pub fn opendir(&self, ino: u64) -> Res<u64> {
-        let node = self.inodes.get(ino)?;
-        if !node.is_dir() {
+    /// `readdir` of directory `ino`: the listing to serve from `offset` (an index into it).
+    ///
+    /// Directories are opened without a handle (the kernel caches their listings itself), so
+    /// the listing being read lives on the node: built at the first read, rebuilt by a read
+    /// from offset 0 after the directory changed (`rewinddir`), kept for reads at other
+    /// offsets (`seekdir`/`telldir` stay stable), and dropped once a read reaches the end.
+    pub fn readdir(&self, ino: u64, offset: u64) -> Res<Arc<Vec<DirEntry>>> {
+        let dir = self.inodes.get(ino)?;
+        if !dir.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        Ok(self.handles.insert(Handle::Dir(DirHandle { node, snapshot: parking_lot::Mutex::new(None) })))
-    }
-
-    /// `readdir`: the listing to serve from `offset` (an index into it). A read from offset 0
-    /// after the directory changed sees the change (`rewinddir`); reads at other offsets
-    /// continue the same listing, so `seekdir`/`telldir` stay stable.
-    pub fn readdir(&self, fh: u64, offset: u64) -> Res<Arc<Vec<DirEntry>>> {
-        let h = self.handles.get(fh)?;
-        let Handle::Dir(dh) = &*h else {
-            return Err(Errno::ENOTDIR);
+        let mut snap = dir.listing.lock();
+        let version = dir.dir_version.load(Ordering::Acquire);
+        let list = match &*snap {
+            Some((v, l)) if offset != 0 || *v == version => l.clone(),
+            _ => {
+                let l = Arc::new(self.list(&dir)?);
+                *snap = Some((version, l.clone()));
+                l
+            }
         };
-        let mut snap = dh.snapshot.lock();
-        let version = dh.node.dir_version.load(Ordering::Acquire);
-        let stale = match &*snap {
-            None => true,
-            Some((v, _)) => offset == 0 && *v != version,
-        };
-        if stale {
-            *snap = Some((version, Arc::new(self.list(&dh.node)?)));
+        if usize::try_from(offset).map_or(true, |o| o >= list.len()) {
+            *snap = None;
         }
-        snap.as_ref().map(|(_, l)| l.clone()).ok_or(Errno::EIO)
-    }
-
-    /// `releasedir`.
-    pub fn releasedir(&self, fh: u64) {
-        self.handles.remove(fh);
+        Ok(list)
     }
 }
 

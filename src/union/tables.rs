@@ -16,13 +16,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
-use parking_lot::Mutex;
 
 use crate::error::{Errno, Res};
 use crate::sys::stat::FileKind;
 use crate::union::layer::{LowerIdx, SYNTHETIC_BIT, Xino};
 use crate::union::node::{Identity, Lower, Node, NodeSpec, flag};
-use crate::union::readdir::DirEntry;
 
 /// The root's inode number (fixed by FUSE).
 pub const ROOT_INO: u64 = 1;
@@ -255,26 +253,11 @@ impl FileHandle {
     }
 }
 
-/// An open directory: the merged listing, built on the first read and rebuilt when a read
-/// starts over after the directory changed.
-#[derive(Debug)]
-pub struct DirHandle {
-    /// The directory node.
-    pub node: Arc<Node>,
-    /// The listing and the directory version it was built at.
-    pub snapshot: Mutex<Option<(u64, Arc<Vec<DirEntry>>)>>,
-}
+/// An open file. (Directories have no handles: the kernel opens them without asking, and
+/// their listings live on the node, see [`Node::listing`].)
+pub type Handle = FileHandle;
 
-/// An open file or directory.
-#[derive(Debug)]
-pub enum Handle {
-    /// A regular file (or other non-directory).
-    File(FileHandle),
-    /// A directory.
-    Dir(DirHandle),
-}
-
-/// File handle number → open handle.
+/// File handle number → open file.
 #[derive(Debug, Default)]
 pub struct HandleTable {
     map: DashMap<u64, Arc<Handle>>,
@@ -296,19 +279,12 @@ impl HandleTable {
 
     /// An open file handle.
     pub fn file(&self, fh: u64) -> Res<Arc<Handle>> {
-        let h = self.get(fh)?;
-        match &*h {
-            Handle::File(_) => Ok(h),
-            Handle::Dir(_) => Err(Errno::EISDIR),
-        }
+        self.get(fh)
     }
 
     /// Some open file handle of node `ino` (a scan: only for removed-but-open files).
     pub fn file_of(&self, ino: u64) -> Option<Arc<Handle>> {
-        self.map
-            .iter()
-            .find(|h| matches!(&**h.value(), Handle::File(f) if f.node.ino == ino))
-            .map(|h| h.value().clone())
+        self.map.iter().find(|h| h.value().node.ino == ino).map(|h| h.value().clone())
     }
 
     /// Drops a handle.
