@@ -115,6 +115,9 @@ pub struct MountOptions {
     /// `nopassthrough`: never hand files to the kernel (exact overlayfs semantics for files
     /// opened before a copy-up, at the cost of speed).
     pub nopassthrough: bool,
+    /// `max_nodes=N`: how many inodes the daemon remembers before asking the kernel to
+    /// forget the least recently used (memory bound; `None`: the default).
+    pub max_nodes: Option<usize>,
     /// `debug` given in the options.
     pub debug: bool,
     /// Options given with bad values (reported as errors at validation).
@@ -213,6 +216,10 @@ impl MountOptions {
                 ("noxattrs", None | Some("1")) => self.noxattrs = true,
                 ("noxattrs", Some("0")) => self.noxattrs = false,
                 ("static_nlink", None) => self.static_nlink = true,
+                ("max_nodes", Some(v)) => match v.parse::<usize>() {
+                    Ok(n) if n >= 1000 => self.max_nodes = Some(n),
+                    _ => bad(),
+                },
                 ("nopassthrough", None) | ("passthrough", Some("0" | "off")) => self.nopassthrough = true,
                 ("passthrough", None | Some("1" | "on")) => self.nopassthrough = false,
                 _ => self.unknown.push(opt.clone()),

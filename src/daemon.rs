@@ -154,6 +154,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     opts.override_stat = cfg.options.override_xattr();
     opts.xattrs = !cfg.options.noxattrs;
     opts.static_nlink = cfg.options.static_nlink;
+    if let Some(n) = cfg.options.max_nodes {
+        opts.max_nodes = n;
+    }
     let fs = Arc::new(UnionFs::new(layers, opts)?);
     for (host, at) in &cfg.volumes {
         fs.make_volume_parents(at).context(|| format!("cannot make the mount point of volume '{}'", host.display()))?;
@@ -192,6 +195,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let inval =
         NotifierInvalidator::start(session.notifier()).context(|| "cannot start the invalidation thread".into())?;
     fs.set_invalidator(Box::new(inval));
+    fs.start_reclaimer().context(|| "cannot start the reclaim thread".into())?;
     Ok(Prepared { fs, session })
 }
 

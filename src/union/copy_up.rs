@@ -167,7 +167,7 @@ impl UnionFs {
                     Data::Full => st.size,
                     Data::Truncate(n) => n,
                 };
-                let rep = sio::copy_data(&src, &dst, len, st.size)?;
+                let rep = sio::copy_data(&src, &dst, len, st.size, up.sync())?;
                 debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;
                 self.copy_owner(up, work, tmp, st)?;
@@ -175,7 +175,10 @@ impl UnionFs {
                 crate::sys::fs::futimens(&dst, SetTime::At(st.atime), SetTime::At(st.mtime))?;
                 self.set_origin(up, ldir, lname, XTarget::Fd(dst.as_fd()));
                 if up.sync() {
-                    sio::fsync(&dst)?;
+                    // Data must be on disk before the rename makes it visible (as the kernel
+                    // does): a power cut must not leave an empty or partial upper file hiding
+                    // the lower one. Metadata goes to the journal before the rename does.
+                    sio::fdatasync(&dst)?;
                 }
                 Ok(())
             }

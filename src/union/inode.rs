@@ -223,9 +223,7 @@ impl UnionFs {
             }
             Ok(set)
         })?;
-        let set = Arc::new(set);
-        node.cache_xattrs(set.clone());
-        Ok(set)
+        Ok(node.cache_xattrs(set))
     }
 
     /// `listxattr`: names, each NUL-terminated; markers left out, escaped names unescaped.

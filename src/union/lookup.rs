@@ -334,6 +334,7 @@ impl UnionFs {
         let dir = self.inodes.get(parent)?;
         let found = self.find(&dir, name)?.ok_or(Errno::ENOENT)?;
         let (node, st) = self.intern(&dir, name, found)?;
+        self.maybe_reclaim();
         let revalidate = !node.is_dir() && !node.has_upper() && st.nlink > 1;
         Ok(Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate })
     }
@@ -344,6 +345,7 @@ impl UnionFs {
             self.inodes.forget(ino, n);
             if self.inodes.get(ino).map(|cur| !Arc::ptr_eq(&cur, &node)).unwrap_or(true) {
                 self.forget_dirfds(&node);
+                self.listings.remove(&ino);
             }
         }
     }

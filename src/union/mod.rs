@@ -149,6 +149,9 @@ pub struct Options {
     pub xattrs: bool,
     /// Directories report one link (`static_nlink`).
     pub static_nlink: bool,
+    /// How many nodes to keep before asking the kernel to forget the least recently used
+    /// (`max_nodes=`; memory stays bounded however big the tree walked).
+    pub max_nodes: usize,
 }
 
 impl Options {
@@ -163,9 +166,13 @@ impl Options {
             override_stat: None,
             xattrs: true,
             static_nlink: false,
+            max_nodes: DEFAULT_MAX_NODES,
         }
     }
 }
+
+/// Default for [`Options::max_nodes`]: about 25 MiB of nodes.
+pub const DEFAULT_MAX_NODES: usize = 100_000;
 
 /// Lets the core ask the kernel to drop cached names or attributes it can no longer trust.
 pub trait Invalidator: Send + Sync {
@@ -191,6 +198,11 @@ pub struct UnionFs {
     root: Arc<Node>,
     /// Set once the session exists.
     invalidator: OnceLock<Box<dyn Invalidator>>,
+    /// Listings of directories a reader is part-way through, with the directory version
+    /// they were built at (see [`UnionFs::readdir`]).
+    pub(crate) listings: dashmap::DashMap<u64, (u64, Arc<Vec<readdir::DirEntry>>)>,
+    /// The reclaim thread, woken when the node table outgrows [`Options::max_nodes`].
+    reclaimer: OnceLock<std::thread::Thread>,
 }
 
 impl std::fmt::Debug for UnionFs {
@@ -260,6 +272,8 @@ impl UnionFs {
             rename_seq: AtomicU64::new(0),
             root,
             invalidator: OnceLock::new(),
+            listings: dashmap::DashMap::new(),
+            reclaimer: OnceLock::new(),
         })
     }
 
@@ -267,6 +281,71 @@ impl UnionFs {
     pub fn set_invalidator(&self, inv: Box<dyn Invalidator>) {
         // A second call keeps the first invalidator; there is only one session.
         let _ = self.invalidator.set(inv);
+    }
+
+    /// Starts the thread that keeps the node table within [`Options::max_nodes`]: it asks
+    /// the kernel to drop the names of the least recently looked-up nodes that nothing holds
+    /// (no open file, no known child); the kernel's `FORGET`s then free them. Directory
+    /// descriptors and negative entries are cached separately and are not affected.
+    pub fn start_reclaimer(self: &Arc<Self>) -> std::io::Result<()> {
+        let weak = Arc::downgrade(self);
+        let t = std::thread::Builder::new().name("reclaim".into()).spawn(move || {
+            loop {
+                std::thread::park_timeout(std::time::Duration::from_secs(5));
+                let Some(fs) = weak.upgrade() else { return };
+                // Names already sent are not sent again, so passes can follow each other
+                // closely while a walk outruns the kernel's FORGETs.
+                while fs.reclaim() > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        })?;
+        let _ = self.reclaimer.set(t.thread().clone());
+        Ok(())
+    }
+
+    /// Wakes the reclaim thread if the node table is over its limit.
+    pub(crate) fn maybe_reclaim(&self) {
+        if self.inodes.len() > self.opts.max_nodes
+            && let Some(t) = self.reclaimer.get()
+        {
+            t.unpark();
+        }
+    }
+
+    /// One reclaim pass: if there are more nodes than [`Options::max_nodes`], asks the kernel
+    /// to forget the least recently used ones down to three quarters of the limit; returns how
+    /// many names it invalidated.
+    pub fn reclaim(&self) -> usize {
+        let cap = self.opts.max_nodes;
+        let len = self.inodes.len();
+        if len <= cap {
+            return 0;
+        }
+        let mut victims = self.inodes.reclaimable();
+        let want = (len - cap * 3 / 4).min(victims.len());
+        if want < victims.len() {
+            victims.select_nth_unstable_by_key(want, |(used, _)| *used);
+            victims.truncate(want);
+        }
+        let mut sent = 0;
+        for (_, ino) in victims {
+            let Ok(node) = self.inodes.get(ino) else { continue };
+            node.set(flag::RECLAIMED);
+            let names: Vec<(u64, CString)> = {
+                let l = node.locs.read();
+                std::iter::once(&l.first)
+                    .chain(l.more.iter())
+                    .filter_map(|x| x.parent.as_ref().map(|p| (p.ino, x.name.clone())))
+                    .collect()
+            };
+            for (parent, name) in names {
+                self.inval_entry(parent, &name);
+                sent += 1;
+            }
+        }
+        tracing::debug!(nodes = len, sent, "reclaim");
+        sent
     }
 
     /// Asks the kernel to forget a cached name.
@@ -302,13 +381,21 @@ impl UnionFs {
         self.handles.len()
     }
 
-    /// Runs `f`, retrying when it failed with `ENOENT` while a rename moved things.
+    /// Runs `f`, retrying when it failed with `ENOENT` while a rename moved things, and once
+    /// after emptying the directory-descriptor cache when the daemon ran out of descriptors
+    /// (`EMFILE`/`ENFILE`): the cache gives way, the container's open does not fail.
     pub(crate) fn stable<T>(&self, mut f: impl FnMut() -> Res<T>) -> Res<T> {
+        let mut shed = false;
         for _ in 0..8 {
             let before = self.rename_seq.load(Ordering::Acquire);
             match f() {
                 Err(Errno::ENOENT) if self.rename_seq.load(Ordering::Acquire) != before || before & 1 == 1 => {
                     std::thread::yield_now();
+                }
+                Err(Errno::EMFILE | Errno::ENFILE) if !shed => {
+                    shed = true;
+                    let n = self.dirfds.shed();
+                    tracing::warn!("out of file descriptors: closed {n} cached directory descriptors and retried");
                 }
                 r => return r,
             }

@@ -99,6 +99,8 @@ pub mod flag {
     /// lives in (a passthrough backing on the lower file after copy-up). Its names get a fresh
     /// node at the next lookup; the kernel forgets this one when its last open closes.
     pub const SUPERSEDED: u32 = 1 << 8;
+    /// The kernel was asked to forget its names (reclaim); cleared by the next lookup.
+    pub const RECLAIMED: u32 = 1 << 9;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).
@@ -131,6 +133,8 @@ pub struct Node {
     pub identity: Identity,
     /// Kernel references (lookups minus forgets).
     pub(crate) lookups: AtomicU64,
+    /// When the kernel last looked it up (the inode table's clock), for reclaim.
+    pub(crate) used: AtomicU64,
     /// `flag::*` bits.
     flags: AtomicU32,
     /// Real inode number of the upper object once there is one (0 before).
@@ -143,9 +147,6 @@ pub struct Node {
     pub copy_up_lock: Mutex<()>,
     /// Bumped on every change to this directory's entries (for readdir snapshots).
     pub dir_version: AtomicU64,
-    /// A directory's merged listing while a reader is part-way through it, and the
-    /// `dir_version` it was built at; dropped when a reader reaches the end.
-    pub listing: parking_lot::Mutex<Option<(u64, Arc<Vec<crate::union::readdir::DirEntry>>)>>,
     /// The volume it lives in (`0`: the union; `i + 1`: volume `i`, a plain directory tree
     /// with no layers and no markers).
     pub vol: u16,
@@ -166,13 +167,13 @@ impl Node {
             kind: spec.kind,
             identity: spec.identity,
             lookups: AtomicU64::new(0),
+            used: AtomicU64::new(0),
             flags: AtomicU32::new(spec.flags),
             upper_ino: AtomicU64::new(spec.upper_ino),
             locs: RwLock::new(Locs { first: spec.loc, more: Vec::new() }),
             lower: spec.lower,
             copy_up_lock: Mutex::new(()),
             dir_version: AtomicU64::new(0),
-            listing: parking_lot::Mutex::new(None),
             vol: spec.vol,
             xattrs: Mutex::new(None),
         }
@@ -183,9 +184,13 @@ impl Node {
         self.xattrs.lock().clone()
     }
 
-    /// Caches the extended attributes.
-    pub fn cache_xattrs(&self, set: Arc<XattrSet>) {
-        *self.xattrs.lock() = Some(set);
+    /// Caches the extended attributes. (Most files have none: they share one empty set, so
+    /// the cache costs them no allocation.)
+    pub fn cache_xattrs(&self, set: XattrSet) -> Arc<XattrSet> {
+        static EMPTY: std::sync::LazyLock<Arc<XattrSet>> = std::sync::LazyLock::new(|| Arc::new(Vec::new()));
+        let set = if set.is_empty() { EMPTY.clone() } else { Arc::new(set) };
+        *self.xattrs.lock() = Some(set.clone());
+        set
     }
 
     /// Forgets the cached extended attributes (the real object changed).

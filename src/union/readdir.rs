@@ -282,7 +282,7 @@ impl UnionFs {
     /// `readdir` of directory `ino`: the listing to serve from `offset` (an index into it).
     ///
     /// Directories are opened without a handle (the kernel caches their listings itself), so
-    /// the listing being read lives on the node: built at the first read, rebuilt by a read
+    /// the listing being read is kept per directory inode: built at the first read, rebuilt by a read
     /// from offset 0 after the directory changed (`rewinddir`), kept for reads at other
     /// offsets (`seekdir`/`telldir` stay stable), and dropped once a read reaches the end.
     pub fn readdir(&self, ino: u64, offset: u64) -> Res<Arc<Vec<DirEntry>>> {
@@ -290,18 +290,17 @@ impl UnionFs {
         if !dir.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        let mut snap = dir.listing.lock();
         let version = dir.dir_version.load(Ordering::Acquire);
-        let list = match &*snap {
-            Some((v, l)) if offset != 0 || *v == version => l.clone(),
-            _ => {
+        let list = match self.listings.entry(ino) {
+            dashmap::mapref::entry::Entry::Occupied(e) if offset != 0 || e.get().0 == version => e.get().1.clone(),
+            e => {
                 let l = Arc::new(self.list(&dir)?);
-                *snap = Some((version, l.clone()));
+                e.insert((version, l.clone()));
                 l
             }
         };
         if usize::try_from(offset).map_or(true, |o| o >= list.len()) {
-            *snap = None;
+            self.listings.remove(&ino);
         }
         Ok(list)
     }

@@ -54,6 +54,8 @@ pub struct InodeTable {
     synth: DashMap<SynthKey, u64>,
     /// Next synthetic number.
     next_synth: AtomicU64,
+    /// Lookup clock: each lookup stamps its node with the next tick ([`Node::used`]).
+    clock: AtomicU64,
 }
 
 impl InodeTable {
@@ -80,6 +82,20 @@ impl InodeTable {
         self.map.is_empty()
     }
 
+    /// Nodes that could be forgotten, with their last-use stamp: nothing but the table holds
+    /// them (no open handle, no known child, no other name's parent), and their number is
+    /// not synthetic (a synthetic number would not come back the same).
+    pub fn reclaimable(&self) -> Vec<(u64, u64)> {
+        self.map
+            .iter()
+            .filter(|e| {
+                let n = e.value();
+                n.ino != ROOT_INO && n.ino & SYNTHETIC_BIT == 0 && !n.has(flag::RECLAIMED) && Arc::strong_count(n) == 1
+            })
+            .map(|e| (e.value().used.load(Ordering::Relaxed), e.value().ino))
+            .collect()
+    }
+
     /// Finds the node for `spec` or makes one, and counts one kernel lookup on it.
     ///
     /// An upper object is found by its real inode number. Otherwise the number is the
@@ -88,6 +104,15 @@ impl InodeTable {
     /// copied up), the object gets a synthetic number instead, stable for as long as the
     /// kernel remembers it.
     pub fn intern(&self, spec: NodeSpec, xino: &Xino) -> Arc<Node> {
+        let node = self.intern_counted(spec, xino);
+        node.used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        if node.has(flag::RECLAIMED) {
+            node.clear(flag::RECLAIMED);
+        }
+        node
+    }
+
+    fn intern_counted(&self, spec: NodeSpec, xino: &Xino) -> Arc<Node> {
         if spec.upper_ino != 0
             && let Some(ino) = self.by_upper.get(&(spec.vol, spec.upper_ino)).map(|v| *v)
             && let MapEntry::Occupied(e) = self.map.entry(ino)
@@ -316,14 +341,14 @@ pub enum Side {
 #[derive(Debug)]
 pub struct DirFdCache {
     map: DashMap<(u64, Side), Arc<OwnedFd>>,
-    cap: usize,
+    cap: AtomicUsize,
     inserts: AtomicUsize,
 }
 
 impl DirFdCache {
     /// A cache holding at most about `cap` descriptors.
     pub fn new(cap: usize) -> DirFdCache {
-        DirFdCache { map: DashMap::new(), cap: cap.max(16), inserts: AtomicUsize::new(0) }
+        DirFdCache { map: DashMap::new(), cap: AtomicUsize::new(cap.max(16)), inserts: AtomicUsize::new(0) }
     }
 
     /// A cached descriptor.
@@ -333,8 +358,9 @@ impl DirFdCache {
 
     /// Caches a descriptor, evicting an eighth of the cache when full.
     pub fn put(&self, ino: u64, side: Side, fd: Arc<OwnedFd>) {
-        if self.map.len() >= self.cap {
-            let drop_n = self.cap / 8;
+        let cap = self.cap.load(Ordering::Relaxed);
+        if self.map.len() >= cap {
+            let drop_n = cap / 8;
             let mut seen = 0usize;
             // Rotate which entries go by skipping a varying prefix.
             let skip = self.inserts.load(Ordering::Relaxed) % 7;
@@ -345,6 +371,16 @@ impl DirFdCache {
         }
         self.inserts.fetch_add(1, Ordering::Relaxed);
         self.map.insert((ino, side), fd);
+    }
+
+    /// Closes every cached descriptor (the daemon ran out of descriptors) and halves the
+    /// cache's size for good; returns how many were closed. Later lookups re-resolve from the
+    /// layer roots.
+    pub fn shed(&self) -> usize {
+        let n = self.map.len();
+        self.cap.store((n / 2).max(16), Ordering::Relaxed);
+        self.map.clear();
+        n
     }
 
     /// Forgets every descriptor of a node (it was removed or forgotten).

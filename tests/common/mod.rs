@@ -206,6 +206,19 @@ impl Drop for Mount {
     }
 }
 
+/// The process id of the daemon serving the mount at `path`.
+#[allow(dead_code)]
+pub fn daemon_pid(path: &Path) -> Option<u32> {
+    let want = path.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let daemon = args.first().is_some_and(|a| a.ends_with(b"unionfs"));
+        (daemon && args.contains(&want)).then_some(pid)
+    })
+}
+
 /// Whether `path` is a mount point of type fuse.unionfs.
 pub fn is_mounted(path: &Path) -> bool {
     let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

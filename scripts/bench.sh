@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The benchmark (not a test): unionfs against ext4, kernel overlayfs, fuse-overlayfs 1.x and
+# 2.0, and unionfs-fuse, on one layer stack in one run. Installs what it needs (fio, the
+# peers; fuse-overlayfs 2.0 is built with cargo into a scratch directory and used only to
+# measure), builds unionfs, and runs scripts/bench.py. Needs root.
+#   scripts/bench.sh [--systems kernel,unionfs,...] [--reps N] [--only 'find cold,...'] [--out DIR]
+# Results: $UNIONFS_BENCH_DIR (default /var/tmp/unionfs-bench)/{results.md,results.json,bench.svg}.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "bench: needs root (kernel overlayfs, drop_caches)" >&2; exit 1; }
+"$repo/scripts/deps.sh" fio fuse-overlayfs unionfs-fuse python3
+fo2_root=${FO2_ROOT:-/var/tmp/unionfs-bench-fo2}
+if [ ! -x "$fo2_root/bin/fuse-overlayfs" ]; then
+  echo "bench: building fuse-overlayfs 2.0 into $fo2_root (a peer to measure, not a dependency)" >&2
+  cargo install --quiet fuse-overlayfs --version 2.0.0 --root "$fo2_root"
+fi
+(cd "$repo" && cargo build --release --quiet)
+exec python3 "$repo/scripts/bench.py" --unionfs "$repo/target/release/unionfs" \
+  --fo2 "$fo2_root/bin/fuse-overlayfs" "$@"
