@@ -190,7 +190,8 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     );
     config.clone_fd = true;
 
-    let session = Session::new(Fuse::new(fs.clone(), !cfg.options.nopassthrough), &cfg.mountpoint, &config)
+    let fuse = Fuse::new(fs.clone(), !cfg.options.nopassthrough).context(|| "cannot start worker threads".into())?;
+    let session = Session::new(fuse, &cfg.mountpoint, &config)
         .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;
     let inval =
         NotifierInvalidator::start(session.notifier()).context(|| "cannot start the invalidation thread".into())?;

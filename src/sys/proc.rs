@@ -141,3 +141,15 @@ pub fn path_cstr(path: &Path) -> Res<std::ffi::CString> {
 pub fn as_cstr(s: &[u8]) -> Option<&CStr> {
     CStr::from_bytes_with_nul(s).ok()
 }
+
+/// The supplementary groups of process `pid` (empty if it is gone).
+pub fn supplementary_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        })
+        .unwrap_or_default()
+}

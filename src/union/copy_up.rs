@@ -43,6 +43,12 @@ pub enum Data {
 }
 
 impl UnionFs {
+    /// Whether changing node `ino` would copy a regular file's data up (so the adapter can
+    /// run the request where waiting on that I/O blocks no one).
+    pub fn copies_up(&self, ino: u64) -> bool {
+        self.inodes.get(ino).is_ok_and(|n| n.kind == FileKind::Regular && !n.has_upper() && n.vol == 0)
+    }
+
     /// Copies `node` up (with all its data) unless it is already in the upper layer.
     pub(crate) fn copy_up(&self, node: &Arc<Node>) -> Res<()> {
         self.copy_up_data(node, Data::Full)

@@ -4,6 +4,7 @@
 //! data. Each open handle holds its own real descriptor, so a file opened before a copy-up
 //! keeps reading the lower data, as in the kernel.
 
+use crate::union::inode::Killer;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -33,7 +34,7 @@ fn real_flags(flags: i32) -> OFlags {
 
 impl UnionFs {
     /// `open`.
-    pub fn open(&self, ino: u64, flags: i32) -> Res<Opened> {
+    pub fn open(&self, ino: u64, flags: i32, kill: Option<Killer>) -> Res<Opened> {
         let node = self.inodes.get(ino)?;
         if node.is_dir() {
             return Err(Errno::EISDIR);
@@ -56,6 +57,13 @@ impl UnionFs {
             Ok((open::openat(&*r.dir, &r.name, oflags, 0)?, r.side))
         })?;
         let fh = self.handles.insert(FileHandle::new(node, fd, side == Side::Upper));
+        if trunc
+            && let Some(k) = kill
+            && let Err(e) = self.kill_privs(ino, Some(fh), &k)
+        {
+            self.release(fh);
+            return Err(e);
+        }
         Ok(Opened { fh, keep_cache: true })
     }
 
@@ -96,13 +104,23 @@ impl UnionFs {
     }
 
     /// `write`.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Res<usize> {
-        self.with_file(fh, |f| {
+    /// `write`. With `kill` (the writer lacks `CAP_FSETID`) set-user-id and set-group-id
+    /// are cleared, as the kernel leaves to us (`FUSE_HANDLE_KILLPRIV_V2`).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], kill: Option<Killer>) -> Res<usize> {
+        let (n, ino, sxid) = self.with_file(fh, |f| {
             if !f.upper {
                 return Err(Errno::EBADF);
             }
-            sio::pwrite(&f.fd, offset, data)
-        })
+            let n = sio::pwrite(&f.fd, offset, data)?;
+            let perm = if self.opts.override_stat.is_some() { 0o6010 } else { crate::sys::stat::fstat(&f.fd)?.perm() };
+            Ok((n, f.node.ino, super::inode::is_sxid(perm)))
+        })?;
+        if let Some(k) = kill
+            && sxid
+        {
+            self.kill_privs(ino, Some(fh), &k)?;
+        }
+        Ok(n)
     }
 
     /// `fsync` / `fdatasync` (skipped on a volatile mount).

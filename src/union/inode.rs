@@ -18,6 +18,39 @@ use crate::union::node::{Node, flag};
 use crate::union::tables::Handle;
 use crate::union::{Attr, Ctx, UnionFs, whiteout};
 
+/// A writer without `CAP_FSETID`, whose write or truncate clears set-id bits (the kernel
+/// leaves this to the daemon: `FUSE_HANDLE_KILLPRIV_V2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Killer {
+    /// The writer's group id.
+    pub gid: u32,
+    /// The writer's process (for its supplementary groups).
+    pub pid: u32,
+}
+
+impl Killer {
+    /// Whether the writer belongs to group `gid`.
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || crate::sys::proc::supplementary_groups(self.pid).contains(&gid)
+    }
+}
+
+/// The permission bits left after a write or truncate by `killer`, as the kernel's
+/// `should_remove_suid` decides: set-user-id goes; set-group-id goes from a group-executable
+/// file, or from any file whose group the writer is not in.
+pub fn kill_suidgid(perm: u32, file_gid: u32, killer: &Killer) -> u32 {
+    let mut m = perm & !0o4000;
+    if m & 0o2000 != 0 && (m & 0o010 != 0 || !killer.in_group(file_gid)) {
+        m &= !0o2000;
+    }
+    m
+}
+
+/// Whether a file has set-id bits a write could have to clear.
+pub fn is_sxid(perm: u32) -> bool {
+    perm & 0o6000 != 0
+}
+
 /// The changes a `setattr` asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SetAttr {
@@ -35,6 +68,9 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
     /// The open file the change came through, if any.
     pub fh: Option<u64>,
+    /// A truncate by a caller without `CAP_FSETID`: clear set-user-id and set-group-id as
+    /// the kernel would (it leaves this to the daemon, see `FUSE_HANDLE_KILLPRIV_V2`).
+    pub kill: Option<Killer>,
 }
 
 impl UnionFs {
@@ -42,6 +78,18 @@ impl UnionFs {
     fn upper_handle_fd(&self, node: &Node, fh: Option<u64>) -> Option<Arc<Handle>> {
         let h = self.handles.get(fh?).ok()?;
         (h.upper && h.node.ino == node.ino).then_some(h)
+    }
+
+    /// Clears set-user-id and set-group-id after a write or truncate by a caller without
+    /// `CAP_FSETID` (the kernel leaves this to the daemon: `FUSE_HANDLE_KILLPRIV_V2`).
+    pub(crate) fn kill_privs(&self, ino: u64, fh: Option<u64>, killer: &Killer) -> Res<()> {
+        let a = self.getattr(ino, fh)?;
+        let perm = a.perm & 0o7777;
+        let killed = kill_suidgid(perm, a.gid, killer);
+        if killed != perm {
+            self.setattr(ino, SetAttr { mode: Some(killed), fh, ..SetAttr::default() })?;
+        }
+        Ok(())
     }
 
     /// `getattr`. With `fh` (fstat on an open file) a removed file still answers.
@@ -64,6 +112,20 @@ impl UnionFs {
 
     /// `setattr`: chmod, chown, truncate, utimens.
     pub fn setattr(&self, ino: u64, sa: SetAttr) -> Res<Attr> {
+        let kill = if sa.size.is_some() && sa.mode.is_none() { sa.kill } else { None };
+        let fh = sa.fh;
+        let a = self.setattr_inner(ino, sa)?;
+        if let Some(k) = kill {
+            let perm = a.perm & 0o7777;
+            let killed = kill_suidgid(perm, a.gid, &k);
+            if killed != perm {
+                return self.setattr_inner(ino, SetAttr { mode: Some(killed), fh, ..SetAttr::default() });
+            }
+        }
+        Ok(a)
+    }
+
+    fn setattr_inner(&self, ino: u64, sa: SetAttr) -> Res<Attr> {
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
         if let Some(size) = sa.size {

@@ -268,13 +268,17 @@ pub struct FileHandle {
     pub reopened: std::sync::OnceLock<OwnedFd>,
     /// Device and inode number of the real file `fd` is open on.
     pub real: (u64, u64),
+    /// The file was set-user-id or set-group-id when opened.
+    pub sxid: bool,
 }
 
 impl FileHandle {
     /// A handle on a real file.
     pub fn new(node: Arc<Node>, fd: OwnedFd, upper: bool) -> FileHandle {
-        let real = crate::sys::stat::fstat(&fd).map(|s| (s.dev, s.ino)).unwrap_or((0, 0));
-        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new(), real }
+        let st = crate::sys::stat::fstat(&fd).ok();
+        let real = st.as_ref().map_or((0, 0), |s| (s.dev, s.ino));
+        let sxid = st.is_some_and(|s| crate::union::inode::is_sxid(s.perm()));
+        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new(), real, sxid }
     }
 }
 

@@ -28,8 +28,16 @@ use crate::error::Errno;
 use crate::sys::fs::SetTime;
 use crate::sys::stat::{FileKind, Timespec};
 use crate::union::dir::RenameFlags as URenameFlags;
-use crate::union::inode::SetAttr;
-use crate::union::{Attr, Ctx, Entry, Invalidator, UnionFs};
+use crate::union::inode::{Killer, SetAttr};
+use crate::union::{Attr, Ctx, Entry, UnionFs};
+
+mod invalidate;
+mod passthrough;
+mod slow;
+
+pub use invalidate::NotifierInvalidator;
+use passthrough::{OpenMode, Passthrough};
+use slow::SlowPool;
 
 /// How long the kernel may trust names and attributes. Every change goes through the
 /// daemon, which invalidates what it changes behind the kernel's back.
@@ -41,110 +49,31 @@ pub struct Fuse {
     fs: Arc<UnionFs>,
     /// Handing regular files to the kernel (FUSE passthrough): reads and writes then never
     /// reach the daemon.
-    pt: Passthrough,
+    pt: Arc<Passthrough>,
+    /// Where requests that wait on slow I/O run.
+    slow: SlowPool,
 }
 
 impl Fuse {
     /// Wraps the core; `passthrough` allows FUSE passthrough where the kernel offers it.
-    pub fn new(fs: Arc<UnionFs>, passthrough: bool) -> Fuse {
-        Fuse { fs, pt: Passthrough { wanted: passthrough, ..Default::default() } }
-    }
-}
-
-/// FUSE passthrough state. The kernel allows one backing file per inode and no other kind of
-/// open beside a passthrough one (it fails those with `EIO`): so every open of a regular file
-/// is passthrough, sharing the inode's one `BackingId`. When the inode's backing is a
-/// different real file (the lower file, still open, after a copy-up), the inode is retired
-/// and the open answered `ESTALE`: the kernel then revalidates the name, gets a fresh inode
-/// for the upper file and retries. Readers that opened the lower file keep reading it.
-#[derive(Debug, Default)]
-struct Passthrough {
-    /// Allowed by the mount's options.
-    wanted: bool,
-    /// Negotiated with the kernel and not refused since.
-    on: std::sync::atomic::AtomicBool,
-    /// Inode → its backing file (while any open uses it) and that real file's (dev, ino).
-    by_ino: dashmap::DashMap<u64, (std::sync::Weak<fuser::BackingId>, (u64, u64))>,
-    /// Open file handle → the backing it holds.
-    by_fh: dashmap::DashMap<u64, Arc<fuser::BackingId>>,
-}
-
-/// What an open's reply should be.
-enum OpenMode {
-    /// Through the page cache (no passthrough on this mount).
-    Cached,
-    /// Passthrough with this backing.
-    Backed(Arc<fuser::BackingId>),
-    /// Through the daemon without caching.
-    Direct,
-    /// The kernel inode is pinned to another real file (a passthrough backing on the lower
-    /// file, opened before a copy-up): retire it and answer `ESTALE`, on which the kernel
-    /// looks the name up again and retries the open on a fresh inode.
-    Stale,
-}
-
-impl Passthrough {
-    fn is_on(&self) -> bool {
-        self.on.load(std::sync::atomic::Ordering::Relaxed)
+    pub fn new(fs: Arc<UnionFs>, passthrough: bool) -> std::io::Result<Fuse> {
+        let slow = SlowPool::new((crate::sys::proc::cpus() * 2).clamp(2, 8))?;
+        Ok(Fuse { fs, pt: Arc::new(Passthrough::new(passthrough)), slow })
     }
 
-    /// Chooses how to open handle `fh` of inode `ino` on real file `real`, registering a
-    /// backing with `make` if the inode has none.
-    fn mode(
-        &self,
-        ino: u64,
-        fh: u64,
-        real: (u64, u64),
-        make: impl FnOnce() -> std::io::Result<fuser::BackingId>,
-    ) -> OpenMode {
-        if !self.is_on() {
-            return OpenMode::Cached;
-        }
-        let backing = match self.by_ino.entry(ino) {
-            dashmap::mapref::entry::Entry::Occupied(mut e) => match e.get().0.upgrade() {
-                Some(b) if e.get().1 == real => b,
-                Some(_) => return OpenMode::Stale,
-                None => match make() {
-                    Ok(b) => {
-                        let b = Arc::new(b);
-                        e.insert((Arc::downgrade(&b), real));
-                        b
-                    }
-                    Err(err) => return self.refused(err),
-                },
-            },
-            dashmap::mapref::entry::Entry::Vacant(v) => match make() {
-                Ok(b) => {
-                    let b = Arc::new(b);
-                    v.insert((Arc::downgrade(&b), real));
-                    b
-                }
-                Err(err) => return self.refused(err),
-            },
-        };
-        self.by_fh.insert(fh, backing.clone());
-        OpenMode::Backed(backing)
-    }
-
-    /// The kernel refused a backing file (EPERM in a user namespace, a stacking limit):
-    /// carry on without passthrough for good.
-    fn refused(&self, err: std::io::Error) -> OpenMode {
-        tracing::info!("FUSE passthrough refused ({err}); serving reads and writes from the daemon");
-        self.on.store(false, std::sync::atomic::Ordering::Relaxed);
-        OpenMode::Direct
-    }
-
-    fn release(&self, fh: u64) {
-        self.by_fh.remove(&fh);
-    }
-
-    fn forget(&self, ino: u64) {
-        self.by_ino.remove_if(&ino, |_, (w, _)| w.strong_count() == 0);
+    /// Runs a request's handler on the slow pool when `slow`, else right here.
+    fn run(&self, slow: bool, job: impl FnOnce() + Send + 'static) {
+        if slow { self.slow.run(job) } else { job() }
     }
 }
 
 fn errno(e: Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.raw())
+}
+
+/// The caller as a [`Killer`] when `kill` (it lacks `CAP_FSETID`).
+fn killer(req: &Request, kill: bool) -> Option<Killer> {
+    kill.then(|| Killer { gid: req.gid(), pid: req.pid() })
 }
 
 fn ctx(req: &Request) -> Ctx {
@@ -288,56 +217,39 @@ fn guard(op: &'static str, f: impl FnOnce()) {
     }
 }
 
-/// One kernel-cache invalidation.
-#[derive(Debug)]
-enum Inval {
-    Entry(u64, CString),
+/// How to answer an open of `ino` as handle `fh` (see [`Passthrough`]).
+fn open_mode(
+    fs: &UnionFs,
+    pt: &Passthrough,
+    ino: u64,
+    fh: u64,
+    register: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<fuser::BackingId>,
+) -> OpenMode {
+    if !pt.is_on() {
+        return OpenMode::Cached;
+    }
+    let Ok(f) = fs.file_handle(fh) else { return OpenMode::Direct };
+    use std::os::fd::AsFd;
+    pt.mode(ino, fh, f.real, f.sxid, || register(f.fd.as_fd()))
 }
 
-/// Kernel-cache invalidation through the session's notifier, sent from its own thread: an
-/// invalidation may need a directory lock that the very system call being served holds, so
-/// sending it from a request handler could deadlock. Queued ones go out right after.
-pub struct NotifierInvalidator {
-    tx: std::sync::mpsc::Sender<Inval>,
-}
-
-impl NotifierInvalidator {
-    /// Starts the sending thread.
-    pub fn start(notifier: fuser::Notifier) -> std::io::Result<NotifierInvalidator> {
-        let (tx, rx) = std::sync::mpsc::channel::<Inval>();
-        std::thread::Builder::new().name("invalidate".into()).spawn(move || {
-            for msg in rx {
-                let Inval::Entry(parent, name) = &msg;
-                if let Err(e) = notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name.as_bytes())) {
-                    debug!("{msg:?}: {e}");
-                }
+/// Opens `ino` and answers (`kill`: an `O_TRUNC` by a caller without `CAP_FSETID`).
+fn reply_open(fs: &UnionFs, pt: &Passthrough, ino: u64, flags: i32, kill: Option<Killer>, reply: ReplyOpen) {
+    match fs.open(ino, flags, kill) {
+        Ok(o) => match open_mode(fs, pt, ino, o.fh, |fd| reply.open_backing(fd)) {
+            OpenMode::Backed(b) => reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), &b),
+            OpenMode::Direct => reply.opened(FileHandle(o.fh), FopenFlags::FOPEN_DIRECT_IO),
+            OpenMode::Stale => {
+                fs.release(o.fh);
+                let _gone = fs.supersede(ino);
+                reply.error(fuser::Errno::ESTALE)
             }
-        })?;
-        Ok(NotifierInvalidator { tx })
-    }
-}
-
-impl Invalidator for NotifierInvalidator {
-    fn inval_entry(&self, parent: u64, name: &std::ffi::CStr) {
-        // The receiver lives as long as the session; a send after it ended has nothing to do.
-        let _gone = self.tx.send(Inval::Entry(parent, name.to_owned()));
-    }
-}
-
-impl Fuse {
-    /// How to answer an open of `ino` as handle `fh` (see [`Passthrough`]).
-    fn open_mode(
-        &self,
-        ino: u64,
-        fh: u64,
-        register: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<fuser::BackingId>,
-    ) -> OpenMode {
-        if !self.pt.is_on() {
-            return OpenMode::Cached;
-        }
-        let Ok(f) = self.fs.file_handle(fh) else { return OpenMode::Direct };
-        use std::os::fd::AsFd;
-        self.pt.mode(ino, fh, f.real, || register(f.fd.as_fd()))
+            OpenMode::Cached => {
+                let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                reply.opened(FileHandle(o.fh), f)
+            }
+        },
+        Err(e) => reply.error(errno(e)),
     }
 }
 
@@ -365,6 +277,10 @@ impl Filesystem for Fuse {
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_POSIX_ACL
+            // The kernel stops asking for security.capability on every write (SB_NOSEC);
+            // set-id bits are cleared here instead (write, truncate, O_TRUNC; chown clears
+            // them in the upper filesystem itself).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
             | readdirplus();
         let have = config.capabilities();
         if let Err(missing) = config.add_capabilities(want & have) {
@@ -403,7 +319,7 @@ impl Filesystem for Fuse {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -419,20 +335,26 @@ impl Filesystem for Fuse {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        guard("setattr", || {
-            let sa = SetAttr {
-                mode,
-                uid,
-                gid,
-                size,
-                atime: atime.map(settime),
-                mtime: mtime.map(settime),
-                fh: fh.map(|f| f.0),
-            };
-            match self.fs.setattr(ino.0, sa) {
+        let sa = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(settime),
+            mtime: mtime.map(settime),
+            fh: fh.map(|f| f.0),
+            // fuser does not pass FATTR_KILL_SUIDGID; the kernel sets it on truncates by
+            // callers without CAP_FSETID, which for a container's processes means: not root.
+            kill: killer(req, req.uid() != 0),
+        };
+        // Any change to a lower file copies it up, with its data unless truncated to nothing.
+        let slow = size != Some(0) && self.fs.copies_up(ino.0);
+        let fs = self.fs.clone();
+        self.run(slow, move || {
+            guard("setattr", || match fs.setattr(ino.0, sa) {
                 Ok(a) => reply.attr(&TTL, &fattr(&a)),
                 Err(e) => reply.error(errno(e)),
-            }
+            })
         })
     }
 
@@ -501,25 +423,21 @@ impl Filesystem for Fuse {
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        guard("link", || reply_entry(reply, cname(newname).and_then(|n| self.fs.link(ino.0, newparent.0, &n))))
+        let (fs, newname) = (self.fs.clone(), newname.to_owned());
+        self.run(self.fs.copies_up(ino.0), move || {
+            guard("link", || reply_entry(reply, cname(&newname).and_then(|n| fs.link(ino.0, newparent.0, &n))))
+        })
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guard("open", || match self.fs.open(ino.0, flags.0) {
-            Ok(o) => match self.open_mode(ino.0, o.fh, |fd| reply.open_backing(fd)) {
-                OpenMode::Backed(b) => reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), &b),
-                OpenMode::Direct => reply.opened(FileHandle(o.fh), FopenFlags::FOPEN_DIRECT_IO),
-                OpenMode::Stale => {
-                    self.fs.release(o.fh);
-                    let _gone = self.fs.supersede(ino.0);
-                    reply.error(fuser::Errno::ESTALE)
-                }
-                OpenMode::Cached => {
-                    let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
-                    reply.opened(FileHandle(o.fh), f)
-                }
-            },
-            Err(e) => reply.error(errno(e)),
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // Opening a lower file for writing copies its data up, unless O_TRUNC drops it.
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY && flags.0 & libc::O_TRUNC == 0;
+        let (fs, pt) = (self.fs.clone(), self.pt.clone());
+        // fuser does not pass FUSE_OPEN_KILL_SUIDGID; the kernel sets it for callers without
+        // CAP_FSETID, which for a container's processes means: not root.
+        let kill = killer(req, req.uid() != 0);
+        self.run(write && self.fs.copies_up(ino.0), move || {
+            guard("open", || reply_open(&fs, &pt, ino.0, flags.0, kill, reply))
         })
     }
 
@@ -542,17 +460,18 @@ impl Filesystem for Fuse {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guard("write", || match self.fs.write(fh.0, offset, data) {
+        let kill = killer(req, write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID));
+        guard("write", || match self.fs.write(fh.0, offset, data, kill) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         })
@@ -582,7 +501,8 @@ impl Filesystem for Fuse {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        guard("fsync", || reply_empty(reply, self.fs.fsync(fh.0, datasync)))
+        let fs = self.fs.clone();
+        self.run(true, move || guard("fsync", || reply_empty(reply, fs.fsync(fh.0, datasync))))
     }
 
     /// Directories need no open handle: `ENOSYS` tells the kernel never to send `OPENDIR`
@@ -644,7 +564,8 @@ impl Filesystem for Fuse {
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        guard("fsyncdir", || reply_empty(reply, self.fs.fsyncdir(ino.0)))
+        let fs = self.fs.clone();
+        self.run(true, move || guard("fsyncdir", || reply_empty(reply, fs.fsyncdir(ino.0))))
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -664,11 +585,14 @@ impl Filesystem for Fuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        guard("setxattr", || {
-            let r = CString::new(name.as_bytes())
-                .map_err(|_| Errno::EINVAL)
-                .and_then(|n| self.fs.setxattr(ino.0, &n, value, flags));
-            reply_empty(reply, r)
+        let (fs, name, value) = (self.fs.clone(), name.to_owned(), value.to_vec());
+        self.run(self.fs.copies_up(ino.0), move || {
+            guard("setxattr", || {
+                let r = CString::new(name.as_bytes())
+                    .map_err(|_| Errno::EINVAL)
+                    .and_then(|n| fs.setxattr(ino.0, &n, &value, flags));
+                reply_empty(reply, r)
+            })
         })
     }
 
@@ -684,10 +608,13 @@ impl Filesystem for Fuse {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guard("removexattr", || {
-            let r =
-                CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL).and_then(|n| self.fs.removexattr(ino.0, &n));
-            reply_empty(reply, r)
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.run(self.fs.copies_up(ino.0), move || {
+            guard("removexattr", || {
+                let r =
+                    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL).and_then(|n| fs.removexattr(ino.0, &n));
+                reply_empty(reply, r)
+            })
         })
     }
 
@@ -708,7 +635,7 @@ impl Filesystem for Fuse {
         guard("create", || match cname(name).and_then(|n| self.fs.create(ctx(req), parent.0, &n, mode, flags)) {
             Ok((e, o)) => {
                 let (a, fh) = (fattr(&e.attr), FileHandle(o.fh));
-                match self.open_mode(e.ino, o.fh, |fd| reply.open_backing(fd)) {
+                match open_mode(&self.fs, &self.pt, e.ino, o.fh, |fd| reply.open_backing(fd)) {
                     OpenMode::Backed(b) => {
                         reply.created_passthrough(&TTL, &a, Generation(0), fh, FopenFlags::empty(), &b)
                     }
@@ -752,7 +679,8 @@ impl Filesystem for Fuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        guard("fallocate", || reply_empty(reply, self.fs.fallocate(fh.0, offset, length, mode)))
+        let fs = self.fs.clone();
+        self.run(true, move || guard("fallocate", || reply_empty(reply, fs.fallocate(fh.0, offset, length, mode))))
     }
 
     fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
@@ -775,9 +703,12 @@ impl Filesystem for Fuse {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        guard("copy_file_range", || match self.fs.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len) {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(e)),
+        let fs = self.fs.clone();
+        self.run(true, move || {
+            guard("copy_file_range", || match fs.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(e)),
+            })
         })
     }
 }

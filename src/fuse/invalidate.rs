@@ -1,0 +1,45 @@
+//! Kernel-cache invalidation requested by the core, sent from a thread of its own.
+
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
+
+use fuser::INodeNo;
+use tracing::debug;
+
+use crate::union::Invalidator;
+
+/// One kernel-cache invalidation.
+#[derive(Debug)]
+enum Inval {
+    Entry(u64, CString),
+}
+
+/// Kernel-cache invalidation through the session's notifier, sent from its own thread: an
+/// invalidation may need a directory lock that the very system call being served holds, so
+/// sending it from a request handler could deadlock. Queued ones go out right after.
+pub struct NotifierInvalidator {
+    tx: std::sync::mpsc::Sender<Inval>,
+}
+
+impl NotifierInvalidator {
+    /// Starts the sending thread.
+    pub fn start(notifier: fuser::Notifier) -> std::io::Result<NotifierInvalidator> {
+        let (tx, rx) = std::sync::mpsc::channel::<Inval>();
+        std::thread::Builder::new().name("invalidate".into()).spawn(move || {
+            for msg in rx {
+                let Inval::Entry(parent, name) = &msg;
+                if let Err(e) = notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name.as_bytes())) {
+                    debug!("{msg:?}: {e}");
+                }
+            }
+        })?;
+        Ok(NotifierInvalidator { tx })
+    }
+}
+
+impl Invalidator for NotifierInvalidator {
+    fn inval_entry(&self, parent: u64, name: &std::ffi::CStr) {
+        // The receiver lives as long as the session; a send after it ended has nothing to do.
+        let _gone = self.tx.send(Inval::Entry(parent, name.to_owned()));
+    }
+}
