@@ -549,7 +549,7 @@ impl Filesystem for Fuse {
                         continue;
                     }
                     // A name that vanished since the listing was made is left out.
-                    let Ok(entry) = self.fs.lookup(ino.0, &e.name) else { continue };
+                    let Ok(entry) = self.fs.lookup_listed(ino.0, e) else { continue };
                     let ttl = if entry.revalidate { Duration::ZERO } else { TTL };
                     if reply.add(INodeNo(entry.ino), off, name, &ttl, &fattr(&entry.attr), Generation(0)) {
                         // No room: the kernel will not see this entry, so it was not looked up.

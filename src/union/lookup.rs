@@ -119,8 +119,9 @@ impl UnionFs {
         probe(dir, name, xwhiteouts)
     }
 
-    /// Walks the layers of `dir` for `name`.
-    pub(crate) fn walk(&self, dir: &Arc<Node>, name: &CStr) -> Res<LookupState> {
+    /// Walks the layers of `dir` for `name`, skipping the lower layers above `start` (known
+    /// not to have it: lower layers never change).
+    fn walk_from(&self, dir: &Arc<Node>, name: &CStr, start: Option<LowerIdx>) -> Res<LookupState> {
         let mut state = LookupState::default();
         if whiteout::is_marker_name(name.to_bytes()) {
             return Ok(state);
@@ -133,7 +134,8 @@ impl UnionFs {
             }
         }
         if let Some(dl) = dir.dir_lower() {
-            for l in &dl.layers {
+            let from = start.and_then(|s| dl.layers.iter().position(|l| l.idx == s)).unwrap_or(0);
+            for l in &dl.layers[from..] {
                 let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
                 let seen = self.probe(fd.as_fd(), name, l.xwhiteouts)?;
                 if !state.feed(Side::Lower(l.idx), seen) {
@@ -146,6 +148,11 @@ impl UnionFs {
 
     /// Resolves `name` in directory `dir`; `Ok(None)` if the merged view has no such name.
     pub(crate) fn find(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<Found>> {
+        self.find_from(dir, name, None)
+    }
+
+    /// [`UnionFs::find`], starting the lower layers at `start` (see [`UnionFs::walk_from`]).
+    fn find_from(&self, dir: &Arc<Node>, name: &CStr, start: Option<LowerIdx>) -> Res<Option<Found>> {
         if !dir.is_dir() {
             return Err(Errno::ENOTDIR);
         }
@@ -171,7 +178,7 @@ impl UnionFs {
                 let stat = stat::fstat(&*self.layers.volume(vol)?.layer.root)?;
                 return Ok(Some(Found { state: LookupState::default(), stat, side: Side::Upper, origin: None, vol }));
             }
-            let state = self.walk(dir, name)?;
+            let state = self.walk_from(dir, name, start)?;
             let Some((side, stat)) = state.top() else {
                 return Ok(None);
             };
@@ -330,9 +337,19 @@ impl UnionFs {
 
     /// `lookup`: resolves `name` in directory `parent` and counts a kernel reference.
     pub fn lookup(&self, parent: u64, name: &CStr) -> Res<Entry> {
+        self.lookup_from(parent, name, None)
+    }
+
+    /// `lookup` of an entry of `parent`'s listing (for `READDIRPLUS`): the lower layers
+    /// above the one the listing found it in are not probed again.
+    pub fn lookup_listed(&self, parent: u64, e: &crate::union::readdir::DirEntry) -> Res<Entry> {
+        self.lookup_from(parent, &e.name, e.lower)
+    }
+
+    fn lookup_from(&self, parent: u64, name: &CStr, start: Option<LowerIdx>) -> Res<Entry> {
         crate::sys::name_ok(name.to_bytes())?;
         let dir = self.inodes.get(parent)?;
-        let found = self.find(&dir, name)?.ok_or(Errno::ENOENT)?;
+        let found = self.find_from(&dir, name, start)?.ok_or(Errno::ENOENT)?;
         let (node, st) = self.intern(&dir, name, found)?;
         self.maybe_reclaim();
         let revalidate = !node.is_dir() && !node.has_upper() && st.nlink > 1;

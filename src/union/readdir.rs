@@ -29,6 +29,9 @@ pub struct DirEntry {
     pub ino: u64,
     /// Type reported in `d_type`.
     pub kind: FileKind,
+    /// The lower layer showing it, when the upper does not: lookups of the name can start
+    /// there, since the lower layers above it (which never change) do not have it.
+    pub lower: Option<crate::union::layer::LowerIdx>,
 }
 
 /// One entry of one layer, classified.
@@ -70,6 +73,8 @@ pub struct Merged {
     pub ino: u64,
     /// Whether the visible entry is in the upper layer.
     pub upper: bool,
+    /// Index (in the listings merged) of the layer showing it.
+    pub layer: usize,
     /// The first lower entry of the same name below it that is not a whiteout (its type,
     /// filesystem index and inode), if one exists: a merged directory's lower part, or a
     /// copied-up file's origin.
@@ -83,7 +88,7 @@ pub fn merge(layers: &[LayerListing]) -> Vec<Merged> {
     let mut out: Vec<Merged> = Vec::new();
     // Per output entry: whether the search for its shadow is over.
     let mut closed: Vec<bool> = Vec::new();
-    for layer in layers {
+    for (li, layer) in layers.iter().enumerate() {
         for e in &layer.entries {
             match seen.get(e.name.as_slice()) {
                 Some(Some(i)) => {
@@ -108,6 +113,7 @@ pub fn merge(layers: &[LayerListing]) -> Vec<Merged> {
                             fs: layer.fs,
                             ino: e.ino,
                             upper: layer.upper,
+                            layer: li,
                             shadow: None,
                         });
                     }
@@ -193,12 +199,15 @@ impl UnionFs {
 
     fn list_once(&self, dir: &Arc<Node>) -> Res<Vec<DirEntry>> {
         let mut layers = Vec::new();
+        let mut sides = Vec::new();
         if dir.has_upper() {
             layers.push(self.list_layer(dir, Side::Upper, dir.has(flag::UPPER_XWH))?);
+            sides.push(None);
         }
         if let Some(dl) = dir.dir_lower() {
             for l in &dl.layers {
                 layers.push(self.list_layer(dir, Side::Lower(l.idx), l.xwhiteouts)?);
+                sides.push(Some(l.idx));
             }
         }
         let merged = merge(&layers);
@@ -206,8 +215,8 @@ impl UnionFs {
         let impure = dir.has_lower() || dir.has(flag::IMPURE) || self.dir_is_impure(dir)?;
         let mut out = Vec::with_capacity(merged.len() + 2);
         let parent_ino = dir.parent().map_or(dir.ino, |p| p.ino);
-        out.push(DirEntry { name: c".".to_owned(), ino: dir.ino, kind: FileKind::Directory });
-        out.push(DirEntry { name: c"..".to_owned(), ino: parent_ino, kind: FileKind::Directory });
+        out.push(DirEntry { name: c".".to_owned(), ino: dir.ino, kind: FileKind::Directory, lower: None });
+        out.push(DirEntry { name: c"..".to_owned(), ino: parent_ino, kind: FileKind::Directory, lower: None });
         for m in merged {
             let name = CString::new(m.name).map_err(|_| Errno::EIO)?;
             let (mut fs, mut ino) = (m.fs, m.ino);
@@ -223,7 +232,8 @@ impl UnionFs {
                 }
             }
             let ino = self.layers.xino.map(fs, ino).unwrap_or(ino);
-            out.push(DirEntry { name, ino, kind: m.kind });
+            let lower = sides.get(m.layer).copied().flatten();
+            out.push(DirEntry { name, ino, kind: m.kind, lower });
         }
         if dir.has(flag::VOL_ANCESTOR) {
             self.add_volume_entries(dir, &mut out)?;
@@ -246,8 +256,9 @@ impl UnionFs {
                 Some(e) => {
                     e.ino = ino;
                     e.kind = FileKind::Directory;
+                    e.lower = None;
                 }
-                None => out.push(DirEntry { name: name.clone(), ino, kind: FileKind::Directory }),
+                None => out.push(DirEntry { name: name.clone(), ino, kind: FileKind::Directory, lower: None }),
             }
         }
         Ok(())
@@ -331,6 +342,8 @@ mod tests {
         assert_eq!(m[0].ino, 1);
         assert_eq!(m[1].shadow, Some((D, 0, 5)));
         assert_eq!(m[2].ino, 4);
+        // Where each visible name was found (lookups of it may start there).
+        assert_eq!(m.iter().map(|m| m.layer).collect::<Vec<_>>(), [0, 0, 1, 2]);
     }
 
     #[test]
