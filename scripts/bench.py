@@ -6,7 +6,7 @@ overrides with whiteouts and opaque directories on top, a 1 GiB and a 256 MiB fi
 then for each system -- plain ext4 (a merged copy), kernel overlayfs, fuse-overlayfs 1.x,
 fuse-overlayfs 2.0, unionfs-fuse, unionfs (and unionfs without passthrough) -- times every
 workload, each the median of --reps runs. Cold runs get a fresh mount and dropped caches
-each time; warm runs reuse one mount after a priming run. Prints a markdown table of times
+each time; warm runs reuse one mount after a priming run; the systems take turns run by run. Prints a markdown table of times
 and of ratios to kernel overlayfs and to both fuse-overlayfs, reports each daemon's resident
 memory after all workloads, and writes results.json, results.md and an SVG chart of the
 ratios. Needs root (kernel overlayfs, drop_caches). Run it through scripts/bench.sh.
@@ -136,8 +136,8 @@ class Scratch:
     every system starts from the same empty filesystem, so one system's deletions cannot slow
     the next one's inode allocation."""
 
-    def __init__(self, base):
-        self.img, self.dir = os.path.join(base, "scratch.img"), os.path.join(base, "scratch")
+    def __init__(self, base, name):
+        self.img, self.dir = os.path.join(base, f"scratch-{name}.img"), os.path.join(base, f"scratch-{name}")
 
     def fresh(self):
         self.close()
@@ -290,28 +290,47 @@ def timed(cmd, m, fx):
     return (time.perf_counter() - t) * 1000
 
 
-def measure(system, base, fx, tools, reps, only):
-    res = {}
+def measure(systems, base, fx, tools, reps, only):
+    """Every workload on every system, the systems interleaved run by run (so a slow spell
+    of the machine hits them alike); returns the median per system and workload."""
+    res = {sy: {} for sy in systems}
     for name, kind, cmd in WORKLOADS:
         if only and name not in only:
             continue
-        runs = []
+        runs = {sy: [] for sy in systems}
+        failed = set()
+        mounts = {}
         try:
             if kind == "warm":
-                with Mount(system, base, fx, tools) as mt:
-                    timed(cmd, mt.mnt, fx)
-                    for _ in range(reps):
-                        runs.append(timed(cmd, mt.mnt, fx))
-            else:
-                for _ in range(reps):
-                    with Mount(system, base, fx, tools) as mt:
-                        drop_caches()
-                        runs.append(timed(cmd, mt.mnt, fx))
-        except (subprocess.CalledProcessError, OSError) as e:
-            log(f"  {system:13} {name:18} failed: {e}")
-            continue
-        res[name] = statistics.median(runs)
-        log(f"  {system:13} {name:18} {res[name]:9.1f} ms  (runs {', '.join(f'{r:.0f}' for r in runs)})")
+                for sy in systems:
+                    try:
+                        mounts[sy] = Mount(sy, base, fx, tools[sy]).__enter__()
+                        timed(cmd, mounts[sy].mnt, fx)
+                    except (subprocess.CalledProcessError, OSError, RuntimeError) as e:
+                        log(f"  {sy:13} {name:18} failed: {e}")
+                        failed.add(sy)
+            for _ in range(reps):
+                for sy in systems:
+                    if sy in failed:
+                        continue
+                    try:
+                        if kind == "warm":
+                            runs[sy].append(timed(cmd, mounts[sy].mnt, fx))
+                        else:
+                            with Mount(sy, base, fx, tools[sy]) as mt:
+                                drop_caches()
+                                runs[sy].append(timed(cmd, mt.mnt, fx))
+                    except (subprocess.CalledProcessError, OSError, RuntimeError) as e:
+                        log(f"  {sy:13} {name:18} failed: {e}")
+                        failed.add(sy)
+        finally:
+            for mt in mounts.values():
+                mt.__exit__(None, None, None)
+        for sy in systems:
+            if sy in failed or not runs[sy]:
+                continue
+            res[sy][name] = statistics.median(runs[sy])
+            log(f"  {sy:13} {name:18} {res[sy][name]:9.1f} ms  (runs {', '.join(f'{r:.0f}' for r in runs[sy])})")
     return res
 
 
@@ -429,25 +448,27 @@ def main():
     if "ext4" in systems:
         tools["ext4"] = ext4_pristine(a.dir, fx)
     only = [w for w in a.only.split(",") if w]
-    results, rss = {}, {}
-    scratch = Scratch(a.dir)
+    rss = {}
+    # Each system gets its own fresh ext4 for uppers and writes.
+    scratches = {s: Scratch(a.dir, s) for s in systems}
+    per = {}
     for s in systems:
-        log(f"{LABEL[s]}:")
-        tools["scratch"] = scratch.fresh()
+        per[s] = dict(tools, scratch=scratches[s].fresh())
         if s == "ext4":
-            tools["ext4-scratch"] = os.path.join(tools["scratch"], "merged")
-            sh(f"cp -a {tools['ext4']} {tools['ext4-scratch']}")
-        try:
-            results[s] = measure(s, a.dir, fx, tools, a.reps, only)
-            if not only:
-                rss[s] = memory(s, a.dir, fx, tools)
-                if rss[s] is not None:
-                    log(f"  {s:13} RSS after all workloads: {rss[s] / 1024:.1f} MiB")
-        except (subprocess.CalledProcessError, RuntimeError, OSError) as e:
-            # One system failing (a peer that cannot mount this stack) does not lose the others.
-            log(f"  {s}: failed: {e}")
-            results.setdefault(s, {})
-    scratch.close()
+            per[s]["ext4-scratch"] = os.path.join(per[s]["scratch"], "merged")
+            sh(f"cp -a {tools['ext4']} {per[s]['ext4-scratch']}")
+    results = measure(systems, a.dir, fx, per, a.reps, only)
+    if not only:
+        for s in systems:
+            try:
+                rss[s] = memory(s, a.dir, fx, per[s])
+            except (subprocess.CalledProcessError, RuntimeError, OSError) as e:
+                log(f"  {s}: failed: {e}")
+                rss[s] = None
+            if rss[s] is not None:
+                log(f"  {s:13} RSS after all workloads: {rss[s] / 1024:.1f} MiB")
+    for sc in scratches.values():
+        sc.close()
     uname = os.uname()
     cpus = os.cpu_count()
     with open("/proc/meminfo") as f:

@@ -121,6 +121,7 @@ pub struct Prepared {
 /// requests wait until the session runs).
 pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let nofile = sproc::raise_nofile_limit();
+    sproc::limit_malloc_arenas(1);
     let root = sproc::euid() == 0;
     let dialect = if privileged() { Dialect::Trusted } else { Dialect::User };
     let upper = match &cfg.upper {
@@ -147,7 +148,8 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let mut opts = Options::new(
         dialect,
         root || sproc::has_capability(sproc::CAP_CHOWN),
-        usize::try_from(nofile / 4).unwrap_or(4096).clamp(64, 8192),
+        // A quarter of the descriptor limit, at most 2048: enough for deep trees, small in memory.
+        usize::try_from(nofile / 4).unwrap_or(2048).clamp(64, 2048),
     );
     opts.uids = cfg.options.uid_map();
     opts.gids = cfg.options.gid_map();

@@ -153,3 +153,20 @@ pub fn supplementary_groups(pid: u32) -> Vec<u32> {
         })
         .unwrap_or_default()
 }
+
+/// Safe wrapper for `mallopt(M_ARENA_MAX, n)`: at most `n` malloc arenas. The daemon's many
+/// small long-lived allocations (nodes) otherwise spread over one arena per thread, each
+/// with its own free fragments. Best effort: the call only tunes the allocator.
+#[allow(unsafe_code)]
+pub fn limit_malloc_arenas(n: i32) {
+    // SAFETY: mallopt only changes allocator tuning parameters; called at start-up.
+    let _ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, n) };
+}
+
+/// Safe wrapper for `malloc_trim(0)`: hands free heap pages back to the system (after a
+/// burst of forgotten nodes). Best effort.
+#[allow(unsafe_code)]
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    let _released = unsafe { libc::malloc_trim(0) };
+}

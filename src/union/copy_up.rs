@@ -141,7 +141,7 @@ impl UnionFs {
     fn split_lower_links(&self, node: &Arc<Node>) {
         let others = {
             let mut locs = node.locs.write();
-            std::mem::take(&mut locs.more)
+            locs.more.take()
         };
         for l in others {
             if let Some(p) = &l.parent {

@@ -239,7 +239,7 @@ impl UnionFs {
             upper_ino: st.ino,
             lower: Lower::None,
             flags,
-            loc: Loc { parent: Some(dir.clone()), name: name.to_owned() },
+            loc: Loc { parent: Some(dir.clone()), name: name.into() },
             vol: dir.vol,
         };
         let node = self.inodes.intern(spec, &self.layers.xino);
@@ -362,7 +362,7 @@ impl UnionFs {
                 }
             }
         }
-        node.add_loc(Loc { parent: Some(dir.clone()), name: newname.to_owned() });
+        node.add_loc(Loc { parent: Some(dir.clone()), name: newname.into() });
         self.inodes.add_lookup(&node);
         dir.touch_dir();
         let st = stat::statat(&*pfd, newname)?;
@@ -434,7 +434,7 @@ impl UnionFs {
         }
         let (dir, _, pfd) = self.upper_parent(parent)?;
         self.stable(|| self.remove_name(&dir, up, pfd.as_fd(), name, side == Side::Upper, false))?;
-        if !node.remove_loc(&dir, &name.to_owned()) {
+        if !node.remove_loc(&dir, name) {
             node.set(flag::DEAD);
         }
         dir.touch_dir();
@@ -565,7 +565,7 @@ impl UnionFs {
             let (oname, nname) = (name.to_owned(), newname.to_owned());
             if flags.exchange {
                 if let Some((d, _)) = &dst {
-                    d.move_loc(&ndir, &nname, &odir, oname.clone());
+                    d.move_loc(&ndir, &nname, &odir, oname.as_c_str().into());
                 }
             } else if let Some((d, _)) = &dst
                 && !d.remove_loc(&ndir, &nname)
@@ -573,7 +573,7 @@ impl UnionFs {
                 d.set(flag::DEAD);
                 self.forget_dirfds(d);
             }
-            src.move_loc(&odir, &oname, &ndir, nname);
+            src.move_loc(&odir, &oname, &ndir, nname.into());
         }
         self.rename_mark();
         r?;

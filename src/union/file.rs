@@ -164,7 +164,7 @@ impl UnionFs {
             let l = node.locs.read();
             std::iter::once(&l.first)
                 .chain(l.more.iter())
-                .filter_map(|x| x.parent.as_ref().map(|p| (p.ino, x.name.clone())))
+                .filter_map(|x| x.parent.as_ref().map(|p| (p.ino, std::ffi::CString::from(&x.name))))
                 .collect()
         };
         for (parent, name) in names {

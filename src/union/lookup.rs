@@ -253,7 +253,7 @@ impl UnionFs {
     /// Makes (or finds) the node for a resolved name and counts one kernel reference.
     pub(crate) fn intern(&self, parent: &Arc<Node>, name: &CStr, found: Found) -> Res<(Arc<Node>, Stat)> {
         let kind = found.stat.kind().ok_or(Errno::EIO)?;
-        let loc = Loc { parent: Some(parent.clone()), name: name.to_owned() };
+        let loc = Loc { parent: Some(parent.clone()), name: name.into() };
         let upper_fs = || self.layers.upper_fs(0);
         let spec = if found.vol != 0 {
             let flags = if parent.vol == 0 { flag::UPPER | flag::VOL_ROOT } else { flag::UPPER };
@@ -320,7 +320,7 @@ impl UnionFs {
         let l = node.loc();
         let same = l.name.as_c_str() == name && l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
         if !same {
-            let loc = Loc { parent: Some(parent.clone()), name: name.to_owned() };
+            let loc = Loc { parent: Some(parent.clone()), name: name.into() };
             if node.is_dir() {
                 node.locs.write().first = loc;
             } else if node.has_upper() {

@@ -57,6 +57,7 @@ pub mod idmap;
 pub mod inode;
 pub mod layer;
 pub mod lookup;
+pub mod name;
 pub mod node;
 pub mod readdir;
 pub mod tables;
@@ -200,7 +201,7 @@ pub struct UnionFs {
     invalidator: OnceLock<Box<dyn Invalidator>>,
     /// Listings of directories a reader is part-way through, with the directory version
     /// they were built at (see [`UnionFs::readdir`]).
-    pub(crate) listings: dashmap::DashMap<u64, (u64, Arc<Vec<readdir::DirEntry>>)>,
+    pub(crate) listings: dashmap::DashMap<u64, (u32, Arc<Vec<readdir::DirEntry>>)>,
     /// The reclaim thread, woken when the node table outgrows [`Options::max_nodes`].
     reclaimer: OnceLock<std::thread::Thread>,
 }
@@ -218,7 +219,7 @@ pub struct Real {
     /// Directory holding the object (or the directory itself, with name `"."`).
     pub dir: Arc<OwnedFd>,
     /// Name in `dir`.
-    pub name: CString,
+    pub name: name::Name,
     /// Which layer.
     pub side: Side,
 }
@@ -257,7 +258,7 @@ impl UnionFs {
                 upper_ino,
                 lower: Lower::Dir(Box::new(DirLower { path: CString::default(), layers: dlayers })),
                 flags,
-                loc: Loc { parent: None, name: CString::default() },
+                loc: Loc { parent: None, name: c"".into() },
                 vol: 0,
             },
         );
@@ -290,9 +291,16 @@ impl UnionFs {
     pub fn start_reclaimer(self: &Arc<Self>) -> std::io::Result<()> {
         let weak = Arc::downgrade(self);
         let t = std::thread::Builder::new().name("reclaim".into()).spawn(move || {
+            let mut trimmed_at = 0;
             loop {
                 std::thread::park_timeout(std::time::Duration::from_secs(5));
                 let Some(fs) = weak.upgrade() else { return };
+                // Quiet spells: give the memory of forgotten nodes back to the system.
+                let n = fs.inodes.len();
+                if n.abs_diff(trimmed_at) > 1000 {
+                    crate::sys::proc::trim_heap();
+                    trimmed_at = n;
+                }
                 // Names already sent are not sent again, so passes can follow each other
                 // closely while a walk outruns the kernel's FORGETs.
                 while fs.reclaim() > 0 {
@@ -336,7 +344,7 @@ impl UnionFs {
                 let l = node.locs.read();
                 std::iter::once(&l.first)
                     .chain(l.more.iter())
-                    .filter_map(|x| x.parent.as_ref().map(|p| (p.ino, x.name.clone())))
+                    .filter_map(|x| x.parent.as_ref().map(|p| (p.ino, CString::from(&x.name))))
                     .collect()
             };
             for (parent, name) in names {
@@ -424,7 +432,7 @@ impl UnionFs {
             match loc.parent {
                 None => break,
                 Some(p) => {
-                    parts.push(loc.name);
+                    parts.push(CString::from(&loc.name));
                     cur = p;
                 }
             }
@@ -447,7 +455,7 @@ impl UnionFs {
         let mut parts = Vec::new();
         let mut cur = node.clone();
         while let Some(p) = cur.parent() {
-            parts.push(cur.loc().name);
+            parts.push(CString::from(&cur.loc().name));
             cur = p;
         }
         parts.reverse();
@@ -515,7 +523,7 @@ impl UnionFs {
             } else {
                 Side::Lower(node.dir_lower().and_then(|d| d.layers.first()).ok_or(Errno::EIO)?.idx)
             };
-            return Ok(Real { dir: self.dir_fd(node, side)?, name: sys_dot().to_owned(), side });
+            return Ok(Real { dir: self.dir_fd(node, side)?, name: sys_dot().into(), side });
         }
         let loc = node.loc();
         let parent = loc.parent.ok_or(Errno::EIO)?;

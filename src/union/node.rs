@@ -9,7 +9,7 @@
 //! * `lookups` counts the kernel's references (lookup +1, forget -n) and is changed only
 //!   under the inode table's shard lock.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -17,6 +17,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::sys::stat::FileKind;
 use crate::union::layer::LowerIdx;
+use crate::union::name::Name;
 
 /// Where an object came from: the filesystem index and real inode number that give it its
 /// union inode number (the topmost lower for merged directories, the origin for copied-up
@@ -35,7 +36,52 @@ pub struct Loc {
     /// The directory holding the name (`None` only for the root).
     pub parent: Option<Arc<Node>>,
     /// The name.
-    pub name: CString,
+    pub name: Name,
+}
+
+/// Extra names of a node: usually none, so they cost one pointer.
+#[derive(Debug, Default)]
+// A thin pointer on purpose: most nodes never have a second name.
+#[allow(clippy::box_collection)]
+pub struct More(Option<Box<Vec<Loc>>>);
+
+impl More {
+    /// The names.
+    pub fn iter(&self) -> std::slice::Iter<'_, Loc> {
+        self.0.as_deref().map_or([].iter(), |v| v.iter())
+    }
+
+    /// The names, mutable.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Loc> {
+        self.0.as_deref_mut().map_or([].iter_mut(), |v| v.iter_mut())
+    }
+
+    fn edit<T>(&mut self, f: impl FnOnce(&mut Vec<Loc>) -> T) -> T {
+        let mut v = self.0.take().map(|b| *b).unwrap_or_default();
+        let r = f(&mut v);
+        self.0 = if v.is_empty() { None } else { Some(Box::new(v)) };
+        r
+    }
+
+    /// Adds a name.
+    pub fn push(&mut self, l: Loc) {
+        self.edit(|v| v.push(l));
+    }
+
+    /// Removes and returns the last name.
+    pub fn pop(&mut self) -> Option<Loc> {
+        self.edit(|v| v.pop())
+    }
+
+    /// Keeps the names `keep` accepts.
+    pub fn retain(&mut self, keep: impl FnMut(&Loc) -> bool) {
+        self.edit(|v| v.retain(keep));
+    }
+
+    /// Takes all the names out.
+    pub fn take(&mut self) -> Vec<Loc> {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
 }
 
 /// The names of a node: directories have one; hard-linked files may have several.
@@ -43,8 +89,8 @@ pub struct Loc {
 pub struct Locs {
     /// The name used to reach the real object.
     pub first: Loc,
-    /// Other known names of the same object.
-    pub more: Vec<Loc>,
+    /// Other known names of the same object (hard links; rare, so boxed).
+    pub more: More,
 }
 
 /// Where the lower part of a node lives. Fixed when the node is made.
@@ -101,6 +147,10 @@ pub mod flag {
     pub const SUPERSEDED: u32 = 1 << 8;
     /// The kernel was asked to forget its names (reclaim); cleared by the next lookup.
     pub const RECLAIMED: u32 = 1 << 9;
+    /// The real object's extended attributes were read: it has none.
+    pub const XATTRS_NONE: u32 = 1 << 10;
+    /// The real object's extended attributes were read and are in the side table.
+    pub const XATTRS_SOME: u32 = 1 << 11;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).
@@ -133,8 +183,8 @@ pub struct Node {
     pub identity: Identity,
     /// Kernel references (lookups minus forgets).
     pub(crate) lookups: AtomicU64,
-    /// When the kernel last looked it up (the inode table's clock), for reclaim.
-    pub(crate) used: AtomicU64,
+    /// When the kernel last looked it up (the inode table's clock, wrapping), for reclaim.
+    pub(crate) used: AtomicU32,
     /// `flag::*` bits.
     flags: AtomicU32,
     /// Real inode number of the upper object once there is one (0 before).
@@ -146,14 +196,28 @@ pub struct Node {
     /// Serialises copy-up of this node.
     pub copy_up_lock: Mutex<()>,
     /// Bumped on every change to this directory's entries (for readdir snapshots).
-    pub dir_version: AtomicU64,
+    pub dir_version: AtomicU32,
     /// The volume it lives in (`0`: the union; `i + 1`: volume `i`, a plain directory tree
     /// with no layers and no markers).
     pub vol: u16,
-    /// The real object's extended attributes (stored names and values), read once: `ls -l`
-    /// asks for `security.selinux` and ACLs of every file, and "no such attribute" is then
-    /// answered from memory. Dropped whenever the real object changes.
-    xattrs: Mutex<Option<Arc<XattrSet>>>,
+}
+
+/// Extended attributes of real objects, read once per node (`ls -l` asks for
+/// `security.selinux` of every file; "no such attribute" is then answered from memory) and
+/// dropped whenever the object changes. Most objects have none, which a node flag records
+/// without allocating; the few sets there are live here, keyed by the node's address.
+static XATTR_SETS: std::sync::LazyLock<dashmap::DashMap<usize, Arc<XattrSet>>> =
+    std::sync::LazyLock::new(dashmap::DashMap::new);
+
+/// The empty set every object without extended attributes shares.
+static NO_XATTRS: std::sync::LazyLock<Arc<XattrSet>> = std::sync::LazyLock::new(|| Arc::new(Vec::new()));
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.has(flag::XATTRS_SOME) {
+            XATTR_SETS.remove(&self.key());
+        }
+    }
 }
 
 /// Extended attributes of a real object: stored names and their values.
@@ -167,35 +231,49 @@ impl Node {
             kind: spec.kind,
             identity: spec.identity,
             lookups: AtomicU64::new(0),
-            used: AtomicU64::new(0),
+            used: AtomicU32::new(0),
             flags: AtomicU32::new(spec.flags),
             upper_ino: AtomicU64::new(spec.upper_ino),
-            locs: RwLock::new(Locs { first: spec.loc, more: Vec::new() }),
+            locs: RwLock::new(Locs { first: spec.loc, more: More::default() }),
             lower: spec.lower,
             copy_up_lock: Mutex::new(()),
-            dir_version: AtomicU64::new(0),
+            dir_version: AtomicU32::new(0),
             vol: spec.vol,
-            xattrs: Mutex::new(None),
         }
+    }
+
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     /// The cached extended attributes, if read already.
     pub fn cached_xattrs(&self) -> Option<Arc<XattrSet>> {
-        self.xattrs.lock().clone()
+        if self.has(flag::XATTRS_NONE) {
+            return Some(NO_XATTRS.clone());
+        }
+        if self.has(flag::XATTRS_SOME) {
+            return XATTR_SETS.get(&self.key()).map(|s| s.clone());
+        }
+        None
     }
 
     /// Caches the extended attributes. (Most files have none: they share one empty set, so
     /// the cache costs them no allocation.)
     pub fn cache_xattrs(&self, set: XattrSet) -> Arc<XattrSet> {
-        static EMPTY: std::sync::LazyLock<Arc<XattrSet>> = std::sync::LazyLock::new(|| Arc::new(Vec::new()));
-        let set = if set.is_empty() { EMPTY.clone() } else { Arc::new(set) };
-        *self.xattrs.lock() = Some(set.clone());
+        if set.is_empty() {
+            self.set(flag::XATTRS_NONE);
+            return NO_XATTRS.clone();
+        }
+        let set = Arc::new(set);
+        XATTR_SETS.insert(self.key(), set.clone());
+        self.set(flag::XATTRS_SOME);
         set
     }
 
     /// Forgets the cached extended attributes (the real object changed).
     pub fn forget_xattrs(&self) {
-        *self.xattrs.lock() = None;
+        self.clear(flag::XATTRS_NONE | flag::XATTRS_SOME);
+        XATTR_SETS.remove(&self.key());
     }
 
     /// Whether a flag is set.
@@ -289,9 +367,9 @@ impl Node {
     }
 
     /// Forgets a name after unlink; returns whether the node still has a name.
-    pub fn remove_loc(&self, parent: &Arc<Node>, name: &CString) -> bool {
+    pub fn remove_loc(&self, parent: &Arc<Node>, name: &CStr) -> bool {
         let mut l = self.locs.write();
-        let is = |x: &Loc| &x.name == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
+        let is = |x: &Loc| x.name.as_c_str() == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
         if is(&l.first) {
             if let Some(next) = l.more.pop() {
                 l.first = next;
@@ -306,9 +384,9 @@ impl Node {
     }
 
     /// Renames the name (`parent`, `name`) to (`new_parent`, `new_name`).
-    pub fn move_loc(&self, parent: &Arc<Node>, name: &CString, new_parent: &Arc<Node>, new_name: CString) {
+    pub fn move_loc(&self, parent: &Arc<Node>, name: &CStr, new_parent: &Arc<Node>, new_name: Name) {
         let mut l = self.locs.write();
-        let is = |x: &Loc| &x.name == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
+        let is = |x: &Loc| x.name.as_c_str() == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent));
         let new = Loc { parent: Some(new_parent.clone()), name: new_name };
         if is(&l.first) {
             l.first = new;

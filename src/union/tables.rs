@@ -55,7 +55,7 @@ pub struct InodeTable {
     /// Next synthetic number.
     next_synth: AtomicU64,
     /// Lookup clock: each lookup stamps its node with the next tick ([`Node::used`]).
-    clock: AtomicU64,
+    clock: std::sync::atomic::AtomicU32,
 }
 
 impl InodeTable {
@@ -85,7 +85,7 @@ impl InodeTable {
     /// Nodes that could be forgotten, with their last-use stamp: nothing but the table holds
     /// them (no open handle, no known child, no other name's parent), and their number is
     /// not synthetic (a synthetic number would not come back the same).
-    pub fn reclaimable(&self) -> Vec<(u64, u64)> {
+    pub fn reclaimable(&self) -> Vec<(u32, u64)> {
         self.map
             .iter()
             .filter(|e| {
