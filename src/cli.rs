@@ -84,6 +84,32 @@ pub enum Cmd {
     /// Run a command in a throwaway writable view of directories, then print what it changed
     /// (A/C/D); the directories themselves are never changed. The exit code is the command's.
     Sandbox(SandboxArgs),
+    /// Check an upper layer for what a crash or a foreign tool can leave: temporaries in the
+    /// work dir, whiteouts inside opaque directories, whiteouts that hide nothing (with
+    /// --lower), markers in another dialect (OCI `.wh.` files, xattr whiteouts, the other
+    /// xattr namespace), malformed origin and ownership xattrs. Changes nothing unless
+    /// --repair. Exit status: 0 nothing (left) to fix, 1 problems remain.
+    Check(CheckArgs),
+}
+
+/// `unionfs check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The upper layer.
+    pub upper: PathBuf,
+    /// Its work dir (default: `.NAME.work` beside the upper dir, as for mount).
+    #[arg(long, value_name = "DIR")]
+    pub work: Option<PathBuf>,
+    /// The lower layers, LEFTMOST = TOPMOST, to find whiteouts that hide nothing.
+    #[arg(long, short = 'l', value_name = "DIR[:DIR...]")]
+    pub lower: Option<String>,
+    /// Fix what is found.
+    #[arg(long)]
+    pub repair: bool,
+    /// The upper uses user.overlay.* markers (a rootless upper; default: as a mount by this
+    /// user would write them).
+    #[arg(long)]
+    pub userxattr: bool,
 }
 
 /// `unionfs sandbox`.
@@ -312,6 +338,25 @@ pub fn mount(req: MountRequest) -> Result<(), Error> {
     crate::daemon::mount(cfg)
 }
 
+/// `unionfs check`: prints the findings; returns the exit status.
+pub fn check(a: &CheckArgs) -> Result<u8, Error> {
+    use crate::union::whiteout::Dialect;
+    let lowers = match &a.lower {
+        Some(l) => crate::config::split_lower(l)?,
+        None => Vec::new(),
+    };
+    let root = crate::daemon::privileged();
+    let req = crate::check::CheckRequest {
+        work: a.work.clone().unwrap_or_else(|| crate::config::default_work(&a.upper)),
+        upper: a.upper.clone(),
+        lowers,
+        dialect: if a.userxattr || !root { Dialect::User } else { Dialect::Trusted },
+        repair: a.repair,
+    };
+    let findings = crate::check::check(&req)?;
+    Ok(crate::check::report(&findings, a.repair))
+}
+
 /// `unionfs sandbox`: mounts, runs the command in the view, unmounts, prints the changes;
 /// returns the command's exit code (128 + signal if it was killed).
 pub fn sandbox(a: &SandboxArgs) -> Result<u8, Error> {
@@ -345,6 +390,13 @@ pub fn run_code(cli: Cli) -> Result<u8, Error> {
     if let Cmd::Sandbox(a) = &cli.command {
         return sandbox(a);
     }
+    if let Cmd::Check(a) = &cli.command {
+        // 0 clean, 1 problems remain, 2 the check itself failed.
+        return Ok(check(a).unwrap_or_else(|e| {
+            eprintln!("unionfs: {e}");
+            2
+        }));
+    }
     run(cli).map(|()| 0)
 }
 
@@ -374,6 +426,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Volume(VolumeCmd::Rm { names }) => m::volume_rm(root, &names)?,
         Cmd::Info => m::info(root)?,
         Cmd::Df(a) => m::df(root, a.verbose)?,
+        Cmd::Check(a) => {
+            if check(&a)? != 0 {
+                return Err(Error::msg("problems remain"));
+            }
+            String::new()
+        }
         Cmd::Sandbox(a) => {
             let code = sandbox(&a)?;
             if code != 0 {

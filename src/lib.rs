@@ -2,7 +2,7 @@
 //!
 //! # Request flow
 //! ```text
-//!  kernel (FUSE) ──► fuse.rs (adapter: args in, Reply out, errno mapping)
+//!  kernel (FUSE) ──► fuse/ (adapter: args in, Reply out, errno mapping)
 //!                        │
 //!                        ▼
 //!                   union/ (core: lookup, readdir, copy-up, namespace, attrs, files)
@@ -15,6 +15,7 @@
 //! * [`cli`], [`config`]: command line → validated mount configuration; [`compat`]:
 //!   fuse-overlayfs's command line (container engines, `mount -t fuse.unionfs`).
 //! * [`daemon`]: background start with readiness handshake, signals, unmount.
+//! * [`check`]: `unionfs check`: finds and repairs what crashes leave in an upper.
 //! * [`fuse`]: the FUSE adapter.
 //! * [`union`]: the filesystem core (see its docs for invariants and lock order).
 //! * [`sys`]: system-call wrappers; the only `unsafe`.
@@ -26,6 +27,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod compat;
 pub mod config;

@@ -473,3 +473,47 @@ fn info_and_df() {
     assert!(v.contains("SHARED SIZE") && v.contains("UNIQUE SIZE") && v.contains("i1") && v.contains("i2"));
     m.ok(&["rm", "-f", "i1", "i2"]);
 }
+
+#[test]
+fn sigkill_during_commit_leaves_the_store_consistent() {
+    need_fuse!();
+    let mg = Mgr::new();
+    mg.demo_image();
+    mg.ok(&["run", "--name", "c1", "springpetclinic:1.0"]);
+    let mp = mg.mount_path("c1");
+    // Enough changes that a commit takes a while.
+    std::fs::create_dir(mp.join("bulk")).unwrap();
+    for i in 0..600 {
+        std::fs::write(mp.join(format!("bulk/f{i}")), vec![b'x'; 8 << 10]).unwrap();
+    }
+    std::fs::write(mp.join("marker"), "committed\n").unwrap();
+    for (round, delay_ms) in [5u64, 20, 40, 80, 150].into_iter().enumerate() {
+        let tag = format!("snap:{round}");
+        let mut child = Command::new(bin()).arg("--root").arg(&mg.root).args(["commit", "c1", &tag]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // The store still answers, and an image is there whole or not at all.
+        let images = mg.ok(&["images"]);
+        let committed = images.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 1 && cols[0] == "snap" && cols[1] == round.to_string()
+        });
+        for layer in std::fs::read_dir(mg.root.join("layers")).unwrap() {
+            let layer = layer.unwrap().path();
+            let meta = layer.join("meta");
+            assert!(meta.exists(), "round {round}: a layer without its record: {layer:?}");
+        }
+        if !committed {
+            // A commit after the kill succeeds.
+            mg.ok(&["commit", "c1", &tag]);
+        }
+        let name = format!("from{round}");
+        mg.ok(&["run", "--name", &name, &tag]);
+        let p = mg.mount_path(&name);
+        assert_eq!(read(p.join("marker")), "committed\n", "round {round}");
+        assert_eq!(std::fs::read_dir(p.join("bulk")).unwrap().count(), 600, "round {round}");
+        mg.ok(&["rm", "-f", &name]);
+    }
+    mg.ok(&["rm", "-f", "c1"]);
+}

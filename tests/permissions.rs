@@ -48,6 +48,13 @@ fn user_steps(m: &Path) -> Vec<String> {
     log("chmod plain", std::fs::set_permissions(m.join("plain"), std::fs::Permissions::from_mode(0o600)));
     log("chown plain", std::os::unix::fs::chown(m.join("plain"), Some(0), None));
     log("unlink in root-owned dir", std::fs::remove_file(m.join("plain")));
+    log("create in root-owned dir", std::fs::write(m.join("mine"), "x"));
+    log("mkdir in root-owned dir", std::fs::create_dir(m.join("mydir")));
+    log("unlink another's file in sticky dir", std::fs::remove_file(m.join("sticky/rootfile")));
+    log("rename another's file in sticky dir", std::fs::rename(m.join("sticky/rootfile"), m.join("sticky/taken")));
+    log("create in sticky dir", std::fs::write(m.join("sticky/mine"), "x"));
+    log("unlink own file in sticky dir", std::fs::remove_file(m.join("sticky/mine")));
+    log("write into another's file in sticky dir", std::fs::write(m.join("sticky/rootfile"), "x"));
     out
 }
 
@@ -83,6 +90,9 @@ fn another_user_gets_the_kernels_permissions_and_clears_set_id_bits_by_writing()
     let (uid, gid) = ensure_test_user();
     let s = Stack::empty(1);
     std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(s.lower(0).join("sticky")).unwrap();
+    std::fs::set_permissions(s.lower(0).join("sticky"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(s.lower(0).join("sticky/rootfile"), "root\n").unwrap();
     for (name, mode, owner) in FILES {
         let p = s.lower(0).join(name);
         std::fs::write(&p, "0123456789\n").unwrap();

@@ -145,6 +145,68 @@ fn rootless_permissions() {
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
+const LAYER_ENV: &str = "UNIONFS_ROOTLESS_LAYER";
+
+/// As the test user, over a lower layer root prepared: a user's mount gives them no more
+/// than they had on the layers.
+#[test]
+fn rootless_no_more_than_the_layers_inner() {
+    let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else { return };
+    let lower = PathBuf::from(std::env::var_os(LAYER_ENV).unwrap());
+    assert!(!is_root());
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let args: Vec<String> = vec![
+        "mount".into(),
+        "--lower".into(),
+        lower.display().to_string(),
+        "--upper".into(),
+        dir.join("upper").display().to_string(),
+        mnt.display().to_string(),
+    ];
+    let m = Mount::new(&args, &mnt);
+    let p = &m.path;
+    // A root-only file stays unreadable, and cannot be copied up to get around that.
+    assert_eq!(errno(std::fs::read(p.join("secret"))), libc::EACCES);
+    assert_eq!(errno(std::fs::OpenOptions::new().append(true).open(p.join("secret"))), libc::EACCES);
+    assert_eq!(errno(std::fs::read_dir(p.join("private"))), libc::EACCES);
+    // Device nodes do not open (a user's FUSE mount is nodev), set-id bits do nothing (nosuid).
+    assert_eq!(errno(std::fs::File::open(p.join("nulldev"))), libc::EACCES);
+    let sv = rustix::fs::statvfs(p).unwrap();
+    assert!(sv.f_flag.contains(rustix::fs::StatVfsMountFlags::NOSUID), "nosuid");
+    assert!(sv.f_flag.contains(rustix::fs::StatVfsMountFlags::NODEV), "nodev");
+    // A root-owned directory cannot be written into, even though the daemon could copy it up.
+    assert_eq!(errno(std::fs::write(p.join("rootdir/mine"), "x")), libc::EACCES);
+    m.unmount();
+}
+
+#[test]
+fn rootless_mount_gives_no_more_than_the_layers() {
+    need_fuse!();
+    need_root!();
+    let (uid, gid) = ensure_test_user();
+    let d = user_tempdir(uid, gid);
+    let layer = tempfile::Builder::new().prefix("unionfs-layer-").tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(layer.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(layer.path().join("secret"), "root only\n").unwrap();
+    std::fs::set_permissions(layer.path().join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(layer.path().join("private")).unwrap();
+    std::fs::set_permissions(layer.path().join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir(layer.path().join("rootdir")).unwrap();
+    let st = Command::new("mknod").arg(layer.path().join("nulldev")).args(["c", "1", "3"]).status().unwrap();
+    assert!(st.success());
+    std::fs::set_permissions(layer.path().join("nulldev"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run_test_as_user(
+        "rootless_no_more_than_the_layers_inner",
+        uid,
+        gid,
+        &[(DIR_ENV, d.path()), (LAYER_ENV, layer.path())],
+    );
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(layer.path().join("secret")).unwrap(), "root only\n");
+}
+
 /// As the test user: the upper unionfs wrote, mounted by kernel overlayfs inside a user
 /// namespace (`unshare -Urm`, `userxattr`), shows the same tree.
 #[test]

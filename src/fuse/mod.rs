@@ -516,10 +516,9 @@ impl Filesystem for Fuse {
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         guard("readdir", || match self.fs.readdir(ino.0, offset) {
             Ok(list) => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                for (i, e) in list.iter().enumerate().skip(start) {
+                for (i, e) in list.entries.iter().enumerate().skip(list.start) {
                     let name = OsStr::from_bytes(e.name.as_bytes());
-                    if reply.add(INodeNo(e.ino), (i + 1) as u64, ftype(e.kind), name) {
+                    if reply.add(INodeNo(e.ino), list.cookie(i), ftype(e.kind), name) {
                         break;
                     }
                 }
@@ -536,10 +535,9 @@ impl Filesystem for Fuse {
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         guard("readdirplus", || match self.fs.readdir(ino.0, offset) {
             Ok(list) => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                for (i, e) in list.iter().enumerate().skip(start) {
+                for (i, e) in list.entries.iter().enumerate().skip(list.start) {
                     let name = OsStr::from_bytes(e.name.as_bytes());
-                    let off = (i + 1) as u64;
+                    let off = list.cookie(i);
                     if matches!(e.name.as_bytes(), b"." | b"..") {
                         // The kernel links neither; only the number is used.
                         let attr = FileAttr { ino: INodeNo(e.ino), kind: FileType::Directory, ..negative() };

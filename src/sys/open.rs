@@ -27,7 +27,58 @@ pub fn open_dir_path(path: &Path) -> Res<OwnedFd> {
 /// empty for the root itself) below `root` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 /// RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV`. A symlink as the last component yields `ELOOP`
 /// unless `flags` has `O_PATH` (then the link itself is opened).
+///
+/// Paths longer than the kernel's `PATH_MAX` (deeply nested layers) are resolved a piece at
+/// a time, each piece beneath the directory the previous one reached.
 pub fn resolve_beneath(root: impl AsFd, rel: &CStr, flags: OFlags) -> Res<OwnedFd> {
+    let bytes = rel.to_bytes();
+    if bytes.len() <= PIECE {
+        return resolve_piece(root.as_fd(), rel, flags);
+    }
+    let pieces = split_path(bytes, PIECE).ok_or(Errno::ENAMETOOLONG)?;
+    let mut cur: Option<OwnedFd> = None;
+    let last = pieces.len() - 1;
+    for (i, p) in pieces.into_iter().enumerate() {
+        let p = CString::new(p).map_err(|_| Errno::EINVAL)?;
+        let f = if i == last { flags } else { OFlags::PATH | OFlags::DIRECTORY };
+        let next = match &cur {
+            None => resolve_piece(root.as_fd(), &p, f)?,
+            Some(fd) => resolve_piece(fd.as_fd(), &p, f)?,
+        };
+        cur = Some(next);
+    }
+    cur.ok_or(Errno::EINVAL)
+}
+
+/// The longest path resolved in one `openat2` call.
+const PIECE: usize = 2048;
+
+/// Splits a relative path at `/` into pieces of at most `max` bytes (`None` if one component
+/// alone is longer).
+pub fn split_path(path: &[u8], max: usize) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut last_cut = None;
+    for (i, b) in path.iter().enumerate() {
+        if *b == b'/' {
+            if i - start > max {
+                let cut = last_cut?;
+                out.push(&path[start..cut]);
+                start = cut + 1;
+            }
+            last_cut = Some(i);
+        }
+    }
+    if path.len() - start > max {
+        let cut = last_cut.filter(|c| *c > start)?;
+        out.push(&path[start..cut]);
+        start = cut + 1;
+    }
+    out.push(&path[start..]);
+    out.iter().all(|p| p.len() <= max && !p.is_empty()).then_some(out)
+}
+
+fn resolve_piece(root: BorrowedFd<'_>, rel: &CStr, flags: OFlags) -> Res<OwnedFd> {
     let rel = if rel.is_empty() { c"." } else { rel };
     let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     loop {
@@ -73,4 +124,21 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
 /// Safe wrapper for `open(2)` of an ordinary path (used at the edges, not on layers).
 pub fn open_plain(path: &Path, flags: OFlags, mode: u32) -> Res<OwnedFd> {
     Ok(rustix::fs::openat(CWD, path, flags | OFlags::CLOEXEC, Mode::from_raw_mode(mode))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_path;
+
+    #[test]
+    fn long_paths_split_at_slashes_into_short_pieces() {
+        assert_eq!(split_path(b"a/b/c", 100).unwrap(), [&b"a/b/c"[..]]);
+        let p = b"aaaa/bbbb/cccc/dddd";
+        let pieces = split_path(p, 9).unwrap();
+        assert_eq!(pieces, [&b"aaaa/bbbb"[..], &b"cccc/dddd"[..]]);
+        let pieces = split_path(p, 4).unwrap();
+        assert_eq!(pieces, [&b"aaaa"[..], &b"bbbb"[..], &b"cccc"[..], &b"dddd"[..]]);
+        assert_eq!(pieces.concat().len() + 3, p.len());
+        assert!(split_path(b"aaaaaaaa/b", 4).is_none(), "a component longer than a piece");
+    }
 }

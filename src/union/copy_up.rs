@@ -173,6 +173,7 @@ impl UnionFs {
                     Data::Full => st.size,
                     Data::Truncate(n) => n,
                 };
+                up.step();
                 let rep = sio::copy_data(&src, &dst, len, st.size, up.sync())?;
                 debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;

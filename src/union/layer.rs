@@ -84,7 +84,17 @@ pub struct Upper {
     pub durability: Durability,
     /// Whether the filesystem accepts `RENAME_WHITEOUT` (cleared on the first refusal).
     rename_whiteout_ok: AtomicBool,
+    /// Fault injection for crash tests (see [`FAULT_ENV`]): abort before this mutation.
+    fault_at: Option<u64>,
+    /// Upper-layer mutations made so far (counted only when `fault_at` is set).
+    mutations: AtomicU64,
 }
+
+/// Hidden test hook: with `UNIONFS_FAULT_AFTER=N` in its environment, the daemon aborts
+/// (like `kill -9`: no cleanup, no unmount) right before its N-th upper-layer mutation. The
+/// crash tests use it to stop a mount at every point of a workload and check that what the
+/// upper holds afterwards is always a consistent state.
+pub const FAULT_ENV: &str = "UNIONFS_FAULT_AFTER";
 
 /// Name of the directory inside the work dir that holds temporaries (the kernel's name).
 pub const WORK_SUBDIR: &CStr = c"work";
@@ -127,6 +137,8 @@ impl Upper {
             dialect,
             durability,
             rename_whiteout_ok: AtomicBool::new(true),
+            fault_at: std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()),
+            mutations: AtomicU64::new(0),
         };
         let left = up.clean_work().context(|| format!("cannot clean '{}/work'", work.display()))?;
         if left > 0 {
@@ -162,10 +174,21 @@ impl Upper {
         self.durability == Durability::Sync
     }
 
+    /// Counts one mutation; aborts the process at the injected fault point.
+    pub(crate) fn step(&self) {
+        if let Some(at) = self.fault_at
+            && self.mutations.fetch_add(1, Ordering::Relaxed) + 1 >= at
+        {
+            eprintln!("unionfs: fault injected before upper mutation {at}");
+            std::process::abort();
+        }
+    }
+
     // ---- the choke point: every upper-layer mutation below logs one line ----
 
     /// Creates a directory.
     pub fn mkdir(&self, dir: BorrowedFd<'_>, name: &CStr, perm: u32) -> Res<()> {
+        self.step();
         let r = sfs::mkdirat(dir, name, perm);
         debug!(op = "mkdir", ?name, perm = format_args!("{perm:o}"), ?r);
         r
@@ -173,6 +196,7 @@ impl Upper {
 
     /// Creates a device, fifo or socket node.
     pub fn mknod(&self, dir: BorrowedFd<'_>, name: &CStr, kind: FileKind, perm: u32, rdev: u64) -> Res<()> {
+        self.step();
         let r = sfs::mknodat(dir, name, kind, perm, rdev);
         debug!(op = "mknod", ?name, ?kind, perm = format_args!("{perm:o}"), rdev, ?r);
         r
@@ -180,6 +204,7 @@ impl Upper {
 
     /// Creates a symlink.
     pub fn symlink(&self, target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        self.step();
         let r = sfs::symlinkat(target, dir, name);
         debug!(op = "symlink", ?name, ?target, ?r);
         r
@@ -187,6 +212,7 @@ impl Upper {
 
     /// Creates and opens a new regular file (`O_CREAT | O_EXCL`).
     pub fn create(&self, dir: BorrowedFd<'_>, name: &CStr, flags: OFlags, perm: u32) -> Res<OwnedFd> {
+        self.step();
         let r = open::openat(dir, name, flags | OFlags::CREATE | OFlags::EXCL, perm);
         debug!(op = "create", ?name, perm = format_args!("{perm:o}"), ok = r.is_ok());
         r
@@ -194,6 +220,7 @@ impl Upper {
 
     /// Makes a hard link.
     pub fn link(&self, odir: BorrowedFd<'_>, oname: &CStr, ndir: BorrowedFd<'_>, nname: &CStr) -> Res<()> {
+        self.step();
         let r = sfs::linkat(odir, oname, ndir, nname);
         debug!(op = "link", ?oname, ?nname, ?r);
         r
@@ -208,6 +235,7 @@ impl Upper {
         nname: &CStr,
         mode: RenameMode,
     ) -> Res<()> {
+        self.step();
         let r = sfs::renameat2(odir, oname, ndir, nname, mode);
         debug!(op = "rename", ?oname, ?nname, ?mode, ?r);
         r
@@ -231,6 +259,7 @@ impl Upper {
 
     /// Removes a non-directory.
     pub fn unlink(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        self.step();
         let r = sfs::unlinkat(dir, name);
         debug!(op = "unlink", ?name, ?r);
         r
@@ -238,6 +267,7 @@ impl Upper {
 
     /// Removes an empty directory.
     pub fn rmdir(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        self.step();
         let r = sfs::rmdirat(dir, name);
         debug!(op = "rmdir", ?name, ?r);
         r
@@ -264,6 +294,7 @@ impl Upper {
 
     /// Sets an xattr.
     pub fn set_xattr(&self, t: XTarget<'_>, name: &CStr, value: &[u8], mode: SetMode) -> Res<()> {
+        self.step();
         let r = xattr::set(t, name, value, mode);
         debug!(op = "setxattr", ?name, len = value.len(), ?r);
         r
@@ -271,6 +302,7 @@ impl Upper {
 
     /// Removes an xattr.
     pub fn remove_xattr(&self, t: XTarget<'_>, name: &CStr) -> Res<()> {
+        self.step();
         let r = xattr::remove(t, name);
         debug!(op = "removexattr", ?name, ?r);
         r
@@ -278,6 +310,7 @@ impl Upper {
 
     /// Changes owner of an entry (not following symlinks).
     pub fn chown(&self, dir: BorrowedFd<'_>, name: &CStr, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
+        self.step();
         let r = sfs::chownat(dir, name, uid, gid);
         debug!(op = "chown", ?name, ?uid, ?gid, ?r);
         r
@@ -285,6 +318,7 @@ impl Upper {
 
     /// Changes owner through an open descriptor.
     pub fn fchown(&self, fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
+        self.step();
         let r = sfs::fchown(fd, uid, gid);
         debug!(op = "fchown", ?uid, ?gid, ?r);
         r
@@ -292,6 +326,7 @@ impl Upper {
 
     /// Changes permission bits of an entry.
     pub fn chmod(&self, dir: BorrowedFd<'_>, name: &CStr, perm: u32) -> Res<()> {
+        self.step();
         let r = sfs::chmodat(dir, name, perm);
         debug!(op = "chmod", ?name, perm = format_args!("{perm:o}"), ?r);
         r
@@ -299,6 +334,7 @@ impl Upper {
 
     /// Changes permission bits through an open descriptor.
     pub fn fchmod(&self, fd: BorrowedFd<'_>, perm: u32) -> Res<()> {
+        self.step();
         let r = sfs::fchmod(fd, perm);
         debug!(op = "fchmod", perm = format_args!("{perm:o}"), ?r);
         r
@@ -306,6 +342,7 @@ impl Upper {
 
     /// Sets timestamps of an entry (not following symlinks).
     pub fn utimens(&self, dir: BorrowedFd<'_>, name: &CStr, atime: SetTime, mtime: SetTime) -> Res<()> {
+        self.step();
         let r = sfs::utimensat(dir, name, atime, mtime);
         debug!(op = "utimens", ?name, ?atime, ?mtime, ?r);
         r
@@ -313,6 +350,7 @@ impl Upper {
 
     /// Sets the size of an open file.
     pub fn truncate(&self, fd: BorrowedFd<'_>, len: u64) -> Res<()> {
+        self.step();
         let r = sio::ftruncate(fd, len);
         debug!(op = "truncate", len, ?r);
         r

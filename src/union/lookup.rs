@@ -362,7 +362,7 @@ impl UnionFs {
             self.inodes.forget(ino, n);
             if self.inodes.get(ino).map(|cur| !Arc::ptr_eq(&cur, &node)).unwrap_or(true) {
                 self.forget_dirfds(&node);
-                self.listings.remove(&ino);
+                self.listings.forget(ino);
             }
         }
     }

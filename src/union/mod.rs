@@ -201,7 +201,7 @@ pub struct UnionFs {
     invalidator: OnceLock<Box<dyn Invalidator>>,
     /// Listings of directories a reader is part-way through, with the directory version
     /// they were built at (see [`UnionFs::readdir`]).
-    pub(crate) listings: dashmap::DashMap<u64, (u32, Arc<Vec<readdir::DirEntry>>)>,
+    pub(crate) listings: readdir::Snapshots,
     /// The reclaim thread, woken when the node table outgrows [`Options::max_nodes`].
     reclaimer: OnceLock<std::thread::Thread>,
 }
@@ -273,7 +273,7 @@ impl UnionFs {
             rename_seq: AtomicU64::new(0),
             root,
             invalidator: OnceLock::new(),
-            listings: dashmap::DashMap::new(),
+            listings: readdir::Snapshots::default(),
             reclaimer: OnceLock::new(),
         })
     }

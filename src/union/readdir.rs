@@ -289,31 +289,113 @@ impl UnionFs {
         Ok(self.list(dir)?.len() <= 2)
     }
 
-    /// `opendir`.
-    /// `readdir` of directory `ino`: the listing to serve from `offset` (an index into it).
+    /// `readdir` of directory `ino` from `offset` (a cookie [`Listing::cookie`] handed out
+    /// with an earlier entry, or 0 for the start).
     ///
-    /// Directories are opened without a handle (the kernel caches their listings itself), so
-    /// the listing being read is kept per directory inode: built at the first read, rebuilt by a read
-    /// from offset 0 after the directory changed (`rewinddir`), kept for reads at other
-    /// offsets (`seekdir`/`telldir` stay stable), and dropped once a read reaches the end.
-    pub fn readdir(&self, ino: u64, offset: u64) -> Res<Arc<Vec<DirEntry>>> {
+    /// Directories are opened without a handle (the kernel caches listings itself), so there
+    /// is no per-open state: instead every listing built is a numbered snapshot, and each
+    /// entry's cookie names the snapshot and the position in it. A reader part-way through
+    /// keeps reading its own snapshot even when the directory changed and another reader
+    /// started a newer one, so no name is listed twice or skipped (`seekdir`/`telldir` stay
+    /// stable too). A read from 0 takes the newest snapshot, or makes one if the directory
+    /// changed since (`rewinddir` sees changes).
+    pub fn readdir(&self, ino: u64, offset: u64) -> Res<Listing> {
         let dir = self.inodes.get(ino)?;
         if !dir.is_dir() {
             return Err(Errno::ENOTDIR);
         }
         let version = dir.dir_version.load(Ordering::Acquire);
-        let list = match self.listings.entry(ino) {
-            dashmap::mapref::entry::Entry::Occupied(e) if offset != 0 || e.get().0 == version => e.get().1.clone(),
-            e => {
-                let l = Arc::new(self.list(&dir)?);
-                e.insert((version, l.clone()));
-                l
-            }
-        };
-        if usize::try_from(offset).map_or(true, |o| o >= list.len()) {
-            self.listings.remove(&ino);
+        let (generation, index) = ((offset >> 32) as u32, (offset & 0xffff_ffff) as usize);
+        if offset != 0
+            && let Some(s) = self.listings.find(ino, generation)
+        {
+            return Ok(Listing { generation, entries: s, start: index });
         }
-        Ok(list)
+        if offset == 0
+            && let Some((g, s)) = self.listings.newest(ino, version)
+        {
+            return Ok(Listing { generation: g, entries: s, start: 0 });
+        }
+        // A new snapshot (the first read, a change, or a snapshot long evicted: then the
+        // reader continues at the same position in a fresh one, as best it can).
+        let entries = Arc::new(self.list(&dir)?);
+        let generation = self.listings.add(ino, version, entries.clone());
+        Ok(Listing { generation, entries, start: if offset == 0 { 0 } else { index } })
+    }
+}
+
+/// What one `readdir` serves: a snapshot and where to start in it.
+#[derive(Debug)]
+pub struct Listing {
+    /// The snapshot's number.
+    pub generation: u32,
+    /// The snapshot.
+    pub entries: Arc<Vec<DirEntry>>,
+    /// Index of the first entry to serve.
+    pub start: usize,
+}
+
+impl Listing {
+    /// The cookie to resume after entry `i`: the snapshot number and the next position.
+    pub fn cookie(&self, i: usize) -> u64 {
+        (u64::from(self.generation) << 32) | (i as u64 + 1)
+    }
+}
+
+/// Listing snapshots by directory inode: the newest few per directory, and a bounded number
+/// of directories (the least recently built go first).
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    map: dashmap::DashMap<u64, Vec<Snapshot>>,
+    next_gen: std::sync::atomic::AtomicU32,
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    generation: u32,
+    version: u32,
+    entries: Arc<Vec<DirEntry>>,
+}
+
+/// Snapshots kept per directory (readers part-way through older ones keep them).
+const PER_DIR: usize = 16;
+/// Directories with snapshots kept.
+const DIRS: usize = 2048;
+
+impl Snapshots {
+    fn find(&self, ino: u64, generation: u32) -> Option<Arc<Vec<DirEntry>>> {
+        self.map.get(&ino)?.iter().find(|s| s.generation == generation).map(|s| s.entries.clone())
+    }
+
+    fn newest(&self, ino: u64, version: u32) -> Option<(u32, Arc<Vec<DirEntry>>)> {
+        let v = self.map.get(&ino)?;
+        let s = v.last().filter(|s| s.version == version)?;
+        Some((s.generation, s.entries.clone()))
+    }
+
+    fn add(&self, ino: u64, version: u32, entries: Arc<Vec<DirEntry>>) -> u32 {
+        if self.map.len() >= DIRS {
+            // Drop an eighth, oldest generations first.
+            let mut gens: Vec<(u32, u64)> =
+                self.map.iter().map(|e| (e.value().last().map_or(0, |s| s.generation), *e.key())).collect();
+            gens.sort_unstable();
+            for (_, k) in gens.into_iter().take(DIRS / 8) {
+                self.map.remove(&k);
+            }
+        }
+        // Generation 0 never names a snapshot (offset 0 means "from the start").
+        let generation = self.next_gen.fetch_add(1, Ordering::Relaxed).wrapping_add(1).max(1);
+        let mut v = self.map.entry(ino).or_default();
+        v.push(Snapshot { generation, version, entries });
+        if v.len() > PER_DIR {
+            v.remove(0);
+        }
+        generation
+    }
+
+    /// Forgets a directory's snapshots (the kernel forgot the directory).
+    pub fn forget(&self, ino: u64) {
+        self.map.remove(&ino);
     }
 }
 

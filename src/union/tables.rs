@@ -283,7 +283,7 @@ impl FileHandle {
 }
 
 /// An open file. (Directories have no handles: the kernel opens them without asking, and
-/// their listings live on the node, see [`Node::listing`].)
+/// their listings are snapshots kept per directory, see [`crate::union::readdir::Snapshots`].)
 pub type Handle = FileHandle;
 
 /// File handle number → open file.

@@ -1,0 +1,132 @@
+//! Property-based differential test: random sequences of operations over a small set of
+//! names run on kernel overlayfs and on unionfs over the same lower layers; every step must
+//! give the same errno, and the merged trees must match after the sequence. Shrinking turns
+//! a failure into a minimal sequence. `PROPTEST_CASES` sets how many sequences (default 24).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::scenario::{Op, apply};
+use common::*;
+use proptest::prelude::*;
+use rustix::fs::RenameFlags;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Names the fixture (`layers-fixtures/oracle`) has, at every depth, plus new ones.
+const NAMES: &[&str] = &[
+    "foo",
+    "bar",
+    "top",
+    "new",
+    "dir",
+    "dir/a",
+    "dir/pop",
+    "dir/pop/b",
+    "dir/pop/c",
+    "dir/new",
+    "etc/gone",
+    "etc/keep",
+    "var/cache",
+    "var/cache/old",
+    "var/cache/new",
+    "tree",
+    "tree/sub",
+    "tree/sub/s",
+    "tree/t1",
+    "hard/a",
+    "hard/b",
+    "empty",
+    "empty/x",
+    "usr/bin/tool",
+];
+
+fn name() -> impl Strategy<Value = &'static str> {
+    proptest::sample::select(NAMES)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        name().prop_map(|n| Op::Write(n, "w\n")),
+        name().prop_map(|n| Op::Append(n, "+\n")),
+        name().prop_map(Op::CreateExcl),
+        name().prop_map(Op::Trunc),
+        (name(), 0u64..8).prop_map(|(n, l)| Op::Truncate(n, l)),
+        name().prop_map(Op::Mkdir),
+        name().prop_map(Op::Rmdir),
+        name().prop_map(Op::Unlink),
+        name().prop_map(Op::RmRf),
+        (name(), name()).prop_map(|(a, b)| Op::Rename(a, b)),
+        (name(), name()).prop_map(|(a, b)| Op::Rename2(a, b, RenameFlags::NOREPLACE)),
+        (name(), name()).prop_map(|(a, b)| Op::Rename2(a, b, RenameFlags::EXCHANGE)),
+        (name(), name()).prop_map(|(a, b)| Op::Symlink(a, b)),
+        (name(), name()).prop_map(|(a, b)| Op::Link(a, b)),
+        (name(), prop_oneof![Just(0o600u32), Just(0o755), Just(0o4711)]).prop_map(|(n, m)| Op::Chmod(n, m)),
+        (name(), 0u32..3).prop_map(|(n, u)| Op::Chown(n, 1000 + u, 1000)),
+        name().prop_map(Op::Mkfifo),
+        name().prop_map(|n| Op::SetXattr(n, "user.p", "v")),
+        name().prop_map(|n| Op::RemoveXattr(n, "user.p")),
+        name().prop_map(|n| Op::GetXattr(n, "user.note")),
+        name().prop_map(Op::Stat),
+    ]
+}
+
+struct KernelMount(PathBuf);
+impl Drop for KernelMount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// Runs `ops` on both; `Err` describes the first difference.
+fn run(ops: &[Op]) -> Result<(), String> {
+    let s = Stack::fixture("oracle");
+    let d = s.dir.path();
+    let (ku, kw, km) = (d.join("k-upper"), d.join("k-work"), d.join("k-mnt"));
+    for p in [&ku, &kw, &km] {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    let opts = format!("lowerdir={},upperdir={},workdir={}", s.lower_arg(), ku.display(), kw.display());
+    let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&km).status().unwrap();
+    assert!(st.success());
+    let k = KernelMount(km.clone());
+    let u = s.mount();
+    for (i, op) in ops.iter().enumerate() {
+        let (ke, ue) = (apply(&k.0, op), apply(&u.path, op));
+        if ke != ue {
+            return Err(format!("step {i} {op:?}: kernel errno {ke}, unionfs errno {ue}"));
+        }
+    }
+    let (kt, ut) = (tree(&k.0), tree(&u.path));
+    if kt != ut {
+        return Err(format!("trees differ after {} steps:\nkernel:\n{kt}\nunionfs:\n{ut}", ops.len()));
+    }
+    drop(k);
+    u.unmount();
+    // And kernel overlayfs reads unionfs's upper the same way.
+    let k2m = d.join("k2-mnt");
+    std::fs::create_dir_all(&k2m).unwrap();
+    let opts = format!("lowerdir={},upperdir={},workdir={}", s.lower_arg(), s.upper.display(), s.work.display());
+    let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&k2m).status().unwrap();
+    assert!(st.success());
+    let k2 = KernelMount(k2m);
+    let k2t = tree(&k2.0);
+    if k2t != ut {
+        return Err(format!("kernel overlayfs reads unionfs's upper differently:\n{k2t}\nvs\n{ut}"));
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+}
+
+#[test]
+fn random_operation_sequences_match_kernel_overlayfs() {
+    need_fuse!();
+    need_root!();
+    let cfg = ProptestConfig { cases: cases(), max_shrink_iters: 200, failure_persistence: None, ..Default::default() };
+    proptest!(cfg, |(ops in proptest::collection::vec(op(), 1..14))| {
+        let r = run(&ops);
+        prop_assert!(r.is_ok(), "{}", r.err().unwrap_or_default());
+    });
+}

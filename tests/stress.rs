@@ -1,0 +1,280 @@
+//! Load: several workers at once on one mount, for a bounded time (`UNIONFS_STRESS_SECS`,
+//! default 8 s per test; set it higher for a soak). Every operation either succeeds or fails
+//! with the errno the situation calls for; the data read back always matches a model; no
+//! request ever answers EIO.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(unsafe_code)]
+
+mod common;
+use common::*;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn secs() -> Duration {
+    Duration::from_secs(std::env::var("UNIONFS_STRESS_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(8))
+}
+
+/// A small deterministic generator (xorshift), one per worker.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// fsx-style: random writes, truncates, reads, mmap writes and reopenings of one file,
+/// checked against an in-memory model after every step. The file starts in the lower
+/// layer, so the first change copies it up.
+fn fsx(path: PathBuf, seed: u64, until: Instant, initial: Vec<u8>) -> u64 {
+    let mut rng = Rng(seed);
+    let mut model = initial;
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut ops = 0;
+    while Instant::now() < until {
+        ops += 1;
+        match rng.below(7) {
+            0 | 1 => {
+                let off = rng.below(300_000);
+                let len = 1 + rng.below(40_000) as usize;
+                let byte = (rng.next() & 0xff) as u8;
+                let buf = vec![byte; len];
+                f.write_all_at(&buf, off).unwrap();
+                let end = off as usize + len;
+                if model.len() < end {
+                    model.resize(end, 0);
+                }
+                model[off as usize..end].copy_from_slice(&buf);
+            }
+            2 => {
+                let len = rng.below(350_000);
+                f.set_len(len).unwrap();
+                model.resize(len as usize, 0);
+            }
+            3 => {
+                let off = rng.below(model.len() as u64 + 1);
+                let len = rng.below(60_000) as usize;
+                let mut buf = vec![0u8; len];
+                let n = f.read_at(&mut buf, off).unwrap();
+                let want = &model[(off as usize).min(model.len())..(off as usize + len).min(model.len())];
+                assert_eq!(&buf[..n], want, "{path:?}: read at {off} after {ops} ops");
+            }
+            4 if !model.is_empty() => {
+                // A shared writable mapping, changed in place and synced.
+                let len = model.len();
+                // SAFETY: maps `len` bytes of an open file; checked against MAP_FAILED below.
+                let map = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        std::os::fd::AsRawFd::as_raw_fd(&f),
+                        0,
+                    )
+                };
+                assert_ne!(map, libc::MAP_FAILED, "{path:?}: mmap: {}", std::io::Error::last_os_error());
+                let off = rng.below(len as u64) as usize;
+                let n = (1 + rng.below(5000) as usize).min(len - off);
+                let byte = (rng.next() & 0xff) as u8;
+                // SAFETY: `map` covers `len` bytes of the file and `off + n <= len`.
+                unsafe {
+                    std::ptr::write_bytes((map as *mut u8).add(off), byte, n);
+                    assert_eq!(libc::msync(map, len, libc::MS_SYNC), 0);
+                    libc::munmap(map, len);
+                }
+                model[off..off + n].fill(byte);
+            }
+            5 => {
+                // Reopen: a fresh handle must see everything written so far.
+                f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+            }
+            _ => {
+                let mut all = Vec::new();
+                f.seek(SeekFrom::Start(0)).unwrap();
+                f.read_to_end(&mut all).unwrap();
+                assert!(all == model, "{path:?}: whole file differs after {ops} ops");
+            }
+        }
+    }
+    let all = std::fs::read(&path).unwrap();
+    assert!(all == model, "{path:?}: final content differs");
+    ops
+}
+
+#[test]
+fn fsx_on_several_files_at_once() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    let initial: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    for i in 0..4 {
+        std::fs::write(s.lower(0).join(format!("f{i}")), &initial).unwrap();
+    }
+    let m = s.mount();
+    let until = Instant::now() + secs();
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let p = m.path.join(format!("f{i}"));
+            let init = initial.clone();
+            std::thread::spawn(move || fsx(p, 0x9e37_79b9_7f4a_7c15 ^ (i + 1), until, init))
+        })
+        .collect();
+    let ops: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(ops > 100, "only {ops} operations ran");
+    assert_eq!(std::fs::read(s.lower(0).join("f0")).unwrap(), initial, "the lower layer is untouched");
+}
+
+/// Namespace churn: workers create, rename, link and delete names in the same directories
+/// while others list them; every failure must be an errno the race explains.
+#[test]
+fn namespace_churn_in_shared_directories() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    for d in 0..3 {
+        std::fs::create_dir(s.lower(0).join(format!("d{d}"))).unwrap();
+        for f in 0..30 {
+            std::fs::write(s.lower(0).join(format!("d{d}/l{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let m = s.mount();
+    let until = Instant::now() + secs();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = |r: std::io::Result<()>| match r {
+        Ok(()) => {}
+        Err(e) => {
+            let n = e.raw_os_error().unwrap_or(0);
+            // What racing with other workers can explain.
+            assert!(
+                [libc::ENOENT, libc::EEXIST, libc::ENOTEMPTY, libc::EXDEV].contains(&n),
+                "unexpected error: {e} ({n})"
+            );
+        }
+    };
+    let root = m.path.clone();
+    let mut workers = Vec::new();
+    for w in 0..4u64 {
+        let root = root.clone();
+        workers.push(std::thread::spawn(move || {
+            let mut rng = Rng(0x1234_5678 + w);
+            let mut n = 0u64;
+            while Instant::now() < until {
+                n += 1;
+                let d = root.join(format!("d{}", rng.below(3)));
+                let a = d.join(format!("{}{}", if rng.below(2) == 0 { "l" } else { "n" }, rng.below(30)));
+                let b = root.join(format!("d{}", rng.below(3))).join(format!("n{}", rng.below(30)));
+                match rng.below(6) {
+                    0 => ok(std::fs::write(&b, format!("w{w}-{n}"))),
+                    1 => ok(std::fs::rename(&a, &b)),
+                    2 => ok(std::fs::remove_file(&a)),
+                    3 => ok(std::fs::hard_link(&a, &b)),
+                    4 => ok(std::fs::OpenOptions::new().append(true).open(&a).and_then(|mut f| f.write_all(b"+"))),
+                    _ => {
+                        let t = root.join(format!("d{}", rng.below(3))).join(format!("t{}", rng.below(5)));
+                        ok(std::fs::create_dir(&t).and_then(|_| std::fs::remove_dir(&t)))
+                    }
+                }
+            }
+            n
+        }));
+    }
+    // Listers: no errors, no duplicate names in one listing.
+    for _ in 0..2 {
+        let root = root.clone();
+        let stop = stop.clone();
+        workers.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for d in 0..3 {
+                    let mut names: Vec<_> = std::fs::read_dir(root.join(format!("d{d}")))
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name())
+                        .collect();
+                    let total = names.len();
+                    names.sort();
+                    let all = names.clone();
+                    names.dedup();
+                    assert_eq!(names.len(), total, "a listing showed a name twice: {all:?}");
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+    let listers = workers.split_off(4);
+    let ops: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    stop.store(true, Ordering::Relaxed);
+    for l in listers {
+        l.join().unwrap();
+    }
+    assert!(ops > 100, "only {ops} operations ran");
+    // Whatever happened, the upper is one kernel overlayfs would show the same way.
+    let ours = tree(&m.path);
+    m.unmount();
+    if is_root() {
+        let k = s.dir.path().join("k");
+        std::fs::create_dir_all(k.join("work")).unwrap();
+        std::fs::create_dir_all(k.join("mnt")).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                s.lower_arg(),
+                s.upper.display(),
+                k.join("work").display()
+            ))
+            .arg(k.join("mnt"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let theirs = tree(&k.join("mnt"));
+        let _ = std::process::Command::new("umount").arg(k.join("mnt")).status();
+        assert_eq!(ours, theirs, "kernel overlayfs reads the upper differently");
+    }
+}
+
+/// Many threads copy up and write the same lower file at once.
+#[test]
+fn parallel_copy_ups_of_one_file() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    let data: Vec<u8> = (0..4 << 20).map(|i| (i % 239) as u8).collect();
+    let until = Instant::now() + secs() / 2;
+    let mut round = 0;
+    while Instant::now() < until && round < 20 {
+        std::fs::write(s.lower(0).join(format!("shared{round}")), &data).unwrap();
+        round += 1;
+    }
+    let m = s.mount();
+    for r in 0..round {
+        let p: PathBuf = m.path.join(format!("shared{r}"));
+        let writers: Vec<_> = (0..6u64)
+            .map(|i| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+                    f.write_all_at(&[b'A' + i as u8], i * 4096).unwrap();
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let got = std::fs::read(&p).unwrap();
+        assert_eq!(got.len(), data.len());
+        for i in 0..6usize {
+            assert_eq!(got[i * 4096], b'A' + i as u8, "round {r}: writer {i}'s byte");
+        }
+        assert_eq!(&got[6 * 4096..], &data[6 * 4096..], "round {r}: the rest is the lower data");
+    }
+    drop(m);
+}
