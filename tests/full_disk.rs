@@ -11,20 +11,51 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A filesystem mounted for one test, unmounted on drop.
-struct Fs(PathBuf);
+/// A filesystem mounted for one test, unmounted on drop (and its image file removed).
+struct Fs(PathBuf, Option<PathBuf>);
 
 impl Drop for Fs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        if let Some(img) = &self.1 {
+            let _ = std::fs::remove_file(img);
+        }
     }
+}
+
+fn ok(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// A filesystem at `q` that gives `EDQUOT` past 1 MiB: tmpfs with user quotas (Linux 6.6+,
+/// `CONFIG_TMPFS_QUOTA`), else a btrfs subvolume with a qgroup limit (needs btrfs-progs).
+/// The returned directory inside it is where upper and work go.
+fn quota_fs(q: &Path) -> Option<(Fs, PathBuf)> {
+    std::fs::create_dir_all(q).unwrap();
+    let tmpfs = ["-t", "tmpfs", "-o", "size=64m,usrquota,usrquota_block_hardlimit=1m", "tmpfs"];
+    if ok(Command::new("mount").args(tmpfs).arg(q)) {
+        return Some((Fs(q.to_path_buf(), None), q.to_path_buf()));
+    }
+    let img = PathBuf::from(format!("/var/tmp/unionfs-quota-{}.img", std::process::id()));
+    let made = std::fs::File::create(&img).and_then(|f| f.set_len(300 << 20)).is_ok()
+        && ok(Command::new("mkfs.btrfs").arg("-q").arg(&img));
+    if !made || !ok(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(q)) {
+        let _ = std::fs::remove_file(&img);
+        return None;
+    }
+    let fs = Fs(q.to_path_buf(), Some(img));
+    let sub = q.join("sub");
+    let limited = ok(Command::new("btrfs").args(["quota", "enable"]).arg(q))
+        && ok(Command::new("btrfs").args(["subvolume", "create"]).arg(&sub))
+        && ok(Command::new("btrfs").args(["qgroup", "limit", "1M"]).arg(&sub));
+    limited.then_some((fs, sub))
 }
 
 fn mount_tmpfs(at: &Path, opts: &str) -> Fs {
     std::fs::create_dir_all(at).unwrap();
     let st = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(at).status().unwrap();
     assert!(st.success(), "mount tmpfs -o {opts}");
-    Fs(at.to_path_buf())
+    Fs(at.to_path_buf(), None)
 }
 
 fn union_mount(lower: &Path, upper: &Path, work: &Path, mnt: &Path) -> Mount {
@@ -98,6 +129,11 @@ fn a_full_upper_gives_enospc_keeps_the_lower_version_and_recovers() {
     assert_eq!(std::fs::read(lower.join("big")).unwrap(), big, "the lower layer is untouched");
 }
 
+/// 2 MiB: more than the quota allows.
+fn big_data() -> Vec<u8> {
+    (0..2 << 20).map(|i| (i % 251) as u8).collect()
+}
+
 const QUOTA_ENV: &str = "UNIONFS_QUOTA_DIR";
 
 /// The unprivileged half: the daemon runs as the test user, whose quota the upper enforces.
@@ -106,7 +142,15 @@ fn over_quota_inner() {
     let Some(dir) = std::env::var_os(QUOTA_ENV).map(PathBuf::from) else { return };
     assert!(!is_root());
     let lower = dir.join("lower");
-    let m = union_mount(&lower, &dir.join("q/upper"), &dir.join("q/work"), &dir.join("mnt"));
+    let q = std::fs::read_dir(dir.join("q")).unwrap().flatten().map(|e| e.path()).find(|p| p.ends_with("sub"));
+    let q = q.unwrap_or_else(|| dir.join("q"));
+    let m = union_mount(&lower, &q.join("upper"), &q.join("work"), &dir.join("mnt"));
+    // A copy-up past the quota: EDQUOT, the lower version stays whole, nothing left behind.
+    let e = std::fs::OpenOptions::new().append(true).open(m.path.join("big")).and_then(|mut f| f.write_all(b"x"));
+    assert_eq!(errno(e), libc::EDQUOT);
+    assert_eq!(std::fs::read(m.path.join("big")).unwrap(), big_data());
+    assert!(!q.join("upper/big").exists(), "no partial copy in the upper");
+    assert_eq!(std::fs::read_dir(q.join("work/work")).unwrap().count(), 0, "no temporary left behind");
     assert_eq!(fill(&m.path.join("filler")), libc::EDQUOT);
     assert_eq!(read(m.path.join("small")), "small\n");
     std::fs::remove_file(m.path.join("filler")).unwrap();
@@ -120,19 +164,10 @@ fn an_upper_over_quota_gives_edquot() {
     need_root!();
     let (uid, gid) = ensure_test_user();
     let d = user_tempdir(uid, gid);
-    let q = d.path().join("q");
-    // tmpfs user quotas (Linux 6.6+): a 1 MiB default limit for every user but root.
-    std::fs::create_dir(&q).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m,usrquota,usrquota_block_hardlimit=1m", "tmpfs"])
-        .arg(&q)
-        .status()
-        .unwrap();
-    if !st.success() {
-        eprintln!("skipped: this kernel's tmpfs has no user quotas");
+    let Some((_fs, q)) = quota_fs(&d.path().join("q")) else {
+        eprintln!("skipped: neither tmpfs user quotas nor btrfs qgroups on this machine");
         return;
-    }
-    let _fs = Fs(q.clone());
+    };
     for sub in ["upper", "work"] {
         std::fs::create_dir(q.join(sub)).unwrap();
         std::os::unix::fs::chown(q.join(sub), Some(uid), Some(gid)).unwrap();
@@ -140,6 +175,11 @@ fn an_upper_over_quota_gives_edquot() {
     let lower = d.path().join("lower");
     std::fs::create_dir(&lower).unwrap();
     std::fs::write(lower.join("small"), "small\n").unwrap();
+    std::fs::write(lower.join("big"), big_data()).unwrap();
+    for f in ["small", "big"] {
+        std::os::unix::fs::chown(lower.join(f), Some(uid), Some(gid)).unwrap();
+    }
+    std::os::unix::fs::chown(&q, Some(uid), Some(gid)).unwrap();
     let out = run_test_as_user("over_quota_inner", uid, gid, &[(QUOTA_ENV, d.path())]);
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
@@ -169,7 +209,7 @@ fn what_fsync_returned_for_survives_a_power_cut_of_the_upper() {
     let mount_disk = || {
         let st = Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&disk).status().unwrap();
         assert!(st.success());
-        Fs(disk.clone())
+        Fs(disk.clone(), None)
     };
     let lower = d.path().join("lower");
     std::fs::create_dir(&lower).unwrap();

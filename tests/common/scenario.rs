@@ -4,6 +4,7 @@
 use super::errno;
 use rustix::fs::{CWD, RenameFlags};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// One step of a scenario, on paths relative to the mount root.
@@ -38,14 +39,21 @@ fn io<T>(r: rustix::io::Result<T>) -> i32 {
 
 pub fn apply(root: &Path, op: &Op) -> i32 {
     let p = |x: &str| root.join(x);
+    // Non-blocking, so that opening a FIFO for writing fails (ENXIO) instead of waiting for a
+    // reader forever; regular files ignore the flag.
+    let w = || {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).custom_flags(libc::O_NONBLOCK);
+        o
+    };
     match op {
-        Op::Write(f, d) => errno(std::fs::write(p(f), d)),
-        Op::Append(f, d) => {
-            errno(std::fs::OpenOptions::new().append(true).open(p(f)).and_then(|mut h| h.write_all(d.as_bytes())))
+        Op::Write(f, d) => {
+            errno(w().create(true).truncate(true).open(p(f)).and_then(|mut h| h.write_all(d.as_bytes())))
         }
-        Op::CreateExcl(f) => errno(std::fs::OpenOptions::new().write(true).create_new(true).open(p(f))),
-        Op::Trunc(f) => errno(std::fs::OpenOptions::new().write(true).truncate(true).open(p(f))),
-        Op::Truncate(f, n) => errno(std::fs::OpenOptions::new().write(true).open(p(f)).and_then(|h| h.set_len(*n))),
+        Op::Append(f, d) => errno(w().append(true).open(p(f)).and_then(|mut h| h.write_all(d.as_bytes()))),
+        Op::CreateExcl(f) => errno(w().create_new(true).open(p(f))),
+        Op::Trunc(f) => errno(w().truncate(true).open(p(f))),
+        Op::Truncate(f, n) => errno(w().open(p(f)).and_then(|h| h.set_len(*n))),
         Op::Mkdir(d) => errno(std::fs::create_dir(p(d))),
         Op::Rmdir(d) => errno(std::fs::remove_dir(p(d))),
         Op::Unlink(f) => errno(std::fs::remove_file(p(f))),
