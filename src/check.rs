@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn origin_format_is_the_kernels() {
-        let good = crate::union::copy_up::encode_origin(1, &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let good = crate::union::copy_up::encode_origin(1, &[1, 2, 3, 4, 5, 6, 7, 8], &[0; 16]);
         assert!(origin_well_formed(&good));
         assert!(!origin_well_formed(b"garbage"));
         let mut bad = good.clone();

@@ -266,7 +266,10 @@ pub struct MountArgs {
     #[arg(long, short = 'f')]
     pub foreground: bool,
     /// Mount options, comma-separated, may repeat: ro, rw, nosuid, suid, nodev, dev, noexec,
-    /// noatime, volatile / fsync=0 (skip fsync), allow_other. Unknown ones are warned about.
+    /// noatime, volatile / fsync=0 (skip fsync), allow_other, nopassthrough (no FUSE
+    /// passthrough), max_nodes=N (inodes remembered, default 100000), redirect_dir=off
+    /// (renaming a directory with lower parts fails with EXDEV instead of recording a
+    /// redirect). Unknown ones are warned about.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// Background daemon log file (default: none; errors at start-up are always printed).

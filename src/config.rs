@@ -118,6 +118,9 @@ pub struct MountOptions {
     /// `max_nodes=N`: how many inodes the daemon remembers before asking the kernel to
     /// forget the least recently used (memory bound; `None`: the default).
     pub max_nodes: Option<usize>,
+    /// `redirect_dir=on|off|follow|nofollow`: whether renaming a directory that has lower
+    /// parts records a redirect (`Some(true)`, the default) or fails with `EXDEV`.
+    pub redirect_dir: Option<bool>,
     /// `debug` given in the options.
     pub debug: bool,
     /// Options given with bad values (reported as errors at validation).
@@ -220,6 +223,9 @@ impl MountOptions {
                     Ok(n) if n >= 1000 => self.max_nodes = Some(n),
                     _ => bad(),
                 },
+                ("redirect_dir", Some("on")) => self.redirect_dir = Some(true),
+                ("redirect_dir", Some("off" | "follow" | "nofollow")) => self.redirect_dir = Some(false),
+                ("redirect_dir", Some(_)) => bad(),
                 ("nopassthrough", None) | ("passthrough", Some("0" | "off")) => self.nopassthrough = true,
                 ("passthrough", None | Some("1" | "on")) => self.nopassthrough = false,
                 _ => self.unknown.push(opt.clone()),

@@ -156,6 +156,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     opts.override_stat = cfg.options.override_xattr();
     opts.xattrs = !cfg.options.noxattrs;
     opts.static_nlink = cfg.options.static_nlink;
+    if let Some(r) = cfg.options.redirect_dir {
+        opts.redirect_dir = r;
+    }
     if let Some(n) = cfg.options.max_nodes {
         opts.max_nodes = n;
     }

@@ -22,7 +22,8 @@ fn kernel_mount(lowers: &str, upper: &Path, work: &Path, mnt: &Path) -> KernelMo
     std::fs::create_dir_all(upper).unwrap();
     std::fs::create_dir_all(work).unwrap();
     std::fs::create_dir_all(mnt).unwrap();
-    let opts = format!("lowerdir={lowers},upperdir={},workdir={}", upper.display(), work.display());
+    // unionfs renames directories with redirects by default; the kernel does with this.
+    let opts = format!("lowerdir={lowers},upperdir={},workdir={},redirect_dir=on", upper.display(), work.display());
     let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(mnt).status().unwrap();
     assert!(st.success(), "kernel overlay mount failed");
     KernelMount(mnt.to_path_buf())

@@ -5,12 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::scenario::{Op, apply};
-use common::*;
+use common::scenario::Op;
 use proptest::prelude::*;
 use rustix::fs::RenameFlags;
-use std::path::PathBuf;
-use std::process::Command;
 
 /// Names the fixture (`layers-fixtures/oracle`) has, at every depth, plus new ones.
 const NAMES: &[&str] = &[
@@ -70,53 +67,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-struct KernelMount(PathBuf);
-impl Drop for KernelMount {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
-
-/// Runs `ops` on both; `Err` describes the first difference.
+/// Runs `ops` on both (kernel overlayfs with `redirect_dir=on`, as unionfs renames
+/// directories by default); `Err` describes the first difference.
 fn run(ops: &[Op]) -> Result<(), String> {
-    let s = Stack::fixture("oracle");
-    let d = s.dir.path();
-    let (ku, kw, km) = (d.join("k-upper"), d.join("k-work"), d.join("k-mnt"));
-    for p in [&ku, &kw, &km] {
-        std::fs::create_dir_all(p).unwrap();
-    }
-    let opts = format!("lowerdir={},upperdir={},workdir={}", s.lower_arg(), ku.display(), kw.display());
-    let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&km).status().unwrap();
-    assert!(st.success());
-    let k = KernelMount(km.clone());
-    let u = s.mount();
-    for (i, op) in ops.iter().enumerate() {
-        if same_lower_inode(&k.0, &u.path, op) {
-            continue;
-        }
-        let (ke, ue) = (apply(&k.0, op), apply(&u.path, op));
-        if ke != ue {
-            return Err(format!("step {i} {op:?}: kernel errno {ke}, unionfs errno {ue}"));
-        }
-    }
-    let (kt, ut) = (tree(&k.0), tree(&u.path));
-    if kt != ut {
-        return Err(format!("trees differ after {} steps:\nkernel:\n{kt}\nunionfs:\n{ut}", ops.len()));
-    }
-    drop(k);
-    u.unmount();
-    // And kernel overlayfs reads unionfs's upper the same way.
-    let k2m = d.join("k2-mnt");
-    std::fs::create_dir_all(&k2m).unwrap();
-    let opts = format!("lowerdir={},upperdir={},workdir={}", s.lower_arg(), s.upper.display(), s.work.display());
-    let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&k2m).status().unwrap();
-    assert!(st.success());
-    let k2 = KernelMount(k2m);
-    let k2t = tree(&k2.0);
-    if k2t != ut {
-        return Err(format!("kernel overlayfs reads unionfs's upper differently:\n{k2t}\nvs\n{ut}"));
-    }
-    Ok(())
+    common::oracle::compare(ops, "redirect_dir=on", false, same_lower_inode)
 }
 
 /// A rename between two names of one lower inode (lower hard links, neither copied up) is

@@ -28,6 +28,10 @@ fn rootless_inner() {
         lower_arg,
         "--upper".into(),
         dir.join("upper").display().to_string(),
+        // Kernel overlayfs refuses redirects with `userxattr`, so the comparison below needs
+        // directory renames to fail with EXDEV here too (tests/redirect.rs covers them).
+        "-o".into(),
+        "redirect_dir=off".into(),
         mnt.display().to_string(),
     ];
     let m = Mount::new(&args, &mnt);

@@ -1,5 +1,6 @@
-//! File handles (`name_to_handle_at(2)`), used to record a copied-up file's origin in the
-//! kernel overlayfs format. The one module with `unsafe`: libc has no safe form of this call.
+//! File handles (`name_to_handle_at(2)`) and filesystem UUIDs (`FS_IOC_GETFSUUID`), used to
+//! record a copied-up file's origin in the kernel overlayfs format. `unsafe` here: libc has
+//! no safe form of these calls.
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
@@ -49,4 +50,25 @@ pub fn name_to_handle_at(dir: impl AsFd, name: &CStr) -> Res<FileHandle> {
         return Err(Errno::EOPNOTSUPP);
     }
     Ok(FileHandle { kind, bytes })
+}
+
+/// The filesystem UUID of the filesystem holding directory `dir` (`FS_IOC_GETFSUUID`, Linux
+/// 6.5+): what the kernel records in an origin handle to say which filesystem it belongs to.
+/// `None` where the kernel or filesystem does not tell (the caller records a null UUID).
+pub fn fs_uuid(dir: impl AsFd) -> Option<[u8; 16]> {
+    let fd =
+        crate::sys::open::openat(dir, crate::sys::DOT, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, 0)
+            .ok()?;
+    // struct fsuuid2 { __u8 len; __u8 uuid[16]; }; FS_IOC_GETFSUUID = _IOR(0x15, 0, fsuuid2).
+    const FS_IOC_GETFSUUID: libc::c_ulong = 0x8011_1500;
+    let mut buf = [0u8; 17];
+    // SAFETY: `buf` is a 17-byte `struct fsuuid2` the kernel fills (it writes no more than
+    // its size, encoded in the request number); `fd` is an open descriptor for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFSUUID, buf.as_mut_ptr()) };
+    if rc != 0 || buf[0] != 16 {
+        return None;
+    }
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&buf[1..]);
+    Some(uuid)
 }

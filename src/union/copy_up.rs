@@ -79,14 +79,15 @@ impl UnionFs {
 
     fn copy_up_locked(&self, up: &Upper, node: &Arc<Node>, parent: &Arc<Node>, name: &CStr, data: Data) -> Res<()> {
         let src = self.real(node)?;
-        let Side::Lower(_) = src.side else {
+        let Side::Lower(idx) = src.side else {
             return Ok(());
         };
+        let uuid = self.layers.lower(idx)?.uuid;
         let pfd = self.dir_fd(parent, Side::Upper)?;
         let st = stat::statat(&*src.dir, &src.name)?;
         let parent_times = stat::fstat(&*pfd)?;
         let tmp = up.temp_name();
-        let built = self.build_copy(up, node, src.dir.as_fd(), &src.name, &st, &tmp, data);
+        let built = self.build_copy(up, node, (src.dir.as_fd(), &src.name, &uuid), &st, &tmp, data);
         if let Err(e) = built {
             up.discard(&tmp);
             return Err(e);
@@ -157,8 +158,7 @@ impl UnionFs {
         &self,
         up: &Upper,
         node: &Node,
-        ldir: BorrowedFd<'_>,
-        lname: &CStr,
+        (ldir, lname, uuid): (BorrowedFd<'_>, &CStr, &[u8; 16]),
         st: &Stat,
         tmp: &CStr,
         data: Data,
@@ -180,7 +180,7 @@ impl UnionFs {
                 self.copy_owner(up, work, tmp, st)?;
                 up.fchmod(dst.as_fd(), st.perm())?;
                 crate::sys::fs::futimens(&dst, SetTime::At(st.atime), SetTime::At(st.mtime))?;
-                self.set_origin(up, ldir, lname, XTarget::Fd(dst.as_fd()));
+                self.set_origin(up, ldir, lname, XTarget::Fd(dst.as_fd()), uuid);
                 if up.sync() {
                     // Data must be on disk before the rename makes it visible (as the kernel
                     // does): a power cut must not leave an empty or partial upper file hiding
@@ -195,7 +195,7 @@ impl UnionFs {
                 self.copy_owner(up, work, tmp, st)?;
                 up.chmod(work, tmp, st.perm())?;
                 up.utimens(work, tmp, SetTime::At(st.atime), SetTime::At(st.mtime))?;
-                self.set_origin(up, ldir, lname, XTarget::At(work, tmp));
+                self.set_origin(up, ldir, lname, XTarget::At(work, tmp), uuid);
                 Ok(())
             }
             FileKind::Symlink => {
@@ -205,7 +205,7 @@ impl UnionFs {
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::At(work, tmp))?;
                 self.copy_owner(up, work, tmp, st)?;
                 up.utimens(work, tmp, SetTime::At(st.atime), SetTime::At(st.mtime))?;
-                self.set_origin(up, ldir, lname, XTarget::At(work, tmp));
+                self.set_origin(up, ldir, lname, XTarget::At(work, tmp), uuid);
                 Ok(())
             }
             FileKind::CharDev | FileKind::BlockDev | FileKind::Fifo | FileKind::Socket => {
@@ -214,7 +214,7 @@ impl UnionFs {
                 self.copy_owner(up, work, tmp, st)?;
                 up.chmod(work, tmp, st.perm())?;
                 up.utimens(work, tmp, SetTime::At(st.atime), SetTime::At(st.mtime))?;
-                self.set_origin(up, ldir, lname, XTarget::At(work, tmp));
+                self.set_origin(up, ldir, lname, XTarget::At(work, tmp), uuid);
                 Ok(())
             }
         }
@@ -259,9 +259,9 @@ impl UnionFs {
     /// Records where the copy came from, in the kernel's `overlay.origin` format (a null
     /// handle when the lower filesystem cannot export handles). Best effort: a filesystem
     /// without xattrs still works, only without `st_ino` stability across remounts.
-    fn set_origin(&self, up: &Upper, ldir: BorrowedFd<'_>, lname: &CStr, to: XTarget<'_>) {
+    fn set_origin(&self, up: &Upper, ldir: BorrowedFd<'_>, lname: &CStr, to: XTarget<'_>, uuid: &[u8; 16]) {
         let value = match handle::name_to_handle_at(ldir, lname) {
-            Ok(fh) => encode_origin(fh.kind, &fh.bytes),
+            Ok(fh) => encode_origin(fh.kind, &fh.bytes, uuid),
             Err(_) => Vec::new(),
         };
         if let Err(e) = up.set_xattr(to, up.dialect.names().origin, &value, SetMode::Any) {
@@ -271,14 +271,15 @@ impl UnionFs {
 }
 
 /// Encodes a file handle as the kernel's `struct ovl_fb`: version 0, magic 0xfb, total
-/// length, flags (CPU endian = little endian: 0), handle type, a null filesystem UUID (what
-/// the kernel stores by default), then the handle bytes.
-pub fn encode_origin(kind: i32, fid: &[u8]) -> Vec<u8> {
+/// length, flags (CPU endian = little endian: 0), handle type, the lower filesystem's UUID
+/// (as the kernel records it with `uuid=on`; null where the filesystem has none), then the
+/// handle bytes.
+pub fn encode_origin(kind: i32, fid: &[u8], uuid: &[u8; 16]) -> Vec<u8> {
     let len = 5 + 16 + fid.len();
     let mut v = Vec::with_capacity(len);
     let flags = if cfg!(target_endian = "big") { 1u8 } else { 0u8 };
     v.extend_from_slice(&[0, 0xfb, len.min(255) as u8, flags, kind as u8]);
-    v.extend_from_slice(&[0u8; 16]);
+    v.extend_from_slice(uuid);
     v.extend_from_slice(fid);
     v
 }
@@ -291,6 +292,13 @@ pub mod magic {
     pub const XFS: i64 = 0x5846_5342;
     /// Btrfs.
     pub const BTRFS: i64 = 0x9123_683E;
+    /// tmpfs.
+    pub const TMPFS: i64 = 0x0102_1994;
+}
+
+/// The filesystem UUID recorded in an origin value (`None` if it is not one).
+pub fn origin_uuid(v: &[u8]) -> Option<&[u8]> {
+    (v.len() >= 21 && v[1] == 0xfb).then(|| &v[5..21])
 }
 
 /// Decodes the lower inode number from an origin written by [`encode_origin`] or by the
@@ -307,6 +315,8 @@ pub fn origin_ino(v: &[u8], fs_magic: i64) -> Option<u64> {
         (magic::EXT4 | magic::XFS, 1 | 2) => word(0).map(u64::from),
         (magic::EXT4 | magic::XFS, 0x81 | 0x82) => Some(u64::from(word(0)?) | (u64::from(word(1)?) << 32)),
         (magic::BTRFS, 0x4d..=0x4f) => Some(u64::from(word(0)?) | (u64::from(word(1)?) << 32)),
+        // shmem_encode_fh: generation, inode number low and high words.
+        (magic::TMPFS, 1) => Some(u64::from(word(1)?) | (u64::from(word(2)?) << 32)),
         _ => None,
     }
 }
@@ -320,19 +330,22 @@ mod tests {
         // What kernel overlayfs wrote for an ext4 file (read back with getfattr):
         // 00 fb 1d 00 01 | 16 zero bytes | d3c09800 db1a3ef3
         let fid = [0xd3, 0xc0, 0x98, 0x00, 0xdb, 0x1a, 0x3e, 0xf3];
-        let v = encode_origin(1, &fid);
+        let v = encode_origin(1, &fid, &[0; 16]);
         assert_eq!(&v[..5], &[0x00, 0xfb, 0x1d, 0x00, 0x01]);
         assert_eq!(v.len(), 0x1d);
         assert!(v[5..21].iter().all(|&b| b == 0));
         assert_eq!(origin_ino(&v, magic::EXT4), Some(0x0098c0d3));
-        assert_eq!(origin_ino(&v, 0x0102_1994), None, "tmpfs lays handles out differently");
+        assert_eq!(origin_ino(&v, magic::TMPFS), None, "tmpfs handles have three words");
+        let t = encode_origin(1, &[7, 0, 0, 0, 0x34, 0x12, 0, 0, 1, 0, 0, 0], &[9; 16]);
+        assert_eq!(origin_ino(&t, magic::TMPFS), Some(0x1_0000_1234));
+        assert_eq!(origin_uuid(&t), Some(&[9u8; 16][..]));
     }
 
     #[test]
     fn origin_rejects_garbage() {
         assert_eq!(origin_ino(b"", magic::EXT4), None);
         assert_eq!(origin_ino(&[0u8; 30], magic::EXT4), None);
-        let mut v = encode_origin(0x4d, &[1, 2, 3, 4]);
+        let mut v = encode_origin(0x4d, &[1, 2, 3, 4], &[0; 16]);
         assert_eq!(origin_ino(&v, magic::EXT4), None, "unknown handle type");
         v[2] = 99;
         assert_eq!(origin_ino(&v, magic::EXT4), None, "length mismatch");

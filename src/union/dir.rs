@@ -22,7 +22,7 @@ use crate::sys::xattr::{SetMode, XTarget};
 use crate::union::layer::Upper;
 use crate::union::node::{Identity, Loc, Lower, Node, NodeSpec, flag};
 use crate::union::tables::Side;
-use crate::union::{Ctx, Entry, UnionFs};
+use crate::union::{Ctx, Entry, UnionFs, whiteout};
 
 /// What the upper directory holds under a name the merged view says is free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -489,7 +489,7 @@ impl UnionFs {
             // Two names of one object: rename does nothing (POSIX).
             return Ok(());
         }
-        if src.is_dir() && src.has_lower() {
+        if src.is_dir() && src.has_lower() && !self.opts.redirect_dir {
             return Err(Errno::EXDEV);
         }
         // Between a volume and the union (or two volumes) there is no rename, as between two
@@ -503,7 +503,7 @@ impl UnionFs {
             return Err(Errno::EXDEV);
         }
         if let Some((d, _)) = &dst {
-            if flags.exchange && d.is_dir() && d.has_lower() {
+            if flags.exchange && d.is_dir() && d.has_lower() && !self.opts.redirect_dir {
                 return Err(Errno::EXDEV);
             }
             if !flags.exchange {
@@ -523,18 +523,32 @@ impl UnionFs {
         }
         let old_whiteout = !flags.exchange && self.lower_has(&odir, name)?;
         let names = up.dialect.names();
-        // A directory landing in a merged directory must hide whatever lowers hold under its
-        // new name (the kernel marks it opaque the same way).
-        let make_opaque = |n: &Arc<Node>, pfd: BorrowedFd<'_>, nm: &CStr, into: &Arc<Node>| -> Res<()> {
+        let samedir = Arc::ptr_eq(&odir, &ndir);
+        // A directory with lower parts records where they are (kernel `ovl_set_redirect`):
+        // its old name for a move within one directory, else its lower path from the root;
+        // a redirect already there stays when it still holds. A directory without lower
+        // parts landing in a merged directory must instead hide whatever lowers hold under
+        // its new name (the kernel marks it opaque the same way).
+        let mark_moved = |n: &Arc<Node>, pfd: BorrowedFd<'_>, nm: &CStr, into: &Arc<Node>| -> Res<()> {
+            if let (true, Some(dl)) = (n.is_dir(), n.dir_lower()) {
+                let old = whiteout::read_redirect(pfd, nm, names)?;
+                let new = match old {
+                    Some(whiteout::Redirect::Absolute(_)) => return Ok(()),
+                    Some(whiteout::Redirect::Relative(_)) if samedir => return Ok(()),
+                    None if samedir => whiteout::Redirect::Relative(nm.to_owned()),
+                    _ => whiteout::Redirect::Absolute(dl.path.clone()),
+                };
+                return up.set_xattr(XTarget::At(pfd, nm), names.redirect, &new.encode(), SetMode::Any);
+            }
             if n.is_dir() && into.has_lower() && !n.has(flag::OPAQUE) {
                 up.set_xattr(XTarget::At(pfd, nm), names.opaque, b"y", SetMode::Any)?;
                 n.set(flag::OPAQUE);
             }
             Ok(())
         };
-        make_opaque(&src, opfd.as_fd(), name, &ndir)?;
+        mark_moved(&src, opfd.as_fd(), name, &ndir)?;
         if let (true, Some((d, _))) = (flags.exchange, &dst) {
-            make_opaque(d, npfd.as_fd(), newname, &odir)?;
+            mark_moved(d, npfd.as_fd(), newname, &odir)?;
         }
         // A directory replaced by the rename may still hold whiteouts: empty it first.
         if let (false, Some((d, dside))) = (flags.exchange, &dst)

@@ -40,6 +40,8 @@ pub struct Layer {
     pub fs: u8,
     /// The filesystem's magic number (`statfs` `f_type`).
     pub magic: i64,
+    /// The filesystem's UUID (zero when it has none), recorded in origin handles.
+    pub uuid: [u8; 16],
 }
 
 impl Layer {
@@ -54,7 +56,8 @@ impl Layer {
         let root = open::open_dir_path(path).context(|| format!("cannot open {what} '{}'", path.display()))?;
         let st = stat::fstat(&root).context(|| format!("cannot stat {what} '{}'", path.display()))?;
         let magic = stat::fs_magic(&root).context(|| format!("cannot statfs {what} '{}'", path.display()))?;
-        Ok(Layer { path: path.to_path_buf(), root: Arc::new(root), dev: st.dev, fs: 0, magic })
+        let uuid = crate::sys::handle::fs_uuid(&root).unwrap_or_default();
+        Ok(Layer { path: path.to_path_buf(), root: Arc::new(root), dev: st.dev, fs: 0, magic, uuid })
     }
 }
 
@@ -483,6 +486,21 @@ impl Layers {
             false => None,
         };
         Ok(Layers { upper, lowers: ls, xino: Xino::new(devs.len()), lower_fs, volumes: vols })
+    }
+
+    /// The filesystem index and magic of the lower filesystem an origin handle recorded
+    /// with `uuid` belongs to: the only lower filesystem, or the one lower filesystem with
+    /// that (non-null) UUID.
+    pub fn origin_fs(&self, uuid: &[u8]) -> Option<(u8, i64)> {
+        if let Some(one) = self.lower_fs {
+            return Some(one);
+        }
+        if uuid.iter().all(|b| *b == 0) {
+            return None;
+        }
+        let mut hits = self.lowers.iter().filter(|l| l.uuid == uuid).map(|l| (l.fs, l.magic));
+        let first = hits.next()?;
+        hits.all(|h| h == first).then_some(first)
     }
 
     /// The upper layer, or `EROFS` for a read-only mount.

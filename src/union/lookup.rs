@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use crate::error::{Errno, Res};
+use crate::sys::open::OFlags;
 use crate::sys::stat::{self, FileKind, Stat};
 use crate::union::layer::LowerIdx;
 use crate::union::node::{DirLayer, DirLower, Identity, Loc, Lower, Node, NodeSpec, flag};
@@ -42,6 +43,8 @@ pub struct LookupState {
     upper_marks: DirMarks,
     /// For a directory result: the lower layers it merges, topmost first, with status.
     lowers: Vec<(DirLayer, Stat)>,
+    /// For a redirected upper directory: the path of its lower parts in every lower layer.
+    lower_path: Option<CString>,
 }
 
 impl LookupState {
@@ -96,6 +99,11 @@ impl LookupState {
     pub fn upper_marks(&self) -> DirMarks {
         self.upper_marks
     }
+
+    /// Where a redirected directory's lower parts are (`None`: under its own name).
+    pub fn lower_path(&self) -> Option<&CStr> {
+        self.lower_path.as_deref()
+    }
 }
 
 /// A name resolved in the merged view.
@@ -132,6 +140,13 @@ impl UnionFs {
             if !state.feed(Side::Upper, seen) {
                 return Ok(state);
             }
+            if let Seen::Dir(..) = seen {
+                let names = self.layers.upper()?.dialect.names();
+                if let Some(r) = whiteout::read_redirect(fd.as_fd(), name, names)? {
+                    self.walk_redirected(dir, &r, &mut state)?;
+                    return Ok(state);
+                }
+            }
         }
         if let Some(dl) = dir.dir_lower() {
             let from = start.and_then(|s| dl.layers.iter().position(|l| l.idx == s)).unwrap_or(0);
@@ -144,6 +159,52 @@ impl UnionFs {
             }
         }
         Ok(state)
+    }
+
+    /// The lower part of a redirected upper directory (kernel `ovl_lookup` with
+    /// `redirect_dir`): a relative redirect names the directory in the parent's lower layers;
+    /// an absolute one is a path from the root of every lower layer, top-down.
+    fn walk_redirected(&self, dir: &Arc<Node>, r: &whiteout::Redirect, state: &mut LookupState) -> Res<()> {
+        match r {
+            whiteout::Redirect::Relative(old) => {
+                let base = dir.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default();
+                state.lower_path = Some(join(base, old.to_bytes())?);
+                if let Some(dl) = dir.dir_lower() {
+                    for l in &dl.layers {
+                        let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
+                        if !state.feed(Side::Lower(l.idx), self.probe(fd.as_fd(), old, l.xwhiteouts)?) {
+                            break;
+                        }
+                    }
+                }
+            }
+            whiteout::Redirect::Absolute(path) => {
+                state.lower_path = Some(path.clone());
+                let bytes = path.as_bytes();
+                let (parent, last) = match bytes.iter().rposition(|b| *b == b'/') {
+                    Some(i) => (&bytes[..i], &bytes[i + 1..]),
+                    None => (&b""[..], bytes),
+                };
+                let parent = CString::new(parent).map_err(|_| Errno::EIO)?;
+                let last = CString::new(last).map_err(|_| Errno::EIO)?;
+                for idx in 0..self.layers.lowers.len() {
+                    let root = &self.layers.lower(idx as LowerIdx)?.root;
+                    let seen = if parent.is_empty() {
+                        self.probe(root.as_fd(), &last, false)?
+                    } else {
+                        match crate::sys::open::resolve_beneath(&**root, &parent, OFlags::PATH | OFlags::DIRECTORY) {
+                            Ok(pfd) => self.probe(pfd.as_fd(), &last, false)?,
+                            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV) => Seen::Missing,
+                            Err(e) => return Err(e),
+                        }
+                    };
+                    if !state.feed(Side::Lower(idx as LowerIdx), seen) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Resolves `name` in directory `dir`; `Ok(None)` if the merged view has no such name.
@@ -211,7 +272,7 @@ impl UnionFs {
         let Some(v) = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), name), names.origin)? else {
             return Ok(None);
         };
-        if let Some((fs, magic)) = self.layers.lower_fs
+        if let Some((fs, magic)) = crate::union::copy_up::origin_uuid(&v).and_then(|u| self.layers.origin_fs(u))
             && let Some(ino) = crate::union::copy_up::origin_ino(&v, magic)
         {
             return Ok(Some(Identity { fs, ino }));
@@ -288,8 +349,11 @@ impl UnionFs {
             let lower = if layers.is_empty() {
                 Lower::None
             } else {
-                let base = parent.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default();
-                Lower::Dir(Box::new(DirLower { path: join(base, name.to_bytes())?, layers }))
+                let path = match found.state.lower_path() {
+                    Some(p) => p.to_owned(),
+                    None => join(parent.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default(), name.to_bytes())?,
+                };
+                Lower::Dir(Box::new(DirLower { path, layers }))
             };
             if parent.has(flag::VOL_ANCESTOR) && self.leads_to_volume(parent, name) {
                 flags |= flag::VOL_ANCESTOR;

@@ -153,6 +153,10 @@ pub struct Options {
     /// How many nodes to keep before asking the kernel to forget the least recently used
     /// (`max_nodes=`; memory stays bounded however big the tree walked).
     pub max_nodes: usize,
+    /// Renaming a directory with lower parts records a redirect, as kernel overlayfs with
+    /// `redirect_dir=on` does (off: such renames fail with `EXDEV`). Redirects are always
+    /// followed.
+    pub redirect_dir: bool,
 }
 
 impl Options {
@@ -168,6 +172,7 @@ impl Options {
             xattrs: true,
             static_nlink: false,
             max_nodes: DEFAULT_MAX_NODES,
+            redirect_dir: true,
         }
     }
 }

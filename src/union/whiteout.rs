@@ -8,6 +8,7 @@
 //! | whiteout   | `.wh.NAME` beside it (OCI/AUFS)                            | yes  | no      |
 //! | opaque dir | `{trusted,user}.overlay.opaque=y`                          | yes  | yes (trusted as root, user otherwise) |
 //! | opaque dir | `.wh..wh..opq` entry inside                                | yes  | no      |
+//! | renamed dir | `{trusted,user}.overlay.redirect` = old name, or `/`-rooted lower path | yes | yes |
 //!
 //! No marker and no private xattr (`trusted.overlay.*`, `user.overlay.*`) ever reaches the
 //! merged view: the functions here decide what is hidden.
@@ -199,8 +200,67 @@ pub fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &CStr) -> Res<bool> {
     Ok(false)
 }
 
+/// Where a redirected directory's lower parts are (the `overlay.redirect` value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redirect {
+    /// Under this other name in the same parent (a rename within one directory).
+    Relative(CString),
+    /// At this path from every lower layer's root (no leading `/`; empty for the root).
+    Absolute(CString),
+}
+
+impl Redirect {
+    /// Decodes a stored value. Names must be plain (no `.`, `..`, empty components, or `/`
+    /// in a relative value): anything else is a corrupt or hostile marker (`EIO`).
+    pub fn parse(v: &[u8]) -> Res<Redirect> {
+        let plain = |c: &[u8]| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0);
+        if let Some(path) = v.strip_prefix(b"/") {
+            if path.split(|b| *b == b'/').all(plain) {
+                return CString::new(path).map(Redirect::Absolute).map_err(|_| Errno::EIO);
+            }
+            return Err(Errno::EIO);
+        }
+        if plain(v) && !v.contains(&b'/') {
+            return CString::new(v).map(Redirect::Relative).map_err(|_| Errno::EIO);
+        }
+        Err(Errno::EIO)
+    }
+
+    /// The value to store.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Redirect::Relative(n) => n.as_bytes().to_vec(),
+            Redirect::Absolute(p) => [b"/", p.as_bytes()].concat(),
+        }
+    }
+}
+
+/// The redirect recorded on directory `name` in `dir`, if any.
+pub fn read_redirect(dir: BorrowedFd<'_>, name: &CStr, names: &XattrNames) -> Res<Option<Redirect>> {
+    match xattr::get(XTarget::At(dir, name), names.redirect) {
+        Ok(Some(v)) => Redirect::parse(&v).map(Some),
+        Ok(None) | Err(Errno::EPERM) | Err(Errno::EACCES) | Err(Errno::EOPNOTSUPP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redirect_codec() {
+        use super::Redirect;
+        let r = Redirect::parse(b"old").unwrap();
+        assert_eq!(r, Redirect::Relative(c"old".into()));
+        assert_eq!(r.encode(), b"old");
+        let a = Redirect::parse(b"/a/b").unwrap();
+        assert_eq!(a, Redirect::Absolute(c"a/b".into()));
+        assert_eq!(a.encode(), b"/a/b");
+        for bad in [&b""[..], b"a/b", b"..", b".", b"/a/../b", b"/a//b", b"/a/", b"/..", b"a\0b"] {
+            let bad: Vec<u8> = bad.iter().map(|c| if *c == b'\\' { 0 } else { *c }).collect();
+            assert!(Redirect::parse(&bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

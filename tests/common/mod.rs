@@ -2,6 +2,7 @@
 //! unmount (the `Mount` guard unmounts on drop, also when a test fails).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod oracle;
 pub mod scenario;
 
 use std::collections::BTreeMap;
