@@ -45,6 +45,23 @@ pub fn build(fixture: &Path, dest: &Path) -> Result<Vec<PathBuf>, Error> {
         .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
+    let specials = fixture.join("specials");
+    let text = match specials.exists() {
+        true => Some(std::fs::read_to_string(&specials).context(|| format!("cannot read '{}'", specials.display()))?),
+        false => None,
+    };
+    // A layer that starts empty has no directory in git (which keeps no empty directories):
+    // the layers the specials name exist too.
+    for line in text.iter().flat_map(|t| t.lines()) {
+        let line = line.trim();
+        if let Some(l) = line.split_whitespace().next()
+            && !line.starts_with('#')
+            && !l.contains('/')
+            && !layers.iter().any(|x| x == l)
+        {
+            layers.push(l.to_string());
+        }
+    }
     layers.sort();
     std::fs::create_dir_all(dest).context(|| format!("cannot create '{}'", dest.display()))?;
     let mut out = Vec::new();
@@ -53,12 +70,13 @@ pub fn build(fixture: &Path, dest: &Path) -> Result<Vec<PathBuf>, Error> {
         if to.exists() {
             return Err(Error::msg(format!("'{}' already exists", to.display())));
         }
-        copy_tree(&fixture.join(l), &to)?;
+        match fixture.join(l).is_dir() {
+            true => copy_tree(&fixture.join(l), &to)?,
+            false => std::fs::create_dir(&to).context(|| format!("cannot create '{}'", to.display()))?,
+        }
         out.push(to);
     }
-    let specials = fixture.join("specials");
-    if specials.exists() {
-        let text = std::fs::read_to_string(&specials).context(|| format!("cannot read '{}'", specials.display()))?;
+    if let Some(text) = text {
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
