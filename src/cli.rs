@@ -90,6 +90,19 @@ pub enum Cmd {
     /// xattr namespace), malformed origin and ownership xattrs. Changes nothing unless
     /// --repair. Exit status: 0 nothing (left) to fix, 1 problems remain.
     Check(CheckArgs),
+    /// Show a live mount's counters without stopping it: requests by type with mean and
+    /// p50/p90/p99 latency, copy-ups and bytes copied, whiteouts written, cache hits.
+    Stats(StatsArgs),
+}
+
+/// `unionfs stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// A union mount point.
+    pub mountpoint: PathBuf,
+    /// Print the raw `name value` lines (stable, for scripts).
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// `unionfs check`.
@@ -429,6 +442,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Volume(VolumeCmd::Rm { names }) => m::volume_rm(root, &names)?,
         Cmd::Info => m::info(root)?,
         Cmd::Df(a) => m::df(root, a.verbose)?,
+        Cmd::Stats(a) => stats(&a)?,
         Cmd::Check(a) => {
             if check(&a)? != 0 {
                 return Err(Error::msg("problems remain"));
@@ -445,4 +459,44 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     };
     print!("{out}");
     Ok(())
+}
+
+/// `unionfs stats`: reads the counters the daemon serves on the mount's root.
+fn stats(a: &StatsArgs) -> Result<String, Error> {
+    let name = std::ffi::CString::new(crate::stats::XATTR).map_err(|_| Error::msg("bad attribute name"))?;
+    let dir = std::fs::File::open(&a.mountpoint)
+        .map_err(|e| Error::msg(format!("cannot open '{}': {e}", a.mountpoint.display())))?;
+    let raw = match crate::sys::xattr::get(crate::sys::xattr::XTarget::Fd(std::os::fd::AsFd::as_fd(&dir)), &name) {
+        Ok(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
+        _ => return Err(Error::msg(format!("'{}' is not a unionfs mount", a.mountpoint.display()))),
+    };
+    if a.raw {
+        return Ok(raw);
+    }
+    Ok(format_stats(&raw))
+}
+
+/// The raw counters as two tables: events, then requests.
+fn format_stats(raw: &str) -> String {
+    let mut events = vec![vec!["COUNTER".to_string(), "VALUE".to_string()]];
+    let mut ops = vec![["REQUEST", "COUNT", "MEAN", "P50", "P90", "P99"].map(String::from).to_vec()];
+    for line in raw.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["op", name, "count", c, "mean_us", m, "p50_us", a, "p90_us", b, "p99_us", d] => {
+                let us = |v: &str| format!("{v}µs");
+                ops.push(vec![
+                    name.to_string(),
+                    c.to_string(),
+                    us(m),
+                    format!("<{}", us(a)),
+                    format!("<{}", us(b)),
+                    format!("<{}", us(d)),
+                ]);
+            }
+            [name, value] => events.push(vec![name.to_string(), value.to_string()]),
+            _ => {}
+        }
+    }
+    format!("{}\n{}", crate::manager::report::table(&events), crate::manager::report::table(&ops))
 }

@@ -207,6 +207,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
 
 fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     let Prepared { fs: _fs, mut session } = prepare(cfg)?;
+    crate::stats::start();
     let conn = crate::mounts::at(&cfg.mountpoint).filter(|m| m.fstype == crate::mounts::FSTYPE);
     let pidfile = conn.as_ref().and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
     let unmounter = session.unmount_callable();

@@ -37,5 +37,6 @@ pub mod fixture;
 pub mod fuse;
 pub mod manager;
 pub mod mounts;
+pub mod stats;
 pub mod sys;
 pub mod union;

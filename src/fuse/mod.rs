@@ -212,9 +212,11 @@ fn guard(op: &'static str, f: impl FnOnce()) {
         }
         READY.set(true);
     }
+    let t0 = std::time::Instant::now();
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
         error!("BUG: {op} handler panicked; answered EIO");
     }
+    crate::stats::record(op, t0.elapsed());
 }
 
 /// How to answer an open of `ino` as handle `fh` (see [`Passthrough`]).

@@ -110,6 +110,7 @@ impl UnionFs {
                 return Err(e);
             }
         }
+        crate::stats::add(crate::stats::Counter::CopyUps, 1);
         let upper_ino = stat::statat(&*pfd, name)?.ino;
         // Step 6: the parent did not change as far as the merged view is concerned.
         let restore =
@@ -176,6 +177,7 @@ impl UnionFs {
                 up.step();
                 let rep = sio::copy_data(&src, &dst, len, st.size, up.sync())?;
                 debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
+                crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;
                 self.copy_owner(up, work, tmp, st)?;
                 up.fchmod(dst.as_fd(), st.perm())?;

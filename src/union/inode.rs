@@ -262,6 +262,9 @@ impl UnionFs {
     /// `getxattr`. The union's own markers do not exist in the merged view; a user's
     /// `*.overlay.*` attributes are read from their escaped names.
     pub fn getxattr(&self, ino: u64, name: &CStr) -> Res<Vec<u8>> {
+        if ino == crate::union::tables::ROOT_INO && name.to_bytes() == crate::stats::XATTR.as_bytes() {
+            return Ok(crate::stats::report(self.inodes.len()).into_bytes());
+        }
         let stored = self.xattr_name(name)?;
         let node = self.inodes.get(ino)?;
         let set = self.xattr_set(&node)?;
@@ -271,8 +274,10 @@ impl UnionFs {
     /// The real object's extended attributes, from the node's cache or read (and cached).
     fn xattr_set(&self, node: &Arc<Node>) -> Res<Arc<crate::union::node::XattrSet>> {
         if let Some(s) = node.cached_xattrs() {
+            crate::stats::add(crate::stats::Counter::XattrHits, 1);
             return Ok(s);
         }
+        crate::stats::add(crate::stats::Counter::XattrMisses, 1);
         let set = self.stable(|| {
             let r = self.real(node)?;
             let t = XTarget::At(r.dir.as_fd(), &r.name);
@@ -311,6 +316,7 @@ impl UnionFs {
     /// `setxattr`. Copies the object up first; `*.overlay.*` names are stored escaped, as
     /// kernel overlayfs does, so they never act as markers.
     pub fn setxattr(&self, ino: u64, name: &CStr, value: &[u8], flags: i32) -> Res<()> {
+        reserved(ino, name)?;
         let stored = self.xattr_name(name)?;
         let mode = SetMode::from_flags(flags)?;
         let node = self.inodes.get(ino)?;
@@ -327,6 +333,7 @@ impl UnionFs {
     /// `removexattr`. Removing an xattr a lower object does not have is `ENODATA` without a
     /// copy-up.
     pub fn removexattr(&self, ino: u64, name: &CStr) -> Res<()> {
+        reserved(ino, name)?;
         let stored = self.xattr_name(name)?;
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
@@ -355,4 +362,12 @@ impl UnionFs {
         }
         std::ffi::CString::new(whiteout::escape_xattr(name.to_bytes()).into_owned()).map_err(|_| Errno::EINVAL)
     }
+}
+
+/// The statistics attribute on the root (see [`crate::stats`]) can be read, not changed.
+fn reserved(ino: u64, name: &CStr) -> Res<()> {
+    if ino == crate::union::tables::ROOT_INO && name.to_bytes() == crate::stats::XATTR.as_bytes() {
+        return Err(Errno::EPERM);
+    }
+    Ok(())
 }

@@ -253,7 +253,12 @@ impl Upper {
                 Err(Errno::EINVAL) | Err(Errno::EPERM) | Err(Errno::EOPNOTSUPP) => {
                     self.rename_whiteout_ok.store(false, Ordering::Relaxed);
                 }
-                r => return r,
+                r => {
+                    if r.is_ok() {
+                        crate::stats::add(crate::stats::Counter::Whiteouts, 1);
+                    }
+                    return r;
+                }
             }
         }
         self.rename(odir, oname, ndir, nname, RenameMode::Replace)?;
@@ -292,6 +297,7 @@ impl Upper {
     pub fn whiteout_temp(&self) -> Res<CString> {
         let tmp = self.temp_name();
         self.mknod(self.work(), &tmp, FileKind::CharDev, 0, 0)?;
+        crate::stats::add(crate::stats::Counter::Whiteouts, 1);
         Ok(tmp)
     }
 

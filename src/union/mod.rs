@@ -479,8 +479,10 @@ impl UnionFs {
             return Ok(self.layers.volume(node.vol)?.layer.root.clone());
         }
         if let Some(fd) = self.dirfds.get(node.ino, side) {
+            crate::stats::add(crate::stats::Counter::DirfdHits, 1);
             return Ok(fd);
         }
+        crate::stats::add(crate::stats::Counter::DirfdMisses, 1);
         let fd = match side {
             Side::Upper => {
                 if !node.has_upper() {
