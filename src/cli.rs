@@ -278,6 +278,10 @@ pub struct MountArgs {
     /// Stay in the foreground (serve until unmounted).
     #[arg(long, short = 'f')]
     pub foreground: bool,
+    /// Live layers: changes made directly in the upper or a lower directory while mounted
+    /// show in the mount at once (inotify; also `-o watch`).
+    #[arg(long)]
+    pub watch: bool,
     /// Mount options, comma-separated, may repeat: ro, rw, nosuid, suid, nodev, dev, noexec,
     /// noatime, volatile / fsync=0 (skip fsync), allow_other, nopassthrough (no FUSE
     /// passthrough), max_nodes=N (inodes remembered, default 100000), redirect_dir=off
@@ -322,6 +326,7 @@ impl MountArgs {
         for o in &self.options {
             options.apply(o);
         }
+        options.watch |= self.watch;
         MountRequest {
             lower: Some(self.lower.clone()),
             upper: self.upper.clone(),

@@ -121,6 +121,8 @@ pub struct MountOptions {
     /// `redirect_dir=on|off|follow|nofollow`: whether renaming a directory that has lower
     /// parts records a redirect (`Some(true)`, the default) or fails with `EXDEV`.
     pub redirect_dir: Option<bool>,
+    /// `watch`: follow changes made directly in the layers (see `--watch`).
+    pub watch: bool,
     /// `debug` given in the options.
     pub debug: bool,
     /// Options given with bad values (reported as errors at validation).
@@ -223,6 +225,7 @@ impl MountOptions {
                     Ok(n) if n >= 1000 => self.max_nodes = Some(n),
                     _ => bad(),
                 },
+                ("watch", None) => self.watch = true,
                 ("redirect_dir", Some("on")) => self.redirect_dir = Some(true),
                 ("redirect_dir", Some("off" | "follow" | "nofollow")) => self.redirect_dir = Some(false),
                 ("redirect_dir", Some(_)) => bad(),

@@ -202,6 +202,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
         NotifierInvalidator::start(session.notifier()).context(|| "cannot start the invalidation thread".into())?;
     fs.set_invalidator(Box::new(inval));
     fs.start_reclaimer().context(|| "cannot start the reclaim thread".into())?;
+    if cfg.options.watch {
+        fs.start_watch().context(|| "cannot start watching the layers".into())?;
+    }
     Ok(Prepared { fs, session })
 }
 

@@ -12,6 +12,7 @@ use crate::union::Invalidator;
 #[derive(Debug)]
 enum Inval {
     Entry(u64, CString),
+    Inode(u64),
 }
 
 /// Kernel-cache invalidation through the session's notifier, sent from its own thread: an
@@ -27,8 +28,13 @@ impl NotifierInvalidator {
         let (tx, rx) = std::sync::mpsc::channel::<Inval>();
         std::thread::Builder::new().name("invalidate".into()).spawn(move || {
             for msg in rx {
-                let Inval::Entry(parent, name) = &msg;
-                if let Err(e) = notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name.as_bytes())) {
+                let r = match &msg {
+                    Inval::Entry(parent, name) => {
+                        notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name.as_bytes()))
+                    }
+                    Inval::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                };
+                if let Err(e) = r {
                     debug!("{msg:?}: {e}");
                 }
             }
@@ -41,5 +47,9 @@ impl Invalidator for NotifierInvalidator {
     fn inval_entry(&self, parent: u64, name: &std::ffi::CStr) {
         // The receiver lives as long as the session; a send after it ended has nothing to do.
         let _gone = self.tx.send(Inval::Entry(parent, name.to_owned()));
+    }
+
+    fn inval_inode(&self, ino: u64) {
+        let _gone = self.tx.send(Inval::Inode(ino));
     }
 }

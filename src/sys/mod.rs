@@ -20,6 +20,7 @@ pub mod fs;
 pub mod handle;
 pub mod inherit;
 pub mod io;
+pub mod notify;
 pub mod open;
 pub mod proc;
 pub mod stat;

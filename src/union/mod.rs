@@ -61,6 +61,7 @@ pub mod name;
 pub mod node;
 pub mod readdir;
 pub mod tables;
+pub mod watch;
 pub mod whiteout;
 
 use std::ffi::{CStr, CString};
@@ -184,6 +185,8 @@ pub const DEFAULT_MAX_NODES: usize = 100_000;
 pub trait Invalidator: Send + Sync {
     /// Drop the cached dentry `name` in directory `parent`.
     fn inval_entry(&self, parent: u64, name: &CStr);
+    /// Drop the cached attributes and data (for a directory: its listing) of `ino`.
+    fn inval_inode(&self, ino: u64);
 }
 
 /// The union filesystem.
@@ -204,6 +207,8 @@ pub struct UnionFs {
     root: Arc<Node>,
     /// Set once the session exists.
     invalidator: OnceLock<Box<dyn Invalidator>>,
+    /// Watches on real directories (`--watch`).
+    watch: OnceLock<Arc<watch::Watch>>,
     /// Listings of directories a reader is part-way through, with the directory version
     /// they were built at (see [`UnionFs::readdir`]).
     pub(crate) listings: readdir::Snapshots,
@@ -278,6 +283,7 @@ impl UnionFs {
             rename_seq: AtomicU64::new(0),
             root,
             invalidator: OnceLock::new(),
+            watch: OnceLock::new(),
             listings: readdir::Snapshots::default(),
             reclaimer: OnceLock::new(),
         })
@@ -359,6 +365,36 @@ impl UnionFs {
         }
         tracing::debug!(nodes = len, sent, "reclaim");
         sent
+    }
+
+    /// Starts watching the layers for changes made behind the mount's back (`--watch`):
+    /// the layer roots now, every other real directory as the daemon opens it.
+    pub fn start_watch(self: &Arc<Self>) -> Res<()> {
+        let w = Arc::new(watch::Watch::new()?);
+        if let Some(up) = &self.layers.upper {
+            w.add(std::os::fd::AsFd::as_fd(&*up.layer.root), tables::ROOT_INO);
+        }
+        for l in &self.layers.lowers {
+            w.add(std::os::fd::AsFd::as_fd(&*l.root), tables::ROOT_INO);
+        }
+        let _ = self.watch.set(w.clone());
+        let fs = self.clone();
+        std::thread::Builder::new().name("watch".into()).spawn(move || w.run(&fs)).map_err(Errno::from)?;
+        Ok(())
+    }
+
+    /// Something changed name `name` (or the directory itself) in one of directory `ino`'s
+    /// real directories, not through the mount: drop what the kernel and the daemon cached.
+    pub fn external_change(&self, ino: u64, name: Option<&CStr>) {
+        self.listings.forget(ino);
+        if let Some(n) = name {
+            self.inval_entry(ino, n);
+        } else if let Ok(node) = self.inodes.get(ino) {
+            node.forget_xattrs();
+        }
+        if let Some(i) = self.invalidator.get() {
+            i.inval_inode(ino);
+        }
     }
 
     /// Asks the kernel to forget a cached name.
@@ -501,6 +537,9 @@ impl UnionFs {
             }
         };
         let fd = Arc::new(fd);
+        if let Some(w) = self.watch.get() {
+            w.add(std::os::fd::AsFd::as_fd(&*fd), node.ino);
+        }
         self.dirfds.put(node.ino, side, fd.clone());
         Ok(fd)
     }
