@@ -282,6 +282,14 @@ pub struct MountArgs {
     /// show in the mount at once (inotify; also `-o watch`).
     #[arg(long)]
     pub watch: bool,
+    /// Most bytes the upper may allocate (like 10M, 2G; also -o size_limit=): writes, new
+    /// files and copy-ups past it fail with EDQUOT, and df shows the limit. Turns off
+    /// passthrough (every write is counted by the daemon).
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub size_limit: Option<u64>,
+    /// Most objects the upper may hold, whiteouts included (also -o inode_limit=).
+    #[arg(long, value_name = "N")]
+    pub inode_limit: Option<u64>,
     /// Mount options, comma-separated, may repeat: ro, rw, nosuid, suid, nodev, dev, noexec,
     /// noatime, volatile / fsync=0 (skip fsync), allow_other, nopassthrough (no FUSE
     /// passthrough), max_nodes=N (inodes remembered, default 100000), redirect_dir=off
@@ -327,6 +335,12 @@ impl MountArgs {
             options.apply(o);
         }
         options.watch |= self.watch;
+        if let Some(s) = self.size_limit {
+            options.size_limit = Some(s);
+        }
+        if let Some(n) = self.inode_limit {
+            options.inode_limit = Some(n);
+        }
         MountRequest {
             lower: Some(self.lower.clone()),
             upper: self.upper.clone(),
@@ -504,4 +518,9 @@ fn format_stats(raw: &str) -> String {
         }
     }
     format!("{}\n{}", crate::manager::report::table(&events), crate::manager::report::table(&ops))
+}
+
+/// Parses a `--size-limit` value.
+fn size_arg(v: &str) -> Result<u64, String> {
+    crate::config::parse_size(v).filter(|n| *n > 0).ok_or_else(|| format!("'{v}' is not a size (like 512M or 2G)"))
 }

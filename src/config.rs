@@ -121,6 +121,10 @@ pub struct MountOptions {
     /// `redirect_dir=on|off|follow|nofollow`: whether renaming a directory that has lower
     /// parts records a redirect (`Some(true)`, the default) or fails with `EXDEV`.
     pub redirect_dir: Option<bool>,
+    /// `size_limit=SIZE`: most bytes the upper may allocate (`EDQUOT` past it).
+    pub size_limit: Option<u64>,
+    /// `inode_limit=N`: most objects the upper may hold.
+    pub inode_limit: Option<u64>,
     /// `watch`: follow changes made directly in the layers (see `--watch`).
     pub watch: bool,
     /// `debug` given in the options.
@@ -226,6 +230,14 @@ impl MountOptions {
                     _ => bad(),
                 },
                 ("watch", None) => self.watch = true,
+                ("size_limit", Some(v)) => match parse_size(v) {
+                    Some(n) if n > 0 => self.size_limit = Some(n),
+                    _ => bad(),
+                },
+                ("inode_limit", Some(v)) => match v.parse::<u64>() {
+                    Ok(n) if n > 0 => self.inode_limit = Some(n),
+                    _ => bad(),
+                },
                 ("redirect_dir", Some("on")) => self.redirect_dir = Some(true),
                 ("redirect_dir", Some("off" | "follow" | "nofollow")) => self.redirect_dir = Some(false),
                 ("redirect_dir", Some(_)) => bad(),
@@ -497,6 +509,24 @@ impl MountConfig {
     }
 }
 
+/// A size: bytes, or with a suffix `k`, `M`, `G`, `T` (powers of 1024; `KiB`, `MB` and
+/// the like accepted). `None` for anything else.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(digits);
+    let n: u64 = n.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,6 +549,26 @@ mod tests {
         assert!(split_lower("a::b").is_err());
         assert!(split_lower("a:").is_err());
         assert!(split_lower(":a").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("10M"), Some(10 << 20));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("4KiB"), Some(4096));
+        assert_eq!(parse_size("1MB"), Some(1 << 20));
+        for bad in ["", "M", "10X", "-1", "1.5G", "99999999999T"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        let mut o = MountOptions::default();
+        o.apply("size_limit=1G,inode_limit=100,redirect_dir=off,watch");
+        assert_eq!(
+            (o.size_limit, o.inode_limit, o.redirect_dir, o.watch),
+            (Some(1 << 30), Some(100), Some(false), true)
+        );
+        o.apply("size_limit=lots,inode_limit=0,redirect_dir=maybe");
+        assert_eq!(o.invalid.len(), 3);
     }
 
     #[test]

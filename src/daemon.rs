@@ -141,7 +141,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
                     .context(|| format!("cannot create work dir '{}'", u.work.display()))?;
             }
             let durability = if cfg.options.volatile { Durability::Volatile } else { Durability::Sync };
-            Some(Upper::open(&u.upper, &u.work, dialect, durability)?)
+            let mut up = Upper::open(&u.upper, &u.work, dialect, durability)?;
+            up.set_quota(cfg.options.size_limit, cfg.options.inode_limit)?;
+            Some(up)
         }
     };
     let layers = Layers::open(&cfg.lowers, upper, &cfg.volumes)?;
@@ -195,7 +197,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     );
     config.clone_fd = true;
 
-    let fuse = Fuse::new(fs.clone(), !cfg.options.nopassthrough).context(|| "cannot start worker threads".into())?;
+    // With a size limit every write must pass through the daemon to be counted.
+    let passthrough = !cfg.options.nopassthrough && cfg.options.size_limit.is_none();
+    let fuse = Fuse::new(fs.clone(), passthrough).context(|| "cannot start worker threads".into())?;
     let session = Session::new(fuse, &cfg.mountpoint, &config)
         .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;
     let inval =

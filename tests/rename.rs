@@ -53,13 +53,21 @@ fn noreplace_and_exchange() {
 }
 
 #[test]
-fn lower_directories_are_exdev() {
+fn lower_directories_rename_or_are_exdev_with_redirect_dir_off() {
     need_fuse!();
     let s = Stack::fixture("basic");
-    let _m = s.mount();
+    let m = s.mount_with(&["-o", "redirect_dir=off"]);
     assert_eq!(errno(std::fs::rename(s.m("tree"), s.m("tree2"))), libc::EXDEV);
     assert_eq!(errno(std::fs::rename(s.m("dir"), s.m("dir2"))), libc::EXDEV, "merged dir too");
     assert!(listed(&s.mnt, "tree"));
+    m.unmount();
+    // By default they rename, keeping their contents (tests/redirect.rs has the details).
+    let m = s.mount();
+    let before = tree(&s.m("tree"));
+    std::fs::rename(s.m("tree"), s.m("tree2")).unwrap();
+    assert_eq!(tree(&s.m("tree2")), before);
+    assert!(!listed(&s.mnt, "tree"));
+    m.unmount();
 }
 
 #[test]

@@ -175,7 +175,15 @@ impl UnionFs {
                     Data::Truncate(n) => n,
                 };
                 up.step();
-                let rep = sio::copy_data(&src, &dst, len, st.size, up.sync())?;
+                // Within the size limit, or nothing is copied and the lower version stays.
+                up.check_bytes(st.blocks.saturating_mul(512).min(len.next_multiple_of(4096)))?;
+                let rep = sio::copy_data(&src, &dst, len, st.size, up.sync());
+                if let Some(q) = &up.quota
+                    && let Ok(now) = crate::sys::stat::fstat(&dst)
+                {
+                    q.add_bytes(crate::union::quota::allocated(&now));
+                }
+                let rep = rep?;
                 debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
                 crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;

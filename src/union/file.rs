@@ -111,7 +111,14 @@ impl UnionFs {
             if !f.upper {
                 return Err(Errno::EBADF);
             }
-            let n = sio::pwrite(&f.fd, offset, data)?;
+            let up = self.layers.upper()?;
+            let before = up.before_change(f.fd.as_fd());
+            if let Some(b) = &before {
+                up.check_bytes((offset + data.len() as u64).saturating_sub(b.size))?;
+            }
+            let n = sio::pwrite(&f.fd, offset, data);
+            up.grew(f.fd.as_fd(), before.as_ref());
+            let n = n?;
             let perm = if self.opts.override_stat.is_some() { 0o6010 } else { crate::sys::stat::fstat(&f.fd)?.perm() };
             Ok((n, f.node.ino, super::inode::is_sxid(perm)))
         })?;
@@ -184,7 +191,14 @@ impl UnionFs {
             if !f.upper {
                 return Err(Errno::EBADF);
             }
-            sio::fallocate(&f.fd, mode, offset, len)
+            let up = self.layers.upper()?;
+            let before = up.before_change(f.fd.as_fd());
+            if before.is_some() && mode & libc::FALLOC_FL_PUNCH_HOLE == 0 {
+                up.check_bytes(len)?;
+            }
+            let r = sio::fallocate(&f.fd, mode, offset, len);
+            up.grew(f.fd.as_fd(), before.as_ref());
+            r
         })
     }
 
@@ -201,6 +215,13 @@ impl UnionFs {
             return Err(Errno::EBADF);
         }
         let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
-        sio::copy_file_range(self.read_fd(&hin)?, off_in, hout.fd.as_fd(), off_out, len)
+        let up = self.layers.upper()?;
+        let before = up.before_change(hout.fd.as_fd());
+        if let Some(b) = &before {
+            up.check_bytes((off_out + len as u64).saturating_sub(b.size))?;
+        }
+        let r = sio::copy_file_range(self.read_fd(&hin)?, off_in, hout.fd.as_fd(), off_out, len);
+        up.grew(hout.fd.as_fd(), before.as_ref());
+        r
     }
 }

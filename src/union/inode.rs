@@ -228,7 +228,11 @@ impl UnionFs {
             Some(u) => u.layer.root.clone(),
             None => self.layers.lower(0)?.root.clone(),
         };
-        stat::fstatvfs(&*root)
+        let fs = stat::fstatvfs(&*root)?;
+        Ok(match self.layers.upper.as_ref().and_then(|u| u.quota.as_ref()) {
+            Some(q) => q.limit_statfs(fs),
+            None => fs,
+        })
     }
 
     /// `access`: the permission check for mounts where the kernel does not do it.

@@ -18,7 +18,7 @@ use tracing::debug;
 use crate::error::{Context, Errno, Error, Res};
 use crate::sys::fs::{self as sfs, RenameMode, SetTime};
 use crate::sys::open::{self, OFlags};
-use crate::sys::stat::{self, FileKind};
+use crate::sys::stat::{self, FileKind, Stat};
 use crate::sys::xattr::{self, SetMode, XTarget};
 use crate::sys::{dir as sdir, io as sio};
 use crate::union::whiteout::Dialect;
@@ -91,6 +91,8 @@ pub struct Upper {
     fault_at: Option<u64>,
     /// Upper-layer mutations made so far (counted only when `fault_at` is set).
     mutations: AtomicU64,
+    /// Size and inode limits (`--size-limit`, `--inode-limit`).
+    pub quota: Option<crate::union::quota::Quota>,
 }
 
 /// Hidden test hook: with `UNIONFS_FAULT_AFTER=N` in its environment, the daemon aborts
@@ -142,6 +144,7 @@ impl Upper {
             rename_whiteout_ok: AtomicBool::new(true),
             fault_at: std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()),
             mutations: AtomicU64::new(0),
+            quota: None,
         };
         let left = up.clean_work().context(|| format!("cannot clean '{}/work'", work.display()))?;
         if left > 0 {
@@ -187,12 +190,67 @@ impl Upper {
         }
     }
 
+    /// Sets size and inode limits, counting what the upper holds now.
+    pub fn set_quota(&mut self, size: Option<u64>, inodes: Option<u64>) -> Result<(), Error> {
+        if size.is_some() || inodes.is_some() {
+            let q = crate::union::quota::Quota::new(size, inodes, self.layer.root.as_fd())
+                .context(|| format!("cannot measure upper dir '{}'", self.layer.path.display()))?;
+            self.quota = Some(q);
+        }
+        Ok(())
+    }
+
+    /// Runs `f`, which makes one new object, within the inode limit.
+    fn new_object<T>(&self, f: impl FnOnce() -> Res<T>) -> Res<T> {
+        let Some(q) = &self.quota else { return f() };
+        q.take_inode()?;
+        let r = f();
+        if r.is_err() {
+            q.give_inode();
+        }
+        r
+    }
+
+    /// With limits: what is at `name` in `dir` (about to be removed or replaced).
+    fn before_removal(&self, dir: BorrowedFd<'_>, name: &CStr) -> Option<Stat> {
+        self.quota.as_ref().and_then(|_| crate::sys::stat::statat(dir, name).ok())
+    }
+
+    /// With limits: `st` is gone (its last name, for a file with several).
+    fn removed(&self, st: Option<Stat>) {
+        if let (Some(q), Some(st)) = (&self.quota, st)
+            && (st.is_dir() || st.nlink <= 1)
+        {
+            q.give_inode();
+            q.add_bytes(-crate::union::quota::allocated(&st));
+        }
+    }
+
+    /// With limits: `EDQUOT` unless `more` bytes fit.
+    pub fn check_bytes(&self, more: u64) -> Res<()> {
+        self.quota.as_ref().map_or(Ok(()), |q| q.check_bytes(more))
+    }
+
+    /// With limits: records the allocation change of open file `fd` since `before`.
+    pub fn grew(&self, fd: BorrowedFd<'_>, before: Option<&Stat>) {
+        if let (Some(q), Some(b)) = (&self.quota, before)
+            && let Ok(now) = crate::sys::stat::fstat(fd)
+        {
+            q.add_bytes(crate::union::quota::allocated(&now) - crate::union::quota::allocated(b));
+        }
+    }
+
+    /// With limits: the status of open file `fd` before a change (for [`Upper::grew`]).
+    pub fn before_change(&self, fd: BorrowedFd<'_>) -> Option<Stat> {
+        self.quota.as_ref().and_then(|_| crate::sys::stat::fstat(fd).ok())
+    }
+
     // ---- the choke point: every upper-layer mutation below logs one line ----
 
     /// Creates a directory.
     pub fn mkdir(&self, dir: BorrowedFd<'_>, name: &CStr, perm: u32) -> Res<()> {
         self.step();
-        let r = sfs::mkdirat(dir, name, perm);
+        let r = self.new_object(|| sfs::mkdirat(dir, name, perm));
         debug!(op = "mkdir", ?name, perm = format_args!("{perm:o}"), ?r);
         r
     }
@@ -200,7 +258,7 @@ impl Upper {
     /// Creates a device, fifo or socket node.
     pub fn mknod(&self, dir: BorrowedFd<'_>, name: &CStr, kind: FileKind, perm: u32, rdev: u64) -> Res<()> {
         self.step();
-        let r = sfs::mknodat(dir, name, kind, perm, rdev);
+        let r = self.new_object(|| sfs::mknodat(dir, name, kind, perm, rdev));
         debug!(op = "mknod", ?name, ?kind, perm = format_args!("{perm:o}"), rdev, ?r);
         r
     }
@@ -208,7 +266,7 @@ impl Upper {
     /// Creates a symlink.
     pub fn symlink(&self, target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
         self.step();
-        let r = sfs::symlinkat(target, dir, name);
+        let r = self.new_object(|| sfs::symlinkat(target, dir, name));
         debug!(op = "symlink", ?name, ?target, ?r);
         r
     }
@@ -216,7 +274,7 @@ impl Upper {
     /// Creates and opens a new regular file (`O_CREAT | O_EXCL`).
     pub fn create(&self, dir: BorrowedFd<'_>, name: &CStr, flags: OFlags, perm: u32) -> Res<OwnedFd> {
         self.step();
-        let r = open::openat(dir, name, flags | OFlags::CREATE | OFlags::EXCL, perm);
+        let r = self.new_object(|| open::openat(dir, name, flags | OFlags::CREATE | OFlags::EXCL, perm));
         debug!(op = "create", ?name, perm = format_args!("{perm:o}"), ok = r.is_ok());
         r
     }
@@ -239,7 +297,17 @@ impl Upper {
         mode: RenameMode,
     ) -> Res<()> {
         self.step();
-        let r = sfs::renameat2(odir, oname, ndir, nname, mode);
+        let replaced = match mode {
+            RenameMode::Replace | RenameMode::Whiteout => self.before_removal(ndir, nname),
+            _ => None,
+        };
+        let r = match mode {
+            RenameMode::Whiteout => self.new_object(|| sfs::renameat2(odir, oname, ndir, nname, mode)),
+            _ => sfs::renameat2(odir, oname, ndir, nname, mode),
+        };
+        if r.is_ok() {
+            self.removed(replaced);
+        }
         debug!(op = "rename", ?oname, ?nname, ?mode, ?r);
         r
     }
@@ -268,7 +336,11 @@ impl Upper {
     /// Removes a non-directory.
     pub fn unlink(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
         self.step();
+        let gone = self.before_removal(dir, name);
         let r = sfs::unlinkat(dir, name);
+        if r.is_ok() {
+            self.removed(gone);
+        }
         debug!(op = "unlink", ?name, ?r);
         r
     }
@@ -276,7 +348,11 @@ impl Upper {
     /// Removes an empty directory.
     pub fn rmdir(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
         self.step();
+        let gone = self.before_removal(dir, name);
         let r = sfs::rmdirat(dir, name);
+        if r.is_ok() {
+            self.removed(gone);
+        }
         debug!(op = "rmdir", ?name, ?r);
         r
     }
@@ -360,7 +436,9 @@ impl Upper {
     /// Sets the size of an open file.
     pub fn truncate(&self, fd: BorrowedFd<'_>, len: u64) -> Res<()> {
         self.step();
+        let before = self.before_change(fd);
         let r = sio::ftruncate(fd, len);
+        self.grew(fd, before.as_ref());
         debug!(op = "truncate", len, ?r);
         r
     }

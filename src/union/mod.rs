@@ -59,6 +59,7 @@ pub mod layer;
 pub mod lookup;
 pub mod name;
 pub mod node;
+pub mod quota;
 pub mod readdir;
 pub mod tables;
 pub mod watch;
