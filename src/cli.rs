@@ -153,8 +153,22 @@ pub struct CreateArgs {
     /// /path: VOLUME:/path. May repeat.
     #[arg(short = 'v', long = "volume", value_name = "VOL:/path")]
     pub volumes: Vec<String>,
+    /// Most bytes the writable layer may allocate (like 10M, 2G): past it writes fail with
+    /// EDQUOT; `ps -s` shows it.
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub size_limit: Option<u64>,
+    /// Most objects the writable layer may hold.
+    #[arg(long, value_name = "N")]
+    pub inode_limit: Option<u64>,
     /// The image, NAME or NAME:TAG (the tag defaults to latest).
     pub image: String,
+}
+
+impl CreateArgs {
+    /// The writable layer's limits.
+    pub fn limits(&self) -> crate::manager::containers::Limits {
+        crate::manager::containers::Limits { size: self.size_limit, inodes: self.inode_limit }
+    }
 }
 
 /// Container names.
@@ -443,8 +457,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Mount(a) => return mount(a.request(cli.debug)),
         Cmd::Umount(u) => return crate::daemon::umount(&u.mountpoint, u.lazy),
         Cmd::BuildLayers(b) => return crate::fixture::build(&b.fixture, &b.dest).map(|_| ()),
-        Cmd::Run(a) => m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, true)?,
-        Cmd::Create(a) => m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, false)?,
+        Cmd::Run(a) => {
+            m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, a.limits(), true)?
+        }
+        Cmd::Create(a) => {
+            m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, a.limits(), false)?
+        }
         Cmd::Start(a) => m::start(root, &a.names)?,
         Cmd::Stop(a) => m::stop(root, &a.names, a.force)?,
         Cmd::Rm(a) => m::rm(root, &a.names, a.force)?,

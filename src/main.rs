@@ -17,7 +17,17 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         }
     } else {
-        let cli = unionfs::cli::Cli::parse();
+        let cli = match unionfs::cli::Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => {
+                // One line for a usage error (clap's own text adds a hint paragraph).
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("bad command line");
+                eprintln!("unionfs: {}", first.trim_start_matches("error: "));
+                return ExitCode::from(2);
+            }
+        };
         init_logging(cli.debug);
         unionfs::cli::run_code(cli)
     };

@@ -121,6 +121,31 @@ fn ps_size_is_the_writable_layer_and_virtual_adds_the_image() {
 }
 
 #[test]
+fn size_and_inode_limits_per_container() {
+    need_fuse!();
+    let m = Mgr::new();
+    m.demo_image();
+    m.fails(&["run", "--name", "bad", "--size-limit", "lots", "springpetclinic:1.0"], "not a size");
+    let p = PathBuf::from(
+        m.ok(&["run", "--name", "small", "--size-limit", "1M", "--inode-limit", "100", "springpetclinic:1.0"]).trim(),
+    );
+    let big = std::fs::write(p.join("tmp/big"), vec![7u8; 2 << 20]);
+    assert_eq!(errno(big), libc::EDQUOT, "2 MiB into a 1 MiB writable layer");
+    let ps = m.ok(&["ps", "-s"]);
+    let line = ps.lines().find(|l| l.contains("small")).unwrap();
+    assert!(line.contains("(limit 1.05MB)") && line.contains("(limit 100 inodes)"), "{ps}");
+    // The limits come back with the container.
+    m.ok(&["stop", "small"]);
+    m.ok(&["start", "small"]);
+    assert_eq!(errno(std::fs::write(p.join("tmp/big2"), vec![7u8; 2 << 20])), libc::EDQUOT);
+    // What the failed writes left takes the space; removing it makes room.
+    std::fs::remove_file(p.join("tmp/big")).unwrap();
+    std::fs::remove_file(p.join("tmp/big2")).unwrap();
+    std::fs::write(p.join("tmp/fits"), "fits").unwrap();
+    m.ok(&["rm", "-f", "small"]);
+}
+
+#[test]
 fn diff_lists_adds_changes_deletes_and_opaque_directories() {
     need_fuse!();
     let m = Mgr::new();

@@ -30,6 +30,17 @@ pub struct Container {
     pub mountpoint: PathBuf,
     /// Volumes: `SOURCE:/path` (SOURCE a volume name or an absolute host directory).
     pub volumes: Vec<String>,
+    /// Limits of the writable layer.
+    pub limits: Limits,
+}
+
+/// Size and inode limits of a container's writable layer (`--size-limit`, `--inode-limit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes.
+    pub size: Option<u64>,
+    /// Objects.
+    pub inodes: Option<u64>,
 }
 
 /// A container's state, read from the mount table and its daemon.
@@ -92,6 +103,12 @@ fn record(c: &Container) -> Record {
     for v in &c.volumes {
         r.push("volume", v.clone());
     }
+    if let Some(s) = c.limits.size {
+        r.set("size_limit", s.to_string());
+    }
+    if let Some(n) = c.limits.inodes {
+        r.set("inode_limit", n.to_string());
+    }
     r
 }
 
@@ -106,6 +123,10 @@ fn from_record(r: &Record) -> Result<Container, Error> {
         started: r.get("started").and_then(|c| c.parse().ok()),
         mountpoint: PathBuf::from(get("mountpoint")?),
         volumes: r.all("volume").into_iter().map(String::from).collect(),
+        limits: Limits {
+            size: r.get("size_limit").and_then(|v| v.parse().ok()),
+            inodes: r.get("inode_limit").and_then(|v| v.parse().ok()),
+        },
     })
 }
 
@@ -151,6 +172,7 @@ pub fn create(
     image: &str,
     mountpoint: Option<&Path>,
     vols: &[String],
+    limits: Limits,
 ) -> Result<Container, Error> {
     let r = ImageRef::parse(image)?;
     let img = images::get(store, &r)?;
@@ -191,6 +213,7 @@ pub fn create(
         started: None,
         mountpoint,
         volumes: vols.to_vec(),
+        limits,
     };
     meta::write(&staging.join("meta"), &record(&c))?;
     std::fs::rename(&staging, &dir).context(|| format!("cannot create '{}'", dir.display()))?;
@@ -256,6 +279,12 @@ pub fn start(store: &Store, c: &mut Container) -> Result<(), Error> {
     for v in &c.volumes {
         let (host, at) = volumes::parse_spec(store, v)?;
         cmd.arg("--volume").arg(format!("{}:{at}", host.display()));
+    }
+    if let Some(s) = c.limits.size {
+        cmd.arg("--size-limit").arg(s.to_string());
+    }
+    if let Some(n) = c.limits.inodes {
+        cmd.arg("--inode-limit").arg(n.to_string());
     }
     cmd.arg(&c.mountpoint);
     let out = cmd.output().context(|| "cannot run unionfs mount".into())?;

@@ -52,11 +52,12 @@ pub fn create(
     image: &str,
     mountpoint: Option<&Path>,
     volumes: &[String],
+    limits: containers::Limits,
     start: bool,
 ) -> Result<String, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock()?;
-    let mut c = containers::create(&store, name, image, mountpoint, volumes)?;
+    let mut c = containers::create(&store, name, image, mountpoint, volumes, limits)?;
     if start {
         if let Err(e) = containers::start(&store, &mut c) {
             // Leave no container behind that the user did not get.
@@ -139,7 +140,14 @@ pub fn ps(root: Option<&Path>, all: bool, size: bool) -> Result<String, Error> {
         if size {
             let rw = walk::tree_size(&c.upper(&store))?;
             let image: u64 = c.layers.iter().map(|l| layers::info(&store, l).map(|i| i.size).unwrap_or(0)).sum();
-            row.push(format!("{} (virtual {})", human_size(rw), human_size(rw + image)));
+            let mut cell = format!("{} (virtual {})", human_size(rw), human_size(rw + image));
+            if let Some(l) = c.limits.size {
+                cell.push_str(&format!(" (limit {})", human_size(l)));
+            }
+            if let Some(n) = c.limits.inodes {
+                cell.push_str(&format!(" (limit {n} inodes)"));
+            }
+            row.push(cell);
         }
         rows.push(row);
     }

@@ -1,7 +1,7 @@
 //! Live layers (`--watch`): a change made directly in the upper or a lower directory while
 //! mounted (an entry added, removed, renamed, written, or its metadata changed) reaches the
 //! mount at once. Every real directory the daemon opens for a node gets an inotify watch
-//! (see [`UnionFs::dir_fd`]); an event for a name in it drops the kernel's cached entry for
+//! (see `UnionFs::dir_fd`); an event for a name in it drops the kernel's cached entry for
 //! that name, the directory's cached attributes and listing, and the daemon's listing
 //! snapshot, so the next access looks at the layers again. The daemon's own changes raise
 //! events too; they cost an extra lookup, never a wrong answer.
