@@ -308,7 +308,8 @@ pub struct MountArgs {
     /// noatime, volatile / fsync=0 (skip fsync), allow_other, nopassthrough (no FUSE
     /// passthrough), max_nodes=N (inodes remembered, default 100000), redirect_dir=off
     /// (renaming a directory with lower parts fails with EXDEV instead of recording a
-    /// redirect). Unknown ones are warned about.
+    /// redirect), metacopy=on (chmod/chown/utimes/xattr changes copy no data until a write),
+    /// size_limit=SIZE, inode_limit=N, watch. Unknown ones are warned about.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// Background daemon log file (default: none; errors at start-up are always printed).

@@ -125,6 +125,8 @@ pub struct MountOptions {
     pub size_limit: Option<u64>,
     /// `inode_limit=N`: most objects the upper may hold.
     pub inode_limit: Option<u64>,
+    /// `metacopy=on|off`: metadata-only copy-up.
+    pub metacopy: bool,
     /// `watch`: follow changes made directly in the layers (see `--watch`).
     pub watch: bool,
     /// `debug` given in the options.
@@ -230,6 +232,9 @@ impl MountOptions {
                     _ => bad(),
                 },
                 ("watch", None) => self.watch = true,
+                ("metacopy", Some("on")) => self.metacopy = true,
+                ("metacopy", Some("off")) => self.metacopy = false,
+                ("metacopy", Some(_)) => bad(),
                 ("size_limit", Some(v)) => match parse_size(v) {
                     Some(n) if n > 0 => self.size_limit = Some(n),
                     _ => bad(),
@@ -607,7 +612,8 @@ mod tests {
         assert_eq!(o.uidmap.len(), 2);
         assert_eq!(o.uid_map().show(100000), 1);
         assert_eq!(o.override_xattr(), Some(c"user.containers.override_stat"));
-        assert_eq!(o.unknown, ["metacopy=on", "userxattr"]);
+        assert_eq!(o.unknown, ["userxattr"]);
+        assert!(o.metacopy);
         let mut s = MountOptions::default();
         s.apply("squash_to_root,squash_to_uid=7,fsync=0,noxattrs=1");
         assert_eq!(s.uid_map().show(1), 7, "squash_to_uid wins over squash_to_root");

@@ -161,6 +161,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     if let Some(r) = cfg.options.redirect_dir {
         opts.redirect_dir = r;
     }
+    opts.metacopy = cfg.options.metacopy;
     if let Some(n) = cfg.options.max_nodes {
         opts.max_nodes = n;
     }

@@ -70,7 +70,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// Runs `ops` on both (kernel overlayfs with `redirect_dir=on`, as unionfs renames
 /// directories by default); `Err` describes the first difference.
 fn run(ops: &[Op]) -> Result<(), String> {
-    common::oracle::compare(ops, "redirect_dir=on", false, same_lower_inode)
+    common::oracle::compare(ops, "redirect_dir=on", &[], false, same_lower_inode)
 }
 
 /// A rename between two names of one lower inode (lower hard links, neither copied up) is

@@ -10,7 +10,7 @@ use common::scenario::Op::{self, *};
 use rustix::fs::RenameFlags;
 
 fn check(name: &str, ops: &[Op]) {
-    if let Err(e) = common::oracle::compare(ops, "redirect_dir=on", true, |_, _, _| false) {
+    if let Err(e) = common::oracle::compare(ops, "redirect_dir=on", &[], true, |_, _, _| false) {
         panic!("{name}: {e}");
     }
 }

@@ -40,13 +40,30 @@ pub enum Data {
     Full,
     /// Only the first `n` bytes, and the copy gets size `n` (a truncate or `O_TRUNC`).
     Truncate(u64),
+    /// None (a metadata-only copy-up, `metacopy`): the copy has the size but no data, and
+    /// is marked to be read from the lower file until its data is copied.
+    Meta,
 }
 
 impl UnionFs {
     /// Whether changing node `ino` would copy a regular file's data up (so the adapter can
     /// run the request where waiting on that I/O blocks no one).
     pub fn copies_up(&self, ino: u64) -> bool {
-        self.inodes.get(ino).is_ok_and(|n| n.kind == FileKind::Regular && !n.has_upper() && n.vol == 0)
+        self.inodes
+            .get(ino)
+            .is_ok_and(|n| n.kind == FileKind::Regular && (!n.has_upper() || n.has(flag::METACOPY)) && n.vol == 0)
+    }
+
+    /// Copies `node` up for a change of its metadata only: without the data when the mount
+    /// has `metacopy` and `node` is a regular file, else as [`UnionFs::copy_up`].
+    pub(crate) fn copy_up_meta(&self, node: &Arc<Node>) -> Res<()> {
+        if self.opts.metacopy && node.kind == FileKind::Regular && node.vol == 0 {
+            if node.has_upper() {
+                return Ok(());
+            }
+            return self.copy_up_data(node, Data::Meta);
+        }
+        self.copy_up(node)
     }
 
     /// Copies `node` up (with all its data) unless it is already in the upper layer.
@@ -57,6 +74,9 @@ impl UnionFs {
     /// Copies `node` up, copying only as much data as `data` says.
     pub(crate) fn copy_up_data(&self, node: &Arc<Node>, data: Data) -> Res<()> {
         if node.has_upper() {
+            if node.has(flag::METACOPY) && data != Data::Meta {
+                return self.stable(|| self.finish_metacopy(node, data));
+            }
             return Ok(());
         }
         let up = self.layers.upper()?;
@@ -127,6 +147,9 @@ impl UnionFs {
         if !node.is_dir() {
             node.set(flag::ORIGIN);
         }
+        if data == Data::Meta && st.is_reg() {
+            node.set(flag::METACOPY);
+        }
         node.set_upper(upper_ino);
         node.forget_xattrs();
         self.inodes.register_upper(node);
@@ -152,6 +175,51 @@ impl UnionFs {
         }
     }
 
+    /// Copies the data of a metadata-only copy (`metacopy`) into it: opened for writing or
+    /// truncated. The data goes into the upper file in place, then the marker goes; until
+    /// then a crash leaves a file that still reads the lower data (the same bytes), as in the
+    /// kernel's `ovl_copy_up_meta_inode_data`.
+    fn finish_metacopy(&self, node: &Arc<Node>, data: Data) -> Res<()> {
+        let _guard = node.copy_up_lock.lock();
+        if !node.has(flag::METACOPY) {
+            return Ok(());
+        }
+        let up = self.layers.upper()?;
+        let lower = self.data_real(node)?;
+        let src = open::openat(&*lower.dir, &lower.name, OFlags::RDONLY, 0)?;
+        let src_size = stat::fstat(&src)?.size;
+        let r = self.upper_real(node)?;
+        let dst = open::openat(&*r.dir, &r.name, OFlags::WRONLY, 0)?;
+        let size = stat::fstat(&dst)?.size;
+        let len = match data {
+            Data::Truncate(n) => n.min(size),
+            _ => size,
+        }
+        .min(src_size);
+        up.step();
+        up.check_bytes(len)?;
+        let before = up.before_change(dst.as_fd());
+        let rep = sio::copy_data(&src, &dst, len, src_size, up.sync());
+        up.grew(dst.as_fd(), before.as_ref());
+        let rep = rep?;
+        // copy_data leaves the size at `len`; the file keeps the size it had.
+        if stat::fstat(&dst)?.size != size {
+            sio::ftruncate(dst.as_fd(), size)?;
+        }
+        crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
+        debug!(op = "metacopy data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
+        if up.sync() {
+            sio::fdatasync(&dst)?;
+        }
+        match up.remove_xattr(XTarget::Fd(dst.as_fd()), up.dialect.names().metacopy) {
+            Ok(()) | Err(Errno::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+        node.clear(flag::METACOPY);
+        node.forget_xattrs();
+        Ok(())
+    }
+
     /// Steps 2–5 up to (not including) the rename: builds the complete copy as `tmp` in the
     /// work dir.
     #[allow(clippy::too_many_arguments)]
@@ -173,6 +241,7 @@ impl UnionFs {
                 let len = match data {
                     Data::Full => st.size,
                     Data::Truncate(n) => n,
+                    Data::Meta => 0,
                 };
                 up.step();
                 // Within the size limit, or nothing is copied and the lower version stays.
@@ -191,6 +260,12 @@ impl UnionFs {
                 up.fchmod(dst.as_fd(), st.perm())?;
                 crate::sys::fs::futimens(&dst, SetTime::At(st.atime), SetTime::At(st.mtime))?;
                 self.set_origin(up, ldir, lname, XTarget::Fd(dst.as_fd()), uuid);
+                if data == Data::Meta {
+                    // The size without the data: the lower file holds it (`metacopy`).
+                    sio::ftruncate(dst.as_fd(), st.size)?;
+                    up.set_xattr(XTarget::Fd(dst.as_fd()), up.dialect.names().metacopy, b"", SetMode::Any)?;
+                    crate::sys::fs::futimens(&dst, SetTime::At(st.atime), SetTime::At(st.mtime))?;
+                }
                 if up.sync() {
                     // Data must be on disk before the rename makes it visible (as the kernel
                     // does): a power cut must not leave an empty or partial upper file hiding

@@ -12,6 +12,7 @@ use crate::error::{Errno, Res};
 use crate::sys::io as sio;
 use crate::sys::open::{self, OFlags};
 use crate::union::copy_up::Data;
+use crate::union::node::flag;
 use crate::union::tables::{FileHandle, Handle, Side};
 use crate::union::{Ctx, Entry, UnionFs};
 
@@ -44,7 +45,7 @@ impl UnionFs {
         let mut oflags = real_flags(flags);
         if write || trunc {
             self.layers.upper()?;
-            if node.has_upper() {
+            if node.has_upper() && !node.has(flag::METACOPY) {
                 if trunc {
                     oflags |= OFlags::TRUNC;
                 }
@@ -53,7 +54,8 @@ impl UnionFs {
             }
         }
         let (fd, side) = self.stable(|| {
-            let r = self.real(&node)?;
+            // A metadata-only copy opened for reading reads the lower data.
+            let r = self.data_real(&node)?;
             Ok((open::openat(&*r.dir, &r.name, oflags, 0)?, r.side))
         })?;
         let fh = self.handles.insert(FileHandle::new(node, fd, side == Side::Upper));
@@ -83,7 +85,7 @@ impl UnionFs {
     /// The descriptor to read through: the handle's own, or — for a handle opened on a lower
     /// file that was copied up since — the upper copy.
     pub(crate) fn read_fd<'a>(&self, f: &'a FileHandle) -> Res<BorrowedFd<'a>> {
-        if f.upper || !f.node.has_upper() {
+        if f.upper || !f.node.has_upper() || f.node.has(flag::METACOPY) {
             return Ok(f.fd.as_fd());
         }
         if let Some(fd) = f.reopened.get() {

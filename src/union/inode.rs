@@ -137,7 +137,7 @@ impl UnionFs {
             }
             self.copy_up_data(&node, Data::Truncate(size))?;
         } else {
-            self.copy_up(&node)?;
+            self.copy_up_meta(&node)?;
         }
         // A mode change rewrites ACL attributes; an owner change may drop capabilities.
         node.forget_xattrs();
@@ -325,7 +325,7 @@ impl UnionFs {
         let mode = SetMode::from_flags(flags)?;
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
-        self.copy_up(&node)?;
+        self.copy_up_meta(&node)?;
         let r = self.stable(|| {
             let r = self.upper_real(&node)?;
             up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), &stored, value, mode)
@@ -344,7 +344,7 @@ impl UnionFs {
         if !node.has_upper() && self.getxattr(ino, name).is_err() {
             return Err(Errno::ENODATA);
         }
-        self.copy_up(&node)?;
+        self.copy_up_meta(&node)?;
         let r = self.stable(|| {
             let r = self.upper_real(&node)?;
             up.remove_xattr(XTarget::At(r.dir.as_fd(), &r.name), &stored)

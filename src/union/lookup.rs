@@ -117,6 +117,8 @@ pub struct Found {
     pub side: Side,
     /// For an upper non-directory that was copied up: the lower object it came from.
     pub origin: Option<Identity>,
+    /// For a metadata-only copy (`metacopy`): the lower layer holding its data.
+    pub metacopy: Option<LowerIdx>,
     /// The volume the object lives in (0: the union).
     pub vol: u16,
 }
@@ -227,6 +229,7 @@ impl UnionFs {
                         stat,
                         side: Side::Upper,
                         origin: None,
+                        metacopy: None,
                         vol: dir.vol,
                     })),
                     Err(Errno::ENOENT) => Ok(None),
@@ -237,14 +240,25 @@ impl UnionFs {
                 && let Some(vol) = self.volume_at(dir, name)
             {
                 let stat = stat::fstat(&*self.layers.volume(vol)?.layer.root)?;
-                return Ok(Some(Found { state: LookupState::default(), stat, side: Side::Upper, origin: None, vol }));
+                return Ok(Some(Found {
+                    state: LookupState::default(),
+                    stat,
+                    side: Side::Upper,
+                    origin: None,
+                    metacopy: None,
+                    vol,
+                }));
             }
             let state = self.walk_from(dir, name, start)?;
             let Some((side, stat)) = state.top() else {
                 return Ok(None);
             };
             let origin = if side == Side::Upper && !stat.is_dir() { self.origin_of(dir, name, &stat)? } else { None };
-            Ok(Some(Found { state, stat, side, origin, vol: 0 }))
+            let metacopy = match origin.is_some() && stat.is_reg() {
+                true => self.metacopy_of(dir, name)?,
+                false => None,
+            };
+            Ok(Some(Found { state, stat, side, origin, metacopy, vol: 0 }))
         })
     }
 
@@ -288,6 +302,26 @@ impl UnionFs {
                     let fs = self.layers.lower(l.idx)?.fs;
                     return Ok(Some(Identity { fs, ino: ls.ino }));
                 }
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// For an upper regular file marked as a metadata-only copy: the lower layer of `dir`
+    /// whose file of that name holds its data (`None`: not such a copy, or no data found).
+    fn metacopy_of(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<LowerIdx>> {
+        let fd = self.dir_fd(dir, Side::Upper)?;
+        let names = self.layers.upper()?.dialect.names();
+        if crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), name), names.metacopy)?.is_none() {
+            return Ok(None);
+        }
+        let Some(dl) = dir.dir_lower() else { return Ok(None) };
+        for l in &dl.layers {
+            let lfd = self.dir_fd(dir, Side::Lower(l.idx))?;
+            match self.probe(lfd.as_fd(), name, l.xwhiteouts)? {
+                Seen::Missing => continue,
+                Seen::NonDir(ls) if ls.is_reg() => return Ok(Some(l.idx)),
                 _ => return Ok(None),
             }
         }
@@ -362,11 +396,18 @@ impl UnionFs {
         } else {
             match found.side {
                 Side::Upper => {
-                    let (identity, flags) = match found.origin {
+                    let (identity, mut flags) = match found.origin {
                         Some(o) => (o, flag::UPPER | flag::ORIGIN),
                         None => (Identity { fs: upper_fs(), ino: found.stat.ino }, flag::UPPER),
                     };
-                    NodeSpec { kind, identity, upper_ino: found.stat.ino, lower: Lower::None, flags, loc, vol: 0 }
+                    let lower = match found.metacopy {
+                        Some(idx) => {
+                            flags |= flag::METACOPY;
+                            Lower::File(idx)
+                        }
+                        None => Lower::None,
+                    };
+                    NodeSpec { kind, identity, upper_ino: found.stat.ino, lower, flags, loc, vol: 0 }
                 }
                 Side::Lower(idx) => NodeSpec {
                     kind,

@@ -159,6 +159,10 @@ pub struct Options {
     /// `redirect_dir=on` does (off: such renames fail with `EXDEV`). Redirects are always
     /// followed.
     pub redirect_dir: bool,
+    /// Changes of metadata only (owner, mode, times, xattrs) copy a lower file up without
+    /// its data, marked as kernel overlayfs's `metacopy=on` does (off by default, as in the
+    /// kernel: a kernel mount of such an upper needs `metacopy=on`).
+    pub metacopy: bool,
 }
 
 impl Options {
@@ -175,6 +179,7 @@ impl Options {
             static_nlink: false,
             max_nodes: DEFAULT_MAX_NODES,
             redirect_dir: true,
+            metacopy: false,
         }
     }
 }
@@ -583,6 +588,20 @@ impl UnionFs {
             }
         };
         Ok(Real { dir: self.dir_fd(&parent, side)?, name: loc.name, side })
+    }
+
+    /// Where the node's data is: its lower file while it is a metadata-only copy
+    /// ([`flag::METACOPY`]), else [`UnionFs::real`].
+    pub(crate) fn data_real(&self, node: &Arc<Node>) -> Res<Real> {
+        if !node.has(flag::METACOPY) {
+            return self.real(node);
+        }
+        self.stable(|| {
+            let Lower::File(i) = node.lower else { return Err(Errno::EIO) };
+            let loc = node.loc();
+            let parent = loc.parent.ok_or(Errno::EIO)?;
+            Ok(Real { dir: self.dir_fd(&parent, Side::Lower(i))?, name: loc.name, side: Side::Lower(i) })
+        })
     }
 
     /// The node's upper object (after copy-up): its directory descriptor and name.

@@ -151,6 +151,9 @@ pub mod flag {
     pub const XATTRS_NONE: u32 = 1 << 10;
     /// The real object's extended attributes were read and are in the side table.
     pub const XATTRS_SOME: u32 = 1 << 11;
+    /// A regular file copied up without its data (`metacopy`): metadata from the upper
+    /// copy, data still read from the lower file until it is opened for writing.
+    pub const METACOPY: u32 = 1 << 12;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).

@@ -9,6 +9,7 @@
 //! | opaque dir | `{trusted,user}.overlay.opaque=y`                          | yes  | yes (trusted as root, user otherwise) |
 //! | opaque dir | `.wh..wh..opq` entry inside                                | yes  | no      |
 //! | renamed dir | `{trusted,user}.overlay.redirect` = old name, or `/`-rooted lower path | yes | yes |
+//! | data below | `{trusted,user}.overlay.metacopy` on an upper file (with `metacopy=on`) | yes | yes |
 //!
 //! No marker and no private xattr (`trusted.overlay.*`, `user.overlay.*`) ever reaches the
 //! merged view: the functions here decide what is hidden.
@@ -48,6 +49,8 @@ pub struct XattrNames {
     pub impure: &'static CStr,
     /// Where a renamed directory came from.
     pub redirect: &'static CStr,
+    /// A copied-up file whose data is still in the lower layer.
+    pub metacopy: &'static CStr,
 }
 
 /// `trusted.overlay.*`.
@@ -57,6 +60,7 @@ pub const TRUSTED: XattrNames = XattrNames {
     origin: c"trusted.overlay.origin",
     impure: c"trusted.overlay.impure",
     redirect: c"trusted.overlay.redirect",
+    metacopy: c"trusted.overlay.metacopy",
 };
 
 /// `user.overlay.*`.
@@ -66,6 +70,7 @@ pub const USER: XattrNames = XattrNames {
     origin: c"user.overlay.origin",
     impure: c"user.overlay.impure",
     redirect: c"user.overlay.redirect",
+    metacopy: c"user.overlay.metacopy",
 };
 
 impl Dialect {

@@ -45,13 +45,14 @@ pub fn tree_diff(a: &str, b: &str) -> String {
 pub fn compare(
     ops: &[Op],
     kernel_opts: &str,
+    union_args: &[&str],
     every_step: bool,
     skip: impl Fn(&Path, &Path, &Op) -> bool,
 ) -> Result<(), String> {
     let s = Stack::fixture("oracle");
     let d = s.dir.path();
     let k = kernel_mount(&s.lower_arg(), &d.join("k-upper"), &d.join("k-work"), &d.join("k-mnt"), kernel_opts);
-    let u = s.mount();
+    let u = s.mount_with(union_args);
     for (i, op) in ops.iter().enumerate() {
         if skip(&k.0, &u.path, op) {
             continue;
@@ -74,7 +75,7 @@ pub fn compare(
     drop(k);
     u.unmount();
     // unionfs reads its own upper back the same way.
-    let u2 = s.mount();
+    let u2 = s.mount_with(union_args);
     let again = tree(&u2.path);
     u2.unmount();
     if again != ut {
