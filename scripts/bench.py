@@ -22,7 +22,9 @@ import subprocess
 import sys
 import time
 
-SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nopt"]
+SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nopt", "kernel-mc", "unionfs-mc"]
+# Measured only when asked for with --systems (the metadata-only copy-up comparison).
+EXTRA = {"kernel-mc", "unionfs-mc"}
 LABEL = {
     "ext4": "ext4 (merged copy)",
     "kernel": "kernel overlayfs",
@@ -31,9 +33,11 @@ LABEL = {
     "unionfs-fuse": "unionfs-fuse",
     "unionfs": "unionfs",
     "unionfs-nopt": "unionfs -o nopassthrough",
+    "kernel-mc": "kernel overlayfs -o metacopy=on",
+    "unionfs-mc": "unionfs -o metacopy=on",
 }
 DAEMONS = {"fo1": "fuse-overlayfs", "fo2": "fuse-overlayfs", "unionfs-fuse": "unionfs-fuse",
-           "unionfs": "unionfs", "unionfs-nopt": "unionfs"}
+           "unionfs": "unionfs", "unionfs-nopt": "unionfs", "unionfs-mc": "unionfs"}
 BIG = 1 << 30
 MID = 256 << 20
 
@@ -186,6 +190,8 @@ class Mount:
                             + f"{self.upper}=RW:" + ":".join(f"{l}=RO" for l in lowers(self.fx)) + f" {self.mnt}",
             "unionfs": f"{self.tools['unionfs']} -o {o} {self.mnt}",
             "unionfs-nopt": f"{self.tools['unionfs']} -o nopassthrough,{o} {self.mnt}",
+            "kernel-mc": f"mount -t overlay overlay -o {o},redirect_dir=on,metacopy=on {self.mnt}",
+            "unionfs-mc": f"{self.tools['unionfs']} -o metacopy=on,{o} {self.mnt}",
         }[s]
         sh(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(200):
@@ -278,6 +284,9 @@ WORKLOADS = [
      "--ioengine=psync --invalidate=1 --randrepeat=1 --output=/dev/null"),
     ("parallel ls+read", "cold",
      "ls -lR {m} >/dev/null & dd if={m}/data/big1g of=/dev/null bs=1M status=none & wait"),
+    # 1.25 GiB in two files plus the tree's metadata-only changes: full copy-ups everywhere
+    # but with metadata-only copy-up (kernel and unionfs with metacopy=on).
+    ("chown -R data", "write", "chown -R 1234:1234 {m}/data"),
 ]
 
 
@@ -389,7 +398,7 @@ def chart(results, systems, path):
     names = [w[0] for w in WORKLOADS if w[0] in results.get("kernel", {})]
     shown = [s for s in systems if s != "kernel" and s in results]
     colors = {"ext4": "#999999", "fo1": "#e8a33d", "fo2": "#c75d2c", "unionfs-fuse": "#8e6bb8",
-              "unionfs": "#2a7ab9", "unionfs-nopt": "#7fb3db"}
+              "unionfs": "#2a7ab9", "unionfs-nopt": "#7fb3db", "kernel-mc": "#555555", "unionfs-mc": "#1d4f7a"}
     bar, gap, left, width = 9, 10, 150, 560
     lo, hi = math.log10(0.25), math.log10(40)
     x = lambda r: left + (math.log10(min(max(r, 0.25), 40)) - lo) / (hi - lo) * width
@@ -427,7 +436,7 @@ def chart(results, systems, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default=os.environ.get("UNIONFS_BENCH_DIR", "/var/tmp/unionfs-bench"))
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--systems", default=",".join(s for s in SYSTEMS if s not in EXTRA))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated workload names")
     ap.add_argument("--unionfs", required=True)

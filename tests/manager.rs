@@ -368,7 +368,9 @@ fn kill_9_of_one_daemon_then_start() {
     let ps = m.ok(&["ps"]);
     let line = ps.lines().find(|l| l.contains("victim")).unwrap();
     assert!(line.contains("Dead"), "{ps}");
-    assert_eq!(errno(std::fs::metadata(&p1)), libc::ENOTCONN);
+    // ENOTCONN once the connection is gone (ECONNABORTED for a request caught in flight).
+    let e = errno(std::fs::metadata(&p1));
+    assert!([libc::ENOTCONN, libc::ECONNABORTED].contains(&e), "errno {e}");
     assert_eq!(read(p2.join("etc/motd")), "Spring PetClinic demo container\n", "the other container is fine");
     m.ok(&["start", "victim"]);
     assert_eq!(read(p1.join("tmp/precious")), "kept across the crash");

@@ -232,7 +232,7 @@ pub fn state(c: &Container) -> State {
         return if crate::sys::proc::process_alive(pid) { State::Running } else { State::Dead };
     }
     match std::fs::metadata(&c.mountpoint) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => State::Dead,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => State::Dead,
         _ => State::Running,
     }
 }
