@@ -60,6 +60,13 @@ pub fn parse(args: &[OsString]) -> Result<MountRequest, Error> {
     if options.debug {
         debug = true;
     }
+    // Engines pass `metacopy=on` meant for kernel overlayfs, and then read the upper
+    // directory themselves (to diff and commit), where a metadata-only copy would look empty:
+    // in this form it is warned about and ignored, as fuse-overlayfs does.
+    if options.metacopy {
+        options.metacopy = false;
+        options.unknown.push("metacopy=on".into());
+    }
     let mountpoint = match positional.len() {
         1 | 2 => positional.pop().unwrap_or_default(),
         0 => return Err(Error::msg("no mount point given")),
@@ -106,6 +113,10 @@ mod tests {
         assert_eq!(r.mountpoint, PathBuf::from("/merged"));
         assert_eq!(r.options.lowerdir.as_deref(), Some("/l1:/l2"));
         assert!(r.options.volatile && !r.foreground);
+        // The engine's kernel-only metacopy=on is ignored (with a warning) in this form.
+        let r = parse(&os(&["-o", "lowerdir=/l1,upperdir=/u,workdir=/w,metacopy=on", "/merged"])).unwrap();
+        assert!(!r.options.metacopy);
+        assert_eq!(r.options.unknown, ["metacopy=on"]);
     }
 
     #[test]
