@@ -359,6 +359,13 @@ impl Node {
         l.more.push(old);
     }
 
+    /// Whether the node is known by name `loc`.
+    pub fn has_loc(&self, loc: &Loc) -> bool {
+        let l = self.locs.read();
+        let same = |x: &Loc| x.name == loc.name && ptr_eq(&x.parent, &loc.parent);
+        same(&l.first) || l.more.iter().any(same)
+    }
+
     /// Adds a name for this node, unless known already.
     pub fn add_loc(&self, loc: Loc) {
         let mut l = self.locs.write();

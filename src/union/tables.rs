@@ -239,8 +239,9 @@ fn matches(node: &Node, spec: &NodeSpec) -> bool {
         // Both lower-only: the same real file in the same layer.
         (0, 0) => lower_file_idx(&node.lower) == lower_file_idx(&spec.lower),
         (a, b) if a == b => true,
-        // Copied up by another path to the same object since this node was made.
-        (0, b) => {
+        // Copied up under this very name since this node was made: the same object. Under
+        // another name it is a copy of a lower hard link's sibling: a different object.
+        (0, b) if node.has_loc(&spec.loc) => {
             node.set_upper(b);
             true
         }
