@@ -117,6 +117,13 @@ fn rootless_permissions_inner() {
     std::fs::rename(p.join("top"), p.join("top2")).unwrap();
     setxattr(&p.join("top2"), "user.k", b"v").unwrap();
     assert_eq!(getxattr(&p.join("top2"), "user.k").as_deref(), Some(&b"v"[..]));
+    // A merged lower directory renames too, with the redirect in the user.* dialect.
+    let before = ls(p.join("dir/pop"));
+    std::fs::rename(p.join("dir"), p.join("dir-renamed")).unwrap();
+    assert_eq!(getxattr(&up.join("dir-renamed"), "user.overlay.redirect").as_deref(), Some(&b"dir"[..]));
+    assert_eq!(getxattr(&up.join("dir-renamed"), "trusted.overlay.redirect"), None);
+    assert_eq!(ls(p.join("dir-renamed/pop")), before);
+    std::fs::rename(p.join("dir-renamed"), p.join("dir")).unwrap();
     // Only root may: EPERM, and nothing is copied up.
     assert_eq!(errno(std::os::unix::fs::chown(p.join("dir/pop/b"), Some(0), None)), libc::EPERM);
     assert!(!up.join("dir/pop/b").exists(), "a refused chown copies nothing up");
@@ -246,6 +253,9 @@ fn rootless_kernel_userns_inner() {
         lower_arg,
         "--upper".into(),
         dir.join("upper").display().to_string(),
+        // Kernel overlayfs will not follow redirects with `userxattr` (see rootless_inner).
+        "-o".into(),
+        "redirect_dir=off".into(),
         mnt.display().to_string(),
     ];
     let m = Mount::new(&args, &mnt);
