@@ -191,7 +191,9 @@ class Mount:
             "unionfs": f"{self.tools['unionfs']} -o {o} {self.mnt}",
             "unionfs-nopt": f"{self.tools['unionfs']} -o nopassthrough,{o} {self.mnt}",
             "kernel-mc": f"mount -t overlay overlay -o {o},redirect_dir=on,metacopy=on {self.mnt}",
-            "unionfs-mc": f"{self.tools['unionfs']} -o metacopy=on,{o} {self.mnt}",
+            # (unionfs's own form: the fuse-overlayfs form ignores the engines' metacopy=on)
+            "unionfs-mc": f"{self.tools['unionfs']} mount -o metacopy=on --lower {lw} --upper {self.upper} "
+                          f"--work {self.work} {self.mnt}",
         }[s]
         sh(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(200):
