@@ -410,7 +410,10 @@ pub fn check(a: &CheckArgs) -> Result<u8, Error> {
 /// `unionfs sandbox`: mounts, runs the command in the view, unmounts, prints the changes;
 /// returns the command's exit code (128 + signal if it was killed).
 pub fn sandbox(a: &SandboxArgs) -> Result<u8, Error> {
-    let mut b = crate::api::UnionMount::builder().lowers(crate::config::split_lower(&a.lower)?);
+    // The change report reads the upper directly, where a redirected directory would show
+    // as new and empty: directory renames fall back to copies here (EXDEV, as in Docker).
+    let mut b =
+        crate::api::UnionMount::builder().lowers(crate::config::split_lower(&a.lower)?).option("redirect_dir=off");
     if let Some(k) = &a.keep {
         b = b.upper(k);
     }

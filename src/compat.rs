@@ -67,6 +67,11 @@ pub fn parse(args: &[OsString]) -> Result<MountRequest, Error> {
         options.metacopy = false;
         options.unknown.push("metacopy=on".into());
     }
+    // Engines diff the upper themselves, where a redirected directory would look new and
+    // empty: as fuse-overlayfs, directory renames fail with EXDEV here unless asked for.
+    if options.redirect_dir.is_none() {
+        options.redirect_dir = Some(false);
+    }
     let mountpoint = match positional.len() {
         1 | 2 => positional.pop().unwrap_or_default(),
         0 => return Err(Error::msg("no mount point given")),
@@ -117,6 +122,10 @@ mod tests {
         let r = parse(&os(&["-o", "lowerdir=/l1,upperdir=/u,workdir=/w,metacopy=on", "/merged"])).unwrap();
         assert!(!r.options.metacopy);
         assert_eq!(r.options.unknown, ["metacopy=on"]);
+        // Directory renames are EXDEV in this form unless asked for.
+        assert_eq!(r.options.redirect_dir, Some(false));
+        let r = parse(&os(&["-o", "lowerdir=/l1,upperdir=/u,workdir=/w,redirect_dir=on", "/merged"])).unwrap();
+        assert_eq!(r.options.redirect_dir, Some(true));
     }
 
     #[test]

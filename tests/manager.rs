@@ -146,6 +146,24 @@ fn size_and_inode_limits_per_container() {
 }
 
 #[test]
+fn a_renamed_image_directory_survives_commit() {
+    need_fuse!();
+    let m = Mgr::new();
+    m.demo_image();
+    let p = PathBuf::from(m.ok(&["run", "--name", "mover", "springpetclinic:1.0"]).trim());
+    // Containers keep redirects off (their layer is read directly by diff and commit): a
+    // lower directory does not rename in place, and mv falls back to copying it.
+    assert_eq!(errno(std::fs::rename(p.join("etc"), p.join("etc2"))), libc::EXDEV);
+    assert!(Command::new("mv").arg(p.join("etc")).arg(p.join("etc2")).status().unwrap().success());
+    assert_eq!(read(p.join("etc2/motd")), "Spring PetClinic demo container\n");
+    m.ok(&["commit", "mover", "moved:1"]);
+    let q = PathBuf::from(m.ok(&["run", "--name", "after", "moved:1"]).trim());
+    assert_eq!(read(q.join("etc2/motd")), "Spring PetClinic demo container\n");
+    assert!(!q.join("etc").exists());
+    m.ok(&["rm", "-f", "mover", "after"]);
+}
+
+#[test]
 fn diff_lists_adds_changes_deletes_and_opaque_directories() {
     need_fuse!();
     let m = Mgr::new();

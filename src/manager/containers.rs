@@ -280,6 +280,10 @@ pub fn start(store: &Store, c: &mut Container) -> Result<(), Error> {
         let (host, at) = volumes::parse_spec(store, v)?;
         cmd.arg("--volume").arg(format!("{}:{at}", host.display()));
     }
+    // diff, commit and export-layer read the writable layer directly, as Docker's overlay2
+    // does, where a redirected directory would lose its lower contents: like Docker, rename
+    // of lower directories falls back to copying (EXDEV).
+    cmd.arg("-o").arg("redirect_dir=off");
     if let Some(s) = c.limits.size {
         cmd.arg("--size-limit").arg(s.to_string());
     }
