@@ -309,6 +309,7 @@ pub struct MountArgs {
     /// passthrough), max_nodes=N (inodes remembered, default 100000), redirect_dir=off
     /// (renaming a directory with lower parts fails with EXDEV instead of recording a
     /// redirect), metacopy=on (chmod/chown/utimes/xattr changes copy no data until a write),
+    /// index=on (lower hard links stay one inode after copy-up),
     /// size_limit=SIZE, inode_limit=N, watch. Unknown ones are warned about.
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,

@@ -67,6 +67,11 @@ pub fn parse(args: &[OsString]) -> Result<MountRequest, Error> {
         options.metacopy = false;
         options.unknown.push("metacopy=on".into());
     }
+    // Likewise `index=on`: a name not linked up yet would look unchanged to such a diff.
+    if options.index {
+        options.index = false;
+        options.unknown.push("index=on".into());
+    }
     // Engines diff the upper themselves, where a redirected directory would look new and
     // empty: as fuse-overlayfs, directory renames fail with EXDEV here unless asked for.
     if options.redirect_dir.is_none() {

@@ -127,6 +127,8 @@ pub struct MountOptions {
     pub inode_limit: Option<u64>,
     /// `metacopy=on|off`: metadata-only copy-up.
     pub metacopy: bool,
+    /// `index=on`: lower hard links stay one inode after copy-up.
+    pub index: bool,
     /// `watch`: follow changes made directly in the layers (see `--watch`).
     pub watch: bool,
     /// `debug` given in the options.
@@ -232,6 +234,7 @@ impl MountOptions {
                     _ => bad(),
                 },
                 ("watch", None) => self.watch = true,
+                ("index", Some("on")) => self.index = true,
                 ("metacopy", Some("on")) => self.metacopy = true,
                 ("metacopy", Some("off")) => self.metacopy = false,
                 ("metacopy", Some(_)) => bad(),

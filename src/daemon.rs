@@ -143,6 +143,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
             let durability = if cfg.options.volatile { Durability::Volatile } else { Durability::Sync };
             let mut up = Upper::open(&u.upper, &u.work, dialect, durability)?;
             up.set_quota(cfg.options.size_limit, cfg.options.inode_limit)?;
+            if cfg.options.index {
+                up.open_index(&u.work)?;
+            }
             Some(up)
         }
     };
@@ -162,6 +165,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
         opts.redirect_dir = r;
     }
     opts.metacopy = cfg.options.metacopy;
+    opts.index = cfg.options.index && layers.upper.is_some();
     if let Some(n) = cfg.options.max_nodes {
         opts.max_nodes = n;
     }

@@ -7,6 +7,7 @@
 mod common;
 use common::*;
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -113,4 +114,75 @@ fn inode_numbers_are_unique_across_filesystems_and_stable_across_changes_and_rem
         assert_eq!(again, after, "remount {cycle}");
         m.unmount();
     }
+}
+
+/// The same steps on kernel overlayfs (`index=on,redirect_dir=on`) and on unionfs
+/// (`-o index=on`): which objects keep their inode number (across copy-up, file and
+/// directory rename, hard-link copy-up, remount) and which names share one must agree.
+#[test]
+fn inode_stability_matches_kernel_overlayfs() {
+    need_fuse!();
+    need_root!();
+    use common::oracle::kernel_mount;
+    // (name at the start, name after the steps)
+    let tracked = [
+        ("foo", "foo"),
+        ("bar", "bar2"),
+        ("tree", "tree2"),
+        ("tree/t1", "tree2/t1"),
+        ("tree/sub/s", "tree2/sub/s"),
+        ("hard/a", "hard/a"),
+        ("hard/b", "hard/b"),
+        ("dir", "dir"),
+        ("usr/bin/tool", "usr/bin/tool"),
+    ];
+    let steps = |m: &Path| {
+        std::fs::OpenOptions::new().append(true).open(m.join("foo")).unwrap().write_all(b"+").unwrap();
+        std::fs::rename(m.join("bar"), m.join("bar2")).unwrap();
+        std::fs::rename(m.join("tree"), m.join("tree2")).unwrap();
+        std::fs::OpenOptions::new().append(true).open(m.join("tree2/t1")).unwrap().write_all(b"+").unwrap();
+        std::fs::OpenOptions::new().append(true).open(m.join("hard/a")).unwrap().write_all(b"+").unwrap();
+        Command::new("chmod").arg("600").arg(m.join("usr/bin/tool")).status().unwrap();
+    };
+    let sig = |m: &Path, before: &[u64]| -> Vec<String> {
+        let now: Vec<u64> = tracked.iter().map(|(_, p)| std::fs::symlink_metadata(m.join(p)).unwrap().ino()).collect();
+        let mut out: Vec<String> =
+            tracked.iter().zip(now.iter().zip(before)).map(|((o, _), (n, b))| format!("{o} kept={}", n == b)).collect();
+        for i in 0..now.len() {
+            for j in i + 1..now.len() {
+                if now[i] == now[j] {
+                    out.push(format!("{} shares with {}", tracked[i].1, tracked[j].1));
+                }
+            }
+        }
+        out
+    };
+    let start = |m: &Path| -> Vec<u64> {
+        tracked.iter().map(|(o, _)| std::fs::symlink_metadata(m.join(o)).unwrap().ino()).collect()
+    };
+    let opts = "index=on,redirect_dir=on";
+    // Kernel overlayfs.
+    let s = Stack::fixture("oracle");
+    let d = s.dir.path();
+    let (ku, kw, km) = (d.join("k-upper"), d.join("k-work"), d.join("k-mnt"));
+    let k = kernel_mount(&s.lower_arg(), &ku, &kw, &km, opts);
+    let kb = start(&k.0);
+    steps(&k.0);
+    let kernel_live = sig(&k.0, &kb);
+    drop(k);
+    let k = kernel_mount(&s.lower_arg(), &ku, &kw, &km, opts);
+    let kernel_remount = sig(&k.0, &kb);
+    drop(k);
+    // unionfs.
+    let m = s.mount_with(&["-o", "index=on"]);
+    let ub = start(&m.path);
+    steps(&m.path);
+    let ours_live = sig(&m.path, &ub);
+    m.unmount();
+    let m = s.mount_with(&["-o", "index=on"]);
+    let ours_remount = sig(&m.path, &ub);
+    m.unmount();
+    assert_eq!(ours_live, kernel_live, "while mounted");
+    assert_eq!(ours_remount, kernel_remount, "after a remount");
+    assert!(ours_remount.iter().filter(|l| l.ends_with("kept=true")).count() == tracked.len(), "{ours_remount:?}");
 }

@@ -106,8 +106,41 @@ impl UnionFs {
         let pfd = self.dir_fd(parent, Side::Upper)?;
         let st = stat::statat(&*src.dir, &src.name)?;
         let parent_times = stat::fstat(&*pfd)?;
+        // A lower hard link under `index=on`: another name's copy may be in the index already.
+        let key = self.index_key(src.dir.as_fd(), &src.name, &st, &uuid);
+        if let (Some(k), Some(index)) = (&key, self.index_dir())
+            && self.indexed(k)
+        {
+            match up.link(index, k, pfd.as_fd(), name) {
+                Ok(()) => self.add_nlink_diff(XTarget::At(index, k), -1)?,
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            let upper_ino = stat::statat(&*pfd, name)?.ino;
+            self.load_nlink_diff(upper_ino, XTarget::At(index, k));
+            node.set(flag::INDEXED | flag::ORIGIN);
+            node.set_upper(upper_ino);
+            node.forget_xattrs();
+            self.inodes.register_upper(node);
+            return Ok(());
+        }
+        let data = if key.is_some() && data == Data::Meta { Data::Full } else { data };
         let tmp = up.temp_name();
-        let built = self.build_copy(up, node, (src.dir.as_fd(), &src.name, &uuid), &st, &tmp, data);
+        let mut built = self.build_copy(up, node, (src.dir.as_fd(), &src.name, &uuid), &st, &tmp, data);
+        if let (Some(k), Some(index), true) = (&key, self.index_dir(), built.is_ok()) {
+            // Into the index first: the upper inode gets its other names from there. Shown
+            // link count: the lower one; upper links: this name and the index.
+            let diff = i64::try_from(st.nlink).unwrap_or(2) - 2;
+            let names = up.dialect.names();
+            built = up
+                .set_xattr(
+                    XTarget::At(up.work(), &tmp),
+                    names.nlink,
+                    &crate::union::index::encode_nlink(diff),
+                    SetMode::Any,
+                )
+                .and_then(|()| up.link(up.work(), &tmp, index, k));
+        }
         if let Err(e) = built {
             up.discard(&tmp);
             return Err(e);
@@ -153,11 +186,34 @@ impl UnionFs {
         node.set_upper(upper_ino);
         node.forget_xattrs();
         self.inodes.register_upper(node);
-        if !node.is_dir() && st.nlink > 1 {
+        if let (Some(k), Some(index)) = (&key, self.index_dir()) {
+            node.set(flag::INDEXED);
+            self.load_nlink_diff(upper_ino, XTarget::At(index, k));
+            self.link_up_known_names(node, parent, name, k);
+        } else if !node.is_dir() && st.nlink > 1 {
             self.split_lower_links(node);
         }
         // Only the upper side of this directory changed; no cached descriptor is stale.
         Ok(())
+    }
+
+    /// The other names the daemon knows for an indexed hard link just copied up as `name`:
+    /// link them to the same upper inode now.
+    fn link_up_known_names(&self, node: &Arc<Node>, parent: &Arc<Node>, name: &CStr, key: &CStr) {
+        let this = |x: &crate::union::node::Loc| {
+            x.name.as_c_str() == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent))
+        };
+        let others: Vec<crate::union::node::Loc> = {
+            let l = node.locs.read();
+            std::iter::once(&l.first).chain(l.more.iter()).filter(|x| !this(x)).cloned().collect()
+        };
+        for l in others {
+            if let Some(p) = &l.parent
+                && let Err(e) = self.link_up(p, &l.name, key)
+            {
+                debug!("cannot link up {:?}: {e}", l.name);
+            }
+        }
     }
 
     /// A lower file with several names became one upper file under one of them. As in

@@ -51,6 +51,10 @@ impl UnionFs {
                 }
             } else {
                 self.copy_up_data(&node, if trunc { Data::Truncate(0) } else { Data::Full })?;
+                if trunc && node.has(flag::INDEXED) {
+                    // Linked to an indexed copy, not copied: truncate it now.
+                    oflags |= OFlags::TRUNC;
+                }
             }
         }
         let (fd, side) = self.stable(|| {

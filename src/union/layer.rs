@@ -93,6 +93,8 @@ pub struct Upper {
     mutations: AtomicU64,
     /// Size and inode limits (`--size-limit`, `--inode-limit`).
     pub quota: Option<crate::union::quota::Quota>,
+    /// `WORK/index` (with `index=on`): copies of lower hard links, by origin handle.
+    pub index: std::sync::OnceLock<OwnedFd>,
 }
 
 /// Hidden test hook: with `UNIONFS_FAULT_AFTER=N` in its environment, the daemon aborts
@@ -103,6 +105,8 @@ pub const FAULT_ENV: &str = "UNIONFS_FAULT_AFTER";
 
 /// Name of the directory inside the work dir that holds temporaries (the kernel's name).
 pub const WORK_SUBDIR: &CStr = c"work";
+/// Name of the directory inside the work dir that holds the index (the kernel's name).
+pub const INDEX_SUBDIR: &CStr = c"index";
 
 impl Upper {
     /// Opens and locks the upper and work directories, and empties `WORK/work`.
@@ -145,6 +149,7 @@ impl Upper {
             fault_at: std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()),
             mutations: AtomicU64::new(0),
             quota: None,
+            index: std::sync::OnceLock::new(),
         };
         let left = up.clean_work().context(|| format!("cannot clean '{}/work'", work.display()))?;
         if left > 0 {
@@ -188,6 +193,19 @@ impl Upper {
             eprintln!("unionfs: fault injected before upper mutation {at}");
             std::process::abort();
         }
+    }
+
+    /// Opens (creating it if needed) `WORK/index`, for `index=on`.
+    pub fn open_index(&self, work: &Path) -> Result<(), Error> {
+        let root = open::open_dir_path(work).context(|| format!("cannot open '{}'", work.display()))?;
+        match sfs::mkdirat(&root, INDEX_SUBDIR, 0o700) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Error::io(format!("cannot create '{}/index'", work.display()), e)),
+        }
+        let fd = open::openat(&root, INDEX_SUBDIR, OFlags::PATH | OFlags::DIRECTORY, 0)
+            .context(|| format!("cannot open '{}/index'", work.display()))?;
+        let _ = self.index.set(fd);
+        Ok(())
     }
 
     /// Sets size and inode limits, counting what the upper holds now.

@@ -119,6 +119,8 @@ pub struct Found {
     pub origin: Option<Identity>,
     /// For a metadata-only copy (`metacopy`): the lower layer holding its data.
     pub metacopy: Option<LowerIdx>,
+    /// For an upper hard link kept in the index (`index=on`): its index key.
+    pub index_key: Option<CString>,
     /// The volume the object lives in (0: the union).
     pub vol: u16,
 }
@@ -230,6 +232,7 @@ impl UnionFs {
                         side: Side::Upper,
                         origin: None,
                         metacopy: None,
+                        index_key: None,
                         vol: dir.vol,
                     })),
                     Err(Errno::ENOENT) => Ok(None),
@@ -246,6 +249,7 @@ impl UnionFs {
                     side: Side::Upper,
                     origin: None,
                     metacopy: None,
+                    index_key: None,
                     vol,
                 }));
             }
@@ -254,11 +258,30 @@ impl UnionFs {
                 return Ok(None);
             };
             let origin = if side == Side::Upper && !stat.is_dir() { self.origin_of(dir, name, &stat)? } else { None };
+            if let Side::Lower(idx) = side
+                && self.opts.index
+                && stat.is_reg()
+                && stat.nlink > 1
+            {
+                // A lower hard link whose sibling was copied up: link this name to the copy.
+                let lfd = self.dir_fd(dir, side)?;
+                let uuid = self.layers.lower(idx)?.uuid;
+                if let Some(k) = self.index_key(lfd.as_fd(), name, &stat, &uuid)
+                    && self.indexed(&k)
+                {
+                    self.link_up(dir, name, &k)?;
+                    return self.find_from(dir, name, start);
+                }
+            }
             let metacopy = match origin.is_some() && stat.is_reg() {
                 true => self.metacopy_of(dir, name)?,
                 false => None,
             };
-            Ok(Some(Found { state, stat, side, origin, metacopy, vol: 0 }))
+            let index_key = match origin.is_some() && stat.is_reg() && stat.nlink > 1 && self.opts.index {
+                true => self.index_key_of(dir, name)?,
+                false => None,
+            };
+            Ok(Some(Found { state, stat, side, origin, metacopy, index_key, vol: 0 }))
         })
     }
 
@@ -306,6 +329,17 @@ impl UnionFs {
             }
         }
         Ok(None)
+    }
+
+    /// For an upper regular file with an origin: its index key, if the index holds it.
+    fn index_key_of(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<CString>> {
+        let fd = self.dir_fd(dir, Side::Upper)?;
+        let names = self.layers.upper()?.dialect.names();
+        let Some(v) = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), name), names.origin)? else {
+            return Ok(None);
+        };
+        let k = crate::union::index::key_of_origin(&v)?;
+        Ok(self.indexed(&k).then_some(k))
     }
 
     /// For an upper regular file marked as a metadata-only copy: the lower layer of `dir`
@@ -400,6 +434,10 @@ impl UnionFs {
                         Some(o) => (o, flag::UPPER | flag::ORIGIN),
                         None => (Identity { fs: upper_fs(), ino: found.stat.ino }, flag::UPPER),
                     };
+                    if let (Some(k), Some(index)) = (&found.index_key, self.index_dir()) {
+                        flags |= flag::INDEXED;
+                        self.load_nlink_diff(found.stat.ino, crate::sys::xattr::XTarget::At(index, k));
+                    }
                     let lower = match found.metacopy {
                         Some(idx) => {
                             flags |= flag::METACOPY;

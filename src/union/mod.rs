@@ -54,6 +54,7 @@ pub mod copy_up;
 pub mod dir;
 pub mod file;
 pub mod idmap;
+pub mod index;
 pub mod inode;
 pub mod layer;
 pub mod lookup;
@@ -163,6 +164,10 @@ pub struct Options {
     /// its data, marked as kernel overlayfs's `metacopy=on` does (off by default, as in the
     /// kernel: a kernel mount of such an upper needs `metacopy=on`).
     pub metacopy: bool,
+    /// Lower hard links stay one inode after one name is copied up: the copy is also kept in
+    /// `WORK/index` under the hex of its origin handle and linked to each name (kernel
+    /// overlayfs's `index=on`).
+    pub index: bool,
 }
 
 impl Options {
@@ -180,6 +185,7 @@ impl Options {
             max_nodes: DEFAULT_MAX_NODES,
             redirect_dir: true,
             metacopy: false,
+            index: false,
         }
     }
 }
@@ -218,6 +224,8 @@ pub struct UnionFs {
     /// Listings of directories a reader is part-way through, with the directory version
     /// they were built at (see [`UnionFs::readdir`]).
     pub(crate) listings: readdir::Snapshots,
+    /// Link-count differences of indexed hard links, by upper inode (see [`index`]).
+    pub(crate) index_diffs: dashmap::DashMap<u64, i64>,
     /// The reclaim thread, woken when the node table outgrows [`Options::max_nodes`].
     reclaimer: OnceLock<std::thread::Thread>,
 }
@@ -291,6 +299,7 @@ impl UnionFs {
             invalidator: OnceLock::new(),
             watch: OnceLock::new(),
             listings: readdir::Snapshots::default(),
+            index_diffs: dashmap::DashMap::new(),
             reclaimer: OnceLock::new(),
         })
     }
@@ -615,7 +624,7 @@ impl UnionFs {
     /// Attributes of `node` from the real object's status: ids as the mount shows them.
     pub(crate) fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
         let merged = node.is_dir() && node.has_upper() && node.has_lower();
-        let nlink = if merged || (node.is_dir() && self.opts.static_nlink) { 1 } else { st.nlink };
+        let nlink = if merged || (node.is_dir() && self.opts.static_nlink) { 1 } else { self.shown_nlink(node, st) };
         Attr {
             ino: node.ino,
             kind: node.kind,

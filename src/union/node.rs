@@ -154,6 +154,10 @@ pub mod flag {
     /// A regular file copied up without its data (`metacopy`): metadata from the upper
     /// copy, data still read from the lower file until it is opened for writing.
     pub const METACOPY: u32 = 1 << 12;
+    /// A copied-up lower hard link kept in the index (`index=on`): every name of it is a
+    /// link to one upper inode, whose `overlay.nlink` says how many lower names are not
+    /// linked up yet.
+    pub const INDEXED: u32 = 1 << 13;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).

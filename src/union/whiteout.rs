@@ -51,6 +51,8 @@ pub struct XattrNames {
     pub redirect: &'static CStr,
     /// A copied-up file whose data is still in the lower layer.
     pub metacopy: &'static CStr,
+    /// An indexed hard link's link count relative to its upper one (`U+n`, `U-n`).
+    pub nlink: &'static CStr,
 }
 
 /// `trusted.overlay.*`.
@@ -61,6 +63,7 @@ pub const TRUSTED: XattrNames = XattrNames {
     impure: c"trusted.overlay.impure",
     redirect: c"trusted.overlay.redirect",
     metacopy: c"trusted.overlay.metacopy",
+    nlink: c"trusted.overlay.nlink",
 };
 
 /// `user.overlay.*`.
@@ -71,6 +74,7 @@ pub const USER: XattrNames = XattrNames {
     impure: c"user.overlay.impure",
     redirect: c"user.overlay.redirect",
     metacopy: c"user.overlay.metacopy",
+    nlink: c"user.overlay.nlink",
 };
 
 impl Dialect {
