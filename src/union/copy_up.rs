@@ -253,11 +253,7 @@ impl UnionFs {
         }
         .min(src_size);
         up.step();
-        up.check_bytes(len)?;
-        let before = up.before_change(dst.as_fd());
-        let rep = sio::copy_data(&src, &dst, len, src_size, up.sync());
-        up.grew(dst.as_fd(), before.as_ref());
-        let rep = rep?;
+        let rep = up.charged(dst.as_fd(), |_| Some(len), || sio::copy_data(&src, &dst, len, src_size, up.sync()))?;
         // copy_data leaves the size at `len`; the file keeps the size it had.
         if stat::fstat(&dst)?.size != size {
             sio::ftruncate(dst.as_fd(), size)?;
@@ -301,14 +297,9 @@ impl UnionFs {
                 };
                 up.step();
                 // Within the size limit, or nothing is copied and the lower version stays.
-                up.check_bytes(st.blocks.saturating_mul(512).min(len.next_multiple_of(4096)))?;
-                let rep = sio::copy_data(&src, &dst, len, st.size, up.sync());
-                if let Some(q) = &up.quota
-                    && let Ok(now) = crate::sys::stat::fstat(&dst)
-                {
-                    q.add_bytes(crate::union::quota::allocated(&now));
-                }
-                let rep = rep?;
+                let need = st.blocks.saturating_mul(512).min(len.next_multiple_of(4096));
+                let rep =
+                    up.charged(dst.as_fd(), |_| Some(need), || sio::copy_data(&src, &dst, len, st.size, up.sync()))?;
                 debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
                 crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;

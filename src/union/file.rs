@@ -118,13 +118,9 @@ impl UnionFs {
                 return Err(Errno::EBADF);
             }
             let up = self.layers.upper()?;
-            let before = up.before_change(f.fd.as_fd());
-            if let Some(b) = &before {
-                up.check_bytes((offset + data.len() as u64).saturating_sub(b.size))?;
-            }
-            let n = sio::pwrite(&f.fd, offset, data);
-            up.grew(f.fd.as_fd(), before.as_ref());
-            let n = n?;
+            let end = offset + data.len() as u64;
+            let n =
+                up.charged(f.fd.as_fd(), |b| Some(end.saturating_sub(b.size)), || sio::pwrite(&f.fd, offset, data))?;
             let perm = if self.opts.override_stat.is_some() { 0o6010 } else { crate::sys::stat::fstat(&f.fd)?.perm() };
             Ok((n, f.node.ino, super::inode::is_sxid(perm)))
         })?;
@@ -197,14 +193,8 @@ impl UnionFs {
             if !f.upper {
                 return Err(Errno::EBADF);
             }
-            let up = self.layers.upper()?;
-            let before = up.before_change(f.fd.as_fd());
-            if before.is_some() && mode & libc::FALLOC_FL_PUNCH_HOLE == 0 {
-                up.check_bytes(len)?;
-            }
-            let r = sio::fallocate(&f.fd, mode, offset, len);
-            up.grew(f.fd.as_fd(), before.as_ref());
-            r
+            let need = if mode & libc::FALLOC_FL_PUNCH_HOLE == 0 { Some(len) } else { None };
+            self.layers.upper()?.charged(f.fd.as_fd(), |_| need, || sio::fallocate(&f.fd, mode, offset, len))
         })
     }
 
@@ -221,13 +211,12 @@ impl UnionFs {
             return Err(Errno::EBADF);
         }
         let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
-        let up = self.layers.upper()?;
-        let before = up.before_change(hout.fd.as_fd());
-        if let Some(b) = &before {
-            up.check_bytes((off_out + len as u64).saturating_sub(b.size))?;
-        }
-        let r = sio::copy_file_range(self.read_fd(&hin)?, off_in, hout.fd.as_fd(), off_out, len);
-        up.grew(hout.fd.as_fd(), before.as_ref());
-        r
+        let src = self.read_fd(&hin)?;
+        let end = off_out + len as u64;
+        self.layers.upper()?.charged(
+            hout.fd.as_fd(),
+            |b| Some(end.saturating_sub(b.size)),
+            || sio::copy_file_range(src, off_in, hout.fd.as_fd(), off_out, len),
+        )
     }
 }

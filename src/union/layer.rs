@@ -244,23 +244,26 @@ impl Upper {
         }
     }
 
-    /// With limits: `EDQUOT` unless `more` bytes fit.
-    pub fn check_bytes(&self, more: u64) -> Res<()> {
-        self.quota.as_ref().map_or(Ok(()), |q| q.check_bytes(more))
-    }
-
-    /// With limits: records the allocation change of open file `fd` since `before`.
-    pub fn grew(&self, fd: BorrowedFd<'_>, before: Option<&Stat>) {
-        if let (Some(q), Some(b)) = (&self.quota, before)
-            && let Ok(now) = crate::sys::stat::fstat(fd)
-        {
+    /// Runs `f`, which changes the data of open upper file `fd`, within the size limit:
+    /// with limits, `EDQUOT` unless the bytes `need` asks for (given the file's status
+    /// before; `None`: no check, for changes that cannot grow it) fit, and the change in
+    /// allocated bytes is counted afterwards, whatever `f` returned.
+    pub fn charged<T>(
+        &self,
+        fd: BorrowedFd<'_>,
+        need: impl FnOnce(&Stat) -> Option<u64>,
+        f: impl FnOnce() -> Res<T>,
+    ) -> Res<T> {
+        let Some(q) = &self.quota else { return f() };
+        let before = crate::sys::stat::fstat(fd).ok();
+        if let Some(more) = before.as_ref().and_then(need) {
+            q.check_bytes(more)?;
+        }
+        let r = f();
+        if let (Some(b), Ok(now)) = (&before, crate::sys::stat::fstat(fd)) {
             q.add_bytes(crate::union::quota::allocated(&now) - crate::union::quota::allocated(b));
         }
-    }
-
-    /// With limits: the status of open file `fd` before a change (for [`Upper::grew`]).
-    pub fn before_change(&self, fd: BorrowedFd<'_>) -> Option<Stat> {
-        self.quota.as_ref().and_then(|_| crate::sys::stat::fstat(fd).ok())
+        r
     }
 
     // ---- the choke point: every upper-layer mutation below logs one line ----
@@ -454,9 +457,7 @@ impl Upper {
     /// Sets the size of an open file.
     pub fn truncate(&self, fd: BorrowedFd<'_>, len: u64) -> Res<()> {
         self.step();
-        let before = self.before_change(fd);
-        let r = sio::ftruncate(fd, len);
-        self.grew(fd, before.as_ref());
+        let r = self.charged(fd, |_| None, || sio::ftruncate(fd, len));
         debug!(op = "truncate", len, ?r);
         r
     }

@@ -125,6 +125,21 @@ pub struct Found {
     pub vol: u16,
 }
 
+impl Found {
+    /// A name outside the layered view (in or at a volume): the object, nothing else.
+    fn plain(stat: Stat, vol: u16) -> Found {
+        Found {
+            state: LookupState::default(),
+            stat,
+            side: Side::Upper,
+            origin: None,
+            metacopy: None,
+            index_key: None,
+            vol,
+        }
+    }
+}
+
 impl UnionFs {
     /// What `name` in directory layer `dir` holds.
     pub(crate) fn probe(&self, dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
@@ -152,6 +167,12 @@ impl UnionFs {
                 }
             }
         }
+        self.walk_lowers(dir, name, start, &mut state)?;
+        Ok(state)
+    }
+
+    /// Feeds what `dir`'s lower layers (from `start`, or all) hold under `name`.
+    fn walk_lowers(&self, dir: &Arc<Node>, name: &CStr, start: Option<LowerIdx>, state: &mut LookupState) -> Res<()> {
         if let Some(dl) = dir.dir_lower() {
             let from = start.and_then(|s| dl.layers.iter().position(|l| l.idx == s)).unwrap_or(0);
             for l in &dl.layers[from..] {
@@ -162,7 +183,7 @@ impl UnionFs {
                 }
             }
         }
-        Ok(state)
+        Ok(())
     }
 
     /// The lower part of a redirected upper directory (kernel `ovl_lookup` with
@@ -173,14 +194,7 @@ impl UnionFs {
             whiteout::Redirect::Relative(old) => {
                 let base = dir.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default();
                 state.lower_path = Some(join(base, old.to_bytes())?);
-                if let Some(dl) = dir.dir_lower() {
-                    for l in &dl.layers {
-                        let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
-                        if !state.feed(Side::Lower(l.idx), self.probe(fd.as_fd(), old, l.xwhiteouts)?) {
-                            break;
-                        }
-                    }
-                }
+                self.walk_lowers(dir, old, None, state)?;
             }
             whiteout::Redirect::Absolute(path) => {
                 state.lower_path = Some(path.clone());
@@ -226,15 +240,7 @@ impl UnionFs {
                 // Inside a volume: a plain directory, no layers, no markers.
                 let fd = self.dir_fd(dir, Side::Upper)?;
                 return match stat::statat(&*fd, name) {
-                    Ok(stat) => Ok(Some(Found {
-                        state: LookupState::default(),
-                        stat,
-                        side: Side::Upper,
-                        origin: None,
-                        metacopy: None,
-                        index_key: None,
-                        vol: dir.vol,
-                    })),
+                    Ok(stat) => Ok(Some(Found::plain(stat, dir.vol))),
                     Err(Errno::ENOENT) => Ok(None),
                     Err(e) => Err(e),
                 };
@@ -243,21 +249,20 @@ impl UnionFs {
                 && let Some(vol) = self.volume_at(dir, name)
             {
                 let stat = stat::fstat(&*self.layers.volume(vol)?.layer.root)?;
-                return Ok(Some(Found {
-                    state: LookupState::default(),
-                    stat,
-                    side: Side::Upper,
-                    origin: None,
-                    metacopy: None,
-                    index_key: None,
-                    vol,
-                }));
+                return Ok(Some(Found::plain(stat, vol)));
             }
             let state = self.walk_from(dir, name, start)?;
             let Some((side, stat)) = state.top() else {
                 return Ok(None);
             };
-            let origin = if side == Side::Upper && !stat.is_dir() { self.origin_of(dir, name, &stat)? } else { None };
+            let origin_value = match side == Side::Upper && !stat.is_dir() {
+                true => self.upper_xattr(dir, name, |n| n.origin)?,
+                false => None,
+            };
+            let origin = match &origin_value {
+                Some(v) => self.origin_of(dir, name, &stat, v)?,
+                None => None,
+            };
             if let Side::Lower(idx) = side
                 && self.opts.index
                 && stat.is_reg()
@@ -277,10 +282,11 @@ impl UnionFs {
                 true => self.metacopy_of(dir, name)?,
                 false => None,
             };
-            let index_key = match origin.is_some() && stat.is_reg() && stat.nlink > 1 && self.opts.index {
-                true => self.index_key_of(dir, name)?,
-                false => None,
-            };
+            let index_key =
+                match (&origin_value, origin.is_some() && stat.is_reg() && stat.nlink > 1 && self.opts.index) {
+                    (Some(v), true) => Some(crate::union::index::key_of_origin(v)?).filter(|k| self.indexed(k)),
+                    _ => None,
+                };
             Ok(Some(Found { state, stat, side, origin, metacopy, index_key, vol: 0 }))
         })
     }
@@ -303,63 +309,54 @@ impl UnionFs {
     /// object it was copied from. Decoded from the recorded file handle where that is exact
     /// (one lower filesystem of a known handle layout), else the first lower object of the
     /// same type under the same name.
-    fn origin_of(&self, dir: &Arc<Node>, name: &CStr, st: &Stat) -> Res<Option<Identity>> {
-        let fd = self.dir_fd(dir, Side::Upper)?;
-        let names = self.layers.upper()?.dialect.names();
-        let Some(v) = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), name), names.origin)? else {
-            return Ok(None);
-        };
-        if let Some((fs, magic)) = crate::union::copy_up::origin_uuid(&v).and_then(|u| self.layers.origin_fs(u))
-            && let Some(ino) = crate::union::copy_up::origin_ino(&v, magic)
+    fn origin_of(&self, dir: &Arc<Node>, name: &CStr, st: &Stat, v: &[u8]) -> Res<Option<Identity>> {
+        if let Some((fs, magic)) = crate::union::copy_up::origin_uuid(v).and_then(|u| self.layers.origin_fs(u))
+            && let Some(ino) = crate::union::copy_up::origin_ino(v, magic)
         {
             return Ok(Some(Identity { fs, ino }));
         }
-        let Some(dl) = dir.dir_lower() else {
-            return Ok(None);
-        };
-        for l in &dl.layers {
-            let lfd = self.dir_fd(dir, Side::Lower(l.idx))?;
-            match self.probe(lfd.as_fd(), name, l.xwhiteouts)? {
-                Seen::Missing => continue,
-                Seen::NonDir(ls) if ls.kind() == st.kind() => {
-                    let fs = self.layers.lower(l.idx)?.fs;
-                    return Ok(Some(Identity { fs, ino: ls.ino }));
-                }
-                _ => return Ok(None),
+        match self.first_lower_nondir(dir, name)? {
+            Some((idx, ls)) if ls.kind() == st.kind() => {
+                Ok(Some(Identity { fs: self.layers.lower(idx)?.fs, ino: ls.ino }))
             }
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
-    /// For an upper regular file with an origin: its index key, if the index holds it.
-    fn index_key_of(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<CString>> {
+    /// One of the union's private attributes (chosen from the upper's dialect by `which`)
+    /// of upper entry `name` in `dir`.
+    fn upper_xattr(
+        &self,
+        dir: &Arc<Node>,
+        name: &CStr,
+        which: impl FnOnce(&whiteout::XattrNames) -> &'static CStr,
+    ) -> Res<Option<Vec<u8>>> {
         let fd = self.dir_fd(dir, Side::Upper)?;
-        let names = self.layers.upper()?.dialect.names();
-        let Some(v) = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), name), names.origin)? else {
-            return Ok(None);
-        };
-        let k = crate::union::index::key_of_origin(&v)?;
-        Ok(self.indexed(&k).then_some(k))
+        let attr = which(self.layers.upper()?.dialect.names());
+        crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), name), attr)
     }
 
-    /// For an upper regular file marked as a metadata-only copy: the lower layer of `dir`
-    /// whose file of that name holds its data (`None`: not such a copy, or no data found).
-    fn metacopy_of(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<LowerIdx>> {
-        let fd = self.dir_fd(dir, Side::Upper)?;
-        let names = self.layers.upper()?.dialect.names();
-        if crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), name), names.metacopy)?.is_none() {
-            return Ok(None);
-        }
+    /// The topmost lower object under `name` in `dir`, if it is a non-directory.
+    fn first_lower_nondir(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<(LowerIdx, Stat)>> {
         let Some(dl) = dir.dir_lower() else { return Ok(None) };
         for l in &dl.layers {
             let lfd = self.dir_fd(dir, Side::Lower(l.idx))?;
             match self.probe(lfd.as_fd(), name, l.xwhiteouts)? {
                 Seen::Missing => continue,
-                Seen::NonDir(ls) if ls.is_reg() => return Ok(Some(l.idx)),
+                Seen::NonDir(ls) => return Ok(Some((l.idx, ls))),
                 _ => return Ok(None),
             }
         }
         Ok(None)
+    }
+
+    /// For an upper regular file marked as a metadata-only copy: the lower layer of `dir`
+    /// whose file of that name holds its data (`None`: not such a copy, or no data found).
+    fn metacopy_of(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<LowerIdx>> {
+        if self.upper_xattr(dir, name, |n| n.metacopy)?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.first_lower_nondir(dir, name)?.filter(|(_, ls)| ls.is_reg()).map(|(idx, _)| idx))
     }
 
     /// Whether any lower layer of `dir` still shows `name` (so removing it from the merged
