@@ -372,11 +372,16 @@ impl UnionFs {
     /// The node under `name` in `dir` and the layer showing it, without counting a kernel
     /// reference.
     fn peek(&self, dir: &Arc<Node>, name: &CStr) -> Res<(Arc<Node>, Side)> {
+        self.peek_stat(dir, name).map(|(node, side, _)| (node, side))
+    }
+
+    /// [`UnionFs::peek`], with the object's status.
+    fn peek_stat(&self, dir: &Arc<Node>, name: &CStr) -> Res<(Arc<Node>, Side, Stat)> {
         let found = self.find(dir, name)?.ok_or(Errno::ENOENT)?;
         let side = found.side;
-        let (node, _) = self.intern(dir, name, found)?;
+        let (node, st) = self.intern(dir, name, found)?;
         self.inodes.forget(node.ino, 1);
-        Ok((node, side))
+        Ok((node, side, st))
     }
 
     /// Removes `name` from the upper (or hides it), leaving a whiteout where a lower layer
@@ -428,14 +433,15 @@ impl UnionFs {
         crate::sys::name_ok(name.to_bytes())?;
         let up = self.layers.upper()?;
         let dir = self.inodes.get(parent)?;
-        let (node, side) = self.peek(&dir, name)?;
+        let (node, side, st) = self.peek_stat(&dir, name)?;
         if node.is_dir() {
             return Err(Errno::EISDIR);
         }
         let (dir, _, pfd) = self.upper_parent(parent)?;
         self.stable(|| self.remove_name(&dir, up, pfd.as_fd(), name, side == Side::Upper, false))?;
         if !node.remove_loc(&dir, name) {
-            node.set(flag::DEAD);
+            // Gone, unless other links (names not looked up yet) keep the object.
+            node.set(if st.nlink > 1 { flag::NAMELESS } else { flag::DEAD });
         }
         dir.touch_dir();
         Ok(())

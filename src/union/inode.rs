@@ -95,7 +95,7 @@ impl UnionFs {
     /// `getattr`. With `fh` (fstat on an open file) a removed file still answers.
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Res<Attr> {
         let node = self.inodes.get(ino)?;
-        if node.has(flag::DEAD) {
+        if node.has(flag::DEAD | flag::NAMELESS) {
             // Removed but still open: the kernel asks without a handle for a plain fstat, so
             // answer from any open handle of the node.
             let h = match fh.map(|f| self.handles.get(f)) {

@@ -158,6 +158,10 @@ pub mod flag {
     /// link to one upper inode, whose `overlay.nlink` says how many lower names are not
     /// linked up yet.
     pub const INDEXED: u32 = 1 << 13;
+    /// The last name the daemon knew was removed, but the object has other links (a hard
+    /// link not looked up yet): the next lookup of one of them names it again, and it keeps
+    /// its inode number. Until then it answers only through open files.
+    pub const NAMELESS: u32 = 1 << 14;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).

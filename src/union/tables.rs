@@ -119,6 +119,7 @@ impl InodeTable {
         {
             let n = e.get();
             if n.kind == spec.kind && !n.has(flag::DEAD | flag::SUPERSEDED) && n.upper_ino() == spec.upper_ino {
+                rename_if_nameless(n, &spec);
                 n.lookups.fetch_add(1, Ordering::Relaxed);
                 return n.clone();
             }
@@ -235,7 +236,7 @@ fn matches(node: &Node, spec: &NodeSpec) -> bool {
     {
         return false;
     }
-    match (node.upper_ino(), spec.upper_ino) {
+    let same = match (node.upper_ino(), spec.upper_ino) {
         // Both lower-only: the same real file in the same layer.
         (0, 0) => lower_file_idx(&node.lower) == lower_file_idx(&spec.lower),
         (a, b) if a == b => true,
@@ -248,6 +249,19 @@ fn matches(node: &Node, spec: &NodeSpec) -> bool {
         // The node was copied up; the lookup found another lower name of the same inode,
         // which still shows the lower data: a different object for the merged view.
         _ => false,
+    };
+    if same {
+        rename_if_nameless(node, spec);
+    }
+    same
+}
+
+/// A [`flag::NAMELESS`] node found again under another name of its object: that is its
+/// name now.
+fn rename_if_nameless(node: &Node, spec: &NodeSpec) {
+    if node.has(flag::NAMELESS) {
+        node.locs.write().first = spec.loc.clone();
+        node.clear(flag::NAMELESS);
     }
 }
 
