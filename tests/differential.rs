@@ -6,28 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::oracle::{kernel_mount, tree_diff};
 use common::scenario::{apply, scenario};
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-struct KernelMount(PathBuf);
-impl Drop for KernelMount {
-    fn drop(&mut self) {
-        let _ignored = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
-
-fn kernel_mount(lowers: &str, upper: &Path, work: &Path, mnt: &Path) -> KernelMount {
-    std::fs::create_dir_all(upper).unwrap();
-    std::fs::create_dir_all(work).unwrap();
-    std::fs::create_dir_all(mnt).unwrap();
-    // unionfs renames directories with redirects by default; the kernel does with this.
-    let opts = format!("lowerdir={lowers},upperdir={},workdir={},redirect_dir=on", upper.display(), work.display());
-    let st = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(mnt).status().unwrap();
-    assert!(st.success(), "kernel overlay mount failed");
-    KernelMount(mnt.to_path_buf())
-}
+/// unionfs renames directories with redirects by default; the kernel does with this.
+const KERNEL_OPTS: &str = "redirect_dir=on";
 
 #[test]
 fn unionfs_matches_kernel_overlayfs_step_by_step() {
@@ -35,7 +19,7 @@ fn unionfs_matches_kernel_overlayfs_step_by_step() {
     need_root!();
     let s = Stack::fixture("oracle");
     let d = s.dir.path();
-    let k = kernel_mount(&s.lower_arg(), &d.join("k-upper"), &d.join("k-work"), &d.join("k-mnt"));
+    let k = kernel_mount(&s.lower_arg(), &d.join("k-upper"), &d.join("k-work"), &d.join("k-mnt"), KERNEL_OPTS);
     let u = s.mount();
     assert_eq!(tree(&k.0), tree(&u.path), "initial merged trees differ");
     for (i, op) in scenario().iter().enumerate() {
@@ -44,13 +28,7 @@ fn unionfs_matches_kernel_overlayfs_step_by_step() {
         assert_eq!(ue, ke, "step {i} {op:?}: unionfs errno {ue}, kernel errno {ke}");
         let (kt, ut) = (tree(&k.0), tree(&u.path));
         if kt != ut {
-            let diff: Vec<String> = kt
-                .lines()
-                .filter(|l| !ut.lines().any(|x| x == *l))
-                .map(|l| format!("- {l}"))
-                .chain(ut.lines().filter(|l| !kt.lines().any(|x| x == *l)).map(|l| format!("+ {l}")))
-                .collect();
-            panic!("step {i} {op:?}: merged trees differ (- kernel, + unionfs):\n{}", diff.join("\n"));
+            panic!("step {i} {op:?}: merged trees differ (- kernel, + unionfs):\n{}", tree_diff(&kt, &ut));
         }
     }
     let final_tree = tree(&u.path);
@@ -58,7 +36,7 @@ fn unionfs_matches_kernel_overlayfs_step_by_step() {
     u.unmount();
 
     // Kernel overlayfs over unionfs's upper shows the same tree.
-    let k2 = kernel_mount(&s.lower_arg(), &s.upper, &s.work, &d.join("k2-mnt"));
+    let k2 = kernel_mount(&s.lower_arg(), &s.upper, &s.work, &d.join("k2-mnt"), KERNEL_OPTS);
     let kt = tree(&k2.0);
     assert!(!kt.contains(".wh.") && !kt.contains(" c "), "no marker shows:\n{kt}");
     assert_eq!(kt, final_tree, "kernel overlayfs reads unionfs's upper differently");
@@ -71,7 +49,7 @@ fn kernel_upper_is_read_the_same_by_unionfs() {
     // The other direction: changes made by kernel overlayfs, read back by unionfs.
     let s = Stack::fixture("oracle");
     let d = s.dir.path();
-    let k = kernel_mount(&s.lower_arg(), &s.upper, &s.work, &d.join("k-mnt"));
+    let k = kernel_mount(&s.lower_arg(), &s.upper, &s.work, &d.join("k-mnt"), KERNEL_OPTS);
     for op in scenario() {
         apply(&k.0, &op);
     }

@@ -11,18 +11,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A filesystem mounted for one test, unmounted on drop (and its image file removed).
-struct Fs(PathBuf, Option<PathBuf>);
-
-impl Drop for Fs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        if let Some(img) = &self.1 {
-            let _ = std::fs::remove_file(img);
-        }
-    }
-}
-
 fn ok(cmd: &mut Command) -> bool {
     cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
 }
@@ -30,11 +18,11 @@ fn ok(cmd: &mut Command) -> bool {
 /// A filesystem at `q` that gives `EDQUOT` past 1 MiB: tmpfs with user quotas (Linux 6.6+,
 /// `CONFIG_TMPFS_QUOTA`), else a btrfs subvolume with a qgroup limit (needs btrfs-progs).
 /// The returned directory inside it is where upper and work go.
-fn quota_fs(q: &Path) -> Option<(Fs, PathBuf)> {
+fn quota_fs(q: &Path) -> Option<(FsMount, PathBuf)> {
     std::fs::create_dir_all(q).unwrap();
     let tmpfs = ["-t", "tmpfs", "-o", "size=64m,usrquota,usrquota_block_hardlimit=1m", "tmpfs"];
     if ok(Command::new("mount").args(tmpfs).arg(q)) {
-        return Some((Fs(q.to_path_buf(), None), q.to_path_buf()));
+        return Some((FsMount(q.to_path_buf(), None), q.to_path_buf()));
     }
     let img = PathBuf::from(format!("/var/tmp/unionfs-quota-{}.img", std::process::id()));
     let made = std::fs::File::create(&img).and_then(|f| f.set_len(300 << 20)).is_ok()
@@ -43,19 +31,12 @@ fn quota_fs(q: &Path) -> Option<(Fs, PathBuf)> {
         let _ = std::fs::remove_file(&img);
         return None;
     }
-    let fs = Fs(q.to_path_buf(), Some(img));
+    let fs = FsMount(q.to_path_buf(), Some(img));
     let sub = q.join("sub");
     let limited = ok(Command::new("btrfs").args(["quota", "enable"]).arg(q))
         && ok(Command::new("btrfs").args(["subvolume", "create"]).arg(&sub))
         && ok(Command::new("btrfs").args(["qgroup", "limit", "1M"]).arg(&sub));
     limited.then_some((fs, sub))
-}
-
-fn mount_tmpfs(at: &Path, opts: &str) -> Fs {
-    std::fs::create_dir_all(at).unwrap();
-    let st = Command::new("mount").args(["-t", "tmpfs", "-o", opts, "tmpfs"]).arg(at).status().unwrap();
-    assert!(st.success(), "mount tmpfs -o {opts}");
-    Fs(at.to_path_buf(), None)
 }
 
 fn union_mount(lower: &Path, upper: &Path, work: &Path, mnt: &Path) -> Mount {
@@ -209,7 +190,7 @@ fn what_fsync_returned_for_survives_a_power_cut_of_the_upper() {
     let mount_disk = || {
         let st = Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&disk).status().unwrap();
         assert!(st.success());
-        Fs(disk.clone(), None)
+        FsMount(disk.clone(), None)
     };
     let lower = d.path().join("lower");
     std::fs::create_dir(&lower).unwrap();

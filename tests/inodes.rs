@@ -12,19 +12,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-struct Tmpfs(std::path::PathBuf);
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn tmpfs(at: &Path) -> Tmpfs {
-    std::fs::create_dir_all(at).unwrap();
-    assert!(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(at).status().unwrap().success());
-    Tmpfs(at.to_path_buf())
-}
-
 /// Path → (dev, ino) of every object under `root`.
 fn inodes(root: &Path) -> BTreeMap<String, (u64, u64)> {
     let mut out = BTreeMap::new();
@@ -67,7 +54,7 @@ fn inode_numbers_are_unique_across_filesystems_and_stable_across_changes_and_rem
     need_root!();
     let d = tempfile::tempdir().unwrap();
     let (a, b, u) = (d.path().join("fs-a"), d.path().join("fs-b"), d.path().join("fs-u"));
-    let (_ta, _tb, _tu) = (tmpfs(&a), tmpfs(&b), tmpfs(&u));
+    let (_ta, _tb, _tu) = (mount_tmpfs(&a, ""), mount_tmpfs(&b, ""), mount_tmpfs(&u, ""));
     // Two lowers on two tmpfs instances and an upper on a third: their inode numbers overlap.
     for (root, tag) in [(&a, "a"), (&b, "b")] {
         for i in 0..20 {

@@ -411,3 +411,28 @@ pub fn user_tempdir(uid: u32, gid: u32) -> tempfile::TempDir {
     std::os::unix::fs::chown(d.path(), Some(uid), Some(gid)).unwrap();
     d
 }
+
+/// A filesystem mounted for one test, unmounted (lazily) on drop, and its image file, if
+/// any, removed.
+pub struct FsMount(pub PathBuf, pub Option<PathBuf>);
+
+impl Drop for FsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        if let Some(img) = &self.1 {
+            let _ = std::fs::remove_file(img);
+        }
+    }
+}
+
+/// Mounts a tmpfs with `opts` (may be empty) at `at`.
+pub fn mount_tmpfs(at: &Path, opts: &str) -> FsMount {
+    std::fs::create_dir_all(at).unwrap();
+    let mut cmd = Command::new("mount");
+    cmd.args(["-t", "tmpfs"]);
+    if !opts.is_empty() {
+        cmd.args(["-o", opts]);
+    }
+    assert!(cmd.arg("tmpfs").arg(at).status().unwrap().success(), "mount tmpfs -o {opts}");
+    FsMount(at.to_path_buf(), None)
+}
