@@ -4,6 +4,8 @@
 # peers; fuse-overlayfs 2.0 is built with cargo into a scratch directory and used only to
 # measure), builds unionfs, and runs scripts/bench.py. Needs root.
 #   scripts/bench.sh [--systems kernel,unionfs,...] [--reps N] [--only 'find cold,...'] [--out DIR]
+# UNIONFS_BENCH_URING=0 leaves fuse.enable_uring as it is (the unionfs-nouring system measures
+# /dev/fuse reads side by side otherwise).
 # Results: $UNIONFS_BENCH_DIR (default /var/tmp/unionfs-bench)/{results.md,results.json,bench.svg}.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,5 +17,13 @@ if [ ! -x "$fo2_root/bin/fuse-overlayfs" ]; then
   cargo install --quiet fuse-overlayfs --version 2.0.0 --root "$fo2_root"
 fi
 (cd "$repo" && cargo build --release --quiet)
-exec python3 "$repo/scripts/bench.py" --unionfs "$repo/target/release/unionfs" \
+# FUSE over io_uring where the kernel has it (off by default): on for the run, then back.
+param=/sys/module/fuse/parameters/enable_uring
+if [ -w "$param" ] && [ "${UNIONFS_BENCH_URING:-1}" = 1 ]; then
+  was=$(cat "$param")
+  trap 'echo "$was" > "$param"' EXIT
+  echo Y > "$param"
+  echo "bench: FUSE over io_uring enabled for this run (fuse.enable_uring was $was)" >&2
+fi
+python3 "$repo/scripts/bench.py" --unionfs "$repo/target/release/unionfs" \
   --fo2 "$fo2_root/bin/fuse-overlayfs" "$@"

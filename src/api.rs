@@ -123,7 +123,10 @@ impl Builder {
             log: None,
             volumes: Vec::new(),
         };
-        let cfg = MountConfig::validate(req)?;
+        let mut cfg = MountConfig::validate(req)?;
+        // The background session serves /dev/fuse only (no ring threads): accepting io_uring
+        // at INIT would leave the kernel waiting for rings that never come.
+        cfg.options.nouring = true;
         let prepared = crate::daemon::prepare(&cfg)?;
         let session = prepared.session.spawn().context(|| "cannot start the mount's threads".into())?;
         Ok(UnionMount {

@@ -115,6 +115,8 @@ pub struct Prepared {
     pub fs: Arc<UnionFs>,
     /// The FUSE session (mounted; the kernel's handshake is done).
     pub session: Session<Fuse>,
+    /// The io_uring transport's state (the session starts its threads, if `INIT` accepted it).
+    pub uring: Arc<crate::fuse::uring::UringState>,
 }
 
 /// Opens the layers, builds the core and mounts it (the mount is live once this returns,
@@ -204,7 +206,10 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
 
     // With a size limit every write must pass through the daemon to be counted.
     let passthrough = !cfg.options.nopassthrough && cfg.options.size_limit.is_none();
-    let fuse = Fuse::new(fs.clone(), passthrough).context(|| "cannot start worker threads".into())?;
+    let fuse = Fuse::new(fs.clone(), passthrough)
+        .context(|| "cannot start worker threads".into())?
+        .with_uring(!cfg.options.nouring);
+    let uring = fuse.uring();
     let session = Session::new(fuse, &cfg.mountpoint, &config)
         .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;
     let inval =
@@ -214,11 +219,11 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     if cfg.options.watch {
         fs.start_watch().context(|| "cannot start watching the layers".into())?;
     }
-    Ok(Prepared { fs, session })
+    Ok(Prepared { fs, session, uring })
 }
 
 fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
-    let Prepared { fs: _fs, mut session } = prepare(cfg)?;
+    let Prepared { fs: _fs, mut session, uring } = prepare(cfg)?;
     crate::stats::start();
     let conn = crate::mounts::at(&cfg.mountpoint).filter(|m| m.fstype == crate::mounts::FSTYPE);
     let pidfile = conn.as_ref().and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
@@ -234,7 +239,7 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
 
     tracing::info!("mounted on '{}'", cfg.mountpoint.display());
     ready.send("ok\n");
-    let r = session.run();
+    let r = session.run_with(|d| crate::fuse::uring::start(d, &uring, uring_threads_per_cpu()));
     if let Some(p) = pidfile
         && let Err(e) = std::fs::remove_file(&p)
     {
@@ -243,6 +248,16 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     r.context(|| "the FUSE session failed".into())?;
     tracing::info!("unmounted '{}'", cfg.mountpoint.display());
     Ok(())
+}
+
+/// Ring threads per CPU for FUSE over io_uring (`UNIONFS_URING_THREADS` overrides): enough
+/// that a few slow requests on one CPU leave others to serve it.
+fn uring_threads_per_cpu() -> usize {
+    std::env::var("UNIONFS_URING_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or((16 / sproc::cpus().max(1)).clamp(2, 4))
 }
 
 fn on_signals(

@@ -63,6 +63,9 @@ errnos!(
     EINTR,
     EOVERFLOW,
     ETXTBSY,
+    EPROTO,
+    ENOTCONN,
+    ECANCELED,
 );
 
 impl Errno {

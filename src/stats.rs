@@ -80,9 +80,11 @@ pub enum Counter {
     DirfdHits,
     /// Directory descriptors opened.
     DirfdMisses,
+    /// Requests that arrived through FUSE over io_uring (the rest came by `/dev/fuse`).
+    RingRequests,
 }
 
-const COUNTER_NAMES: [&str; 7] = [
+const COUNTER_NAMES: [&str; 8] = [
     "copy_ups",
     "copy_up_bytes",
     "whiteouts",
@@ -90,9 +92,10 @@ const COUNTER_NAMES: [&str; 7] = [
     "xattr_cache_misses",
     "dirfd_cache_hits",
     "dirfd_cache_misses",
+    "uring_requests",
 ];
 
-static COUNTERS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+static COUNTERS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
 static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 

@@ -34,6 +34,7 @@ use crate::union::{Attr, Ctx, Entry, UnionFs};
 mod invalidate;
 mod passthrough;
 mod slow;
+pub mod uring;
 
 pub use invalidate::NotifierInvalidator;
 use passthrough::{OpenMode, Passthrough};
@@ -52,13 +53,27 @@ pub struct Fuse {
     pt: Arc<Passthrough>,
     /// Where requests that wait on slow I/O run.
     slow: SlowPool,
+    /// FUSE over io_uring: allowed, negotiated, serving.
+    uring: Arc<uring::UringState>,
 }
 
 impl Fuse {
     /// Wraps the core; `passthrough` allows FUSE passthrough where the kernel offers it.
     pub fn new(fs: Arc<UnionFs>, passthrough: bool) -> std::io::Result<Fuse> {
         let slow = SlowPool::new((crate::sys::proc::cpus() * 2).clamp(2, 8))?;
-        Ok(Fuse { fs, pt: Arc::new(Passthrough::new(passthrough)), slow })
+        Ok(Fuse { fs, pt: Arc::new(Passthrough::new(passthrough)), slow, uring: Arc::default() })
+    }
+
+    /// Lets `INIT` accept FUSE over io_uring where the kernel offers it; the session then
+    /// needs [`uring::start`] with [`Fuse::uring`] to serve the rings.
+    pub fn with_uring(mut self, wanted: bool) -> Fuse {
+        self.uring = Arc::new(uring::UringState::new(wanted));
+        self
+    }
+
+    /// The io_uring transport's state (shared with the session that starts its threads).
+    pub fn uring(&self) -> Arc<uring::UringState> {
+        self.uring.clone()
     }
 
     /// Runs a request's handler on the slow pool when `slow`, else right here.
@@ -291,8 +306,23 @@ impl Filesystem for Fuse {
         if config.set_max_background(64).is_err() || config.set_congestion_threshold(48).is_err() {
             debug!("kernel refused background limits");
         }
-        if let Err(max) = config.set_max_write(1 << 20) {
+        let mut max_write = 1 << 20;
+        if let Err(max) = config.set_max_write(max_write) {
+            max_write = max;
             let _ok = config.set_max_write(max).is_ok();
+        }
+        // FUSE over io_uring: a request reaches a daemon thread on the caller's CPU in one
+        // system call per request instead of a read and a write on /dev/fuse.
+        if self.uring.wanted
+            && caps.contains(InitFlags::FUSE_OVER_IO_URING)
+            && config.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_ok()
+        {
+            // Each slot's payload buffer must hold the largest request or reply the kernel
+            // may send: max(max_write, max_pages pages), max_pages capped at 256 by default.
+            let payload = (max_write as usize).max(256 * rustix::param::page_size()).max(8192);
+            self.uring.payload.store(payload, std::sync::atomic::Ordering::Relaxed);
+            self.uring.negotiated.store(true, std::sync::atomic::Ordering::Relaxed);
+            debug!("FUSE over io_uring accepted (payload {payload} bytes)");
         }
         Ok(())
     }

@@ -11,7 +11,7 @@
 //!   symlink inside a layer is never followed by the daemon;
 //! * single-component operations take a directory fd plus a name that has no `/`
 //!   ([`name_ok`] checks it) and never follow a final symlink;
-//! * `unsafe` is allowed only in [`handle`], [`inherit`] and [`proc::private_umask_zero`],
+//! * `unsafe` is allowed only in [`handle`], [`inherit`], [`uring`] and [`proc::private_umask_zero`],
 //!   with one `// SAFETY:` comment
 //!   per block.
 
@@ -24,6 +24,7 @@ pub mod notify;
 pub mod open;
 pub mod proc;
 pub mod stat;
+pub mod uring;
 pub mod xattr;
 
 use std::ffi::{CStr, CString, OsStr};

@@ -1,0 +1,223 @@
+//! FUSE over io_uring: where the kernel offers it (`fuse.enable_uring=Y`, which these tests
+//! switch on for their own mounts and restore afterwards), requests travel through the
+//! rings, the union behaves exactly as on `/dev/fuse` (the differential scenario against
+//! kernel overlayfs), slow requests do not hold up the rest, `-o nouring` keeps `/dev/fuse`,
+//! and the daemon ends with the mount.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::oracle::{kernel_mount, tree_diff};
+use common::scenario::{apply, scenario};
+use common::*;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Tests here share the kernel's module parameter: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Turns `fuse.enable_uring` on for the life of the guard, then back to what it was.
+struct UringOn {
+    before: String,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl UringOn {
+    /// `None` (test skipped) where this kernel has no FUSE over io_uring or we are not root.
+    fn new() -> Option<UringOn> {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(before) = std::fs::read_to_string(PARAM) else {
+            eprintln!("skipped: this kernel has no FUSE over io_uring ({PARAM})");
+            return None;
+        };
+        if std::fs::write(PARAM, "Y").is_err() {
+            eprintln!("skipped: cannot switch {PARAM} on (needs root)");
+            return None;
+        }
+        Some(UringOn { before: before.trim().to_string(), _serial: serial })
+    }
+}
+
+impl Drop for UringOn {
+    fn drop(&mut self) {
+        let _ = std::fs::write(PARAM, &self.before);
+    }
+}
+
+/// The daemon's `uring_requests` counter.
+fn ring_requests(mnt: &Path) -> u64 {
+    let out = Command::new(bin()).args(["stats", "--raw"]).arg(mnt).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("uring_requests "))
+        .unwrap_or_else(|| panic!("no uring_requests in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_scenario_matches_kernel_overlayfs_over_io_uring() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::fixture("oracle");
+    let d = s.dir.path();
+    let k = kernel_mount(&s.lower_arg(), &d.join("k-upper"), &d.join("k-work"), &d.join("k-mnt"), "redirect_dir=on");
+    let u = s.mount();
+    assert_eq!(tree(&k.0), tree(&u.path), "initial merged trees differ");
+    let before = ring_requests(&u.path);
+    let steps = scenario();
+    for (i, op) in steps.iter().enumerate() {
+        let (ke, ue) = (apply(&k.0, op), apply(&u.path, op));
+        assert_eq!(ue, ke, "step {i} {op:?}: unionfs errno {ue}, kernel errno {ke}");
+        let (kt, ut) = (tree(&k.0), tree(&u.path));
+        if kt != ut {
+            panic!("step {i} {op:?}: merged trees differ (- kernel, + unionfs):\n{}", tree_diff(&kt, &ut));
+        }
+    }
+    let carried = ring_requests(&u.path) - before;
+    assert!(carried as usize > steps.len(), "only {carried} requests came through the rings");
+    let final_tree = tree(&u.path);
+    drop(k);
+    u.unmount();
+    let k2 = kernel_mount(&s.lower_arg(), &s.upper, &s.work, &d.join("k2-mnt"), "redirect_dir=on");
+    assert_eq!(tree(&k2.0), final_tree, "kernel overlayfs reads the upper differently");
+}
+
+#[test]
+fn data_written_and_read_through_the_rings_is_intact() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::fixture("basic");
+    // Without passthrough every read and write carries its data through the ring's payload
+    // buffer: large ones (1 MiB, the most the kernel sends at once) and odd-sized ones.
+    let m = s.mount_with(&["-o", "nopassthrough"]);
+    let before = ring_requests(&m.path);
+    let data: Vec<u8> = (0..(3 << 20) + 12345).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(m.path.join("big"), &data).unwrap();
+    let f = std::fs::File::open(m.path.join("big")).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert!(std::fs::read(m.path.join("big")).unwrap() == data, "data read back differs");
+    assert!(std::fs::read(s.upper.join("big")).unwrap() == data, "data in the upper differs");
+    // A copy-up of a lower file, appended to.
+    let foo = std::fs::read(m.path.join("foo")).unwrap();
+    std::fs::OpenOptions::new().append(true).open(m.path.join("foo")).unwrap().write_all(b"tail").unwrap();
+    assert_eq!(std::fs::read(m.path.join("foo")).unwrap(), [foo.as_slice(), b"tail"].concat());
+    // Long names and listings come back whole.
+    let long = "n".repeat(255);
+    std::fs::write(m.path.join(&long), b"x").unwrap();
+    assert!(std::fs::read_dir(&m.path).unwrap().any(|e| e.unwrap().file_name().to_str() == Some(long.as_str())));
+    assert!(ring_requests(&m.path) > before + 10);
+}
+
+#[test]
+fn nouring_keeps_dev_fuse() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::fixture("basic");
+    let m = s.mount_with(&["-o", "nouring"]);
+    let _ = read(m.path.join("foo"));
+    std::fs::write(m.path.join("new"), b"x").unwrap();
+    assert_eq!(ring_requests(&m.path), 0);
+}
+
+#[test]
+fn slow_copy_ups_do_not_hold_up_other_requests() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::empty(1);
+    let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    // More concurrent copy-ups than a CPU has ring threads at the start.
+    let n = 10;
+    for i in 0..n {
+        let mut f = std::fs::File::create(s.lower(0).join(format!("big{i}"))).unwrap();
+        for _ in 0..48 {
+            f.write_all(&block).unwrap();
+        }
+    }
+    for i in 0..400 {
+        std::fs::write(s.lower(0).join(format!("small{i}")), format!("{i}")).unwrap();
+    }
+    let m = s.mount();
+    let start = std::time::Instant::now();
+    let copies: Vec<_> = (0..n)
+        .map(|i| {
+            let p = s.m(&format!("big{i}"));
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+                f.write_all(b"!").unwrap();
+            })
+        })
+        .collect();
+    let (mut worst, mut done) = (std::time::Duration::ZERO, 0);
+    while copies.iter().any(|c| !c.is_finished()) && done < 400 {
+        let t = std::time::Instant::now();
+        assert_eq!(read(s.m(&format!("small{done}"))), done.to_string());
+        worst = worst.max(t.elapsed());
+        done += 1;
+    }
+    for c in copies {
+        c.join().unwrap();
+    }
+    let total = start.elapsed();
+    assert!(done > 0, "the copy-ups finished before any other request was timed ({total:?})");
+    assert!(worst * 4 < total, "a small read waited {worst:?} while {n} copy-ups took {total:?}");
+    for i in 0..n {
+        assert_eq!(std::fs::metadata(s.u(&format!("big{i}"))).unwrap().len(), (48 << 20) + 1);
+    }
+    assert!(ring_requests(&m.path) > 0);
+}
+
+#[test]
+fn the_daemon_ends_with_the_mount() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::fixture("basic");
+    let m = s.mount();
+    let _ = read(m.path.join("foo"));
+    assert!(ring_requests(&m.path) > 0);
+    let pid = daemon_pid(&m.path).expect("the daemon's pid");
+    m.unmount();
+    let gone = (0..250).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| st.contains(") Z "))
+    });
+    assert!(gone, "the daemon {pid} still runs 5 s after the unmount");
+}
+
+#[test]
+fn a_failed_ring_set_up_falls_back_to_dev_fuse() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::fixture("basic");
+    let out = Command::new(bin())
+        .env("UNIONFS_FAULT_URING", "1")
+        .args(["mount", "--lower", &s.lower_arg(), "--upper"])
+        .arg(&s.upper)
+        .arg("--work")
+        .arg(&s.work)
+        .arg(&s.mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = Mount::adopt(&std::fs::canonicalize(&s.mnt).unwrap());
+    // INIT accepted io_uring, the rings never came: requests must still be served.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = m.path.join("foo");
+    std::thread::spawn(move || tx.send(std::fs::read(p).map(|v| v.len())).unwrap());
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("a read waited 10 s");
+    assert!(got.unwrap() > 0);
+    std::fs::write(m.path.join("new"), b"x").unwrap();
+    assert_eq!(ring_requests(&m.path), 0);
+}
