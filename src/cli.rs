@@ -306,7 +306,7 @@ pub struct MountArgs {
     pub inode_limit: Option<u64>,
     /// Mount options, comma-separated, may repeat: ro, rw, nosuid, suid, nodev, dev, noexec,
     /// noatime, volatile / fsync=0 (skip fsync), allow_other, nopassthrough (no FUSE
-    /// passthrough), nouring (no FUSE over io_uring, used where the kernel offers it),
+    /// passthrough), uring (experimental: FUSE over io_uring where the kernel offers it),
     /// max_nodes=N (inodes remembered, default 100000), redirect_dir=off
     /// (renaming a directory with lower parts fails with EXDEV instead of recording a
     /// redirect), metacopy=on (chmod/chown/utimes/xattr changes copy no data until a write),

@@ -115,8 +115,9 @@ pub struct MountOptions {
     /// `nopassthrough`: never hand files to the kernel (exact overlayfs semantics for files
     /// opened before a copy-up, at the cost of speed).
     pub nopassthrough: bool,
-    /// `nouring`: never use FUSE over io_uring, even where the kernel offers it.
-    pub nouring: bool,
+    /// `uring`: use FUSE over io_uring where the kernel offers it (experimental, off by
+    /// default: see docs/performance.md).
+    pub uring: bool,
     /// `max_nodes=N`: how many inodes the daemon remembers before asking the kernel to
     /// forget the least recently used (memory bound; `None`: the default).
     pub max_nodes: Option<usize>,
@@ -253,8 +254,8 @@ impl MountOptions {
                 ("redirect_dir", Some(_)) => bad(),
                 ("nopassthrough", None) | ("passthrough", Some("0" | "off")) => self.nopassthrough = true,
                 ("passthrough", None | Some("1" | "on")) => self.nopassthrough = false,
-                ("nouring", None) | ("uring", Some("0" | "off")) => self.nouring = true,
-                ("uring", None | Some("1" | "on")) => self.nouring = false,
+                ("nouring", None) | ("uring", Some("0" | "off")) => self.uring = false,
+                ("uring", None | Some("1" | "on")) => self.uring = true,
                 _ => self.unknown.push(opt.clone()),
             }
         }

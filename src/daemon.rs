@@ -208,7 +208,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let passthrough = !cfg.options.nopassthrough && cfg.options.size_limit.is_none();
     let fuse = Fuse::new(fs.clone(), passthrough)
         .context(|| "cannot start worker threads".into())?
-        .with_uring(!cfg.options.nouring);
+        .with_uring(cfg.options.uring);
     let uring = fuse.uring();
     let session = Session::new(fuse, &cfg.mountpoint, &config)
         .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;

@@ -1,8 +1,9 @@
-//! FUSE over io_uring: where the kernel offers it (`fuse.enable_uring=Y`, which these tests
-//! switch on for their own mounts and restore afterwards), requests travel through the
-//! rings, the union behaves exactly as on `/dev/fuse` (the differential scenario against
-//! kernel overlayfs), slow requests do not hold up the rest, `-o nouring` keeps `/dev/fuse`,
-//! and the daemon ends with the mount.
+//! FUSE over io_uring (`-o uring`, experimental): where the kernel offers it
+//! (`fuse.enable_uring=Y`, which these tests switch on for their own mounts and restore
+//! afterwards), requests travel through the rings, the union behaves exactly as on
+//! `/dev/fuse` (the differential scenario against kernel overlayfs), data survives the payload
+//! buffers, a failed ring set-up falls back to `/dev/fuse`, without the option the mount
+//! stays on `/dev/fuse`, and the daemon ends with the mount.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -67,7 +68,7 @@ fn the_scenario_matches_kernel_overlayfs_over_io_uring() {
     let s = Stack::fixture("oracle");
     let d = s.dir.path();
     let k = kernel_mount(&s.lower_arg(), &d.join("k-upper"), &d.join("k-work"), &d.join("k-mnt"), "redirect_dir=on");
-    let u = s.mount();
+    let u = s.mount_with(&["-o", "uring"]);
     assert_eq!(tree(&k.0), tree(&u.path), "initial merged trees differ");
     let before = ring_requests(&u.path);
     let steps = scenario();
@@ -96,7 +97,7 @@ fn data_written_and_read_through_the_rings_is_intact() {
     let s = Stack::fixture("basic");
     // Without passthrough every read and write carries its data through the ring's payload
     // buffer: large ones (1 MiB, the most the kernel sends at once) and odd-sized ones.
-    let m = s.mount_with(&["-o", "nopassthrough"]);
+    let m = s.mount_with(&["-o", "nopassthrough,uring"]);
     let before = ring_requests(&m.path);
     let data: Vec<u8> = (0..(3 << 20) + 12345).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(m.path.join("big"), &data).unwrap();
@@ -117,63 +118,17 @@ fn data_written_and_read_through_the_rings_is_intact() {
 }
 
 #[test]
-fn nouring_keeps_dev_fuse() {
+fn without_the_option_the_mount_stays_on_dev_fuse() {
     need_fuse!();
     need_root!();
     let Some(_on) = UringOn::new() else { return };
     let s = Stack::fixture("basic");
-    let m = s.mount_with(&["-o", "nouring"]);
-    let _ = read(m.path.join("foo"));
-    std::fs::write(m.path.join("new"), b"x").unwrap();
-    assert_eq!(ring_requests(&m.path), 0);
-}
-
-#[test]
-fn slow_copy_ups_do_not_hold_up_other_requests() {
-    need_fuse!();
-    need_root!();
-    let Some(_on) = UringOn::new() else { return };
-    let s = Stack::empty(1);
-    let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
-    // More concurrent copy-ups than a CPU has ring threads at the start.
-    let n = 10;
-    for i in 0..n {
-        let mut f = std::fs::File::create(s.lower(0).join(format!("big{i}"))).unwrap();
-        for _ in 0..48 {
-            f.write_all(&block).unwrap();
-        }
+    for opts in [&[][..], &["-o", "uring,nouring"][..]] {
+        let m = s.mount_with(opts);
+        let _ = read(m.path.join("foo"));
+        std::fs::write(m.path.join("new"), b"x").unwrap();
+        assert_eq!(ring_requests(&m.path), 0, "{opts:?}");
     }
-    for i in 0..400 {
-        std::fs::write(s.lower(0).join(format!("small{i}")), format!("{i}")).unwrap();
-    }
-    let m = s.mount();
-    let start = std::time::Instant::now();
-    let copies: Vec<_> = (0..n)
-        .map(|i| {
-            let p = s.m(&format!("big{i}"));
-            std::thread::spawn(move || {
-                let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
-                f.write_all(b"!").unwrap();
-            })
-        })
-        .collect();
-    let (mut worst, mut done) = (std::time::Duration::ZERO, 0);
-    while copies.iter().any(|c| !c.is_finished()) && done < 400 {
-        let t = std::time::Instant::now();
-        assert_eq!(read(s.m(&format!("small{done}"))), done.to_string());
-        worst = worst.max(t.elapsed());
-        done += 1;
-    }
-    for c in copies {
-        c.join().unwrap();
-    }
-    let total = start.elapsed();
-    assert!(done > 0, "the copy-ups finished before any other request was timed ({total:?})");
-    assert!(worst * 4 < total, "a small read waited {worst:?} while {n} copy-ups took {total:?}");
-    for i in 0..n {
-        assert_eq!(std::fs::metadata(s.u(&format!("big{i}"))).unwrap().len(), (48 << 20) + 1);
-    }
-    assert!(ring_requests(&m.path) > 0);
 }
 
 #[test]
@@ -182,7 +137,7 @@ fn the_daemon_ends_with_the_mount() {
     need_root!();
     let Some(_on) = UringOn::new() else { return };
     let s = Stack::fixture("basic");
-    let m = s.mount();
+    let m = s.mount_with(&["-o", "uring"]);
     let _ = read(m.path.join("foo"));
     assert!(ring_requests(&m.path) > 0);
     let pid = daemon_pid(&m.path).expect("the daemon's pid");
@@ -203,7 +158,7 @@ fn a_failed_ring_set_up_falls_back_to_dev_fuse() {
     let s = Stack::fixture("basic");
     let out = Command::new(bin())
         .env("UNIONFS_FAULT_URING", "1")
-        .args(["mount", "--lower", &s.lower_arg(), "--upper"])
+        .args(["mount", "-o", "uring", "--lower", &s.lower_arg(), "--upper"])
         .arg(&s.upper)
         .arg("--work")
         .arg(&s.work)
