@@ -54,7 +54,7 @@ struct Queue {
 
 /// Ring threads per CPU kept free of slow requests: when handing a request off would leave
 /// fewer, another thread starts first.
-const FREE_PER_CPU: usize = 2;
+pub const FREE_PER_CPU: usize = 2;
 
 /// Most ring threads one CPU's queue gets, however many slow requests wait at once.
 pub const MAX_PER_CPU: usize = 32;
