@@ -1,31 +1,32 @@
 //! The FUSE-over-io_uring transport: which requests it carries, its threads, and how a reply
 //! made on any thread gets back to the ring it belongs to.
 //!
-//! Experimental, off by default. When the kernel offers `FUSE_OVER_IO_URING` (Linux 6.14+
-//! with `fuse.enable_uring=Y`) and the mount asks for it (`-o uring`), `INIT` accepts it and, once the session runs,
-//! [`start`] gives every possible CPU `threads_per_cpu` threads pinned to it, each with one
-//! request slot on that CPU's queue ([`crate::sys::uring::FuseRing`]). The kernel then sends
-//! every request except `FORGET` and `INTERRUPT` through the rings, to a thread on the
-//! caller's CPU; the `/dev/fuse` threads keep serving those two and everything before the
-//! rings are up.
+//! When the kernel offers `FUSE_OVER_IO_URING` (Linux 6.14+ with `fuse.enable_uring=Y`) and
+//! the mount asks for it (`-o uring`), `INIT` accepts it and, once the session runs, [`start`]
+//! gives every possible CPU `threads_per_cpu` threads pinned to it, each with its own io_uring
+//! and request slots on that CPU's queue ([`crate::sys::uring::FuseRing`]). The kernel then
+//! sends every request except `FORGET` and `INTERRUPT` through the rings, to a thread on the
+//! caller's CPU; the `/dev/fuse` threads keep serving those two.
 //!
-//! A handler may reply later from another thread (the slow pool): the ring thread waits for
-//! that reply before it commits and fetches the next request. So that slow requests never
-//! hold up the others, a ring thread that hands one off when that would leave its CPU fewer
-//! than [`FREE_PER_CPU`] threads free of slow requests first starts another ring thread for
-//! that CPU (up to [`MAX_PER_CPU`]). Known limit (why it is not the default): under many
-//! parallel copy-ups, requests on the same CPU were measured to wait up to a third of the
-//! copy-ups' time, and the copy-ups took 2–4× as long as on `/dev/fuse`.
+//! A ring thread keeps [`SPARE`] slots free for the kernel while it serves. A request a
+//! handler answers later from another thread (the slow pool: copy-ups, fsync, …) keeps its
+//! slot until that reply, so the thread registers another slot (up to [`MAX_SLOTS`]) and
+//! goes on serving; the reply is queued for the ring thread and an eventfd the ring also waits
+//! on wakes it to commit. So slow requests do not hold up the others — up to a limit: the
+//! kernel hands a request that found every slot of its CPU busy only to a slot that commits,
+//! not to one registered afterwards, so a burst of more slow requests than a CPU has free
+//! slots (threads × [`SPARE`]) can leave a request waiting for the first of them to finish.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::error::Errno;
-use crate::sys::uring::{self, FuseRing};
+use crate::sys::uring::{self, Event, FuseRing};
 
 /// Whether a mount may use io_uring, and whether it does.
 #[derive(Debug, Default)]
@@ -38,26 +39,7 @@ pub struct UringState {
     pub(super) payload: AtomicUsize,
     /// Ring threads serving.
     threads: AtomicUsize,
-    /// Per queue (index into the CPU list): ring threads, and those waiting for a request.
-    queues: Mutex<Vec<Arc<Queue>>>,
-    /// Threads started while serving (joined by the first threads when the mount ends).
-    extra: Mutex<Vec<JoinHandle<()>>>,
 }
-
-/// The ring threads of one CPU's queue.
-#[derive(Debug, Default)]
-struct Queue {
-    threads: AtomicUsize,
-    /// Threads waiting for the reply to a request another thread serves (a slow one).
-    held: AtomicUsize,
-}
-
-/// Ring threads per CPU kept free of slow requests: when handing a request off would leave
-/// fewer, another thread starts first.
-pub const FREE_PER_CPU: usize = 2;
-
-/// Most ring threads one CPU's queue gets, however many slow requests wait at once.
-pub const MAX_PER_CPU: usize = 32;
 
 impl UringState {
     pub(super) fn new(wanted: bool) -> UringState {
@@ -70,41 +52,47 @@ impl UringState {
     }
 }
 
+/// Most slots one ring thread registers, however many slow requests wait at once (beyond,
+/// requests wait for a slot to commit, as they wait for a free thread on `/dev/fuse`).
+pub const MAX_SLOTS: usize = 64;
+
+/// Free slots each ring thread keeps registered. The kernel gives a request that found no
+/// free slot on its CPU only to a slot that commits — never to one registered later — so the
+/// free slots must outlast a burst of slow requests, not just be replaced after it.
+pub const SPARE: usize = 6;
+
 /// `FUSE_FORGET` and `FUSE_BATCH_FORGET` have no reply (the kernel sends them on `/dev/fuse`).
 const NO_REPLY: [u32; 2] = [2, 42];
 
-/// The reply to the request a ring thread is serving, made on whichever thread answers.
-#[derive(Debug, Default)]
-struct Slot {
-    reply: Mutex<Option<Vec<u8>>>,
-    ready: Condvar,
+/// Replies made for one ring thread's slots, by that thread or another.
+#[derive(Debug)]
+struct Replies {
+    /// (slot, reply bytes) not committed yet.
+    done: Mutex<Vec<(usize, Vec<u8>)>>,
+    /// Written to when a reply comes from another thread (the ring waits on it).
+    wake: OwnedFd,
+    /// The ring thread (its own replies need no wake-up).
+    owner: ThreadId,
 }
 
-impl fuser::ReplySink for Slot {
+/// Where the reply to the request in one slot goes.
+#[derive(Debug)]
+struct SlotSink {
+    replies: Arc<Replies>,
+    slot: usize,
+}
+
+impl fuser::ReplySink for SlotSink {
     fn send(&self, data: &[std::io::IoSlice<'_>]) -> std::io::Result<()> {
         let mut v = Vec::with_capacity(data.iter().map(|d| d.len()).sum());
         for d in data {
             v.extend_from_slice(d);
         }
-        *self.reply.lock() = Some(v);
-        self.ready.notify_one();
-        Ok(())
-    }
-}
-
-impl Slot {
-    fn replied(&self) -> bool {
-        self.reply.lock().is_some()
-    }
-
-    fn take(&self) -> Vec<u8> {
-        let mut r = self.reply.lock();
-        loop {
-            if let Some(v) = r.take() {
-                return v;
-            }
-            self.ready.wait(&mut r);
+        self.replies.done.lock().push((self.slot, v));
+        if std::thread::current().id() != self.replies.owner {
+            rustix::io::write(&self.replies.wake, &1u64.to_ne_bytes())?;
         }
+        Ok(())
     }
 }
 
@@ -129,8 +117,7 @@ pub fn start<FS: fuser::Filesystem + 'static>(
     // Once INIT accepted io_uring the kernel holds requests until every queue has a slot:
     // if the rings cannot be set up, turn io_uring off for the connection instead.
     let mut threads = Vec::new();
-    let r = start_rings(&dispatcher, state, threads_per_cpu, &mut threads);
-    if let Err(e) = r {
+    if let Err(e) = start_rings(&dispatcher, state, threads_per_cpu, &mut threads) {
         warn!("cannot start FUSE over io_uring ({e}); serving /dev/fuse reads");
         if let Err(e) = uring::refuse(dispatcher.device()) {
             warn!("cannot turn FUSE over io_uring off ({e}): requests may wait");
@@ -152,19 +139,11 @@ fn start_rings<FS: fuser::Filesystem + 'static>(
     let cpus = uring::possible_cpus()?;
     let payload = state.payload.load(Ordering::Relaxed);
     for &cpu in &cpus {
-        let q = Arc::new(Queue::default());
-        state.queues.lock().push(q.clone());
-        for _ in 0..threads_per_cpu {
-            let (d, st, q) = (dispatcher.clone(), state.clone(), q.clone());
-            let t = spawn(cpu, &q, move |q| {
-                let r = serve(&d, cpu, payload, &st, q);
-                // The mount is over: wait for the threads started while serving.
-                let extra = std::mem::take(&mut *st.extra.lock());
-                for h in extra {
-                    let _ = h.join();
-                }
-                r
-            })?;
+        for i in 0..threads_per_cpu {
+            let (d, st) = (dispatcher.clone(), state.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("uring-{cpu}.{i}"))
+                .spawn(move || serve(&d, cpu, payload, &st))?;
             threads.push(t);
         }
     }
@@ -172,119 +151,110 @@ fn start_rings<FS: fuser::Filesystem + 'static>(
     Ok(())
 }
 
-/// Starts ring thread number `q.threads` of CPU `cpu`'s queue running `f`.
-fn spawn<T: Send + 'static>(
-    cpu: u16,
-    q: &Arc<Queue>,
-    f: impl FnOnce(&Queue) -> T + Send + 'static,
-) -> std::io::Result<JoinHandle<T>> {
-    let i = q.threads.fetch_add(1, Ordering::Relaxed);
-    let q2 = q.clone();
-    std::thread::Builder::new().name(format!("uring-{cpu}.{i}")).spawn(move || f(&q2)).inspect_err(|_| {
-        q.threads.fetch_sub(1, Ordering::Relaxed);
-    })
+/// What a ring thread knows of its slots.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Registered or fetching: the kernel may put a request in it.
+    free: usize,
+    /// Ended by the kernel (unmount).
+    dead: usize,
+    /// Some slot received a request (the ring is live).
+    live: bool,
+    /// Registrations refused with `EAGAIN` so far (the connection was not ready).
+    retries: usize,
 }
 
-/// Called when a request was handed to another thread: if fewer than [`FREE_PER_CPU`] ring
-/// threads of this CPU would be left free of slow requests, start one more, so the queue
-/// keeps being served.
-fn grow<FS: fuser::Filesystem + 'static>(
+/// One ring thread: register a slot, then serve requests until the unmount.
+fn serve<FS: fuser::Filesystem>(
     d: &fuser::Dispatcher<FS>,
     cpu: u16,
     payload: usize,
-    state: &Arc<UringState>,
-    q: &Queue,
-) {
-    let threads = q.threads.load(Ordering::Relaxed);
-    if threads >= MAX_PER_CPU || threads.saturating_sub(q.held.load(Ordering::Relaxed)) > FREE_PER_CPU {
-        return;
-    }
-    let Some(queue) = state.queues.lock().iter().find(|x| std::ptr::eq(x.as_ref(), q)).cloned() else {
-        return;
-    };
-    let (d, st) = (d.clone(), state.clone());
-    match spawn(cpu, &queue, move |q| {
-        if let Err(e) = serve(&d, cpu, payload, &st, q) {
-            warn!("ring thread for CPU {cpu}: {e}");
-        }
-    }) {
-        Ok(h) => {
-            debug!(
-                "CPU {cpu}: ring thread {} started (slow requests hold the others)",
-                queue.threads.load(Ordering::Relaxed)
-            );
-            state.extra.lock().push(h);
-        }
-        Err(e) => debug!("cannot start another ring thread for CPU {cpu}: {e}"),
-    }
-}
-
-/// One ring thread: register the slot, then serve requests until the unmount.
-fn serve<FS: fuser::Filesystem + 'static>(
-    d: &fuser::Dispatcher<FS>,
-    cpu: u16,
-    payload: usize,
-    state: &Arc<UringState>,
-    q: &Queue,
+    state: &UringState,
 ) -> std::io::Result<()> {
     uring::pin_to(cpu);
     let mut ring = FuseRing::new(d.device(), cpu, payload)?;
+    let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
+    let replies = Arc::new(Replies { done: Mutex::new(Vec::new()), wake, owner: std::thread::current().id() });
+    ring.watch(replies.wake.as_fd())?;
+    for _ in 0..SPARE {
+        ring.add_slot()?;
+    }
+    let mut slots = Slots { free: SPARE, ..Default::default() };
     // The request buffer, 8-byte aligned as fuser's parser wants.
     let mut raw = vec![0u8; payload + 4096 + 8];
     let off = (8 - raw.as_ptr() as usize % 8) % 8;
     let buf = &mut raw[off..];
-    let slot = Arc::new(Slot::default());
-    let mut registered = false;
-    let mut tries = 0;
-    ring.register()?;
-    loop {
-        let len = match ring.next_request(buf) {
-            Ok(len) => len,
-            Err(Errno::EAGAIN) if !registered && tries < 100 => {
-                // The connection finishes INIT after the reply is read; try again shortly.
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                ring.register()?;
-                continue;
-            }
-            Err(Errno::ENOTCONN | Errno::ECANCELED | Errno::ENODEV) => break,
-            Err(e) if !registered => {
-                warn!("FUSE over io_uring refused on CPU {cpu} ({e}); this thread stops");
-                return Ok(());
-            }
-            Err(e) => {
-                warn!("FUSE over io_uring on CPU {cpu}: {e}; this thread stops");
-                return Err(e.into());
-            }
-        };
-        if !registered {
-            registered = true;
-            state.threads.fetch_add(1, Ordering::Relaxed);
-        }
-        let reply = if NO_REPLY.contains(&ring.opcode()) {
-            debug!("opcode {} arrived on a ring; nothing to reply", ring.opcode());
-            let _ = d.dispatch(&buf[..len], slot.clone());
-            error_reply(ring.unique(), Errno::ENOSYS)
-        } else if d.dispatch(&buf[..len], slot.clone()) {
-            if slot.replied() {
-                slot.take()
-            } else {
-                q.held.fetch_add(1, Ordering::Relaxed);
-                grow(d, cpu, payload, state, q);
-                let r = slot.take();
-                q.held.fetch_sub(1, Ordering::Relaxed);
-                r
-            }
-        } else {
-            error_reply(ring.unique(), Errno::EIO)
-        };
-        crate::stats::add(crate::stats::Counter::RingRequests, 1);
-        ring.commit(&reply)?;
-    }
-    if registered {
+    let r = serve_loop(d, &mut ring, &replies, &mut slots, buf, state);
+    if slots.live {
         state.threads.fetch_sub(1, Ordering::Relaxed);
     }
     debug!("ring thread for CPU {cpu} ends");
+    r
+}
+
+fn serve_loop<FS: fuser::Filesystem>(
+    d: &fuser::Dispatcher<FS>,
+    ring: &mut FuseRing,
+    replies: &Arc<Replies>,
+    slots: &mut Slots,
+    buf: &mut [u8],
+    state: &UringState,
+) -> std::io::Result<()> {
+    while slots.dead < ring.slots() {
+        ring.wait()?;
+        while let Some(ev) = ring.next_event(buf) {
+            match ev? {
+                Event::Wake => ring.watch(replies.wake.as_fd())?,
+                Event::Failed { slot, err: Errno::EAGAIN } if !slots.live && slots.retries < 100 => {
+                    // The connection finishes INIT after its reply is read; try again shortly.
+                    slots.retries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    ring.register(slot)?;
+                }
+                Event::Failed { err: Errno::ENOTCONN | Errno::ECANCELED | Errno::ENODEV, .. } => {
+                    slots.free = slots.free.saturating_sub(1);
+                    slots.dead += 1;
+                }
+                Event::Failed { err, .. } => {
+                    warn!("FUSE over io_uring: {err}; this ring thread stops");
+                    return if slots.live { Err(err.into()) } else { Ok(()) };
+                }
+                Event::Request { slot, len } => {
+                    if !slots.live {
+                        slots.live = true;
+                        state.threads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    slots.free -= 1;
+                    crate::stats::add(crate::stats::Counter::RingRequests, 1);
+                    let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
+                    let opcode = ring.opcode(slot);
+                    if NO_REPLY.contains(&opcode) {
+                        debug!("opcode {opcode} arrived on a ring; nothing to reply");
+                        let _ = d.dispatch(&buf[..len], sink);
+                        replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::ENOSYS)));
+                    } else if !d.dispatch(&buf[..len], sink) {
+                        replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::EIO)));
+                    }
+                }
+            }
+            // Commit every reply made so far (here or on another thread).
+            let done = std::mem::take(&mut *replies.done.lock());
+            for (slot, reply) in done {
+                match ring.commit(slot, &reply) {
+                    Ok(()) => slots.free += 1,
+                    Err(e) => {
+                        debug!("cannot commit slot {slot}: {e}");
+                        slots.dead += 1;
+                    }
+                }
+            }
+            // Keep SPARE slots the kernel can fill; the others wait for slow replies.
+            while slots.free < SPARE && slots.dead == 0 && ring.slots() < MAX_SLOTS {
+                ring.add_slot()?;
+                slots.free += 1;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -302,14 +272,21 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_from_another_thread_reaches_the_waiting_one() {
-        let slot = Arc::new(Slot::default());
-        let s2 = slot.clone();
-        let t = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            fuser::ReplySink::send(&*s2, &[std::io::IoSlice::new(b"abc"), std::io::IoSlice::new(b"de")]).unwrap();
-        });
-        assert_eq!(slot.take(), b"abcde");
-        t.join().unwrap();
+    fn a_reply_from_another_thread_is_queued_and_wakes_the_ring() {
+        let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+        let replies = Arc::new(Replies { done: Mutex::new(Vec::new()), wake, owner: std::thread::current().id() });
+        let sink = SlotSink { replies: replies.clone(), slot: 3 };
+        fuser::ReplySink::send(&sink, &[std::io::IoSlice::new(b"ab")]).unwrap();
+        let sink = SlotSink { replies: replies.clone(), slot: 5 };
+        std::thread::spawn(move || {
+            fuser::ReplySink::send(&sink, &[std::io::IoSlice::new(b"cd"), std::io::IoSlice::new(b"e")]).unwrap();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(*replies.done.lock(), vec![(3, b"ab".to_vec()), (5, b"cde".to_vec())]);
+        // Only the other thread's reply wrote to the eventfd.
+        let mut n = [0u8; 8];
+        rustix::io::read(&replies.wake, &mut n).unwrap();
+        assert_eq!(u64::from_ne_bytes(n), 1);
     }
 }

@@ -1,5 +1,5 @@
 //! FUSE over io_uring (Linux 6.14+, `CONFIG_FUSE_IO_URING`, module parameter
-//! `fuse.enable_uring`): a safe wrapper around one io_uring with one registered request slot.
+//! `fuse.enable_uring`): a safe wrapper around one io_uring with registered request slots.
 //!
 //! The kernel keeps one request queue per CPU. A daemon thread registers a slot — a 288-byte
 //! header buffer (`struct fuse_uring_req_header`: the `fuse_in_header`/`fuse_out_header`, the
@@ -10,6 +10,10 @@
 //! the kernel and waits for the next request in one system call. A caller's request goes to a
 //! daemon thread on the caller's own CPU, so the hand-off costs a wake-up on one CPU instead of
 //! a cross-CPU one, and there is no `read`/`write` pair on `/dev/fuse`.
+//!
+//! A ring may hold several slots: a request that waits for another thread's reply (a slow
+//! one) keeps its slot, and the ring thread adds a slot to go on serving; an eventfd read in
+//! the same ring wakes the thread when that reply is ready.
 //!
 //! The buffers belong to the kernel from a submission until its completion; [`FuseRing`] only
 //! touches them in between (`&mut self` methods, `in_kernel` tracks the state). They are
@@ -100,11 +104,8 @@ impl Drop for Buffer {
 // `&mut self` of its owner.
 unsafe impl Send for Buffer {}
 
-/// One io_uring with one request slot registered on one CPU's FUSE queue.
-pub struct FuseRing {
-    ring: IoUring<squeue::Entry128, cqueue::Entry>,
-    dev: i32,
-    qid: u16,
+/// One request slot: the buffers registered with the kernel and what the kernel last put in.
+struct Slot {
     header: Buffer,
     payload: Buffer,
     /// The two iovecs `FUSE_IO_URING_CMD_REGISTER` points at (header, payload).
@@ -115,6 +116,34 @@ pub struct FuseRing {
     commit_id: u64,
     /// The opcode of the request in the slot.
     opcode: u32,
+}
+
+/// What [`FuseRing::next_event`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A request arrived in `slot`, copied out (`len` bytes).
+    Request { slot: usize, len: usize },
+    /// The kernel ended `slot`'s command with an error (`ENOTCONN` at unmount; `EAGAIN`
+    /// before the connection is initialised).
+    Failed { slot: usize, err: Errno },
+    /// The watched eventfd was written to (it is no longer watched: [`FuseRing::watch`] again).
+    Wake,
+}
+
+/// `user_data` of the eventfd read.
+const WAKE: u64 = u64::MAX;
+
+/// One io_uring with request slots registered on one CPU's FUSE queue, and optionally an
+/// eventfd it also waits on (so another thread can wake it to commit a reply made there).
+pub struct FuseRing {
+    ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    dev: i32,
+    qid: u16,
+    payload: usize,
+    slots: Vec<Slot>,
+    /// The eventfd read's 8-byte target, and whether the read is submitted.
+    wake_buf: Box<[u8; 8]>,
+    wake_armed: bool,
 }
 
 // SAFETY: the iovecs point into the ring's own buffers; the ring is used by one thread at a time.
@@ -146,128 +175,180 @@ fn io(e: std::io::Error) -> Errno {
 }
 
 impl FuseRing {
-    /// A ring for queue `qid` (a CPU number) of the FUSE connection `dev`, with a payload
-    /// buffer of `payload` bytes (at least the kernel's `max(max_write, max_pages × page)`).
+    /// A ring for queue `qid` (a CPU number) of the FUSE connection `dev`, whose slots get
+    /// payload buffers of `payload` bytes (at least the kernel's `max(max_write, max_pages ×
+    /// page)`). It has no slot yet: [`FuseRing::add_slot`].
     pub fn new(dev: BorrowedFd<'_>, qid: u16, payload: usize) -> Res<FuseRing> {
-        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(4).map_err(io)?;
-        let header = Buffer::new(HEADER_SIZE)?;
-        let payload = Buffer::new(payload)?;
-        let iov = Box::new([header.iovec(), payload.iovec()]);
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(128).map_err(io)?;
         Ok(FuseRing {
             ring,
             dev: dev.as_raw_fd(),
             qid,
-            header,
             payload,
-            iov,
-            in_kernel: false,
-            commit_id: 0,
-            opcode: 0,
+            slots: Vec::new(),
+            wake_buf: Box::new([0; 8]),
+            wake_armed: false,
         })
     }
 
     fn push(&mut self, e: &squeue::Entry128) -> Res<()> {
-        // SAFETY: the SQE points at `self.iov` and, through it, at `self.header` and
-        // `self.payload`, which live as long as `self` and are not freed while the kernel owns
-        // them (Drop leaks them then).
-        unsafe { self.ring.submission().push(e) }.map_err(|_| Errno::EBUSY)?;
-        self.in_kernel = true;
+        for _ in 0..2 {
+            // SAFETY: the SQE points at a slot's iovecs and, through them, at its buffers, or
+            // at `wake_buf`; all live as long as `self` and are not freed while the kernel
+            // owns them (Drop leaks them then).
+            if unsafe { self.ring.submission().push(e) }.is_ok() {
+                return Ok(());
+            }
+            // The submission queue is full: hand what is there to the kernel first.
+            self.ring.submit().map_err(io)?;
+        }
+        Err(Errno::EBUSY)
+    }
+
+    /// How many slots the ring has.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Adds a slot and queues its registration (sent with the next [`FuseRing::wait`]).
+    pub fn add_slot(&mut self) -> Res<usize> {
+        let header = Buffer::new(HEADER_SIZE)?;
+        let payload = Buffer::new(self.payload)?;
+        let iov = Box::new([header.iovec(), payload.iovec()]);
+        self.slots.push(Slot { header, payload, iov, in_kernel: false, commit_id: 0, opcode: 0 });
+        let i = self.slots.len() - 1;
+        self.register(i)?;
+        Ok(i)
+    }
+
+    /// Queues (again) the registration of `slot`.
+    pub fn register(&mut self, slot: usize) -> Res<()> {
+        let s = self.slots.get(slot).ok_or(Errno::EINVAL)?;
+        let e = opcode::UringCmd80::new(types::Fd(self.dev), CMD_REGISTER)
+            .cmd(cmd_req(0, self.qid))
+            .addr(Some(s.iov.as_ptr() as u64))
+            .build()
+            .user_data(slot as u64);
+        self.push(&with_len(e, 2))?;
+        self.slots[slot].in_kernel = true;
         Ok(())
     }
 
-    /// Queues the registration of the slot (sent with the next [`FuseRing::next_request`]).
-    pub fn register(&mut self) -> Res<()> {
-        let e = opcode::UringCmd80::new(types::Fd(self.dev), CMD_REGISTER)
-            .cmd(cmd_req(0, self.qid))
-            .addr(Some(self.iov.as_ptr() as u64))
-            .build();
-        self.push(&with_len(e, 2))
+    /// Queues a read of the eventfd `efd`: [`Event::Wake`] once it is written to.
+    pub fn watch(&mut self, efd: BorrowedFd<'_>) -> Res<()> {
+        let e = opcode::Read::new(types::Fd(efd.as_raw_fd()), self.wake_buf.as_mut_ptr(), 8).build().user_data(WAKE);
+        // SAFETY: as in `push`; `wake_buf` is boxed (a stable address) and leaked if armed at drop.
+        let e128: squeue::Entry128 = e.into();
+        self.push(&e128)?;
+        self.wake_armed = true;
+        Ok(())
     }
 
-    /// Sends what is queued and waits for the next request; copies it into `out` (8-byte
-    /// aligned, at least 40 + 128 + payload bytes) as `/dev/fuse` would deliver it
-    /// (`fuse_in_header`, the fixed argument, the rest) and returns its length. `ENOTCONN`
-    /// once the file system is unmounted.
-    pub fn next_request(&mut self, out: &mut [u8]) -> Res<usize> {
-        let cqe = loop {
+    /// Sends what is queued and waits until at least one event is ready.
+    pub fn wait(&mut self) -> Res<()> {
+        loop {
             match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                    if !self.ring.completion().is_empty() {
+                        return Ok(());
+                    }
+                }
                 Err(e) => return Err(io(e)),
             }
-            if let Some(cqe) = self.ring.completion().next() {
-                break cqe;
-            }
-        };
-        self.in_kernel = false;
-        if cqe.result() < 0 {
-            return Err(Errno::from_raw(-cqe.result()));
         }
+    }
+
+    /// The next ready event, if any. A request is copied into `out` (8-byte aligned, at
+    /// least 40 + 128 + payload bytes) as `/dev/fuse` would deliver it (`fuse_in_header`, the
+    /// fixed argument, the rest).
+    pub fn next_event(&mut self, out: &mut [u8]) -> Option<Res<Event>> {
+        let cqe = self.ring.completion().next()?;
+        let data = cqe.user_data();
+        if data == WAKE {
+            self.wake_armed = false;
+            return Some(Ok(Event::Wake));
+        }
+        let slot = data as usize;
+        let Some(s) = self.slots.get_mut(slot) else {
+            return Some(Err(Errno::EPROTO));
+        };
+        s.in_kernel = false;
+        if cqe.result() < 0 {
+            return Some(Ok(Event::Failed { slot, err: Errno::from_raw(-cqe.result()) }));
+        }
+        Some(Self::copy_request(s, out).map(|len| Event::Request { slot, len }))
+    }
+
+    fn copy_request(s: &mut Slot, out: &mut [u8]) -> Res<usize> {
         let mut h = [0u8; IN_HEADER];
-        self.header.read(IN_OUT, &mut h)?;
+        s.header.read(IN_OUT, &mut h)?;
         let mut ent = [0u8; 24];
-        self.header.read(ENT_IN_OUT, &mut ent)?;
+        s.header.read(ENT_IN_OUT, &mut ent)?;
         let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        self.opcode = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
-        self.commit_id = u64::from_ne_bytes([ent[8], ent[9], ent[10], ent[11], ent[12], ent[13], ent[14], ent[15]]);
+        s.opcode = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
+        s.commit_id = u64::from_ne_bytes([ent[8], ent[9], ent[10], ent[11], ent[12], ent[13], ent[14], ent[15]]);
         let payload = u32::from_ne_bytes([ent[16], ent[17], ent[18], ent[19]]) as usize;
         // len counts the header and every argument; the first argument sits in OP_IN, the
         // others in the payload buffer.
         let op = len.checked_sub(IN_HEADER + payload).filter(|&n| n <= OP_IN_SIZE).ok_or(Errno::EPROTO)?;
-        if len > out.len() || payload > self.payload.len() {
+        if len > out.len() || payload > s.payload.len() {
             return Err(Errno::EPROTO);
         }
         out[..IN_HEADER].copy_from_slice(&h);
-        self.header.read(OP_IN, &mut out[IN_HEADER..IN_HEADER + op])?;
-        self.payload.read(0, &mut out[IN_HEADER + op..len])?;
+        s.header.read(OP_IN, &mut out[IN_HEADER..IN_HEADER + op])?;
+        s.payload.read(0, &mut out[IN_HEADER + op..len])?;
         Ok(len)
     }
 
-    /// The opcode of the request in the slot.
-    pub fn opcode(&self) -> u32 {
-        self.opcode
+    /// The opcode of the request in `slot`.
+    pub fn opcode(&self, slot: usize) -> u32 {
+        self.slots.get(slot).map_or(0, |s| s.opcode)
     }
 
-    /// The `unique` of the request in the slot.
-    pub fn unique(&self) -> u64 {
-        self.commit_id
+    /// The `unique` of the request in `slot`.
+    pub fn unique(&self, slot: usize) -> u64 {
+        self.slots.get(slot).map_or(0, |s| s.commit_id)
     }
 
     /// Writes `reply` (a `fuse_out_header` and the reply's arguments, as written to
-    /// `/dev/fuse`) into the slot and queues `COMMIT_AND_FETCH` (sent with the next
-    /// [`FuseRing::next_request`]).
-    pub fn commit(&mut self, reply: &[u8]) -> Res<()> {
-        if self.in_kernel || reply.len() < OUT_HEADER {
+    /// `/dev/fuse`) into `slot` and queues `COMMIT_AND_FETCH` (sent with the next
+    /// [`FuseRing::wait`]).
+    pub fn commit(&mut self, slot: usize, reply: &[u8]) -> Res<()> {
+        let (qid, dev) = (self.qid, self.dev);
+        let s = self.slots.get_mut(slot).ok_or(Errno::EINVAL)?;
+        if s.in_kernel || reply.len() < OUT_HEADER {
             return Err(Errno::EIO);
         }
         let body = &reply[OUT_HEADER..];
-        if body.len() > self.payload.len() {
+        if body.len() > s.payload.len() {
             return Err(Errno::EOVERFLOW);
         }
-        self.header.write(IN_OUT, &reply[..OUT_HEADER])?;
-        self.payload.write(0, body)?;
+        s.header.write(IN_OUT, &reply[..OUT_HEADER])?;
+        s.payload.write(0, body)?;
         let mut ent = [0u8; 24];
-        ent[8..16].copy_from_slice(&self.commit_id.to_ne_bytes());
+        ent[8..16].copy_from_slice(&s.commit_id.to_ne_bytes());
         ent[16..20].copy_from_slice(&(body.len() as u32).to_ne_bytes());
-        self.header.write(ENT_IN_OUT, &ent)?;
-        let e = opcode::UringCmd80::new(types::Fd(self.dev), CMD_COMMIT_AND_FETCH)
-            .cmd(cmd_req(self.commit_id, self.qid))
-            .build();
-        self.push(&e)
+        s.header.write(ENT_IN_OUT, &ent)?;
+        let e = opcode::UringCmd80::new(types::Fd(dev), CMD_COMMIT_AND_FETCH)
+            .cmd(cmd_req(s.commit_id, qid))
+            .build()
+            .user_data(slot as u64);
+        self.push(&e)?;
+        self.slots[slot].in_kernel = true;
+        Ok(())
     }
 }
 
 impl Drop for FuseRing {
     fn drop(&mut self) {
-        if self.in_kernel {
-            // The kernel may still write into the slot after the ring is closed: never free
-            // memory it owns.
-            let header =
-                std::mem::replace(&mut self.header, Buffer { ptr: NonNull::dangling(), layout: Layout::new::<()>() });
-            let payload =
-                std::mem::replace(&mut self.payload, Buffer { ptr: NonNull::dangling(), layout: Layout::new::<()>() });
-            std::mem::forget(header);
-            std::mem::forget(payload);
+        // The kernel may still write into a slot, or the eventfd read's target, after the
+        // ring is closed: never free memory it owns.
+        if self.slots.iter().any(|s| s.in_kernel) {
+            std::mem::forget(std::mem::take(&mut self.slots));
+        }
+        if self.wake_armed {
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
         }
     }
 }
@@ -277,11 +358,12 @@ impl Drop for FuseRing {
 /// holding requests until every queue has a slot.
 pub fn refuse(dev: BorrowedFd<'_>) -> Res<()> {
     let mut ring = FuseRing::new(dev, u16::MAX, 8192)?;
-    ring.register()?;
+    ring.add_slot()?;
+    ring.wait()?;
     let mut buf = [0u8; 64];
-    match ring.next_request(&mut buf) {
-        Err(_) => Ok(()),
-        Ok(_) => Err(Errno::EPROTO),
+    match ring.next_event(&mut buf) {
+        Some(Ok(Event::Failed { .. })) => Ok(()),
+        _ => Err(Errno::EPROTO),
     }
 }
 
