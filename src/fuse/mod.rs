@@ -306,20 +306,29 @@ impl Filesystem for Fuse {
         if config.set_max_background(64).is_err() || config.set_congestion_threshold(48).is_err() {
             debug!("kernel refused background limits");
         }
-        let mut max_write = 1 << 20;
+        // FUSE over io_uring: a request reaches a daemon thread on the caller's CPU in one
+        // system call per request instead of a read and a write on /dev/fuse.
+        let uring = self.uring.wanted
+            && caps.contains(InitFlags::FUSE_OVER_IO_URING)
+            && config.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_ok();
+        // Every ring slot has a payload buffer as large as the largest request or reply
+        // (max(max_write, max_pages pages)), and a ring keeps several slots: with io_uring,
+        // 128 KiB requests keep that memory small (reads and writes bypass the daemon with
+        // passthrough anyway).
+        let mut max_write: u32 = if uring { 128 << 10 } else { 1 << 20 };
         if let Err(max) = config.set_max_write(max_write) {
             max_write = max;
             let _ok = config.set_max_write(max).is_ok();
         }
-        // FUSE over io_uring: a request reaches a daemon thread on the caller's CPU in one
-        // system call per request instead of a read and a write on /dev/fuse.
-        if self.uring.wanted
-            && caps.contains(InitFlags::FUSE_OVER_IO_URING)
-            && config.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_ok()
-        {
-            // Each slot's payload buffer must hold the largest request or reply the kernel
-            // may send: max(max_write, max_pages pages), max_pages capped at 256 by default.
-            let payload = (max_write as usize).max(256 * rustix::param::page_size()).max(8192);
+        let mut readahead = max_write;
+        if uring && let Err(max) = config.set_max_readahead(readahead) {
+            readahead = max;
+            let _ok = config.set_max_readahead(max).is_ok();
+        }
+        if uring {
+            let page = rustix::param::page_size();
+            let pages = (max_write.max(readahead) as usize).div_ceil(page);
+            let payload = (max_write as usize).max(pages * page).max(8192);
             self.uring.payload.store(payload, std::sync::atomic::Ordering::Relaxed);
             self.uring.negotiated.store(true, std::sync::atomic::Ordering::Relaxed);
             debug!("FUSE over io_uring accepted (payload {payload} bytes)");
