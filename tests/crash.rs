@@ -142,15 +142,7 @@ fn a_crash_at_any_upper_mutation_leaves_a_consistent_upper() {
         std::fs::create_dir(&s.work).unwrap();
         let label = format!("fault before mutation {n}");
         // SAFETY of the test: the env var only reaches the daemon the mount command starts.
-        let out = Command::new(bin())
-            .env(FAULT_ENV, n.to_string())
-            .args(["mount", "--lower", &s.lower_arg(), "--upper"])
-            .arg(&s.upper)
-            .arg("--work")
-            .arg(&s.work)
-            .arg(&s.mnt)
-            .output()
-            .unwrap();
+        let out = s.mount_command(&[]).env(FAULT_ENV, n.to_string()).output().unwrap();
         assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
         let mnt = std::fs::canonicalize(&s.mnt).unwrap();
         let m = Mount::adopt(&mnt);

@@ -137,46 +137,8 @@ fn slow_copy_ups_do_not_hold_up_other_requests() {
     need_fuse!();
     need_root!();
     let Some(_on) = UringOn::new() else { return };
-    let s = Stack::empty(1);
-    let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
-    // More concurrent copy-ups than the mount has ring threads.
-    let n = 12;
-    for i in 0..n {
-        let mut f = std::fs::File::create(s.lower(0).join(format!("big{i}"))).unwrap();
-        for _ in 0..64 {
-            f.write_all(&block).unwrap();
-        }
-    }
-    for i in 0..400 {
-        std::fs::write(s.lower(0).join(format!("small{i}")), format!("{i}")).unwrap();
-    }
-    let m = s.mount_with(&["-o", "uring"]);
-    let start = std::time::Instant::now();
-    let copies: Vec<_> = (0..n)
-        .map(|i| {
-            let p = s.m(&format!("big{i}"));
-            std::thread::spawn(move || {
-                let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
-                f.write_all(b"!").unwrap();
-            })
-        })
-        .collect();
-    let (mut worst, mut done) = (std::time::Duration::ZERO, 0);
-    while copies.iter().any(|c| !c.is_finished()) && done < 400 {
-        let t = std::time::Instant::now();
-        assert_eq!(read(s.m(&format!("small{done}"))), done.to_string());
-        worst = worst.max(t.elapsed());
-        done += 1;
-    }
-    for c in copies {
-        c.join().unwrap();
-    }
-    let total = start.elapsed();
-    assert!(done > 0, "the copy-ups finished before any other request was timed ({total:?})");
-    assert!(worst * 4 < total, "a small read waited {worst:?} while {n} copy-ups took {total:?}");
-    for i in 0..n {
-        assert_eq!(std::fs::metadata(s.u(&format!("big{i}"))).unwrap().len(), (64 << 20) + 1);
-    }
+    // More concurrent copy-ups than the mount has ring threads, in one burst.
+    let (_s, m) = copy_ups_beside_reads(12, 64, &["-o", "uring"]);
     assert!(ring_requests(&m.path) > 0);
 }
 
@@ -205,15 +167,7 @@ fn a_failed_ring_set_up_falls_back_to_dev_fuse() {
     need_root!();
     let Some(_on) = UringOn::new() else { return };
     let s = Stack::fixture("basic");
-    let out = Command::new(bin())
-        .env("UNIONFS_FAULT_URING", "1")
-        .args(["mount", "-o", "uring", "--lower", &s.lower_arg(), "--upper"])
-        .arg(&s.upper)
-        .arg("--work")
-        .arg(&s.work)
-        .arg(&s.mnt)
-        .output()
-        .unwrap();
+    let out = s.mount_command(&["-o", "uring"]).env("UNIONFS_FAULT_URING", "1").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = Mount::adopt(&std::fs::canonicalize(&s.mnt).unwrap());
     // INIT accepted io_uring, the rings never came: requests must still be served.

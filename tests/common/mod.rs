@@ -134,6 +134,20 @@ impl Stack {
         Mount::new(&args, &self.mnt)
     }
 
+    /// The `unionfs mount` command for this stack with `extra` arguments, not run yet (for
+    /// callers that set the daemon's environment).
+    #[allow(dead_code)]
+    pub fn mount_command(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(["mount", "--lower", &self.lower_arg(), "--upper"])
+            .arg(&self.upper)
+            .arg("--work")
+            .arg(&self.work)
+            .args(extra)
+            .arg(&self.mnt);
+        c
+    }
+
     /// Mounts the lowers only (read-only).
     pub fn mount_ro(&self) -> Mount {
         let args = vec!["mount".into(), "--lower".into(), self.lower_arg(), self.mnt.display().to_string()];
@@ -435,4 +449,52 @@ pub fn mount_tmpfs(at: &Path, opts: &str) -> FsMount {
     }
     assert!(cmd.arg("tmpfs").arg(at).status().unwrap().success(), "mount tmpfs -o {opts}");
     FsMount(at.to_path_buf(), None)
+}
+
+/// Mounts an empty one-layer stack with `mount_args` over `n` lower files of `mib` MiB and 400
+/// small ones, copies the big ones up in parallel (append one byte) and reads small files
+/// meanwhile: asserts the reads went on (the slowest under a quarter of the copy-ups' time)
+/// and the copies are whole. Returns the stack and its mount for more checks.
+#[allow(dead_code)]
+pub fn copy_ups_beside_reads(n: usize, mib: usize, mount_args: &[&str]) -> (Stack, Mount) {
+    use std::io::Write;
+    let s = Stack::empty(1);
+    let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    for i in 0..n {
+        let mut f = std::fs::File::create(s.lower(0).join(format!("big{i}"))).unwrap();
+        for _ in 0..mib {
+            f.write_all(&block).unwrap();
+        }
+    }
+    for i in 0..400 {
+        std::fs::write(s.lower(0).join(format!("small{i}")), format!("{i}")).unwrap();
+    }
+    let m = s.mount_with(mount_args);
+    let start = std::time::Instant::now();
+    let copies: Vec<_> = (0..n)
+        .map(|i| {
+            let p = s.m(&format!("big{i}"));
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+                f.write_all(b"!").unwrap();
+            })
+        })
+        .collect();
+    let (mut worst, mut done) = (std::time::Duration::ZERO, 0);
+    while copies.iter().any(|c| !c.is_finished()) && done < 400 {
+        let t = std::time::Instant::now();
+        assert_eq!(read(s.m(&format!("small{done}"))), done.to_string());
+        worst = worst.max(t.elapsed());
+        done += 1;
+    }
+    for c in copies {
+        c.join().unwrap();
+    }
+    let total = start.elapsed();
+    assert!(done > 0, "the copy-ups finished before any other request was timed ({total:?})");
+    assert!(worst * 4 < total, "a small read waited {worst:?} while {n} copy-ups took {total:?}");
+    for i in 0..n {
+        assert_eq!(std::fs::metadata(s.u(&format!("big{i}"))).unwrap().len(), ((mib as u64) << 20) + 1);
+    }
+    (s, m)
 }
