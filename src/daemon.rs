@@ -250,8 +250,9 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     Ok(())
 }
 
-/// Ring threads per CPU for FUSE over io_uring (`UNIONFS_URING_THREADS` overrides): enough
-/// that a few slow requests on one CPU leave others to serve it.
+/// Ring threads per CPU for FUSE over io_uring (`UNIONFS_URING_THREADS` overrides): a
+/// thread that blocks on a cold disk read delays only the requests in its own slots, so a few
+/// per CPU (slow requests do not hold threads: they keep a slot each).
 fn uring_threads_per_cpu() -> usize {
     std::env::var("UNIONFS_URING_THREADS")
         .ok()

@@ -327,8 +327,9 @@ impl Filesystem for Fuse {
         }
         if uring {
             let page = rustix::param::page_size();
+            // (pages × page is at least max_write: pages counts max(max_write, readahead).)
             let pages = (max_write.max(readahead) as usize).div_ceil(page);
-            let payload = (max_write as usize).max(pages * page).max(8192);
+            let payload = (pages * page).max(8192);
             self.uring.payload.store(payload, std::sync::atomic::Ordering::Relaxed);
             self.uring.negotiated.store(true, std::sync::atomic::Ordering::Relaxed);
             debug!("FUSE over io_uring accepted (payload {payload} bytes)");

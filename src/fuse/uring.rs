@@ -37,18 +37,11 @@ pub struct UringState {
     pub(super) negotiated: AtomicBool,
     /// The payload buffer every slot needs (the kernel's `max(max_write, max_pages × page)`).
     pub(super) payload: AtomicUsize,
-    /// Ring threads serving.
-    threads: AtomicUsize,
 }
 
 impl UringState {
     pub(super) fn new(wanted: bool) -> UringState {
         UringState { wanted, ..Default::default() }
-    }
-
-    /// How many ring threads serve requests (0: the mount uses `/dev/fuse` reads only).
-    pub fn threads(&self) -> usize {
-        self.threads.load(Ordering::Relaxed)
     }
 }
 
@@ -140,10 +133,9 @@ fn start_rings<FS: fuser::Filesystem + 'static>(
     let payload = state.payload.load(Ordering::Relaxed);
     for &cpu in &cpus {
         for i in 0..threads_per_cpu {
-            let (d, st) = (dispatcher.clone(), state.clone());
-            let t = std::thread::Builder::new()
-                .name(format!("uring-{cpu}.{i}"))
-                .spawn(move || serve(&d, cpu, payload, &st))?;
+            let d = dispatcher.clone();
+            let t =
+                std::thread::Builder::new().name(format!("uring-{cpu}.{i}")).spawn(move || serve(&d, cpu, payload))?;
             threads.push(t);
         }
     }
@@ -165,12 +157,7 @@ struct Slots {
 }
 
 /// One ring thread: register a slot, then serve requests until the unmount.
-fn serve<FS: fuser::Filesystem>(
-    d: &fuser::Dispatcher<FS>,
-    cpu: u16,
-    payload: usize,
-    state: &UringState,
-) -> std::io::Result<()> {
+fn serve<FS: fuser::Filesystem>(d: &fuser::Dispatcher<FS>, cpu: u16, payload: usize) -> std::io::Result<()> {
     uring::pin_to(cpu);
     let mut ring = FuseRing::new(d.device(), cpu, payload)?;
     let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
@@ -184,10 +171,7 @@ fn serve<FS: fuser::Filesystem>(
     let mut raw = vec![0u8; payload + 4096 + 8];
     let off = (8 - raw.as_ptr() as usize % 8) % 8;
     let buf = &mut raw[off..];
-    let r = serve_loop(d, &mut ring, &replies, &mut slots, buf, state);
-    if slots.live {
-        state.threads.fetch_sub(1, Ordering::Relaxed);
-    }
+    let r = serve_loop(d, &mut ring, &replies, &mut slots, buf);
     debug!("ring thread for CPU {cpu} ends");
     r
 }
@@ -198,8 +182,9 @@ fn serve_loop<FS: fuser::Filesystem>(
     replies: &Arc<Replies>,
     slots: &mut Slots,
     buf: &mut [u8],
-    state: &UringState,
 ) -> std::io::Result<()> {
+    // Replies taken from `replies.done` to commit (kept to reuse its allocation).
+    let mut done = Vec::new();
     while slots.dead < ring.slots() {
         ring.wait()?;
         while let Some(ev) = ring.next_event(buf) {
@@ -220,10 +205,7 @@ fn serve_loop<FS: fuser::Filesystem>(
                     return if slots.live { Err(err.into()) } else { Ok(()) };
                 }
                 Event::Request { slot, len } => {
-                    if !slots.live {
-                        slots.live = true;
-                        state.threads.fetch_add(1, Ordering::Relaxed);
-                    }
+                    slots.live = true;
                     slots.free -= 1;
                     crate::stats::add(crate::stats::Counter::RingRequests, 1);
                     let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
@@ -238,8 +220,8 @@ fn serve_loop<FS: fuser::Filesystem>(
                 }
             }
             // Commit every reply made so far (here or on another thread).
-            let done = std::mem::take(&mut *replies.done.lock());
-            for (slot, reply) in done {
+            std::mem::swap(&mut done, &mut *replies.done.lock());
+            for (slot, reply) in done.drain(..) {
                 match ring.commit(slot, &reply) {
                     Ok(()) => slots.free += 1,
                     Err(e) => {

@@ -367,12 +367,6 @@ pub fn refuse(dev: BorrowedFd<'_>) -> Res<()> {
     }
 }
 
-/// Whether the running kernel lets FUSE connections use io_uring (`/sys/module/fuse/
-/// parameters/enable_uring` is `Y`); the kernel offers `FUSE_OVER_IO_URING` at `INIT` only then.
-pub fn enabled() -> bool {
-    std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|s| s.trim() == "Y")
-}
-
 /// The CPU numbers the kernel may run tasks on (`/sys/devices/system/cpu/possible`): the
 /// kernel keeps one FUSE queue per possible CPU and uses the ring only once every queue has a
 /// slot.
