@@ -49,6 +49,19 @@ pub fn compare(
     every_step: bool,
     skip: impl Fn(&Path, &Path, &Op) -> bool,
 ) -> Result<(), String> {
+    compare_observed(ops, kernel_opts, union_args, every_step, skip, |_| {})
+}
+
+/// [`compare`], and `observe` sees the unionfs mount after the last step, before it is
+/// unmounted (to read its counters).
+pub fn compare_observed(
+    ops: &[Op],
+    kernel_opts: &str,
+    union_args: &[&str],
+    every_step: bool,
+    skip: impl Fn(&Path, &Path, &Op) -> bool,
+    observe: impl FnOnce(&Path),
+) -> Result<(), String> {
     let s = Stack::fixture("oracle");
     let d = s.dir.path();
     let k = kernel_mount(&s.lower_arg(), &d.join("k-upper"), &d.join("k-work"), &d.join("k-mnt"), kernel_opts);
@@ -72,6 +85,7 @@ pub fn compare(
     if kt != ut {
         return Err(format!("trees differ after {} steps (- kernel, + unionfs):\n{}", ops.len(), tree_diff(&kt, &ut)));
     }
+    observe(&u.path);
     drop(k);
     u.unmount();
     // unionfs reads its own upper back the same way.
