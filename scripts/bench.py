@@ -23,10 +23,10 @@ import sys
 import time
 
 SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nopt", "kernel-mc", "unionfs-mc",
-           "unionfs-uring"]
-# Measured only when asked for with --systems (the metadata-only copy-up comparison, and
-# unionfs on /dev/fuse reads where the kernel offers FUSE over io_uring).
-EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring"}
+           "unionfs-uring", "unionfs-spin"]
+# Measured only when asked for with --systems (the metadata-only copy-up comparison,
+# unionfs on FUSE over io_uring where the kernel offers it, unionfs with spinning readers).
+EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring", "unionfs-spin"}
 LABEL = {
     "ext4": "ext4 (merged copy)",
     "kernel": "kernel overlayfs",
@@ -38,10 +38,11 @@ LABEL = {
     "kernel-mc": "kernel overlayfs -o metacopy=on",
     "unionfs-mc": "unionfs -o metacopy=on",
     "unionfs-uring": "unionfs -o uring",
+    "unionfs-spin": "unionfs -o spin=50",
 }
 DAEMONS = {"fo1": "fuse-overlayfs", "fo2": "fuse-overlayfs", "unionfs-fuse": "unionfs-fuse",
            "unionfs": "unionfs", "unionfs-nopt": "unionfs", "unionfs-mc": "unionfs",
-           "unionfs-uring": "unionfs"}
+           "unionfs-uring": "unionfs", "unionfs-spin": "unionfs"}
 BIG = 1 << 30
 MID = 256 << 20
 
@@ -195,6 +196,7 @@ class Mount:
             "unionfs": f"{self.tools['unionfs']} -o {o} {self.mnt}",
             "unionfs-nopt": f"{self.tools['unionfs']} -o nopassthrough,{o} {self.mnt}",
             "unionfs-uring": f"{self.tools['unionfs']} -o uring,{o} {self.mnt}",
+            "unionfs-spin": f"{self.tools['unionfs']} -o spin=50,{o} {self.mnt}",
             "kernel-mc": f"mount -t overlay overlay -o {o},redirect_dir=on,metacopy=on {self.mnt}",
             # (unionfs's own form: the fuse-overlayfs form ignores the engines' metacopy=on)
             "unionfs-mc": f"{self.tools['unionfs']} mount -o metacopy=on --lower {lw} --upper {self.upper} "
@@ -405,7 +407,8 @@ def chart(results, systems, path):
     names = [w[0] for w in WORKLOADS if w[0] in results.get("kernel", {})]
     shown = [s for s in systems if s != "kernel" and s in results]
     colors = {"ext4": "#999999", "fo1": "#e8a33d", "fo2": "#c75d2c", "unionfs-fuse": "#8e6bb8",
-              "unionfs": "#2a7ab9", "unionfs-nopt": "#7fb3db", "kernel-mc": "#555555", "unionfs-mc": "#1d4f7a", "unionfs-uring": "#9ecae1"}
+              "unionfs": "#2a7ab9", "unionfs-nopt": "#7fb3db", "kernel-mc": "#555555", "unionfs-mc": "#1d4f7a", "unionfs-uring": "#9ecae1",
+              "unionfs-spin": "#08306b"}
     bar, gap, left, width = 9, 10, 150, 560
     lo, hi = math.log10(0.25), math.log10(40)
     x = lambda r: left + (math.log10(min(max(r, 0.25), 40)) - lo) / (hi - lo) * width

@@ -70,6 +70,12 @@ pub fn split_options(s: &str) -> Vec<String> {
     out
 }
 
+/// How long (µs) an idle `/dev/fuse` reader polls for the next request by default
+/// (`-o spin=`; see `docs/performance.md`).
+pub const DEFAULT_SPIN_US: u64 = 0;
+/// The most `-o spin=` accepts (µs).
+pub const MAX_SPIN_US: u64 = 10_000;
+
 /// Mount flags and behaviour chosen with `-o`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MountOptions {
@@ -118,6 +124,9 @@ pub struct MountOptions {
     /// `uring`: use FUSE over io_uring where the kernel offers it (experimental, off by
     /// default: see docs/performance.md).
     pub uring: bool,
+    /// `spin=MICROS`: how long an idle `/dev/fuse` reader polls for the next request before
+    /// it sleeps (`Some(0)`: never; `None`: the default, [`DEFAULT_SPIN_US`]).
+    pub spin_us: Option<u64>,
     /// `max_nodes=N`: how many inodes the daemon remembers before asking the kernel to
     /// forget the least recently used (memory bound; `None`: the default).
     pub max_nodes: Option<usize>,
@@ -256,6 +265,11 @@ impl MountOptions {
                 ("passthrough", None | Some("1" | "on")) => self.nopassthrough = false,
                 ("nouring", None) | ("uring", Some("0" | "off")) => self.uring = false,
                 ("uring", None | Some("1" | "on")) => self.uring = true,
+                ("spin", Some(v)) => match v.parse::<u64>() {
+                    Ok(n) if n <= MAX_SPIN_US => self.spin_us = Some(n),
+                    _ => bad(),
+                },
+                ("nospin", None) => self.spin_us = Some(0),
                 _ => self.unknown.push(opt.clone()),
             }
         }
@@ -605,6 +619,14 @@ mod tests {
         o.apply("rw,suid");
         assert!(!o.ro);
         assert_eq!(o.nosuid, Some(false));
+        assert_eq!(o.spin_us, None);
+        o.apply("spin=80");
+        assert_eq!(o.spin_us, Some(80));
+        o.apply("nospin");
+        assert_eq!(o.spin_us, Some(0));
+        o.apply("spin=x,spin=10001,spin=-1");
+        assert_eq!(o.invalid.len(), 3, "{:?}", o.invalid);
+        assert_eq!(o.spin_us, Some(0));
     }
 
     #[test]

@@ -203,6 +203,10 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
         std::env::var("UNIONFS_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or((sproc::cpus() * 2).clamp(4, 16)),
     );
     config.clone_fd = true;
+    // Readers that poll for the next request (leader/followers, vendor/fuser/src/leader.rs);
+    // not with io_uring, where /dev/fuse carries only FORGET and INTERRUPT.
+    let spin = cfg.options.spin_us.unwrap_or(crate::config::DEFAULT_SPIN_US);
+    config.spin = (spin > 0 && !cfg.options.uring).then(|| std::time::Duration::from_micros(spin));
 
     // With a size limit every write must pass through the daemon to be counted.
     let passthrough = !cfg.options.nopassthrough && cfg.options.size_limit.is_none();

@@ -32,6 +32,7 @@ use crate::ReplyEmpty;
 use crate::Request;
 use crate::channel::Channel;
 use crate::channel::ChannelSender;
+use crate::leader::Leader;
 use crate::dev_fuse::DevFuse;
 use crate::ll;
 use crate::ll::Operation;
@@ -298,6 +299,7 @@ impl<FS: Filesystem> Session<FS> {
                 channels.push(ch.clone());
             }
         }
+        let leader = config.spin.map(|spin| Arc::new(Leader::new(spin, n_threads)));
         let threads_channel = ch.clone();
         channels.push(ch);
 
@@ -311,11 +313,24 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
+                leader: leader.clone(),
             };
             threads.push(
                 thread::Builder::new()
                     .name(thread_name)
                     .spawn(move || event_loop.event_loop())?,
+            );
+        }
+
+        if let Some(leader) = leader.clone() {
+            let ch = threads_channel.clone();
+            threads.push(
+                thread::Builder::new()
+                    .name("fuser-watch".to_string())
+                    .spawn(move || {
+                        leader.watch(&ch);
+                        Ok(())
+                    })?,
             );
         }
 
@@ -326,6 +341,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch: threads_channel,
                 allowed,
                 session_owner,
+                leader: None,
             },
         }) {
             Ok(more) => threads.extend(more),
@@ -544,6 +560,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    /// (unionfs patch) Shared by the workers when they read with a spin (`Config::spin`).
+    pub(crate) leader: Option<Arc<Leader>>,
 }
 
 /// Dispatches requests that arrive by another transport than reading the device, such as
@@ -567,6 +585,7 @@ impl<FS: Filesystem> Clone for Dispatcher<FS> {
                 filesystem: self.inner.filesystem.clone(),
                 allowed: self.inner.allowed,
                 session_owner: self.inner.session_owner,
+                leader: None,
             },
         }
     }
@@ -602,10 +621,26 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         // it is reused immediately after dispatching to conserve memory and allocations.
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
+        if self.leader.is_some() {
+            self.ch.set_nonblocking()?;
+        }
+        let mut me = crate::leader::Worker::default();
+        let result = self.serve(buf, &mut me);
+        if let Some(leader) = &self.leader {
+            leader.close();
+        }
+        result
+    }
+
+    fn serve(&self, buf: &mut [u8], me: &mut crate::leader::Worker) -> io::Result<()> {
         loop {
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
-            match self.ch.receive_retrying(buf) {
+            let got = match &self.leader {
+                Some(leader) => leader.receive(me, &self.ch, buf),
+                None => self.ch.receive_retrying(buf),
+            };
+            match got {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
@@ -613,7 +648,10 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                             req.reply::<ReplyEmpty>().ok();
                             return Ok(());
                         } else {
-                            req.dispatch(self)
+                            req.dispatch(self);
+                            if let Some(leader) = &self.leader {
+                                leader.done();
+                            }
                         }
                     }
                     // Quit loop on illegal request

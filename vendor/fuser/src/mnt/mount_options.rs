@@ -18,6 +18,11 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// (unionfs patch) Leader/followers reading with a spin: one worker at a time reads the
+    /// (non-blocking) device, polling it for this long before it sleeps in `poll(2)`; the
+    /// other workers wait for their turn on a condition variable instead of on the device.
+    /// `None`: every worker sleeps in `read(2)` on its own descriptor (fuser's default).
+    pub spin: Option<std::time::Duration>,
 }
 
 /// Mount options accepted by the FUSE filesystem type
