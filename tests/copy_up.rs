@@ -145,6 +145,41 @@ fn holes_stay_holes() {
 }
 
 #[test]
+fn a_copy_up_across_filesystems_is_whole_and_keeps_holes() {
+    need_fuse!();
+    need_root!();
+    // The upper on a tmpfs, the lower on the test directory's filesystem: copy_file_range
+    // refuses (EXDEV) and the data goes by sendfile, extent by extent.
+    let mut s = Stack::empty(1);
+    let fs = mount_tmpfs(&s.dir.path().join("upper-fs"), "size=64m");
+    s.upper = fs.0.join("upper");
+    s.work = fs.0.join("work");
+    std::fs::create_dir(&s.upper).unwrap();
+    std::fs::create_dir(&s.work).unwrap();
+    let head: Vec<u8> = (0..(5u32 << 20) + 123).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+    let tail_at = 96u64 << 20;
+    let mut f = std::fs::File::create(s.lower(0).join("sparse")).unwrap();
+    f.write_all(&head).unwrap();
+    f.seek(SeekFrom::Start(tail_at)).unwrap();
+    f.write_all(b"end").unwrap();
+    drop(f);
+    let lower_before = std::fs::read(s.lower(0).join("sparse")).unwrap();
+    let m = s.mount();
+    let mut f = std::fs::OpenOptions::new().append(true).open(m.path.join("sparse")).unwrap();
+    f.write_all(b"!").unwrap();
+    drop(f);
+    let mut want = lower_before.clone();
+    want.push(b'!');
+    assert!(std::fs::read(m.path.join("sparse")).unwrap() == want, "merged file differs");
+    assert!(std::fs::read(s.upper.join("sparse")).unwrap() == want, "upper file differs");
+    let up = std::fs::metadata(s.upper.join("sparse")).unwrap();
+    assert_eq!(up.len(), tail_at + 4);
+    assert!(up.blocks() * 512 < 8 << 20, "the hole was filled ({} blocks)", up.blocks());
+    assert!(std::fs::read(s.lower(0).join("sparse")).unwrap() == lower_before, "the lower changed");
+    m.unmount();
+}
+
+#[test]
 fn st_ino_is_stable_across_copy_up() {
     need_fuse!();
     let s = Stack::fixture("basic");

@@ -1,6 +1,6 @@
 //! Data calls on open descriptors, and the copy-up data path.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::{FallocateFlags, FlockOperation, SeekFrom};
 
@@ -108,6 +108,33 @@ pub fn copy_file_range(src: impl AsFd, src_off: u64, dst: impl AsFd, dst_off: u6
     Ok(rustix::fs::copy_file_range(src, Some(&mut a), dst, Some(&mut b), len)?)
 }
 
+/// `sendfile(2)` of `len` bytes of `src` from `src_off` into `dst` at `dst_off`: the kernel
+/// moves the data (through the page cache, as kernel overlayfs copies up across
+/// filesystems), with no copy through the daemon's memory.
+fn sendfile_at(src: BorrowedFd<'_>, src_off: u64, dst: BorrowedFd<'_>, dst_off: u64, len: usize) -> Res<usize> {
+    rustix::fs::seek(dst, SeekFrom::Start(dst_off))?;
+    let mut off = src_off;
+    loop {
+        match rustix::fs::sendfile(dst, src, Some(&mut off), len) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How [`copy_data`] moves bytes: the first that works of these, in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mover {
+    /// `copy_file_range(2)`: shared extents or an in-filesystem copy.
+    CopyFileRange,
+    /// `sendfile(2)`: an in-kernel copy between filesystems (`copy_file_range` gives `EXDEV`
+    /// across ext4 filesystems since Linux 5.19).
+    Sendfile,
+    /// `pread`/`pwrite` through a buffer.
+    ReadWrite,
+}
+
 /// How much [`copy_data`] copies between writeback hints.
 const WRITEBACK_CHUNK: u64 = 16 << 20;
 
@@ -130,7 +157,9 @@ pub fn copy_data(src: impl AsFd, dst: impl AsFd, len: u64, src_size: u64, writeb
         return Ok(CopyReport { cloned: true, copied: 0 });
     }
     let mut report = CopyReport::default();
-    let mut use_cfr = true;
+    let mut mover = Mover::CopyFileRange;
+    // Errors that mean "this way of copying does not apply here", not "the copy failed".
+    let unsupported = [Errno::EXDEV, Errno::EINVAL, Errno::ENOSYS, Errno::EOPNOTSUPP];
     let mut pos = 0u64;
     while pos < len {
         // Find the next data extent; a filesystem without SEEK_DATA has one extent.
@@ -151,18 +180,27 @@ pub fn copy_data(src: impl AsFd, dst: impl AsFd, len: u64, src_size: u64, writeb
             // Chunks of 16 MiB, each handed to writeback as soon as it is copied, so the disk
             // writes while the next chunk is read and the final sync has little left to do.
             let chunk = (hole - off).min(WRITEBACK_CHUNK) as usize;
-            let n = if use_cfr {
-                match copy_file_range(src, off, dst, off, chunk) {
+            let n = match mover {
+                Mover::CopyFileRange => match copy_file_range(src, off, dst, off, chunk) {
                     Ok(n) => n,
-                    Err(e) if [Errno::EXDEV, Errno::EINVAL, Errno::ENOSYS, Errno::EOPNOTSUPP].contains(&e) => {
-                        use_cfr = false;
+                    Err(e) if unsupported.contains(&e) => {
+                        mover = Mover::Sendfile;
                         continue;
                     }
                     Err(e) => return Err(e),
+                },
+                Mover::Sendfile => match sendfile_at(src, off, dst, off, chunk) {
+                    Ok(n) => n,
+                    Err(e) if unsupported.contains(&e) => {
+                        mover = Mover::ReadWrite;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                Mover::ReadWrite => {
+                    let buf = pread(src, off, chunk.min(1 << 20))?;
+                    pwrite(dst, off, &buf)?
                 }
-            } else {
-                let buf = pread(src, off, chunk.min(1 << 20))?;
-                pwrite(dst, off, &buf)?
             };
             if n == 0 {
                 // The source shrank under us; what is there is what we copy.
