@@ -150,7 +150,7 @@ pub struct CopyReport {
 /// Copies the first `len` bytes of `src` into the empty file `dst` and sets `dst`'s size to
 /// `len`. Tries, in order: a reflink of the whole file (`FICLONE`), then `copy_file_range`
 /// over the data extents only (holes stay holes, found with `SEEK_DATA`/`SEEK_HOLE`), then
-/// plain reads and writes.
+/// `sendfile` over the same extents (another filesystem), then plain reads and writes.
 pub fn copy_data(src: impl AsFd, dst: impl AsFd, len: u64, src_size: u64, writeback: bool) -> Res<CopyReport> {
     let (src, dst) = (src.as_fd(), dst.as_fd());
     if len == src_size && len > 0 && rustix::fs::ioctl_ficlone(dst, src).is_ok() {

@@ -4,7 +4,7 @@
 //! 1. copy up the parent directories first (each by this same protocol);
 //! 2. build a temporary in the work directory;
 //! 3. copy data before xattrs (writing data clears `security.capability`): reflink, else
-//!    `copy_file_range` over data extents (holes stay holes), else read/write;
+//!    `copy_file_range` over data extents (holes stay holes), else `sendfile`, else read/write;
 //! 4. copy xattrs (not the union's private ones), then owner, then mode, then timestamps
 //!    (nanoseconds); record the origin in `overlay.origin` (kernel format);
 //! 5. fsync the temporary (unless the mount is volatile), then one rename into the upper
