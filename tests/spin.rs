@@ -35,11 +35,7 @@ fn the_scenario_matches_kernel_overlayfs_with_spinning_readers() {
         panic!("{e}");
     }
     let pid = pid.expect("the daemon's pid");
-    let gone = (0..250).any(|_| {
-        std::thread::sleep(Duration::from_millis(20));
-        threads(pid).is_empty()
-    });
-    assert!(gone, "the daemon {pid} still runs 5 s after the unmount: {:?}", threads(pid));
+    assert!(exits_soon(pid), "the daemon {pid} still runs 5 s after the unmount: {:?}", threads(pid));
 }
 
 /// The names of the threads of process `pid` (empty once it is gone or a zombie).

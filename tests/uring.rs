@@ -147,12 +147,7 @@ fn the_daemon_ends_with_the_mount() {
     assert!(ring_requests(&m.path) > 0);
     let pid = daemon_pid(&m.path).expect("the daemon's pid");
     m.unmount();
-    let gone = (0..250).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        !Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| st.contains(") Z "))
-    });
-    assert!(gone, "the daemon {pid} still runs 5 s after the unmount");
+    assert!(exits_soon(pid), "the daemon {pid} still runs 5 s after the unmount");
 }
 
 #[test]

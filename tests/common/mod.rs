@@ -234,6 +234,16 @@ pub fn daemon_pid(path: &Path) -> Option<u32> {
     })
 }
 
+/// Waits up to 5 s for process `pid` to end (gone, or a zombie); whether it did.
+#[allow(dead_code)]
+pub fn exits_soon(pid: u32) -> bool {
+    (0..250).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| st.contains(") Z "))
+    })
+}
+
 /// Whether `path` is a mount point of type fuse.unionfs.
 pub fn is_mounted(path: &Path) -> bool {
     let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
