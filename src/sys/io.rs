@@ -135,6 +135,17 @@ enum Mover {
     ReadWrite,
 }
 
+impl Mover {
+    /// The way to try when this one does not apply (none after the last).
+    fn next(self) -> Option<Mover> {
+        match self {
+            Mover::CopyFileRange => Some(Mover::Sendfile),
+            Mover::Sendfile => Some(Mover::ReadWrite),
+            Mover::ReadWrite => None,
+        }
+    }
+}
+
 /// How much [`copy_data`] copies between writeback hints.
 const WRITEBACK_CHUNK: u64 = 16 << 20;
 
@@ -180,27 +191,18 @@ pub fn copy_data(src: impl AsFd, dst: impl AsFd, len: u64, src_size: u64, writeb
             // Chunks of 16 MiB, each handed to writeback as soon as it is copied, so the disk
             // writes while the next chunk is read and the final sync has little left to do.
             let chunk = (hole - off).min(WRITEBACK_CHUNK) as usize;
-            let n = match mover {
-                Mover::CopyFileRange => match copy_file_range(src, off, dst, off, chunk) {
-                    Ok(n) => n,
-                    Err(e) if unsupported.contains(&e) => {
-                        mover = Mover::Sendfile;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                },
-                Mover::Sendfile => match sendfile_at(src, off, dst, off, chunk) {
-                    Ok(n) => n,
-                    Err(e) if unsupported.contains(&e) => {
-                        mover = Mover::ReadWrite;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                },
-                Mover::ReadWrite => {
-                    let buf = pread(src, off, chunk.min(1 << 20))?;
-                    pwrite(dst, off, &buf)?
+            let moved = match mover {
+                Mover::CopyFileRange => copy_file_range(src, off, dst, off, chunk),
+                Mover::Sendfile => sendfile_at(src, off, dst, off, chunk),
+                Mover::ReadWrite => pread(src, off, chunk.min(1 << 20)).and_then(|buf| pwrite(dst, off, &buf)),
+            };
+            let n = match (moved, mover.next()) {
+                (Ok(n), _) => n,
+                (Err(e), Some(next)) if unsupported.contains(&e) => {
+                    mover = next;
+                    continue;
                 }
+                (Err(e), _) => return Err(e),
             };
             if n == 0 {
                 // The source shrank under us; what is there is what we copy.

@@ -49,8 +49,7 @@ impl Channel {
 
     /// Sleeps until the device is readable (for a non-blocking descriptor).
     pub(crate) fn wait_readable(&self) -> nix::Result<()> {
-        let mut fds = [nix::poll::PollFd::new(self.0.as_fd(), nix::poll::PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+        match self.poll_in(nix::poll::PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => Ok(()),
             Err(e) => Err(e),
         }
@@ -58,8 +57,13 @@ impl Channel {
 
     /// Whether a request waits to be read (a `poll(2)` that does not sleep).
     pub(crate) fn pending(&self) -> bool {
+        matches!(self.poll_in(nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
+    /// `poll(2)` for `POLLIN` on this channel's descriptor: how many descriptors are ready.
+    fn poll_in(&self, timeout: nix::poll::PollTimeout) -> nix::Result<i32> {
         let mut fds = [nix::poll::PollFd::new(self.0.as_fd(), nix::poll::PollFlags::POLLIN)];
-        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+        nix::poll::poll(&mut fds, timeout)
     }
 
     /// Sets `O_NONBLOCK` on this channel's descriptor.

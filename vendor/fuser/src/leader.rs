@@ -37,8 +37,6 @@ struct State {
     polling: usize,
     /// Waiting workers called in and not yet up.
     help: usize,
-    /// Bumped whenever a request starts or ends.
-    epoch: u64,
     /// The device is gone: every worker stops.
     closed: bool,
 }
@@ -52,7 +50,6 @@ pub(crate) struct Leader {
     /// The watch thread.
     tick: Condvar,
     spin: Duration,
-    watch: Duration,
     workers: usize,
 }
 
@@ -77,7 +74,6 @@ impl Leader {
             turn: Condvar::new(),
             tick: Condvar::new(),
             spin,
-            watch: WATCH,
             workers: workers.max(1),
         }
     }
@@ -158,7 +154,6 @@ impl Leader {
         me.backlog = if backlog { me.backlog + 1 } else { 0 };
         let mut st = self.state.lock();
         st.busy += 1;
-        st.epoch += 1;
         if me.backlog >= BACKLOG && st.readers + st.help < self.workers {
             me.backlog = 0;
             st.help += 1;
@@ -168,9 +163,7 @@ impl Leader {
 
     /// The request `receive` returned has been handled.
     pub(crate) fn done(&self) {
-        let mut st = self.state.lock();
-        st.busy -= 1;
-        st.epoch += 1;
+        self.state.lock().busy -= 1;
     }
 
     /// The device is gone, or a worker stops: every worker and the watch thread stop.
@@ -181,7 +174,7 @@ impl Leader {
         self.tick.notify_all();
     }
 
-    /// The watch thread: while some reader is awake, every `watch` period, calls in another
+    /// The watch thread: while some reader is awake, every `WATCH`, calls in another
     /// worker if every reader is busy and a request waits on the device (`ch`: any of the
     /// session's descriptors; a zero-timeout `poll(2)` looks).
     pub(crate) fn watch(&self, ch: &Channel) {
@@ -198,7 +191,7 @@ impl Leader {
                     self.turn.notify_one();
                 }
             }
-            self.tick.wait_for(&mut st, self.watch);
+            self.tick.wait_for(&mut st, WATCH);
         }
     }
 }
