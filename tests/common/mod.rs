@@ -122,6 +122,11 @@ impl Stack {
 
     /// Mounts with extra arguments.
     pub fn mount_with(&self, extra: &[&str]) -> Mount {
+        Mount::new(&self.mount_args(extra), &self.mnt)
+    }
+
+    /// The arguments of `unionfs` that mount lowers + upper + work at `mnt` with `extra`.
+    fn mount_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["mount".into(), "--lower".into(), self.lower_arg()];
         args.extend([
             "--upper".into(),
@@ -131,7 +136,7 @@ impl Stack {
         ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push(self.mnt.display().to_string());
-        Mount::new(&args, &self.mnt)
+        args
     }
 
     /// The `unionfs mount` command for this stack with `extra` arguments, not run yet (for
@@ -139,12 +144,7 @@ impl Stack {
     #[allow(dead_code)]
     pub fn mount_command(&self, extra: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.args(["mount", "--lower", &self.lower_arg(), "--upper"])
-            .arg(&self.upper)
-            .arg("--work")
-            .arg(&self.work)
-            .args(extra)
-            .arg(&self.mnt);
+        c.args(self.mount_args(extra));
         c
     }
 
