@@ -308,7 +308,8 @@ pub struct MountArgs {
     /// noatime, volatile / fsync=0 (skip fsync), allow_other, nopassthrough (no FUSE
     /// passthrough), uring (experimental: FUSE over io_uring where the kernel offers it),
     /// spin=MICROS (an idle reader polls /dev/fuse that long for the next request before
-    /// sleeping; 0 or nospin: never),
+    /// sleeping; 0 or nospin: never), prefetch=N (threads reading directories ahead of tree
+    /// walks, default 4; 0 or noprefetch: none),
     /// max_nodes=N (inodes remembered, default 100000), redirect_dir=off
     /// (renaming a directory with lower parts fails with EXDEV instead of recording a
     /// redirect), metacopy=on (chmod/chown/utimes/xattr changes copy no data until a write),

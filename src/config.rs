@@ -75,6 +75,8 @@ pub fn split_options(s: &str) -> Vec<String> {
 pub const DEFAULT_SPIN_US: u64 = 0;
 /// The most `-o spin=` accepts (µs).
 pub const MAX_SPIN_US: u64 = 10_000;
+/// The most `-o prefetch=` accepts (threads).
+pub const MAX_PREFETCH_THREADS: usize = 64;
 
 /// Mount flags and behaviour chosen with `-o`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -127,6 +129,9 @@ pub struct MountOptions {
     /// `spin=MICROS`: how long an idle `/dev/fuse` reader polls for the next request before
     /// it sleeps (`Some(0)`: never; `None`: the default, [`DEFAULT_SPIN_US`]).
     pub spin_us: Option<u64>,
+    /// `prefetch=N`: threads reading directories ahead of tree walks (`Some(0)`: none;
+    /// `None`: the default, [`crate::union::prefetch::DEFAULT_THREADS`]).
+    pub prefetch: Option<usize>,
     /// `max_nodes=N`: how many inodes the daemon remembers before asking the kernel to
     /// forget the least recently used (memory bound; `None`: the default).
     pub max_nodes: Option<usize>,
@@ -270,6 +275,11 @@ impl MountOptions {
                     _ => bad(),
                 },
                 ("nospin", None) => self.spin_us = Some(0),
+                ("prefetch", Some(v)) => match v.parse::<usize>() {
+                    Ok(n) if n <= MAX_PREFETCH_THREADS => self.prefetch = Some(n),
+                    _ => bad(),
+                },
+                ("noprefetch", None) => self.prefetch = Some(0),
                 _ => self.unknown.push(opt.clone()),
             }
         }
@@ -627,6 +637,14 @@ mod tests {
         o.apply("spin=x,spin=10001,spin=-1");
         assert_eq!(o.invalid.len(), 3, "{:?}", o.invalid);
         assert_eq!(o.spin_us, Some(0));
+        assert_eq!(o.prefetch, None);
+        o.apply("prefetch=2");
+        assert_eq!(o.prefetch, Some(2));
+        o.apply("noprefetch");
+        assert_eq!(o.prefetch, Some(0));
+        o.apply("prefetch=65,prefetch=,prefetch=a");
+        assert_eq!(o.invalid.len(), 6, "{:?}", o.invalid);
+        assert_eq!(o.prefetch, Some(0));
     }
 
     #[test]

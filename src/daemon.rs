@@ -171,6 +171,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     if let Some(n) = cfg.options.max_nodes {
         opts.max_nodes = n;
     }
+    if let Some(n) = cfg.options.prefetch {
+        opts.prefetch = n;
+    }
     let fs = Arc::new(UnionFs::new(layers, opts)?);
     for (host, at) in &cfg.volumes {
         fs.make_volume_parents(at).context(|| format!("cannot make the mount point of volume '{}'", host.display()))?;
@@ -220,6 +223,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
         NotifierInvalidator::start(session.notifier()).context(|| "cannot start the invalidation thread".into())?;
     fs.set_invalidator(Box::new(inval));
     fs.start_reclaimer().context(|| "cannot start the reclaim thread".into())?;
+    fs.start_prefetch().context(|| "cannot start the prefetch threads".into())?;
     if cfg.options.watch {
         fs.start_watch().context(|| "cannot start watching the layers".into())?;
     }

@@ -82,9 +82,17 @@ pub enum Counter {
     DirfdMisses,
     /// Requests that arrived through FUSE over io_uring (the rest came by `/dev/fuse`).
     RingRequests,
+    /// Directory listings built ahead of a walk ([`crate::union::prefetch`]).
+    PrefetchListings,
+    /// Listings built ahead that a walk then used.
+    PrefetchHits,
+    /// Directories whose layers were read ahead without a listing (no node yet).
+    PrefetchWarmed,
+    /// Read-ahead jobs dropped because the queue was full.
+    PrefetchDropped,
 }
 
-const COUNTER_NAMES: [&str; 8] = [
+const COUNTER_NAMES: [&str; 12] = [
     "copy_ups",
     "copy_up_bytes",
     "whiteouts",
@@ -93,9 +101,13 @@ const COUNTER_NAMES: [&str; 8] = [
     "dirfd_cache_hits",
     "dirfd_cache_misses",
     "uring_requests",
+    "prefetch_listings",
+    "prefetch_hits",
+    "prefetch_warmed",
+    "prefetch_dropped",
 ];
 
-static COUNTERS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static COUNTERS: [AtomicU64; 12] = [const { AtomicU64::new(0) }; 12];
 
 static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 

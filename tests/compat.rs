@@ -213,9 +213,16 @@ fn noxattrs_turns_xattrs_off() {
 fn mount_t_fuse_unionfs_when_installed() {
     need_fuse!();
     need_root!();
-    let installed = ["/usr/local/bin/unionfs", "/usr/bin/unionfs", "/usr/local/sbin/unionfs", "/usr/sbin/unionfs"]
+    // The first `unionfs` on the search path is what mount.fuse3 runs: it must be this
+    // project's (Debian's unionfs-fuse package installs another program under that name).
+    let installed = ["/usr/local/sbin/unionfs", "/usr/local/bin/unionfs", "/usr/sbin/unionfs", "/usr/bin/unionfs"]
         .iter()
-        .find(|p| Path::new(p).exists());
+        .find(|p| Path::new(p).exists())
+        .filter(|p| {
+            Command::new(p).arg("--version").output().is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).starts_with(&format!("unionfs {}", env!("CARGO_PKG_VERSION")))
+            })
+        });
     if installed.is_none() || !Path::new("/sbin/mount.fuse3").exists() {
         if std::env::var("UNIONFS_REQUIRE_INSTALL").as_deref() == Ok("1") {
             panic!("unionfs is not installed (scripts/install.sh) but UNIONFS_REQUIRE_INSTALL=1");

@@ -134,3 +134,33 @@ fn read_only_mount_refuses_writes() {
     assert_eq!(errno(std::fs::remove_file(s.m("foo"))), libc::EROFS);
     assert_eq!(errno(std::fs::create_dir(s.m("nd"))), libc::EROFS);
 }
+
+#[test]
+fn merged_directories_report_one_link_as_the_kernel_does() {
+    need_fuse!();
+    // Kernel overlayfs reports one link for a "merge" directory (parts in the upper and a
+    // lower, or in several lowers) and the real count for a directory from one layer only.
+    let s = Stack::empty(2);
+    for d in ["both/x", "both/y", "top_only/x", "bottom_only/x", "bottom_only/y"] {
+        let l = if d.starts_with("top") { 0 } else { 1 };
+        std::fs::create_dir_all(s.lower(l).join(d)).unwrap();
+    }
+    std::fs::create_dir_all(s.lower(0).join("both/z")).unwrap();
+    let m = s.mount();
+    let nlink = |p: &str| std::fs::symlink_metadata(m.path.join(p)).unwrap().nlink();
+    assert_eq!(nlink("both"), 1, "in two lowers");
+    assert_eq!(nlink("top_only"), 3, "in one lower: . + .. + x");
+    assert_eq!(nlink("bottom_only"), 4);
+    std::fs::create_dir(m.path.join("bottom_only/new")).unwrap();
+    assert_eq!(nlink("bottom_only"), 1, "now in the upper and a lower");
+    drop(m);
+    if is_root() {
+        let k = s.dir.path().join("k");
+        for sub in ["upper", "work", "mnt"] {
+            std::fs::create_dir_all(k.join(sub)).unwrap();
+        }
+        let km = oracle::kernel_mount(&s.lower_arg(), &k.join("upper"), &k.join("work"), &k.join("mnt"), "");
+        let kn = |p: &str| std::fs::symlink_metadata(km.0.join(p)).unwrap().nlink();
+        assert_eq!((kn("both"), kn("top_only"), kn("bottom_only")), (1, 3, 4), "the kernel's counts");
+    }
+}

@@ -564,7 +564,8 @@ impl Filesystem for Fuse {
                         break;
                     }
                 }
-                reply.ok()
+                reply.ok();
+                self.fs.listed(ino.0, &list);
             }
             Err(e) => reply.error(errno(e)),
         })
@@ -589,7 +590,7 @@ impl Filesystem for Fuse {
                         continue;
                     }
                     // A name that vanished since the listing was made is left out.
-                    let Ok(entry) = self.fs.lookup_listed(ino.0, e) else { continue };
+                    let Ok(entry) = self.fs.lookup_listed(ino.0, e, list.seen(i)) else { continue };
                     let ttl = if entry.revalidate { Duration::ZERO } else { TTL };
                     if reply.add(INodeNo(entry.ino), off, name, &ttl, &fattr(&entry.attr), Generation(0)) {
                         // No room: the kernel will not see this entry, so it was not looked up.
@@ -597,7 +598,8 @@ impl Filesystem for Fuse {
                         break;
                     }
                 }
-                reply.ok()
+                reply.ok();
+                self.fs.listed(ino.0, &list);
             }
             Err(e) => reply.error(errno(e)),
         })

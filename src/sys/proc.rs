@@ -170,3 +170,13 @@ pub fn trim_heap() {
     // SAFETY: malloc_trim only releases memory the allocator holds free.
     let _released = unsafe { libc::malloc_trim(0) };
 }
+
+/// Safe wrapper for `setpriority(PRIO_PROCESS, 0, 19)`: the calling thread (Linux gives
+/// each thread its own nice value) gets the smallest share of a busy CPU, for background
+/// work that must not delay requests.
+///
+/// # Errors
+/// The system's refusal.
+pub fn lower_priority() -> Res<()> {
+    Ok(rustix::process::setpriority_process(None, 19)?)
+}

@@ -106,6 +106,17 @@ impl LookupState {
     }
 }
 
+/// What a directory listing already knows about one of its names: the lower layer it
+/// found the name in (the lower layers above it do not have it, and lower layers never
+/// change), and, if a listing built ahead probed it there, what that layer holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Hint {
+    /// The topmost lower layer holding the name.
+    pub layer: LowerIdx,
+    /// What [`probe`] found there, if it was already asked.
+    pub seen: Option<Seen>,
+}
+
 /// A name resolved in the merged view.
 #[derive(Debug)]
 pub struct Found {
@@ -146,9 +157,9 @@ impl UnionFs {
         probe(dir, name, xwhiteouts)
     }
 
-    /// Walks the layers of `dir` for `name`, skipping the lower layers above `start` (known
-    /// not to have it: lower layers never change).
-    fn walk_from(&self, dir: &Arc<Node>, name: &CStr, start: Option<LowerIdx>) -> Res<LookupState> {
+    /// Walks the layers of `dir` for `name`, skipping the lower layers above the hinted one
+    /// (known not to have it: lower layers never change).
+    fn walk_from(&self, dir: &Arc<Node>, name: &CStr, hint: Option<Hint>) -> Res<LookupState> {
         let mut state = LookupState::default();
         if whiteout::is_marker_name(name.to_bytes()) {
             return Ok(state);
@@ -167,17 +178,23 @@ impl UnionFs {
                 }
             }
         }
-        self.walk_lowers(dir, name, start, &mut state)?;
+        self.walk_lowers(dir, name, hint, &mut state)?;
         Ok(state)
     }
 
-    /// Feeds what `dir`'s lower layers (from `start`, or all) hold under `name`.
-    fn walk_lowers(&self, dir: &Arc<Node>, name: &CStr, start: Option<LowerIdx>, state: &mut LookupState) -> Res<()> {
+    /// Feeds what `dir`'s lower layers (from the hinted one, or all) hold under `name`.
+    fn walk_lowers(&self, dir: &Arc<Node>, name: &CStr, hint: Option<Hint>, state: &mut LookupState) -> Res<()> {
         if let Some(dl) = dir.dir_lower() {
-            let from = start.and_then(|s| dl.layers.iter().position(|l| l.idx == s)).unwrap_or(0);
-            for l in &dl.layers[from..] {
-                let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
-                let seen = self.probe(fd.as_fd(), name, l.xwhiteouts)?;
+            let from = hint.and_then(|h| dl.layers.iter().position(|l| l.idx == h.layer));
+            let mut known = from.and(hint).and_then(|h| h.seen);
+            for l in &dl.layers[from.unwrap_or(0)..] {
+                let seen = match known.take() {
+                    Some(seen) => seen,
+                    None => {
+                        let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
+                        self.probe(fd.as_fd(), name, l.xwhiteouts)?
+                    }
+                };
                 if !state.feed(Side::Lower(l.idx), seen) {
                     break;
                 }
@@ -230,8 +247,9 @@ impl UnionFs {
         self.find_from(dir, name, None)
     }
 
-    /// [`UnionFs::find`], starting the lower layers at `start` (see [`UnionFs::walk_from`]).
-    fn find_from(&self, dir: &Arc<Node>, name: &CStr, start: Option<LowerIdx>) -> Res<Option<Found>> {
+    /// [`UnionFs::find`], starting the lower layers at the hinted one (see
+    /// [`UnionFs::walk_from`]).
+    fn find_from(&self, dir: &Arc<Node>, name: &CStr, hint: Option<Hint>) -> Res<Option<Found>> {
         if !dir.is_dir() {
             return Err(Errno::ENOTDIR);
         }
@@ -251,7 +269,7 @@ impl UnionFs {
                 let stat = stat::fstat(&*self.layers.volume(vol)?.layer.root)?;
                 return Ok(Some(Found::plain(stat, vol)));
             }
-            let state = self.walk_from(dir, name, start)?;
+            let state = self.walk_from(dir, name, hint)?;
             let Some((side, stat)) = state.top() else {
                 return Ok(None);
             };
@@ -275,7 +293,7 @@ impl UnionFs {
                     && self.indexed(&k)
                 {
                     self.link_up(dir, name, &k)?;
-                    return self.find_from(dir, name, start);
+                    return self.find_from(dir, name, hint.map(|h| Hint { seen: None, ..h }));
                 }
             }
             let metacopy = match origin.is_some() && stat.is_reg() {
@@ -481,15 +499,16 @@ impl UnionFs {
     }
 
     /// `lookup` of an entry of `parent`'s listing (for `READDIRPLUS`): the lower layers
-    /// above the one the listing found it in are not probed again.
-    pub fn lookup_listed(&self, parent: u64, e: &crate::union::readdir::DirEntry) -> Res<Entry> {
-        self.lookup_from(parent, &e.name, e.lower)
+    /// above the one the listing found it in are not probed again, nor that one if a
+    /// listing built ahead already did (`seen`).
+    pub fn lookup_listed(&self, parent: u64, e: &crate::union::readdir::DirEntry, seen: Option<Seen>) -> Res<Entry> {
+        self.lookup_from(parent, &e.name, e.lower.map(|layer| Hint { layer, seen }))
     }
 
-    fn lookup_from(&self, parent: u64, name: &CStr, start: Option<LowerIdx>) -> Res<Entry> {
+    fn lookup_from(&self, parent: u64, name: &CStr, hint: Option<Hint>) -> Res<Entry> {
         crate::sys::name_ok(name.to_bytes())?;
         let dir = self.inodes.get(parent)?;
-        let found = self.find_from(&dir, name, start)?.ok_or(Errno::ENOENT)?;
+        let found = self.find_from(&dir, name, hint)?.ok_or(Errno::ENOENT)?;
         let (node, st) = self.intern(&dir, name, found)?;
         self.maybe_reclaim();
         let revalidate = !node.is_dir() && !node.has_upper() && st.nlink > 1;

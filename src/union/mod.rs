@@ -60,6 +60,7 @@ pub mod layer;
 pub mod lookup;
 pub mod name;
 pub mod node;
+pub mod prefetch;
 pub mod quota;
 pub mod readdir;
 pub mod tables;
@@ -168,6 +169,9 @@ pub struct Options {
     /// `WORK/index` under the hex of its origin handle and linked to each name (kernel
     /// overlayfs's `index=on`).
     pub index: bool,
+    /// Threads reading directories ahead of tree walks (`prefetch=N`; 0: none; see
+    /// [`prefetch`]).
+    pub prefetch: usize,
 }
 
 impl Options {
@@ -186,6 +190,7 @@ impl Options {
             redirect_dir: true,
             metacopy: false,
             index: false,
+            prefetch: prefetch::DEFAULT_THREADS,
         }
     }
 }
@@ -228,6 +233,8 @@ pub struct UnionFs {
     pub(crate) index_diffs: dashmap::DashMap<u64, i64>,
     /// The reclaim thread, woken when the node table outgrows [`Options::max_nodes`].
     reclaimer: OnceLock<std::thread::Thread>,
+    /// Reads directories ahead of tree walks.
+    pub(crate) prefetch: prefetch::Prefetch,
 }
 
 impl std::fmt::Debug for UnionFs {
@@ -288,6 +295,8 @@ impl UnionFs {
         );
         let inodes = InodeTable::default();
         let root = inodes.insert_root(root);
+        // Queued read-ahead may keep a quarter as many directories open as the cache.
+        let (opts_prefetch, opts_fds) = (opts.prefetch, opts.dirfd_cache / 4);
         Ok(UnionFs {
             layers,
             inodes,
@@ -301,6 +310,7 @@ impl UnionFs {
             listings: readdir::Snapshots::default(),
             index_diffs: dashmap::DashMap::new(),
             reclaimer: OnceLock::new(),
+            prefetch: prefetch::Prefetch::new(opts_prefetch, opts_fds),
         })
     }
 
@@ -401,15 +411,25 @@ impl UnionFs {
     /// Something changed name `name` (or the directory itself) in one of directory `ino`'s
     /// real directories, not through the mount: drop what the kernel and the daemon cached.
     pub fn external_change(&self, ino: u64, name: Option<&CStr>) {
+        let node = self.inodes.get(ino).ok();
+        if let Some(node) = &node {
+            // A listing being built ahead right now must not become the current one.
+            node.touch_dir();
+        }
         self.listings.forget(ino);
         if let Some(n) = name {
             self.inval_entry(ino, n);
-        } else if let Ok(node) = self.inodes.get(ino) {
+        } else if let Some(node) = &node {
             node.forget_xattrs();
         }
         if let Some(i) = self.invalidator.get() {
             i.inval_inode(ino);
         }
+    }
+
+    /// Whether the layers are watched for changes made behind the mount's back.
+    pub(crate) fn watching(&self) -> bool {
+        self.watch.get().is_some()
     }
 
     /// Asks the kernel to forget a cached name.
@@ -623,7 +643,10 @@ impl UnionFs {
 
     /// Attributes of `node` from the real object's status: ids as the mount shows them.
     pub(crate) fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
-        let merged = node.is_dir() && node.has_upper() && node.has_lower();
+        // Kernel overlayfs's "merge" type: a directory with an upper and a lower part, or with
+        // parts in more than one lower layer; it reports one link, not the real count.
+        let merged = node.is_dir()
+            && (node.has_upper() && node.has_lower() || node.dir_lower().is_some_and(|d| d.layers.len() > 1));
         let nlink = if merged || (node.is_dir() && self.opts.static_nlink) { 1 } else { self.shown_nlink(node, st) };
         Attr {
             ino: node.ino,

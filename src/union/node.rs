@@ -162,6 +162,9 @@ pub mod flag {
     /// link not looked up yet): the next lookup of one of them names it again, and it keeps
     /// its inode number. Until then it answers only through open files.
     pub const NAMELESS: u32 = 1 << 14;
+    /// A listing of the directory was built from its layers (a walk went through it; see
+    /// [`crate::union::prefetch`]).
+    pub const LISTED: u32 = 1 << 15;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).

@@ -16,6 +16,7 @@ use crate::error::{Errno, Res};
 use crate::sys::stat::{self, FileKind};
 use crate::sys::{dir as sdir, open};
 use crate::union::UnionFs;
+use crate::union::lookup::Seen;
 use crate::union::node::{Node, flag};
 use crate::union::tables::Side;
 use crate::union::whiteout;
@@ -309,18 +310,33 @@ impl UnionFs {
         if offset != 0
             && let Some(s) = self.listings.find(ino, generation)
         {
-            return Ok(Listing { generation, entries: s, start: index });
+            return Ok(Listing { generation, entries: s, start: index, fresh: false, seen: Vec::new() });
         }
         if offset == 0
-            && let Some((g, s)) = self.listings.newest(ino, version)
+            && let Some((g, s, ahead)) = self.listings.newest(ino, version)
         {
-            return Ok(Listing { generation: g, entries: s, start: 0 });
+            let fresh = ahead.is_some();
+            if fresh {
+                crate::stats::add(crate::stats::Counter::PrefetchHits, 1);
+            }
+            // A listing built ahead and now used is a walk step like a fresh one.
+            return Ok(Listing { generation: g, entries: s, start: 0, fresh, seen: ahead.unwrap_or_default() });
         }
         // A new snapshot (the first read, a change, or a snapshot long evicted: then the
         // reader continues at the same position in a fresh one, as best it can).
         let entries = Arc::new(self.list(&dir)?);
-        let generation = self.listings.add(ino, version, entries.clone());
-        Ok(Listing { generation, entries, start: if offset == 0 { 0 } else { index } })
+        let generation = self.listings.add(ino, version, entries.clone(), None);
+        Ok(Listing { generation, entries, start: if offset == 0 { 0 } else { index }, fresh: true, seen: Vec::new() })
+    }
+
+    /// A listing of directory `ino` was served: if it was built for this read (or ahead of
+    /// it and now used), read its subdirectories ahead ([`crate::union::prefetch`]).
+    pub fn listed(&self, ino: u64, list: &Listing) {
+        if list.fresh
+            && let Ok(dir) = self.inodes.get(ino)
+        {
+            self.read_ahead(&dir, &list.entries);
+        }
     }
 }
 
@@ -333,6 +349,18 @@ pub struct Listing {
     pub entries: Arc<Vec<DirEntry>>,
     /// Index of the first entry to serve.
     pub start: usize,
+    /// Built from the layers for this read, or built ahead and used for the first time.
+    pub fresh: bool,
+    /// For a listing built ahead, read for the first time: what each entry's lower layer
+    /// holds under its name, where it was probed (by entry index; may be shorter).
+    pub seen: Vec<Option<Seen>>,
+}
+
+impl Listing {
+    /// What the listing built ahead found for entry `i` in its lower layer.
+    pub fn seen(&self, i: usize) -> Option<Seen> {
+        self.seen.get(i).copied().flatten()
+    }
 }
 
 impl Listing {
@@ -355,6 +383,8 @@ struct Snapshot {
     generation: u32,
     version: u32,
     entries: Arc<Vec<DirEntry>>,
+    /// Built ahead of a walk and not read yet: the probes of its entries' lower layers.
+    ahead: Option<Vec<Option<Seen>>>,
 }
 
 /// Snapshots kept per directory (readers part-way through older ones keep them).
@@ -367,13 +397,28 @@ impl Snapshots {
         self.map.get(&ino)?.iter().find(|s| s.generation == generation).map(|s| s.entries.clone())
     }
 
-    fn newest(&self, ino: u64, version: u32) -> Option<(u32, Arc<Vec<DirEntry>>)> {
-        let v = self.map.get(&ino)?;
-        let s = v.last().filter(|s| s.version == version)?;
-        Some((s.generation, s.entries.clone()))
+    /// The newest snapshot if it is of `version`, and, if it was built ahead and is read for
+    /// the first time now, its entries' probes.
+    #[allow(clippy::type_complexity)]
+    fn newest(&self, ino: u64, version: u32) -> Option<(u32, Arc<Vec<DirEntry>>, Option<Vec<Option<Seen>>>)> {
+        let mut v = self.map.get_mut(&ino)?;
+        let s = v.last_mut().filter(|s| s.version == version)?;
+        Some((s.generation, s.entries.clone(), std::mem::take(&mut s.ahead)))
     }
 
-    fn add(&self, ino: u64, version: u32, entries: Arc<Vec<DirEntry>>) -> u32 {
+    /// The newest snapshot's entries if it is of `version` (without reading it).
+    pub(crate) fn current(&self, ino: u64, version: u32) -> Option<Arc<Vec<DirEntry>>> {
+        let v = self.map.get(&ino)?;
+        v.last().filter(|s| s.version == version).map(|s| s.entries.clone())
+    }
+
+    /// Keeps a listing built ahead of a walk, with what its entries' lower layers hold, as
+    /// the directory's newest snapshot.
+    pub(crate) fn add_ahead(&self, ino: u64, version: u32, entries: Arc<Vec<DirEntry>>, seen: Vec<Option<Seen>>) {
+        self.add(ino, version, entries, Some(seen));
+    }
+
+    fn add(&self, ino: u64, version: u32, entries: Arc<Vec<DirEntry>>, ahead: Option<Vec<Option<Seen>>>) -> u32 {
         if self.map.len() >= DIRS {
             // Drop an eighth, oldest generations first.
             let mut gens: Vec<(u32, u64)> =
@@ -386,7 +431,7 @@ impl Snapshots {
         // Generation 0 never names a snapshot (offset 0 means "from the start").
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed).wrapping_add(1).max(1);
         let mut v = self.map.entry(ino).or_default();
-        v.push(Snapshot { generation, version, entries });
+        v.push(Snapshot { generation, version, entries, ahead });
         if v.len() > PER_DIR {
             v.remove(0);
         }

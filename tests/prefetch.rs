@@ -1,0 +1,289 @@
+//! Reading ahead of tree walks (`src/union/prefetch.rs`): a walk of a layered tree is served
+//! from listings built ahead, and shows exactly what it shows without them (and what kernel
+//! overlayfs shows); changes made meanwhile are never hidden by a listing built before them;
+//! reading ahead never follows a symlink out of a layer; `-o noprefetch` turns it off.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn counters(mnt: &Path) -> HashMap<String, u64> {
+    let out = Command::new(bin()).args(["stats", "--raw"]).arg(mnt).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [name, v] => Some((name.to_string(), v.parse().unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits up to five seconds for counter `name` to reach `at_least`.
+fn wait_counter(mnt: &Path, name: &str, at_least: u64) {
+    let t0 = Instant::now();
+    while counters(mnt)[name] < at_least {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{name} stayed below {at_least}: {:?}", counters(mnt));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Three lowers: `l3` a tree 3 levels deep, `l2` overriding some of its files with new
+/// contents and sizes, `l1` whiting out some and making one directory opaque.
+fn layered_tree() -> Stack {
+    let s = Stack::empty(3);
+    for a in 0..4 {
+        for b in 0..4 {
+            for c in 0..3 {
+                let d = s.lower(2).join(format!("a{a}/b{b}/c{c}"));
+                std::fs::create_dir_all(&d).unwrap();
+                for f in 0..5 {
+                    std::fs::write(d.join(format!("f{f}")), format!("l3 {a}{b}{c}{f}\n")).unwrap();
+                }
+            }
+            let over = s.lower(1).join(format!("a{a}/b{b}/c0"));
+            std::fs::create_dir_all(&over).unwrap();
+            std::fs::write(over.join("f1"), format!("l2 override of {a}{b}, longer than the original\n")).unwrap();
+            std::fs::write(over.join("new"), "only in l2\n").unwrap();
+            let wh = s.lower(0).join(format!("a{a}/b{b}/c1"));
+            std::fs::create_dir_all(&wh).unwrap();
+            std::fs::write(wh.join("own"), "l1\n").unwrap();
+            // A whiteout (the kernel's 0/0 character device; needs root, else the OCI form)
+            // hides l3's f2.
+            let dev = rustix::fs::mknodat(
+                rustix::fs::CWD,
+                wh.join("f2"),
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            );
+            if dev.is_err() {
+                std::fs::write(wh.join(".wh.f2"), "").unwrap();
+            }
+        }
+    }
+    // An opaque directory in l1 hides everything below it in l2 and l3 (the kernel's
+    // marker as root, the OCI one otherwise).
+    let opq = s.lower(0).join("a3/b3/c2");
+    std::fs::create_dir_all(&opq).unwrap();
+    if setxattr(&opq, "trusted.overlay.opaque", b"y").is_err() {
+        std::fs::write(opq.join(".wh..wh..opq"), "").unwrap();
+    }
+    std::fs::write(opq.join("alone"), "opaque\n").unwrap();
+    s
+}
+
+/// Every object under `root` with the attributes a walk gets (from `READDIRPLUS`), plus
+/// contents: `(path, "kind mode size nlink ino mtime #contents")`.
+fn walk(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let body = if m.is_file() { std::fs::read_to_string(&p).unwrap() } else { String::new() };
+            if m.is_dir() {
+                todo.push(p.clone());
+            }
+            let attrs = format!("{:o} {} {} {} {} {body:?}", m.mode(), m.len(), m.nlink(), m.ino(), m.mtime());
+            out.insert(p.strip_prefix(root).unwrap().display().to_string(), attrs);
+        }
+    }
+    out
+}
+
+fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {:?} vs {:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
+#[test]
+fn a_walk_served_from_listings_built_ahead_shows_the_same_tree() {
+    need_fuse!();
+    let s = layered_tree();
+    let m = s.mount();
+    let seen = walk(&m.path);
+    let c = counters(&m.path);
+    m.unmount();
+    assert!(c["prefetch_listings"] > 0 && c["prefetch_hits"] > 0, "nothing was read ahead: {c:?}");
+    assert!(c["prefetch_warmed"] > 0, "the walk warmed nothing below: {c:?}");
+    assert!(seen.contains_key("a0/b0/c0/new") && !seen.contains_key("a0/b0/c1/f2"), "{seen:?}");
+    assert!(seen["a0/b0/c0/f1"].contains("override"), "{}", seen["a0/b0/c0/f1"]);
+    assert!(!seen.contains_key("a3/b3/c2/f0") && seen.contains_key("a3/b3/c2/alone"));
+
+    let m = s.mount_with(&["-o", "noprefetch"]);
+    let plain = walk(&m.path);
+    let c = counters(&m.path);
+    m.unmount();
+    assert_eq!(c["prefetch_listings"] + c["prefetch_warmed"], 0, "noprefetch read ahead: {c:?}");
+    let d = diff(&seen, &plain);
+    assert!(d.is_empty(), "with and without prefetching:\n{}", d.join("\n"));
+
+    if is_root() {
+        let k = s.dir.path().join("k");
+        for sub in ["upper", "work", "mnt"] {
+            std::fs::create_dir_all(k.join(sub)).unwrap();
+        }
+        let km = oracle::kernel_mount(&s.lower_arg(), &k.join("upper"), &k.join("work"), &k.join("mnt"), "");
+        let kernel = walk(&km.0);
+        drop(km);
+        let d = diff(&seen, &kernel);
+        assert!(d.is_empty(), "unionfs (prefetching) versus kernel overlayfs:\n{}", d.join("\n"));
+    }
+}
+
+#[test]
+fn changes_made_after_a_listing_was_built_ahead_are_listed() {
+    need_fuse!();
+    let s = layered_tree();
+    let m = s.mount();
+    let _ = ls(&m.path);
+    let _ = ls(m.path.join("a0"));
+    // Listing a0 (a walk step) builds a0/b* ahead; wait for b1's.
+    wait_counter(&m.path, "prefetch_listings", 4);
+    std::fs::write(m.path.join("a0/b1/made"), "through the mount\n").unwrap();
+    std::fs::remove_dir_all(m.path.join("a0/b2/c0")).unwrap();
+    let b1 = ls(m.path.join("a0/b1"));
+    assert!(b1.contains(&"made".to_string()), "{b1:?}");
+    let b2 = ls(m.path.join("a0/b2"));
+    assert!(!b2.contains(&"c0".to_string()), "{b2:?}");
+    assert_eq!(read(m.path.join("a0/b1/made")), "through the mount\n");
+    m.unmount();
+}
+
+#[test]
+fn live_layers_changed_after_a_listing_was_built_ahead_are_listed() {
+    need_fuse!();
+    let s = layered_tree();
+    let m = s.mount_with(&["--watch"]);
+    let _ = ls(&m.path);
+    let _ = ls(m.path.join("a1"));
+    wait_counter(&m.path, "prefetch_listings", 4);
+    std::fs::write(s.lower(2).join("a1/b3/direct"), "behind the mount's back\n").unwrap();
+    let t0 = Instant::now();
+    while !ls(m.path.join("a1/b3")).contains(&"direct".to_string()) {
+        assert!(t0.elapsed() < Duration::from_secs(2), "a file added to a lower never showed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    m.unmount();
+}
+
+#[test]
+fn reading_ahead_never_follows_a_symlink_out_of_a_layer() {
+    need_fuse!();
+    let s = layered_tree();
+    let outside = s.dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("secret/deeper")).unwrap();
+    std::fs::write(outside.join("secret/file"), "not in any layer\n").unwrap();
+    // Symlinks to a directory outside the layers, at every depth a walk reads ahead (the
+    // layers change under the mounts here: what they show is not the point, what the daemon
+    // opens is).
+    for link in ["a0/escape", "a0/b0/escape", "a0/b0/c0/escape", "a1/b1/c1/escape"] {
+        std::os::unix::fs::symlink(&outside, s.lower(2).join(link)).unwrap();
+    }
+    // Directories that a racing thread keeps turning into such symlinks and back.
+    let swapped: Vec<_> =
+        (0..4).flat_map(|a| (0..4).map(move |b| format!("a{a}/b{b}/swap"))).map(|p| s.lower(2).join(p)).collect();
+    for d in &swapped {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let ino = inotify_on(&outside, &outside.join("secret"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, swapped, outside) = (stop.clone(), swapped.clone(), outside.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for d in &swapped {
+                    let tmp = d.with_file_name("swap.tmp");
+                    let _ = std::fs::remove_dir(d);
+                    let _ = std::os::unix::fs::symlink(&outside, &tmp);
+                    let _ = std::fs::rename(&tmp, d);
+                }
+                std::thread::sleep(Duration::from_micros(300));
+                for d in &swapped {
+                    let _ = std::fs::remove_file(d);
+                    let _ = std::fs::create_dir(d);
+                }
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        })
+    };
+    // Fresh mounts, each walked once: every walk reads the swapped directories ahead.
+    let mut read_ahead = 0;
+    for _ in 0..8 {
+        let m = s.mount();
+        let _ = walk_quietly(&m.path);
+        let c = counters(&m.path);
+        read_ahead += c["prefetch_listings"] + c["prefetch_warmed"];
+        m.unmount();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert!(read_ahead > 0);
+    let events = read_events(ino);
+    assert!(events.is_empty(), "the outside directory was opened or read {} times", events.len());
+}
+
+/// A walk that tolerates names vanishing under it.
+fn walk_quietly(root: &Path) -> usize {
+    let mut n = 0;
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            n += 1;
+            if let Ok(m) = std::fs::symlink_metadata(e.path())
+                && m.is_dir()
+            {
+                todo.push(e.path());
+            }
+        }
+    }
+    n
+}
+
+/// An inotify instance watching two directories for opens and reads.
+fn inotify_on(a: &Path, b: &Path) -> std::os::fd::OwnedFd {
+    use rustix::fs::inotify;
+    let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+    for d in [a, b] {
+        inotify::add_watch(&fd, d, inotify::WatchFlags::OPEN | inotify::WatchFlags::ACCESS).unwrap();
+    }
+    fd
+}
+
+/// The events queued on an inotify instance (their masks).
+fn read_events(fd: std::os::fd::OwnedFd) -> Vec<u32> {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    let mut r = rustix::fs::inotify::Reader::new(&fd, &mut buf);
+    let mut out = Vec::new();
+    while let Ok(e) = r.next() {
+        out.push(e.events().bits());
+    }
+    out
+}
+
+#[test]
+fn unmount_ends_a_daemon_that_is_reading_ahead() {
+    need_fuse!();
+    let s = layered_tree();
+    let m = s.mount_with(&["-o", "prefetch=8"]);
+    let pid = daemon_pid(&m.path).expect("daemon pid");
+    let _ = ls(&m.path);
+    for a in 0..4 {
+        let _ = ls(m.path.join(format!("a{a}")));
+    }
+    m.unmount();
+    assert!(exits_soon(pid), "the daemon outlived its unmount");
+}
