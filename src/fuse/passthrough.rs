@@ -43,8 +43,8 @@ enum InoState {
 /// What one open file holds.
 #[derive(Debug)]
 enum FhState {
-    /// A reference to its inode's backing, dropped at release (the last one closes it).
-    Backed(#[allow(dead_code)] Arc<fuser::BackingId>),
+    /// A reference to inode `.0`'s backing, dropped at release (the last one closes it).
+    Backed(u64, #[allow(dead_code)] Arc<fuser::BackingId>),
     /// Served by the daemon; the inode number.
     Daemon(u64),
 }
@@ -122,7 +122,7 @@ impl Passthrough {
                 Err(err) => return self.refused(err),
             },
         };
-        self.by_fh.insert(fh, FhState::Backed(backing.clone()));
+        self.by_fh.insert(fh, FhState::Backed(ino, backing.clone()));
         OpenMode::Backed(backing)
     }
 
@@ -134,20 +134,30 @@ impl Passthrough {
         OpenMode::Direct
     }
 
-    /// Handle `fh` was closed.
+    /// Handle `fh` was closed. An inode's entry goes with its last open file, so the table
+    /// holds only inodes open now (the kernel drops an inode's backing with its last open
+    /// file too, so the next open may choose afresh).
     pub(super) fn release(&self, fh: u64) {
-        if let Some((_, FhState::Daemon(ino))) = self.by_fh.remove(&fh) {
-            self.by_ino.remove_if_mut(&ino, |_, st| match st {
-                InoState::Daemon(n) => {
-                    *n = n.saturating_sub(1);
-                    *n == 0
-                }
-                InoState::Backed(..) => false,
-            });
+        match self.by_fh.remove(&fh) {
+            Some((_, FhState::Daemon(ino))) => {
+                self.by_ino.remove_if_mut(&ino, |_, st| match st {
+                    InoState::Daemon(n) => {
+                        *n = n.saturating_sub(1);
+                        *n == 0
+                    }
+                    InoState::Backed(..) => false,
+                });
+            }
+            Some((_, FhState::Backed(ino, backing))) => {
+                drop(backing);
+                self.forget(ino);
+            }
+            None => {}
         }
     }
 
-    /// The kernel forgot inode `ino`.
+    /// The kernel forgot inode `ino`, or closed one of its files: drop its entry if no open
+    /// file holds its backing. (Decided under the entry's lock, as opens are.)
     pub(super) fn forget(&self, ino: u64) {
         self.by_ino.remove_if(&ino, |_, st| matches!(st, InoState::Backed(w, _) if w.strong_count() == 0));
     }
