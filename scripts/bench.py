@@ -23,10 +23,12 @@ import sys
 import time
 
 SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nopt", "kernel-mc", "unionfs-mc",
-           "unionfs-uring", "unionfs-spin"]
+           "unionfs-uring", "unionfs-spin", "unionfs-noprefetch", "unionfs-volatile"]
 # Measured only when asked for with --systems (the metadata-only copy-up comparison,
-# unionfs on FUSE over io_uring where the kernel offers it, unionfs with spinning readers).
-EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring", "unionfs-spin"}
+# unionfs on FUSE over io_uring where the kernel offers it, unionfs with spinning readers,
+# unionfs without reading directories ahead, unionfs without fsync of copied-up data as
+# fuse-overlayfs copies up).
+EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring", "unionfs-spin", "unionfs-noprefetch", "unionfs-volatile"}
 LABEL = {
     "ext4": "ext4 (merged copy)",
     "kernel": "kernel overlayfs",
@@ -39,10 +41,13 @@ LABEL = {
     "unionfs-mc": "unionfs -o metacopy=on",
     "unionfs-uring": "unionfs -o uring",
     "unionfs-spin": "unionfs -o spin=50",
+    "unionfs-noprefetch": "unionfs -o noprefetch",
+    "unionfs-volatile": "unionfs -o volatile",
 }
 DAEMONS = {"fo1": "fuse-overlayfs", "fo2": "fuse-overlayfs", "unionfs-fuse": "unionfs-fuse",
            "unionfs": "unionfs", "unionfs-nopt": "unionfs", "unionfs-mc": "unionfs",
-           "unionfs-uring": "unionfs", "unionfs-spin": "unionfs"}
+           "unionfs-uring": "unionfs", "unionfs-spin": "unionfs", "unionfs-noprefetch": "unionfs",
+           "unionfs-volatile": "unionfs"}
 BIG = 1 << 30
 MID = 256 << 20
 
@@ -201,6 +206,8 @@ class Mount:
             "unionfs-nopt": f"{self.tools['unionfs']} -o nopassthrough,{o} {self.mnt}",
             "unionfs-uring": f"{self.tools['unionfs']} -o uring,{o} {self.mnt}",
             "unionfs-spin": f"{self.tools['unionfs']} -o spin=50,{o} {self.mnt}",
+            "unionfs-noprefetch": f"{self.tools['unionfs']} -o noprefetch,{o} {self.mnt}",
+            "unionfs-volatile": f"{self.tools['unionfs']} -o volatile,{o} {self.mnt}",
             "kernel-mc": f"mount -t overlay overlay -o {o},redirect_dir=on,metacopy=on {self.mnt}",
             # (unionfs's own form: the fuse-overlayfs form ignores the engines' metacopy=on)
             "unionfs-mc": f"{self.tools['unionfs']} mount -o metacopy=on --lower {lw} --upper {self.upper} "
@@ -412,7 +419,7 @@ def chart(results, systems, path):
     shown = [s for s in systems if s != "kernel" and s in results]
     colors = {"ext4": "#999999", "fo1": "#e8a33d", "fo2": "#c75d2c", "unionfs-fuse": "#8e6bb8",
               "unionfs": "#2a7ab9", "unionfs-nopt": "#7fb3db", "kernel-mc": "#555555", "unionfs-mc": "#1d4f7a", "unionfs-uring": "#9ecae1",
-              "unionfs-spin": "#08306b"}
+              "unionfs-spin": "#08306b", "unionfs-noprefetch": "#6baed6", "unionfs-volatile": "#3f007d"}
     bar, gap, left, width = 9, 10, 150, 560
     lo, hi = math.log10(0.25), math.log10(40)
     x = lambda r: left + (math.log10(min(max(r, 0.25), 40)) - lo) / (hi - lo) * width

@@ -42,6 +42,7 @@ const OPS: &[&str] = &[
     "fallocate",
     "lseek",
     "copy_file_range",
+    "ioctl",
     "other",
 ];
 

@@ -83,3 +83,57 @@ fn overlay_named_xattrs_are_escaped_like_the_kernel() {
         libc::ENODATA
     );
 }
+
+/// A POSIX ACL in its xattr form: version 2, then (tag, perm, id) entries.
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn new_files_keep_inherited_acls_and_answer_capability_queries_from_memory() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let m = s.mount();
+    let stats = |k: &str| -> u64 {
+        let out = std::process::Command::new(bin()).args(["stats", "--raw"]).arg(&m.path).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines().find_map(|l| l.strip_prefix(k)?.trim().parse().ok()).unwrap()
+    };
+    // A directory whose default ACL gives user 1234 rwx: files made in it inherit an access
+    // ACL from the upper filesystem, which the mount must show.
+    std::fs::create_dir(m.path.join("shared")).unwrap();
+    let (user_obj, user, group_obj, mask, other) = (0x01, 0x02, 0x04, 0x10, 0x20);
+    let default = acl(&[
+        (user_obj, 7, u32::MAX),
+        (user, 7, 1234),
+        (group_obj, 5, u32::MAX),
+        (mask, 7, u32::MAX),
+        (other, 5, u32::MAX),
+    ]);
+    if setxattr(&m.path.join("shared"), "system.posix_acl_default", &default).is_err() {
+        eprintln!("skipped: the upper filesystem has no POSIX ACLs");
+        return;
+    }
+    write(m.path.join("shared/inherits"), "x");
+    let got = getxattr(&m.path.join("shared/inherits"), "system.posix_acl_access").expect("inherited ACL shown");
+    assert!(got.windows(8).any(|w| w[..2] == [2, 0] && w[4..8] == 1234u32.to_le_bytes()), "{got:?}");
+    assert!(listxattr(&m.path.join("shared/inherits")).contains(&"system.posix_acl_access".to_string()));
+
+    // A plain new file: the kernel's security.capability query before its first write is
+    // answered without reading the upper again.
+    let misses = stats("xattr_cache_misses");
+    for i in 0..20 {
+        write(m.path.join(format!("plain{i}")), "data");
+    }
+    assert_eq!(stats("xattr_cache_misses"), misses, "new files' xattrs were read from the upper");
+    assert_eq!(getxattr(&m.path.join("plain0"), "security.capability"), None);
+    setxattr(&m.path.join("plain0"), "user.later", b"1").unwrap();
+    assert_eq!(getxattr(&m.path.join("plain0"), "user.later").as_deref(), Some(&b"1"[..]));
+    m.unmount();
+}

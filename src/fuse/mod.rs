@@ -708,7 +708,9 @@ impl Filesystem for Fuse {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        reply.error(fuser::Errno::ENOTTY);
+        // Every ioctl reaches the daemon (the kernel remembers no refusal, and turns ENOSYS
+        // into ENOTTY for the caller); Python's open(), for one, asks TCGETS of every file.
+        guard("ioctl", || reply.error(fuser::Errno::ENOTTY));
     }
 
     fn fallocate(

@@ -77,6 +77,14 @@ impl UnionFs {
     pub fn create(&self, ctx: Ctx, parent: u64, name: &CStr, mode: u32, flags: i32) -> Res<(Entry, Opened)> {
         let oflags = real_flags(flags);
         let (node, st, fd) = self.create_file(ctx, parent, name, mode, oflags)?;
+        // The kernel asks for `security.capability` before the first write of every new
+        // file: a new file usually has no extended attributes, which its descriptor tells at
+        // once (an inherited ACL or a security label is read the usual way when asked).
+        if self.opts.xattrs
+            && crate::sys::xattr::list(crate::sys::xattr::XTarget::Fd(fd.as_fd())).is_ok_and(|n| n.is_empty())
+        {
+            node.cache_xattrs(Vec::new());
+        }
         let entry = Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate: false };
         let fh = self.handles.insert(FileHandle::new(node, fd, true));
         Ok((entry, Opened { fh, keep_cache: true }))
