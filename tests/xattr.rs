@@ -137,3 +137,52 @@ fn new_files_keep_inherited_acls_and_answer_capability_queries_from_memory() {
     assert_eq!(getxattr(&m.path.join("plain0"), "user.later").as_deref(), Some(&b"1"[..]));
     m.unmount();
 }
+
+#[test]
+fn attribute_changes_leave_no_stale_xattr_answers() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let m = s.mount();
+    // An access ACL with a named user: chmod rewrites its mask entry in the upper file, and
+    // the kernel asks again (it drops its cached ACL on chmod).
+    let f = m.path.join("with_acl");
+    write(&f, "x");
+    let (user_obj, user, group_obj, mask, other) = (0x01u16, 0x02u16, 0x04u16, 0x10u16, 0x20u16);
+    let access = acl(&[
+        (user_obj, 6, u32::MAX),
+        (user, 6, 1234),
+        (group_obj, 4, u32::MAX),
+        (mask, 6, u32::MAX),
+        (other, 4, u32::MAX),
+    ]);
+    if setxattr(&f, "system.posix_acl_access", &access).is_err() {
+        eprintln!("skipped: the upper filesystem has no POSIX ACLs");
+        return;
+    }
+    let mask_of = |v: &[u8]| v[4..].chunks(8).find(|e| e[..2] == mask.to_le_bytes()).map(|e| e[2]);
+    assert_eq!(mask_of(&getxattr(&f, "system.posix_acl_access").unwrap()), Some(6));
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert_eq!(mask_of(&getxattr(&f, "system.posix_acl_access").unwrap()), Some(0), "the mask follows chmod g=");
+    // A file known to have no attributes keeps that answer through owner and mode changes.
+    let plain = m.path.join("plain");
+    write(&plain, "x");
+    std::fs::set_permissions(&plain, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    assert!(listxattr(&plain).is_empty());
+    if is_root() {
+        // security.capability v2 (cap_net_raw permitted), as setcap writes it: the kernel drops
+        // file capabilities on a change of owner, and the mount must say so.
+        let mut cap = 0x0200_0001u32.to_le_bytes().to_vec();
+        cap.extend_from_slice(&(1u32 << 13).to_le_bytes());
+        cap.extend_from_slice(&[0; 12]);
+        let with = m.path.join("with_cap");
+        write(&with, "x");
+        setxattr(&with, "security.capability", &cap).unwrap();
+        assert_eq!(getxattr(&with, "security.capability").as_deref(), Some(&cap[..]));
+        std::os::unix::fs::chown(&with, Some(1234), Some(1234)).unwrap();
+        assert_eq!(getxattr(&with, "security.capability"), None, "capability survived chown");
+        assert_eq!(getxattr(&s.u("with_cap"), "security.capability"), None);
+        std::os::unix::fs::chown(&plain, Some(1234), Some(1234)).unwrap();
+        assert!(listxattr(&plain).is_empty());
+    }
+    m.unmount();
+}

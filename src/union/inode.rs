@@ -139,8 +139,13 @@ impl UnionFs {
         } else {
             self.copy_up_meta(&node)?;
         }
-        // A mode change rewrites ACL attributes; an owner change may drop capabilities.
-        node.forget_xattrs();
+        // A mode change rewrites ACL attributes, an owner or size change may drop
+        // capabilities; none adds an attribute, so an object known to have none keeps that
+        // answer (untar chowns and chmods every file it makes, then the kernel asks for
+        // `security.capability` again).
+        if !node.has(flag::XATTRS_NONE) {
+            node.forget_xattrs();
+        }
         let mut sa = sa;
         if let Some(xname) = self.opts.override_stat
             && node.kind != FileKind::Symlink
@@ -162,6 +167,7 @@ impl UnionFs {
                 let r = self.upper_real(&node)?;
                 up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), xname, new.render().as_bytes(), SetMode::Any)
             })?;
+            node.forget_xattrs();
             (sa.uid, sa.gid, sa.mode) = (None, None, None);
         }
         // Ids as the layers store them.
