@@ -168,3 +168,61 @@ fn a_failed_ring_set_up_falls_back_to_dev_fuse() {
     std::fs::write(m.path.join("new"), b"x").unwrap();
     assert_eq!(ring_requests(&m.path), 0);
 }
+
+/// Scheduling policy of each of the daemon's `uring-*` threads (`/proc/PID/task/*/stat`
+/// field 41: 0 `SCHED_OTHER`, 5 `SCHED_IDLE`).
+fn ring_thread_policies(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("uring-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+        // Fields after the parenthesised name, which may hold spaces.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        out.push(rest.split(' ').nth(38).unwrap().parse().unwrap());
+    }
+    out
+}
+
+#[test]
+fn replies_leave_no_ring_thread_at_idle_priority_and_a_busy_cpu_starves_no_one() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::fixture("basic");
+    let m = s.mount_with(&["-o", "uring"]);
+    let pid = daemon_pid(&m.path).expect("daemon pid");
+    // Replies are sent at SCHED_IDLE (so the woken caller keeps its CPU); a ring thread
+    // must never stay there.
+    for _ in 0..2000 {
+        let _ = std::fs::symlink_metadata(m.path.join("foo"));
+        let _ = getxattr(&m.path.join("foo"), "user.none");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let policies = ring_thread_policies(pid);
+    assert!(!policies.is_empty() && policies.iter().all(|p| *p == 0), "ring thread policies: {policies:?}");
+    assert!(ring_requests(&m.path) >= 2000);
+
+    // A CPU-bound process beside a caller on one CPU: a ring thread caught at SCHED_IDLE
+    // there would wait behind it for as long as it runs.
+    let hog = Command::new("taskset").args(["-c", "0", "sh", "-c", "while :; do :; done"]).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    let caller = Command::new("taskset")
+        .args(["-c", "0", "sh", "-c"])
+        .arg(format!(
+            "for i in $(seq 300); do getfattr -n user.none {} 2>/dev/null; done; exit 0",
+            m.path.join("foo").display()
+        ))
+        .status();
+    let took = t0.elapsed();
+    let mut hog = hog;
+    let _ = hog.kill();
+    let _ = hog.wait();
+    assert!(caller.unwrap().success());
+    assert!(took < std::time::Duration::from_secs(20), "300 requests beside a busy CPU took {took:?}");
+    let policies = ring_thread_policies(pid);
+    assert!(policies.iter().all(|p| *p == 0), "ring thread policies: {policies:?}");
+    m.unmount();
+}

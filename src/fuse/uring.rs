@@ -160,6 +160,7 @@ struct Slots {
 fn serve<FS: fuser::Filesystem>(d: &fuser::Dispatcher<FS>, cpu: u16, payload: usize) -> std::io::Result<()> {
     uring::pin_to(cpu);
     let mut ring = FuseRing::new(d.device(), cpu, payload)?;
+    ring.set_yield_on_commit(crate::sys::proc::idle_policy_reversible());
     let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
     let replies = Arc::new(Replies { done: Mutex::new(Vec::new()), wake, owner: std::thread::current().id() });
     ring.watch(replies.wake.as_fd())?;

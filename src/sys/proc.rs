@@ -180,3 +180,32 @@ pub fn trim_heap() {
 pub fn lower_priority() -> Res<()> {
     Ok(rustix::process::setpriority_process(None, 19)?)
 }
+
+/// Safe wrapper for `sched_setscheduler(0, SCHED_IDLE or SCHED_OTHER)`: the calling thread's
+/// scheduling policy (Linux keeps one per thread).
+///
+/// # Errors
+/// The system's refusal (leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20).
+#[allow(unsafe_code)]
+pub fn set_idle_policy(idle: bool) -> Res<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
+    // SAFETY: `param` is a valid `sched_param` for the duration of the call; pid 0 names the
+    // calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().into()) }
+}
+
+/// Whether a thread of this process may go to `SCHED_IDLE` and come back, tried once on a
+/// thread of its own (so a refusal to come back strands nobody).
+pub fn idle_policy_reversible() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("sched-probe".into())
+            .spawn(|| set_idle_policy(true).is_ok() && set_idle_policy(false).is_ok())
+            .ok()
+            .and_then(|t| t.join().ok())
+            .unwrap_or(false)
+    })
+}

@@ -21,7 +21,6 @@
 //! they are leaked rather than freed.
 #![allow(unsafe_code)]
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
@@ -48,22 +47,37 @@ const CMD_REGISTER: u32 = 1;
 /// `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
 const CMD_COMMIT_AND_FETCH: u32 = 2;
 
-/// A zeroed heap buffer at a fixed address, shared with the kernel.
+/// A zeroed buffer at a fixed address, shared with the kernel: an anonymous mapping of its
+/// own, so pages nobody wrote cost no memory (a slot's payload is as large as the largest
+/// request, most requests are a few bytes; a zeroed heap allocation would be written through
+/// at once).
 struct Buffer {
     ptr: NonNull<u8>,
-    layout: Layout,
+    len: usize,
 }
 
 impl Buffer {
     fn new(len: usize) -> Res<Buffer> {
-        let layout = Layout::from_size_align(len.max(1), 4096).map_err(|_| Errno::EINVAL)?;
-        // SAFETY: the layout has a non-zero size; a null result is handled.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        NonNull::new(ptr).map(|ptr| Buffer { ptr, layout }).ok_or(Errno::ENOMEM)
+        let len = len.max(1);
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        NonNull::new(ptr.cast::<u8>()).map(|ptr| Buffer { ptr, len }).ok_or(Errno::ENOMEM)
     }
 
     fn len(&self) -> usize {
-        self.layout.size()
+        self.len
     }
 
     /// Copies `len` bytes at `at` out of the buffer into `out`.
@@ -95,8 +109,8 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        // SAFETY: allocated by `alloc_zeroed` with this layout, freed once.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+        // SAFETY: mapped by `Buffer::new` with this length, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 
@@ -144,6 +158,10 @@ pub struct FuseRing {
     /// The eventfd read's 8-byte target, and whether the read is submitted.
     wake_buf: Box<[u8; 8]>,
     wake_armed: bool,
+    /// Replies are queued and not sent yet.
+    commits_queued: bool,
+    /// Send replies at `SCHED_IDLE` (see [`FuseRing::wait`]).
+    yield_on_commit: bool,
 }
 
 // SAFETY: the iovecs point into the ring's own buffers; the ring is used by one thread at a time.
@@ -188,7 +206,15 @@ impl FuseRing {
             slots: Vec::new(),
             wake_buf: Box::new([0; 8]),
             wake_armed: false,
+            commits_queued: false,
+            yield_on_commit: false,
         })
+    }
+
+    /// Sends replies at `SCHED_IDLE` priority from now on (the thread must be allowed to
+    /// come back: [`crate::sys::proc::idle_policy_reversible`]).
+    pub fn set_yield_on_commit(&mut self, on: bool) {
+        self.yield_on_commit = on;
     }
 
     fn push(&mut self, e: &squeue::Entry128) -> Res<()> {
@@ -245,7 +271,30 @@ impl FuseRing {
     }
 
     /// Sends what is queued and waits until at least one event is ready.
+    ///
+    /// With [`FuseRing::set_yield_on_commit`], replies are sent while the thread runs at
+    /// `SCHED_IDLE`. The caller a reply wakes slept on this ring's CPU, where this thread
+    /// still runs when the kernel wakes it; the scheduler then moves it to the other, idle
+    /// CPU, and every round trip pays an idle CPU's wake-up (on a VM, a halted vCPU's).
+    /// A CPU that runs only `SCHED_IDLE` work counts as idle, so the caller stays and takes
+    /// the CPU at once; this thread finishes when the caller next waits, which is when the
+    /// next request comes. Caller and ring thread then share one CPU, two context switches
+    /// per round trip.
     pub fn wait(&mut self) -> Res<()> {
+        if std::mem::take(&mut self.commits_queued) && self.yield_on_commit {
+            let idle = crate::sys::proc::set_idle_policy(true).is_ok();
+            let sent = self.ring.submit();
+            if idle && let Err(e) = crate::sys::proc::set_idle_policy(false) {
+                // Cannot happen once the probe passed; never serve on at SCHED_IDLE.
+                tracing::warn!("cannot leave SCHED_IDLE ({e}); replies are sent normally from now on");
+                self.yield_on_commit = false;
+            }
+            match sent {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
         loop {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => return Ok(()),
@@ -336,6 +385,7 @@ impl FuseRing {
             .user_data(slot as u64);
         self.push(&e)?;
         self.slots[slot].in_kernel = true;
+        self.commits_queued = true;
         Ok(())
     }
 }
