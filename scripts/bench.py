@@ -4,9 +4,11 @@
 Builds its fixtures (a source-tree-like layer of 21k files in 1.3k directories, a layer of
 overrides with whiteouts and opaque directories on top, a 1 GiB and a 256 MiB file below),
 then for each system -- plain ext4 (a merged copy), kernel overlayfs, fuse-overlayfs 1.x,
-fuse-overlayfs 2.0, unionfs-fuse, unionfs (and unionfs without passthrough) -- times every
-workload, each the median of --reps runs. Cold runs get a fresh mount and dropped caches
-each time; warm runs reuse one mount after a priming run; the systems take turns run by run. Prints a markdown table of times
+fuse-overlayfs 2.0, unionfs-fuse, unionfs (on FUSE over io_uring where bench.sh switched
+the kernel's fuse.enable_uring on, its default then; also on /dev/fuse, and without
+passthrough) -- times every workload, each the median of --reps runs. Cold runs get a fresh
+mount and dropped caches each time; warm runs reuse one mount after a priming run; the
+systems take turns run by run. Prints a markdown table of times
 and of ratios to kernel overlayfs and to both fuse-overlayfs, reports each daemon's resident
 memory after all workloads, and writes results.json, results.md and an SVG chart of the
 ratios. Needs root (kernel overlayfs, drop_caches). Run it through scripts/bench.sh.
@@ -22,7 +24,8 @@ import subprocess
 import sys
 import time
 
-SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nopt", "kernel-mc", "unionfs-mc",
+SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nouring", "unionfs-nopt", "kernel-mc",
+           "unionfs-mc",
            "unionfs-uring", "unionfs-spin", "unionfs-noprefetch", "unionfs-volatile"]
 # Measured only when asked for with --systems (the metadata-only copy-up comparison,
 # unionfs on FUSE over io_uring where the kernel offers it, unionfs with spinning readers,
@@ -36,16 +39,17 @@ LABEL = {
     "fo2": "fuse-overlayfs 2.0",
     "unionfs-fuse": "unionfs-fuse",
     "unionfs": "unionfs",
+    "unionfs-nouring": "unionfs -o nouring",
     "unionfs-nopt": "unionfs -o nopassthrough",
     "kernel-mc": "kernel overlayfs -o metacopy=on",
     "unionfs-mc": "unionfs -o metacopy=on",
     "unionfs-uring": "unionfs -o uring",
-    "unionfs-spin": "unionfs -o spin=50",
+    "unionfs-spin": "unionfs -o nouring,spin=50",
     "unionfs-noprefetch": "unionfs -o noprefetch",
     "unionfs-volatile": "unionfs -o volatile",
 }
 DAEMONS = {"fo1": "fuse-overlayfs", "fo2": "fuse-overlayfs", "unionfs-fuse": "unionfs-fuse",
-           "unionfs": "unionfs", "unionfs-nopt": "unionfs", "unionfs-mc": "unionfs",
+           "unionfs": "unionfs", "unionfs-nouring": "unionfs", "unionfs-nopt": "unionfs", "unionfs-mc": "unionfs",
            "unionfs-uring": "unionfs", "unionfs-spin": "unionfs", "unionfs-noprefetch": "unionfs",
            "unionfs-volatile": "unionfs"}
 BIG = 1 << 30
@@ -203,9 +207,10 @@ class Mount:
             "unionfs-fuse": "unionfs-fuse -o cow "
                             + f"{self.upper}=RW:" + ":".join(f"{l}=RO" for l in lowers(self.fx)) + f" {self.mnt}",
             "unionfs": f"{self.tools['unionfs']} -o {o} {self.mnt}",
+            "unionfs-nouring": f"{self.tools['unionfs']} -o nouring,{o} {self.mnt}",
             "unionfs-nopt": f"{self.tools['unionfs']} -o nopassthrough,{o} {self.mnt}",
             "unionfs-uring": f"{self.tools['unionfs']} -o uring,{o} {self.mnt}",
-            "unionfs-spin": f"{self.tools['unionfs']} -o spin=50,{o} {self.mnt}",
+            "unionfs-spin": f"{self.tools['unionfs']} -o nouring,spin=50,{o} {self.mnt}",
             "unionfs-noprefetch": f"{self.tools['unionfs']} -o noprefetch,{o} {self.mnt}",
             "unionfs-volatile": f"{self.tools['unionfs']} -o volatile,{o} {self.mnt}",
             "kernel-mc": f"mount -t overlay overlay -o {o},redirect_dir=on,metacopy=on {self.mnt}",
@@ -418,7 +423,7 @@ def chart(results, systems, path):
     names = [w[0] for w in WORKLOADS if w[0] in results.get("kernel", {})]
     shown = [s for s in systems if s != "kernel" and s in results]
     colors = {"ext4": "#999999", "fo1": "#e8a33d", "fo2": "#c75d2c", "unionfs-fuse": "#8e6bb8",
-              "unionfs": "#2a7ab9", "unionfs-nopt": "#7fb3db", "kernel-mc": "#555555", "unionfs-mc": "#1d4f7a", "unionfs-uring": "#9ecae1",
+              "unionfs": "#2a7ab9", "unionfs-nouring": "#41b6c4", "unionfs-nopt": "#7fb3db", "kernel-mc": "#555555", "unionfs-mc": "#1d4f7a", "unionfs-uring": "#9ecae1",
               "unionfs-spin": "#08306b", "unionfs-noprefetch": "#6baed6", "unionfs-volatile": "#3f007d"}
     bar, gap, left, width = 9, 10, 150, 560
     lo, hi = math.log10(0.25), math.log10(40)

@@ -4,8 +4,9 @@
 # peers; fuse-overlayfs 2.0 is built with cargo into a scratch directory and used only to
 # measure), builds unionfs, and runs scripts/bench.py. Needs root.
 #   scripts/bench.sh [--systems kernel,unionfs,...] [--reps N] [--only 'find cold,...'] [--out DIR]
-# UNIONFS_BENCH_URING=0 leaves fuse.enable_uring as it is (it matters only for the
-# unionfs-uring system, `--systems ...,unionfs-uring`: unionfs -o uring).
+# The script switches fuse.enable_uring on for its run (and back), so `unionfs` runs on FUSE
+# over io_uring, its default where the kernel offers it, and `unionfs-nouring` on /dev/fuse,
+# what a kernel without it gives; UNIONFS_BENCH_URING=0 leaves the parameter as it is.
 # Results: $UNIONFS_BENCH_DIR (default /var/tmp/unionfs-bench)/{results.md,results.json,bench.svg}.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,8 +18,7 @@ if [ ! -x "$fo2_root/bin/fuse-overlayfs" ]; then
   cargo install --quiet fuse-overlayfs --version 2.0.0 --root "$fo2_root"
 fi
 (cd "$repo" && cargo build --release --quiet)
-# FUSE over io_uring for the unionfs-uring system (the kernel has it off by default): on
-# for the run, then back.
+# FUSE over io_uring (the kernel has it off by default): on for the run, then back.
 param=/sys/module/fuse/parameters/enable_uring
 if [ -w "$param" ] && [ "${UNIONFS_BENCH_URING:-1}" = 1 ]; then
   was=$(cat "$param")

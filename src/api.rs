@@ -126,7 +126,7 @@ impl Builder {
         let mut cfg = MountConfig::validate(req)?;
         // The background session serves /dev/fuse only (no ring threads): accepting io_uring
         // at INIT would leave the kernel waiting for rings that never come.
-        cfg.options.uring = false;
+        cfg.options.uring = Some(false);
         let prepared = crate::daemon::prepare(&cfg)?;
         let session = prepared.session.spawn().context(|| "cannot start the mount's threads".into())?;
         Ok(UnionMount {

@@ -306,7 +306,8 @@ pub struct MountArgs {
     pub inode_limit: Option<u64>,
     /// Mount options, comma-separated, may repeat: ro, rw, nosuid, suid, nodev, dev, noexec,
     /// noatime, volatile / fsync=0 (skip fsync), allow_other, nopassthrough (no FUSE
-    /// passthrough), uring (experimental: FUSE over io_uring where the kernel offers it),
+    /// passthrough), nouring/uring (FUSE over io_uring, used where the kernel offers it by
+    /// default as root; nouring: /dev/fuse only),
     /// spin=MICROS (an idle reader polls /dev/fuse that long for the next request before
     /// sleeping; 0 or nospin: never), prefetch=N (threads reading directories ahead of tree
     /// walks, default 4; 0 or noprefetch: none),

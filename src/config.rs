@@ -123,9 +123,9 @@ pub struct MountOptions {
     /// `nopassthrough`: never hand files to the kernel (exact overlayfs semantics for files
     /// opened before a copy-up, at the cost of speed).
     pub nopassthrough: bool,
-    /// `uring`: use FUSE over io_uring where the kernel offers it (experimental, off by
-    /// default: see docs/performance.md).
-    pub uring: bool,
+    /// `uring` / `nouring`: whether to use FUSE over io_uring where the kernel offers it
+    /// (`None`: the default, see [`MountOptions::wants_uring`]).
+    pub uring: Option<bool>,
     /// `spin=MICROS`: how long an idle `/dev/fuse` reader polls for the next request before
     /// it sleeps (`Some(0)`: never; `None`: the default, [`DEFAULT_SPIN_US`]).
     pub spin_us: Option<u64>,
@@ -268,8 +268,8 @@ impl MountOptions {
                 ("redirect_dir", Some(_)) => bad(),
                 ("nopassthrough", None) | ("passthrough", Some("0" | "off")) => self.nopassthrough = true,
                 ("passthrough", None | Some("1" | "on")) => self.nopassthrough = false,
-                ("nouring", None) | ("uring", Some("0" | "off")) => self.uring = false,
-                ("uring", None | Some("1" | "on")) => self.uring = true,
+                ("nouring", None) | ("uring", Some("0" | "off")) => self.uring = Some(false),
+                ("uring", None | Some("1" | "on")) => self.uring = Some(true),
                 ("spin", Some(v)) => match v.parse::<u64>() {
                     Ok(n) if n <= MAX_SPIN_US => self.spin_us = Some(n),
                     _ => bad(),
@@ -283,6 +283,16 @@ impl MountOptions {
                 _ => self.unknown.push(opt.clone()),
             }
         }
+    }
+
+    /// Whether the mount asks the kernel for FUSE over io_uring (used where the kernel
+    /// offers it: Linux 6.14+ with `fuse.enable_uring=Y`): when `uring` is given; by
+    /// default when the daemon may send replies at `SCHED_IDLE` (`may_yield`: root), without
+    /// which the transport is slower than `/dev/fuse` for a lone caller's chain of requests
+    /// (the woken caller moves to another CPU at every reply), and unless spinning readers
+    /// are asked for (they serve `/dev/fuse`).
+    pub fn wants_uring(&self, may_yield: bool) -> bool {
+        self.uring.unwrap_or(may_yield && self.spin_us.unwrap_or(DEFAULT_SPIN_US) == 0)
     }
 
     /// The user id map these options describe.
@@ -642,6 +652,14 @@ mod tests {
         assert_eq!(o.prefetch, Some(2));
         o.apply("noprefetch");
         assert_eq!(o.prefetch, Some(0));
+        o.apply("spin=80");
+        assert!(!o.wants_uring(true), "spinning readers serve /dev/fuse");
+        o.apply("spin=0");
+        assert!(o.wants_uring(true) && !o.wants_uring(false), "by default where replies may yield");
+        o.apply("nouring");
+        assert!(!o.wants_uring(true));
+        o.apply("uring");
+        assert!(o.wants_uring(false));
         o.apply("prefetch=65,prefetch=,prefetch=a");
         assert_eq!(o.invalid.len(), 6, "{:?}", o.invalid);
         assert_eq!(o.prefetch, Some(0));

@@ -208,14 +208,13 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     config.clone_fd = true;
     // Readers that poll for the next request (leader/followers, vendor/fuser/src/leader.rs);
     // not with io_uring, where /dev/fuse carries only FORGET and INTERRUPT.
+    let uring = cfg.options.wants_uring(root && sproc::idle_policy_reversible());
     let spin = cfg.options.spin_us.unwrap_or(crate::config::DEFAULT_SPIN_US);
-    config.spin = (spin > 0 && !cfg.options.uring).then(|| std::time::Duration::from_micros(spin));
+    config.spin = (spin > 0 && !uring).then(|| std::time::Duration::from_micros(spin));
 
     // With a size limit every write must pass through the daemon to be counted.
     let passthrough = !cfg.options.nopassthrough && cfg.options.size_limit.is_none();
-    let fuse = Fuse::new(fs.clone(), passthrough)
-        .context(|| "cannot start worker threads".into())?
-        .with_uring(cfg.options.uring);
+    let fuse = Fuse::new(fs.clone(), passthrough).context(|| "cannot start worker threads".into())?.with_uring(uring);
     let uring = fuse.uring();
     let session = Session::new(fuse, &cfg.mountpoint, &config)
         .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;
@@ -266,7 +265,7 @@ fn uring_threads_per_cpu() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or((16 / sproc::cpus().max(1)).clamp(2, 4))
+        .unwrap_or((32 / sproc::cpus().max(1)).clamp(4, 8))
 }
 
 fn on_signals(

@@ -1,10 +1,10 @@
-//! FUSE over io_uring (`-o uring`, experimental): where the kernel offers it
-//! (`fuse.enable_uring=Y`, which these tests switch on for their own mounts and restore
-//! afterwards), requests travel through the rings, the union behaves exactly as on
-//! `/dev/fuse` (the differential scenario against kernel overlayfs), data survives the payload
-//! buffers, slow requests do not hold up the others, a failed ring set-up falls back to
-//! `/dev/fuse`, without the option the mount stays on `/dev/fuse`, and the daemon ends with
-//! the mount.
+//! FUSE over io_uring: where the kernel offers it (`fuse.enable_uring=Y`, which these tests
+//! switch on for their own mounts and restore afterwards), requests travel through the rings
+//! (by default as root; `-o nouring` or spinning readers keep `/dev/fuse`), the union behaves
+//! exactly as on `/dev/fuse` (the differential scenario against kernel overlayfs), data
+//! survives the payload buffers, slow requests and a request stuck on slow I/O do not hold up
+//! the others, replies sent at `SCHED_IDLE` leave no ring thread there, a failed ring set-up
+//! falls back to `/dev/fuse`, and the daemon ends with the mount.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -113,16 +113,24 @@ fn data_written_and_read_through_the_rings_is_intact() {
 }
 
 #[test]
-fn without_the_option_the_mount_stays_on_dev_fuse() {
+fn rings_serve_by_default_as_root_and_nouring_or_spinning_keeps_dev_fuse() {
     need_fuse!();
     need_root!();
     let Some(_on) = UringOn::new() else { return };
     let s = Stack::fixture("basic");
-    for opts in [&[][..], &["-o", "uring,nouring"][..]] {
+    for (opts, rings) in [
+        (&[][..], true),
+        (&["-o", "nouring"][..], false),
+        (&["-o", "uring,nouring"][..], false),
+        (&["-o", "spin=50"][..], false),
+        (&["-o", "spin=50,uring"][..], true),
+    ] {
         let m = s.mount_with(opts);
         let _ = read(m.path.join("foo"));
         std::fs::write(m.path.join("new"), b"x").unwrap();
-        assert_eq!(ring_requests(&m.path), 0, "{opts:?}");
+        std::fs::remove_file(m.path.join("new")).unwrap();
+        assert_eq!(ring_requests(&m.path) > 0, rings, "{opts:?}");
+        m.unmount();
     }
 }
 
@@ -225,4 +233,12 @@ fn replies_leave_no_ring_thread_at_idle_priority_and_a_busy_cpu_starves_no_one()
     let policies = ring_thread_policies(pid);
     assert!(policies.iter().all(|p| *p == 0), "ring thread policies: {policies:?}");
     m.unmount();
+}
+
+#[test]
+fn a_request_stuck_on_slow_io_does_not_hold_up_the_others() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    lookups_beside_a_stuck_read("nopassthrough,uring");
 }

@@ -52,7 +52,7 @@ pub const MAX_SLOTS: usize = 64;
 /// Free slots each ring thread keeps registered. The kernel gives a request that found no
 /// free slot on its CPU only to a slot that commits — never to one registered later — so the
 /// free slots must outlast a burst of slow requests, not just be replaced after it.
-pub const SPARE: usize = 6;
+pub const SPARE: usize = 1;
 
 /// `FUSE_FORGET` and `FUSE_BATCH_FORGET` have no reply (the kernel sends them on `/dev/fuse`).
 const NO_REPLY: [u32; 2] = [2, 42];
@@ -168,11 +168,9 @@ fn serve<FS: fuser::Filesystem>(d: &fuser::Dispatcher<FS>, cpu: u16, payload: us
         ring.add_slot()?;
     }
     let mut slots = Slots { free: SPARE, ..Default::default() };
-    // The request buffer, 8-byte aligned as fuser's parser wants.
-    let mut raw = vec![0u8; payload + 4096 + 8];
-    let off = (8 - raw.as_ptr() as usize % 8) % 8;
-    let buf = &mut raw[off..];
-    let r = serve_loop(d, &mut ring, &replies, &mut slots, buf);
+    // The request buffer (page-aligned; fuser's parser wants 8).
+    let mut raw = uring::RequestBuffer::new(payload + 4096)?;
+    let r = serve_loop(d, &mut ring, &replies, &mut slots, raw.as_mut_slice());
     debug!("ring thread for CPU {cpu} ends");
     r
 }
@@ -188,6 +186,10 @@ fn serve_loop<FS: fuser::Filesystem>(
     let mut done = Vec::new();
     while slots.dead < ring.slots() {
         ring.wait()?;
+        if ring.idle() && !ring.connected() {
+            debug!("the FUSE connection is gone; {} slots were never cancelled", ring.slots() - slots.dead);
+            break;
+        }
         while let Some(ev) = ring.next_event(buf) {
             match ev? {
                 Event::Wake => ring.watch(replies.wake.as_fd())?,

@@ -118,6 +118,24 @@ impl Drop for Buffer {
 // `&mut self` of its owner.
 unsafe impl Send for Buffer {}
 
+/// A ring thread's buffer for the request it handles: page-aligned (fuser's parser wants 8),
+/// and an anonymous mapping, so only what requests wrote into it costs memory.
+pub struct RequestBuffer(Buffer);
+
+impl RequestBuffer {
+    /// A zeroed buffer of `len` bytes.
+    pub fn new(len: usize) -> Res<RequestBuffer> {
+        Buffer::new(len).map(RequestBuffer)
+    }
+
+    /// The buffer.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` bytes, readable and writable, owned by this value and
+        // never shared with the kernel; `&mut self` makes the borrow exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.0.ptr.as_ptr(), self.0.len) }
+    }
+}
+
 /// One request slot: the buffers registered with the kernel and what the kernel last put in.
 struct Slot {
     header: Buffer,
@@ -295,9 +313,15 @@ impl FuseRing {
                 Err(e) => return Err(io(e)),
             }
         }
+        // Wake up now and then even without events: the unmount cancels every slot, but a
+        // slot registered while the connection went away might never be, and the daemon
+        // waits for its ring threads before it exits.
+        let ts = types::Timespec::new().sec(1);
+        let args = types::SubmitArgs::new().timespec(&ts);
         loop {
-            match self.ring.submit_and_wait(1) {
+            match self.ring.submitter().submit_with_args(1, &args) {
                 Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
                     if !self.ring.completion().is_empty() {
                         return Ok(());
@@ -305,6 +329,23 @@ impl FuseRing {
                 }
                 Err(e) => return Err(io(e)),
             }
+        }
+    }
+
+    /// Whether no event is ready (a wait that timed out).
+    pub fn idle(&mut self) -> bool {
+        self.ring.completion().is_empty()
+    }
+
+    /// Whether the FUSE connection still exists (`/dev/fuse` polls readable-or-error; after
+    /// the unmount, error).
+    pub fn connected(&self) -> bool {
+        // SAFETY: `dev` is the session's device descriptor, open for the ring's life.
+        let dev = unsafe { BorrowedFd::borrow_raw(self.dev) };
+        let mut fds = [rustix::event::PollFd::new(&dev, rustix::event::PollFlags::empty())];
+        match rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 })) {
+            Ok(_) => !fds[0].revents().intersects(rustix::event::PollFlags::ERR | rustix::event::PollFlags::HUP),
+            Err(_) => true,
         }
     }
 

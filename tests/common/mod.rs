@@ -508,3 +508,81 @@ pub fn copy_ups_beside_reads(n: usize, mib: usize, mount_args: &[&str]) -> (Stac
     }
     (s, m)
 }
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: rustix::process::Signal) -> std::io::Result<()> {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, sig).map_err(std::io::Error::from)
+}
+
+/// Lets a stopped daemon go on, even when the test fails (else its mount could not be
+/// unmounted and the reader thread would never return).
+pub struct Continue(pub u32);
+
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = signal(self.0, rustix::process::Signal::CONT);
+    }
+}
+
+/// A read stuck in the daemon under test (its lower layer is another unionfs mount whose
+/// daemon is stopped) while 200 fresh lookups must still finish within 3 s: a request
+/// waiting on slow I/O holds up no other. `opts` are the mount's `-o` options (they must
+/// keep the daemon reading the slow layer itself: `nopassthrough`).
+#[allow(dead_code)]
+pub fn lookups_beside_a_stuck_read(opts: &str) {
+    use std::os::fd::AsFd;
+    use std::time::{Duration, Instant};
+    // The slow layer: a file served by another unionfs mount whose daemon is stopped, so
+    // reading it through the mount under test blocks that mount's worker.
+    let slow = Stack::empty(1);
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    std::fs::write(slow.lower(0).join("slow"), &data).unwrap();
+    let slow_mnt = slow.mount_with(&["-o", "nopassthrough"]);
+    let slow_pid = daemon_pid(&slow_mnt.path).expect("the slow layer's daemon");
+
+    let mut s = Stack::empty(1);
+    s.lowers.push(slow_mnt.path.clone());
+    for i in 0..200 {
+        std::fs::write(s.lower(0).join(format!("n{i}")), b"x").unwrap();
+    }
+    // Without passthrough the mount's daemon reads the slow layer itself.
+    let m = s.mount_with(&["-o", opts]);
+    let f = std::fs::File::open(m.path.join("slow")).unwrap();
+    // One page per read: no readahead requests to occupy more workers.
+    rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::Random).unwrap();
+
+    signal(slow_pid, rustix::process::Signal::STOP).unwrap();
+    let cont = Continue(slow_pid);
+    let reader = std::thread::spawn(move || {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 4096];
+        let n = f.read_at(&mut buf, 1 << 20).unwrap();
+        buf.truncate(n);
+        buf
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!reader.is_finished(), "the read did not wait for the stopped layer");
+    // Every name is new to the kernel: 200 lookups while the read is stuck in a worker (in a
+    // thread, so that a failure is a timeout here, not a test that hangs).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = m.path.clone();
+    let lookups = std::thread::spawn(move || {
+        let t = Instant::now();
+        for i in 0..200 {
+            assert_eq!(std::fs::metadata(root.join(format!("n{i}"))).unwrap().len(), 1);
+        }
+        tx.send(t.elapsed()).unwrap();
+    });
+    let took = rx.recv_timeout(Duration::from_secs(5));
+    let stuck_meanwhile = !reader.is_finished();
+    drop(cont);
+    let got = reader.join().unwrap();
+    lookups.join().unwrap();
+    let took = took.expect("200 lookups beside a stuck read did not finish in 5 s");
+    assert!(stuck_meanwhile, "the read returned while its layer was stopped");
+    assert_eq!(got, data[1 << 20..(1 << 20) + 4096], "data read after the layer went on");
+    assert!(took < Duration::from_secs(3), "200 lookups beside a stuck read took {took:?}");
+    m.unmount();
+    slow_mnt.unmount();
+}
