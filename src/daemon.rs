@@ -257,9 +257,10 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     Ok(())
 }
 
-/// Ring threads per CPU for FUSE over io_uring (`UNIONFS_URING_THREADS` overrides): a
-/// thread that blocks on a cold disk read delays only the requests in its own slots, so a few
-/// per CPU (slow requests do not hold threads: they keep a slot each).
+/// Ring threads per CPU for FUSE over io_uring (`UNIONFS_URING_THREADS` overrides): each keeps
+/// one free slot, so they are how many requests a CPU's callers can have in the daemon at once
+/// before the kernel queues one until some reply (slow requests do not hold threads: they
+/// keep a slot each).
 fn uring_threads_per_cpu() -> usize {
     std::env::var("UNIONFS_URING_THREADS")
         .ok()

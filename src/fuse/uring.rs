@@ -2,20 +2,26 @@
 //! made on any thread gets back to the ring it belongs to.
 //!
 //! When the kernel offers `FUSE_OVER_IO_URING` (Linux 6.14+ with `fuse.enable_uring=Y`) and
-//! the mount asks for it (`-o uring`), `INIT` accepts it and, once the session runs, [`start`]
+//! the mount wants it ([`crate::config::MountOptions::wants_uring`]), `INIT` accepts it and,
+//! once the session runs, [`start`]
 //! gives every possible CPU `threads_per_cpu` threads pinned to it, each with its own io_uring
 //! and request slots on that CPU's queue ([`crate::sys::uring::FuseRing`]). The kernel then
 //! sends every request except `FORGET` and `INTERRUPT` through the rings, to a thread on the
 //! caller's CPU; the `/dev/fuse` threads keep serving those two.
 //!
-//! A ring thread keeps [`SPARE`] slots free for the kernel while it serves. A request a
-//! handler answers later from another thread (the slow pool: copy-ups, fsync, …) keeps its
-//! slot until that reply, so the thread registers another slot (up to [`MAX_SLOTS`]) and
-//! goes on serving; the reply is queued for the ring thread and an eventfd the ring also waits
-//! on wakes it to commit. So slow requests do not hold up the others — up to a limit: the
-//! kernel hands a request that found every slot of its CPU busy only to a slot that commits,
-//! not to one registered afterwards, so a burst of more slow requests than a CPU has free
-//! slots (threads × [`SPARE`]) can leave a request waiting for the first of them to finish.
+//! A ring thread keeps [`SPARE`] (one) slot free for the kernel: while it runs a request
+//! inline it has none, so the kernel gives new requests to the CPU's other threads and a
+//! request stuck on slow I/O holds up no other. A request a handler answers later from another
+//! thread (the slow pool: copy-ups, fsync, …) keeps its slot until that reply, so the thread
+//! registers another slot (up to [`MAX_SLOTS`]) and goes on serving; the reply is queued for
+//! the ring thread and an eventfd the ring also waits on wakes it to commit. The kernel hands
+//! a request that found every slot of its CPU busy only to a slot that commits, not to one
+//! registered afterwards, so it is the number of threads per CPU that absorbs a burst of slow
+//! requests; a burst larger than that can leave a request waiting for one of them to finish.
+//!
+//! Replies are sent at `SCHED_IDLE` where the thread may come back from it
+//! ([`crate::sys::uring::FuseRing::wait`]): the woken caller then keeps its CPU, which it
+//! shares with the ring thread, instead of moving to another CPU at every reply.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -49,9 +55,9 @@ impl UringState {
 /// requests wait for a slot to commit, as they wait for a free thread on `/dev/fuse`).
 pub const MAX_SLOTS: usize = 64;
 
-/// Free slots each ring thread keeps registered. The kernel gives a request that found no
-/// free slot on its CPU only to a slot that commits — never to one registered later — so the
-/// free slots must outlast a burst of slow requests, not just be replaced after it.
+/// Free slots each ring thread keeps registered: one, so a thread busy with a request inline
+/// exposes none the kernel could fill while it is busy (with more, a request stuck on slow
+/// I/O held up the requests waiting in its thread's other slots).
 pub const SPARE: usize = 1;
 
 /// `FUSE_FORGET` and `FUSE_BATCH_FORGET` have no reply (the kernel sends them on `/dev/fuse`).
