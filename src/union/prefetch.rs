@@ -48,6 +48,9 @@ use crate::union::tables::Side;
 pub const MAX_JOBS: usize = 512;
 /// Most entries stat'ed when warming one real directory.
 pub const MAX_WARM_ENTRIES: usize = 4096;
+/// Entries of a listing built ahead whose lower layer is probed ahead (a `READDIRPLUS`
+/// reply of one page holds about 25).
+pub const PROBED_ENTRIES: usize = 64;
 /// Default number of prefetch threads (`-o prefetch=N`).
 pub const DEFAULT_THREADS: usize = 4;
 /// Levels below a listed directory's subdirectories that a walk warms (1 and 2 measured
@@ -266,9 +269,11 @@ impl UnionFs {
         let entries = Arc::new(self.list(dir).ok()?);
         // Lower layers never change (unless watched live): what they hold under each name
         // can be asked now, off the request path.
+        // Only the first READDIRPLUS reply of a listing uses them (later replies continue
+        // a snapshot): a big directory gets probes for as many entries as one reply holds.
         let seen = match self.watching() {
             true => Vec::new(),
-            false => entries.iter().map(|e| self.probe_lower(dir, e)).collect(),
+            false => entries.iter().take(PROBED_ENTRIES).map(|e| self.probe_lower(dir, e)).collect(),
         };
         self.listings.add_ahead(dir.ino, version, entries.clone(), seen);
         crate::stats::add(crate::stats::Counter::PrefetchListings, 1);

@@ -371,11 +371,15 @@ impl Listing {
 }
 
 /// Listing snapshots by directory inode: the newest few per directory, and a bounded number
-/// of directories (the least recently built go first).
+/// of directories and of entries in all (the least recently built go first). The kernel
+/// caches every listing it has read to the end, so a snapshot matters only to a reader
+/// part-way through; one evicted is built again on demand, the same if nothing changed.
 #[derive(Debug, Default)]
 pub struct Snapshots {
     map: dashmap::DashMap<u64, Vec<Snapshot>>,
     next_gen: std::sync::atomic::AtomicU32,
+    /// Memory the snapshots hold, in entries (a probe counts as two: it is larger).
+    held: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -391,6 +395,15 @@ struct Snapshot {
 const PER_DIR: usize = 16;
 /// Directories with snapshots kept.
 const DIRS: usize = 2048;
+/// Entries all snapshots may hold (about 8 MiB; a single larger listing is still kept).
+const ENTRIES: usize = 128 * 1024;
+
+impl Snapshot {
+    /// What it holds, in entries.
+    fn weight(&self) -> usize {
+        self.entries.len() + 2 * self.ahead.as_ref().map_or(0, Vec::len)
+    }
+}
 
 impl Snapshots {
     fn find(&self, ino: u64, generation: u32) -> Option<Arc<Vec<DirEntry>>> {
@@ -403,7 +416,22 @@ impl Snapshots {
     fn newest(&self, ino: u64, version: u32) -> Option<(u32, Arc<Vec<DirEntry>>, Option<Vec<Option<Seen>>>)> {
         let mut v = self.map.get_mut(&ino)?;
         let s = v.last_mut().filter(|s| s.version == version)?;
-        Some((s.generation, s.entries.clone(), std::mem::take(&mut s.ahead)))
+        let ahead = std::mem::take(&mut s.ahead);
+        self.release(2 * ahead.as_ref().map_or(0, Vec::len));
+        Some((s.generation, s.entries.clone(), ahead))
+    }
+
+    fn release(&self, n: usize) {
+        // Saturating: concurrent adds and evictions only approximate the total. (The update
+        // always succeeds.)
+        let _previous = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| Some(h.saturating_sub(n)));
+    }
+
+    /// Drops directory `ino`'s snapshots.
+    fn evict(&self, ino: u64) {
+        if let Some((_, v)) = self.map.remove(&ino) {
+            self.release(v.iter().map(Snapshot::weight).sum());
+        }
     }
 
     /// The newest snapshot's entries if it is of `version` (without reading it).
@@ -419,28 +447,52 @@ impl Snapshots {
     }
 
     fn add(&self, ino: u64, version: u32, entries: Arc<Vec<DirEntry>>, ahead: Option<Vec<Option<Seen>>>) -> u32 {
-        if self.map.len() >= DIRS {
-            // Drop an eighth, oldest generations first.
-            let mut gens: Vec<(u32, u64)> =
-                self.map.iter().map(|e| (e.value().last().map_or(0, |s| s.generation), *e.key())).collect();
+        let snap = Snapshot { generation: 0, version, entries, ahead };
+        let weight = snap.weight();
+        let held = self.held.fetch_add(weight, Ordering::AcqRel) + weight;
+        if self.map.len() >= DIRS || held > ENTRIES {
+            // Drop the oldest directories (by their newest generation): an eighth of them,
+            // or as many as it takes to get within the entry budget.
+            let mut gens: Vec<(u32, u64, usize)> = self
+                .map
+                .iter()
+                .map(|e| {
+                    (
+                        e.value().last().map_or(0, |s| s.generation),
+                        *e.key(),
+                        e.value().iter().map(Snapshot::weight).sum(),
+                    )
+                })
+                .collect();
             gens.sort_unstable();
-            for (_, k) in gens.into_iter().take(DIRS / 8) {
-                self.map.remove(&k);
+            let mut dirs = if self.map.len() >= DIRS { DIRS / 8 } else { 0 };
+            let mut held = held;
+            for (_, k, w) in gens {
+                if dirs == 0 && held <= ENTRIES {
+                    break;
+                }
+                if k == ino {
+                    continue;
+                }
+                self.evict(k);
+                dirs = dirs.saturating_sub(1);
+                held = held.saturating_sub(w);
             }
         }
         // Generation 0 never names a snapshot (offset 0 means "from the start").
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed).wrapping_add(1).max(1);
         let mut v = self.map.entry(ino).or_default();
-        v.push(Snapshot { generation, version, entries, ahead });
+        v.push(Snapshot { generation, ..snap });
         if v.len() > PER_DIR {
-            v.remove(0);
+            let old = v.remove(0);
+            self.release(old.weight());
         }
         generation
     }
 
     /// Forgets a directory's snapshots (the kernel forgot the directory).
     pub fn forget(&self, ino: u64) {
-        self.map.remove(&ino);
+        self.evict(ino);
     }
 }
 
@@ -502,5 +554,37 @@ mod tests {
         let m = merge(&[upper, l1, l2]);
         assert_eq!(m[0].shadow, None, "a whiteout between ends the search");
         assert_eq!(m[1].shadow, None, "lower entries have no shadow");
+    }
+
+    fn listing(n: usize) -> Arc<Vec<DirEntry>> {
+        Arc::new(
+            (0..n)
+                .map(|i| DirEntry { name: CString::new(format!("f{i}")).unwrap(), ino: i as u64, kind: R, lower: None })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn snapshots_stay_within_the_entry_budget_and_keep_the_newest() {
+        let s = Snapshots::default();
+        let big = ENTRIES / 4 + 1;
+        for ino in 1..=8u64 {
+            s.add(ino, 0, listing(big), None);
+            assert!(s.held.load(Ordering::Acquire) <= ENTRIES + big, "held {}", s.held.load(Ordering::Acquire));
+            assert!(s.current(ino, 0).is_some(), "the snapshot just made is kept");
+        }
+        assert!(s.current(1, 0).is_none(), "the oldest went");
+        // A single listing larger than the budget is still kept.
+        s.add(100, 0, listing(ENTRIES + 10), None);
+        assert!(s.current(100, 0).is_some());
+        // Probes count, and are released when the listing is first read.
+        s.forget(100);
+        let before = s.held.load(Ordering::Acquire);
+        s.add_ahead(200, 3, listing(10), vec![None; 10]);
+        assert_eq!(s.held.load(Ordering::Acquire), before + 30);
+        let (_, entries, seen) = s.newest(200, 3).unwrap();
+        assert_eq!((entries.len(), seen.map(|v| v.len())), (10, Some(10)));
+        assert_eq!(s.held.load(Ordering::Acquire), before + 10);
+        assert!(s.newest(200, 3).unwrap().2.is_none(), "probes are handed out once");
     }
 }
