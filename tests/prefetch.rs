@@ -6,30 +6,16 @@
 
 mod common;
 use common::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn counters(mnt: &Path) -> HashMap<String, u64> {
-    let out = Command::new(bin()).args(["stats", "--raw"]).arg(mnt).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
-            [name, v] => Some((name.to_string(), v.parse().unwrap())),
-            _ => None,
-        })
-        .collect()
-}
 
 /// Waits up to five seconds for counter `name` to reach `at_least`.
 fn wait_counter(mnt: &Path, name: &str, at_least: u64) {
     let t0 = Instant::now();
-    while counters(mnt)[name] < at_least {
-        assert!(t0.elapsed() < Duration::from_secs(5), "{name} stayed below {at_least}: {:?}", counters(mnt));
+    while stats_raw(mnt)[name] < at_least {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{name} stayed below {at_least}: {:?}", stats_raw(mnt));
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -114,7 +100,7 @@ fn a_walk_served_from_listings_built_ahead_shows_the_same_tree() {
     let s = layered_tree();
     let m = s.mount();
     let seen = walk(&m.path);
-    let c = counters(&m.path);
+    let c = stats_raw(&m.path);
     m.unmount();
     assert!(c["prefetch_listings"] > 0 && c["prefetch_hits"] > 0, "nothing was read ahead: {c:?}");
     assert!(c["prefetch_warmed"] > 0, "the walk warmed nothing below: {c:?}");
@@ -124,7 +110,7 @@ fn a_walk_served_from_listings_built_ahead_shows_the_same_tree() {
 
     let m = s.mount_with(&["-o", "noprefetch"]);
     let plain = walk(&m.path);
-    let c = counters(&m.path);
+    let c = stats_raw(&m.path);
     m.unmount();
     assert_eq!(c["prefetch_listings"] + c["prefetch_warmed"], 0, "noprefetch read ahead: {c:?}");
     let d = diff(&seen, &plain);
@@ -224,7 +210,7 @@ fn reading_ahead_never_follows_a_symlink_out_of_a_layer() {
     for _ in 0..8 {
         let m = s.mount();
         let _ = walk_quietly(&m.path);
-        let c = counters(&m.path);
+        let c = stats_raw(&m.path);
         read_ahead += c["prefetch_listings"] + c["prefetch_warmed"];
         m.unmount();
     }

@@ -5,35 +5,14 @@
 
 mod common;
 use common::*;
-use std::collections::HashMap;
 use std::process::Command;
-
-fn raw(mnt: &std::path::Path) -> HashMap<String, u64> {
-    let out = Command::new(bin()).args(["stats", "--raw"]).arg(mnt).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut m = HashMap::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            [name, v] => {
-                m.insert(name.to_string(), v.parse().unwrap());
-            }
-            ["op", name, "count", c, ..] => {
-                m.insert(format!("op.{name}"), c.parse().unwrap());
-            }
-            _ => panic!("unexpected line {line:?}"),
-        }
-    }
-    m
-}
 
 #[test]
 fn stats_count_what_the_mount_did() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let m = s.mount();
-    let before = raw(&m.path);
+    let before = stats_raw(&m.path);
     // One copy-up of a known size, one whiteout, some lookups and reads.
     let size = std::fs::metadata(m.path.join("foo")).unwrap().len();
     std::fs::OpenOptions::new().append(true).open(m.path.join("foo")).unwrap();
@@ -41,7 +20,7 @@ fn stats_count_what_the_mount_did() {
     for _ in 0..3 {
         let _ = read(m.path.join("foo"));
     }
-    let after = raw(&m.path);
+    let after = stats_raw(&m.path);
     let d = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
     assert_eq!(d("copy_ups"), 1);
     assert_eq!(d("copy_up_bytes"), size);

@@ -51,14 +51,7 @@ impl Drop for UringOn {
 
 /// The daemon's `uring_requests` counter.
 fn ring_requests(mnt: &Path) -> u64 {
-    let out = Command::new(bin()).args(["stats", "--raw"]).arg(mnt).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("uring_requests "))
-        .unwrap_or_else(|| panic!("no uring_requests in {text}"))
-        .parse()
-        .unwrap()
+    stats_raw(mnt)["uring_requests"]
 }
 
 #[test]

@@ -84,10 +84,25 @@ fn overlay_named_xattrs_are_escaped_like_the_kernel() {
     );
 }
 
-/// A POSIX ACL in its xattr form: version 2, then (tag, perm, id) entries.
-fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+/// ACL entry tags (`acl_tag_t`).
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+
+/// A POSIX ACL in its xattr form (version 2, then tag, perm, id entries) giving the owner,
+/// user `uid`, the group, the mask and others these permissions.
+fn acl_with_user(owner: u16, uid: u32, user: u16, group: u16, mask: u16, other: u16) -> Vec<u8> {
     let mut v = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in entries {
+    let any = u32::MAX;
+    for (tag, perm, id) in [
+        (ACL_USER_OBJ, owner, any),
+        (ACL_USER, user, uid),
+        (ACL_GROUP_OBJ, group, any),
+        (ACL_MASK, mask, any),
+        (ACL_OTHER, other, any),
+    ] {
         v.extend_from_slice(&tag.to_le_bytes());
         v.extend_from_slice(&perm.to_le_bytes());
         v.extend_from_slice(&id.to_le_bytes());
@@ -100,22 +115,11 @@ fn new_files_keep_inherited_acls_and_answer_capability_queries_from_memory() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let m = s.mount();
-    let stats = |k: &str| -> u64 {
-        let out = std::process::Command::new(bin()).args(["stats", "--raw"]).arg(&m.path).output().unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.lines().find_map(|l| l.strip_prefix(k)?.trim().parse().ok()).unwrap()
-    };
+    let stats = |k: &str| stats_raw(&m.path)[k];
     // A directory whose default ACL gives user 1234 rwx: files made in it inherit an access
     // ACL from the upper filesystem, which the mount must show.
     std::fs::create_dir(m.path.join("shared")).unwrap();
-    let (user_obj, user, group_obj, mask, other) = (0x01, 0x02, 0x04, 0x10, 0x20);
-    let default = acl(&[
-        (user_obj, 7, u32::MAX),
-        (user, 7, 1234),
-        (group_obj, 5, u32::MAX),
-        (mask, 7, u32::MAX),
-        (other, 5, u32::MAX),
-    ]);
+    let default = acl_with_user(7, 1234, 7, 5, 7, 5);
     if setxattr(&m.path.join("shared"), "system.posix_acl_default", &default).is_err() {
         eprintln!("skipped: the upper filesystem has no POSIX ACLs");
         return;
@@ -147,19 +151,12 @@ fn attribute_changes_leave_no_stale_xattr_answers() {
     // the kernel asks again (it drops its cached ACL on chmod).
     let f = m.path.join("with_acl");
     write(&f, "x");
-    let (user_obj, user, group_obj, mask, other) = (0x01u16, 0x02u16, 0x04u16, 0x10u16, 0x20u16);
-    let access = acl(&[
-        (user_obj, 6, u32::MAX),
-        (user, 6, 1234),
-        (group_obj, 4, u32::MAX),
-        (mask, 6, u32::MAX),
-        (other, 4, u32::MAX),
-    ]);
+    let access = acl_with_user(6, 1234, 6, 4, 6, 4);
     if setxattr(&f, "system.posix_acl_access", &access).is_err() {
         eprintln!("skipped: the upper filesystem has no POSIX ACLs");
         return;
     }
-    let mask_of = |v: &[u8]| v[4..].chunks(8).find(|e| e[..2] == mask.to_le_bytes()).map(|e| e[2]);
+    let mask_of = |v: &[u8]| v[4..].chunks(8).find(|e| e[..2] == ACL_MASK.to_le_bytes()).map(|e| e[2]);
     assert_eq!(mask_of(&getxattr(&f, "system.posix_acl_access").unwrap()), Some(6));
     std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     assert_eq!(mask_of(&getxattr(&f, "system.posix_acl_access").unwrap()), Some(0), "the mask follows chmod g=");

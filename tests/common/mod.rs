@@ -586,3 +586,26 @@ pub fn lookups_beside_a_stuck_read(opts: &str) {
     m.unmount();
     slow_mnt.unmount();
 }
+
+/// `unionfs stats --raw` of a mount: every counter by name, and each request type's count as
+/// `op.NAME`.
+#[allow(dead_code)]
+pub fn stats_raw(mnt: &Path) -> std::collections::HashMap<String, u64> {
+    let out = Command::new(bin()).args(["stats", "--raw"]).arg(mnt).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut m = std::collections::HashMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [name, v] => {
+                m.insert(name.to_string(), v.parse().unwrap());
+            }
+            ["op", name, "count", c, ..] => {
+                m.insert(format!("op.{name}"), c.parse().unwrap());
+            }
+            _ => panic!("unexpected line {line:?}"),
+        }
+    }
+    m
+}
