@@ -395,11 +395,11 @@ impl UnionFs {
         in_upper: bool,
         is_dir: bool,
     ) -> Res<()> {
-        let whiteout = self.lower_has(dir, name)?;
         if !in_upper {
+            // Found in a lower layer: that layer still has it.
             return up.whiteout(pfd, name, false);
         }
-        if whiteout {
+        if self.lower_has(dir, name)? {
             if is_dir {
                 let tmp = up.whiteout_temp()?;
                 if let Err(e) = up.rename(up.work(), &tmp, pfd, name, RenameMode::Exchange) {
