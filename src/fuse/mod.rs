@@ -559,7 +559,7 @@ impl Filesystem for Fuse {
         guard("readdir", || match self.fs.readdir(ino.0, offset) {
             Ok(list) => {
                 for (i, e) in list.entries.iter().enumerate().skip(list.start) {
-                    let name = OsStr::from_bytes(e.name.as_bytes());
+                    let name = OsStr::from_bytes(e.name.to_bytes());
                     if reply.add(INodeNo(e.ino), list.cookie(i), ftype(e.kind), name) {
                         break;
                     }
@@ -579,9 +579,9 @@ impl Filesystem for Fuse {
         guard("readdirplus", || match self.fs.readdir(ino.0, offset) {
             Ok(list) => {
                 for (i, e) in list.entries.iter().enumerate().skip(list.start) {
-                    let name = OsStr::from_bytes(e.name.as_bytes());
+                    let name = OsStr::from_bytes(e.name.to_bytes());
                     let off = list.cookie(i);
-                    if matches!(e.name.as_bytes(), b"." | b"..") {
+                    if matches!(e.name.to_bytes(), b"." | b"..") {
                         // The kernel links neither; only the number is used.
                         let attr = FileAttr { ino: INodeNo(e.ino), kind: FileType::Directory, ..negative() };
                         if reply.add(INodeNo(e.ino), off, name, &Duration::ZERO, &attr, Generation(0)) {

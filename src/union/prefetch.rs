@@ -226,7 +226,7 @@ impl UnionFs {
         dir.set(flag::LISTED);
         let batch: Vec<Job> = subdirs(entries)
             .take(MAX_JOBS)
-            .map(|e| Job::List { ino: e.ino, parent: dir.ino, name: e.name.clone(), depth })
+            .map(|e| Job::List { ino: e.ino, parent: dir.ino, name: CString::from(&e.name), depth })
             .collect();
         self.prefetch.push(batch);
     }
@@ -237,7 +237,7 @@ impl UnionFs {
                 Ok(node) if node.is_dir() && node.parent().is_some_and(|p| p.ino == parent) => {
                     let Some(entries) = self.list_ahead(&node) else { return };
                     if depth > 0 {
-                        let names: Vec<CString> = subdirs(&entries).map(|e| e.name.clone()).collect();
+                        let names: Vec<CString> = subdirs(&entries).map(|e| CString::from(&e.name)).collect();
                         if let Some(dirs) = self.prefetch.hold(self.real_dirs(&node)) {
                             self.warm_later(&dirs, names, depth - 1);
                         }
@@ -348,7 +348,7 @@ impl UnionFs {
 
 /// The subdirectories of a listing (without `.` and `..`).
 fn subdirs(entries: &[DirEntry]) -> impl Iterator<Item = &DirEntry> {
-    entries.iter().filter(|e| e.kind == FileKind::Directory && !matches!(e.name.as_bytes(), b"." | b".."))
+    entries.iter().filter(|e| e.kind == FileKind::Directory && !matches!(e.name.to_bytes(), b"." | b".."))
 }
 
 #[cfg(test)]

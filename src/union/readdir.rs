@@ -17,6 +17,7 @@ use crate::sys::stat::{self, FileKind};
 use crate::sys::{dir as sdir, open};
 use crate::union::UnionFs;
 use crate::union::lookup::Seen;
+use crate::union::name::Name;
 use crate::union::node::{Node, flag};
 use crate::union::tables::Side;
 use crate::union::whiteout;
@@ -24,8 +25,8 @@ use crate::union::whiteout;
 /// One entry of a merged listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
-    /// Name.
-    pub name: CString,
+    /// Name (inline when short: a listing of a big directory is kept as one snapshot).
+    pub name: Name,
     /// Inode number reported in `d_ino`.
     pub ino: u64,
     /// Type reported in `d_type`.
@@ -216,8 +217,8 @@ impl UnionFs {
         let impure = dir.has_lower() || dir.has(flag::IMPURE) || self.dir_is_impure(dir)?;
         let mut out = Vec::with_capacity(merged.len() + 2);
         let parent_ino = dir.parent().map_or(dir.ino, |p| p.ino);
-        out.push(DirEntry { name: c".".to_owned(), ino: dir.ino, kind: FileKind::Directory, lower: None });
-        out.push(DirEntry { name: c"..".to_owned(), ino: parent_ino, kind: FileKind::Directory, lower: None });
+        out.push(DirEntry { name: c".".into(), ino: dir.ino, kind: FileKind::Directory, lower: None });
+        out.push(DirEntry { name: c"..".into(), ino: parent_ino, kind: FileKind::Directory, lower: None });
         for m in merged {
             let name = CString::new(m.name).map_err(|_| Errno::EIO)?;
             let (mut fs, mut ino) = (m.fs, m.ino);
@@ -234,7 +235,7 @@ impl UnionFs {
             }
             let ino = self.layers.xino.map(fs, ino).unwrap_or(ino);
             let lower = sides.get(m.layer).copied().flatten();
-            out.push(DirEntry { name, ino, kind: m.kind, lower });
+            out.push(DirEntry { name: name.into(), ino, kind: m.kind, lower });
         }
         if dir.has(flag::VOL_ANCESTOR) {
             self.add_volume_entries(dir, &mut out)?;
@@ -253,13 +254,15 @@ impl UnionFs {
             let name = &v.at[here.len()];
             let st = stat::fstat(&*v.layer.root)?;
             let ino = self.layers.xino.map(v.layer.fs, st.ino).unwrap_or(st.ino);
-            match out.iter_mut().find(|e| &e.name == name) {
+            match out.iter_mut().find(|e| *e.name == **name) {
                 Some(e) => {
                     e.ino = ino;
                     e.kind = FileKind::Directory;
                     e.lower = None;
                 }
-                None => out.push(DirEntry { name: name.clone(), ino, kind: FileKind::Directory, lower: None }),
+                None => {
+                    out.push(DirEntry { name: name.as_c_str().into(), ino, kind: FileKind::Directory, lower: None })
+                }
             }
         }
         Ok(())
@@ -559,7 +562,12 @@ mod tests {
     fn listing(n: usize) -> Arc<Vec<DirEntry>> {
         Arc::new(
             (0..n)
-                .map(|i| DirEntry { name: CString::new(format!("f{i}")).unwrap(), ino: i as u64, kind: R, lower: None })
+                .map(|i| DirEntry {
+                    name: CString::new(format!("f{i}")).unwrap().into(),
+                    ino: i as u64,
+                    kind: R,
+                    lower: None,
+                })
                 .collect(),
         )
     }
