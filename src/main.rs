@@ -3,6 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -44,7 +47,14 @@ fn main() -> ExitCode {
 fn init_logging(debug: bool) {
     // fuser warns when it finds its mount already gone at exit (after `unionfs umount`).
     let default = if debug { "debug,fuser::session=error" } else { "warn,fuser::session=error" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ignored = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // `RUST_LOG` as `level,target=level,...` (target filters only: no regex engine in the
+    // daemon, whose resident size the benchmark measures against the C peers).
+    let parse = |s: &str| s.parse::<Targets>().ok();
+    let filter = std::env::var("RUST_LOG").ok().and_then(|s| parse(&s)).or_else(|| parse(default)).unwrap_or_default();
+    // Colours only on a terminal, not in a `--log` file or a journal.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ignored = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour))
+        .with(filter)
+        .try_init();
 }
