@@ -42,7 +42,15 @@ TOML
 
 run() { # name mountpoint
   chmod 777 "$2"
-  (cd "$2" && "$pjd" -c "$work/pjd.toml" -p "$2" > "$work/$1.log" 2>&1) || true
+  local rc=0
+  (cd "$2" && "$pjd" -c "$work/pjd.toml" -p "$2" > "$work/$1.log" 2>&1) || rc=$?
+  # Exit status 1 is "some cases failed"; anything else (101: the runner itself panicked,
+  # which it does silently) means the suite stopped part-way and its results are not whole.
+  if [ "$rc" -gt 1 ] || ! grep -q Summary "$work/$1.log"; then
+    echo "pjdfstest on $1 stopped part-way (exit status $rc) after:" >&2
+    grep -E '^[a-z_0-9:]+ +(ok|FAILED|skipped)$' "$work/$1.log" | tail -3 >&2
+    exit 1
+  fi
   grep -E '^[a-z_0-9:]+ +(ok|FAILED|skipped)$' "$work/$1.log" | awk '{print $1, $2}' | sort > "$work/$1.res"
   echo "$1: $(grep Summary "$work/$1.log")"
 }
@@ -55,6 +63,10 @@ umount "$work/k/m"
 run unionfs "$work/u/m"
 "$bin" umount "$work/u/m"
 
+if [ "$(wc -l < "$work/kernel-overlayfs.res")" != "$(wc -l < "$work/unionfs.res")" ]; then
+  echo "pjdfstest ran $(wc -l < "$work/kernel-overlayfs.res") cases on kernel overlayfs but $(wc -l < "$work/unionfs.res") on unionfs" >&2
+  exit 1
+fi
 regressions=$(join "$work/kernel-overlayfs.res" "$work/unionfs.res" | awk '$2=="ok" && $3!="ok" {print $1}')
 better=$(join "$work/kernel-overlayfs.res" "$work/unionfs.res" | awk '$2!="ok" && $3=="ok" {print $1}' | wc -l)
 echo "cases passing on unionfs but not on kernel overlayfs: $better"

@@ -229,3 +229,49 @@ fn memory_stays_bounded_and_reclaimed_inodes_come_back_the_same() {
     let bounded = growth(&["-o", "max_nodes=1000"]);
     assert!(bounded * 2 < unbounded, "30k files walked: {bounded} KiB with max_nodes=1000, {unbounded} KiB without");
 }
+
+/// A program running from the mount: opening it for writing, or with `O_TRUNC` for reading
+/// (which the kernel hands to the daemon before it checks), is `ETXTBSY`, and neither
+/// truncates the file under the program (it died of SIGBUS when it did) nor copies a lower
+/// one up. Once the program is gone, the same open truncates.
+#[test]
+fn a_running_program_is_text_busy_and_stays_whole() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    let sleep = std::fs::read("/bin/sleep").unwrap();
+    std::fs::write(s.lower(0).join("lower-prog"), &sleep).unwrap();
+    std::fs::set_permissions(s.lower(0).join("lower-prog"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let m = s.mount();
+    std::fs::write(m.path.join("upper-prog"), &sleep).unwrap();
+    std::fs::set_permissions(m.path.join("upper-prog"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for name in ["upper-prog", "lower-prog"] {
+        let p = m.path.join(name);
+        let mut child = std::process::Command::new(&p).arg("30").spawn().unwrap();
+        for (flags, what) in [
+            (libc::O_WRONLY, "O_WRONLY"),
+            (libc::O_RDWR, "O_RDWR"),
+            (libc::O_RDONLY | libc::O_TRUNC, "O_RDONLY|O_TRUNC"),
+            (libc::O_WRONLY | libc::O_TRUNC, "O_WRONLY|O_TRUNC"),
+        ] {
+            let mode = flags & libc::O_ACCMODE;
+            let r = std::fs::OpenOptions::new()
+                .read(mode != libc::O_WRONLY)
+                .write(mode != libc::O_RDONLY)
+                .custom_flags(flags & !libc::O_ACCMODE)
+                .open(&p);
+            assert_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::ETXTBSY), "{name}: {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(child.try_wait().unwrap().is_none(), "{name}: the program died");
+        assert!(std::fs::read(&p).unwrap() == sleep, "{name}: the program changed under it");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert!(!s.upper.join("lower-prog").exists(), "a refused open copied the lower program up");
+    // Nothing runs now: the truncating open goes through.
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_TRUNC).open(m.path.join("lower-prog")).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 0);
+    drop(f);
+    m.unmount();
+}

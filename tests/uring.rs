@@ -235,3 +235,42 @@ fn a_request_stuck_on_slow_io_does_not_hold_up_the_others() {
     let Some(_on) = UringOn::new() else { return };
     lookups_beside_a_stuck_read("nopassthrough,uring");
 }
+
+/// Directories made and removed in a row, as test suites make their scratch directories:
+/// the upper's filesystem hands the same real inode numbers out again, while the kernel
+/// forgets the removed directories only a little later (over the rings, often after the
+/// next directory exists). Each new directory must be itself, never a removed one's node
+/// (that answered ENOENT to the chmod right after the mkdir).
+#[test]
+fn directories_made_where_removed_ones_numbers_come_back_are_themselves() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::empty(1);
+    let m = s.mount_with(&["-o", "uring"]);
+    let base = m.path.join("scratch");
+    std::fs::create_dir(&base).unwrap();
+    let mut prev: Option<std::path::PathBuf> = None;
+    let mut failures = Vec::new();
+    for i in 0..5000 {
+        let d = base.join(format!("t{i}"));
+        let r = std::fs::create_dir(&d)
+            .and_then(|()| std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)))
+            .and_then(|()| std::fs::write(d.join("f"), b"x"))
+            .and_then(|()| std::fs::create_dir(d.join("sub")));
+        if let Err(e) = r {
+            failures.push(format!("{}: {e}", d.display()));
+        }
+        if let Some(p) = prev.take() {
+            std::fs::remove_dir_all(&p).unwrap();
+        }
+        prev = Some(d);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 5000 new directories failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ring_requests(&m.path) > 5000);
+}

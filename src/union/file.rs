@@ -25,6 +25,9 @@ pub struct Opened {
     pub keep_cache: bool,
 }
 
+/// The kernel's `__FMODE_EXEC` in the open flags: an open by `execve` (or `uselib`).
+const FMODE_EXEC: i32 = 0x20;
+
 /// Open flags passed on to the real file: access mode and the synchronous-I/O flags.
 /// `O_APPEND` is left to the kernel, which sends writes at the end of the file; `O_DIRECT`
 /// is left out since the union's buffers are not aligned.
@@ -44,6 +47,9 @@ impl UnionFs {
         let trunc = flags & libc::O_TRUNC != 0;
         let mut oflags = real_flags(flags);
         if write || trunc {
+            if self.handles.executing(ino) {
+                return Err(Errno::ETXTBSY);
+            }
             self.layers.upper()?;
             if node.has_upper() && !node.has(flag::METACOPY) {
                 if trunc {
@@ -62,7 +68,9 @@ impl UnionFs {
             let r = self.data_real(&node)?;
             Ok((open::openat(&*r.dir, &r.name, oflags, 0)?, r.side))
         })?;
-        let fh = self.handles.insert(FileHandle::new(node, fd, side == Side::Upper));
+        let mut h = FileHandle::new(node, fd, side == Side::Upper);
+        h.exec = flags & FMODE_EXEC != 0;
+        let fh = self.handles.insert(h);
         if trunc
             && let Some(k) = kill
             && let Err(e) = self.kill_privs(ino, Some(fh), &k)

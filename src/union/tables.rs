@@ -156,11 +156,25 @@ impl InodeTable {
             kind: spec.kind,
             lower: lower_file_idx(&spec.lower),
         };
-        let ino = *self
-            .synth
-            .entry(key)
-            .or_insert_with(|| SYNTHETIC_BIT | (self.next_synth.fetch_add(1, Ordering::Relaxed) + 2));
-        // (`supersede` drops a retired node's synthetic key, so `ino` is never a retired node.)
+        let fresh = || SYNTHETIC_BIT | (self.next_synth.fetch_add(1, Ordering::Relaxed) + 2);
+        let mut ino = *self.synth.entry(key).or_insert_with(fresh);
+        // (`supersede` drops a retired node's synthetic key.) A removed object's node keeps
+        // its key until the kernel forgets it, which may come after its real inode number
+        // was reused for a new object with the same key: that object needs a number of its
+        // own, not the dead node. The shard locks are taken one after the other, never
+        // nested (`forget` holds a node's shard while it sweeps `synth`).
+        if self.map.get(&ino).is_some_and(|n| n.has(flag::DEAD | flag::SUPERSEDED)) {
+            let stale = ino;
+            ino = match self.synth.entry(key) {
+                MapEntry::Occupied(mut e) if *e.get() == stale => {
+                    let n = fresh();
+                    e.insert(n);
+                    n
+                }
+                MapEntry::Occupied(e) => *e.get(),
+                MapEntry::Vacant(v) => *v.insert(fresh()),
+            };
+        }
         match self.map.entry(ino) {
             MapEntry::Occupied(e) => {
                 let n = e.get().clone();
@@ -285,6 +299,8 @@ pub struct FileHandle {
     pub real: (u64, u64),
     /// The file was set-user-id or set-group-id when opened.
     pub sxid: bool,
+    /// Opened by `execve` (or `uselib`): held for as long as the program runs.
+    pub exec: bool,
 }
 
 impl FileHandle {
@@ -293,7 +309,7 @@ impl FileHandle {
         let st = crate::sys::stat::fstat(&fd).ok();
         let real = st.as_ref().map_or((0, 0), |s| (s.dev, s.ino));
         let sxid = st.is_some_and(|s| crate::union::inode::is_sxid(s.perm()));
-        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new(), real, sxid }
+        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new(), real, sxid, exec: false }
     }
 }
 
@@ -306,14 +322,27 @@ pub type Handle = FileHandle;
 pub struct HandleTable {
     map: DashMap<u64, Arc<Handle>>,
     next: AtomicU64,
+    /// Inode number → open handles of programs running from it (see [`HandleTable::executing`]).
+    running: DashMap<u64, u32>,
 }
 
 impl HandleTable {
     /// Stores a handle and returns its number (never 0).
     pub fn insert(&self, h: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        if h.exec {
+            *self.running.entry(h.node.ino).or_insert(0) += 1;
+        }
         self.map.insert(fh, Arc::new(h));
         fh
+    }
+
+    /// Whether a program runs from node `ino`. The kernel refuses to open such a file for
+    /// writing itself, but an open with `O_TRUNC` for reading reaches the daemon first (the
+    /// truncation is part of the open) and is only refused by the kernel afterwards: the
+    /// daemon must refuse it with `ETXTBSY` before it truncates (or copies up) anything.
+    pub fn executing(&self, ino: u64) -> bool {
+        self.running.get(&ino).is_some_and(|n| *n > 0)
     }
 
     /// The handle with this number.
@@ -333,7 +362,14 @@ impl HandleTable {
 
     /// Drops a handle.
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
-        self.map.remove(&fh).map(|(_, h)| h)
+        let h = self.map.remove(&fh).map(|(_, h)| h)?;
+        if h.exec {
+            self.running.remove_if_mut(&h.node.ino, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
+        Some(h)
     }
 
     /// Number of open handles.
@@ -420,5 +456,54 @@ impl DirFdCache {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::union::node::{Loc, Lower};
+
+    /// A pure upper directory whose real inode number is `ino`.
+    fn upper_dir(ino: u64) -> NodeSpec {
+        NodeSpec {
+            kind: FileKind::Directory,
+            identity: Identity { fs: 0, ino },
+            upper_ino: ino,
+            lower: Lower::None,
+            flags: flag::UPPER,
+            loc: Loc { parent: None, name: c"d".into() },
+            vol: 0,
+        }
+    }
+
+    #[test]
+    fn a_reused_real_inode_number_never_gets_a_removed_nodes_number() {
+        let t = InodeTable::default();
+        let xino = Xino::new(1);
+        // The first object takes the number its real inode maps to; removed, the kernel
+        // has not forgotten it yet.
+        let a = t.intern(upper_dir(77), &xino);
+        assert_eq!(a.ino, 77);
+        a.set(flag::DEAD);
+        // The real number comes back for a new directory: a synthetic number.
+        let b = t.intern(upper_dir(77), &xino);
+        assert_ne!(b.ino, a.ino);
+        assert!(b.ino & SYNTHETIC_BIT != 0);
+        // The same object looked up again keeps its number.
+        assert_eq!(t.intern(upper_dir(77), &xino).ino, b.ino);
+        b.set(flag::DEAD);
+        // A third time, while both removed nodes are still remembered: neither number.
+        let c = t.intern(upper_dir(77), &xino);
+        assert!(c.ino != a.ino && c.ino != b.ino, "{} reuses a removed node's number", c.ino);
+        assert!(!c.has(flag::DEAD));
+        assert_eq!(t.intern(upper_dir(77), &xino).ino, c.ino);
+        // Forgetting the removed nodes leaves the live one alone.
+        t.forget(b.ino, 2);
+        t.forget(a.ino, 1);
+        assert_eq!(t.get(c.ino).unwrap().ino, c.ino);
+        assert_eq!(t.intern(upper_dir(77), &xino).ino, c.ino);
+        assert_eq!(t.len(), 1);
     }
 }
