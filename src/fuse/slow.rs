@@ -2,6 +2,7 @@
 //! file, `fsync`, `fallocate`, `copy_file_range` — so the event-loop threads hand them over
 //! and keep serving everyone else. Replies are `Send`: the worker answers when done.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +38,33 @@ impl SlowPool {
     }
 }
 
+/// Jobs running now, in every pool of the process.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some slow job (a copy-up, an fsync, …) runs now. Ring threads then send their
+/// replies at their normal priority: a copy-up keeps a CPU busy at normal priority, and a
+/// ring thread left at `SCHED_IDLE` beside it would wait for it (a small read stalled for a
+/// quarter of a second behind six copy-ups).
+pub(super) fn busy() -> bool {
+    RUNNING.load(Ordering::Relaxed) > 0
+}
+
+/// Counts a job as running for as long as it lives (also when it panics).
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn worker(rx: &Mutex<Receiver<Job>>) {
     loop {
         let job = {
@@ -49,6 +77,7 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
+        let _running = Running::start();
         job();
     }
 }

@@ -21,7 +21,9 @@
 //!
 //! Replies are sent at `SCHED_IDLE` where the thread may come back from it
 //! ([`crate::sys::uring::FuseRing::wait`]): the woken caller then keeps its CPU, which it
-//! shares with the ring thread, instead of moving to another CPU at every reply.
+//! shares with the ring thread, instead of moving to another CPU at every reply. Not while
+//! the slow pool works (`slow::busy`): a copy-up keeps a CPU busy at normal
+//! priority, and a ring thread at `SCHED_IDLE` beside it would wait for it.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -191,6 +193,7 @@ fn serve_loop<FS: fuser::Filesystem>(
     // Replies taken from `replies.done` to commit (kept to reuse its allocation).
     let mut done = Vec::new();
     while slots.dead < ring.slots() {
+        ring.pause_yield(super::slow::busy());
         ring.wait()?;
         if ring.idle() && !ring.connected() {
             debug!("the FUSE connection is gone; {} slots were never cancelled", ring.slots() - slots.dead);

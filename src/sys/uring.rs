@@ -180,6 +180,8 @@ pub struct FuseRing {
     commits_queued: bool,
     /// Send replies at `SCHED_IDLE` (see [`FuseRing::wait`]).
     yield_on_commit: bool,
+    /// Not now (see [`FuseRing::pause_yield`]).
+    yield_paused: bool,
 }
 
 // SAFETY: the iovecs point into the ring's own buffers; the ring is used by one thread at a time.
@@ -226,6 +228,7 @@ impl FuseRing {
             wake_armed: false,
             commits_queued: false,
             yield_on_commit: false,
+            yield_paused: false,
         })
     }
 
@@ -233,6 +236,12 @@ impl FuseRing {
     /// come back: [`crate::sys::proc::idle_policy_reversible`]).
     pub fn set_yield_on_commit(&mut self, on: bool) {
         self.yield_on_commit = on;
+    }
+
+    /// Sends the next replies at normal priority even with [`FuseRing::set_yield_on_commit`]
+    /// (while other work of the daemon keeps CPUs busy), or again at `SCHED_IDLE`.
+    pub fn pause_yield(&mut self, paused: bool) {
+        self.yield_paused = paused;
     }
 
     fn push(&mut self, e: &squeue::Entry128) -> Res<()> {
@@ -299,7 +308,7 @@ impl FuseRing {
     /// next request comes. Caller and ring thread then share one CPU, two context switches
     /// per round trip.
     pub fn wait(&mut self) -> Res<()> {
-        if std::mem::take(&mut self.commits_queued) && self.yield_on_commit {
+        if std::mem::take(&mut self.commits_queued) && self.yield_on_commit && !self.yield_paused {
             let idle = crate::sys::proc::set_idle_policy(true).is_ok();
             let sent = self.ring.submit();
             if idle && let Err(e) = crate::sys::proc::set_idle_policy(false) {
