@@ -40,6 +40,10 @@ allow_remount = false
 entries = [["nobody", "nogroup"], ["pjdtest", "pjdtest"]]
 TOML
 
+cases() { # log: the result line of every case run
+  grep -E '^[a-z_0-9:]+ +(ok|FAILED|skipped)$' "$1"
+}
+
 run() { # name mountpoint
   chmod 777 "$2"
   local rc=0
@@ -48,10 +52,10 @@ run() { # name mountpoint
   # which it does silently) means the suite stopped part-way and its results are not whole.
   if [ "$rc" -gt 1 ] || ! grep -q Summary "$work/$1.log"; then
     echo "pjdfstest on $1 stopped part-way (exit status $rc) after:" >&2
-    grep -E '^[a-z_0-9:]+ +(ok|FAILED|skipped)$' "$work/$1.log" | tail -3 >&2
+    cases "$work/$1.log" | tail -3 >&2
     exit 1
   fi
-  grep -E '^[a-z_0-9:]+ +(ok|FAILED|skipped)$' "$work/$1.log" | awk '{print $1, $2}' | sort > "$work/$1.res"
+  cases "$work/$1.log" | awk '{print $1, $2}' | sort > "$work/$1.res"
   echo "$1: $(grep Summary "$work/$1.log")"
 }
 
