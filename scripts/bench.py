@@ -26,12 +26,13 @@ import time
 
 SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nouring", "unionfs-nopt", "kernel-mc",
            "unionfs-mc",
-           "unionfs-uring", "unionfs-spin", "unionfs-noprefetch", "unionfs-volatile"]
+           "unionfs-uring", "unionfs-spin", "unionfs-noprefetch", "unionfs-volatile", "unionfs-base"]
 # Measured only when asked for with --systems (the metadata-only copy-up comparison,
 # unionfs on FUSE over io_uring where the kernel offers it, unionfs with spinning readers,
 # unionfs without reading directories ahead, unionfs without fsync of copied-up data as
 # fuse-overlayfs copies up).
-EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring", "unionfs-spin", "unionfs-noprefetch", "unionfs-volatile"}
+EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring", "unionfs-spin", "unionfs-noprefetch", "unionfs-volatile",
+         "unionfs-base"}
 LABEL = {
     "ext4": "ext4 (merged copy)",
     "kernel": "kernel overlayfs",
@@ -47,11 +48,12 @@ LABEL = {
     "unionfs-spin": "unionfs -o nouring,spin=50",
     "unionfs-noprefetch": "unionfs -o noprefetch",
     "unionfs-volatile": "unionfs -o volatile",
+    "unionfs-base": "unionfs (--base build)",
 }
 DAEMONS = {"fo1": "fuse-overlayfs", "fo2": "fuse-overlayfs", "unionfs-fuse": "unionfs-fuse",
            "unionfs": "unionfs", "unionfs-nouring": "unionfs", "unionfs-nopt": "unionfs", "unionfs-mc": "unionfs",
            "unionfs-uring": "unionfs", "unionfs-spin": "unionfs", "unionfs-noprefetch": "unionfs",
-           "unionfs-volatile": "unionfs"}
+           "unionfs-volatile": "unionfs", "unionfs-base": "unionfs"}
 BIG = 1 << 30
 MID = 256 << 20
 
@@ -213,6 +215,7 @@ class Mount:
             "unionfs-spin": f"{self.tools['unionfs']} -o nouring,spin=50,{o} {self.mnt}",
             "unionfs-noprefetch": f"{self.tools['unionfs']} -o noprefetch,{o} {self.mnt}",
             "unionfs-volatile": f"{self.tools['unionfs']} -o volatile,{o} {self.mnt}",
+            "unionfs-base": f"{self.tools['base']} -o {o} {self.mnt}",
             "kernel-mc": f"mount -t overlay overlay -o {o},redirect_dir=on,metacopy=on {self.mnt}",
             # (unionfs's own form: the fuse-overlayfs form ignores the engines' metacopy=on)
             "unionfs-mc": f"{self.tools['unionfs']} mount -o metacopy=on --lower {lw} --upper {self.upper} "
@@ -424,7 +427,8 @@ def chart(results, systems, path):
     shown = [s for s in systems if s != "kernel" and s in results]
     colors = {"ext4": "#999999", "fo1": "#e8a33d", "fo2": "#c75d2c", "unionfs-fuse": "#8e6bb8",
               "unionfs": "#2a7ab9", "unionfs-nouring": "#41b6c4", "unionfs-nopt": "#7fb3db", "kernel-mc": "#555555", "unionfs-mc": "#1d4f7a", "unionfs-uring": "#9ecae1",
-              "unionfs-spin": "#08306b", "unionfs-noprefetch": "#6baed6", "unionfs-volatile": "#3f007d"}
+              "unionfs-spin": "#08306b", "unionfs-noprefetch": "#6baed6", "unionfs-volatile": "#3f007d",
+              "unionfs-base": "#bbbbbb"}
     bar, gap, left, width = 9, 10, 150, 560
     lo, hi = math.log10(0.25), math.log10(40)
     x = lambda r: left + (math.log10(min(max(r, 0.25), 40)) - lo) / (hi - lo) * width
@@ -467,6 +471,7 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated workload names")
     ap.add_argument("--unionfs", required=True)
     ap.add_argument("--fo2", default="")
+    ap.add_argument("--base", default="", help="another unionfs binary, measured as unionfs-base")
     ap.add_argument("--out", default="", help="also copy results.md and bench.svg here")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -479,7 +484,9 @@ def main():
         sys.exit("bench: fuse-overlayfs 2.0 not given (--fo2)")
     os.makedirs(a.dir, exist_ok=True)
     fx = build_fixtures(a.dir)
-    tools = {"unionfs": a.unionfs, "fo2": a.fo2}
+    if "unionfs-base" in systems and not a.base:
+        sys.exit("bench: unionfs-base needs --base BINARY")
+    tools = {"unionfs": a.unionfs, "fo2": a.fo2, "base": a.base}
     if "ext4" in systems:
         tools["ext4"] = ext4_pristine(a.dir, fx)
     only = [w for w in a.only.split(",") if w]

@@ -4,6 +4,7 @@
 # peers; fuse-overlayfs 2.0 is built with cargo into a scratch directory and used only to
 # measure), builds unionfs, and runs scripts/bench.py. Needs root.
 #   scripts/bench.sh [--systems kernel,unionfs,...] [--reps N] [--only 'find cold,...'] [--out DIR]
+#     [--base OTHER-UNIONFS-BINARY]   (measured as system unionfs-base, e.g. a build of main)
 # The script switches fuse.enable_uring on for its run (and back), so `unionfs` runs on FUSE
 # over io_uring, its default where the kernel offers it, and `unionfs-nouring` on /dev/fuse,
 # what a kernel without it gives; UNIONFS_BENCH_URING=0 leaves the parameter as it is.

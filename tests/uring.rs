@@ -3,7 +3,8 @@
 //! (by default as root; `-o nouring` or spinning readers keep `/dev/fuse`), the union behaves
 //! exactly as on `/dev/fuse` (the differential scenario against kernel overlayfs), data
 //! survives the payload buffers, slow requests and a request stuck on slow I/O do not hold up
-//! the others, replies sent at `SCHED_IDLE` leave no ring thread there, a failed ring set-up
+//! the others, ring threads wait at `SCHED_IDLE` but serve long requests at normal priority
+//! and a busy CPU starves no caller, a failed ring set-up
 //! falls back to `/dev/fuse`, and the daemon ends with the mount.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -173,9 +174,10 @@ fn a_failed_ring_set_up_falls_back_to_dev_fuse() {
     assert_eq!(ring_requests(&m.path), 0);
 }
 
-/// Scheduling policy of each of the daemon's `uring-*` threads (`/proc/PID/task/*/stat`
-/// field 41: 0 `SCHED_OTHER`, 5 `SCHED_IDLE`).
-fn ring_thread_policies(pid: u32) -> Vec<u32> {
+/// Each of the daemon's `uring-*` threads: its scheduling policy (`/proc/PID/task/*/stat`
+/// field 41: 0 `SCHED_OTHER`, 5 `SCHED_IDLE`) and the system call it is in (the first field
+/// of `/proc/PID/task/*/syscall`: 426 `io_uring_enter`, where it waits for requests).
+fn ring_threads(pid: u32) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
@@ -185,32 +187,87 @@ fn ring_thread_policies(pid: u32) -> Vec<u32> {
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
         // Fields after the parenthesised name, which may hold spaces.
         let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        out.push(rest.split(' ').nth(38).unwrap().parse().unwrap());
+        let policy = rest.split(' ').nth(38).unwrap().parse().unwrap();
+        let syscall = std::fs::read_to_string(t.path().join("syscall")).unwrap_or_default();
+        out.push((policy, syscall.split(' ').next().unwrap_or("").trim().to_string()));
     }
     out
 }
 
 #[test]
-fn replies_leave_no_ring_thread_at_idle_priority_and_a_busy_cpu_starves_no_one() {
+fn ring_threads_wait_at_idle_priority_within_chains_serve_long_requests_at_normal_and_starve_no_one() {
     need_fuse!();
     need_root!();
     let Some(_on) = UringOn::new() else { return };
-    let s = Stack::fixture("basic");
-    let m = s.mount_with(&["-o", "uring"]);
+    // The slow layer: a file served by another mount whose daemon gets stopped, so that a
+    // read of it (without passthrough the daemon reads it itself) stays in a ring thread.
+    let slow = Stack::empty(1);
+    std::fs::write(slow.lower(0).join("slow"), vec![7u8; 1 << 20]).unwrap();
+    let slow_mnt = slow.mount_with(&["-o", "nopassthrough,nouring"]);
+    let slow_pid = daemon_pid(&slow_mnt.path).expect("the slow layer's daemon");
+    let mut s = Stack::fixture("basic");
+    s.lowers.push(slow_mnt.path.clone());
+    let m = s.mount_with(&["-o", "uring,nopassthrough"]);
     let pid = daemon_pid(&m.path).expect("daemon pid");
-    // Replies are sent at SCHED_IDLE (so the woken caller keeps its CPU); a ring thread
-    // must never stay there.
-    for _ in 0..2000 {
-        let _ = std::fs::symlink_metadata(m.path.join("foo"));
-        let _ = getxattr(&m.path.join("foo"), "user.none");
-    }
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    let policies = ring_thread_policies(pid);
-    assert!(!policies.is_empty() && policies.iter().all(|p| *p == 0), "ring thread policies: {policies:?}");
-    assert!(ring_requests(&m.path) >= 2000);
 
-    // A CPU-bound process beside a caller on one CPU: a ring thread caught at SCHED_IDLE
-    // there would wait behind it for as long as it runs.
+    // During a chain of short requests, they are served, and the next one awaited, at
+    // SCHED_IDLE (so the woken caller keeps its CPU and no policy switch is paid per
+    // request); a little after the chain, every ring thread is back at normal priority.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chain = {
+        let (stop, foo) = (stop.clone(), m.path.join("foo"));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = getxattr(&foo, "user.none");
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut seen_idle = false;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let threads = ring_threads(pid);
+        assert!(threads.iter().all(|t| t.0 == 0 || t.0 == 5), "ring thread policies: {threads:?}");
+        seen_idle |= threads.iter().any(|t| t.0 == 5);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(chain.join().unwrap() >= 2000);
+    assert!(seen_idle, "no ring thread was seen at SCHED_IDLE during a chain of requests");
+    assert!(ring_requests(&m.path) >= 2000);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let threads = ring_threads(pid);
+    assert!(threads.iter().all(|t| t.0 == 0), "ring threads left at SCHED_IDLE after the chain: {threads:?}");
+
+    // A thread stuck in a request is at normal priority, not at SCHED_IDLE behind whatever
+    // else runs on its CPU: a long request (data read through the daemon) is served there
+    // (and one that came in a chain of short ones is brought back by the watcher).
+    let f = std::fs::File::open(m.path.join("slow")).unwrap();
+    signal(slow_pid, rustix::process::Signal::STOP).unwrap();
+    let cont = Continue(slow_pid);
+    let reader = std::thread::spawn(move || {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 4096];
+        f.read_at(&mut buf, 4096).unwrap()
+    });
+    let mut serving = Vec::new();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        serving = ring_threads(pid).into_iter().filter(|t| t.1 != "426").collect();
+        if !serving.is_empty() {
+            break;
+        }
+    }
+    let stuck = !reader.is_finished();
+    drop(cont);
+    assert_eq!(reader.join().unwrap(), 4096);
+    assert!(stuck, "the read did not wait for the stopped layer");
+    assert!(!serving.is_empty(), "no ring thread was seen serving the read");
+    assert!(serving.iter().all(|t| t.0 == 0), "a read was served at SCHED_IDLE: {serving:?}");
+
+    // A CPU-bound process beside a caller on one CPU: the ring thread that serves it must
+    // still get the CPU for each request.
     let hog = Command::new("taskset").args(["-c", "0", "sh", "-c", "while :; do :; done"]).spawn().unwrap();
     let t0 = std::time::Instant::now();
     let caller = Command::new("taskset")
@@ -226,9 +283,8 @@ fn replies_leave_no_ring_thread_at_idle_priority_and_a_busy_cpu_starves_no_one()
     let _ = hog.wait();
     assert!(caller.unwrap().success());
     assert!(took < std::time::Duration::from_secs(20), "300 requests beside a busy CPU took {took:?}");
-    let policies = ring_thread_policies(pid);
-    assert!(policies.iter().all(|p| *p == 0), "ring thread policies: {policies:?}");
     m.unmount();
+    slow_mnt.unmount();
 }
 
 #[test]

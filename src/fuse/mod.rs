@@ -33,6 +33,7 @@ use crate::union::{Attr, Ctx, Entry, UnionFs};
 
 mod invalidate;
 mod passthrough;
+mod priority;
 mod slow;
 pub mod uring;
 

@@ -28,6 +28,11 @@ impl SlowPool {
 
     /// Runs `job` on a worker (here, if the pool is gone).
     pub(super) fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let pending = Pending::start();
+        let job = move || {
+            let _pending = pending;
+            job();
+        };
         let sent = match self.tx.lock() {
             Ok(tx) => tx.send(Box::new(job)),
             Err(poisoned) => poisoned.into_inner().send(Box::new(job)),
@@ -38,30 +43,36 @@ impl SlowPool {
     }
 }
 
-/// Jobs running now, in every pool of the process.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Jobs handed over and not finished, in every pool of the process.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether some slow job (a copy-up, an fsync, …) runs now. Ring threads then send their
-/// replies at their normal priority: a copy-up keeps a CPU busy at normal priority, and a
-/// ring thread left at `SCHED_IDLE` beside it would wait for it (a small read stalled for a
-/// quarter of a second behind six copy-ups).
+/// Whether some slow job (a copy-up, an fsync, …) waits or runs now. Ring threads then serve,
+/// reply and wait at their normal priority: a copy-up keeps a CPU busy at normal priority,
+/// and a ring thread at `SCHED_IDLE` beside it waits for it (a small read stalled for a
+/// quarter of a second behind six copy-ups) — and so does a ring thread that has just handed
+/// a job over and must register a fresh slot before the kernel runs out of free ones.
 pub(super) fn busy() -> bool {
-    RUNNING.load(Ordering::Relaxed) > 0
+    PENDING.load(Ordering::SeqCst) > 0
 }
 
-/// Counts a job as running for as long as it lives (also when it panics).
-struct Running;
+/// Counts a job as pending from its hand-over until it is dropped (run, or dropped unrun,
+/// also when it panics).
+struct Pending;
 
-impl Running {
-    fn start() -> Running {
-        RUNNING.fetch_add(1, Ordering::Relaxed);
-        Running
+impl Pending {
+    fn start() -> Pending {
+        if PENDING.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Ring threads waiting at SCHED_IDLE check `busy` only when they next wait; the
+            // one handing the job over (running now, maybe at SCHED_IDLE) is brought back first.
+            super::priority::leave_idle_everywhere();
+        }
+        Pending
     }
 }
 
-impl Drop for Running {
+impl Drop for Pending {
     fn drop(&mut self) {
-        RUNNING.fetch_sub(1, Ordering::Relaxed);
+        PENDING.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -77,7 +88,6 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
-        let _running = Running::start();
         job();
     }
 }

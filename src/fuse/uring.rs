@@ -19,11 +19,8 @@
 //! registered afterwards, so it is the number of threads per CPU that absorbs a burst of slow
 //! requests; a burst larger than that can leave a request waiting for one of them to finish.
 //!
-//! Replies are sent at `SCHED_IDLE` where the thread may come back from it
-//! ([`crate::sys::uring::FuseRing::wait`]): the woken caller then keeps its CPU, which it
-//! shares with the ring thread, instead of moving to another CPU at every reply. Not while
-//! the slow pool works (`slow::busy`): a copy-up keeps a CPU busy at normal
-//! priority, and a ring thread at `SCHED_IDLE` beside it would wait for it.
+//! Replies are sent, and the next request awaited, at `SCHED_IDLE` where the thread may come
+//! back from it, so that the woken caller keeps its CPU: `fuse::priority` owns when.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -33,6 +30,7 @@ use std::thread::{JoinHandle, ThreadId};
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
+use super::priority::Priority;
 use crate::error::Errno;
 use crate::sys::uring::{self, Event, FuseRing};
 
@@ -168,7 +166,6 @@ struct Slots {
 fn serve<FS: fuser::Filesystem>(d: &fuser::Dispatcher<FS>, cpu: u16, payload: usize) -> std::io::Result<()> {
     uring::pin_to(cpu);
     let mut ring = FuseRing::new(d.device(), cpu, payload)?;
-    ring.set_yield_on_commit(crate::sys::proc::idle_policy_reversible());
     let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
     let replies = Arc::new(Replies { done: Mutex::new(Vec::new()), wake, owner: std::thread::current().id() });
     ring.watch(replies.wake.as_fd())?;
@@ -178,7 +175,8 @@ fn serve<FS: fuser::Filesystem>(d: &fuser::Dispatcher<FS>, cpu: u16, payload: us
     let mut slots = Slots { free: SPARE, ..Default::default() };
     // The request buffer (page-aligned; fuser's parser wants 8).
     let mut raw = uring::RequestBuffer::new(payload + 4096)?;
-    let r = serve_loop(d, &mut ring, &replies, &mut slots, raw.as_mut_slice());
+    let mut prio = Priority::new();
+    let r = serve_loop(d, &mut ring, &mut prio, &replies, &mut slots, raw.as_mut_slice());
     debug!("ring thread for CPU {cpu} ends");
     r
 }
@@ -186,6 +184,7 @@ fn serve<FS: fuser::Filesystem>(d: &fuser::Dispatcher<FS>, cpu: u16, payload: us
 fn serve_loop<FS: fuser::Filesystem>(
     d: &fuser::Dispatcher<FS>,
     ring: &mut FuseRing,
+    prio: &mut Priority,
     replies: &Arc<Replies>,
     slots: &mut Slots,
     buf: &mut [u8],
@@ -193,7 +192,7 @@ fn serve_loop<FS: fuser::Filesystem>(
     // Replies taken from `replies.done` to commit (kept to reuse its allocation).
     let mut done = Vec::new();
     while slots.dead < ring.slots() {
-        ring.pause_yield(super::slow::busy());
+        prio.before_wait(super::slow::busy);
         ring.wait()?;
         if ring.idle() && !ring.connected() {
             debug!("the FUSE connection is gone; {} slots were never cancelled", ring.slots() - slots.dead);
@@ -222,6 +221,7 @@ fn serve_loop<FS: fuser::Filesystem>(
                     crate::stats::add(crate::stats::Counter::RingRequests, 1);
                     let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
                     let opcode = ring.opcode(slot);
+                    prio.before_request(opcode);
                     if NO_REPLY.contains(&opcode) {
                         debug!("opcode {opcode} arrived on a ring; nothing to reply");
                         let _ = d.dispatch(&buf[..len], sink);

@@ -196,6 +196,63 @@ pub fn set_idle_policy(idle: bool) -> Res<()> {
     if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().into()) }
 }
 
+/// A thread's place between `SCHED_IDLE` and `SCHED_OTHER` as the daemon switches it: the
+/// thread itself goes to `SCHED_IDLE` ([`IdlePolicy::enter`]); it, or any other thread of the
+/// process, brings it back ([`IdlePolicy::leave`]). Exactly one of those who see it at
+/// `SCHED_IDLE` makes the call that brings it back, and the thread only ever believes it is
+/// at normal priority when it is.
+#[derive(Debug)]
+pub struct IdlePolicy {
+    tid: Pid,
+    idle: std::sync::atomic::AtomicBool,
+}
+
+impl IdlePolicy {
+    /// The calling thread's, at its normal priority now.
+    pub fn current() -> std::sync::Arc<IdlePolicy> {
+        std::sync::Arc::new(IdlePolicy { tid: rustix::thread::gettid(), idle: false.into() })
+    }
+
+    /// The thread's id.
+    pub fn tid(&self) -> Pid {
+        self.tid
+    }
+
+    /// Whether the thread is at `SCHED_IDLE` (or about to leave it).
+    pub fn is_idle(&self) -> bool {
+        self.idle.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Moves the calling thread, which must be this policy's, to `SCHED_IDLE`; a caller that
+    /// must not stay there checks its reason again after this returns (a [`IdlePolicy::leave`]
+    /// from another thread before it saw the change finds nothing to undo).
+    ///
+    /// # Errors
+    /// The system's refusal.
+    pub fn enter(&self) -> Res<()> {
+        set_idle_policy(true)?;
+        self.idle.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Brings the thread back to `SCHED_OTHER` if it is at `SCHED_IDLE`; from any thread.
+    ///
+    /// # Errors
+    /// The system's refusal (leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE`
+    /// of 20).
+    #[allow(unsafe_code)]
+    pub fn leave(&self) -> Res<()> {
+        if !self.idle.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid `sched_param` for the duration of the call; the thread id
+        // names a thread of this process (one that has exited is refused with ESRCH).
+        let r = unsafe { libc::sched_setscheduler(self.tid.as_raw_nonzero().get(), libc::SCHED_OTHER, &param) };
+        if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().into()) }
+    }
+}
+
 /// Whether a thread of this process may go to `SCHED_IDLE` and come back, tried once on a
 /// thread of its own (so a refusal to come back strands nobody).
 pub fn idle_policy_reversible() -> bool {

@@ -176,12 +176,6 @@ pub struct FuseRing {
     /// The eventfd read's 8-byte target, and whether the read is submitted.
     wake_buf: Box<[u8; 8]>,
     wake_armed: bool,
-    /// Replies are queued and not sent yet.
-    commits_queued: bool,
-    /// Send replies at `SCHED_IDLE` (see [`FuseRing::wait`]).
-    yield_on_commit: bool,
-    /// Not now (see [`FuseRing::pause_yield`]).
-    yield_paused: bool,
 }
 
 // SAFETY: the iovecs point into the ring's own buffers; the ring is used by one thread at a time.
@@ -226,22 +220,7 @@ impl FuseRing {
             slots: Vec::new(),
             wake_buf: Box::new([0; 8]),
             wake_armed: false,
-            commits_queued: false,
-            yield_on_commit: false,
-            yield_paused: false,
         })
-    }
-
-    /// Sends replies at `SCHED_IDLE` priority from now on (the thread must be allowed to
-    /// come back: [`crate::sys::proc::idle_policy_reversible`]).
-    pub fn set_yield_on_commit(&mut self, on: bool) {
-        self.yield_on_commit = on;
-    }
-
-    /// Sends the next replies at normal priority even with [`FuseRing::set_yield_on_commit`]
-    /// (while other work of the daemon keeps CPUs busy), or again at `SCHED_IDLE`.
-    pub fn pause_yield(&mut self, paused: bool) {
-        self.yield_paused = paused;
     }
 
     fn push(&mut self, e: &squeue::Entry128) -> Res<()> {
@@ -297,31 +276,9 @@ impl FuseRing {
         Ok(())
     }
 
-    /// Sends what is queued and waits until at least one event is ready.
-    ///
-    /// With [`FuseRing::set_yield_on_commit`], replies are sent while the thread runs at
-    /// `SCHED_IDLE`. The caller a reply wakes slept on this ring's CPU, where this thread
-    /// still runs when the kernel wakes it; the scheduler then moves it to the other, idle
-    /// CPU, and every round trip pays an idle CPU's wake-up (on a VM, a halted vCPU's).
-    /// A CPU that runs only `SCHED_IDLE` work counts as idle, so the caller stays and takes
-    /// the CPU at once; this thread finishes when the caller next waits, which is when the
-    /// next request comes. Caller and ring thread then share one CPU, two context switches
-    /// per round trip.
+    /// Sends what is queued and waits until at least one event is ready (or a second has
+    /// passed), in one `io_uring_enter`.
     pub fn wait(&mut self) -> Res<()> {
-        if std::mem::take(&mut self.commits_queued) && self.yield_on_commit && !self.yield_paused {
-            let idle = crate::sys::proc::set_idle_policy(true).is_ok();
-            let sent = self.ring.submit();
-            if idle && let Err(e) = crate::sys::proc::set_idle_policy(false) {
-                // Cannot happen once the probe passed; never serve on at SCHED_IDLE.
-                tracing::warn!("cannot leave SCHED_IDLE ({e}); replies are sent normally from now on");
-                self.yield_on_commit = false;
-            }
-            match sent {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(e) => return Err(io(e)),
-            }
-        }
         // Wake up now and then even without events: the unmount cancels every slot, but a
         // slot registered while the connection went away might never be, and the daemon
         // waits for its ring threads before it exits.
@@ -435,7 +392,6 @@ impl FuseRing {
             .user_data(slot as u64);
         self.push(&e)?;
         self.slots[slot].in_kernel = true;
-        self.commits_queued = true;
         Ok(())
     }
 }
