@@ -273,7 +273,7 @@ impl Checker<'_> {
             let mut next = Vec::new();
             for d in &dirs {
                 let xw = whiteout::dir_marks(d.as_fd(), c".", Some(d.as_fd()))?.xwhiteouts;
-                match probe(d.as_fd(), c, xw)? {
+                match probe(d.as_fd(), c, xw, true)? {
                     Seen::Missing => continue,
                     Seen::Whiteout => break,
                     Seen::NonDir(_) => {

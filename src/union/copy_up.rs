@@ -179,6 +179,8 @@ impl UnionFs {
         }
         if !node.is_dir() {
             node.set(flag::ORIGIN);
+        } else if !self.watching() {
+            node.set(flag::MADE_HERE);
         }
         if data == Data::Meta && st.is_reg() {
             node.set(flag::METACOPY);

@@ -233,6 +233,9 @@ impl UnionFs {
         if opaque {
             flags |= flag::OPAQUE;
         }
+        if kind == FileKind::Directory && !self.watching() {
+            flags |= flag::MADE_HERE;
+        }
         let spec = NodeSpec {
             kind,
             identity: Identity { fs: self.layers.upper_fs(dir.vol), ino: st.ino },

@@ -154,7 +154,7 @@ impl Found {
 impl UnionFs {
     /// What `name` in directory layer `dir` holds.
     pub(crate) fn probe(&self, dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
-        probe(dir, name, xwhiteouts)
+        probe(dir, name, xwhiteouts, true)
     }
 
     /// Walks the layers of `dir` for `name`, skipping the lower layers above the hinted one
@@ -166,7 +166,7 @@ impl UnionFs {
         }
         if dir.has_upper() {
             let fd = self.dir_fd(dir, Side::Upper)?;
-            let seen = self.probe(fd.as_fd(), name, dir.has(flag::UPPER_XWH))?;
+            let seen = probe(fd.as_fd(), name, dir.has(flag::UPPER_XWH), !dir.has(flag::MADE_HERE))?;
             if !state.feed(Side::Upper, seen) {
                 return Ok(state);
             }
@@ -527,8 +527,9 @@ impl UnionFs {
     }
 }
 
-/// What `name` in one layer's directory `dir` holds, markers of every dialect decoded.
-pub fn probe(dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
+/// What `name` in one layer's directory `dir` holds, markers of every dialect decoded
+/// (`.wh.NAME` files only with `dot_wh`: a directory known to hold none need not be asked).
+pub fn probe(dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool, dot_wh: bool) -> Res<Seen> {
     match stat::statat(dir, name) {
         Ok(st) if st.is_chardev_whiteout() => Ok(Seen::Whiteout),
         Ok(st) if st.is_dir() => Ok(Seen::Dir(st, whiteout::dir_marks(dir, name, None)?)),
@@ -536,6 +537,7 @@ pub fn probe(dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
             Ok(Seen::Whiteout)
         }
         Ok(st) => Ok(Seen::NonDir(st)),
+        Err(Errno::ENOENT) if !dot_wh => Ok(Seen::Missing),
         Err(Errno::ENOENT) => match whiteout::whiteout_name(name.to_bytes()) {
             Some(wh) => match stat::statat(dir, &wh) {
                 Ok(_) => Ok(Seen::Whiteout),

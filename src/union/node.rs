@@ -165,6 +165,11 @@ pub mod flag {
     /// A listing of the directory was built from its layers (a walk went through it; see
     /// [`crate::union::prefetch`]).
     pub const LISTED: u32 = 1 << 15;
+    /// The upper directory was made by this daemon (`mkdir`, or a copy-up) and, the upper
+    /// not being changed behind the mount's back (no `--watch`), holds only names made
+    /// through the mount: never a `.wh.` name (refused), so lookups in it do not look for
+    /// `.wh.NAME` in the upper.
+    pub const MADE_HERE: u32 = 1 << 16;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).
