@@ -378,9 +378,16 @@ impl Upper {
         r
     }
 
-    /// Puts a whiteout at `name` in `dir`: built in the work dir, then renamed into place,
-    /// replacing a non-directory already there when `replace` is set.
+    /// Puts a whiteout at `name` in `dir`: made there where the name is free, else (with
+    /// `replace`) built in the work dir and renamed over the non-directory there.
     pub fn whiteout(&self, dir: BorrowedFd<'_>, name: &CStr, replace: bool) -> Res<()> {
+        if !replace {
+            // Where the upper has no such name, making the whiteout there is atomic already
+            // (EEXIST if the name appeared meanwhile), without a detour through the work dir.
+            self.mknod(dir, name, FileKind::CharDev, 0, 0)?;
+            crate::stats::add(crate::stats::Counter::Whiteouts, 1);
+            return Ok(());
+        }
         let tmp = self.whiteout_temp()?;
         let mode = if replace { RenameMode::Replace } else { RenameMode::NoReplace };
         if let Err(e) = self.rename(self.work(), &tmp, dir, name, mode) {
@@ -470,16 +477,28 @@ impl Upper {
             Err(Errno::ENOENT) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if st.is_dir() {
-            let sub = open::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
-            for e in sdir::read_all(&sub)? {
-                let child = CString::new(e.name).map_err(|_| Errno::EINVAL)?;
-                self.remove_tree(sub.as_fd(), &child)?;
+        if st.is_dir() { self.remove_dir_tree(dir, name) } else { self.unlink(dir, name) }
+    }
+
+    /// [`Upper::remove_tree`] of a directory: entries the listing's `d_type` says are not
+    /// directories are unlinked without asking first (the whiteouts a removed merged
+    /// directory holds, typically).
+    fn remove_dir_tree(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        let sub = open::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+        for e in sdir::read_all(&sub)? {
+            let child = CString::new(e.name).map_err(|_| Errno::EINVAL)?;
+            match e.kind {
+                Some(FileKind::Directory) => self.remove_dir_tree(sub.as_fd(), &child)?,
+                Some(_) => match self.unlink(sub.as_fd(), &child) {
+                    // Replaced by a directory since the listing.
+                    Err(Errno::EISDIR | Errno::EPERM) => self.remove_tree(sub.as_fd(), &child)?,
+                    Err(Errno::ENOENT) => {}
+                    r => r?,
+                },
+                None => self.remove_tree(sub.as_fd(), &child)?,
             }
-            self.rmdir(dir, name)
-        } else {
-            self.unlink(dir, name)
         }
+        self.rmdir(dir, name)
     }
 
     /// Best-effort removal of a temporary after a failed operation; failures are logged (the
