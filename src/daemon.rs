@@ -230,6 +230,11 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
 }
 
 fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
+    // Before the mount: a SIGTERM right after it (a caller that sees the mount and stops it
+    // at once) must unmount, not kill the daemon and leave a dead mount behind. Signals that
+    // come before the signal thread runs wait for it.
+    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context(|| "cannot install signal handlers".into())?;
     let Prepared { fs: _fs, mut session, uring } = prepare(cfg)?;
     crate::stats::start();
     let conn = crate::mounts::at(&cfg.mountpoint).filter(|m| m.fstype == crate::mounts::FSTYPE);
@@ -237,8 +242,6 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     let unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
     let minor = conn.map(|m| m.minor);
-    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .context(|| "cannot install signal handlers".into())?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || on_signals(signals, unmounter, mountpoint, minor))

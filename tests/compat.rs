@@ -69,6 +69,32 @@ fn mount_fuse3_and_containerd_forms() {
     m.unmount();
 }
 
+/// A SIGTERM as soon as the mount shows (a caller that mounts and stops at once): the daemon
+/// unmounts and exits 0 every time; it never dies of the signal and leaves a dead mount.
+#[test]
+fn a_sigterm_right_after_the_mount_unmounts_cleanly() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    let mnt = std::fs::canonicalize(&s.mnt).unwrap();
+    for round in 0..20 {
+        let mut child =
+            Command::new(bin()).args(["-f", "-o", &opts(&s)]).arg(&s.mnt).stderr(Stdio::null()).spawn().unwrap();
+        let t = std::time::Instant::now();
+        while !is_mounted(&mnt) {
+            assert!(t.elapsed().as_secs() < 10, "round {round}: no mount");
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+        let status = child.wait().unwrap();
+        let left = is_mounted(&mnt);
+        if left {
+            let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&mnt).status();
+        }
+        assert!(status.success(), "round {round}: the daemon ended with {status}");
+        assert!(!left, "round {round}: the mount was left behind");
+    }
+}
+
 #[test]
 fn foreground_and_debug() {
     need_fuse!();
