@@ -186,13 +186,18 @@ pub fn lower_priority() -> Res<()> {
 ///
 /// # Errors
 /// The system's refusal (leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20).
-#[allow(unsafe_code)]
 pub fn set_idle_policy(idle: bool) -> Res<()> {
+    set_thread_policy(0, idle)
+}
+
+/// `sched_setscheduler(tid, SCHED_IDLE or SCHED_OTHER)`; tid 0 names the calling thread.
+#[allow(unsafe_code)]
+fn set_thread_policy(tid: libc::pid_t, idle: bool) -> Res<()> {
     let param = libc::sched_param { sched_priority: 0 };
     let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
-    // SAFETY: `param` is a valid `sched_param` for the duration of the call; pid 0 names the
-    // calling thread.
-    let r = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    // SAFETY: `param` is a valid `sched_param` for the duration of the call; `tid` is 0 or
+    // a thread of this process (one that has exited is refused with ESRCH).
+    let r = unsafe { libc::sched_setscheduler(tid, policy, &param) };
     if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().into()) }
 }
 
@@ -240,16 +245,11 @@ impl IdlePolicy {
     /// # Errors
     /// The system's refusal (leaving `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE`
     /// of 20).
-    #[allow(unsafe_code)]
     pub fn leave(&self) -> Res<()> {
         if !self.idle.swap(false, std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `param` is a valid `sched_param` for the duration of the call; the thread id
-        // names a thread of this process (one that has exited is refused with ESRCH).
-        let r = unsafe { libc::sched_setscheduler(self.tid.as_raw_nonzero().get(), libc::SCHED_OTHER, &param) };
-        if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().into()) }
+        set_thread_policy(self.tid.as_raw_nonzero().get(), false)
     }
 }
 
