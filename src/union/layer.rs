@@ -384,13 +384,10 @@ impl Upper {
         if !replace {
             // Where the upper has no such name, making the whiteout there is atomic already
             // (EEXIST if the name appeared meanwhile), without a detour through the work dir.
-            self.mknod(dir, name, FileKind::CharDev, 0, 0)?;
-            crate::stats::add(crate::stats::Counter::Whiteouts, 1);
-            return Ok(());
+            return self.make_whiteout(dir, name);
         }
         let tmp = self.whiteout_temp()?;
-        let mode = if replace { RenameMode::Replace } else { RenameMode::NoReplace };
-        if let Err(e) = self.rename(self.work(), &tmp, dir, name, mode) {
+        if let Err(e) = self.rename(self.work(), &tmp, dir, name, RenameMode::Replace) {
             self.discard(&tmp);
             return Err(e);
         }
@@ -400,9 +397,15 @@ impl Upper {
     /// Creates a whiteout in the work dir and returns its name.
     pub fn whiteout_temp(&self) -> Res<CString> {
         let tmp = self.temp_name();
-        self.mknod(self.work(), &tmp, FileKind::CharDev, 0, 0)?;
-        crate::stats::add(crate::stats::Counter::Whiteouts, 1);
+        self.make_whiteout(self.work(), &tmp)?;
         Ok(tmp)
+    }
+
+    /// Makes a whiteout (a 0/0 character device) at `name` in `dir`, counted.
+    fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
+        self.mknod(dir, name, FileKind::CharDev, 0, 0)?;
+        crate::stats::add(crate::stats::Counter::Whiteouts, 1);
+        Ok(())
     }
 
     /// Sets an xattr.
