@@ -235,7 +235,8 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     // come before the signal thread runs wait for it.
     let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .context(|| "cannot install signal handlers".into())?;
-    let Prepared { fs: _fs, mut session, uring } = prepare(cfg)?;
+    let Prepared { fs, mut session, uring } = prepare(cfg)?;
+    fs.start_reaper().context(|| "cannot start the reap thread".into())?;
     crate::stats::start();
     let conn = crate::mounts::at(&cfg.mountpoint).filter(|m| m.fstype == crate::mounts::FSTYPE);
     let pidfile = conn.as_ref().and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
@@ -250,6 +251,7 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     tracing::info!("mounted on '{}'", cfg.mountpoint.display());
     ready.send("ok\n");
     let r = session.run_with(|d| crate::fuse::uring::start(d, &uring, uring_threads_per_cpu()));
+    fs.finish_reaper();
     if let Some(p) = pidfile
         && let Err(e) = std::fs::remove_file(&p)
     {

@@ -87,7 +87,37 @@ fn rm_rf_of_a_lower_tree() {
     assert!(!listed(&s.mnt, "tree"));
     assert!(is_whiteout(&s.u("tree")));
     assert!(s.lower(2).join("tree/sub/deep/file").exists());
-    assert!(ls(s.work.join("work")).is_empty());
+    assert!(work_dir_empties(&s.work), "left in the work dir: {:?}", ls(s.work.join("work")));
+}
+
+/// The old upper parts of removed merged directories (full of whiteouts) leave the work dir
+/// after the reply; an unmount waits until they are gone.
+#[test]
+fn removed_directories_leave_the_work_dir_before_the_unmount_returns() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    for d in 0..4 {
+        let dir = s.lower(0).join(format!("t/d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..5 {
+            std::fs::write(dir.join(format!("f{f}")), "x").unwrap();
+        }
+    }
+    // The reap thread waits 300 ms before each tree (the hook in src/union/reap.rs), so the
+    // trees are still there when the unmount starts.
+    let out = s.mount_command(&[]).env("UNIONFS_REAP_DELAY_MS", "300").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = Mount::adopt(&std::fs::canonicalize(&s.mnt).unwrap());
+    std::fs::remove_dir_all(s.m("t")).unwrap();
+    assert!(!listed(&s.mnt, "t"));
+    assert!(is_whiteout(&s.u("t")));
+    assert!(!ls(s.work.join("work")).is_empty(), "the trees wait for the reap thread");
+    m.unmount();
+    assert!(ls(s.work.join("work")).is_empty(), "left behind: {:?}", ls(s.work.join("work")));
+    assert_eq!(ls(s.lower(0).join("t")), ["d0", "d1", "d2", "d3"], "the lower layer is untouched");
+    // A fresh mount shows the same: the tree stays removed.
+    let _m = s.mount();
+    assert!(!listed(&s.mnt, "t"));
 }
 
 #[test]

@@ -410,7 +410,7 @@ impl UnionFs {
                     return Err(e);
                 }
                 // The old directory is now `tmp` in the work dir, holding only markers.
-                up.discard(&tmp);
+                up.discard_later(tmp);
                 Ok(())
             } else {
                 up.whiteout(pfd, name, true)
@@ -421,7 +421,7 @@ impl UnionFs {
                     // Only whiteouts and markers are left inside: move it out, then delete.
                     let tmp = up.temp_name();
                     up.rename(pfd, name, up.work(), &tmp, RenameMode::NoReplace)?;
-                    up.discard(&tmp);
+                    up.discard_later(tmp);
                     Ok(())
                 }
                 r => r,

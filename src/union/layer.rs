@@ -21,6 +21,7 @@ use crate::sys::open::{self, OFlags};
 use crate::sys::stat::{self, FileKind, Stat};
 use crate::sys::xattr::{self, SetMode, XTarget};
 use crate::sys::{dir as sdir, io as sio};
+use crate::union::reap;
 use crate::union::whiteout::Dialect;
 
 /// Index of a lower layer; 0 is the topmost.
@@ -95,6 +96,8 @@ pub struct Upper {
     pub quota: Option<crate::union::quota::Quota>,
     /// `WORK/index` (with `index=on`): copies of lower hard links, by origin handle.
     pub index: std::sync::OnceLock<OwnedFd>,
+    /// Removes what removed directories leave in the work dir, off the request path.
+    reaper: reap::Reaper,
 }
 
 /// Hidden test hook: with `UNIONFS_FAULT_AFTER=N` in its environment, the daemon aborts
@@ -150,6 +153,7 @@ impl Upper {
             mutations: AtomicU64::new(0),
             quota: None,
             index: std::sync::OnceLock::new(),
+            reaper: reap::Reaper::default(),
         };
         let left = up.clean_work().context(|| format!("cannot clean '{}/work'", work.display()))?;
         if left > 0 {
@@ -473,35 +477,9 @@ impl Upper {
     }
 
     /// Removes `name` in `dir` and everything below it (used only inside the work dir, on
-    /// directories already renamed out of the upper's namespace).
+    /// directories already renamed out of the upper's namespace), each removal counted.
     pub fn remove_tree(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
-        let st = match stat::statat(dir, name) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if st.is_dir() { self.remove_dir_tree(dir, name) } else { self.unlink(dir, name) }
-    }
-
-    /// [`Upper::remove_tree`] of a directory: entries the listing's `d_type` says are not
-    /// directories are unlinked without asking first (the whiteouts a removed merged
-    /// directory holds, typically).
-    fn remove_dir_tree(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<()> {
-        let sub = open::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
-        for e in sdir::read_all(&sub)? {
-            let child = CString::new(e.name).map_err(|_| Errno::EINVAL)?;
-            match e.kind {
-                Some(FileKind::Directory) => self.remove_dir_tree(sub.as_fd(), &child)?,
-                Some(_) => match self.unlink(sub.as_fd(), &child) {
-                    // Replaced by a directory since the listing.
-                    Err(Errno::EISDIR | Errno::EPERM) => self.remove_tree(sub.as_fd(), &child)?,
-                    Err(Errno::ENOENT) => {}
-                    r => r?,
-                },
-                None => self.remove_tree(sub.as_fd(), &child)?,
-            }
-        }
-        self.rmdir(dir, name)
+        reap::remove_tree(dir, name, &|d, n| self.unlink(d, n), &|d, n| self.rmdir(d, n))
     }
 
     /// Best-effort removal of a temporary after a failed operation; failures are logged (the
@@ -510,6 +488,28 @@ impl Upper {
         if let Err(e) = self.remove_tree(self.work(), tmp) {
             tracing::warn!("cannot remove temporary {tmp:?} from the work dir: {e}");
         }
+    }
+
+    /// Removes temporary `tmp`, which nothing waits for (a removed directory's old upper
+    /// part), on the reap thread where one runs ([`reap`]); else at once, as
+    /// [`Upper::discard`].
+    pub fn discard_later(&self, tmp: CString) {
+        if let Err(tmp) = self.reaper.hand(tmp) {
+            self.discard(&tmp);
+        }
+    }
+
+    /// Starts the reap thread (not with size or inode limits, see [`reap`]).
+    pub fn start_reaper(&self) -> std::io::Result<()> {
+        if self.quota.is_some() {
+            return Ok(());
+        }
+        self.reaper.start(self.work.try_clone()?)
+    }
+
+    /// Waits for the reap thread to empty its queue, and stops it.
+    pub fn finish_reaper(&self) {
+        self.reaper.finish();
     }
 }
 

@@ -11,6 +11,7 @@
 //! | [`tables`] | inode table, handle table, directory-descriptor cache |
 //! | [`lookup`] | which object does this name mean? (`namei.c`) |
 //! | [`readdir`] | what does this directory list? (`readdir.c`) |
+//! | [`reap`] | removing trees from the work dir, off the request path where nothing waits |
 //! | [`copy_up`] | how does a lower object become writable? (`copy_up.c`) |
 //! | [`dir`] | how does the namespace change? (`dir.c`) |
 //! | [`inode`] | attributes and extended attributes (`inode.c`, `xattrs.c`) |
@@ -63,6 +64,7 @@ pub mod node;
 pub mod prefetch;
 pub mod quota;
 pub mod readdir;
+pub mod reap;
 pub mod tables;
 pub mod watch;
 pub mod whiteout;
@@ -346,6 +348,20 @@ impl UnionFs {
         })?;
         let _ = self.reclaimer.set(t.thread().clone());
         Ok(())
+    }
+
+    /// Starts the thread that removes what removed directories leave in the work dir, off
+    /// the request path ([`reap`]); a read-only union has none.
+    pub fn start_reaper(&self) -> std::io::Result<()> {
+        self.layers.upper().map_or(Ok(()), |up| up.start_reaper())
+    }
+
+    /// Waits until the reap thread has emptied its queue, and stops it (before the daemon
+    /// exits, so an unmounted upper has an empty work dir).
+    pub fn finish_reaper(&self) {
+        if let Ok(up) = self.layers.upper() {
+            up.finish_reaper();
+        }
     }
 
     /// Wakes the reclaim thread if the node table is over its limit.

@@ -280,6 +280,18 @@ pub fn ls(p: impl AsRef<Path>) -> Vec<String> {
     v
 }
 
+/// Whether `WORK/work` is empty within 5 s: the daemon removes what a removed directory
+/// leaves there after answering (`src/union/reap.rs`).
+#[allow(dead_code)]
+pub fn work_dir_empties(work: &Path) -> bool {
+    (0..250).any(|i| {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::fs::read_dir(work.join("work")).unwrap().next().is_none()
+    })
+}
+
 /// Gets an xattr (`None` if absent).
 pub fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 65536];
