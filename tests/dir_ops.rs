@@ -120,6 +120,33 @@ fn removed_directories_leave_the_work_dir_before_the_unmount_returns() {
     assert!(!listed(&s.mnt, "t"));
 }
 
+/// An engine may mount a layer again as soon as its last mount is gone: the new mount waits
+/// for the old daemon, still emptying its reap queue, instead of calling the upper taken.
+#[test]
+fn a_mount_right_after_an_unmount_waits_for_the_old_daemon() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    for d in 0..4 {
+        let dir = s.lower(0).join(format!("t/d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), "x").unwrap();
+    }
+    let out = s.mount_command(&[]).env("UNIONFS_REAP_DELAY_MS", "300").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mnt = std::fs::canonicalize(&s.mnt).unwrap();
+    let m = Mount::adopt(&mnt);
+    std::fs::remove_dir_all(mnt.join("t")).unwrap();
+    let old = daemon_pid(&mnt).unwrap();
+    // Unmounted the way engines do, without waiting for the daemon.
+    let st = std::process::Command::new("fusermount3").arg("-u").arg(&mnt).status().unwrap();
+    assert!(st.success());
+    drop(m);
+    assert!(!exits_soon_ms(old, 100), "the old daemon is still emptying its queue");
+    let _m = s.mount();
+    assert!(!listed(&s.mnt, "t"));
+    assert!(ls(s.work.join("work")).is_empty(), "left behind: {:?}", ls(s.work.join("work")));
+}
+
 #[test]
 fn create_kinds() {
     need_fuse!();

@@ -106,6 +106,9 @@ pub struct Upper {
 /// upper holds afterwards is always a consistent state.
 pub const FAULT_ENV: &str = "UNIONFS_FAULT_AFTER";
 
+/// How long a mount waits for the upper and work dirs' locks held by another daemon.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Name of the directory inside the work dir that holds temporaries (the kernel's name).
 pub const WORK_SUBDIR: &CStr = c"work";
 /// Name of the directory inside the work dir that holds the index (the kernel's name).
@@ -123,11 +126,18 @@ impl Upper {
                 work.display()
             )));
         }
+        // A daemon whose mount was just taken away keeps its locks until it has emptied its
+        // reap queue and exited (an engine may mount the same layer again at once): wait
+        // for that a little before calling the directory taken.
         let lock = |p: &Path, what: &str| -> Result<OwnedFd, Error> {
             let fd = open::open_plain(p, OFlags::RDONLY | OFlags::DIRECTORY, 0)
                 .context(|| format!("cannot open {what} '{}'", p.display()))?;
-            if !sio::try_lock_exclusive(&fd).context(|| format!("cannot lock {what} '{}'", p.display()))? {
-                return Err(Error::msg(format!("{what} '{}' is in use by another unionfs mount", p.display())));
+            let deadline = std::time::Instant::now() + LOCK_WAIT;
+            while !sio::try_lock_exclusive(&fd).context(|| format!("cannot lock {what} '{}'", p.display()))? {
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::msg(format!("{what} '{}' is in use by another unionfs mount", p.display())));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Ok(fd)
         };

@@ -237,7 +237,13 @@ pub fn daemon_pid(path: &Path) -> Option<u32> {
 /// Waits up to 5 s for process `pid` to end (gone, or a zombie); whether it did.
 #[allow(dead_code)]
 pub fn exits_soon(pid: u32) -> bool {
-    (0..250).any(|_| {
+    exits_soon_ms(pid, 5000)
+}
+
+/// Waits up to `ms` for process `pid` to end (gone, or a zombie); whether it did.
+#[allow(dead_code)]
+pub fn exits_soon_ms(pid: u32, ms: u64) -> bool {
+    (0..ms.div_ceil(20)).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(20));
         !Path::new(&format!("/proc/{pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| st.contains(") Z "))
