@@ -42,6 +42,50 @@ fn read_write_at_offsets() {
     assert_eq!(&back[1003..], &block[1003..]);
 }
 
+/// Without passthrough a handle open for writing only writes straight through (no page
+/// cache of its own): a reader that cached the file sees each write at once, appends land at
+/// the end, the upper holds the data before the writer closes, and large writes arrive whole.
+#[test]
+fn write_only_handles_without_passthrough_stay_coherent_with_cached_readers() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let _m = s.mount_with(&["-o", "nopassthrough"]);
+    let before = read(s.m("bar"));
+    // A reader caches the lower file's pages.
+    let reader = std::fs::File::open(s.m("bar")).unwrap();
+    let mut buf = vec![0u8; 4 << 20];
+    let n = rustix::io::pread(&reader, &mut buf[..], 0).unwrap();
+    assert_eq!(&buf[..n], before.as_bytes());
+    // Overwrite in place through a write-only handle (copy-up first), then append.
+    let mut w = std::fs::OpenOptions::new().write(true).open(s.m("bar")).unwrap();
+    w.write_all(b"BAR").unwrap();
+    let mut a = std::fs::OpenOptions::new().append(true).open(s.m("bar")).unwrap();
+    a.write_all(b"+tail").unwrap();
+    let want = format!("BAR{}+tail", &before[3..]);
+    let n = rustix::io::pread(&reader, &mut buf[..], 0).unwrap();
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), want, "the cached reader sees both writes");
+    assert_eq!(read(s.u("bar")), want, "the upper has the data while the writers are open");
+    // Large and odd-sized writes arrive whole.
+    let odd: Vec<u8> = (0..(3u32 << 20) + 4321).map(|i| (i % 251) as u8).collect();
+    let mut f = std::fs::File::create(s.m("odd")).unwrap();
+    for chunk in odd.chunks((1 << 20) + 17) {
+        f.write_all(chunk).unwrap();
+    }
+    let n = rustix::io::pread(std::fs::File::open(s.m("odd")).unwrap(), &mut buf[..], 0).unwrap();
+    assert_eq!(n, odd.len());
+    assert!(buf[..n] == odd[..], "the odd-sized file reads back whole");
+    // What a write-only handle wrote (whole pages) is not kept in the mount's page cache:
+    // reading it back asks the daemon (through the page cache it would not).
+    let mut g = std::fs::File::create(s.m("aligned")).unwrap();
+    g.write_all(&odd[..2 << 20]).unwrap();
+    let reads = stats_raw(&s.mnt).get("op.read").copied().unwrap_or(0);
+    let n = rustix::io::pread(std::fs::File::open(s.m("aligned")).unwrap(), &mut buf[..], 0).unwrap();
+    assert!(n == 2 << 20 && buf[..n] == odd[..n]);
+    assert!(stats_raw(&s.mnt)["op.read"] > reads, "the write-only handle filled the page cache");
+    drop((w, a, f, g));
+    assert_eq!(read(s.m("bar")), want);
+}
+
 #[test]
 fn fallocate_and_seek_data_hole() {
     need_fuse!();

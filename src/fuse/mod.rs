@@ -235,26 +235,37 @@ fn guard(op: &'static str, f: impl FnOnce()) {
     crate::stats::record(op, t0.elapsed());
 }
 
-/// How to answer an open of `ino` as handle `fh` (see [`Passthrough`]).
+/// How to answer an open of `ino` with `flags` as handle `fh` (see [`Passthrough`]).
+///
+/// Without passthrough, a handle open for writing only is not cached: through the page cache
+/// its data would be copied twice (into the mount's cache, then into the upper file's) and
+/// cached twice, for no reader. Written straight through, the kernel drops what other
+/// handles cached of the range it writes. (1 GiB `dd`: 0.85–0.99 s cached, 0.55 s direct.)
 fn open_mode(
     fs: &UnionFs,
     pt: &Passthrough,
     ino: u64,
     fh: u64,
+    flags: i32,
     register: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<fuser::BackingId>,
 ) -> OpenMode {
-    if !pt.is_on() {
-        return OpenMode::Cached;
+    let mode = if pt.is_on() {
+        let Ok(f) = fs.file_handle(fh) else { return OpenMode::Direct };
+        use std::os::fd::AsFd;
+        pt.mode(ino, fh, f.real, f.sxid, || register(f.fd.as_fd()))
+    } else {
+        OpenMode::Cached
+    };
+    match mode {
+        OpenMode::Cached if flags & libc::O_ACCMODE == libc::O_WRONLY => OpenMode::Direct,
+        m => m,
     }
-    let Ok(f) = fs.file_handle(fh) else { return OpenMode::Direct };
-    use std::os::fd::AsFd;
-    pt.mode(ino, fh, f.real, f.sxid, || register(f.fd.as_fd()))
 }
 
 /// Opens `ino` and answers (`kill`: an `O_TRUNC` by a caller without `CAP_FSETID`).
 fn reply_open(fs: &UnionFs, pt: &Passthrough, ino: u64, flags: i32, kill: Option<Killer>, reply: ReplyOpen) {
     match fs.open(ino, flags, kill) {
-        Ok(o) => match open_mode(fs, pt, ino, o.fh, |fd| reply.open_backing(fd)) {
+        Ok(o) => match open_mode(fs, pt, ino, o.fh, flags, |fd| reply.open_backing(fd)) {
             OpenMode::Backed(b) => reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), &b),
             OpenMode::Direct => reply.opened(FileHandle(o.fh), FopenFlags::FOPEN_DIRECT_IO),
             OpenMode::Stale => {
@@ -313,10 +324,12 @@ impl Filesystem for Fuse {
             && caps.contains(InitFlags::FUSE_OVER_IO_URING)
             && config.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_ok();
         // Every ring slot has a payload buffer as large as the largest request or reply
-        // (max(max_write, max_pages pages)), and a ring keeps several slots: with io_uring,
-        // 128 KiB requests keep that memory small (reads and writes bypass the daemon with
-        // passthrough anyway).
-        let mut max_write: u32 = if uring { 128 << 10 } else { 1 << 20 };
+        // (max(max_write, max_pages pages)), and a ring keeps several slots: with io_uring
+        // and passthrough (reads and writes bypass the daemon), 128 KiB requests keep that
+        // memory small. Without passthrough the data comes through the daemon: 1 MiB
+        // requests (a 1 GiB write 0.55 → 0.40 s; the slots' pages are touched only as
+        // requests fill them, about 4 MiB more after it).
+        let mut max_write: u32 = if uring && self.pt.is_on() { 128 << 10 } else { 1 << 20 };
         if let Err(max) = config.set_max_write(max_write) {
             max_write = max;
             let _ok = config.set_max_write(max).is_ok();
@@ -678,7 +691,7 @@ impl Filesystem for Fuse {
         guard("create", || match cname(name).and_then(|n| self.fs.create(ctx(req), parent.0, &n, mode, flags)) {
             Ok((e, o)) => {
                 let (a, fh) = (fattr(&e.attr), FileHandle(o.fh));
-                match open_mode(&self.fs, &self.pt, e.ino, o.fh, |fd| reply.open_backing(fd)) {
+                match open_mode(&self.fs, &self.pt, e.ino, o.fh, flags, |fd| reply.open_backing(fd)) {
                     OpenMode::Backed(b) => {
                         reply.created_passthrough(&TTL, &a, Generation(0), fh, FopenFlags::empty(), &b)
                     }
