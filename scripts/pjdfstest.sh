@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# pjdfstest (the POSIX file system test suite, crates.io `pjdfstest`) against a unionfs mount
-# and, on the same machine, against kernel overlayfs. Fails if any case that passes on kernel
-# overlayfs does not pass on unionfs. Needs root (the suite chowns and switches users).
-# PJD_LOGS=DIR keeps both logs.
+# pjdfstest (the POSIX file system test suite, crates.io `pjdfstest`) against unionfs mounts
+# (with and without passthrough) and, on the same machine, against kernel overlayfs. Fails if
+# any case that passes on kernel overlayfs does not pass on unionfs. Needs root (the suite
+# chowns and switches users). PJD_LOGS=DIR keeps the logs.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -59,25 +59,35 @@ run() { # name mountpoint
   echo "$1: $(grep Summary "$work/$1.log")"
 }
 
+compare() { # name: every case that passes on kernel overlayfs passes on this run too
+  if [ "$(wc -l < "$work/kernel-overlayfs.res")" != "$(wc -l < "$work/$1.res")" ]; then
+    echo "pjdfstest ran $(wc -l < "$work/kernel-overlayfs.res") cases on kernel overlayfs but $(wc -l < "$work/$1.res") on $1" >&2
+    exit 1
+  fi
+  local regressions better
+  regressions=$(join "$work/kernel-overlayfs.res" "$work/$1.res" | awk '$2=="ok" && $3!="ok" {print $1}')
+  better=$(join "$work/kernel-overlayfs.res" "$work/$1.res" | awk '$2!="ok" && $3=="ok" {print $1}' | wc -l)
+  echo "cases passing on $1 but not on kernel overlayfs: $better"
+  if [ -n "$regressions" ]; then
+    echo "cases passing on kernel overlayfs but not on $1:"
+    echo "$regressions"
+    for t in $regressions; do grep -A3 "^$t " "$work/$1.log" | head -4; done
+    exit 1
+  fi
+  echo "every case that passes on kernel overlayfs passes on $1"
+}
+
 mkdir -p "$work"/k/{l,u,w,m} "$work"/u/{l,m}
 mount -t overlay overlay -o "lowerdir=$work/k/l,upperdir=$work/k/u,workdir=$work/k/w" "$work/k/m"
 run kernel-overlayfs "$work/k/m"
 umount "$work/k/m"
+# As root with passthrough (reads and writes bypass the daemon), then without it (the data
+# path a normal user's mount takes), each on a fresh upper.
 "$bin" mount --lower "$work/u/l" --upper "$work/u/up" "$work/u/m"
 run unionfs "$work/u/m"
 "$bin" umount "$work/u/m"
-
-if [ "$(wc -l < "$work/kernel-overlayfs.res")" != "$(wc -l < "$work/unionfs.res")" ]; then
-  echo "pjdfstest ran $(wc -l < "$work/kernel-overlayfs.res") cases on kernel overlayfs but $(wc -l < "$work/unionfs.res") on unionfs" >&2
-  exit 1
-fi
-regressions=$(join "$work/kernel-overlayfs.res" "$work/unionfs.res" | awk '$2=="ok" && $3!="ok" {print $1}')
-better=$(join "$work/kernel-overlayfs.res" "$work/unionfs.res" | awk '$2!="ok" && $3=="ok" {print $1}' | wc -l)
-echo "cases passing on unionfs but not on kernel overlayfs: $better"
-if [ -n "$regressions" ]; then
-  echo "cases passing on kernel overlayfs but not on unionfs:"
-  echo "$regressions"
-  for t in $regressions; do grep -A3 "^$t " "$work/unionfs.log" | head -4; done
-  exit 1
-fi
-echo "every case that passes on kernel overlayfs passes on unionfs"
+compare unionfs
+"$bin" mount -o nopassthrough --lower "$work/u/l" --upper "$work/u/up2" "$work/u/m"
+run unionfs-nopassthrough "$work/u/m"
+"$bin" umount "$work/u/m"
+compare unionfs-nopassthrough
