@@ -90,24 +90,30 @@ fn rm_rf_of_a_lower_tree() {
     assert!(work_dir_empties(&s.work), "left in the work dir: {:?}", ls(s.work.join("work")));
 }
 
+/// A lower tree `t/d0`..`t/d3` of `files` files each, mounted with a reap thread that waits
+/// 300 ms before each tree it removes (the hook in src/union/reap.rs), so what removed
+/// directories leave in the work dir is still there when a test unmounts.
+fn slow_reaping_mount(files: usize) -> (Stack, Mount) {
+    let s = Stack::empty(1);
+    for d in 0..4 {
+        let dir = s.lower(0).join(format!("t/d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..files {
+            std::fs::write(dir.join(format!("f{f}")), "x").unwrap();
+        }
+    }
+    let out = s.mount_command(&[]).env("UNIONFS_REAP_DELAY_MS", "300").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = Mount::adopt(&std::fs::canonicalize(&s.mnt).unwrap());
+    (s, m)
+}
+
 /// The old upper parts of removed merged directories (full of whiteouts) leave the work dir
 /// after the reply; an unmount waits until they are gone.
 #[test]
 fn removed_directories_leave_the_work_dir_before_the_unmount_returns() {
     need_fuse!();
-    let s = Stack::empty(1);
-    for d in 0..4 {
-        let dir = s.lower(0).join(format!("t/d{d}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in 0..5 {
-            std::fs::write(dir.join(format!("f{f}")), "x").unwrap();
-        }
-    }
-    // The reap thread waits 300 ms before each tree (the hook in src/union/reap.rs), so the
-    // trees are still there when the unmount starts.
-    let out = s.mount_command(&[]).env("UNIONFS_REAP_DELAY_MS", "300").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let m = Mount::adopt(&std::fs::canonicalize(&s.mnt).unwrap());
+    let (s, m) = slow_reaping_mount(5);
     std::fs::remove_dir_all(s.m("t")).unwrap();
     assert!(!listed(&s.mnt, "t"));
     assert!(is_whiteout(&s.u("t")));
@@ -125,16 +131,8 @@ fn removed_directories_leave_the_work_dir_before_the_unmount_returns() {
 #[test]
 fn a_mount_right_after_an_unmount_waits_for_the_old_daemon() {
     need_fuse!();
-    let s = Stack::empty(1);
-    for d in 0..4 {
-        let dir = s.lower(0).join(format!("t/d{d}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("f"), "x").unwrap();
-    }
-    let out = s.mount_command(&[]).env("UNIONFS_REAP_DELAY_MS", "300").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mnt = std::fs::canonicalize(&s.mnt).unwrap();
-    let m = Mount::adopt(&mnt);
+    let (s, m) = slow_reaping_mount(1);
+    let mnt = m.path.clone();
     std::fs::remove_dir_all(mnt.join("t")).unwrap();
     let old = daemon_pid(&mnt).unwrap();
     // Unmounted the way engines do, without waiting for the daemon.
