@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::config::MountConfig;
-use crate::error::{Context, Errno, Error};
+use crate::error::{Context, Error};
 use crate::fuse::{Fuse, NotifierInvalidator};
 use crate::sys::proc as sproc;
 use crate::union::layer::{Durability, Layers, Upper};
@@ -238,19 +238,35 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     let Prepared { fs, mut session, uring } = prepare(cfg)?;
     fs.start_reaper().context(|| "cannot start the reap thread".into())?;
     crate::stats::start();
-    let conn = crate::mounts::at(&cfg.mountpoint).filter(|m| m.fstype == crate::mounts::FSTYPE);
-    let pidfile = conn.as_ref().and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
-    let unmounter = session.unmount_callable();
-    let mountpoint = cfg.mountpoint.clone();
-    let minor = conn.map(|m| m.minor);
+    // The mount is known by its id and connection from here on: fuser would unmount its
+    // path when the session ends, and by then the path may hold whatever was beneath.
+    let own = crate::mounts::OwnMount::at(&cfg.mountpoint);
+    session.unmount_callable().disarm();
+    let pidfile = own.as_ref().and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let own2 = own.clone();
+    let (fs2, pidfile2) = (fs.clone(), pidfile.clone());
+    let before_exit = move || {
+        fs2.finish_reaper();
+        if let Some(p) = pidfile2 {
+            let _gone = std::fs::remove_file(p);
+        }
+    };
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || on_signals(signals, unmounter, mountpoint, minor))
+        .spawn(move || on_signals(signals, own2, done_rx, before_exit))
         .context(|| "cannot start the signal thread".into())?;
 
     tracing::info!("mounted on '{}'", cfg.mountpoint.display());
     ready.send("ok\n");
     let r = session.run_with(|d| crate::fuse::uring::start(d, &uring, uring_threads_per_cpu()));
+    drop(done_tx);
+    if r.is_err()
+        && let Some(m) = &own
+        && let Err(e) = m.unmount(true)
+    {
+        tracing::warn!("cannot unmount '{}' after the session failed: {e:?}", m.path.display());
+    }
     fs.finish_reaper();
     if let Some(p) = pidfile
         && let Err(e) = std::fs::remove_file(&p)
@@ -276,29 +292,43 @@ fn uring_threads_per_cpu() -> usize {
 
 fn on_signals(
     mut signals: signal_hook::iterator::Signals,
-    mut unmounter: fuser::SessionUnmounter,
-    mountpoint: PathBuf,
-    minor: Option<u32>,
+    own: Option<crate::mounts::OwnMount>,
+    done: std::sync::mpsc::Receiver<()>,
+    before_exit: impl FnOnce(),
 ) {
     if signals.forever().next().is_none() {
         return;
     }
-    tracing::info!("signal received: unmounting '{}'", mountpoint.display());
-    if let Err(e) = unmounter.unmount() {
-        tracing::warn!("unmount of '{}' failed ({e}); detaching it", mountpoint.display());
-        if let Err(e) = sproc::unmount(&mountpoint, true) {
-            tracing::warn!("detach failed: {e}");
+    let Some(own) = own else {
+        // The mount could not be identified: end the connection by exiting; never unmount
+        // a path.
+        before_exit();
+        std::process::exit(0);
+    };
+    tracing::info!("signal received: unmounting '{}'", own.path.display());
+    match own.unmount(false) {
+        Ok(_) => {}
+        Err(crate::mounts::UnmountError::Busy) => {
+            tracing::info!("'{}' is busy; detaching it", own.path.display());
+            if let Err(e) = own.unmount(true) {
+                tracing::warn!("cannot detach '{}': {e:?}", own.path.display());
+            }
         }
+        Err(e) => tracing::warn!("cannot unmount '{}': {e:?}", own.path.display()),
     }
-    // If the session loop has not ended shortly, cut the connection, then give up waiting.
-    std::thread::sleep(Duration::from_secs(3));
-    if let Some(m) = minor {
-        let abort = format!("/sys/fs/fuse/connections/{m}/abort");
-        if let Err(e) = std::fs::write(&abort, b"1") {
-            tracing::debug!("cannot abort the connection: {e}");
-        }
+    // The session ends when the kernel ends the connection: at once, unless copies of the
+    // mount in other mount namespaces keep it open. A stopped mount ends there too: abort
+    // the connection (they get ENOTCONN), or, where the FUSE control filesystem is not
+    // mounted, exit, which closes the device and so ends it.
+    if done.recv_timeout(Duration::from_millis(300)).is_ok() {
+        return;
     }
-    std::thread::sleep(Duration::from_secs(2));
+    tracing::info!("the mount lives on in other mount namespaces: ending its connection");
+    let abort = format!("/sys/fs/fuse/connections/{}/abort", own.minor);
+    if std::fs::write(&abort, b"1").is_ok() && done.recv_timeout(Duration::from_secs(3)).is_ok() {
+        return;
+    }
+    before_exit();
     std::process::exit(0);
 }
 
@@ -351,49 +381,66 @@ pub fn mountpoint_path(p: &Path) -> Result<PathBuf, Error> {
     Ok(parent.join(name))
 }
 
-/// `unionfs umount`: unmounts a union mount and waits for its daemon to exit. A busy mount
-/// is reported, not waited on (unless `lazy`, which detaches it).
+/// `unionfs umount`: unmounts a union mount and waits for its daemon to exit, which ends
+/// the mount everywhere (copies in other mount namespaces get `ENOTCONN`) and releases the
+/// upper and work dirs. A busy mount is reported, not waited on (unless `lazy`, which
+/// detaches it).
 pub fn umount(path: &Path, lazy: bool) -> Result<(), Error> {
     let mnt = mountpoint_path(path)?;
     let entry = crate::mounts::at(&mnt)
         .filter(|m| m.fstype == crate::mounts::FSTYPE)
         .ok_or_else(|| Error::msg(format!("'{}' is not a unionfs mount", mnt.display())))?;
-    let pid = daemon_pid(entry.major, entry.minor);
-    let busy = || {
-        Error::msg(format!(
-            "'{}' is busy (a process has a file open or its working directory there); close them or use --lazy",
-            mnt.display()
-        ))
-    };
-    if sproc::euid() == 0 {
-        match sproc::unmount(&mnt, lazy) {
-            Ok(()) => {}
-            Err(Errno::EBUSY) => return Err(busy()),
-            Err(e) => return Err(Error::io(format!("cannot unmount '{}'", mnt.display()), e)),
+    let pid = daemon_pid(entry.major, entry.minor).filter(|&p| is_daemon(p));
+    match crate::mounts::unmount_path(&mnt, lazy) {
+        Ok(()) => {}
+        Err(crate::mounts::UnmountError::Busy) => {
+            return Err(Error::msg(format!(
+                "'{}' is busy (a process has a file open or its working directory there); close them or use --lazy",
+                mnt.display()
+            )));
         }
-    } else {
-        let mut cmd = Command::new("fusermount3");
-        cmd.arg("-u");
-        if lazy {
-            cmd.arg("-z");
-        }
-        let out = cmd.arg("--").arg(&mnt).output().context(|| "cannot run fusermount3".into())?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            if err.contains("busy") {
-                return Err(busy());
-            }
-            return Err(Error::msg(format!("cannot unmount '{}': {}", mnt.display(), err.trim())));
+        Err(crate::mounts::UnmountError::Other(e)) => {
+            return Err(Error::msg(format!("cannot unmount '{}': {e}", mnt.display())));
         }
     }
-    if let Some(pid) = pid {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sproc::process_alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if sproc::process_alive(pid) {
-            tracing::warn!("daemon {pid} of '{}' is still running", mnt.display());
-        }
+    let Some(pid) = pid else { return Ok(()) };
+    // The daemon exits once the kernel ends the connection; copies of the mount in other
+    // mount namespaces keep it open: then it is told to end it.
+    if wait_exit(pid, Duration::from_secs(1)) {
+        return Ok(());
     }
-    Ok(())
+    if let Err(e) = sproc::terminate(pid) {
+        tracing::debug!("cannot signal daemon {pid}: {e}");
+    }
+    if wait_exit(pid, Duration::from_secs(15)) {
+        return Ok(());
+    }
+    Err(Error::msg(format!(
+        "'{}' is unmounted here, but its daemon (pid {pid}) did not exit: the upper dir stays in use until it does",
+        mnt.display()
+    )))
+}
+
+/// Waits up to `limit` for process `pid` to exit; returns whether it did.
+fn wait_exit(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while sproc::process_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Whether process `pid` is a unionfs daemon (a pid file may outlive its daemon, and the
+/// number be reused).
+fn is_daemon(pid: u32) -> bool {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+    let me = std::env::current_exe();
+    match (exe, me) {
+        (Ok(a), Ok(b)) => a == b || a.file_name() == b.file_name(),
+        // Another user's process: /proc hides its executable.
+        _ => sproc::process_alive(pid),
+    }
 }

@@ -20,12 +20,16 @@ enum Inval {
 /// sending it from a request handler could deadlock. Queued ones go out right after.
 pub struct NotifierInvalidator {
     tx: std::sync::mpsc::Sender<Inval>,
+    /// For the invalidations that must reach the kernel before the reply (attributes only,
+    /// which takes no lock a system call being served could hold).
+    now: fuser::Notifier,
 }
 
 impl NotifierInvalidator {
     /// Starts the sending thread.
     pub fn start(notifier: fuser::Notifier) -> std::io::Result<NotifierInvalidator> {
         let (tx, rx) = std::sync::mpsc::channel::<Inval>();
+        let now = notifier.clone();
         std::thread::Builder::new().name("invalidate".into()).spawn(move || {
             for msg in rx {
                 let r = match &msg {
@@ -39,7 +43,7 @@ impl NotifierInvalidator {
                 }
             }
         })?;
-        Ok(NotifierInvalidator { tx })
+        Ok(NotifierInvalidator { tx, now })
     }
 }
 
@@ -51,5 +55,13 @@ impl Invalidator for NotifierInvalidator {
 
     fn inval_inode(&self, ino: u64) {
         let _gone = self.tx.send(Inval::Inode(ino));
+    }
+
+    fn inval_attrs_now(&self, ino: u64) {
+        // Offset -1: the attributes only, not the page cache (whose pages the writer that
+        // asked may hold locked).
+        if let Err(e) = self.now.inval_inode(INodeNo(ino), -1, 0) {
+            debug!("attribute invalidation of {ino}: {e}");
+        }
     }
 }

@@ -383,14 +383,23 @@ impl Filesystem for Fuse {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
-        _flags: Option<BsdFileFlags>,
+        flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // Nothing to set: the kernel's "remove privileges" before a write the daemon does
+        // not see (its ATTR_KILL_* bits are dropped on the way, see FUSE_HANDLE_KILLPRIV_V2).
+        let remove_privs = [mode, uid, gid].iter().all(Option::is_none)
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+            && ctime.is_none()
+            && fh.is_none()
+            && flags.is_none();
         let sa = SetAttr {
             mode,
             uid,
@@ -402,6 +411,7 @@ impl Filesystem for Fuse {
             // fuser does not pass FATTR_KILL_SUIDGID; the kernel sets it on truncates by
             // callers without CAP_FSETID, which for a container's processes means: not root.
             kill: killer(req, req.uid() != 0),
+            remove_privs,
         };
         // Any change to a lower file copies it up, with its data unless truncated to nothing.
         let slow = size != Some(0) && self.fs.copies_up(ino.0);

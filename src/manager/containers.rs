@@ -239,21 +239,8 @@ pub fn state(c: &Container) -> State {
 
 /// Detaches a mount whose daemon is gone ("Transport endpoint is not connected").
 fn clean_stale(mountpoint: &Path) -> Result<(), Error> {
-    if crate::sys::proc::euid() == 0 {
-        crate::sys::proc::unmount(mountpoint, true)
-            .map_err(|e| Error::io(format!("cannot clean '{}'", mountpoint.display()), e))
-    } else {
-        let st = Command::new("fusermount3")
-            .args(["-u", "-z", "--"])
-            .arg(mountpoint)
-            .status()
-            .context(|| "cannot run fusermount3".into())?;
-        if st.success() {
-            Ok(())
-        } else {
-            Err(Error::msg(format!("cannot clean stale mount '{}'", mountpoint.display())))
-        }
-    }
+    crate::mounts::unmount_path(mountpoint, true)
+        .map_err(|e| Error::msg(format!("cannot clean stale mount '{}': {e:?}", mountpoint.display())))
 }
 
 /// `unionfs start`: mounts the container (one daemon for it) and records the start.

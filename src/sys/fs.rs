@@ -7,7 +7,6 @@ use std::os::fd::AsFd;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, RenameFlags, Timestamps, Uid};
 
 use crate::error::Res;
-use crate::sys::open::proc_path;
 use crate::sys::stat::{FileKind, Timespec};
 
 /// Safe wrapper for `mkdirat(2)`.
@@ -87,16 +86,18 @@ pub fn fchmod(fd: impl AsFd, perm: u32) -> Res<()> {
     Ok(rustix::fs::fchmod(fd, Mode::from_raw_mode(perm))?)
 }
 
-/// Safe wrapper for `chmod(2)` of entry `name` of `dir` (through `/proc/self/fd`, because
-/// `fchmodat` cannot refuse to follow a symlink on older kernels). Symlinks have no mode of
-/// their own: the kernel answers `EOPNOTSUPP` for them.
+/// Safe wrapper for `chmod(2)` of entry `name` of `dir`, never of what a symlink points to.
+/// The entry is opened `O_PATH | O_NOFOLLOW` once, its type checked on that descriptor, and
+/// the mode changed through the descriptor (`/proc/self/fd/N` names exactly the object it
+/// holds): a symlink swapped in under the name after the check is never followed. Symlinks
+/// have no mode of their own: `EOPNOTSUPP`, as the kernel answers.
 pub fn chmodat(dir: impl AsFd, name: &CStr, perm: u32) -> Res<()> {
-    let dir = dir.as_fd();
-    let st = crate::sys::stat::statat(dir, name)?;
+    let fd = crate::sys::open::openat(dir, name, crate::sys::open::OFlags::PATH, 0)?;
+    let st = crate::sys::stat::fstat(&fd)?;
     if st.kind() == Some(FileKind::Symlink) {
         return Err(crate::error::Errno::EOPNOTSUPP);
     }
-    let path = proc_path(dir, name);
+    let path = crate::sys::open::proc_fd_path(fd.as_fd());
     Ok(rustix::fs::chmod(path.as_c_str(), Mode::from_raw_mode(perm))?)
 }
 

@@ -121,6 +121,13 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
     CString::new(s).unwrap_or_default()
 }
 
+/// A `/proc/self/fd/N` path: names exactly the object descriptor N holds (an `O_PATH` one
+/// included), for calls that have no descriptor form (`chmod`).
+pub fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
+    // Digits only: no NUL inside.
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
 /// Safe wrapper for `open(2)` of an ordinary path (used at the edges, not on layers).
 pub fn open_plain(path: &Path, flags: OFlags, mode: u32) -> Res<OwnedFd> {
     Ok(rustix::fs::openat(CWD, path, flags | OFlags::CLOEXEC, Mode::from_raw_mode(mode))?)

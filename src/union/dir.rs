@@ -441,7 +441,11 @@ impl UnionFs {
             return Err(Errno::EISDIR);
         }
         let (dir, _, pfd) = self.upper_parent(parent)?;
-        self.stable(|| self.remove_name(&dir, up, pfd.as_fd(), name, side == Side::Upper, false))?;
+        // The last link of an upper object: its real inode is free once the name goes.
+        let frees = (side == Side::Upper && st.nlink <= 1).then_some(&node);
+        self.freeing(frees, || {
+            self.stable(|| self.remove_name(&dir, up, pfd.as_fd(), name, side == Side::Upper, false))
+        })?;
         if !node.remove_loc(&dir, name) {
             // Gone, unless other links (names not looked up yet) keep the object.
             node.set(if st.nlink > 1 { flag::NAMELESS } else { flag::DEAD });
@@ -463,7 +467,10 @@ impl UnionFs {
             return Err(Errno::ENOTEMPTY);
         }
         let (dir, _, pfd) = self.upper_parent(parent)?;
-        self.stable(|| self.remove_name(&dir, up, pfd.as_fd(), name, side == Side::Upper, true))?;
+        let frees = (side == Side::Upper).then_some(&node);
+        self.freeing(frees, || {
+            self.stable(|| self.remove_name(&dir, up, pfd.as_fd(), name, side == Side::Upper, true))
+        })?;
         node.set(flag::DEAD);
         self.forget_dirfds(&node);
         dir.touch_dir();
@@ -481,8 +488,8 @@ impl UnionFs {
         let odir = self.inodes.get(parent)?;
         let ndir = self.inodes.get(newparent)?;
         let (src, _) = self.peek(&odir, name)?;
-        let dst = match self.peek(&ndir, newname) {
-            Ok(d) => Some(d),
+        let dst = match self.peek_stat(&ndir, newname) {
+            Ok((d, side, st)) => Some((d, side, st.nlink)),
             Err(Errno::ENOENT) => None,
             Err(e) => return Err(e),
         };
@@ -492,7 +499,7 @@ impl UnionFs {
         if flags.exchange && dst.is_none() {
             return Err(Errno::ENOENT);
         }
-        if let Some((d, _)) = &dst
+        if let Some((d, ..)) = &dst
             && Arc::ptr_eq(d, &src)
         {
             // Two names of one object: rename does nothing (POSIX).
@@ -506,12 +513,12 @@ impl UnionFs {
         if odir.vol != ndir.vol || src.vol != ndir.vol || src.has(flag::VOL_ROOT) {
             return Err(Errno::EXDEV);
         }
-        if let Some((d, _)) = &dst
+        if let Some((d, ..)) = &dst
             && (d.has(flag::VOL_ROOT) || d.vol != ndir.vol)
         {
             return Err(Errno::EXDEV);
         }
-        if let Some((d, _)) = &dst {
+        if let Some((d, ..)) = &dst {
             if flags.exchange && d.is_dir() && d.has_lower() && !self.opts.redirect_dir {
                 return Err(Errno::EXDEV);
             }
@@ -527,7 +534,7 @@ impl UnionFs {
         let (odir, _, opfd) = self.upper_parent(parent)?;
         let (ndir, _, npfd) = self.upper_parent(newparent)?;
         self.copy_up(&src)?;
-        if let (true, Some((d, _))) = (flags.exchange, &dst) {
+        if let (true, Some((d, ..))) = (flags.exchange, &dst) {
             self.copy_up(d)?;
         }
         let old_whiteout = !flags.exchange && self.lower_has(&odir, name)?;
@@ -556,19 +563,25 @@ impl UnionFs {
             Ok(())
         };
         mark_moved(&src, opfd.as_fd(), name, &ndir)?;
-        if let (true, Some((d, _))) = (flags.exchange, &dst) {
+        if let (true, Some((d, ..))) = (flags.exchange, &dst) {
             mark_moved(d, npfd.as_fd(), newname, &odir)?;
         }
         // A directory replaced by the rename may still hold whiteouts: empty it first.
-        if let (false, Some((d, dside))) = (flags.exchange, &dst)
+        if let (false, Some((d, dside, _))) = (flags.exchange, &dst)
             && d.is_dir()
             && *dside == Side::Upper
         {
             self.clear_markers(up, npfd.as_fd(), newname)?;
         }
         let slot = if flags.exchange || ndir.vol != 0 { Slot::Free } else { self.slot_any(npfd.as_fd(), newname)? };
+        // The object a rename replaces loses its name; its real inode is free at once if
+        // that was its last link.
+        let frees = match &dst {
+            Some((d, Side::Upper, nlink)) if !flags.exchange && (d.is_dir() || *nlink <= 1) => Some(d),
+            _ => None,
+        };
         self.rename_mark();
-        let r = (|| {
+        let r = self.freeing(frees, || {
             if flags.exchange {
                 return up.rename(opfd.as_fd(), name, npfd.as_fd(), newname, RenameMode::Exchange);
             }
@@ -583,14 +596,14 @@ impl UnionFs {
             } else {
                 up.rename(opfd.as_fd(), name, npfd.as_fd(), newname, RenameMode::Replace)
             }
-        })();
+        });
         if r.is_ok() {
             let (oname, nname) = (name.to_owned(), newname.to_owned());
             if flags.exchange {
-                if let Some((d, _)) = &dst {
+                if let Some((d, ..)) = &dst {
                     d.move_loc(&ndir, &nname, &odir, oname.as_c_str().into());
                 }
-            } else if let Some((d, _)) = &dst
+            } else if let Some((d, ..)) = &dst
                 && !d.remove_loc(&ndir, &nname)
             {
                 d.set(flag::DEAD);
@@ -611,6 +624,19 @@ impl UnionFs {
         odir.touch_dir();
         ndir.touch_dir();
         Ok(())
+    }
+
+    /// Runs `op`, which may free `node`'s real upper inode, with the node taken out of
+    /// matching first (see [`crate::union::tables::InodeTable::retire`]); a failed `op` puts
+    /// it back.
+    fn freeing<T>(&self, node: Option<&Arc<Node>>, op: impl FnOnce() -> Res<T>) -> Res<T> {
+        let Some(n) = node.filter(|n| !n.has(flag::DEAD)) else { return op() };
+        self.inodes.retire(n);
+        let r = op();
+        if r.is_err() {
+            self.inodes.reinstate(n);
+        }
+        r
     }
 
     /// What the upper holds at a rename target: a whiteout, or anything else (which a rename

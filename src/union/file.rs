@@ -138,6 +138,10 @@ impl UnionFs {
             let n =
                 up.charged(f.fd.as_fd(), |b| Some(end.saturating_sub(b.size)), || sio::pwrite(&f.fd, offset, data))?;
             let perm = if self.opts.override_stat.is_some() { 0o6010 } else { crate::sys::stat::fstat(&f.fd)?.perm() };
+            // The upper filesystem dropped file capabilities with the write.
+            if f.node.cached_xattrs().is_some_and(|x| x.iter().any(|(n, _)| n == b"security.capability")) {
+                f.node.forget_xattrs();
+            }
             Ok((n, f.node.ino, super::inode::is_sxid(perm)))
         })?;
         if let Some(k) = kill

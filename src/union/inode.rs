@@ -71,6 +71,9 @@ pub struct SetAttr {
     /// A truncate by a caller without `CAP_FSETID`: clear set-user-id and set-group-id as
     /// the kernel would (it leaves this to the daemon, see `FUSE_HANDLE_KILLPRIV_V2`).
     pub kill: Option<Killer>,
+    /// The request carries nothing to set: the kernel asks to remove privileges before a
+    /// write that does not come here (see [`UnionFs::setattr`]).
+    pub remove_privs: bool,
 }
 
 impl UnionFs {
@@ -81,15 +84,43 @@ impl UnionFs {
     }
 
     /// Clears set-user-id and set-group-id after a write or truncate by a caller without
-    /// `CAP_FSETID` (the kernel leaves this to the daemon: `FUSE_HANDLE_KILLPRIV_V2`).
+    /// `CAP_FSETID` (the kernel leaves this to the daemon: `FUSE_HANDLE_KILLPRIV_V2`), and
+    /// has the kernel drop its cached mode before the caller's reply goes out: `execve`
+    /// decides set-id execution from the mode the kernel has cached, not from the daemon.
     pub(crate) fn kill_privs(&self, ino: u64, fh: Option<u64>, killer: &Killer) -> Res<()> {
         let a = self.getattr(ino, fh)?;
         let perm = a.perm & 0o7777;
         let killed = kill_suidgid(perm, a.gid, killer);
         if killed != perm {
             self.setattr(ino, SetAttr { mode: Some(killed), fh, ..SetAttr::default() })?;
+            self.inval_attrs_now(ino);
         }
         Ok(())
+    }
+
+    /// The kernel's request to remove privileges before a write it does not send here (a
+    /// `SETATTR` with nothing to set: FUSE passthrough writes, `copy_file_range`,
+    /// `fallocate`), because the file is set-id or has file capabilities: clears what
+    /// [`kill_suidgid`] says for `killer` (a caller without `CAP_FSETID`) and drops
+    /// `security.capability`, as every Linux filesystem does before such a write.
+    fn remove_privs(&self, ino: u64, killer: Option<Killer>) -> Res<Attr> {
+        let node = self.inodes.get(ino)?;
+        if node.kind == FileKind::Regular && node.has_upper() && self.opts.xattrs {
+            let up = self.layers.upper()?;
+            let r = self.stable(|| {
+                let r = self.upper_real(&node)?;
+                up.remove_xattr(XTarget::At(r.dir.as_fd(), &r.name), c"security.capability")
+            });
+            node.forget_xattrs();
+            match r {
+                Ok(()) | Err(Errno::ENODATA | Errno::EOPNOTSUPP) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(k) = killer {
+            self.kill_privs(ino, None, &k)?;
+        }
+        self.getattr(ino, None)
     }
 
     /// `getattr`. With `fh` (fstat on an open file) a removed file still answers.
@@ -110,8 +141,12 @@ impl UnionFs {
         Ok(self.attr_for(&node, &st))
     }
 
-    /// `setattr`: chmod, chown, truncate, utimens.
+    /// `setattr`: chmod, chown, truncate, utimens; and, with nothing to set, the kernel's
+    /// request to remove privileges before a write it does not send to the daemon.
     pub fn setattr(&self, ino: u64, sa: SetAttr) -> Res<Attr> {
+        if sa.remove_privs {
+            return self.remove_privs(ino, sa.kill);
+        }
         let kill = if sa.size.is_some() && sa.mode.is_none() { sa.kill } else { None };
         let fh = sa.fh;
         let a = self.setattr_inner(ino, sa)?;

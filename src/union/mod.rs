@@ -206,6 +206,9 @@ pub trait Invalidator: Send + Sync {
     fn inval_entry(&self, parent: u64, name: &CStr);
     /// Drop the cached attributes and data (for a directory: its listing) of `ino`.
     fn inval_inode(&self, ino: u64);
+    /// Drop the cached attributes of `ino` before returning (the caller's reply must not
+    /// overtake it: the kernel decides set-id execution from its cached mode).
+    fn inval_attrs_now(&self, ino: u64);
 }
 
 /// The union filesystem.
@@ -452,6 +455,13 @@ impl UnionFs {
     pub(crate) fn inval_entry(&self, parent: u64, name: &CStr) {
         if let Some(i) = self.invalidator.get() {
             i.inval_entry(parent, name);
+        }
+    }
+
+    /// Has the kernel drop its cached attributes of `ino` before this returns.
+    pub(crate) fn inval_attrs_now(&self, ino: u64) {
+        if let Some(i) = self.invalidator.get() {
+            i.inval_attrs_now(ino);
         }
     }
 

@@ -198,6 +198,25 @@ impl InodeTable {
         }
     }
 
+    /// Takes `node` out of matching before an upper operation that may free its real inode
+    /// (unlink, rmdir, a rename over it): ext4 hands a freed inode number to the next object
+    /// made anywhere on the filesystem at once, and that object must never be matched to
+    /// this node by the number. Marked dead first, the node cannot be found by the number
+    /// once it is free. [`InodeTable::reinstate`] undoes it when the operation failed.
+    pub fn retire(&self, node: &Node) {
+        node.set(flag::DEAD);
+        let u = node.upper_ino();
+        if u != 0 {
+            self.by_upper.remove_if(&(node.vol, u), |_, v| *v == node.ino);
+        }
+    }
+
+    /// Undoes [`InodeTable::retire`]: the operation failed and the object still lives.
+    pub fn reinstate(&self, node: &Node) {
+        node.clear(flag::DEAD);
+        self.register_upper(node);
+    }
+
     /// Retires `node` from lookups (see [`flag::SUPERSEDED`]): the next lookup of the same
     /// object makes a new node with another number.
     pub fn supersede(&self, node: &Node) {

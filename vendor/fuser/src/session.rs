@@ -551,6 +551,14 @@ impl SessionUnmounter {
         }
         Ok(())
     }
+
+    /// unionfs: takes the mount out of fuser's hands: neither this object nor the session
+    /// will unmount it (by path) any more; the caller unmounts its own mount by identity.
+    pub fn disarm(&mut self) {
+        if let Some(mount) = std::mem::take(&mut *self.mount.lock()) {
+            mount.disarm();
+        }
+    }
 }
 
 pub(crate) struct SessionEventLoop<FS: Filesystem> {

@@ -143,6 +143,12 @@ impl Mount {
         }
     }
 
+    /// unionfs: gives up the mount without unmounting it (the caller unmounts its own mount
+    /// by identity, never by path).
+    pub(crate) fn disarm(mut self) {
+        self.mount_impl = None;
+    }
+
     pub(crate) fn umount(mut self) -> io::Result<()> {
         match self.mount_impl.take() {
             Some(mut mount) => {
@@ -207,7 +213,11 @@ fn is_mounted(fuse_device: &DevFuse) -> bool {
         let res = poll(slice::from_mut(&mut poll_fd), PollTimeout::ZERO);
         break match res {
             Ok(0) => true,
-            Ok(1) => poll_fd
+            // unionfs: POLLERR means the connection is gone (unmounted, or aborted): as
+            // libfuse's fuse_kern_unmount reads it. fuser 0.18 had this inverted, and then
+            // unmounted whatever was mounted beneath the path after the kernel had already
+            // taken the mount away.
+            Ok(1) => !poll_fd
                 .revents()
                 .is_some_and(|r| r.contains(PollFlags::POLLERR)),
             Ok(_) => unreachable!(),

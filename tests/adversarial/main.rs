@@ -1,0 +1,15 @@
+//! Our own red team: what an attacker, the kernel and a loaded machine do to a mount, not
+//! only the paths the code was written for. Each module is one class of attack; each test
+//! names the finding it guards against (issue 17's numbers in brackets) and fails without
+//! the fix. Most need root: a second user against a root mount, loop filesystems, mount
+//! namespaces.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod beneath;
+mod identity;
+mod setid;
+mod swap;
+mod util;
