@@ -29,3 +29,45 @@ fn unmounting_the_union_leaves_the_filesystem_beneath_it_mounted() {
         );
     }
 }
+
+/// [17] A copy of the mount in another mount namespace (any `unshare -m` started while it
+/// was mounted) must not keep a stopped mount alive: `unionfs umount` ends it there too
+/// (`ENOTCONN`), the daemon exits, the upper and work dirs are free again, and only then
+/// does the command report success.
+#[test]
+fn umount_ends_copies_in_other_mount_namespaces_and_frees_the_upper() {
+    use std::io::{BufRead, Write};
+    need_fuse!();
+    need_root!();
+    let s = Stack::empty(1);
+    std::fs::write(s.lower(0).join("f"), "hello").unwrap();
+    let m = s.mount();
+    let pid = daemon_pid(&m.path).expect("daemon");
+    let script = format!("echo ready; read go; cat {}/f; echo; echo rc=$?", m.path.display());
+    let mut copy = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(copy.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let out = Command::new(bin()).arg("umount").arg(&m.path).output().unwrap();
+    assert!(out.status.success(), "umount: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "umount printed: {}", String::from_utf8_lossy(&out.stderr));
+    // Reported done: the daemon is gone already, not 10 s later.
+    assert!(crate::common::exits_soon_ms(pid, 200), "umount returned while the daemon still runs");
+    writeln!(copy.stdin.as_ref().unwrap(), "go").unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let mut err = String::new();
+    std::io::Read::read_to_string(copy.stderr.as_mut().unwrap(), &mut err).unwrap();
+    copy.wait().unwrap();
+    assert!(!rest.iter().any(|l| l.contains("hello")), "the copy in the other namespace still served: {rest:?}");
+    assert!(err.contains("not connected"), "the copy should answer ENOTCONN: {err}");
+    // The upper and work dirs are free: the same layers mount again at once.
+    let again = s.mount();
+    assert_eq!(std::fs::read_to_string(s.m("f")).unwrap(), "hello");
+    again.unmount();
+    drop(m);
+}
