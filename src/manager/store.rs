@@ -48,12 +48,32 @@ impl Store {
         home.join(".local/share/unionfs")
     }
 
-    /// Opens (creating if needed) the store at `root`, or at the default root.
+    /// Opens (creating if needed) the store at `root`, or at the default root. The root is
+    /// private (0700, as Docker keeps `/var/lib/docker`): image layers and container mounts
+    /// hold set-user-id binaries and device nodes that other local users must not reach
+    /// (a root container mount honours them). A root found open to others is closed.
     pub fn open(root: Option<&Path>) -> Result<Store, Error> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
         let root = match root {
             Some(r) => r.to_path_buf(),
             None => Self::default_root(),
         };
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).context(|| format!("cannot create '{}'", parent.display()))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(format!("cannot create '{}'", root.display()), e)),
+        }
+        let meta = std::fs::metadata(&root).context(|| format!("cannot read '{}'", root.display()))?;
+        if !meta.is_dir() {
+            return Err(Error::msg(format!("state root '{}' is not a directory", root.display())));
+        }
+        if meta.uid() == crate::sys::proc::euid() && meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+                .context(|| format!("cannot make '{}' private", root.display()))?;
+        }
         for d in ["layers", "images", "containers", "volumes", "tmp"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).context(|| format!("cannot create '{}'", p.display()))?;

@@ -11,5 +11,6 @@ mod common;
 mod beneath;
 mod identity;
 mod setid;
+mod store;
 mod swap;
 mod util;

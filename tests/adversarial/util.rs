@@ -58,3 +58,56 @@ pub fn stdout_ok(out: &Output, what: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The container manager with its own state root under a directory every user may enter
+/// (so only the store's own permissions protect it).
+pub struct Mgr {
+    pub dir: tempfile::TempDir,
+    pub root: std::path::PathBuf,
+}
+
+impl Mgr {
+    pub fn new() -> Mgr {
+        let dir = tempfile::Builder::new().prefix("unionfs-adv-mgr-").tempdir().unwrap();
+        open_up(dir.path());
+        let root = dir.path().join("root");
+        Mgr { dir, root }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(crate::common::bin()).arg("--root").arg(&self.root).args(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        stdout_ok(&self.run(args), &format!("unionfs {args:?}"))
+    }
+
+    /// Runs and expects failure with one line on stderr; returns it.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "unionfs {args:?} should fail; stdout {}", String::from_utf8_lossy(&o.stdout));
+        assert_eq!(err.trim_end().lines().count(), 1, "one line for {args:?}: {err}");
+        err
+    }
+}
+
+impl Drop for Mgr {
+    fn drop(&mut self) {
+        // Remove every container of this store (running ones are stopped), whatever the
+        // test did. Names are the last column of `ps -a`.
+        let out = Command::new(crate::common::bin()).arg("--root").arg(&self.root).args(["ps", "-a"]).output();
+        if let Ok(out) = out {
+            for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+                if let Some(name) = line.split_whitespace().last() {
+                    let _ = Command::new(crate::common::bin())
+                        .arg("--root")
+                        .arg(&self.root)
+                        .args(["rm", "-f", name])
+                        .output();
+                }
+            }
+        }
+    }
+}
