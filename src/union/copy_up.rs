@@ -111,13 +111,8 @@ impl UnionFs {
         if let (Some(k), Some(index)) = (&key, self.index_dir())
             && self.indexed(k)
         {
-            match up.link(index, k, pfd.as_fd(), name) {
-                Ok(()) => self.add_nlink_diff(XTarget::At(index, k), -1)?,
-                Err(Errno::EEXIST) => {}
-                Err(e) => return Err(e),
-            }
+            self.link_index(up, index, k, pfd.as_fd(), name, st.nlink)?;
             let upper_ino = stat::statat(&*pfd, name)?.ino;
-            self.load_nlink_diff(upper_ino, XTarget::At(index, k));
             node.set(flag::INDEXED | flag::ORIGIN);
             node.set_upper(upper_ino);
             node.forget_xattrs();
@@ -129,14 +124,14 @@ impl UnionFs {
         let mut built = self.build_copy(up, node, (src.dir.as_fd(), &src.name, &uuid), &st, &tmp, data);
         if let (Some(k), Some(index), true) = (&key, self.index_dir(), built.is_ok()) {
             // Into the index first: the upper inode gets its other names from there. Shown
-            // link count: the lower one; upper links: this name and the index.
-            let diff = i64::try_from(st.nlink).unwrap_or(2) - 2;
+            // link count: the lower one, stored relative to it (`L+0`), which holds however
+            // many upper links exist when a crash comes; settled once this name is linked.
             let names = up.dialect.names();
             built = up
                 .set_xattr(
                     XTarget::At(up.work(), &tmp),
                     names.nlink,
-                    &crate::union::index::encode_nlink(diff),
+                    &crate::union::index::encode_nlink(crate::union::index::StoredNlink::Lower(0)),
                     SetMode::Any,
                 )
                 .and_then(|()| up.link(up.work(), &tmp, index, k));
@@ -190,8 +185,8 @@ impl UnionFs {
         self.inodes.register_upper(node);
         if let (Some(k), Some(index)) = (&key, self.index_dir()) {
             node.set(flag::INDEXED);
-            self.load_nlink_diff(upper_ino, XTarget::At(index, k));
-            self.link_up_known_names(node, parent, name, k);
+            self.load_nlink_diff(upper_ino, XTarget::At(index, k), Some(st.nlink));
+            self.link_up_known_names(node, parent, name, k, st.nlink);
         } else if !node.is_dir() && st.nlink > 1 {
             self.split_lower_links(node);
         }
@@ -201,7 +196,7 @@ impl UnionFs {
 
     /// The other names the daemon knows for an indexed hard link just copied up as `name`:
     /// link them to the same upper inode now.
-    fn link_up_known_names(&self, node: &Arc<Node>, parent: &Arc<Node>, name: &CStr, key: &CStr) {
+    fn link_up_known_names(&self, node: &Arc<Node>, parent: &Arc<Node>, name: &CStr, key: &CStr, lower_nlink: u64) {
         let this = |x: &crate::union::node::Loc| {
             x.name.as_c_str() == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent))
         };
@@ -211,7 +206,7 @@ impl UnionFs {
         };
         for l in others {
             if let Some(p) = &l.parent
-                && let Err(e) = self.link_up(p, &l.name, key)
+                && let Err(e) = self.link_up(p, &l.name, key, lower_nlink)
             {
                 debug!("cannot link up {:?}: {e}", l.name);
             }

@@ -649,14 +649,32 @@ impl UnionFs {
         }
     }
 
-    /// Removes every entry of upper directory `name` (only markers are there when its merged
-    /// view is empty).
+    /// Empties upper directory `name` (empty in the merged view: only whiteouts and markers
+    /// are left in it) before a rename replaces it, in one step, as the kernel's
+    /// `ovl_clear_empty` does: an empty opaque directory with its mode and owner is built in
+    /// the work dir and swapped with it by one rename, and the old one leaves through the work
+    /// dir. Whiteouts removed one by one would let a crash between two of them bring deleted
+    /// lower files back into the directory.
     fn clear_markers(&self, up: &Upper, pfd: BorrowedFd<'_>, name: &CStr) -> Res<()> {
         let sub = crate::sys::open::openat(pfd, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
-        for e in crate::sys::dir::read_all(&sub)? {
-            let n = std::ffi::CString::new(e.name).map_err(|_| Errno::EIO)?;
-            up.remove_tree(sub.as_fd(), &n)?;
+        if crate::sys::dir::read_all(&sub)?.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let st = stat::fstat(&sub)?;
+        drop(sub);
+        let tmp = up.temp_name();
+        let built = (|| {
+            up.mkdir(up.work(), &tmp, st.perm())?;
+            if self.opts.set_owner {
+                up.chown(up.work(), &tmp, Some(st.uid), Some(st.gid))?;
+                // A chown drops the set-group-id bit a directory may carry.
+                up.chmod(up.work(), &tmp, st.perm())?;
+            }
+            up.set_xattr(XTarget::At(up.work(), &tmp), up.dialect.names().opaque, b"y", SetMode::Any)?;
+            up.rename(up.work(), &tmp, pfd, name, RenameMode::Exchange)
+        })();
+        // Either the half-built replacement or, after the swap, the old directory.
+        up.discard_later(tmp);
+        built
     }
 }

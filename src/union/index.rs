@@ -24,16 +24,35 @@ pub fn key_of_origin(origin: &[u8]) -> Res<CString> {
     CString::new(hex).map_err(|_| Errno::EIO)
 }
 
-/// Parses `U+n` / `U-n`.
-pub fn parse_nlink(v: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(v).ok()?;
-    let rest = s.strip_prefix('U')?;
-    rest.parse::<i64>().ok()
+/// A stored link count (`overlay.nlink`), as the kernel writes it: relative to the upper
+/// inode's own link count (`U+n`), or to the lower file's (`L+n`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredNlink {
+    /// `U+n`: the upper inode's link count plus n.
+    Upper(i64),
+    /// `L+n`: the lower file's link count plus n. Written before a lower name is linked up
+    /// (as the kernel's `ovl_link_up` does): the count it gives does not depend on how many
+    /// upper links exist, so a crash before or after the link leaves it right.
+    Lower(i64),
 }
 
-/// Encodes `U+n` / `U-n`.
-pub fn encode_nlink(n: i64) -> Vec<u8> {
-    format!("U{n:+}").into_bytes()
+/// Parses `U+n` / `U-n` / `L+n` / `L-n`.
+pub fn parse_nlink(v: &[u8]) -> Option<StoredNlink> {
+    let s = std::str::from_utf8(v).ok()?;
+    let n = |rest: &str| rest.parse::<i64>().ok().filter(|_| rest.starts_with(['+', '-']));
+    match s.split_at_checked(1)? {
+        ("U", rest) => n(rest).map(StoredNlink::Upper),
+        ("L", rest) => n(rest).map(StoredNlink::Lower),
+        _ => None,
+    }
+}
+
+/// Encodes a stored link count.
+pub fn encode_nlink(n: StoredNlink) -> Vec<u8> {
+    match n {
+        StoredNlink::Upper(n) => format!("U{n:+}").into_bytes(),
+        StoredNlink::Lower(n) => format!("L{n:+}").into_bytes(),
+    }
 }
 
 impl UnionFs {
@@ -57,35 +76,78 @@ impl UnionFs {
         self.index_dir().is_some_and(|d| stat::statat(d, key).is_ok())
     }
 
-    /// The stored link-count difference of the upper inode reached as `t`.
-    pub(crate) fn nlink_diff(&self, t: XTarget<'_>) -> i64 {
-        let Ok(up) = self.layers.upper() else { return 0 };
-        match xattr::get(t, up.dialect.names().nlink) {
-            Ok(Some(v)) => parse_nlink(&v).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    /// Adds `by` to the stored link-count difference of the upper inode reached as `t`.
-    pub(crate) fn add_nlink_diff(&self, t: XTarget<'_>, by: i64) -> Res<()> {
+    /// The link count the mount shows for the indexed upper inode reached as `t` (the lower
+    /// file has `lower_nlink` names, if known), and the inode's own link count.
+    fn shown_and_upper(&self, t: XTarget<'_>, lower_nlink: Option<u64>) -> Res<(i64, i64)> {
         let up = self.layers.upper()?;
-        let n = self.nlink_diff(t) + by;
-        up.set_xattr(t, up.dialect.names().nlink, &encode_nlink(n), SetMode::Any)
+        let upper = match t {
+            XTarget::Fd(fd) => stat::fstat(fd)?.nlink,
+            XTarget::At(d, n) => stat::statat(d, n)?.nlink,
+        };
+        let upper = i64::try_from(upper).unwrap_or(i64::MAX);
+        let stored = xattr::get(t, up.dialect.names().nlink)?.as_deref().and_then(parse_nlink);
+        let shown = match (stored, lower_nlink) {
+            (Some(StoredNlink::Upper(n)), _) => upper + n,
+            (Some(StoredNlink::Lower(n)), Some(l)) => i64::try_from(l).unwrap_or(i64::MAX) + n,
+            // Relative to a lower file that cannot be found: the best guess is the upper count.
+            (Some(StoredNlink::Lower(n)), None) => upper + n,
+            (None, _) => upper,
+        };
+        Ok((shown, upper))
     }
 
     /// Links the indexed copy `key` in as `name` of upper directory `dir` (a lower name of
-    /// an indexed hard link seen for the first time): one more upper link, one fewer lower
-    /// name outstanding.
-    pub(crate) fn link_up(&self, dir: &Arc<Node>, name: &CStr, key: &CStr) -> Res<()> {
+    /// an indexed hard link, with `lower_nlink` names, seen for the first time): one more
+    /// upper link, one fewer lower name outstanding, the same count shown. The count is
+    /// stored relative to the lower file first, so a crash around the link leaves it right.
+    pub(crate) fn link_up(&self, dir: &Arc<Node>, name: &CStr, key: &CStr, lower_nlink: u64) -> Res<()> {
         let up = self.layers.upper()?;
         let index = self.index_dir().ok_or(Errno::EIO)?;
         self.copy_up(dir)?;
         let pfd = self.dir_fd(dir, Side::Upper)?;
-        match up.link(index, key, pfd.as_fd(), name) {
-            Ok(()) => self.add_nlink_diff(XTarget::At(index, key), -1),
-            Err(Errno::EEXIST) => Ok(()),
-            Err(e) => Err(e),
+        self.link_index(up, index, key, pfd.as_fd(), name, lower_nlink)
+    }
+
+    /// Links index entry `key` as `name` in upper directory `pfd`, keeping the shown link
+    /// count (see [`UnionFs::link_up`]); an existing `name` is taken as done.
+    pub(crate) fn link_index(
+        &self,
+        up: &crate::union::layer::Upper,
+        index: BorrowedFd<'_>,
+        key: &CStr,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        lower_nlink: u64,
+    ) -> Res<()> {
+        let t = XTarget::At(index, key);
+        let (shown, _) = self.shown_and_upper(t, Some(lower_nlink))?;
+        let lower = i64::try_from(lower_nlink).unwrap_or(i64::MAX);
+        let nlink = up.dialect.names().nlink;
+        up.set_xattr(t, nlink, &encode_nlink(StoredNlink::Lower(shown - lower)), SetMode::Any)?;
+        match up.link(index, key, pfd, name) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
         }
+        self.settle_nlink(t, Some(lower_nlink))
+    }
+
+    /// Rewrites the stored count of the indexed inode reached as `t` relative to its upper
+    /// link count (`U+n`), which link, unlink and rename through the mount keep right as
+    /// they change the upper count, and loads it.
+    pub(crate) fn settle_nlink(&self, t: XTarget<'_>, lower_nlink: Option<u64>) -> Res<()> {
+        let up = self.layers.upper()?;
+        let (shown, upper) = self.shown_and_upper(t, lower_nlink)?;
+        let stored = xattr::get(t, up.dialect.names().nlink)?.as_deref().and_then(parse_nlink);
+        let want = StoredNlink::Upper(shown - upper);
+        if stored != Some(want) {
+            up.set_xattr(t, up.dialect.names().nlink, &encode_nlink(want), SetMode::Any)?;
+        }
+        let ino = match t {
+            XTarget::Fd(fd) => stat::fstat(fd)?.ino,
+            XTarget::At(d, n) => stat::statat(d, n)?.ino,
+        };
+        self.index_diffs.insert(ino, shown - upper);
+        Ok(())
     }
 
     /// The link count a node shows: for an indexed hard link, the upper inode's without the
@@ -98,10 +160,17 @@ impl UnionFs {
         u64::try_from(i64::try_from(st.nlink).unwrap_or(i64::MAX) + diff).unwrap_or(1).max(1)
     }
 
-    /// Reads the stored difference of node `ino`'s upper inode (reached as `t`) into memory.
-    pub(crate) fn load_nlink_diff(&self, upper_ino: u64, t: XTarget<'_>) {
-        let d = self.nlink_diff(t);
-        self.index_diffs.insert(upper_ino, d);
+    /// Reads the stored count of node `upper_ino`'s upper inode (reached as `t`) into
+    /// memory; one stored relative to the lower file (a crash cut a link-up short) is
+    /// settled relative to the upper count.
+    pub(crate) fn load_nlink_diff(&self, upper_ino: u64, t: XTarget<'_>, lower_nlink: Option<u64>) {
+        match self.settle_nlink(t, lower_nlink) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!("cannot read the link count of indexed inode {upper_ino}: {e}");
+                self.index_diffs.insert(upper_ino, 0);
+            }
+        }
     }
 }
 
@@ -111,12 +180,16 @@ mod tests {
 
     #[test]
     fn nlink_codec_is_the_kernels() {
-        assert_eq!(encode_nlink(0), b"U+0");
-        assert_eq!(encode_nlink(2), b"U+2");
-        assert_eq!(encode_nlink(-1), b"U-1");
-        assert_eq!(parse_nlink(b"U+0"), Some(0));
-        assert_eq!(parse_nlink(b"U-3"), Some(-3));
-        assert_eq!(parse_nlink(b"L+1"), None);
+        assert_eq!(encode_nlink(StoredNlink::Upper(0)), b"U+0");
+        assert_eq!(encode_nlink(StoredNlink::Upper(2)), b"U+2");
+        assert_eq!(encode_nlink(StoredNlink::Upper(-1)), b"U-1");
+        assert_eq!(encode_nlink(StoredNlink::Lower(0)), b"L+0");
+        assert_eq!(parse_nlink(b"U+0"), Some(StoredNlink::Upper(0)));
+        assert_eq!(parse_nlink(b"U-3"), Some(StoredNlink::Upper(-3)));
+        assert_eq!(parse_nlink(b"L+1"), Some(StoredNlink::Lower(1)));
+        assert_eq!(parse_nlink(b"U3"), None);
+        assert_eq!(parse_nlink(b"X+1"), None);
+        assert_eq!(parse_nlink(b""), None);
         assert_eq!(key_of_origin(&[0x00, 0xfb, 0x1d]).unwrap().as_bytes(), b"00fb1d");
     }
 }

@@ -292,7 +292,7 @@ impl UnionFs {
                 if let Some(k) = self.index_key(lfd.as_fd(), name, &stat, &uuid)
                     && self.indexed(&k)
                 {
-                    self.link_up(dir, name, &k)?;
+                    self.link_up(dir, name, &k, stat.nlink)?;
                     return self.find_from(dir, name, hint.map(|h| Hint { seen: None, ..h }));
                 }
             }
@@ -306,6 +306,16 @@ impl UnionFs {
                     _ => None,
                 };
             Ok(Some(Found { state, stat, side, origin, metacopy, index_key, vol: 0 }))
+        })
+    }
+
+    /// The link count of the lower file an indexed upper `name` in `dir` was copied up
+    /// from (the first regular file of that name in the directory's lower layers).
+    fn lower_nlink_of(&self, dir: &Arc<Node>, name: &CStr) -> Option<u64> {
+        let layers = dir.dir_lower()?.layers.clone();
+        layers.iter().find_map(|l| {
+            let fd = self.dir_fd(dir, Side::Lower(l.idx)).ok()?;
+            stat::statat(&*fd, name).ok().filter(Stat::is_reg).map(|st| st.nlink)
         })
     }
 
@@ -451,7 +461,8 @@ impl UnionFs {
                     };
                     if let (Some(k), Some(index)) = (&found.index_key, self.index_dir()) {
                         flags |= flag::INDEXED;
-                        self.load_nlink_diff(found.stat.ino, crate::sys::xattr::XTarget::At(index, k));
+                        let lower_nlink = self.lower_nlink_of(parent, name);
+                        self.load_nlink_diff(found.stat.ino, crate::sys::xattr::XTarget::At(index, k), lower_nlink);
                     }
                     let lower = match found.metacopy {
                         Some(idx) => {

@@ -9,6 +9,7 @@
 mod common;
 
 mod beneath;
+mod crash;
 mod identity;
 mod setid;
 mod store;
