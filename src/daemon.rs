@@ -24,6 +24,10 @@ use crate::union::layer::{Durability, Layers, Upper};
 use crate::union::whiteout::Dialect;
 use crate::union::{Options, UnionFs};
 
+/// Most `/dev/fuse` threads a daemon runs (it starts with a few, and grows while every one is
+/// busy: see `Config::max_threads` in vendor/fuser).
+const MAX_THREADS: usize = 64;
+
 /// Environment variable carrying the readiness pipe to the re-executed daemon.
 const READY_ENV: &str = "UNIONFS_READY_FD";
 
@@ -206,6 +210,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
         std::env::var("UNIONFS_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or((sproc::cpus() * 2).clamp(4, 16)),
     );
     config.clone_fd = true;
+    // Requests stuck on a layer (a hung network or FUSE lower) hold their threads; more are
+    // started while every one is busy, so the rest of the mount keeps being served.
+    config.max_threads = Some(MAX_THREADS);
     // Readers that poll for the next request (leader/followers, vendor/fuser/src/leader.rs);
     // not with io_uring, where /dev/fuse carries only FORGET and INTERRUPT.
     let uring = cfg.options.wants_uring(root && sproc::idle_policy_reversible());

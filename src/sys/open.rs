@@ -100,6 +100,27 @@ pub fn openat(dir: impl AsFd, name: &CStr, flags: OFlags, mode: u32) -> Res<Owne
     Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?)
 }
 
+/// Opens regular file `name` in `dir` for its data: like [`openat`], and never blocks on
+/// what was swapped in under the name behind the daemon's back (a FIFO without a writer
+/// would hang the request, and with it the thread): opened `O_NONBLOCK` first, checked to be
+/// a regular file on the descriptor, then made blocking again. Anything else is `ESTALE`
+/// (the kernel then looks the name up again and finds what it is now).
+pub fn open_file(dir: impl AsFd, name: &CStr, flags: OFlags) -> Res<OwnedFd> {
+    let fd = openat(dir, name, flags | OFlags::NONBLOCK, 0).map_err(|e| match e {
+        // A FIFO opened for writing without a reader, or a device without its driver.
+        Errno::ENXIO | Errno::ENODEV => Errno::ESTALE,
+        e => e,
+    })?;
+    if !crate::sys::stat::fstat(&fd)?.is_reg() {
+        return Err(Errno::ESTALE);
+    }
+    if !flags.contains(OFlags::NONBLOCK) {
+        let fl = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK)?;
+    }
+    Ok(fd)
+}
+
 /// Another `O_PATH` descriptor of the same directory.
 pub fn open_dir_path_at(dir: impl AsFd) -> Res<OwnedFd> {
     openat(dir, crate::sys::DOT, OFlags::PATH | OFlags::DIRECTORY, 0)

@@ -105,6 +105,11 @@ impl UnionFs {
         let uuid = self.layers.lower(idx)?.uuid;
         let pfd = self.dir_fd(parent, Side::Upper)?;
         let st = stat::statat(&*src.dir, &src.name)?;
+        if st.kind() != Some(node.kind) {
+            // Replaced behind the mount's back by another kind of object (a FIFO for a file):
+            // not what the caller looked up; the kernel looks the name up again.
+            return Err(Errno::ESTALE);
+        }
         let parent_times = stat::fstat(&*pfd)?;
         // A lower hard link under `index=on`: another name's copy may be in the index already.
         let key = self.index_key(src.dir.as_fd(), &src.name, &st, &uuid);
@@ -239,10 +244,10 @@ impl UnionFs {
         }
         let up = self.layers.upper()?;
         let lower = self.data_real(node)?;
-        let src = open::openat(&*lower.dir, &lower.name, OFlags::RDONLY, 0)?;
+        let src = open::open_file(&*lower.dir, &lower.name, OFlags::RDONLY)?;
         let src_size = stat::fstat(&src)?.size;
         let r = self.upper_real(node)?;
-        let dst = open::openat(&*r.dir, &r.name, OFlags::WRONLY, 0)?;
+        let dst = open::open_file(&*r.dir, &r.name, OFlags::WRONLY)?;
         let size = stat::fstat(&dst)?.size;
         let len = match data {
             Data::Truncate(n) => n.min(size),
@@ -285,7 +290,7 @@ impl UnionFs {
         let kind = st.kind().ok_or(Errno::EIO)?;
         match kind {
             FileKind::Regular => {
-                let src = open::openat(ldir, lname, OFlags::RDONLY, 0)?;
+                let src = open::open_file(ldir, lname, OFlags::RDONLY)?;
                 let dst = up.create(work, tmp, OFlags::WRONLY, 0o600)?;
                 let len = match data {
                     Data::Full => st.size,

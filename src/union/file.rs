@@ -66,7 +66,7 @@ impl UnionFs {
         let (fd, side) = self.stable(|| {
             // A metadata-only copy opened for reading reads the lower data.
             let r = self.data_real(&node)?;
-            Ok((open::openat(&*r.dir, &r.name, oflags, 0)?, r.side))
+            Ok((open::open_file(&*r.dir, &r.name, oflags)?, r.side))
         })?;
         let mut h = FileHandle::new(node, fd, side == Side::Upper);
         h.exec = flags & FMODE_EXEC != 0;
@@ -113,7 +113,7 @@ impl UnionFs {
         }
         let fd = self.stable(|| {
             let r = self.real(&f.node)?;
-            open::openat(&*r.dir, &r.name, OFlags::RDONLY, 0)
+            open::open_file(&*r.dir, &r.name, OFlags::RDONLY)
         })?;
         // A racing reader may have set it first; either descriptor is the same file.
         let _lost_race = f.reopened.set(fd);

@@ -234,7 +234,7 @@ impl UnionFs {
                 up.chmod(dir, &r.name, m & 0o7777)?;
             }
             if let Some(size) = sa.size {
-                let fd = crate::sys::open::openat(dir, &r.name, OFlags::WRONLY, 0)?;
+                let fd = crate::sys::open::open_file(dir, &r.name, OFlags::WRONLY)?;
                 up.truncate(fd.as_fd(), size)?;
             }
             if sa.atime.is_some() || sa.mtime.is_some() {

@@ -13,5 +13,6 @@ mod crash;
 mod identity;
 mod setid;
 mod store;
+mod stuck;
 mod swap;
 mod util;

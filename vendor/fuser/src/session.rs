@@ -300,6 +300,10 @@ impl<FS: Filesystem> Session<FS> {
             }
         }
         let leader = config.spin.map(|spin| Arc::new(Leader::new(spin, n_threads)));
+        let pool = match (config.max_threads, &leader, config.clone_fd) {
+            (Some(max), None, true) if max > n_threads => Some(Arc::new(Pool::new(n_threads, max))),
+            _ => None,
+        };
         let threads_channel = ch.clone();
         channels.push(ch);
 
@@ -314,6 +318,7 @@ impl<FS: Filesystem> Session<FS> {
                 allowed,
                 session_owner,
                 leader: leader.clone(),
+                pool: pool.clone(),
             };
             threads.push(
                 thread::Builder::new()
@@ -342,6 +347,7 @@ impl<FS: Filesystem> Session<FS> {
                 allowed,
                 session_owner,
                 leader: None,
+                pool: None,
             },
         }) {
             Ok(more) => threads.extend(more),
@@ -349,7 +355,16 @@ impl<FS: Filesystem> Session<FS> {
         }
 
         let mut reply: io::Result<()> = Ok(());
-        for thread in threads {
+        // Workers started while the session ran end with it, like the first ones.
+        let mut threads = threads;
+        loop {
+            if threads.is_empty() {
+                match pool.as_ref().map(|p| std::mem::take(&mut *p.started.lock())) {
+                    Some(more) if !more.is_empty() => threads = more,
+                    _ => break,
+                }
+            }
+            let Some(thread) = threads.pop() else { break };
             let res = match thread.join() {
                 Ok(res) => res,
                 Err(_) => {
@@ -570,6 +585,76 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) session_owner: Uid,
     /// (unionfs patch) Shared by the workers when they read with a spin (`Config::spin`).
     pub(crate) leader: Option<Arc<Leader>>,
+    /// (unionfs patch) The elastic worker count (`Config::max_threads`).
+    pub(crate) pool: Option<Arc<Pool>>,
+}
+
+/// (unionfs patch) Workers that grow while every one is busy (see `Config::max_threads`).
+#[derive(Debug)]
+pub(crate) struct Pool {
+    /// Workers waiting for a request.
+    idle: std::sync::atomic::AtomicUsize,
+    /// Workers alive.
+    total: std::sync::atomic::AtomicUsize,
+    /// Never fewer workers; never more idle ones than this either.
+    base: usize,
+    /// Never more workers.
+    max: usize,
+    /// Workers started after the session began, joined when it ends.
+    started: Mutex<Vec<JoinHandle<io::Result<()>>>>,
+}
+
+impl Pool {
+    fn new(base: usize, max: usize) -> Pool {
+        Pool {
+            idle: base.into(),
+            total: base.into(),
+            base,
+            max: max.max(base),
+            started: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A worker took a request: whether it was the last one waiting, and a new one may be
+    /// started (counted already, as idle).
+    fn take(&self) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        if self.idle.fetch_sub(1, AcqRel) != 1 {
+            return false;
+        }
+        let grew = self
+            .total
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |t| (t < self.max).then_some(t + 1))
+            .is_ok();
+        if grew {
+            self.idle.fetch_add(1, AcqRel);
+        }
+        grew
+    }
+
+    /// A worker finished a request: whether it should end (too many idle ones).
+    fn done(&self) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        let idle = self.idle.fetch_add(1, AcqRel) + 1;
+        if idle <= self.base {
+            return false;
+        }
+        let shrunk = self
+            .total
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |t| (t > self.base).then_some(t - 1))
+            .is_ok();
+        if shrunk {
+            self.idle.fetch_sub(1, AcqRel);
+        }
+        shrunk
+    }
+
+    /// Undoes a counted start that failed.
+    fn not_started(&self) {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.idle.fetch_sub(1, AcqRel);
+        self.total.fetch_sub(1, AcqRel);
+    }
 }
 
 /// Dispatches requests that arrive by another transport than reading the device, such as
@@ -594,6 +679,7 @@ impl<FS: Filesystem> Clone for Dispatcher<FS> {
                 allowed: self.inner.allowed,
                 session_owner: self.inner.session_owner,
                 leader: None,
+                pool: None,
             },
         }
     }
@@ -624,6 +710,31 @@ impl<FS: Filesystem> Dispatcher<FS> {
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
+    /// (unionfs patch) Starts one more worker on its own clone of the device (counted by
+    /// `Pool::take` already).
+    fn grow(&self) {
+        let Some(pool) = &self.pool else { return };
+        let started = self.ch.clone_fd().and_then(|ch| {
+            let worker = SessionEventLoop {
+                thread_name: "fuser-more".to_string(),
+                filesystem: self.filesystem.clone(),
+                ch,
+                allowed: self.allowed,
+                session_owner: self.session_owner,
+                leader: None,
+                pool: Some(pool.clone()),
+            };
+            thread::Builder::new().name("fuser-more".to_string()).spawn(move || worker.event_loop())
+        });
+        match started {
+            Ok(handle) => pool.started.lock().push(handle),
+            Err(e) => {
+                pool.not_started();
+                warn!("cannot start another worker: {e}");
+            }
+        }
+    }
+
     fn event_loop(&self) -> io::Result<()> {
         // Buffer for receiving requests from the kernel. Only one is allocated and
         // it is reused immediately after dispatching to conserve memory and allocations.
@@ -656,9 +767,15 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                             req.reply::<ReplyEmpty>().ok();
                             return Ok(());
                         } else {
+                            if self.pool.as_ref().is_some_and(|p| p.take()) {
+                                self.grow();
+                            }
                             req.dispatch(self);
                             if let Some(leader) = &self.leader {
                                 leader.done();
+                            }
+                            if self.pool.as_ref().is_some_and(|p| p.done()) {
+                                return Ok(());
                             }
                         }
                     }

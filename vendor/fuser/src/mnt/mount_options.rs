@@ -23,6 +23,11 @@ pub struct Config {
     /// other workers wait for their turn on a condition variable instead of on the device.
     /// `None`: every worker sleeps in `read(2)` on its own descriptor (fuser's default).
     pub spin: Option<std::time::Duration>,
+    /// (unionfs patch) Grow the workers up to this many (with `clone_fd`, without `spin`):
+    /// when the last worker waiting for a request takes one, another is started, so requests
+    /// stuck in the filesystem (on slow or hung storage) never leave none reading; workers
+    /// beyond `n_threads` that find more than `n_threads` others idle end.
+    pub max_threads: Option<usize>,
 }
 
 /// Mount options accepted by the FUSE filesystem type
