@@ -26,7 +26,7 @@ use crate::union::{Options, UnionFs};
 
 /// Most `/dev/fuse` threads a daemon runs (it starts with a few, and grows while every one is
 /// busy: see `Config::max_threads` in vendor/fuser).
-const MAX_THREADS: usize = 64;
+const MAX_THREADS: usize = 128;
 
 /// Environment variable carrying the readiness pipe to the re-executed daemon.
 const READY_ENV: &str = "UNIONFS_READY_FD";

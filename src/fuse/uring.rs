@@ -18,6 +18,12 @@
 //! a request that found every slot of its CPU busy only to a slot that commits, not to one
 //! registered afterwards, so it is the number of threads per CPU that absorbs a burst of slow
 //! requests; a burst larger than that can leave a request waiting for one of them to finish.
+//! Threads are added while every one of a CPU's is busy inline ([`Elastic`], up to
+//! [`MAX_THREADS_PER_CPU`]), so requests stuck on a hung layer leave free slots for the
+//! rest; but requests the kernel queued while none was free stay queued until some slot
+//! commits, so a burst of requests on a hung layer can still hold up the others queued
+//! behind it on that CPU until the layer answers (the `/dev/fuse` transport has no such
+//! queue: `-o nouring` where layers may hang).
 //!
 //! Replies are sent, and the next request awaited, at `SCHED_IDLE` where the thread may come
 //! back from it, so that the woken caller keeps its CPU: `fuse::priority` owns when.
@@ -137,16 +143,98 @@ fn start_rings<FS: fuser::Filesystem + 'static>(
     }
     let cpus = uring::possible_cpus()?;
     let payload = state.payload.load(Ordering::Relaxed);
-    for &cpu in &cpus {
+    let elastic = Arc::new(Elastic::new(cpus.len(), threads_per_cpu));
+    for (q, &cpu) in cpus.iter().enumerate() {
         for i in 0..threads_per_cpu {
-            let d = dispatcher.clone();
-            let t =
-                std::thread::Builder::new().name(format!("uring-{cpu}.{i}")).spawn(move || serve(&d, cpu, payload))?;
+            let (d, el) = (dispatcher.clone(), elastic.clone());
+            let t = std::thread::Builder::new().name(format!("uring-{cpu}.{i}")).spawn(move || {
+                let r = serve(&d, Ring { cpu, queue: q, payload, elastic: el.clone() });
+                el.join_extra();
+                r
+            })?;
             threads.push(t);
         }
     }
     info!("FUSE over io_uring: {} queues × {threads_per_cpu} threads", cpus.len());
     Ok(())
+}
+
+/// Most ring threads on one CPU's queue.
+const MAX_THREADS_PER_CPU: usize = 64;
+
+/// Ring threads that grow while every one of a CPU's is busy with a request: a request stuck
+/// on a hung layer holds its thread, and the kernel gives a CPU's requests only to that
+/// CPU's threads, so without a free one they would all wait.
+#[derive(Debug)]
+struct Elastic {
+    /// Per queue: threads running a request inline.
+    busy: Vec<AtomicUsize>,
+    /// Per queue: threads alive.
+    total: Vec<AtomicUsize>,
+    /// Threads started while serving, joined by the first ones before they end.
+    extra: Mutex<Vec<JoinHandle<std::io::Result<()>>>>,
+}
+
+impl Elastic {
+    fn new(queues: usize, per_queue: usize) -> Elastic {
+        Elastic {
+            busy: (0..queues).map(|_| AtomicUsize::new(0)).collect(),
+            total: (0..queues).map(|_| AtomicUsize::new(per_queue)).collect(),
+            extra: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A thread of queue `q` starts a request inline: whether it was the last free one and
+    /// another may start (counted already).
+    fn enter(&self, q: usize) -> bool {
+        let busy = self.busy[q].fetch_add(1, Ordering::AcqRel) + 1;
+        busy >= self.total[q].load(Ordering::Acquire)
+            && self.total[q]
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| (t < MAX_THREADS_PER_CPU).then_some(t + 1))
+                .is_ok()
+    }
+
+    fn leave(&self, q: usize) {
+        self.busy[q].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Waits for the threads started while serving (they end with the connection).
+    fn join_extra(&self) {
+        loop {
+            let more = std::mem::take(&mut *self.extra.lock());
+            if more.is_empty() {
+                return;
+            }
+            for t in more {
+                if let Ok(Err(e)) = t.join() {
+                    debug!("ring thread: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Where a ring thread serves.
+#[derive(Debug, Clone)]
+struct Ring {
+    cpu: u16,
+    /// Index of the CPU's queue.
+    queue: usize,
+    payload: usize,
+    elastic: Arc<Elastic>,
+}
+
+/// Starts one more ring thread on `at`'s queue (counted by [`Elastic::enter`] already).
+fn grow<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, at: &Ring) {
+    let (d, r) = (d.clone(), at.clone());
+    let started = std::thread::Builder::new().name(format!("uring-{}.more", at.cpu)).spawn(move || serve(&d, r));
+    match started {
+        Ok(t) => at.elastic.extra.lock().push(t),
+        Err(e) => {
+            at.elastic.total[at.queue].fetch_sub(1, Ordering::AcqRel);
+            warn!("cannot start another ring thread: {e}");
+        }
+    }
 }
 
 /// What a ring thread knows of its slots.
@@ -163,7 +251,8 @@ struct Slots {
 }
 
 /// One ring thread: register a slot, then serve requests until the unmount.
-fn serve<FS: fuser::Filesystem>(d: &fuser::Dispatcher<FS>, cpu: u16, payload: usize) -> std::io::Result<()> {
+fn serve<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, at: Ring) -> std::io::Result<()> {
+    let (cpu, payload) = (at.cpu, at.payload);
     uring::pin_to(cpu);
     let mut ring = FuseRing::new(d.device(), cpu, payload)?;
     let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
@@ -176,13 +265,14 @@ fn serve<FS: fuser::Filesystem>(d: &fuser::Dispatcher<FS>, cpu: u16, payload: us
     // The request buffer (page-aligned; fuser's parser wants 8).
     let mut raw = uring::RequestBuffer::new(payload + 4096)?;
     let mut prio = Priority::new();
-    let r = serve_loop(d, &mut ring, &mut prio, &replies, &mut slots, raw.as_mut_slice());
+    let r = serve_loop(d, &at, &mut ring, &mut prio, &replies, &mut slots, raw.as_mut_slice());
     debug!("ring thread for CPU {cpu} ends");
     r
 }
 
-fn serve_loop<FS: fuser::Filesystem>(
+fn serve_loop<FS: fuser::Filesystem + 'static>(
     d: &fuser::Dispatcher<FS>,
+    at: &Ring,
     ring: &mut FuseRing,
     prio: &mut Priority,
     replies: &Arc<Replies>,
@@ -226,8 +316,15 @@ fn serve_loop<FS: fuser::Filesystem>(
                         debug!("opcode {opcode} arrived on a ring; nothing to reply");
                         let _ = d.dispatch(&buf[..len], sink);
                         replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::ENOSYS)));
-                    } else if !d.dispatch(&buf[..len], sink) {
-                        replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::EIO)));
+                    } else {
+                        if at.elastic.enter(at.queue) {
+                            grow(d, at);
+                        }
+                        let ok = d.dispatch(&buf[..len], sink);
+                        at.elastic.leave(at.queue);
+                        if !ok {
+                            replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::EIO)));
+                        }
                     }
                 }
             }
