@@ -63,8 +63,10 @@ pub enum Cmd {
     Ps(PsArgs),
     /// Print a container's mount path.
     MountPath(NameArg),
-    /// Show what a container changed: A added, C changed, D deleted.
-    Diff(NameArg),
+    /// Show what a container changed: A added, C changed, D deleted. A path with a control
+    /// character, a backslash, a double quote or bytes that are not UTF-8 is printed quoted,
+    /// with C escapes (as git does).
+    Diff(DiffArgs),
     /// Make a new image from a container: its layers plus its writable layer.
     Commit(CommitArgs),
     /// Write a container's changes as a deterministic OCI layer tarball.
@@ -206,6 +208,16 @@ pub struct PsArgs {
 pub struct NameArg {
     /// Container name (or id prefix).
     pub name: String,
+}
+
+/// `unionfs diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Container name (or id prefix).
+    pub name: String,
+    /// End each entry with a NUL byte instead of a newline, and print paths as they are.
+    #[arg(short = 'z')]
+    pub z: bool,
 }
 
 /// `unionfs commit`.
@@ -462,6 +474,8 @@ pub fn run_code(cli: Cli) -> Result<u8, Error> {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Error> {
     use crate::manager as m;
+    // Deep trees (layers, imports being cleaned up) are walked one descriptor per level.
+    crate::sys::proc::raise_nofile_limit();
     let root = cli.root.as_deref();
     let out = match cli.command {
         Cmd::Mount(a) => return mount(a.request(cli.debug)),
@@ -478,7 +492,11 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Rm(a) => m::rm(root, &a.names, a.force)?,
         Cmd::Ps(a) => m::ps(root, a.all, a.size)?,
         Cmd::MountPath(a) => m::mount_path(root, &a.name)?,
-        Cmd::Diff(a) => m::diff(root, &a.name)?,
+        Cmd::Diff(a) => {
+            let out = m::diff(root, &a.name, a.z)?;
+            return std::io::Write::write_all(&mut std::io::stdout().lock(), &out)
+                .map_err(|e| Error::io("cannot write the changes", e));
+        }
         Cmd::Commit(a) => m::commit(root, &a.name, &a.image)?,
         Cmd::ExportLayer(a) => m::export_layer(root, &a.name, a.output.as_deref())?,
         Cmd::Images | Cmd::Image(ImageCmd::Ls) => m::images(root)?,

@@ -356,20 +356,39 @@ fn pidfile_path(major: u32, minor: u32) -> PathBuf {
 
 fn write_pidfile(major: u32, minor: u32, mountpoint: &Path) -> Option<PathBuf> {
     let dir = rundir();
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        tracing::debug!("cannot create {}: {e}", dir.display());
+    if let Err(e) = private_dir(&dir) {
+        tracing::debug!("no pid file: {e}");
         return None;
     }
     let path = pidfile_path(major, minor);
-    let tmp = path.with_extension("tmp");
     let body = format!("{}\n{}\n", std::process::id(), mountpoint.display());
-    match std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &path)) {
+    let written = crate::outfile::OutFile::create(&path).and_then(|f| {
+        let mut f = f.volatile();
+        std::io::Write::write_all(&mut f, body.as_bytes()).map_err(|e| Error::io("cannot write the pid file", e))?;
+        f.commit()
+    });
+    match written {
         Ok(()) => Some(path),
         Err(e) => {
             tracing::debug!("cannot write {}: {e}", path.display());
             None
         }
     }
+}
+
+/// Makes sure `dir` is a directory of this user's that no one else may write (the pid files'
+/// directory may be under `/tmp`, where another user could have made it first).
+fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir) {
+        Ok(()) => {}
+        Err(e) => return Err(Error::io(format!("cannot create '{}'", dir.display()), e)),
+    }
+    let m = std::fs::symlink_metadata(dir).context(|| format!("cannot read '{}'", dir.display()))?;
+    if !m.is_dir() || m.uid() != sproc::euid() || m.mode() & 0o022 != 0 {
+        return Err(Error::msg(format!("'{}' is not a private directory of this user", dir.display())));
+    }
+    Ok(())
 }
 
 /// The pid of the daemon serving a mount, if it recorded one.

@@ -20,6 +20,7 @@
 //! * [`union`]: the filesystem core (see its docs for invariants and lock order).
 //! * [`sys`]: system-call wrappers; the only `unsafe`.
 //! * [`mounts`]: the kernel mount table.
+//! * [`outfile`]: files commands write whole, never through a planted symlink.
 //! * [`fixture`]: builds layer trees (with whiteouts, xattrs, modes) from a manifest.
 //! * [`api`]: mounting from Rust (a throwaway writable view, unmounted on drop).
 //! * [`manager`]: the container manager (images, containers, volumes).
@@ -37,6 +38,7 @@ pub mod fixture;
 pub mod fuse;
 pub mod manager;
 pub mod mounts;
+pub mod outfile;
 pub mod stats;
 pub mod sys;
 pub mod union;

@@ -108,14 +108,14 @@ pub fn changes(upper: &Path, view: &ImageView) -> Result<Vec<(Change, Vec<u8>)>,
 
 /// `unionfs diff NAME`.
 pub fn diff(store: &Store, c: &Container) -> Result<Vec<(Change, Vec<u8>)>, Error> {
-    let view = ImageView::open(&c.lower_dirs(store))?;
+    let view = ImageView::open(&c.lower_dirs(store)?)?;
     changes(&c.upper(store), &view)
 }
 
 /// Writes a container's changes as a deterministic OCI layer tarball (whiteouts that hide
 /// nothing, and those inside opaque directories, left out).
 pub fn export_layer(store: &Store, c: &Container, out: &mut dyn Write) -> Result<(), Error> {
-    let view = ImageView::open(&c.lower_dirs(store))?;
+    let view = ImageView::open(&c.lower_dirs(store)?)?;
     let keep = |rel: &[u8]| view.lookup(rel).map(|x| x.is_some()).unwrap_or(true);
     crate::manager::tarball::write_layer_filtered(&c.upper(store), out, Some(&keep))?;
     Ok(())
@@ -127,7 +127,7 @@ pub fn commit(store: &Store, c: &Container, new: &ImageRef) -> Result<Image, Err
     if store.image_path(new).exists() {
         return Err(Error::msg(format!("image '{new}' already exists")));
     }
-    let view = ImageView::open(&c.lower_dirs(store))?;
+    let view = ImageView::open(&c.lower_dirs(store)?)?;
     let keep = |rel: &[u8]| view.lookup(rel).map(|x| x.is_some()).unwrap_or(true);
     let id = layers::import_dir(store, &c.upper(store), Some(&keep))?;
     let mut ids = c.layers.clone();

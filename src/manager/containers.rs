@@ -71,7 +71,8 @@ impl State {
 impl Container {
     /// The container's directory.
     pub fn dir(&self, store: &Store) -> PathBuf {
-        store.container_dir(&self.name)
+        // The name was checked when the record was read (`from_record`).
+        store.root.join("containers").join(&self.name)
     }
     /// Its writable layer.
     pub fn upper(&self, store: &Store) -> PathBuf {
@@ -82,7 +83,7 @@ impl Container {
         self.dir(store).join("work")
     }
     /// The image layer directories, topmost first.
-    pub fn lower_dirs(&self, store: &Store) -> Vec<PathBuf> {
+    pub fn lower_dirs(&self, store: &Store) -> Result<Vec<PathBuf>, Error> {
         self.layers.iter().rev().map(|l| crate::manager::layers::diff_dir(store, l)).collect()
     }
 }
@@ -114,8 +115,11 @@ fn record(c: &Container) -> Record {
 
 fn from_record(r: &Record) -> Result<Container, Error> {
     let get = |k: &str| r.get(k).map(String::from).ok_or_else(|| Error::msg(format!("container record without '{k}'")));
+    let name = get("name")?;
+    // Names become paths: a record edited by hand must not point outside the store.
+    check_name("container", &name)?;
     Ok(Container {
-        name: get("name")?,
+        name,
         id: get("id")?,
         image: get("image")?,
         layers: r.all("layer").into_iter().map(String::from).collect(),
@@ -137,7 +141,7 @@ pub fn put(store: &Store, c: &Container) -> Result<(), Error> {
 
 /// A container by name (or by a prefix of its id).
 pub fn get(store: &Store, name: &str) -> Result<Container, Error> {
-    let p = store.container_dir(name).join("meta");
+    let p = store.container_dir(name)?.join("meta");
     if p.exists() {
         return from_record(&meta::read(&p)?);
     }
@@ -181,8 +185,7 @@ pub fn create(
         Some(n) => n.to_string(),
         None => format!("cont-{}", &id[..8]),
     };
-    check_name("container", &name)?;
-    let dir = store.container_dir(&name);
+    let dir = store.container_dir(&name)?;
     if dir.exists() {
         return Err(Error::msg(format!("the container name '{name}' is already in use")));
     }
@@ -251,7 +254,8 @@ pub fn start(store: &Store, c: &mut Container) -> Result<(), Error> {
         State::Created | State::Stopped => {}
     }
     std::fs::create_dir_all(&c.mountpoint).context(|| format!("cannot create '{}'", c.mountpoint.display()))?;
-    let lowers: Vec<String> = c.lower_dirs(store).iter().map(|p| p.display().to_string().replace(':', "\\:")).collect();
+    let lowers: Vec<String> =
+        c.lower_dirs(store)?.iter().map(|p| p.display().to_string().replace(':', "\\:")).collect();
     let exe = std::env::current_exe().context(|| "cannot find the unionfs executable".into())?;
     let mut cmd = Command::new(exe);
     cmd.arg("mount")

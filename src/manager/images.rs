@@ -24,7 +24,7 @@ pub struct Image {
 
 impl Image {
     /// Layer directories, topmost first (the order a mount wants).
-    pub fn lower_dirs(&self, store: &Store) -> Vec<PathBuf> {
+    pub fn lower_dirs(&self, store: &Store) -> Result<Vec<PathBuf>, Error> {
         self.layers.iter().rev().map(|l| layers::diff_dir(store, l)).collect()
     }
 }

@@ -43,18 +43,18 @@ pub fn extract_options() -> ExtractOptions {
 }
 
 /// The directory holding a layer's tree.
-pub fn diff_dir(store: &Store, id: &str) -> PathBuf {
-    store.layer_dir(id).join("diff")
+pub fn diff_dir(store: &Store, id: &str) -> Result<PathBuf, Error> {
+    Ok(store.layer_dir(id)?.join("diff"))
 }
 
 /// Whether a layer is stored.
 pub fn exists(store: &Store, id: &str) -> bool {
-    store.layer_dir(id).join("meta").exists()
+    store.layer_dir(id).is_ok_and(|d| d.join("meta").exists())
 }
 
 /// A stored layer's record.
 pub fn info(store: &Store, id: &str) -> Result<LayerInfo, Error> {
-    let r = meta::read(&store.layer_dir(id).join("meta"))?;
+    let r = meta::read(&store.layer_dir(id)?.join("meta"))?;
     Ok(LayerInfo {
         id: id.to_string(),
         size: r.get("size").and_then(|s| s.parse().ok()).unwrap_or(0),
@@ -78,7 +78,7 @@ pub fn all(store: &Store) -> Result<Vec<String>, Error> {
 
 /// Moves an unpacked tree into the store under `id`, or drops it if `id` is there already.
 fn settle(store: &Store, id: &str, tree: &Path, source: &str) -> Result<String, Error> {
-    let dir = store.layer_dir(id);
+    let dir = store.layer_dir(id)?;
     if exists(store, id) {
         std::fs::remove_dir_all(tree.parent().unwrap_or(tree))
             .context(|| format!("cannot remove '{}'", tree.display()))?;
@@ -107,7 +107,40 @@ pub fn import(store: &Store, src: &Path) -> Result<String, Error> {
         std::io::ErrorKind::NotFound => Error::msg(format!("layer source '{}' does not exist", src.display())),
         _ => Error::io(format!("cannot read '{}'", src.display()), e),
     })?;
-    if meta.is_dir() { import_dir(store, src, None) } else { import_tar(store, src, meta.len()) }
+    if meta.is_dir() {
+        return import_dir(store, src, None);
+    }
+    if !meta.is_file() {
+        return Err(Error::msg(format!(
+            "layer source '{}' is not a regular file or a directory",
+            crate::manager::store::printable(&src.display().to_string())
+        )));
+    }
+    if meta.len() == 0 {
+        return Err(Error::msg(format!("layer source '{}' is empty, not a layer tarball", src.display())));
+    }
+    import_tar(store, src, meta.len())
+}
+
+/// The sha256 a file's name says its content has: an OCI blob is stored as
+/// `blobs/sha256/<hex>`, and a file named `sha256:<hex>` says the same.
+fn digest_named(src: &Path) -> Option<String> {
+    let name = src.file_name()?.to_str()?;
+    let hex = match name.strip_prefix("sha256:") {
+        Some(h) => h,
+        None if src.parent().and_then(|p| p.file_name()).is_some_and(|p| p == "sha256") => name,
+        None => return None,
+    };
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_ascii_lowercase())
+}
+
+/// A reader shared with the code that asks for its digest at the end.
+struct SharedReader<R>(std::rc::Rc<std::cell::RefCell<R>>);
+
+impl<R: Read> Read for SharedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
 }
 
 /// Counts bytes read from the file into a progress bar.
@@ -127,8 +160,10 @@ impl<R: Read> Read for Counting<R> {
 fn import_tar(store: &Store, src: &Path, len: u64) -> Result<String, Error> {
     let f = File::open(src).context(|| format!("cannot open '{}'", src.display()))?;
     let label = format!("importing {}", src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    let counting =
-        Counting { inner: std::io::BufReader::with_capacity(1 << 20, f), progress: Progress::new(label, len) };
+    // The file as stored (compressed): its digest, when its name says what it must be.
+    let raw =
+        std::rc::Rc::new(std::cell::RefCell::new(tarball::Hashing::new(std::io::BufReader::with_capacity(1 << 20, f))));
+    let counting = Counting { inner: SharedReader(raw.clone()), progress: Progress::new(label, len) };
     let staging = store.temp_dir("import")?;
     let tree = staging.join("diff");
     std::fs::create_dir(&tree).context(|| format!("cannot create '{}'", tree.display()))?;
@@ -137,8 +172,24 @@ fn import_tar(store: &Store, src: &Path, len: u64) -> Result<String, Error> {
         let mut hashing = tarball::Hashing::new(decompressed);
         let stats = tarball::extract(&mut hashing, &tree, extract_options())?;
         // Hash the padding after the end-of-archive marker too: the id is of the stream.
-        std::io::copy(&mut hashing, &mut std::io::sink())
+        let trailer = std::io::copy(&mut (&mut hashing).take(tarball::MAX_TRAILER + 1), &mut std::io::sink())
             .map_err(|e| Error::msg(format!("corrupt or truncated tarball: {e}")))?;
+        if trailer > tarball::MAX_TRAILER {
+            return Err(Error::msg(format!(
+                "more than {} KiB follow the end of the tarball: not a layer tarball",
+                tarball::MAX_TRAILER >> 10
+            )));
+        }
+        // Whatever compression framing is left (a gzip member's end) is read, so the digest
+        // of the file is whole.
+        std::io::copy(&mut *raw.borrow_mut(), &mut std::io::sink())
+            .map_err(|e| Error::io("cannot read the tarball", e))?;
+        if let Some(want) = digest_named(src) {
+            let got = raw.borrow().digest_so_far();
+            if got != format!("sha256:{want}") {
+                return Err(Error::msg(format!("its content has digest {got}, not sha256:{want} as its name says")));
+            }
+        }
         if stats.skipped_devices > 0 {
             eprintln!("unionfs: {} device node(s) left out (creating them needs root)", stats.skipped_devices);
         }
@@ -189,7 +240,7 @@ pub fn import_dir(
 
 /// Removes a stored layer.
 pub fn remove(store: &Store, id: &str) -> Result<(), Error> {
-    let dir = store.layer_dir(id);
+    let dir = store.layer_dir(id)?;
     // Make the removal atomic for readers: rename away, then delete.
     let gone = store.root.join("tmp").join(format!("rm-{}", id.trim_start_matches("sha256:")));
     std::fs::rename(&dir, &gone).context(|| format!("cannot remove layer '{}'", dir.display()))?;

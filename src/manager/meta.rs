@@ -127,19 +127,9 @@ pub fn read(path: &Path) -> Result<Record, Error> {
 
 /// Writes a record file atomically (temporary, fsync, rename, fsync of the directory).
 pub fn write(path: &Path, r: &Record) -> Result<(), Error> {
-    let dir = path.parent().ok_or_else(|| Error::msg(format!("bad path '{}'", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp).context(|| format!("cannot write '{}'", tmp.display()))?;
-    f.write_all(r.render().as_bytes()).context(|| format!("cannot write '{}'", tmp.display()))?;
-    f.sync_all().context(|| format!("cannot sync '{}'", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).context(|| format!("cannot replace '{}'", path.display()))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).context(|| format!("cannot sync '{}'", dir.display()))?;
-    Ok(())
+    let mut f = crate::outfile::OutFile::create(path)?;
+    f.write_all(r.render().as_bytes()).context(|| format!("cannot write '{}'", path.display()))?;
+    f.commit()
 }
 
 #[cfg(test)]

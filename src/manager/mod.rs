@@ -18,6 +18,7 @@
 //! | [`volumes`] | volumes |
 //! | [`report`] | info and df |
 //! | [`walk`] | descriptor-based tree walks that never follow symlinks |
+//! | [`zstd`] | zstd streams: every frame, checksums verified |
 //! | [`units`] | sizes and durations printed like docker, progress bars |
 
 pub mod changes;
@@ -31,6 +32,7 @@ pub mod tarball;
 pub mod units;
 pub mod volumes;
 pub mod walk;
+pub mod zstd;
 
 use std::path::{Path, PathBuf};
 
@@ -162,15 +164,59 @@ pub fn mount_path(root: Option<&Path>, name: &str) -> Result<String, Error> {
 }
 
 /// `unionfs diff NAME`.
-pub fn diff(root: Option<&Path>, name: &str) -> Result<String, Error> {
+pub fn diff(root: Option<&Path>, name: &str, nul: bool) -> Result<Vec<u8>, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock_shared()?;
     let c = containers::get(&store, name)?;
-    let mut out = String::new();
+    let mut out = Vec::new();
     for (ch, p) in changes::diff(&store, &c)? {
-        out.push_str(&format!("{} /{}\n", ch.letter(), String::from_utf8_lossy(&p)));
+        out.extend_from_slice(format!("{} ", ch.letter()).as_bytes());
+        if nul {
+            out.push(b'/');
+            out.extend_from_slice(&p);
+            out.push(0);
+        } else {
+            let mut full = vec![b'/'];
+            full.extend_from_slice(&p);
+            out.extend_from_slice(quote_path(&full).as_bytes());
+            out.push(b'\n');
+        }
     }
     Ok(out)
+}
+
+/// A path for one line of output: as it is, or, if it holds a control character, a
+/// backslash, a double quote or bytes that are not UTF-8, in double quotes with C escapes
+/// (git's quoting), so that no name can forge another line.
+pub fn quote_path(p: &[u8]) -> String {
+    let plain = std::str::from_utf8(p).ok().filter(|s| !s.chars().any(|c| c.is_control() || c == '\\' || c == '"'));
+    if let Some(s) = plain {
+        return s.to_string();
+    }
+    let mut out = String::from("\"");
+    for chunk in p.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                c if c.is_control() => {
+                    let mut b = [0u8; 4];
+                    for byte in c.encode_utf8(&mut b).bytes() {
+                        out.push_str(&format!("\\{byte:03o}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\{byte:03o}"));
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `unionfs commit NAME NEW:TAG`.
@@ -190,14 +236,9 @@ pub fn export_layer(root: Option<&Path>, name: &str, output: Option<&Path>) -> R
     let c = containers::get(&store, name)?;
     match output {
         Some(p) => {
-            let tmp = p.with_extension("partial");
-            let mut f = std::io::BufWriter::new(
-                std::fs::File::create(&tmp).map_err(|e| Error::io(format!("cannot create '{}'", tmp.display()), e))?,
-            );
+            let mut f = std::io::BufWriter::new(crate::outfile::OutFile::create(p)?);
             changes::export_layer(&store, &c, &mut f)?;
-            let f = f.into_inner().map_err(|e| Error::io("cannot write the tarball", e.into_error()))?;
-            f.sync_all().map_err(|e| Error::io("cannot write the tarball", e))?;
-            std::fs::rename(&tmp, p).map_err(|e| Error::io(format!("cannot create '{}'", p.display()), e))?;
+            f.into_inner().map_err(|e| Error::io("cannot write the tarball", e.into_error()))?.commit()?;
         }
         None => {
             if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -288,7 +329,11 @@ pub fn volume_ls(root: Option<&Path>) -> Result<String, Error> {
     let _lock = store.lock_shared()?;
     let mut rows = vec![vec!["VOLUME NAME".to_string(), "CREATED".into(), "MOUNTPOINT".into()]];
     for v in volumes::list(&store)? {
-        rows.push(vec![v.name.clone(), ago(when(v.created)), volumes::data_dir(&store, &v.name).display().to_string()]);
+        rows.push(vec![
+            v.name.clone(),
+            ago(when(v.created)),
+            volumes::data_dir(&store, &v.name)?.display().to_string(),
+        ]);
     }
     Ok(table(&rows))
 }

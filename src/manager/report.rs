@@ -150,7 +150,7 @@ pub fn df(store: &Store, verbose: bool) -> Result<String, Error> {
     let c_size: u64 = sizes.iter().sum();
     let c_reclaim: u64 = sizes.iter().zip(&states).filter(|(_, s)| **s != State::Running).map(|(z, _)| z).sum();
     let vsizes: Vec<u64> =
-        vols.iter().map(|v| walk::tree_size(&volumes::data_dir(store, &v.name)).unwrap_or(0)).collect();
+        vols.iter().map(|v| volumes::data_dir(store, &v.name).and_then(|d| walk::tree_size(&d)).unwrap_or(0)).collect();
     let vused: Vec<bool> = vols.iter().map(|v| volumes::users(store, &v.name).is_ok_and(|u| !u.is_empty())).collect();
     let v_size: u64 = vsizes.iter().sum();
     let v_reclaim: u64 = vsizes.iter().zip(&vused).filter(|(_, u)| !**u).map(|(z, _)| z).sum();

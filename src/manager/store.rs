@@ -106,9 +106,14 @@ impl Store {
         self.flock(false)
     }
 
-    /// `layers/<hex>`.
-    pub fn layer_dir(&self, id: &str) -> PathBuf {
-        self.root.join("layers").join(id.trim_start_matches("sha256:"))
+    /// `layers/<hex>`, for a layer id of 64 lowercase hex digits (with or without
+    /// `sha256:`): no other string becomes a path.
+    pub fn layer_dir(&self, id: &str) -> Result<PathBuf, Error> {
+        let hex = id.strip_prefix("sha256:").unwrap_or(id);
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(Error::msg(format!("invalid layer id '{}' (sha256: and 64 hex digits)", printable(id))));
+        }
+        Ok(self.root.join("layers").join(hex))
     }
 
     /// `images/<name:tag>` (a `/` in the name is stored as `%2F`).
@@ -116,14 +121,16 @@ impl Store {
         self.root.join("images").join(format!("{}:{}", r.name.replace('%', "%25").replace('/', "%2F"), r.tag))
     }
 
-    /// `containers/<name>`.
-    pub fn container_dir(&self, name: &str) -> PathBuf {
-        self.root.join("containers").join(name)
+    /// `containers/<name>`, for a valid container name ([`check_name`]).
+    pub fn container_dir(&self, name: &str) -> Result<PathBuf, Error> {
+        check_name("container", name)?;
+        Ok(self.root.join("containers").join(name))
     }
 
-    /// `volumes/<name>`.
-    pub fn volume_dir(&self, name: &str) -> PathBuf {
-        self.root.join("volumes").join(name)
+    /// `volumes/<name>`, for a valid volume name ([`check_name`]).
+    pub fn volume_dir(&self, name: &str) -> Result<PathBuf, Error> {
+        check_name("volume", name)?;
+        Ok(self.root.join("volumes").join(name))
     }
 
     /// A fresh directory under `tmp/` for work in progress.
@@ -174,13 +181,28 @@ impl std::fmt::Display for ImageRef {
     }
 }
 
-/// Checks a container or volume name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 bytes.
+/// Checks a container or volume name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 bytes. The
+/// one grammar every name the manager turns into a path must match: no `/`, no `..`.
 pub fn check_name(kind: &str, name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if ok { Ok(()) } else { Err(Error::msg(format!("invalid {kind} name '{name}' (use [A-Za-z0-9][A-Za-z0-9_.-]*)"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::msg(format!("invalid {kind} name '{}' (use [A-Za-z0-9][A-Za-z0-9_.-]*)", printable(name))))
+    }
+}
+
+/// `s` for a one-line message: control characters and backslashes escaped, at most 200
+/// characters.
+pub fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
+    if s.chars().count() > 200 {
+        out.push('…');
+    }
+    out
 }
 
 /// `n` random bytes as hex, from the kernel's generator.

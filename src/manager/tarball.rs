@@ -68,6 +68,11 @@ impl<R: Read> Hashing<R> {
     pub fn digest(self) -> String {
         format!("sha256:{}", hex(&self.hasher.finalize()))
     }
+
+    /// `sha256:<hex>` of everything read so far.
+    pub fn digest_so_far(&self) -> String {
+        format!("sha256:{}", hex(&self.hasher.clone().finalize()))
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -128,10 +133,7 @@ pub fn open_decompressed<R: Read + 'static>(mut raw: R) -> Result<Box<dyn Read>,
     Ok(match detect(&head[..got]) {
         Compression::None => Box::new(chained),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chained)),
-        Compression::Zstd => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(chained)
-                .map_err(|e| Error::msg(format!("corrupt zstd stream: {e}")))?,
-        ),
+        Compression::Zstd => Box::new(crate::manager::zstd::Frames::new(std::io::BufReader::new(chained))),
     })
 }
 
@@ -153,7 +155,17 @@ pub struct ExtractStats {
     pub skipped_devices: u64,
 }
 
-/// Splits and checks a tarball entry path: relative, no `..`. Leading `./` is allowed.
+/// Deepest entry a layer tarball may hold (directories above it): deeper trees are refused,
+/// as no tool could reach their files by path, and every entry's directories are entered one
+/// by one from the layer root.
+pub const MAX_DEPTH: usize = 1024;
+
+/// Most bytes a tarball may carry after its end-of-archive marker (they are hashed into the
+/// layer id, as tar pads its output: a stream of zeros without end is refused).
+pub const MAX_TRAILER: u64 = 1 << 20;
+
+/// Splits and checks a tarball entry path: relative, no `..`, at most [`MAX_DEPTH`] deep.
+/// Leading `./` is allowed.
 pub fn clean_path(raw: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
     let shown = || String::from_utf8_lossy(raw).into_owned();
     if raw.starts_with(b"/") {
@@ -168,10 +180,71 @@ pub fn clean_path(raw: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
                 crate::sys::name_ok(c)
                     .map_err(|_| Error::msg(format!("tarball entry '{}' has a bad name", shown())))?;
                 out.push(c.to_vec());
+                if out.len() > MAX_DEPTH {
+                    return Err(Error::msg(format!(
+                        "tarball entry '{}…' is nested more than {MAX_DEPTH} directories deep",
+                        String::from_utf8_lossy(&raw[..raw.len().min(60)])
+                    )));
+                }
             }
         }
     }
     Ok(out)
+}
+
+/// Copies a file's data from `src` to the new file `f`, leaving runs of zeros as holes (a
+/// sparse file in a tarball stays sparse, however large it says it is), and counts the
+/// bytes that take space into `budget`, refusing to go past it.
+fn copy_sparse(src: &mut impl Read, f: &mut std::fs::File, budget: &mut Budget) -> Result<(), Error> {
+    use std::io::{Seek, SeekFrom};
+    let corrupt = |e: std::io::Error| Error::msg(format!("corrupt or truncated tarball: {e}"));
+    let mut buf = vec![0u8; 64 << 10];
+    let mut len = 0u64;
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match src.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(corrupt(e)),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            f.seek(SeekFrom::Current(n as i64)).map_err(|e| Error::io("cannot write a file", e))?;
+        } else {
+            budget.spend(n as u64)?;
+            f.write_all(&buf[..n]).map_err(|e| Error::io("cannot write a file", e))?;
+        }
+        len += n as u64;
+    }
+    f.set_len(len).map_err(|e| Error::io("cannot write a file", e))
+}
+
+/// How many bytes of file data an import may still write: what the store's filesystem had
+/// free when it started.
+#[derive(Debug)]
+pub struct Budget {
+    left: u64,
+}
+
+impl Budget {
+    /// The free space of the filesystem holding `dir`.
+    pub fn free_space_of(dir: &Path) -> Result<Budget, Error> {
+        let fd = open::open_dir_path(dir).context(|| format!("cannot open '{}'", dir.display()))?;
+        let st = stat::fstatvfs(&fd).map_err(|e| Error::io("cannot read the free space", e))?;
+        Ok(Budget { left: st.bavail.saturating_mul(u64::from(st.frsize.max(1))) })
+    }
+
+    fn spend(&mut self, n: u64) -> Result<(), Error> {
+        self.left = self.left.checked_sub(n).ok_or_else(|| {
+            Error::msg("the layer holds more data than the store's filesystem has free space; nothing was imported")
+        })?;
+        Ok(())
+    }
 }
 
 /// Opens (creating as needed) the directory `comps` below `root`, entering every component
@@ -226,6 +299,7 @@ fn opaque_name(d: Dialect) -> &'static CStr {
 /// Unpacks a (decompressed) layer tarball into the empty directory `dest`.
 pub fn extract(reader: impl Read, dest: &Path, opts: ExtractOptions) -> Result<ExtractStats, Error> {
     let root = open::open_dir_path(dest).context(|| format!("cannot open '{}'", dest.display()))?;
+    let mut budget = Budget::free_space_of(dest)?;
     let mut archive = tar::Archive::new(reader);
     let mut stats = ExtractStats::default();
     let mut dir_times: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
@@ -290,8 +364,7 @@ pub fn extract(reader: impl Read, dest: &Path, opts: ExtractOptions) -> Result<E
                 let fd = open::openat(&pdir, &leaf_c, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)
                     .map_err(ioerr("create"))?;
                 let mut f = std::fs::File::from(fd);
-                std::io::copy(&mut entry, &mut f)
-                    .map_err(|e| Error::msg(format!("corrupt or truncated tarball: {e}")))?;
+                copy_sparse(&mut entry, &mut f, &mut budget)?;
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| Error::msg("symlink without a target"))?;

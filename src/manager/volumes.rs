@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::error::{Context, Error};
 use crate::manager::meta::{self, Record};
-use crate::manager::store::{Store, check_name, now_secs};
+use crate::manager::store::{Store, now_secs};
 
 /// A stored volume.
 #[derive(Clone, Debug)]
@@ -18,8 +18,8 @@ pub struct Volume {
 }
 
 /// The directory holding a volume's data.
-pub fn data_dir(store: &Store, name: &str) -> PathBuf {
-    store.volume_dir(name).join("_data")
+pub fn data_dir(store: &Store, name: &str) -> Result<PathBuf, Error> {
+    Ok(store.volume_dir(name)?.join("_data"))
 }
 
 /// Parses `SOURCE:/path`: SOURCE is a volume name, or an absolute host directory (which
@@ -37,14 +37,13 @@ pub fn parse_spec(store: &Store, spec: &str) -> Result<(PathBuf, String), Error>
         }
         return Ok((p, at.to_string()));
     }
-    check_name("volume", src)?;
-    Ok((data_dir(store, src), at.to_string()))
+    Ok((data_dir(store, src)?, at.to_string()))
 }
 
 /// Creates the named volume a spec refers to, if it does not exist.
 pub fn ensure(store: &Store, spec: &str) -> Result<(), Error> {
     let Some((src, _)) = spec.rsplit_once(':') else { return Ok(()) };
-    if !src.starts_with('/') && !store.volume_dir(src).join("meta").exists() {
+    if !src.starts_with('/') && !store.volume_dir(src)?.join("meta").exists() {
         create(store, src)?;
     }
     Ok(())
@@ -52,8 +51,7 @@ pub fn ensure(store: &Store, spec: &str) -> Result<(), Error> {
 
 /// `unionfs volume create`.
 pub fn create(store: &Store, name: &str) -> Result<Volume, Error> {
-    check_name("volume", name)?;
-    let dir = store.volume_dir(name);
+    let dir = store.volume_dir(name)?;
     if dir.join("meta").exists() {
         return Err(Error::msg(format!("volume '{name}' already exists")));
     }
@@ -95,7 +93,7 @@ pub fn users(store: &Store, name: &str) -> Result<Vec<String>, Error> {
 
 /// `unionfs volume rm`: refused while a container uses it.
 pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
-    let dir = store.volume_dir(name);
+    let dir = store.volume_dir(name)?;
     if !dir.join("meta").exists() {
         return Err(Error::msg(format!("no such volume '{name}'")));
     }
