@@ -83,7 +83,8 @@ pub fn check(req: &CheckRequest) -> Result<Vec<Finding>, Error> {
         c.work = Some(work);
     }
     let root = open::open_dir_path_at(&upper).map_err(|e| Error::io("cannot open the upper dir", e))?;
-    c.walk(root.as_fd(), &mut Vec::new(), false).map_err(|e| Error::io("cannot walk the upper dir", e))?;
+    c.check_xattrs(root.as_fd(), c".", &[]).map_err(|e| Error::io("cannot walk the upper dir", e))?;
+    c.walk(root.as_fd(), &mut Vec::new(), Some(Vec::new())).map_err(|e| Error::io("cannot walk the upper dir", e))?;
     Ok(c.findings)
 }
 
@@ -126,11 +127,12 @@ impl Checker<'_> {
         }
     }
 
-    /// Checks directory `dir` (path `path` in the upper); `in_opaque`: it or an ancestor is
-    /// opaque, so nothing below it comes from a lower layer.
-    fn walk(&mut self, dir: BorrowedFd<'_>, path: &mut Vec<CString>, in_opaque: bool) -> Res<()> {
-        let here_opaque = in_opaque || whiteout::dir_marks(dir, c".", Some(dir))?.opaque;
-        self.check_xattrs(dir, c".", path, true)?;
+    /// Checks the entries of directory `dir` (path `path` in the upper), whose lower parts
+    /// are at `lower` in the lower layers (`None`: it has none, being opaque or below an
+    /// opaque one, so nothing below it comes from a lower layer). The mount's own rules: an
+    /// upper directory's `overlay.redirect` says where its lower parts are.
+    fn walk(&mut self, dir: BorrowedFd<'_>, path: &mut Vec<CString>, lower: Option<Vec<CString>>) -> Res<()> {
+        let lower = if whiteout::dir_marks(dir, c".", Some(dir))?.opaque { None } else { lower };
         let rd = open::open_dir_for_read(dir)?;
         let mut entries = sdir::read_all(&rd)?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -142,7 +144,7 @@ impl Checker<'_> {
                 Err(err) => return Err(err),
             };
             path.push(name.clone());
-            let r = self.entry(dir, &name, st, path, here_opaque);
+            let r = self.entry(dir, &name, st, path, lower.as_deref());
             path.pop();
             r?;
         }
@@ -155,7 +157,7 @@ impl Checker<'_> {
         name: &CStr,
         st: stat::Stat,
         path: &mut Vec<CString>,
-        in_opaque: bool,
+        lower: Option<&[CString]>,
     ) -> Res<()> {
         let bytes = name.to_bytes();
         // OCI/AUFS markers.
@@ -186,25 +188,42 @@ impl Checker<'_> {
             return Ok(());
         }
         if is_whiteout {
-            if in_opaque {
-                let fixed = self.req.repair && sfs::unlinkat(dir, name).is_ok();
-                self.note("whiteout-in-opaque", path, "whiteout inside an opaque directory".into(), fixed);
-            } else if !self.lowers.is_empty() && !self.lower_has(path)? {
-                let fixed = self.req.repair && sfs::unlinkat(dir, name).is_ok();
-                self.note("whiteout-hides-nothing", path, "no lower layer has this name".into(), fixed);
+            match lower {
+                None => {
+                    let fixed = self.req.repair && sfs::unlinkat(dir, name).is_ok();
+                    self.note("whiteout-in-opaque", path, "whiteout inside an opaque directory".into(), fixed);
+                }
+                Some(l) if !self.lowers.is_empty() && !self.lower_has(l, name)? => {
+                    let fixed = self.req.repair && sfs::unlinkat(dir, name).is_ok();
+                    self.note("whiteout-hides-nothing", path, "no lower layer has this name".into(), fixed);
+                }
+                Some(_) => {}
             }
             return Ok(());
         }
-        self.check_xattrs(dir, name, path, kind == Some(FileKind::Directory))?;
+        self.check_xattrs(dir, name, path)?;
         if kind == Some(FileKind::Directory) {
+            // Where this directory's lower parts are: its redirect, else its name below the
+            // parent's.
+            let (right, _) = self.names();
+            let sub_lower = match (lower, whiteout::read_redirect(dir, name, right)) {
+                (_, Ok(Some(whiteout::Redirect::Absolute(p)))) if !p.is_empty() => {
+                    Some(p.to_bytes().split(|b| *b == b'/').filter_map(|c| CString::new(c).ok()).collect::<Vec<_>>())
+                }
+                (_, Ok(Some(whiteout::Redirect::Absolute(_)))) => Some(Vec::new()),
+                (Some(l), Ok(Some(whiteout::Redirect::Relative(n)))) => Some([l, &[n]].concat()),
+                (Some(l), Ok(None)) => Some([l, &[name.to_owned()]].concat()),
+                // A broken redirect, or a directory made here: nothing known below it.
+                _ => None,
+            };
             let sub = open::openat(dir, name, OFlags::PATH | OFlags::DIRECTORY, 0)?;
-            self.walk(sub.as_fd(), path, in_opaque)?;
+            self.walk(sub.as_fd(), path, sub_lower)?;
         }
         Ok(())
     }
 
     /// Private xattrs in the wrong namespace, broken origins, broken override_stat.
-    fn check_xattrs(&mut self, dir: BorrowedFd<'_>, name: &CStr, path: &[CString], is_dir: bool) -> Res<()> {
+    fn check_xattrs(&mut self, dir: BorrowedFd<'_>, name: &CStr, path: &[CString]) -> Res<()> {
         let t = XTarget::At(dir, name);
         let present = match xattr::list(t) {
             Ok(l) => l,
@@ -236,11 +255,16 @@ impl Checker<'_> {
             if !present.iter().any(|n| n.as_slice() == origin.to_bytes()) {
                 continue;
             }
+            // Copied-up directories carry an origin too, as the kernel writes it.
             let v = xattr::get(t, origin)?.unwrap_or_default();
-            if !origin_well_formed(&v) || is_dir {
+            if !origin_well_formed(&v) {
                 let fixed = self.req.repair && xattr::remove(t, origin).is_ok();
-                let why = if is_dir { "origin on a directory" } else { "not a kernel file handle" };
-                self.note("broken-origin", path, format!("{}: {why}", origin.to_string_lossy()), fixed);
+                self.note(
+                    "broken-origin",
+                    path,
+                    format!("{}: not a kernel file handle", origin.to_string_lossy()),
+                    fixed,
+                );
             }
         }
         for o in OVERRIDE_XATTRS {
@@ -265,8 +289,9 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Whether the lower layers (below the upper) show `path`.
-    fn lower_has(&self, path: &[CString]) -> Res<bool> {
+    /// Whether the lower layers (below the upper) show `name` in their directory `dir`.
+    fn lower_has(&self, dir: &[CString], name: &CStr) -> Res<bool> {
+        let path: Vec<CString> = dir.iter().cloned().chain(std::iter::once(name.to_owned())).collect();
         let mut dirs: Vec<OwnedFd> = self.lowers.iter().map(open::open_dir_path_at).collect::<Res<_>>()?;
         for (i, c) in path.iter().enumerate() {
             let last = i + 1 == path.len();

@@ -390,7 +390,24 @@ fn canonical_dir(p: &Path, what: &str) -> Result<PathBuf, Error> {
     if !meta.is_dir() {
         return Err(Error::msg(format!("{what} '{}' is not a directory", p.display())));
     }
-    std::fs::canonicalize(p).map_err(|e| Error::io(format!("cannot resolve {what} '{}'", p.display()), e))
+    let canon =
+        std::fs::canonicalize(p).map_err(|e| Error::io(format!("cannot resolve {what} '{}'", p.display()), e))?;
+    not_pseudo(&canon, what)?;
+    Ok(canon)
+}
+
+/// Refuses a directory in /proc or /sys: what is there depends on who looks (`/proc/self`
+/// is each process itself), so a union there would not be where the command said.
+fn not_pseudo(p: &Path, what: &str) -> Result<(), Error> {
+    const PROC: i64 = 0x9fa0;
+    const SYSFS: i64 = 0x6265_6572;
+    let fd = crate::sys::open::open_dir_path(p)
+        .map_err(|e| Error::io(format!("cannot open {what} '{}'", p.display()), e))?;
+    let magic = crate::sys::stat::fs_magic(&fd).unwrap_or(0);
+    if magic == PROC || magic == SYSFS {
+        return Err(Error::msg(format!("{what} '{}' is in /proc or /sys, which no union can use", p.display())));
+    }
+    Ok(())
 }
 
 /// An absolute, symlink-free form of a path that may not exist yet (its parent must).

@@ -31,12 +31,19 @@ const MAX_THREADS: usize = 128;
 /// Environment variable carrying the readiness pipe to the re-executed daemon.
 const READY_ENV: &str = "UNIONFS_READY_FD";
 
+/// Environment variable carrying the mount point as the command resolved it to the daemon.
+const MOUNTPOINT_ENV: &str = "UNIONFS_MOUNTPOINT";
+
 /// Mounts as configured: in the background (returning once the mount is live), or in the
 /// foreground until unmounted.
-pub fn mount(cfg: MountConfig) -> Result<(), Error> {
+pub fn mount(mut cfg: MountConfig) -> Result<(), Error> {
     if let Some(ready) = crate::sys::inherit::take_fd_from_env(READY_ENV) {
         if let Err(e) = sproc::setsid() {
             tracing::debug!("setsid: {e}");
+        }
+        // Where the command resolved the mount point, not where this process would.
+        if let Some(m) = std::env::var_os(MOUNTPOINT_ENV) {
+            cfg.mountpoint = PathBuf::from(m);
         }
         return serve(cfg, Some(ready));
     }
@@ -62,6 +69,7 @@ fn start_background(cfg: &MountConfig) -> Result<(), Error> {
     let mut child = Command::new(exe)
         .args(std::env::args_os().skip(1))
         .env(READY_ENV, wr.as_raw_fd().to_string())
+        .env(MOUNTPOINT_ENV, &cfg.mountpoint)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -256,7 +264,7 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     let before_exit = move || {
         fs2.finish_reaper();
         if let Some(p) = pidfile2 {
-            let _gone = std::fs::remove_file(p);
+            remove_own_pidfile(&p);
         }
     };
     std::thread::Builder::new()
@@ -275,10 +283,8 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
         tracing::warn!("cannot unmount '{}' after the session failed: {e:?}", m.path.display());
     }
     fs.finish_reaper();
-    if let Some(p) = pidfile
-        && let Err(e) = std::fs::remove_file(&p)
-    {
-        tracing::debug!("cannot remove {}: {e}", p.display());
+    if let Some(p) = pidfile {
+        remove_own_pidfile(&p);
     }
     r.context(|| "the FUSE session failed".into())?;
     tracing::info!("unmounted '{}'", cfg.mountpoint.display());
@@ -373,6 +379,19 @@ fn write_pidfile(major: u32, minor: u32, mountpoint: &Path) -> Option<PathBuf> {
             tracing::debug!("cannot write {}: {e}", path.display());
             None
         }
+    }
+}
+
+/// Removes pid file `p` if it is still this daemon's: the FUSE connection number it is named
+/// by is free once the connection ended, and a new mount may have taken it (and the file)
+/// since.
+fn remove_own_pidfile(p: &Path) {
+    let ours = std::fs::read_to_string(p)
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        .is_some_and(|pid| pid == std::process::id());
+    if ours && let Err(e) = std::fs::remove_file(p) {
+        tracing::debug!("cannot remove {}: {e}", p.display());
     }
 }
 

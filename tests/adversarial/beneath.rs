@@ -71,3 +71,25 @@ fn umount_ends_copies_in_other_mount_namespaces_and_frees_the_upper() {
     again.unmount();
     drop(m);
 }
+
+/// [16] A mount point is resolved once, by the command: `/proc/self/...` would name the
+/// background daemon's own /proc entries there. Directories in /proc or /sys are refused
+/// with one line, and nothing is mounted anywhere.
+#[test]
+fn a_mount_point_in_proc_is_refused_and_nothing_is_mounted() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    for mp in ["/proc/self/fdinfo", "/proc/self", "/sys/kernel"] {
+        let out = Command::new(bin()).args(["mount", "--lower", s.lower(0).to_str().unwrap(), mp]).output().unwrap();
+        assert!(!out.status.success(), "mounting on {mp} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("/proc or /sys"), "{err}");
+        let table = unionfs::mounts::read();
+        let stray = table.iter().find(|m| {
+            m.fstype == unionfs::mounts::FSTYPE
+                && (m.mount_point.starts_with("/proc") || m.mount_point.starts_with("/sys"))
+        });
+        assert!(stray.is_none(), "a union was mounted in /proc or /sys: {stray:?}");
+    }
+}

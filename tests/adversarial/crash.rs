@@ -192,6 +192,8 @@ fn sweep(sc: &Scenario) -> usize {
         let left: Vec<_> = std::fs::read_dir(s.work.join("work")).unwrap().collect();
         assert!(left.is_empty(), "{label}: the work dir was not emptied: {left:?}");
         m.unmount();
+        let (code, out) = super::check::check(&s, false);
+        assert_eq!(code, 0, "{label}: unionfs check finds problems in the upper:\n{out}");
         assert_eq!(kernel_tree(&s, sc.kernel), got, "{label}: kernel overlayfs reads the upper differently");
         if survived {
             return n;

@@ -9,6 +9,7 @@
 mod common;
 
 mod beneath;
+mod check;
 mod crash;
 mod identity;
 mod setid;
