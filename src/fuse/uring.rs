@@ -18,8 +18,8 @@
 //! a request that found every slot of its CPU busy only to a slot that commits, not to one
 //! registered afterwards, so it is the number of threads per CPU that absorbs a burst of slow
 //! requests; a burst larger than that can leave a request waiting for one of them to finish.
-//! Threads are added while every one of a CPU's is busy inline ([`Elastic`], up to
-//! [`MAX_THREADS_PER_CPU`]), so requests stuck on a hung layer leave free slots for the
+//! Threads are added while every one of a CPU's is busy inline (`Elastic`, up to
+//! `MAX_THREADS_PER_CPU`), so requests stuck on a hung layer leave free slots for the
 //! rest; but requests the kernel queued while none was free stay queued until some slot
 //! commits, so a burst of requests on a hung layer can still hold up the others queued
 //! behind it on that CPU until the layer answers (the `/dev/fuse` transport has no such
