@@ -168,7 +168,8 @@ impl ImageRef {
             && !tag.starts_with(['.', '-']);
         if !ok_name || !ok_tag {
             return Err(Error::msg(format!(
-                "invalid image reference '{s}' (NAME:TAG, lowercase name of [a-z0-9._-/], tag of [A-Za-z0-9._-])"
+                "invalid image reference '{}' (NAME:TAG, lowercase name of [a-z0-9._-/], tag of [A-Za-z0-9._-])",
+                printable(s)
             )));
         }
         Ok(ImageRef { name: name.into(), tag: tag.into() })

@@ -115,8 +115,8 @@ pub fn open_file(dir: impl AsFd, name: &CStr, flags: OFlags) -> Res<OwnedFd> {
         return Err(Errno::ESTALE);
     }
     if !flags.contains(OFlags::NONBLOCK) {
-        let fl = rustix::fs::fcntl_getfl(&fd)?;
-        rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK)?;
+        // The status flags are the ones asked for (F_SETFL keeps the access mode).
+        rustix::fs::fcntl_setfl(&fd, flags)?;
     }
     Ok(fd)
 }

@@ -47,8 +47,8 @@ pub fn unmount(path: &Path, detach: bool) -> Res<()> {
     Ok(rustix::mount::unmount(path, flags)?)
 }
 
-/// Whether process `pid` exists and has not exited (a zombie waiting to be reaped counts
-/// as exited).
+/// Whether process `pid` exists and has not exited: some thread of it is not a zombie (a
+/// process whose every thread is a zombie, waiting to be reaped, counts as exited).
 pub fn process_alive(pid: u32) -> bool {
     let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return false;
@@ -60,11 +60,15 @@ pub fn process_alive(pid: u32) -> bool {
     if !exists {
         return false;
     }
-    // /proc/PID/stat: "pid (comm) S ..."; the state follows the last ')'.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(st) => st.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) != Some('Z'),
-        Err(_) => false,
-    }
+    // Every thread's state ("pid (comm) S ..."; the state follows the last ')'): the main
+    // thread of a process that is exiting is a zombie while other threads still finish what
+    // they were doing (a write stuck on a busy disk), and those still hold the process's
+    // files, and with them its locks.
+    let live = |stat: &str| stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) != Some('Z');
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| live(&st)))
 }
 
 /// Safe wrapper for `kill(2)` with `SIGTERM`.

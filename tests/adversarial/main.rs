@@ -12,6 +12,7 @@ mod beneath;
 mod check;
 mod crash;
 mod identity;
+mod others;
 mod setid;
 mod store;
 mod stuck;

@@ -118,6 +118,12 @@ fn path_shaped_names_reach_nothing() {
         mgr.fails(&["stop", b]);
         mgr.fails(&["diff", b]);
         mgr.fails(&["volume", "create", b]);
+        mgr.fails(&["start", b]);
+        mgr.fails(&["mount-path", b]);
+        mgr.fails(&["export-layer", b]);
+        mgr.fails(&["run", "--name", b, "base:1"]);
+        mgr.fails(&["commit", "c1", b]);
+        mgr.fails(&["image", "rm", b]);
     }
     assert!(std::fs::metadata(format!("{merged}/etc/hostname")).is_ok(), "the container lost its layer");
     assert!(mgr.root.join("containers/c1/upper").is_dir());
