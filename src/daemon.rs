@@ -25,7 +25,7 @@ use crate::union::whiteout::Dialect;
 use crate::union::{Options, UnionFs};
 
 /// Most `/dev/fuse` threads a daemon runs (it starts with a few, and grows while every one is
-/// busy: see `Config::max_threads` in vendor/fuser).
+/// stuck: see `Config::max_threads` in vendor/fuser).
 const MAX_THREADS: usize = 128;
 
 /// Environment variable carrying the readiness pipe to the re-executed daemon.
@@ -219,7 +219,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     );
     config.clone_fd = true;
     // Requests stuck on a layer (a hung network or FUSE lower) hold their threads; more are
-    // started while every one is busy, so the rest of the mount keeps being served.
+    // started while every one is stuck, so the rest of the mount keeps being served.
     config.max_threads = Some(MAX_THREADS);
     // Readers that poll for the next request (leader/followers, vendor/fuser/src/leader.rs);
     // not with io_uring, where /dev/fuse carries only FORGET and INTERRUPT.

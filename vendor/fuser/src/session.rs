@@ -327,6 +327,22 @@ impl<FS: Filesystem> Session<FS> {
             );
         }
 
+        if let Some(pool) = pool.clone() {
+            let watchdog = SessionEventLoop {
+                thread_name: "fuser-grow".to_string(),
+                filesystem: filesystem.clone(),
+                ch: threads_channel.clone(),
+                allowed,
+                session_owner,
+                leader: None,
+                pool: Some(pool),
+            };
+            threads.push(thread::Builder::new().name("fuser-grow".to_string()).spawn(move || {
+                watchdog.watch();
+                Ok(())
+            })?);
+        }
+
         if let Some(leader) = leader.clone() {
             let ch = threads_channel.clone();
             threads.push(
@@ -589,13 +605,22 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) pool: Option<Arc<Pool>>,
 }
 
-/// (unionfs patch) Workers that grow while every one is busy (see `Config::max_threads`).
+/// (unionfs patch) Workers that grow while every one is stuck (see `Config::max_threads`).
+///
+/// A watchdog looks every [`Pool::TICK`]: if no worker is waiting for a request and none
+/// finished one since the last look, the workers are stuck (on slow or hung storage) and it
+/// starts one more. Bursts of quick requests start none (they finish); a worker beyond the
+/// first `base` ends when it finds more than `base` others waiting.
 #[derive(Debug)]
 pub(crate) struct Pool {
     /// Workers waiting for a request.
     idle: std::sync::atomic::AtomicUsize,
     /// Workers alive.
     total: std::sync::atomic::AtomicUsize,
+    /// Requests finished (the watchdog's sign of progress).
+    finished: std::sync::atomic::AtomicU64,
+    /// The session is ending: the watchdog stops.
+    ending: std::sync::atomic::AtomicBool,
     /// Never fewer workers; never more idle ones than this either.
     base: usize,
     /// Never more workers.
@@ -605,36 +630,30 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
+    /// How often the watchdog looks.
+    const TICK: std::time::Duration = std::time::Duration::from_millis(50);
+
     fn new(base: usize, max: usize) -> Pool {
         Pool {
             idle: base.into(),
             total: base.into(),
+            finished: 0.into(),
+            ending: false.into(),
             base,
             max: max.max(base),
             started: Mutex::new(Vec::new()),
         }
     }
 
-    /// A worker took a request: whether it was the last one waiting, and a new one may be
-    /// started (counted already, as idle).
-    fn take(&self) -> bool {
-        use std::sync::atomic::Ordering::AcqRel;
-        if self.idle.fetch_sub(1, AcqRel) != 1 {
-            return false;
-        }
-        let grew = self
-            .total
-            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |t| (t < self.max).then_some(t + 1))
-            .is_ok();
-        if grew {
-            self.idle.fetch_add(1, AcqRel);
-        }
-        grew
+    /// A worker took a request.
+    fn take(&self) {
+        self.idle.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// A worker finished a request: whether it should end (too many idle ones).
     fn done(&self) -> bool {
         use std::sync::atomic::Ordering::AcqRel;
+        self.finished.fetch_add(1, AcqRel);
         let idle = self.idle.fetch_add(1, AcqRel) + 1;
         if idle <= self.base {
             return false;
@@ -647,6 +666,16 @@ impl Pool {
             self.idle.fetch_sub(1, AcqRel);
         }
         shrunk
+    }
+
+    /// Counts one more worker (waiting) if there may be one.
+    fn count_one_more(&self) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let grew = self.total.fetch_update(AcqRel, Acquire, |t| (t < self.max).then_some(t + 1)).is_ok();
+        if grew {
+            self.idle.fetch_add(1, AcqRel);
+        }
+        grew
     }
 
     /// Undoes a counted start that failed.
@@ -710,8 +739,24 @@ impl<FS: Filesystem> Dispatcher<FS> {
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
+    /// (unionfs patch) The watchdog of an elastic pool (see [`Pool`]): runs until the session
+    /// ends, starting workers on clones of this loop's device while all are stuck.
+    fn watch(&self) {
+        let Some(pool) = &self.pool else { return };
+        let mut seen = pool.finished.load(std::sync::atomic::Ordering::Acquire);
+        while !pool.ending.load(std::sync::atomic::Ordering::Acquire) {
+            thread::sleep(Pool::TICK);
+            let now = pool.finished.load(std::sync::atomic::Ordering::Acquire);
+            let stuck = now == seen && pool.idle.load(std::sync::atomic::Ordering::Acquire) == 0;
+            seen = now;
+            if stuck && pool.count_one_more() {
+                self.grow();
+            }
+        }
+    }
+
     /// (unionfs patch) Starts one more worker on its own clone of the device (counted by
-    /// `Pool::take` already).
+    /// `Pool::count_one_more` already).
     fn grow(&self) {
         let Some(pool) = &self.pool else { return };
         let started = self.ch.clone_fd().and_then(|ch| {
@@ -765,10 +810,11 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                     Some(req) => {
                         if let Ok(Operation::Destroy(_)) = req.request.operation() {
                             req.reply::<ReplyEmpty>().ok();
+                            self.session_ends();
                             return Ok(());
                         } else {
-                            if self.pool.as_ref().is_some_and(|p| p.take()) {
-                                self.grow();
+                            if let Some(p) = &self.pool {
+                                p.take();
                             }
                             req.dispatch(self);
                             if let Some(leader) = &self.leader {
@@ -781,15 +827,29 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                     }
                     // Quit loop on illegal request
                     None => {
+                        self.session_ends();
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "Invalid request",
                         ));
                     }
                 },
-                Err(nix::errno::Errno::ENODEV) => return Ok(()),
-                Err(err) => return Err(err.into()),
+                Err(nix::errno::Errno::ENODEV) => {
+                    self.session_ends();
+                    return Ok(());
+                }
+                Err(err) => {
+                    self.session_ends();
+                    return Err(err.into());
+                }
             }
+        }
+    }
+
+    /// (unionfs patch) The connection ended: the pool's watchdog stops.
+    fn session_ends(&self) {
+        if let Some(pool) = &self.pool {
+            pool.ending.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 }
