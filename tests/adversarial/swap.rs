@@ -50,20 +50,27 @@ fn changes_through_the_mount_never_follow_a_symlink_swapped_into_the_upper() {
         let (u, v, st) = (s.upper.clone(), victim.clone(), stop.clone());
         std::thread::spawn(move || swapper(u, v, st))
     };
-    let f = s.m("f");
+    // The test itself must never follow the symlink: it reaches the mount's file through a
+    // descriptor opened before the swaps (a new lookup of the name could see the symlink,
+    // and then the kernel would follow it in this root process, not the daemon).
+    let held = std::fs::File::open(s.m("f")).unwrap();
+    let f = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
+    let at = rustix::fs::CWD;
     for i in 0..ROUNDS {
         let _ = match i % 5 {
             0 => std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666 | (i as u32 & 1) << 6)),
             1 => std::os::unix::fs::chown(&f, Some(1000 + (i as u32 & 1)), None),
             2 => std::fs::OpenOptions::new().write(true).open(&f).and_then(|h| h.set_len(1)),
-            3 => std::fs::File::options()
-                .write(true)
-                .open(&f)
-                .and_then(|h| h.set_times(std::fs::FileTimes::new().set_modified(std::time::SystemTime::UNIX_EPOCH))),
-            _ => crate::common::setxattr(&f, "user.x", b"planted"),
+            3 => {
+                let t = rustix::fs::Timestamps {
+                    last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: 0 },
+                    last_modification: rustix::fs::Timespec { tv_sec: 0, tv_nsec: 0 },
+                };
+                rustix::fs::utimensat(at, f.as_str(), &t, rustix::fs::AtFlags::empty()).map_err(std::io::Error::from)
+            }
+            _ => rustix::fs::setxattr(f.as_str(), "user.x", b"planted", rustix::fs::XattrFlags::empty())
+                .map_err(std::io::Error::from),
         };
-        // Each round looks the name up again, as a new process would.
-        let _ = std::fs::symlink_metadata(&f);
     }
     stop.store(true, Ordering::Relaxed);
     sw.join().unwrap();
