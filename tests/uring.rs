@@ -244,8 +244,7 @@ fn ring_threads_wait_at_idle_priority_within_chains_serve_long_requests_at_norma
     // else runs on its CPU: a long request (data read through the daemon) is served there
     // (and one that came in a chain of short ones is brought back by the watcher).
     let f = std::fs::File::open(m.path.join("slow")).unwrap();
-    signal(slow_pid, rustix::process::Signal::STOP).unwrap();
-    let cont = Continue(slow_pid);
+    let cont = common::stop(slow_pid);
     let reader = std::thread::spawn(move || {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; 4096];

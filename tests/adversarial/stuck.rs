@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::common::{Continue, Stack, bin, daemon_pid, exits_soon, signal};
+use crate::common::{Stack, bin, daemon_pid, exits_soon, stop};
 use crate::{need_fuse, need_root};
 
 /// How long a request that must not depend on the stuck layer may take before the test
@@ -106,8 +106,10 @@ fn a_stuck_lower_layer_holds_up_only_the_requests_that_need_it() {
     // Before the layer hangs: an open file, and a directory made here (upper only).
     let mut open = std::fs::File::open(m.path.join("good")).unwrap();
     std::fs::create_dir(m.path.join("mine")).unwrap();
-    signal(slow_pid, rustix::process::Signal::STOP).unwrap();
-    let _resume = Continue(slow_pid);
+    // Every thread of it stopped before a request comes: what its daemon has taken off
+    // `/dev/fuse` is waited for without end, by the kernel as for overlayfs (a thread of the
+    // daemon under test waiting on it could not exit, and `umount` would say so).
+    let _resume = stop(slow_pid);
     // Many more requests on the stuck layer than the daemon starts threads.
     let stuck: Vec<_> = (0..24)
         .map(|i| {

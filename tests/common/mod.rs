@@ -533,6 +533,30 @@ pub fn signal(pid: u32, sig: rustix::process::Signal) -> std::io::Result<()> {
     rustix::process::kill_process(pid, sig).map_err(std::io::Error::from)
 }
 
+/// Stops process `pid` (SIGSTOP) and waits until every thread of it has stopped: `kill`
+/// returns before they do, and a thread still running may take a request off `/dev/fuse`
+/// in that window, or answer it. A request a FUSE daemon has taken is waited for without
+/// end by its caller (the kernel cancels only those still queued), so a test that needs a
+/// stuck layer must know that nothing reached it. The returned guard lets it go on.
+#[allow(dead_code)]
+pub fn stop(pid: u32) -> Continue {
+    signal(pid, rustix::process::Signal::STOP).unwrap();
+    let guard = Continue(pid);
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // "tid (comm) S ...": the state follows the last ')'.
+            matches!(stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('T' | 't') | None)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !stopped() {
+        assert!(std::time::Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    guard
+}
+
 /// Lets a stopped daemon go on, even when the test fails (else its mount could not be
 /// unmounted and the reader thread would never return).
 pub struct Continue(pub u32);
@@ -570,8 +594,7 @@ pub fn lookups_beside_a_stuck_read(opts: &str) {
     // One page per read: no readahead requests to occupy more workers.
     rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::Random).unwrap();
 
-    signal(slow_pid, rustix::process::Signal::STOP).unwrap();
-    let cont = Continue(slow_pid);
+    let cont = stop(slow_pid);
     let reader = std::thread::spawn(move || {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; 4096];
