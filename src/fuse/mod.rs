@@ -89,7 +89,7 @@ fn errno(e: Errno) -> fuser::Errno {
 
 /// The caller as a [`Killer`] when `kill` (it lacks `CAP_FSETID`).
 fn killer(req: &Request, kill: bool) -> Option<Killer> {
-    kill.then(|| Killer { gid: req.gid(), pid: req.pid() })
+    kill.then(|| Killer { gid: req.gid(), pid: req.pid(), fsetid: false })
 }
 
 fn ctx(req: &Request) -> Ctx {
@@ -410,7 +410,13 @@ impl Filesystem for Fuse {
             fh: fh.map(|f| f.0),
             // fuser does not pass FATTR_KILL_SUIDGID; the kernel sets it on truncates by
             // callers without CAP_FSETID, which for a container's processes means: not root.
-            kill: killer(req, req.uid() != 0),
+            // An empty request from root is `chown(f, -1, -1)`, which clears set-user-id
+            // like every chown (root's writes send none, unless the file has file
+            // capabilities: then a set-user-id bit on it goes too, the one difference).
+            kill: match remove_privs && req.uid() == 0 {
+                true => Some(Killer { gid: req.gid(), pid: req.pid(), fsetid: true }),
+                false => killer(req, req.uid() != 0),
+            },
             remove_privs,
         };
         // Any change to a lower file copies it up, with its data unless truncated to nothing.

@@ -171,12 +171,10 @@ impl UnionFs {
         if let Err(e) = restore {
             debug!("cannot restore parent times after copy-up: {e}");
         }
-        if !node.is_dir() && !parent.has_lower() && !parent.has(flag::IMPURE) {
-            let names = up.dialect.names();
-            if up.set_xattr(XTarget::At(pfd.as_fd(), crate::sys::DOT), names.impure, b"y", SetMode::Any).is_ok() {
-                parent.set(flag::IMPURE);
-            }
-        }
+        // The parent may now hold an object whose number is not its real one (kernel
+        // `ovl_do_copy_up`: every copy-up marks it, merged or not): kernel overlayfs reads
+        // this upper's directory entries' numbers right only where it is marked.
+        self.mark_impure(up, parent, pfd.as_fd());
         if !node.is_dir() {
             node.set(flag::ORIGIN);
         } else if !self.watching() {
@@ -195,7 +193,11 @@ impl UnionFs {
         } else if !node.is_dir() && st.nlink > 1 {
             self.split_lower_links(node);
         }
-        // Only the upper side of this directory changed; no cached descriptor is stale.
+        if node.is_dir() {
+            // Now a merged directory, it shows one link, as the kernel's do (the kernel's
+            // cached count would stay until it looks again); no cached descriptor is stale.
+            self.inval_attrs_now(node.ino);
+        }
         Ok(())
     }
 
@@ -233,6 +235,20 @@ impl UnionFs {
         }
     }
 
+    /// Marks the upper directory of `dir` (open as `dfd`) `impure` once: it holds copied-up
+    /// or moved objects, whose directory entries the kernel must renumber.
+    pub(crate) fn mark_impure(&self, up: &Upper, dir: &Node, dfd: std::os::fd::BorrowedFd<'_>) {
+        if dir.has(flag::IMPURE) || dir.vol != 0 {
+            return;
+        }
+        let names = up.dialect.names();
+        match up.set_xattr(XTarget::At(dfd, crate::sys::DOT), names.impure, b"y", SetMode::Any) {
+            Ok(()) => dir.set(flag::IMPURE),
+            // An upper without xattrs has no origins either.
+            Err(e) => debug!("cannot mark a directory impure: {e}"),
+        }
+    }
+
     /// Copies the data of a metadata-only copy (`metacopy`) into it: opened for writing or
     /// truncated. The data goes into the upper file in place, then the marker goes; until
     /// then a crash leaves a file that still reads the lower data (the same bytes), as in the
@@ -249,16 +265,18 @@ impl UnionFs {
         let r = self.upper_real(node)?;
         let dst = open::open_file(&*r.dir, &r.name, OFlags::WRONLY)?;
         let size = stat::fstat(&dst)?.size;
-        let len = match data {
+        // A truncation to `n` keeps at most `n` bytes: the data beyond never comes up, and
+        // the file never shows zeros where the lower file had data.
+        let keep = match data {
             Data::Truncate(n) => n.min(size),
             _ => size,
-        }
-        .min(src_size);
+        };
+        let len = keep.min(src_size);
         up.step();
         let rep = up.charged(dst.as_fd(), |_| Some(len), || sio::copy_data(&src, &dst, len, src_size, up.sync()))?;
-        // copy_data leaves the size at `len`; the file keeps the size it had.
-        if stat::fstat(&dst)?.size != size {
-            sio::ftruncate(dst.as_fd(), size)?;
+        // copy_data leaves the size at `len`; the file keeps the size it had (up to `keep`).
+        if stat::fstat(&dst)?.size != keep {
+            sio::ftruncate(dst.as_fd(), keep)?;
         }
         crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
         debug!(op = "metacopy data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);

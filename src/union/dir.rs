@@ -100,14 +100,15 @@ impl UnionFs {
         }
     }
 
-    /// Owner and group a new object in `pfd` gets: the caller's, or the directory's group if
-    /// it is setgid.
-    /// Stored ids: the caller's shown ids mapped to the layers' ids.
-    fn new_owner(&self, ctx: Ctx, pfd: BorrowedFd<'_>) -> Res<(u32, u32)> {
+    /// Owner and group a new object in `pfd` gets (stored ids: the caller's shown ids mapped
+    /// to the layers' ids): the caller's, or the directory's group if it is setgid; and
+    /// whether it is (a new directory in it is setgid too).
+    fn new_owner(&self, ctx: Ctx, pfd: BorrowedFd<'_>) -> Res<((u32, u32), bool)> {
         let pst = stat::fstat(pfd)?;
         let uid = self.opts.uids.store(ctx.uid)?;
-        let gid = if pst.mode & libc::S_ISGID != 0 { pst.gid } else { self.opts.gids.store(ctx.gid)? };
-        Ok((uid, gid))
+        let sgid = pst.mode & libc::S_ISGID != 0;
+        let gid = if sgid { pst.gid } else { self.opts.gids.store(ctx.gid)? };
+        Ok(((uid, gid), sgid))
     }
 
     /// Gives a freshly made object its owner (when the daemon may) and its exact mode (a
@@ -144,14 +145,17 @@ impl UnionFs {
             Some(fd) => stat::fstat(fd)?,
             None => stat::statat(dir, name)?,
         };
-        if (st.uid, st.gid) == owner {
-            return Ok(());
+        let chown = (st.uid, st.gid) != owner;
+        if chown {
+            match fd {
+                Some(fd) => up.fchown(fd.as_fd(), Some(owner.0), Some(owner.1))?,
+                None => up.chown(dir, name, Some(owner.0), Some(owner.1))?,
+            }
         }
-        match fd {
-            Some(fd) => up.fchown(fd.as_fd(), Some(owner.0), Some(owner.1))?,
-            None => up.chown(dir, name, Some(owner.0), Some(owner.1))?,
-        }
-        if kind != FileKind::Symlink && perm & (libc::S_ISUID | libc::S_ISGID) != 0 {
+        // A chown drops set-id bits; an object made in the work dir (over a whiteout) did not
+        // inherit its parent's setgid.
+        let setid = perm & (libc::S_ISUID | libc::S_ISGID);
+        if kind != FileKind::Symlink && setid != 0 && (chown || st.mode & setid != setid) {
             match fd {
                 Some(fd) => up.fchmod(fd.as_fd(), perm)?,
                 None => up.chmod(dir, name, perm)?,
@@ -177,7 +181,11 @@ impl UnionFs {
             return Err(Errno::EINVAL);
         }
         let (dir, up, pfd) = self.upper_parent(parent)?;
-        let new = NewObject { owner: self.new_owner(ctx, pfd.as_fd())?, kind, perm };
+        let (owner, sgid_parent) = self.new_owner(ctx, pfd.as_fd())?;
+        // A directory made in a setgid directory is setgid too (the kernel's
+        // `inode_init_owner`), also when it is made in the work dir.
+        let perm = if kind == FileKind::Directory && sgid_parent { perm | libc::S_ISGID } else { perm };
+        let new = NewObject { owner, kind, perm };
         let slot = if dir.vol != 0 { Slot::Free } else { self.slot(pfd.as_fd(), name)? };
         let opaque = kind == FileKind::Directory && slot == Slot::Whiteout;
         let fd = match slot {
@@ -613,13 +621,16 @@ impl UnionFs {
         }
         self.rename_mark();
         r?;
-        if !src.is_dir()
-            && src.has(flag::ORIGIN)
-            && !ndir.has_lower()
-            && !ndir.has(flag::IMPURE)
-            && up.set_xattr(XTarget::At(npfd.as_fd(), crate::sys::DOT), names.impure, b"y", SetMode::Any).is_ok()
+        // Objects with a lower origin moved into a directory make it impure (kernel
+        // `ovl_rename`), both ways for an exchange.
+        let has_origin = |n: &Node| n.has(flag::ORIGIN) || (n.is_dir() && n.has_lower());
+        if has_origin(&src) {
+            self.mark_impure(up, &ndir, npfd.as_fd());
+        }
+        if let (true, Some((d, ..))) = (flags.exchange, &dst)
+            && has_origin(d)
         {
-            ndir.set(flag::IMPURE);
+            self.mark_impure(up, &odir, opfd.as_fd());
         }
         odir.touch_dir();
         ndir.touch_dir();

@@ -51,16 +51,14 @@ impl UnionFs {
                 return Err(Errno::ETXTBSY);
             }
             self.layers.upper()?;
-            if node.has_upper() && !node.has(flag::METACOPY) {
-                if trunc {
-                    oflags |= OFlags::TRUNC;
-                }
-            } else {
+            if !node.has_upper() || node.has(flag::METACOPY) {
                 self.copy_up_data(&node, if trunc { Data::Truncate(0) } else { Data::Full })?;
-                if trunc && node.has(flag::INDEXED) {
-                    // Linked to an indexed copy, not copied: truncate it now.
-                    oflags |= OFlags::TRUNC;
-                }
+            }
+            // Also after a copy-up that copied no data: the real `O_TRUNC` marks the times
+            // for update, as `open(2)` does whether or not the file was empty (and truncates
+            // an indexed copy, which was linked, not copied).
+            if trunc {
+                oflags |= OFlags::TRUNC;
             }
         }
         let (fd, side) = self.stable(|| {

@@ -26,12 +26,15 @@ pub struct Killer {
     pub gid: u32,
     /// The writer's process (for its supplementary groups).
     pub pid: u32,
+    /// The writer has `CAP_FSETID` (root): it keeps set-group-id on a file that is not
+    /// group-executable, as if it were in every group.
+    pub fsetid: bool,
 }
 
 impl Killer {
     /// Whether the writer belongs to group `gid`.
     fn in_group(&self, gid: u32) -> bool {
-        self.gid == gid || crate::sys::proc::supplementary_groups(self.pid).contains(&gid)
+        self.fsetid || self.gid == gid || crate::sys::proc::supplementary_groups(self.pid).contains(&gid)
     }
 }
 
@@ -117,7 +120,10 @@ impl UnionFs {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(k) = killer {
+        // A directory keeps its bits (a chown of one kills nothing; writes have none).
+        if let Some(k) = killer
+            && node.kind != FileKind::Directory
+        {
             self.kill_privs(ino, None, &k)?;
         }
         self.getattr(ino, None)
@@ -193,10 +199,19 @@ impl UnionFs {
                 gid: self.opts.gids.show(st.gid),
                 mode: st.perm(),
             });
+            let mut mode = sa.mode.map_or(cur.mode, |m| m & 0o7777);
+            if (sa.uid.is_some() || sa.gid.is_some()) && sa.mode.is_none() && node.kind != FileKind::Directory {
+                // A chown clears set-user-id, and set-group-id where it means "set gid on
+                // exec" (group-executable), as the kernel's `notify_change` does.
+                mode &= !libc::S_ISUID;
+                if mode & 0o010 != 0 {
+                    mode &= !libc::S_ISGID;
+                }
+            }
             let new = crate::union::idmap::OverrideStat {
                 uid: sa.uid.unwrap_or(cur.uid),
                 gid: sa.gid.unwrap_or(cur.gid),
-                mode: sa.mode.map_or(cur.mode, |m| m & 0o7777),
+                mode,
             };
             self.stable(|| {
                 let r = self.upper_real(&node)?;

@@ -9,7 +9,7 @@
 //! * a non-directory below a directory is hidden.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::error::{Errno, Res};
@@ -43,8 +43,8 @@ pub struct LookupState {
     upper_marks: DirMarks,
     /// For a directory result: the lower layers it merges, topmost first, with status.
     lowers: Vec<(DirLayer, Stat)>,
-    /// For a redirected upper directory: the path of its lower parts in every lower layer.
-    lower_path: Option<CString>,
+    /// For a directory result: the path of each of `lowers` from its layer's root.
+    lower_paths: Vec<CString>,
 }
 
 impl LookupState {
@@ -100,9 +100,32 @@ impl LookupState {
         self.upper_marks
     }
 
-    /// Where a redirected directory's lower parts are (`None`: under its own name).
-    pub fn lower_path(&self) -> Option<&CStr> {
-        self.lower_path.as_deref()
+    /// The path of each merged lower directory from its layer's root, topmost first.
+    pub fn lower_paths(&self) -> &[CString] {
+        &self.lower_paths
+    }
+}
+
+/// Where a lookup looks in the lower layers.
+#[derive(Clone, Debug)]
+enum At {
+    /// Under this name in the merged parent's lower directories.
+    In(CString),
+    /// At this path from each lower layer's root (after an absolute redirect).
+    Root(CString),
+}
+
+impl At {
+    /// Where a directory found here with redirect `r` continues below.
+    fn follow(self, r: whiteout::Redirect) -> Res<At> {
+        Ok(match (self, r) {
+            (_, whiteout::Redirect::Absolute(p)) => At::Root(p),
+            (At::In(_), whiteout::Redirect::Relative(old)) => At::In(old),
+            (At::Root(p), whiteout::Redirect::Relative(old)) => {
+                let (parent, _) = split_path(&p)?;
+                At::Root(join(parent.as_bytes(), old.to_bytes())?)
+            }
+        })
     }
 }
 
@@ -129,7 +152,7 @@ pub struct Found {
     /// For an upper non-directory that was copied up: the lower object it came from.
     pub origin: Option<Identity>,
     /// For a metadata-only copy (`metacopy`): the lower layer holding its data.
-    pub metacopy: Option<LowerIdx>,
+    pub metacopy: Option<DataAt>,
     /// For an upper hard link kept in the index (`index=on`): its index key.
     pub index_key: Option<CString>,
     /// The volume the object lives in (0: the union).
@@ -164,6 +187,7 @@ impl UnionFs {
         if whiteout::is_marker_name(name.to_bytes()) {
             return Ok(state);
         }
+        let mut at = None;
         if dir.has_upper() {
             let fd = self.dir_fd(dir, Side::Upper)?;
             let seen = probe(fd.as_fd(), name, dir.has(flag::UPPER_XWH), !dir.has(flag::MADE_HERE))?;
@@ -172,74 +196,95 @@ impl UnionFs {
             }
             if let Seen::Dir(..) = seen {
                 let names = self.layers.upper()?.dialect.names();
-                if let Some(r) = whiteout::read_redirect(fd.as_fd(), name, names)? {
-                    self.walk_redirected(dir, &r, &mut state)?;
-                    return Ok(state);
-                }
+                at = whiteout::read_redirect(fd.as_fd(), name, names)?.map(|r| At::In(name.to_owned()).follow(r));
             }
         }
-        self.walk_lowers(dir, name, hint, &mut state)?;
+        let at = at.transpose()?;
+        // A listing's hint holds for the name itself, not for a redirect.
+        let hint = if at.is_some() { None } else { hint };
+        self.walk_lowers(dir, at.unwrap_or_else(|| At::In(name.to_owned())), hint, &mut state)?;
         Ok(state)
     }
 
-    /// Feeds what `dir`'s lower layers (from the hinted one, or all) hold under `name`.
-    fn walk_lowers(&self, dir: &Arc<Node>, name: &CStr, hint: Option<Hint>, state: &mut LookupState) -> Res<()> {
-        if let Some(dl) = dir.dir_lower() {
-            let from = hint.and_then(|h| dl.layers.iter().position(|l| l.idx == h.layer));
-            let mut known = from.and(hint).and_then(|h| h.seen);
-            for l in &dl.layers[from.unwrap_or(0)..] {
-                let seen = match known.take() {
-                    Some(seen) => seen,
-                    None => {
-                        let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
-                        self.probe(fd.as_fd(), name, l.xwhiteouts)?
-                    }
-                };
-                if !state.feed(Side::Lower(l.idx), seen) {
-                    break;
+    /// Feeds what the lower layers hold at `at`, top-down, following the redirects of the
+    /// directories found there as the kernel's `ovl_lookup` does: a relative one renames the
+    /// last component for the layers below, an absolute one moves the walk to that path
+    /// from the roots of the layers below (an upper becomes a lower when an image is built
+    /// from it, and keeps its redirects).
+    fn walk_lowers(&self, dir: &Arc<Node>, mut at: At, hint: Option<Hint>, state: &mut LookupState) -> Res<()> {
+        let names = self.opts.dialect.names();
+        let nlowers = self.layers.lowers.len() as LowerIdx;
+        let dl = dir.dir_lower();
+        // Layers at or above `done` were walked.
+        let mut done: Option<LowerIdx> = None;
+        let mut known = None;
+        if let (Some(h), Some(dl)) = (hint, dl) {
+            // The layers above the hinted one do not have the name (nor any redirect).
+            if let Some(pos) = dl.layers.iter().position(|l| l.idx == h.layer) {
+                done = pos.checked_sub(1).map(|p| dl.layers[p].idx);
+                known = h.seen;
+            }
+        }
+        loop {
+            let after = |i: LowerIdx| done.is_none_or(|d| i > d);
+            let (idx, seen, parent, last) = match &at {
+                At::In(n) => {
+                    let Some(l) = dl.and_then(|d| d.layers.iter().find(|l| after(l.idx)).copied()) else { break };
+                    let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
+                    let seen = match known.take() {
+                        Some(seen) => seen,
+                        None => self.probe(fd.as_fd(), n, l.xwhiteouts)?,
+                    };
+                    (l.idx, seen, Some(fd), n.clone())
                 }
+                At::Root(path) => {
+                    let idx = done.map_or(0, |d| d + 1);
+                    if idx >= nlowers {
+                        break;
+                    }
+                    let (pfd, last) = self.lower_parent(idx, path)?;
+                    let seen = match &pfd {
+                        Some(fd) => self.probe(fd.as_fd(), &last, false)?,
+                        None => Seen::Missing,
+                    };
+                    (idx, seen, pfd, last)
+                }
+            };
+            done = Some(idx);
+            let before = state.lowers.len();
+            let go_on = state.feed(Side::Lower(idx), seen);
+            if state.lowers.len() > before {
+                let path = match &at {
+                    At::In(n) => join(dl.map(|d| d.path_in(idx).to_bytes()).unwrap_or_default(), n.to_bytes())?,
+                    At::Root(p) => p.clone(),
+                };
+                state.lower_paths.push(path);
+            }
+            if !go_on {
+                break;
+            }
+            if let (Seen::Dir(..), Some(pfd)) = (seen, &parent)
+                && let Some(r) = whiteout::read_redirect(pfd.as_fd(), &last, names)?
+            {
+                at = at.follow(r)?;
             }
         }
         Ok(())
     }
 
-    /// The lower part of a redirected upper directory (kernel `ovl_lookup` with
-    /// `redirect_dir`): a relative redirect names the directory in the parent's lower layers;
-    /// an absolute one is a path from the root of every lower layer, top-down.
-    fn walk_redirected(&self, dir: &Arc<Node>, r: &whiteout::Redirect, state: &mut LookupState) -> Res<()> {
-        match r {
-            whiteout::Redirect::Relative(old) => {
-                let base = dir.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default();
-                state.lower_path = Some(join(base, old.to_bytes())?);
-                self.walk_lowers(dir, old, None, state)?;
-            }
-            whiteout::Redirect::Absolute(path) => {
-                state.lower_path = Some(path.clone());
-                let bytes = path.as_bytes();
-                let (parent, last) = match bytes.iter().rposition(|b| *b == b'/') {
-                    Some(i) => (&bytes[..i], &bytes[i + 1..]),
-                    None => (&b""[..], bytes),
-                };
-                let parent = CString::new(parent).map_err(|_| Errno::EIO)?;
-                let last = CString::new(last).map_err(|_| Errno::EIO)?;
-                for idx in 0..self.layers.lowers.len() {
-                    let root = &self.layers.lower(idx as LowerIdx)?.root;
-                    let seen = if parent.is_empty() {
-                        self.probe(root.as_fd(), &last, false)?
-                    } else {
-                        match crate::sys::open::resolve_beneath(&**root, &parent, OFlags::PATH | OFlags::DIRECTORY) {
-                            Ok(pfd) => self.probe(pfd.as_fd(), &last, false)?,
-                            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV) => Seen::Missing,
-                            Err(e) => return Err(e),
-                        }
-                    };
-                    if !state.feed(Side::Lower(idx as LowerIdx), seen) {
-                        break;
-                    }
-                }
-            }
+    /// The directory of `path` (from lower layer `idx`'s root) and its last component;
+    /// `None` when the layer has no such directory.
+    fn lower_parent(&self, idx: LowerIdx, path: &CStr) -> Res<(Option<Arc<OwnedFd>>, CString)> {
+        let (parent, last) = split_path(path)?;
+        let root = &self.layers.lower(idx)?.root;
+        if parent.is_empty() {
+            return Ok((Some(root.clone()), last));
         }
-        Ok(())
+        match crate::sys::open::resolve_beneath(&**root, &parent, OFlags::PATH | OFlags::DIRECTORY) {
+            Ok(pfd) => Ok((Some(Arc::new(pfd)), last)),
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV) => Ok((None, last)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Resolves `name` in directory `dir`; `Ok(None)` if the merged view has no such name.
@@ -296,7 +341,9 @@ impl UnionFs {
                     return self.find_from(dir, name, hint.map(|h| Hint { seen: None, ..h }));
                 }
             }
-            let metacopy = match origin.is_some() && stat.is_reg() {
+            // By the marker, not by a decoded origin: an upper moved to other (identical)
+            // lowers keeps its data, found by name or redirect.
+            let metacopy = match origin_value.is_some() && stat.is_reg() {
                 true => self.metacopy_of(dir, name)?,
                 false => None,
             };
@@ -378,13 +425,60 @@ impl UnionFs {
         Ok(None)
     }
 
-    /// For an upper regular file marked as a metadata-only copy: the lower layer of `dir`
-    /// whose file of that name holds its data (`None`: not such a copy, or no data found).
-    fn metacopy_of(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<LowerIdx>> {
+    /// For an upper regular file marked as a metadata-only copy: where its data is (`None`:
+    /// not such a copy, or no data found). Under the same name in the lower layers of `dir`,
+    /// unless the kernel renamed it and left an `overlay.redirect` (kernel
+    /// `ovl_check_metacopy` then `ovl_lookup`'s data path): a relative one names the file in
+    /// the same lower directory, an absolute one is a path from every lower layer's root.
+    fn metacopy_of(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<DataAt>> {
         if self.upper_xattr(dir, name, |n| n.metacopy)?.is_none() {
             return Ok(None);
         }
-        Ok(self.first_lower_nondir(dir, name)?.filter(|(_, ls)| ls.is_reg()).map(|(idx, _)| idx))
+        let fd = self.dir_fd(dir, Side::Upper)?;
+        let redirect = whiteout::read_redirect(fd.as_fd(), name, self.layers.upper()?.dialect.names())?;
+        let base = || dir.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default();
+        match redirect {
+            None => Ok(self
+                .first_lower_nondir(dir, name)?
+                .filter(|(_, ls)| ls.is_reg())
+                .map(|(idx, _)| DataAt { idx, moved: None })),
+            Some(whiteout::Redirect::Relative(old)) => Ok(self
+                .first_lower_nondir(dir, &old)?
+                .filter(|(_, ls)| ls.is_reg())
+                .map(|(idx, _)| join(base(), old.to_bytes()).map(|p| DataAt { idx, moved: Some(p) }))
+                .transpose()?),
+            Some(whiteout::Redirect::Absolute(path)) => {
+                for idx in 0..self.layers.lowers.len() as LowerIdx {
+                    match self.lower_at_path(idx, &path)? {
+                        Some(st) if st.is_reg() => return Ok(Some(DataAt { idx, moved: Some(path) })),
+                        Some(_) => return Ok(None),
+                        None => continue,
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// What lower layer `idx` holds at `path` (from its root), if anything.
+    fn lower_at_path(&self, idx: LowerIdx, path: &CStr) -> Res<Option<Stat>> {
+        let (parent, last) = split_path(path)?;
+        let root = &self.layers.lower(idx)?.root;
+        let pfd = if parent.is_empty() {
+            None
+        } else {
+            match crate::sys::open::resolve_beneath(&**root, &parent, OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(pfd) => Some(pfd),
+                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        };
+        let dfd = pfd.as_ref().map_or(root.as_fd(), |f| f.as_fd());
+        match stat::statat(dfd, &last) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether any lower layer of `dir` still shows `name` (so removing it from the merged
@@ -442,11 +536,11 @@ impl UnionFs {
             let lower = if layers.is_empty() {
                 Lower::None
             } else {
-                let path = match found.state.lower_path() {
-                    Some(p) => p.to_owned(),
-                    None => join(parent.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default(), name.to_bytes())?,
-                };
-                Lower::Dir(Box::new(DirLower { path, layers }))
+                let paths = found.state.lower_paths();
+                let path = paths.first().cloned().ok_or(Errno::EIO)?;
+                let other_paths =
+                    layers.iter().zip(paths).filter(|(_, p)| **p != path).map(|(l, p)| (l.idx, p.clone())).collect();
+                Lower::Dir(Box::new(DirLower { path, layers, other_paths }))
             };
             if parent.has(flag::VOL_ANCESTOR) && self.leads_to_volume(parent, name) {
                 flags |= flag::VOL_ANCESTOR;
@@ -465,9 +559,13 @@ impl UnionFs {
                         self.load_nlink_diff(found.stat.ino, crate::sys::xattr::XTarget::At(index, k), lower_nlink);
                     }
                     let lower = match found.metacopy {
-                        Some(idx) => {
+                        Some(DataAt { idx, moved: None }) => {
                             flags |= flag::METACOPY;
                             Lower::File(idx)
+                        }
+                        Some(DataAt { idx, moved: Some(path) }) => {
+                            flags |= flag::METACOPY;
+                            Lower::Moved(idx, Box::new(path))
                         }
                         None => Lower::None,
                     };
@@ -562,6 +660,28 @@ pub fn probe(dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool, dot_wh: bool) -
 }
 
 /// `base/name`, or `name` when `base` is empty.
+/// Where a metadata-only copy's data is: a regular file in lower layer `idx`, under the
+/// copy's own name in its directory's lower path, or at `moved` (a path from the layer's
+/// root) when the kernel renamed the copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataAt {
+    /// The lower layer.
+    pub idx: LowerIdx,
+    /// The path from the layer's root, when it is not the copy's own.
+    pub moved: Option<CString>,
+}
+
+/// A path from a layer's root split into its parent's path (empty for the root) and its last
+/// component.
+pub(crate) fn split_path(path: &CStr) -> Res<(CString, CString)> {
+    let bytes = path.to_bytes();
+    let (parent, last) = match bytes.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (&b""[..], bytes),
+    };
+    Ok((CString::new(parent).map_err(|_| Errno::EIO)?, CString::new(last).map_err(|_| Errno::EIO)?))
+}
+
 pub(crate) fn join(base: &[u8], name: &[u8]) -> Res<CString> {
     let mut v = Vec::with_capacity(base.len() + 1 + name.len());
     if !base.is_empty() {

@@ -292,7 +292,11 @@ impl UnionFs {
                 kind: FileKind::Directory,
                 identity: Identity { fs: top.fs, ino: top_st.ino },
                 upper_ino,
-                lower: Lower::Dir(Box::new(DirLower { path: CString::default(), layers: dlayers })),
+                lower: Lower::Dir(Box::new(DirLower {
+                    path: CString::default(),
+                    layers: dlayers,
+                    other_paths: Vec::new(),
+                })),
                 flags,
                 loc: Loc { parent: None, name: c"".into() },
                 vol: 0,
@@ -594,7 +598,7 @@ impl UnionFs {
             }
             Side::Lower(i) => {
                 let dl = node.dir_lower().ok_or(Errno::EIO)?;
-                open::resolve_beneath(&*self.layers.lower(i)?.root, &dl.path, OFlags::PATH | OFlags::DIRECTORY)?
+                open::resolve_beneath(&*self.layers.lower(i)?.root, dl.path_in(i), OFlags::PATH | OFlags::DIRECTORY)?
             }
         };
         let fd = Arc::new(fd);
@@ -651,11 +655,22 @@ impl UnionFs {
         if !node.has(flag::METACOPY) {
             return self.real(node);
         }
-        self.stable(|| {
-            let Lower::File(i) = node.lower else { return Err(Errno::EIO) };
-            let loc = node.loc();
-            let parent = loc.parent.ok_or(Errno::EIO)?;
-            Ok(Real { dir: self.dir_fd(&parent, Side::Lower(i))?, name: loc.name, side: Side::Lower(i) })
+        self.stable(|| match &node.lower {
+            Lower::File(i) => {
+                let loc = node.loc();
+                let parent = loc.parent.ok_or(Errno::EIO)?;
+                Ok(Real { dir: self.dir_fd(&parent, Side::Lower(*i))?, name: loc.name, side: Side::Lower(*i) })
+            }
+            Lower::Moved(i, path) => {
+                let (parent, last) = lookup::split_path(path)?;
+                let root = self.layers.lower(*i)?.root.clone();
+                let dir = match parent.is_empty() {
+                    true => root,
+                    false => Arc::new(open::resolve_beneath(&*root, &parent, OFlags::PATH | OFlags::DIRECTORY)?),
+                };
+                Ok(Real { dir, name: last.as_c_str().into(), side: Side::Lower(*i) })
+            }
+            _ => Err(Errno::EIO),
         })
     }
 

@@ -100,6 +100,9 @@ pub enum Lower {
     None,
     /// A non-directory in this lower layer, at its parent's lower path plus its name.
     File(LowerIdx),
+    /// A metadata-only copy's data in this lower layer at this path from its root (the copy
+    /// was renamed by the kernel, which left an `overlay.redirect` on it).
+    Moved(LowerIdx, Box<CString>),
     /// A directory merged from these lower layers.
     Dir(Box<DirLower>),
 }
@@ -112,6 +115,16 @@ pub struct DirLower {
     pub path: CString,
     /// Layers holding the directory, topmost first, with their markers.
     pub layers: Vec<DirLayer>,
+    /// The layers where the directory is at another path (a redirect in a layer above
+    /// moved the walk), with that path.
+    pub other_paths: Vec<(LowerIdx, CString)>,
+}
+
+impl DirLower {
+    /// The directory's path in lower layer `idx`, from its root.
+    pub fn path_in(&self, idx: LowerIdx) -> &CStr {
+        self.other_paths.iter().find(|(i, _)| *i == idx).map_or(&self.path, |(_, p)| p)
+    }
 }
 
 /// One lower layer of a merged directory.
@@ -335,7 +348,7 @@ impl Node {
     pub fn has_lower(&self) -> bool {
         match &self.lower {
             Lower::None => false,
-            Lower::File(_) => true,
+            Lower::File(_) | Lower::Moved(..) => true,
             Lower::Dir(d) => !d.layers.is_empty(),
         }
     }

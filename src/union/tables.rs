@@ -36,7 +36,7 @@ struct SynthKey {
 
 fn lower_file_idx(l: &Lower) -> Option<LowerIdx> {
     match l {
-        Lower::File(i) => Some(*i),
+        Lower::File(i) | Lower::Moved(i, _) => Some(*i),
         _ => None,
     }
 }

@@ -1,0 +1,291 @@
+//! Kernel-equal, case by case: each test is a minimal reproduction of a divergence from
+//! kernel overlayfs that an independent differential run found (issue 18). The same shell
+//! commands run in a kernel overlay mount and in a unionfs mount over copies of the same
+//! lower layers, and print the same thing; where the case is about the on-disk format, the
+//! other side then mounts the upper and must read it the same way.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::oracle::{KernelMount, kernel_mount};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A kernel overlay mount and a unionfs mount over two copies of one lower tree.
+struct Both {
+    dir: tempfile::TempDir,
+    /// Kept apart so the two never share a lower (a copy-up of one is not seen by the other).
+    k: Option<KernelMount>,
+    u: Option<Mount>,
+}
+
+/// Runs `script` with `sh -c` in `dir`; its output (stdout, then stderr), with `dir` written
+/// as `.`.
+fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        s.push_str(&format!("[exit {}]", out.status.code().unwrap_or(-1)));
+    }
+    s.replace(&dir.display().to_string(), ".")
+}
+
+impl Both {
+    /// Lowers built by `setup` (shell, run in each lower: one string per layer, topmost
+    /// first), kernel overlayfs with `kopts`, unionfs with `uargs`.
+    fn new(setup: &[&str], kopts: &str, uargs: &[&str]) -> Both {
+        let dir = tempfile::Builder::new().prefix("unionfs-test-").tempdir().unwrap();
+        for side in ["k", "u"] {
+            for (i, script) in setup.iter().enumerate() {
+                let l = dir.path().join(format!("{side}-l{i}"));
+                std::fs::create_dir_all(&l).unwrap();
+                let out = sh(&l, script);
+                assert!(!out.contains("[exit"), "setup failed: {out}");
+            }
+        }
+        let mut b = Both { dir, k: None, u: None };
+        b.mount_kernel(kopts);
+        b.mount_union(uargs);
+        b
+    }
+
+    fn lowers(&self, side: &str) -> String {
+        let n = std::fs::read_dir(self.dir.path()).unwrap().flatten().filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("{side}-l"))
+        });
+        let count = n.count();
+        (0..count).map(|i| self.p(&format!("{side}-l{i}")).display().to_string()).collect::<Vec<_>>().join(":")
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn mount_kernel(&mut self, kopts: &str) {
+        let (up, work, mnt) = (self.p("k-upper"), self.p("k-work"), self.p("k-mnt"));
+        self.k = Some(kernel_mount(&self.lowers("k"), &up, &work, &mnt, kopts));
+    }
+
+    fn mount_union(&mut self, uargs: &[&str]) {
+        for d in ["u-upper", "u-work", "u-mnt"] {
+            std::fs::create_dir_all(self.p(d)).unwrap();
+        }
+        let mut args: Vec<String> = vec!["mount".into(), "--lower".into(), self.lowers("u")];
+        for (flag, d) in [("--upper", "u-upper"), ("--work", "u-work")] {
+            args.push(flag.into());
+            args.push(self.p(d).display().to_string());
+        }
+        args.extend(uargs.iter().map(|s| s.to_string()));
+        args.push(self.p("u-mnt").display().to_string());
+        self.u = Some(Mount::new(&args, &self.p("u-mnt")));
+    }
+
+    /// Runs `script` in both mounts; (kernel, unionfs) outputs.
+    fn run(&self, script: &str) -> (String, String) {
+        (sh(&self.k.as_ref().unwrap().0, script), sh(&self.u.as_ref().unwrap().path, script))
+    }
+
+    /// Runs `script` in both and expects the same output; returns it.
+    fn same(&self, script: &str) -> String {
+        let (k, u) = self.run(script);
+        assert_eq!(u, k, "`{script}`: unionfs (left) differs from kernel overlayfs (right)");
+        k
+    }
+
+    /// Unmounts both.
+    fn unmount(&mut self) {
+        drop(self.k.take());
+        if let Some(u) = self.u.take() {
+            u.unmount();
+        }
+    }
+
+    /// Interop: unmounts both, then kernel overlayfs mounts the upper (and work dir) unionfs
+    /// wrote, and unionfs the kernel's, each over the lowers that upper was written over.
+    fn cross(&mut self, kopts: &str, uargs: &[&str]) {
+        self.unmount();
+        for (a, b) in [("k-upper", "u-upper"), ("k-work", "u-work"), ("k-l", "u-l")] {
+            for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(rest) = name.strip_prefix(a) {
+                    std::fs::rename(e.path(), self.p(&format!("tmp{rest}"))).unwrap();
+                }
+            }
+            for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(rest) = name.strip_prefix(b) {
+                    std::fs::rename(e.path(), self.p(&format!("{a}{rest}"))).unwrap();
+                }
+            }
+            for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(rest) = name.strip_prefix("tmp") {
+                    std::fs::rename(e.path(), self.p(&format!("{b}{rest}"))).unwrap();
+                }
+            }
+        }
+        self.mount_kernel(kopts);
+        self.mount_union(uargs);
+    }
+
+    /// Rotation: unmounts both; each upper becomes the top lower layer of a new mount of
+    /// its side, over a new empty upper (as when an image is built from a container).
+    fn rotate(&mut self, kopts: &str, uargs: &[&str]) {
+        self.unmount();
+        for side in ["k", "u"] {
+            let n = self.lowers(side).split(':').count();
+            for i in (0..n).rev() {
+                std::fs::rename(self.p(&format!("{side}-l{i}")), self.p(&format!("{side}-l{}", i + 1))).unwrap();
+            }
+            std::fs::rename(self.p(&format!("{side}-upper")), self.p(&format!("{side}-l0"))).unwrap();
+            std::fs::remove_dir_all(self.p(&format!("{side}-work"))).unwrap();
+        }
+        self.mount_kernel(kopts);
+        self.mount_union(uargs);
+    }
+}
+
+impl Drop for Both {
+    fn drop(&mut self) {
+        drop(self.k.take());
+        drop(self.u.take());
+    }
+}
+
+/// Item 1: `metacopy=on`: `O_TRUNC` after a metadata-only copy-up truncates.
+#[test]
+fn o_trunc_after_a_metadata_only_copy_up_truncates() {
+    need_fuse!();
+    need_root!();
+    let b = Both::new(&["echo extra > f"], "redirect_dir=on,metacopy=on", &["-o", "metacopy=on"]);
+    let out = b.same("chmod 600 f; : > f; stat -c %s f; od -c f");
+    assert!(out.starts_with("0\n"), "{out}");
+}
+
+/// Item 4: `open(O_TRUNC)` of a lower file marks its times for update.
+#[test]
+fn o_trunc_of_a_lower_file_updates_its_times() {
+    need_fuse!();
+    need_root!();
+    for (k, u) in [("", &[][..]), ("redirect_dir=on,metacopy=on", &["-o", "metacopy=on"][..])] {
+        let b = Both::new(&["echo data > f; touch -d 2001-01-01 f"], k, u);
+        let out = b.same(": > f; stat -c '%s %y' f | cut -c1-6");
+        assert!(out.starts_with("0 ") && !out.contains("2001"), "{out}");
+    }
+}
+
+/// Item 2: `metacopy=on`: a metadata-only copy the kernel renamed (an `overlay.redirect` on the
+/// file, relative within a directory, absolute across) reads the lower data through
+/// unionfs.
+#[test]
+fn a_metadata_only_copy_renamed_by_the_kernel_keeps_its_data() {
+    need_fuse!();
+    need_root!();
+    let (k, u) = ("redirect_dir=on,metacopy=on", &["-o", "metacopy=on"][..]);
+    let mut b = Both::new(&["echo lowerdata > f; mkdir d; echo deep > d/h"], k, u);
+    b.same("mv f g; mkdir e; mv d/h e/h2; cat g e/h2");
+    b.cross(k, u);
+    let out = b.same("cat g e/h2; ls d; test -e f || echo no-f");
+    assert_eq!(out, "lowerdata\ndeep\nno-f\n");
+    // And after unionfs changes them (their data comes up from where the redirect points).
+    b.same("echo more >> g; chmod 600 e/h2; echo x >> e/h2; cat g e/h2");
+}
+
+/// Item 3: Redirects in lower layers are followed, relative and absolute, as in the upper.
+#[test]
+fn redirects_in_lower_layers_are_followed() {
+    need_fuse!();
+    need_root!();
+    let hi = "mkdir moved rel; echo m1 > moved/m1; \
+              setfattr -n trusted.overlay.redirect -v /orig moved; \
+              setfattr -n trusted.overlay.redirect -v old rel";
+    let lo = "mkdir orig old; echo o1 > orig/o1; echo r1 > old/r1";
+    let b = Both::new(&[hi, lo], "", &[]);
+    let out = b.same("ls moved rel; cat moved/o1 rel/r1; touch moved/new rel/o2; rm moved/m1 rel/r1; ls moved rel");
+    assert!(out.starts_with("moved:\nm1\no1\n"), "{out}");
+}
+
+/// Item 3: The same through a mount's own renames: a renamed directory's upper becomes a lower
+/// layer (unionmount-testsuite `--ov=2`), and its contents are still there.
+#[test]
+fn renamed_directories_keep_their_contents_when_the_upper_becomes_a_lower() {
+    need_fuse!();
+    need_root!();
+    let mut b =
+        Both::new(&["mkdir -p a/deep b; echo x > a/f; echo y > a/deep/g; echo z > b/h"], "redirect_dir=on", &[]);
+    b.same("mv a a2; mkdir n; mv b n/b2; touch a2/new; ls -R a2 n");
+    b.rotate("redirect_dir=on", &[]);
+    let out = b.same("ls -R a2 n; cat a2/f a2/deep/g n/b2/h; mv a2 a3; mv n/b2 b3; ls -R a3 b3");
+    assert!(out.contains("x\ny\nz\n"), "{out}");
+    b.rotate("redirect_dir=on", &[]);
+    b.same("ls -R; cat a3/f a3/deep/g b3/h");
+}
+
+/// Item 8: `chown(f, -1, -1)` clears set-user-id (and set-group-id of a group-executable file),
+/// as every chown does; a set-group-id file that is not group-executable keeps it.
+#[test]
+fn chown_keeping_both_ids_clears_set_id_bits() {
+    need_fuse!();
+    need_root!();
+    for u in [&[][..], &["-o", "nopassthrough"][..]] {
+        let setup = "echo x > s; chmod 4755 s; echo y > t; chmod 2775 t; echo z > n; chmod 2745 n; \
+                     mkdir d; chmod 2755 d";
+        let b = Both::new(&[setup], "", u);
+        let out = b.same("python3 -c 'import os\nfor f in \"stnd\": os.chown(f, -1, -1)'; stat -c %A s t n d");
+        assert_eq!(out, "-rwxr-xr-x\n-rwxrwxr-x\n-rwxr-Sr-x\ndrwxr-sr-x\n");
+    }
+}
+
+/// Item 9: A directory made again over a whiteout in a setgid directory is setgid too.
+#[test]
+fn a_directory_made_over_a_whiteout_in_a_setgid_directory_is_setgid() {
+    need_fuse!();
+    need_root!();
+    let b = Both::new(&["mkdir -p p/c; chmod 2755 p; chgrp 1001 p"], "", &[]);
+    let out = b.same("rm -r p/c; mkdir p/c; stat -c '%A %g' p/c; mkdir p/new; stat -c '%A %g' p/new");
+    assert_eq!(out, "drwxr-sr-x 1001\ndrwxr-sr-x 1001\n");
+}
+
+/// Whether each entry's `d_ino` (from readdir) is its `st_ino`, for every directory under
+/// the current one, sorted.
+const D_INO: &str = "python3 -c '
+import os
+out = []
+for root, dirs, files in os.walk(\".\"):
+    for e in os.scandir(root):
+        out.append((e.path, e.inode() == os.stat(e.path, follow_symlinks=False).st_ino))
+print(sorted(out))'";
+
+/// Item 10: A directory that becomes merged as a side effect (an ancestor copied up for a child)
+/// shows one link at once.
+#[test]
+fn a_directory_merged_by_a_copy_up_below_shows_one_link_at_once() {
+    need_fuse!();
+    need_root!();
+    let b = Both::new(&["mkdir -p d/a/s d/b e/x"], "redirect_dir=on", &[]);
+    b.same("stat -c %h d d/a e; touch d/a/new; stat -c %h d d/a; mv e e2; stat -c %h e2");
+}
+
+/// Item 13: Every directory a copy-up or a move puts an object with a lower origin in is marked
+/// `impure`, so that kernel overlayfs reading this upper gives the same `d_ino` as
+/// `st_ino`, as over its own upper.
+#[test]
+fn kernel_overlayfs_over_our_upper_numbers_directory_entries_right() {
+    need_fuse!();
+    need_root!();
+    let setup = "mkdir -p d/sub e; echo 1 > d/f; echo 2 > d/g; echo 3 > top; echo 4 > e/h";
+    let mut b = Both::new(&[setup], "redirect_dir=on", &[]);
+    b.same("chmod 600 d/f; mkdir n; mv d/g n/; mv top n/; mv e n/; touch d/sub/new");
+    let before = b.same(D_INO);
+    assert!(!before.contains("False"), "{before}");
+    b.cross("redirect_dir=on", &[]);
+    let after = b.same(D_INO);
+    assert!(!after.contains("False"), "{after}");
+    // The upper's own directories are marked as the kernel marks its own.
+    let marks = |upper: &str| {
+        sh(&b.p(upper), "getfattr -R -n trusted.overlay.impure --absolute-names . 2>/dev/null | grep '^# file' | sort")
+    };
+    assert_eq!(marks("u-upper"), marks("k-upper"));
+}
