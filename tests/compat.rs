@@ -148,29 +148,30 @@ fn uid_and_gid_mapping_both_ways() {
     need_root!();
     let s = Stack::empty(1);
     let l = s.lower(0);
+    // The layers keep the container's ids (0, 5, 70000); the mount shows the host's.
     write(l.join("root-owned"), "r");
     write(l.join("user-owned"), "u");
-    std::os::unix::fs::chown(l.join("root-owned"), Some(1000), Some(1000)).unwrap();
-    std::os::unix::fs::chown(l.join("user-owned"), Some(100_005), Some(100_005)).unwrap();
+    std::os::unix::fs::chown(l.join("root-owned"), Some(0), Some(0)).unwrap();
+    std::os::unix::fs::chown(l.join("user-owned"), Some(5), Some(5)).unwrap();
     write(l.join("unmapped"), "x");
-    std::os::unix::fs::chown(l.join("unmapped"), Some(5), Some(5)).unwrap();
+    std::os::unix::fs::chown(l.join("unmapped"), Some(70_000), Some(70_000)).unwrap();
+    // As rootless podman passes it: container 0 is host 1000, container 1.. host 100000...
     let o = format!("{},uidmapping=:0:1000:1:1:100000:65536,gidmapping=:0:1000:1:1:100000:65536", opts(&s));
     let (m, _) = compat_mount(&["-o", &o, s.mnt.to_str().unwrap()], &s.mnt);
     let st = |p: &str| {
         let m = std::fs::metadata(s.m(p)).unwrap();
         (m.uid(), m.gid())
     };
-    assert_eq!(st("root-owned"), (0, 0), "stored 1000 shows as 0");
-    assert_eq!(st("user-owned"), (6, 6), "stored 100005 shows as 6");
+    assert_eq!(st("root-owned"), (1000, 1000), "stored 0 shows as 1000");
+    assert_eq!(st("user-owned"), (100_004, 100_004), "stored 5 shows as 100004");
     assert_eq!(st("unmapped"), (65534, 65534), "unmapped ids show as overflow");
-    std::os::unix::fs::chown(s.m("root-owned"), Some(7), Some(8)).unwrap();
-    assert_eq!(st("root-owned"), (7, 8));
+    std::os::unix::fs::chown(s.m("root-owned"), Some(100_006), Some(100_007)).unwrap();
+    assert_eq!(st("root-owned"), (100_006, 100_007));
     let up = std::fs::metadata(s.u("root-owned")).unwrap();
-    assert_eq!((up.uid(), up.gid()), (100_006, 100_007), "shown 7/8 stored as 100006/100007");
-    write(s.m("created-by-root"), "c");
-    let c = std::fs::metadata(s.u("created-by-root")).unwrap();
-    assert_eq!((c.uid(), c.gid()), (1000, 1000), "the caller's 0 is stored as 1000");
-    assert_eq!(errno(std::os::unix::fs::chown(s.m("created-by-root"), Some(70_000), None)), libc::EINVAL);
+    assert_eq!((up.uid(), up.gid()), (7, 8), "shown 100006/100007 stored as 7/8");
+    // The host's root has no id in the container: it cannot own anything there.
+    assert_eq!(errno(std::fs::write(s.m("created-by-root"), "c")), libc::EINVAL);
+    assert_eq!(errno(std::os::unix::fs::chown(s.m("user-owned"), Some(0), None)), libc::EINVAL);
     m.unmount();
 }
 

@@ -2,40 +2,43 @@
 //! (fuse-overlayfs's `uidmapping=`/`gidmapping=` and `squash_to_*` options), and the
 //! `override_stat` xattr that stores owner and mode where the daemon cannot chown.
 //!
-//! A mapping `ctr:host:len` shows a stored id `H` in `[host, host+len)` as `ctr + (H - host)`
-//! and stores a shown id `C` in `[ctr, ctr+len)` as `host + (C - ctr)`; stored ids outside
-//! every range show as the overflow id 65534, and shown ids outside every range cannot be
-//! stored (`EINVAL`, as in a user namespace).
+//! A mapping `stored:shown:len` — containers/storage's `container-id:host-id:size`, as
+//! fuse-overlayfs reads it — shows an id `S` the layers store in `[stored, stored+len)` as
+//! `shown + (S - stored)`, and stores a shown id `H` in `[shown, shown+len)` as
+//! `stored + (H - shown)`: the layers keep the container's ids, the mount shows the host's,
+//! and the container's user namespace maps those back. Stored ids outside every range show
+//! as the overflow id 65534, and shown ids outside every range cannot be stored (`EINVAL`,
+//! as in a user namespace).
 
 use crate::error::{Errno, Res};
 
 /// The id shown for a stored id no mapping covers.
 pub const OVERFLOW_ID: u32 = 65534;
 
-/// One `ctr:host:len` range.
+/// One `stored:shown:len` range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Range {
-    /// First id as the mount shows it.
-    pub ctr: u32,
-    /// First id as the layers store it.
-    pub host: u32,
+    /// First id as the layers store it (the container's).
+    pub stored: u32,
+    /// First id as the mount shows it (the host's).
+    pub shown: u32,
     /// How many ids.
     pub len: u32,
 }
 
-/// Parses `ctr:host:len[:ctr:host:len...]`, tolerating the stray leading `:` engines pass
+/// Parses `stored:shown:len[:stored:shown:len...]`, tolerating the stray leading `:` engines pass
 /// and `,` between triples.
 pub fn parse_ranges(s: &str) -> Result<Vec<Range>, String> {
     let nums: Vec<&str> = s.split([':', ',']).filter(|x| !x.is_empty()).collect();
     if nums.is_empty() || !nums.len().is_multiple_of(3) {
-        return Err(format!("id mapping '{s}' must be CTR:HOST:LEN triples"));
+        return Err(format!("id mapping '{s}' must be CONTAINER:HOST:LEN triples"));
     }
     let mut out = Vec::new();
     for t in nums.chunks(3) {
         let n = |x: &str| x.parse::<u32>().map_err(|_| format!("id mapping '{s}': '{x}' is not a number"));
-        let r = Range { ctr: n(t[0])?, host: n(t[1])?, len: n(t[2])? };
-        if r.len == 0 || r.ctr.checked_add(r.len).is_none() || r.host.checked_add(r.len).is_none() {
-            return Err(format!("id mapping '{s}': bad range {}:{}:{}", r.ctr, r.host, r.len));
+        let r = Range { stored: n(t[0])?, shown: n(t[1])?, len: n(t[2])? };
+        if r.len == 0 || r.stored.checked_add(r.len).is_none() || r.shown.checked_add(r.len).is_none() {
+            return Err(format!("id mapping '{s}': bad range {}:{}:{}", r.stored, r.shown, r.len));
         }
         out.push(r);
     }
@@ -62,8 +65,8 @@ impl IdMap {
         }
         self.ranges
             .iter()
-            .find(|r| stored >= r.host && stored - r.host < r.len)
-            .map_or(OVERFLOW_ID, |r| r.ctr + (stored - r.host))
+            .find(|r| stored >= r.stored && stored - r.stored < r.len)
+            .map_or(OVERFLOW_ID, |r| r.shown + (stored - r.stored))
     }
 
     /// The id to store for a shown id.
@@ -73,8 +76,8 @@ impl IdMap {
         }
         self.ranges
             .iter()
-            .find(|r| shown >= r.ctr && shown - r.ctr < r.len)
-            .map(|r| r.host + (shown - r.ctr))
+            .find(|r| shown >= r.shown && shown - r.shown < r.len)
+            .map(|r| r.stored + (shown - r.shown))
             .ok_or(Errno::EINVAL)
     }
 
@@ -120,7 +123,7 @@ mod tests {
     #[test]
     fn engine_mapping_strings_parse() {
         let r = parse_ranges(":0:1000:1:1:100000:65536").unwrap();
-        assert_eq!(r, vec![Range { ctr: 0, host: 1000, len: 1 }, Range { ctr: 1, host: 100000, len: 65536 }]);
+        assert_eq!(r, vec![Range { stored: 0, shown: 1000, len: 1 }, Range { stored: 1, shown: 100000, len: 65536 }]);
         assert_eq!(parse_ranges("0:10:100,100:10000:2000").unwrap().len(), 2);
         assert!(parse_ranges("0:1").is_err());
         assert!(parse_ranges("a:b:c").is_err());
@@ -130,17 +133,22 @@ mod tests {
 
     #[test]
     fn both_directions() {
+        // As rootless podman passes it: the container's 0 is the user's 1000, the
+        // container's 1.. are the subordinate ids 100000...
         let m = IdMap { ranges: parse_ranges("0:1000:1:1:100000:65536").unwrap(), squash: None };
-        assert_eq!(m.show(1000), 0);
-        assert_eq!(m.show(100000), 1);
-        assert_eq!(m.show(100009), 10);
-        assert_eq!(m.show(0), OVERFLOW_ID, "unmapped stored ids overflow");
-        assert_eq!(m.store(0), Ok(1000));
-        assert_eq!(m.store(10), Ok(100009));
-        assert_eq!(m.store(70000), Err(Errno::EINVAL));
-        for shown in [0u32, 1, 500, 65536] {
+        assert_eq!(m.show(0), 1000, "a file the layers store as the container's root");
+        assert_eq!(m.show(1), 100000);
+        assert_eq!(m.show(10), 100009);
+        assert_eq!(m.show(70000), OVERFLOW_ID, "unmapped stored ids overflow");
+        assert_eq!(m.store(1000), Ok(0));
+        assert_eq!(m.store(100009), Ok(10));
+        assert_eq!(m.store(0), Err(Errno::EINVAL));
+        for shown in [1000u32, 100000, 100500, 165535] {
             assert_eq!(m.show(m.store(shown).unwrap()), shown);
         }
+        // fuse-overlayfs's tests/readonly.sh: `uidmapping=0:1000:1` shows a 0-owned file as 1000.
+        let m = IdMap { ranges: parse_ranges("0:1000:1").unwrap(), squash: None };
+        assert_eq!(m.show(0), 1000);
     }
 
     #[test]
