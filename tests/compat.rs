@@ -284,3 +284,27 @@ fn mount_t_fuse_unionfs_when_installed() {
     assert!(st.success());
     Mount::adopt(&std::fs::canonicalize(&s.mnt).unwrap()).unmount();
 }
+
+/// An engine switching from fuse-overlayfs finds layers it wrote: its opacity marker
+/// (`user.fuseoverlayfs.opaque=y`) hides the lower directory, and its private namespace is
+/// never shown or written through the mount, as fuse-overlayfs's own tests/xattr.sh checks.
+#[test]
+fn fuse_overlayfs_opaque_directories_and_private_names() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    std::fs::create_dir(s.lower(0).join("d")).unwrap();
+    write(s.lower(0).join("d/old"), "o");
+    std::fs::create_dir(s.u("d")).unwrap();
+    write(s.u("d/new"), "n");
+    setxattr(&s.u("d"), "user.fuseoverlayfs.opaque", b"y").unwrap();
+    write(s.u("f"), "f");
+    setxattr(&s.u("f"), "user.fuseoverlayfs.origin", b"xyz").unwrap();
+    setxattr(&s.u("f"), "user.note", b"1").unwrap();
+    let m = s.mount();
+    assert_eq!(ls(s.m("d")), ["new"], "the fuse-overlayfs opaque directory hides the lower one");
+    assert_eq!(listxattr(&s.m("f")), ["user.note"]);
+    assert_eq!(listxattr(&s.m("d")), Vec::<String>::new());
+    assert_eq!(getxattr(&s.m("f"), "user.fuseoverlayfs.origin"), None);
+    assert_eq!(errno(setxattr(&s.m("f"), "user.fuseoverlayfs.opaque", b"y")), libc::EPERM);
+    m.unmount();
+}

@@ -417,15 +417,20 @@ impl UnionFs {
         if !self.opts.xattrs {
             return Err(Errno::EOPNOTSUPP);
         }
-        if self.opts.override_stat.is_some_and(|o| o == name) {
+        if self.opts.override_stat.is_some_and(|o| o == name) || whiteout::is_foreign_xattr(name.to_bytes()) {
             return Err(Errno::ENODATA);
         }
         std::ffi::CString::new(whiteout::escape_xattr(name.to_bytes()).into_owned()).map_err(|_| Errno::EINVAL)
     }
 }
 
-/// The statistics attribute on the root (see [`crate::stats`]) can be read, not changed.
+/// The statistics attribute on the root (see [`crate::stats`]) can be read, not changed;
+/// fuse-overlayfs's private namespace cannot be written through the mount (as through
+/// fuse-overlayfs).
 fn reserved(ino: u64, name: &CStr) -> Res<()> {
+    if whiteout::is_foreign_xattr(name.to_bytes()) {
+        return Err(Errno::EPERM);
+    }
     if ino == crate::union::tables::ROOT_INO && name.to_bytes() == crate::stats::XATTR.as_bytes() {
         return Err(Errno::EPERM);
     }

@@ -90,12 +90,26 @@ impl Dialect {
 /// The two namespaces of private xattrs.
 const PRIVATE_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 
+/// fuse-overlayfs's own namespace (its opacity marker, `user.fuseoverlayfs.opaque`, and its
+/// bookkeeping) in layers it wrote: hidden from the merged view as fuse-overlayfs hides it,
+/// never escaped, and not settable through the mount.
+const FOREIGN_PREFIX: &[u8] = b"user.fuseoverlayfs.";
+
+/// fuse-overlayfs's opacity marker (`y`).
+const FOREIGN_OPAQUE: &CStr = c"user.fuseoverlayfs.opaque";
+
+/// Whether an attribute name belongs to fuse-overlayfs's private namespace.
+pub fn is_foreign_xattr(name: &[u8]) -> bool {
+    name.starts_with(FOREIGN_PREFIX)
+}
+
 /// Whether an xattr name, as stored in a layer, is private to the union (a marker: hidden
 /// from the merged view). Escaped names (`trusted.overlay.overlay.*`) are not: they hold a
 /// user's own `trusted.overlay.*` attributes, as kernel overlayfs stores them for nested
 /// overlays.
 pub fn is_private_xattr(name: &[u8]) -> bool {
-    PRIVATE_PREFIXES.iter().any(|p| name.starts_with(p) && !name[p.len()..].starts_with(b"overlay."))
+    is_foreign_xattr(name)
+        || PRIVATE_PREFIXES.iter().any(|p| name.starts_with(p) && !name[p.len()..].starts_with(b"overlay."))
 }
 
 /// The name under which an attribute the merged view calls `name` is stored in a layer:
@@ -116,6 +130,9 @@ pub fn escape_xattr(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 /// What the merged view calls an attribute stored in a layer as `name`: escaped names are
 /// unescaped, private markers are `None`, anything else is itself.
 pub fn unescape_xattr(name: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if is_foreign_xattr(name) {
+        return None;
+    }
     for p in PRIVATE_PREFIXES {
         if let Some(rest) = name.strip_prefix(p) {
             let inner = rest.strip_prefix(b"overlay.")?;
@@ -162,12 +179,14 @@ pub struct DirMarks {
 }
 
 /// Reads the opacity markers of directory `name` in `dir` (`"."` for `dir` itself): the
-/// `overlay.opaque` xattr in both namespaces and the `.wh..wh..opq` entry.
+/// `overlay.opaque` xattr in both namespaces, fuse-overlayfs's `user.fuseoverlayfs.opaque`
+/// and the `.wh..wh..opq` entry.
 pub fn dir_marks(dir: BorrowedFd<'_>, name: &CStr, dir_fd: Option<BorrowedFd<'_>>) -> Res<DirMarks> {
     let mut marks = DirMarks::default();
-    for names in [&TRUSTED, &USER] {
-        match xattr::get(XTarget::At(dir, name), names.opaque) {
+    for attr in [TRUSTED.opaque, USER.opaque, FOREIGN_OPAQUE] {
+        match xattr::get(XTarget::At(dir, name), attr) {
             Ok(Some(v)) if v.as_slice() == b"y" => marks.opaque = true,
+            Ok(Some(_)) if attr == FOREIGN_OPAQUE => {}
             Ok(Some(v)) if v.as_slice() == b"x" => marks.xwhiteouts = true,
             Ok(_) => {}
             // Unreadable (permissions on trusted.* for example): not a marker we can see.
@@ -305,6 +324,8 @@ mod tests {
         assert!(!is_private_xattr(b"user.overlayx"));
         assert!(!is_private_xattr(b"user.note"));
         assert!(!is_private_xattr(b"security.selinux"));
+        assert!(is_private_xattr(b"user.fuseoverlayfs.opaque"), "fuse-overlayfs's namespace");
+        assert!(unescape_xattr(b"user.fuseoverlayfs.origin").is_none());
     }
 
     #[test]
