@@ -289,3 +289,58 @@ fn kernel_overlayfs_over_our_upper_numbers_directory_entries_right() {
     };
     assert_eq!(marks("u-upper"), marks("k-upper"));
 }
+
+/// Item 5: calls through descriptors of removed objects act on them, as on any filesystem:
+/// `f*` calls on an unlinked file (created here, or copied up), `fstat` and `readdir` of a
+/// removed directory, `fstat` of an unlinked FIFO; a lower file opened read-only and
+/// removed refuses changes as the kernel does.
+#[test]
+fn descriptors_of_removed_objects_keep_working() {
+    need_fuse!();
+    need_root!();
+    for u in [&[][..], &["-o", "nopassthrough"][..]] {
+        let b = Both::new(&["echo lowerdata > lower; echo lowerdata > lo; echo x > other"], "", u);
+        let script = b.p("removed.py");
+        std::fs::write(&script, REMOVED_PY).unwrap();
+        let out = b.same(&format!("python3 {}", script.display()));
+        assert!(!out.contains("errno 2"), "{out}");
+    }
+}
+
+const REMOVED_PY: &str = r#"import os
+def tryit(name, f):
+    try:
+        r = f(); print(name, "ok", r if r is not None else "")
+    except OSError as e:
+        print(name, "errno", e.errno)
+fd = os.open("t", os.O_CREAT | os.O_RDWR, 0o644)
+os.write(fd, b"hello")
+os.unlink("t")
+tryit("fchmod", lambda: os.fchmod(fd, 0o600))
+tryit("fchown", lambda: os.fchown(fd, 1, 1))
+tryit("futimens", lambda: os.utime(fd, (1, 1)))
+tryit("fsetxattr", lambda: os.setxattr(fd, "user.a", b"1"))
+tryit("fgetxattr", lambda: os.getxattr(fd, "user.a"))
+tryit("flistxattr", lambda: sorted(os.listxattr(fd)))
+tryit("ftruncate", lambda: os.ftruncate(fd, 2))
+st = os.fstat(fd); print("fstat", oct(st.st_mode), st.st_uid, st.st_nlink, st.st_size, st.st_mtime > 100)
+os.mkdir("dd")
+d = os.open("dd", os.O_RDONLY | os.O_DIRECTORY)
+os.rmdir("dd")
+tryit("fstat-dir", lambda: (oct(os.fstat(d).st_mode), os.fstat(d).st_nlink))
+tryit("readdir", lambda: os.listdir(d))
+os.mkfifo("ff")
+p = os.open("ff", os.O_RDONLY | os.O_NONBLOCK)
+os.unlink("ff")
+tryit("fstat-fifo", lambda: (oct(os.fstat(p).st_mode), os.fstat(p).st_nlink))
+l = os.open("lower", os.O_RDWR)
+os.unlink("lower")
+tryit("fchmod-lower", lambda: os.fchmod(l, 0o600))
+st = os.fstat(l); print("fstat-lower", oct(st.st_mode), st.st_nlink, st.st_size)
+fd = os.open("lo", os.O_RDONLY)
+os.unlink("lo")
+tryit("fchmod-ro-lower", lambda: os.fchmod(fd, 0o600))
+tryit("fsetxattr-ro-lower", lambda: os.setxattr(fd, "user.b", b"2"))
+st = os.fstat(fd); print("fstat", oct(st.st_mode), st.st_nlink, st.st_size)
+print("listing", sorted(os.listdir(".")))
+print("read", os.pread(fd, 20, 0))"#;

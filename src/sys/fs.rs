@@ -73,7 +73,7 @@ pub fn readlinkat(dir: impl AsFd, name: &CStr) -> Res<Vec<u8>> {
 pub fn chownat(dir: impl AsFd, name: &CStr, uid: Option<u32>, gid: Option<u32>) -> Res<()> {
     let uid = uid.map(Uid::from_raw);
     let gid = gid.map(Gid::from_raw);
-    Ok(rustix::fs::chownat(dir, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?)
+    Ok(rustix::fs::chownat(dir, name, uid, gid, crate::sys::stat::at_flags(name))?)
 }
 
 /// Safe wrapper for `fchown(2)`.
@@ -92,8 +92,17 @@ pub fn fchmod(fd: impl AsFd, perm: u32) -> Res<()> {
 /// holds): a symlink swapped in under the name after the check is never followed. Symlinks
 /// have no mode of their own: `EOPNOTSUPP`, as the kernel answers.
 pub fn chmodat(dir: impl AsFd, name: &CStr, perm: u32) -> Res<()> {
+    if name.is_empty() {
+        // The object `dir` holds.
+        return chmod_fd(dir.as_fd(), perm);
+    }
     let fd = crate::sys::open::openat(dir, name, crate::sys::open::OFlags::PATH, 0)?;
-    let st = crate::sys::stat::fstat(&fd)?;
+    chmod_fd(fd.as_fd(), perm)
+}
+
+/// `chmod` of the object an (`O_PATH`) descriptor holds, unless it is a symlink.
+fn chmod_fd(fd: std::os::fd::BorrowedFd<'_>, perm: u32) -> Res<()> {
+    let st = crate::sys::stat::fstat(fd)?;
     if st.kind() == Some(FileKind::Symlink) {
         return Err(crate::error::Errno::EOPNOTSUPP);
     }
@@ -123,7 +132,7 @@ fn to_rustix_ts(t: SetTime) -> rustix::fs::Timespec {
 /// Safe wrapper for `utimensat(2)` with `AT_SYMLINK_NOFOLLOW`.
 pub fn utimensat(dir: impl AsFd, name: &CStr, atime: SetTime, mtime: SetTime) -> Res<()> {
     let ts = Timestamps { last_access: to_rustix_ts(atime), last_modification: to_rustix_ts(mtime) };
-    Ok(rustix::fs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?)
+    Ok(rustix::fs::utimensat(dir, name, &ts, crate::sys::stat::at_flags(name))?)
 }
 
 /// Safe wrapper for `futimens(3)`.

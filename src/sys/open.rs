@@ -106,7 +106,17 @@ pub fn openat(dir: impl AsFd, name: &CStr, flags: OFlags, mode: u32) -> Res<Owne
 /// a regular file on the descriptor, then made blocking again. Anything else is `ESTALE`
 /// (the kernel then looks the name up again and finds what it is now).
 pub fn open_file(dir: impl AsFd, name: &CStr, flags: OFlags) -> Res<OwnedFd> {
-    let fd = openat(dir, name, flags | OFlags::NONBLOCK, 0).map_err(|e| match e {
+    let opened = match name.is_empty() {
+        // The object `dir` holds (a removed file, by its `O_PATH` descriptor): opened again.
+        true => rustix::fs::open(
+            proc_fd_path(dir.as_fd()).as_c_str(),
+            flags | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(Errno::from),
+        false => openat(dir, name, flags | OFlags::NONBLOCK, 0),
+    };
+    let fd = opened.map_err(|e| match e {
         // A FIFO opened for writing without a reader, or a device without its driver.
         Errno::ENXIO | Errno::ENODEV => Errno::ESTALE,
         e => e,

@@ -157,7 +157,15 @@ impl Stat {
 
 /// Safe wrapper for `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`.
 pub fn statat(dir: impl AsFd, name: &CStr) -> Res<Stat> {
-    Ok(Stat::from_rustix(&rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?))
+    Ok(Stat::from_rustix(&rustix::fs::statat(dir, name, at_flags(name))?))
+}
+
+/// `AT_SYMLINK_NOFOLLOW`, and `AT_EMPTY_PATH` for an empty name (the object `dir` holds).
+pub(crate) fn at_flags(name: &CStr) -> AtFlags {
+    match name.is_empty() {
+        true => AtFlags::SYMLINK_NOFOLLOW | AtFlags::EMPTY_PATH,
+        false => AtFlags::SYMLINK_NOFOLLOW,
+    }
 }
 
 /// Safe wrapper for `fstat(2)`; works on `O_PATH` descriptors too.

@@ -11,14 +11,15 @@ use std::os::fd::BorrowedFd;
 use rustix::fs::XattrFlags;
 
 use crate::error::{Errno, Res};
-use crate::sys::open::proc_path;
+use crate::sys::open::{proc_fd_path, proc_path};
 
 /// The file whose extended attributes are read or written.
 #[derive(Clone, Copy, Debug)]
 pub enum XTarget<'a> {
     /// An open (not `O_PATH`) descriptor.
     Fd(BorrowedFd<'a>),
-    /// Entry `name` of directory `dir` (`"."` for the directory itself).
+    /// Entry `name` of directory `dir` (`"."` for the directory itself; empty: the object
+    /// `dir` holds, an `O_PATH` descriptor of anything but a symlink).
     At(BorrowedFd<'a>, &'a CStr),
 }
 
@@ -166,6 +167,7 @@ mod at {
 fn get_into(t: XTarget<'_>, name: &CStr, buf: &mut [u8]) -> rustix::io::Result<usize> {
     match t {
         XTarget::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
+        XTarget::At(dir, n) if n.is_empty() => rustix::fs::getxattr(proc_fd_path(dir).as_c_str(), name, buf),
         XTarget::At(dir, n) if at::available() => at::get(dir, n, name, buf),
         XTarget::At(dir, n) => rustix::fs::lgetxattr(proc_path(dir, n).as_c_str(), name, buf),
     }
@@ -196,6 +198,7 @@ pub fn get(t: XTarget<'_>, name: &CStr) -> Res<Option<Vec<u8>>> {
 fn size_of(t: XTarget<'_>, name: &CStr) -> Res<usize> {
     Ok(match t {
         XTarget::Fd(fd) => rustix::fs::fgetxattr_query(fd, name)?,
+        XTarget::At(dir, n) if n.is_empty() => rustix::fs::getxattr_query(proc_fd_path(dir).as_c_str(), name)?,
         XTarget::At(dir, n) if at::available() => at::get(dir, n, name, &mut [])?,
         XTarget::At(dir, n) => rustix::fs::lgetxattr_query(proc_path(dir, n).as_c_str(), name)?,
     })
@@ -212,6 +215,7 @@ pub fn list(t: XTarget<'_>) -> Res<Vec<Vec<u8>>> {
     let n = loop {
         let r = match t {
             XTarget::Fd(fd) => rustix::fs::flistxattr(fd, &mut buf[..]),
+            XTarget::At(dir, n) if n.is_empty() => rustix::fs::listxattr(proc_fd_path(dir).as_c_str(), &mut buf[..]),
             XTarget::At(dir, n) if at::available() => at::list(dir, n, &mut buf[..]),
             XTarget::At(dir, n) => rustix::fs::llistxattr(proc_path(dir, n).as_c_str(), &mut buf[..]),
         };
@@ -221,6 +225,7 @@ pub fn list(t: XTarget<'_>) -> Res<Vec<Vec<u8>>> {
             Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
                 let want = match t {
                     XTarget::Fd(fd) => rustix::fs::flistxattr_query(fd)?,
+                    XTarget::At(dir, n) if n.is_empty() => rustix::fs::listxattr_query(proc_fd_path(dir).as_c_str())?,
                     XTarget::At(dir, n) if at::available() => at::list(dir, n, &mut [])?,
                     XTarget::At(dir, n) => rustix::fs::llistxattr_query(proc_path(dir, n).as_c_str())?,
                 };
@@ -236,6 +241,9 @@ pub fn list(t: XTarget<'_>) -> Res<Vec<Vec<u8>>> {
 pub fn set(t: XTarget<'_>, name: &CStr, value: &[u8], mode: SetMode) -> Res<()> {
     let _: () = match t {
         XTarget::Fd(fd) => rustix::fs::fsetxattr(fd, name, value, mode.flags())?,
+        XTarget::At(dir, n) if n.is_empty() => {
+            rustix::fs::setxattr(proc_fd_path(dir).as_c_str(), name, value, mode.flags())?
+        }
         XTarget::At(dir, n) if at::available() => at::set(dir, n, name, value, mode.flags().bits())?,
         XTarget::At(dir, n) => rustix::fs::lsetxattr(proc_path(dir, n).as_c_str(), name, value, mode.flags())?,
     };
@@ -246,6 +254,7 @@ pub fn set(t: XTarget<'_>, name: &CStr, value: &[u8], mode: SetMode) -> Res<()> 
 pub fn remove(t: XTarget<'_>, name: &CStr) -> Res<()> {
     let _: () = match t {
         XTarget::Fd(fd) => rustix::fs::fremovexattr(fd, name)?,
+        XTarget::At(dir, n) if n.is_empty() => rustix::fs::removexattr(proc_fd_path(dir).as_c_str(), name)?,
         XTarget::At(dir, n) if at::available() => at::remove(dir, n, name)?,
         XTarget::At(dir, n) => rustix::fs::lremovexattr(proc_path(dir, n).as_c_str(), name)?,
     };

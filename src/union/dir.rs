@@ -642,6 +642,23 @@ impl UnionFs {
     /// it back.
     fn freeing<T>(&self, node: Option<&Arc<Node>>, op: impl FnOnce() -> Res<T>) -> Res<T> {
         let Some(n) = node.filter(|n| !n.has(flag::DEAD)) else { return op() };
+        // What the kernel keeps of the object once it is gone: descriptors opened before go
+        // on acting on it (kernel overlayfs holds the real dentry). Not for symlinks, which
+        // nothing can hold open.
+        if n.kind != FileKind::Symlink
+            && n.orphan().is_none()
+            && let Ok(r) = self.real(n)
+            && r.side == Side::Upper
+        {
+            let fd = match n.is_dir() {
+                true => crate::sys::open::open_dir_path_at(&*r.dir),
+                false => crate::sys::open::openat(&*r.dir, &r.name, OFlags::PATH, 0),
+            };
+            match fd {
+                Ok(fd) => n.set_orphan(fd),
+                Err(e) => tracing::debug!("cannot keep a descriptor of {:?}: {e}", r.name),
+            }
+        }
         self.inodes.retire(n);
         let r = op();
         if r.is_err() {

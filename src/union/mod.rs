@@ -583,6 +583,12 @@ impl UnionFs {
             crate::stats::add(crate::stats::Counter::DirfdHits, 1);
             return Ok(fd);
         }
+        if side == Side::Upper
+            && node.has(flag::DEAD)
+            && let Some(fd) = node.orphan()
+        {
+            return Ok(fd);
+        }
         crate::stats::add(crate::stats::Counter::DirfdMisses, 1);
         let fd = match side {
             Side::Upper => {
@@ -628,6 +634,13 @@ impl UnionFs {
     }
 
     fn real_once(&self, node: &Arc<Node>) -> Res<Real> {
+        if node.has(flag::DEAD)
+            && let Some(fd) = node.orphan()
+        {
+            // Removed: the object itself, named by its descriptor (an empty name).
+            let name = if node.is_dir() { sys_dot().into() } else { name::Name::from(c"") };
+            return Ok(Real { dir: fd, name, side: Side::Upper });
+        }
         if node.is_dir() {
             let side = if node.has_upper() {
                 Side::Upper

@@ -183,6 +183,10 @@ pub mod flag {
     /// through the mount: never a `.wh.` name (refused), so lookups in it do not look for
     /// `.wh.NAME` in the upper.
     pub const MADE_HERE: u32 = 1 << 16;
+    /// Removed from the upper while the kernel still knew it: a descriptor of the real
+    /// object, taken before its last name went, is in the side table (see
+    /// [`super::Node::orphan`]).
+    pub const ORPHAN: u32 = 1 << 17;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).
@@ -244,10 +248,18 @@ static XATTR_SETS: std::sync::LazyLock<dashmap::DashMap<usize, Arc<XattrSet>>> =
 /// The empty set every object without extended attributes shares.
 static NO_XATTRS: std::sync::LazyLock<Arc<XattrSet>> = std::sync::LazyLock::new(|| Arc::new(Vec::new()));
 
+/// Descriptors (`O_PATH`) of removed objects the kernel still knows, keyed by the node's
+/// address: only nodes removed while in use have one.
+static ORPHANS: std::sync::LazyLock<dashmap::DashMap<usize, Arc<std::os::fd::OwnedFd>>> =
+    std::sync::LazyLock::new(dashmap::DashMap::new);
+
 impl Drop for Node {
     fn drop(&mut self) {
         if self.has(flag::XATTRS_SOME) {
             XATTR_SETS.remove(&self.key());
+        }
+        if self.has(flag::ORPHAN) {
+            ORPHANS.remove(&self.key());
         }
     }
 }
@@ -276,6 +288,22 @@ impl Node {
 
     fn key(&self) -> usize {
         std::ptr::from_ref(self) as usize
+    }
+
+    /// The descriptor of the real object after its last name was removed (what the kernel
+    /// keeps of an unlinked file: `fstat`, `fchmod`, `fsetxattr` … through an open
+    /// descriptor act on it).
+    pub fn orphan(&self) -> Option<Arc<std::os::fd::OwnedFd>> {
+        if !self.has(flag::ORPHAN) {
+            return None;
+        }
+        ORPHANS.get(&self.key()).map(|f| f.clone())
+    }
+
+    /// Keeps `fd` as the node's [`Node::orphan`].
+    pub fn set_orphan(&self, fd: std::os::fd::OwnedFd) {
+        ORPHANS.insert(self.key(), Arc::new(fd));
+        self.set(flag::ORPHAN);
     }
 
     /// The cached extended attributes, if read already.
