@@ -693,7 +693,7 @@ mod tests {
         assert_eq!(o.lowerdir.as_deref(), Some("/s/overlay/l/ABC:/s/overlay/l/DEF"));
         assert!(o.volatile);
         assert_eq!(o.uidmap.len(), 2);
-        assert_eq!(o.uid_map().show(100000), 1);
+        assert_eq!(o.uid_map().show(1), 100000, "the container's 1 is the host's 100000");
         assert_eq!(o.override_xattr(), Some(c"user.containers.override_stat"));
         assert_eq!(o.unknown, ["userxattr"]);
         assert!(o.metacopy);
