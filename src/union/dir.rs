@@ -644,8 +644,14 @@ impl UnionFs {
         let Some(n) = node.filter(|n| !n.has(flag::DEAD)) else { return op() };
         // What the kernel keeps of the object once it is gone: descriptors opened before go
         // on acting on it (kernel overlayfs holds the real dentry). Not for symlinks, which
-        // nothing can hold open.
-        if n.kind != FileKind::Symlink
+        // nothing can hold open, nor for a regular file no one has open: its space must be
+        // free at once, not when the kernel forgets it.
+        let keep = match n.kind {
+            FileKind::Symlink => false,
+            FileKind::Regular => self.handles.is_open(n.ino),
+            _ => true,
+        };
+        if keep
             && n.orphan().is_none()
             && let Ok(r) = self.real(n)
             && r.side == Side::Upper

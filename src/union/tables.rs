@@ -343,6 +343,8 @@ pub struct HandleTable {
     next: AtomicU64,
     /// Inode number → open handles of programs running from it (see [`HandleTable::executing`]).
     running: DashMap<u64, u32>,
+    /// Inode number → open handles of it.
+    open: DashMap<u64, u32>,
 }
 
 impl HandleTable {
@@ -352,8 +354,14 @@ impl HandleTable {
         if h.exec {
             *self.running.entry(h.node.ino).or_insert(0) += 1;
         }
+        *self.open.entry(h.node.ino).or_insert(0) += 1;
         self.map.insert(fh, Arc::new(h));
         fh
+    }
+
+    /// Whether node `ino` has an open handle.
+    pub fn is_open(&self, ino: u64) -> bool {
+        self.open.contains_key(&ino)
     }
 
     /// Whether a program runs from node `ino`. The kernel refuses to open such a file for
@@ -382,6 +390,10 @@ impl HandleTable {
     /// Drops a handle.
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
         let h = self.map.remove(&fh).map(|(_, h)| h)?;
+        self.open.remove_if_mut(&h.node.ino, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
         if h.exec {
             self.running.remove_if_mut(&h.node.ino, |_, n| {
                 *n = n.saturating_sub(1);

@@ -45,15 +45,15 @@ fn changes_through_the_mount_never_follow_a_symlink_swapped_into_the_upper() {
     let m = s.mount();
     // Copied up, so the daemon changes the upper file by its name.
     std::fs::write(s.m("f"), "upper").unwrap();
+    // The test itself must never follow the symlink: it reaches the mount's file through a
+    // descriptor opened before the swaps start (a new lookup of the name could see the
+    // symlink, and then the kernel would follow it in this root process, not the daemon).
+    let held = std::fs::File::open(s.m("f")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let sw = {
         let (u, v, st) = (s.upper.clone(), victim.clone(), stop.clone());
         std::thread::spawn(move || swapper(u, v, st))
     };
-    // The test itself must never follow the symlink: it reaches the mount's file through a
-    // descriptor opened before the swaps (a new lookup of the name could see the symlink,
-    // and then the kernel would follow it in this root process, not the daemon).
-    let held = std::fs::File::open(s.m("f")).unwrap();
     let f = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
     let at = rustix::fs::CWD;
     for i in 0..ROUNDS {
