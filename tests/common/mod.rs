@@ -194,9 +194,20 @@ impl Mount {
         Mount { path: path.to_path_buf(), live: true }
     }
 
-    /// Unmounts now, expecting success.
+    /// Unmounts now, expecting success. A mount reported busy is tried again for a while:
+    /// tests run on threads of one process, and a child another test spawns holds a copy of
+    /// every descriptor open at that moment (one of ours, in this mount, too) until it has
+    /// started its program, which a loaded machine delays; nothing of this test holds it.
     pub fn unmount(mut self) {
-        let out = Command::new(bin()).arg("umount").arg(&self.path).output().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let out = loop {
+            let out = Command::new(bin()).arg("umount").arg(&self.path).output().unwrap();
+            let busy = String::from_utf8_lossy(&out.stderr).contains("is busy");
+            if out.status.success() || !busy || std::time::Instant::now() >= deadline {
+                break out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
         // On failure the guard stays live, so Drop still detaches the mount.
         assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
         self.live = false;
