@@ -107,27 +107,22 @@ impl Both {
     fn cross(&mut self, kopts: &str, uargs: &[&str]) {
         self.unmount();
         for (a, b) in [("k-upper", "u-upper"), ("k-work", "u-work"), ("k-l", "u-l")] {
-            for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(rest) = name.strip_prefix(a) {
-                    std::fs::rename(e.path(), self.p(&format!("tmp{rest}"))).unwrap();
-                }
-            }
-            for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(rest) = name.strip_prefix(b) {
-                    std::fs::rename(e.path(), self.p(&format!("{a}{rest}"))).unwrap();
-                }
-            }
-            for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(rest) = name.strip_prefix("tmp") {
-                    std::fs::rename(e.path(), self.p(&format!("{b}{rest}"))).unwrap();
-                }
-            }
+            self.rename_prefix(a, "tmp");
+            self.rename_prefix(b, a);
+            self.rename_prefix("tmp", b);
         }
         self.mount_kernel(kopts);
         self.mount_union(uargs);
+    }
+
+    /// Renames every entry of the scratch directory named `from…` to `to…`.
+    fn rename_prefix(&self, from: &str, to: &str) {
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = name.strip_prefix(from) {
+                std::fs::rename(e.path(), self.p(&format!("{to}{rest}"))).unwrap();
+            }
+        }
     }
 
     /// Rotation: unmounts both; each upper becomes the top lower layer of a new mount of

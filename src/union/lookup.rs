@@ -462,19 +462,8 @@ impl UnionFs {
 
     /// What lower layer `idx` holds at `path` (from its root), if anything.
     fn lower_at_path(&self, idx: LowerIdx, path: &CStr) -> Res<Option<Stat>> {
-        let (parent, last) = split_path(path)?;
-        let root = &self.layers.lower(idx)?.root;
-        let pfd = if parent.is_empty() {
-            None
-        } else {
-            match crate::sys::open::resolve_beneath(&**root, &parent, OFlags::PATH | OFlags::DIRECTORY) {
-                Ok(pfd) => Some(pfd),
-                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV) => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        };
-        let dfd = pfd.as_ref().map_or(root.as_fd(), |f| f.as_fd());
-        match stat::statat(dfd, &last) {
+        let (Some(pfd), last) = self.lower_parent(idx, path)? else { return Ok(None) };
+        match stat::statat(&*pfd, &last) {
             Ok(st) => Ok(Some(st)),
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(e),
