@@ -339,3 +339,58 @@ tryit("fsetxattr-ro-lower", lambda: os.setxattr(fd, "user.b", b"2"))
 st = os.fstat(fd); print("fstat", oct(st.st_mode), st.st_nlink, st.st_size)
 print("listing", sorted(os.listdir(".")))
 print("read", os.pread(fd, 20, 0))"#;
+
+/// Item 17: `O_TMPFILE` opens an unnamed file (in the upper directory, the parent copied up
+/// first) that can be written, changed through its descriptor and linked by `AT_EMPTY_PATH`
+/// unless opened `O_EXCL`; the kernel answers `EXDEV` to a link through `/proc/self/fd`.
+/// The uppers each side wrote then read the same on the other.
+#[test]
+fn o_tmpfile_makes_an_unnamed_file_that_can_be_linked() {
+    need_fuse!();
+    need_root!();
+    for u in [&[][..], &["-o", "nopassthrough"][..]] {
+        let mut b = Both::new(&["mkdir -p d/e s; chmod 2775 s; chgrp 1001 s; echo x > d/x"], "", u);
+        let script = b.p("tmpfile.py");
+        std::fs::write(&script, TMPFILE_PY).unwrap();
+        let out = b.same(&format!("python3 {}; ls -la d s | grep -v ' \\.\\.$'", script.display()));
+        for want in ["fstat 0o100640 5 0", "linkat 0", "linked 0o100600 5 1 hello", "excl -1 2", "group 1001"] {
+            assert!(out.contains(want), "no `{want}` in {out}");
+        }
+        b.cross("", u);
+        b.same("cat d/linked s/t; stat -c '%n %h %s %a %g' d/linked s/t; ls -a d");
+    }
+}
+
+const TMPFILE_PY: &str = r#"import os, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def link(fd, name):
+    r = libc.linkat(fd, b"", -100, name.encode(), 0x1000)
+    return r, ctypes.get_errno() if r else 0
+def tryit(name, f):
+    try:
+        r = f(); print(name, "ok", r if r is not None else "")
+    except OSError as e:
+        print(name, "errno", e.errno)
+fd = os.open("d", os.O_TMPFILE | os.O_RDWR, 0o640)
+print("write", os.write(fd, b"hello"))
+st = os.fstat(fd); print("fstat", oct(st.st_mode), st.st_size, st.st_nlink)
+tryit("fchmod", lambda: os.fchmod(fd, 0o600))
+tryit("fsetxattr", lambda: os.setxattr(fd, "user.t", b"1"))
+tryit("proc-link", lambda: os.link("/proc/self/fd/%d" % fd, "d/viaproc"))
+print("listing-before", sorted(os.listdir("d")))
+print("linkat", *link(fd, "d/linked"))
+st = os.stat("d/linked"); print("linked", oct(st.st_mode), st.st_size, st.st_nlink, open("d/linked").read())
+print("same", os.fstat(fd).st_ino == st.st_ino, os.fstat(fd).st_nlink, os.getxattr("d/linked", "user.t"))
+os.write(fd, b" more"); print("after-write", open("d/linked").read())
+print("relink", *link(fd, "d/e/second")); print("nlink", os.stat("d/linked").st_nlink)
+x = os.open("d/e", os.O_TMPFILE | os.O_WRONLY | os.O_EXCL, 0o600)
+print("excl", *link(x, "d/e/excl"))
+tryit("on-a-file", lambda: os.open("d/x", os.O_TMPFILE | os.O_RDWR, 0o600))
+tryit("read-only", lambda: os.open("d", os.O_TMPFILE | os.O_RDONLY, 0o600))
+g = os.open("s", os.O_TMPFILE | os.O_RDWR, 0o644)
+os.write(g, b"in setgid\n")
+print("group", os.fstat(g).st_gid, *link(g, "s/t"))
+for i in range(20):
+    os.close(os.open(".", os.O_TMPFILE | os.O_RDWR, 0o600))
+print("listing", sorted(os.listdir(".")), sorted(os.listdir("d")), sorted(os.listdir("d/e")))
+"#;

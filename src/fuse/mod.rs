@@ -28,6 +28,7 @@ use crate::error::Errno;
 use crate::sys::fs::SetTime;
 use crate::sys::stat::{FileKind, Timespec};
 use crate::union::dir::RenameFlags as URenameFlags;
+use crate::union::file::Opened;
 use crate::union::inode::{Killer, SetAttr};
 use crate::union::{Attr, Ctx, Entry, UnionFs};
 
@@ -279,6 +280,24 @@ fn reply_open(fs: &UnionFs, pt: &Passthrough, ino: u64, flags: i32, kill: Option
             }
         },
         Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// Answers a `create` or `tmpfile` that made and opened entry `e` as handle `o`.
+fn reply_created(fs: &UnionFs, pt: &Passthrough, e: Entry, o: Opened, flags: i32, reply: ReplyCreate) {
+    let (a, fh) = (fattr(&e.attr), FileHandle(o.fh));
+    match open_mode(fs, pt, e.ino, o.fh, flags, |fd| reply.open_backing(fd)) {
+        OpenMode::Backed(b) => reply.created_passthrough(&TTL, &a, Generation(0), fh, FopenFlags::empty(), &b),
+        OpenMode::Direct => reply.created(&TTL, &a, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO),
+        // A new file cannot be pinned elsewhere; should it ever be, fail cleanly.
+        OpenMode::Stale => {
+            fs.release(o.fh);
+            reply.error(fuser::Errno::ESTALE)
+        }
+        OpenMode::Cached => {
+            let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+            reply.created(&TTL, &a, Generation(0), fh, f)
+        }
     }
 }
 
@@ -705,24 +724,14 @@ impl Filesystem for Fuse {
         reply: ReplyCreate,
     ) {
         guard("create", || match cname(name).and_then(|n| self.fs.create(ctx(req), parent.0, &n, mode, flags)) {
-            Ok((e, o)) => {
-                let (a, fh) = (fattr(&e.attr), FileHandle(o.fh));
-                match open_mode(&self.fs, &self.pt, e.ino, o.fh, flags, |fd| reply.open_backing(fd)) {
-                    OpenMode::Backed(b) => {
-                        reply.created_passthrough(&TTL, &a, Generation(0), fh, FopenFlags::empty(), &b)
-                    }
-                    OpenMode::Direct => reply.created(&TTL, &a, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO),
-                    // A new file cannot be pinned elsewhere; should it ever be, fail cleanly.
-                    OpenMode::Stale => {
-                        self.fs.release(o.fh);
-                        reply.error(fuser::Errno::ESTALE)
-                    }
-                    OpenMode::Cached => {
-                        let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
-                        reply.created(&TTL, &a, Generation(0), fh, f)
-                    }
-                }
-            }
+            Ok((e, o)) => reply_created(&self.fs, &self.pt, e, o, flags, reply),
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+
+    fn tmpfile(&self, req: &Request, parent: INodeNo, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        guard("tmpfile", || match self.fs.tmpfile(ctx(req), parent.0, mode, flags) {
+            Ok((e, o)) => reply_created(&self.fs, &self.pt, e, o, flags, reply),
             Err(e) => reply.error(errno(e)),
         })
     }

@@ -25,9 +25,21 @@ pub fn symlinkat(target: &CStr, dir: impl AsFd, name: &CStr) -> Res<()> {
     Ok(rustix::fs::symlinkat(target, dir, name)?)
 }
 
-/// Safe wrapper for `linkat(2)` without following symlinks.
+/// Safe wrapper for `linkat(2)` without following symlinks. An empty `old` names the object
+/// `old_dir` holds (an unnamed `O_TMPFILE` file): linked by `AT_EMPTY_PATH` where the daemon
+/// may (`CAP_DAC_READ_SEARCH`), else through its `/proc/self/fd` link, which any owner of the
+/// descriptor may follow.
 pub fn linkat(old_dir: impl AsFd, old: &CStr, new_dir: impl AsFd, new: &CStr) -> Res<()> {
-    Ok(rustix::fs::linkat(old_dir, old, new_dir, new, AtFlags::empty())?)
+    if !old.is_empty() {
+        return Ok(rustix::fs::linkat(old_dir, old, new_dir, new, AtFlags::empty())?);
+    }
+    match rustix::fs::linkat(old_dir.as_fd(), old, new_dir.as_fd(), new, AtFlags::EMPTY_PATH) {
+        Err(rustix::io::Errno::NOENT) => {
+            let path = crate::sys::open::proc_fd_path(old_dir.as_fd());
+            Ok(rustix::fs::linkat(rustix::fs::CWD, path.as_c_str(), new_dir, new, AtFlags::SYMLINK_FOLLOW)?)
+        }
+        r => Ok(r?),
+    }
 }
 
 /// Safe wrapper for `unlinkat(2)` of a non-directory.

@@ -100,6 +100,13 @@ pub fn openat(dir: impl AsFd, name: &CStr, flags: OFlags, mode: u32) -> Res<Owne
     Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?)
 }
 
+/// Opens an unnamed regular file in directory `dir` (`O_TMPFILE`, never `O_EXCL`: whether
+/// it may be linked is the kernel's to enforce on the mount's own inode).
+pub fn open_tmpfile(dir: impl AsFd, flags: OFlags, mode: u32) -> Res<OwnedFd> {
+    let flags = (flags - OFlags::EXCL - OFlags::CREATE) | OFlags::TMPFILE | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, crate::sys::DOT, flags, Mode::from_raw_mode(mode))?)
+}
+
 /// Opens regular file `name` in `dir` for its data: like [`openat`], and never blocks on
 /// what was swapped in under the name behind the daemon's back (a FIFO without a writer
 /// would hang the request, and with it the thread): opened `O_NONBLOCK` first, checked to be
@@ -129,6 +136,12 @@ pub fn open_file(dir: impl AsFd, name: &CStr, flags: OFlags) -> Res<OwnedFd> {
         rustix::fs::fcntl_setfl(&fd, flags)?;
     }
     Ok(fd)
+}
+
+/// An `O_PATH` descriptor of the object `fd` holds (whatever its type, named or not).
+pub fn open_path_of(fd: BorrowedFd<'_>) -> Res<OwnedFd> {
+    let path = proc_fd_path(fd);
+    Ok(rustix::fs::open(path.as_c_str(), OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?)
 }
 
 /// Another `O_PATH` descriptor of the same directory.

@@ -38,10 +38,10 @@ type MakeFn<'a> = &'a dyn Fn(&Upper, BorrowedFd<'_>, &CStr) -> Res<Option<OwnedF
 
 /// Who owns a new object and with which type and permission bits.
 #[derive(Clone, Copy, Debug)]
-struct NewObject {
-    owner: (u32, u32),
-    kind: FileKind,
-    perm: u32,
+pub(super) struct NewObject {
+    pub(super) owner: (u32, u32),
+    pub(super) kind: FileKind,
+    pub(super) perm: u32,
 }
 
 /// `renameat2` flags the union understands.
@@ -73,7 +73,7 @@ impl RenameFlags {
 
 impl UnionFs {
     /// The parent directory, copied up, and its upper descriptor.
-    fn upper_parent(&self, parent: u64) -> Res<(Arc<Node>, &Upper, Arc<OwnedFd>)> {
+    pub(super) fn upper_parent(&self, parent: u64) -> Res<(Arc<Node>, &Upper, Arc<OwnedFd>)> {
         let up = self.layers.upper()?;
         let dir = self.inodes.get(parent)?;
         if !dir.is_dir() {
@@ -103,7 +103,7 @@ impl UnionFs {
     /// Owner and group a new object in `pfd` gets (stored ids: the caller's shown ids mapped
     /// to the layers' ids): the caller's, or the directory's group if it is setgid; and
     /// whether it is (a new directory in it is setgid too).
-    fn new_owner(&self, ctx: Ctx, pfd: BorrowedFd<'_>) -> Res<((u32, u32), bool)> {
+    pub(super) fn new_owner(&self, ctx: Ctx, pfd: BorrowedFd<'_>) -> Res<((u32, u32), bool)> {
         let pst = stat::fstat(pfd)?;
         let uid = self.opts.uids.store(ctx.uid)?;
         let sgid = pst.mode & libc::S_ISGID != 0;
@@ -113,7 +113,7 @@ impl UnionFs {
 
     /// Gives a freshly made object its owner (when the daemon may) and its exact mode (a
     /// chown drops setuid/setgid bits, which must then be set again).
-    fn fix_owner(
+    pub(super) fn fix_owner(
         &self,
         up: &Upper,
         dir: BorrowedFd<'_>,
@@ -362,6 +362,9 @@ impl UnionFs {
         }
         let slot = if dir.vol != 0 { Slot::Free } else { self.slot(pfd.as_fd(), newname)? };
         let src = self.upper_real(&node)?;
+        // An unnamed (`O_TMPFILE`) file gets its first name; the kernel has checked that it
+        // may (it refuses other removed files and files opened `O_EXCL`).
+        let unnamed = node.has(flag::DEAD) && src.name.is_empty();
         match slot {
             Slot::Free => up.link(src.dir.as_fd(), &src.name, pfd.as_fd(), newname)?,
             Slot::Whiteout => {
@@ -373,7 +376,13 @@ impl UnionFs {
                 }
             }
         }
-        node.add_loc(Loc { parent: Some(dir.clone()), name: newname.into() });
+        let loc = Loc { parent: Some(dir.clone()), name: newname.into() };
+        if unnamed {
+            node.name_unnamed(loc);
+            self.inodes.reinstate(&node);
+        } else {
+            node.add_loc(loc);
+        }
         self.inodes.add_lookup(&node);
         dir.touch_dir();
         let st = stat::statat(&*pfd, newname)?;

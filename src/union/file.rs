@@ -11,8 +11,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use crate::error::{Errno, Res};
 use crate::sys::io as sio;
 use crate::sys::open::{self, OFlags};
+use crate::sys::stat::FileKind;
 use crate::union::copy_up::Data;
-use crate::union::node::flag;
+use crate::union::node::{Identity, Loc, Lower, NodeSpec, flag};
 use crate::union::tables::{FileHandle, Handle, Side};
 use crate::union::{Ctx, Entry, UnionFs};
 
@@ -91,6 +92,35 @@ impl UnionFs {
         {
             node.cache_xattrs(Vec::new());
         }
+        let entry = Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate: false };
+        let fh = self.handles.insert(FileHandle::new(node, fd, true));
+        Ok((entry, Opened { fh, keep_cache: true }))
+    }
+
+    /// `open(O_TMPFILE)`: a new unnamed regular file in directory `parent` (copied up
+    /// first), open, as kernel overlayfs makes one in the upper directory. Its node counts as
+    /// removed (its object is its descriptor) until [`UnionFs::link`] names it.
+    pub fn tmpfile(&self, ctx: Ctx, parent: u64, mode: u32, flags: i32) -> Res<(Entry, Opened)> {
+        let perm = mode & 0o7777;
+        let (dir, up, pfd) = self.upper_parent(parent)?;
+        let (owner, _) = self.new_owner(ctx, pfd.as_fd())?;
+        let fd = up.tmpfile(pfd.as_fd(), real_flags(flags), perm)?;
+        let new = super::dir::NewObject { owner, kind: FileKind::Regular, perm };
+        self.fix_owner(up, pfd.as_fd(), c"", Some(&fd), &new)?;
+        let st = crate::sys::stat::fstat(&fd)?;
+        let spec = NodeSpec {
+            kind: FileKind::Regular,
+            identity: Identity { fs: self.layers.upper_fs(dir.vol), ino: st.ino },
+            upper_ino: st.ino,
+            lower: Lower::None,
+            flags: flag::UPPER,
+            loc: Loc { parent: Some(dir.clone()), name: c"".into() },
+            vol: dir.vol,
+        };
+        let node = self.inodes.intern(spec, &self.layers.xino);
+        node.set_orphan(open::open_path_of(fd.as_fd())?);
+        self.inodes.retire(&node);
+        node.cache_xattrs(Vec::new());
         let entry = Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate: false };
         let fh = self.handles.insert(FileHandle::new(node, fd, true));
         Ok((entry, Opened { fh, keep_cache: true }))

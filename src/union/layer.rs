@@ -314,10 +314,23 @@ impl Upper {
         r
     }
 
+    /// Opens a new unnamed regular file in `dir` (`O_TMPFILE`). Counted against an inode
+    /// limit only when a link gives it a name ([`Upper::link`] of an empty name).
+    pub fn tmpfile(&self, dir: BorrowedFd<'_>, flags: OFlags, perm: u32) -> Res<OwnedFd> {
+        self.step();
+        let r = open::open_tmpfile(dir, flags, perm);
+        debug!(op = "tmpfile", perm = format_args!("{perm:o}"), ok = r.is_ok());
+        r
+    }
+
     /// Makes a hard link.
     pub fn link(&self, odir: BorrowedFd<'_>, oname: &CStr, ndir: BorrowedFd<'_>, nname: &CStr) -> Res<()> {
         self.step();
-        let r = sfs::linkat(odir, oname, ndir, nname);
+        let r = match oname.is_empty() {
+            // An unnamed file gets its first name: a new object for the inode limit.
+            true => self.new_object(|| sfs::linkat(odir, oname, ndir, nname)),
+            false => sfs::linkat(odir, oname, ndir, nname),
+        };
         debug!(op = "link", ?oname, ?nname, ?r);
         r
     }

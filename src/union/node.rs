@@ -423,6 +423,17 @@ impl Node {
         same(&l.first) || l.more.iter().any(same)
     }
 
+    /// Gives an unnamed (`O_TMPFILE`) object its first name.
+    pub fn name_unnamed(&self, loc: Loc) {
+        let mut l = self.locs.write();
+        if l.first.name.is_empty() {
+            l.first = loc;
+        } else {
+            drop(l);
+            self.add_loc(loc);
+        }
+    }
+
     /// Adds a name for this node, unless known already.
     pub fn add_loc(&self, loc: Loc) {
         let mut l = self.locs.write();

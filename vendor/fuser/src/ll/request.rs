@@ -1240,8 +1240,14 @@ mod op {
         header: &'a fuse_in_header,
         arg: &'a fuse_create_in,
         name: &'a Path,
+        /// `FUSE_TMPFILE`: open an unnamed file in the directory (`O_TMPFILE`); the name
+        /// is the kernel's placeholder.
+        tmpfile: bool,
     }
     impl<'a> Create<'a> {
+        pub(crate) fn is_tmpfile(&self) -> bool {
+            self.tmpfile
+        }
         pub(crate) fn name(&self) -> &'a Path {
             self.name
         }
@@ -1798,6 +1804,13 @@ mod op {
                 header,
                 arg: data.fetch()?,
                 name: data.fetch_str()?.as_ref(),
+                tmpfile: false,
+            }),
+            fuse_opcode::FUSE_TMPFILE => Operation::Create(Create {
+                header,
+                arg: data.fetch()?,
+                name: data.fetch_str()?.as_ref(),
+                tmpfile: true,
             }),
             fuse_opcode::FUSE_INTERRUPT => Operation::Interrupt(Interrupt {
                 header,
