@@ -146,6 +146,9 @@ impl Drop for Both {
     fn drop(&mut self) {
         drop(self.k.take());
         drop(self.u.take());
+        // A lower file a test made immutable (or one a failed test left so) would keep the
+        // directory from being removed.
+        let _ = Command::new("chattr").arg("-R").arg("-ia").arg(self.dir.path()).output();
     }
 }
 
@@ -393,4 +396,80 @@ print("group", os.fstat(g).st_gid, *link(g, "s/t"))
 for i in range(20):
     os.close(os.open(".", os.O_TMPFILE | os.O_RDWR, 0o600))
 print("listing", sorted(os.listdir(".")), sorted(os.listdir("d")), sorted(os.listdir("d/e")))
+"#;
+
+/// Item 18: file attribute flags (`lsattr`/`chattr`): read from the real object, set on the
+/// upper copy with immutable and append-only kept in `overlay.protattr`, and enforced: an
+/// immutable file cannot be written, removed, renamed, chmodded, touched, linked or given an
+/// xattr; an append-only one takes only appends; nothing enters an immutable directory or
+/// leaves an append-only one; a lower file that is immutable itself is too, until
+/// `chattr -i`. Each side then reads the other's upper the same way.
+#[test]
+fn file_attribute_flags_are_kept_and_enforced_as_by_kernel_overlayfs() {
+    need_fuse!();
+    need_root!();
+    let setup = "mkdir d e; echo x > d/x; echo f > f; echo g > g; echo h > h; ln -s f l; \
+                 echo li > li; chattr +i li";
+    let mut b = Both::new(&[setup], "", &[]);
+    let script = b.p("attr.sh");
+    std::fs::write(&script, ATTR_SH).unwrap();
+    let out = b.same(&format!("sh {} 2>&1", script.display()));
+    for want in
+        ["[1] chattr-i-rm", "[0] chattr-i-cat", "[0] chattr+a-append", "[2] chattr+a-write", "[2] lower-i-append"]
+    {
+        assert!(out.contains(want), "no `{want}` in\n{out}");
+    }
+    let prot = |upper: &str| sh(&b.p(upper), "getfattr -R -d -m protattr --absolute-names . 2>&1 | sort");
+    assert_eq!(prot("u-upper"), prot("k-upper"));
+    assert!(prot("u-upper").contains("protattr=\"a\""), "{}", prot("u-upper"));
+    b.cross("", &[]);
+    b.same("lsattr -d g d f li 2>&1; rm g 2>&1; echo more >> g; cat g; touch d/in; rm d/x 2>&1; ls d");
+}
+
+/// The steps of `file_attribute_flags_are_kept_and_enforced_as_by_kernel_overlayfs`: each
+/// prints `[status] label`.
+const ATTR_SH: &str = r#"t() { label=$1; shift; "$@" >/dev/null 2>&1; echo "[$?] $label"; }
+lsattr -d d f g li
+t chattr+i chattr +i f
+t chattr-i-append sh -c 'echo x >> f'
+t chattr-i-rm rm f
+t chattr-i-mv mv f f2
+t chattr-i-chmod chmod 600 f
+t chattr-i-touch touch f
+t chattr-i-ln ln f fl
+t chattr-i-setfattr setfattr -n user.x -v 1 f
+t chattr-i-truncate truncate -s 0 f
+t chattr-i-cat cat f
+t chattr-i chattr -i f
+t chattr-i-gone sh -c 'echo y >> f'
+t chattr+a chattr +a g
+t chattr+a-write sh -c 'echo x > g'
+t chattr+a-append sh -c 'echo x >> g'
+t chattr+a-truncate truncate -s 0 g
+t chattr+a-rm rm g
+t chattr+a-touch-now touch g
+t chattr+a-touch-date touch -d 2001-01-01 g
+t chattr+a-chmod chmod 600 g
+cat g
+t dir+i chattr +i d
+t dir+i-create touch d/new
+t dir+i-rm rm d/x
+t dir+i-mkdir mkdir d/m
+t dir+i-mv mv d/x d/y
+t dir+i-mv-in mv h d/h
+t dir-i chattr -i d
+t dir+a chattr +a d
+t dir+a-create touch d/new2
+t dir+a-rm rm d/x
+t dir+a-mv mv d/x e
+ls d
+t noatime chattr +A h
+lsattr h
+t symlink chattr +i l
+t lower-i-append sh -c 'echo x >> li'
+t lower-i-rm rm li
+t lower-i-chattr chattr -i li
+t lower-i-gone sh -c 'echo y >> li'
+cat li
+lsattr -d d f g h li
 "#;

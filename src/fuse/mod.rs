@@ -29,6 +29,7 @@ use crate::sys::fs::SetTime;
 use crate::sys::stat::{FileKind, Timespec};
 use crate::union::dir::RenameFlags as URenameFlags;
 use crate::union::file::Opened;
+use crate::union::fileattr::AttrFlags;
 use crate::union::inode::{Killer, SetAttr};
 use crate::union::{Attr, Ctx, Entry, UnionFs};
 
@@ -280,6 +281,22 @@ fn reply_open(fs: &UnionFs, pt: &Passthrough, ino: u64, flags: i32, kill: Option
             }
         },
         Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// A file attribute ioctl: whether it sets, and what (`None`: any other ioctl, or a set
+/// without its argument).
+fn fileattr_request(cmd: u32, data: &[u8]) -> Option<(bool, AttrFlags)> {
+    use crate::sys::fileattr as fa;
+    match cmd {
+        fa::FS_IOC_GETFLAGS => Some((false, AttrFlags::Flags(0))),
+        fa::FS_IOC_FSGETXATTR => Some((false, AttrFlags::Fsx(fa::FsXattr::default()))),
+        fa::FS_IOC_SETFLAGS => {
+            let w = data.get(..4)?.try_into().ok()?;
+            Some((true, AttrFlags::Flags(u32::from_ne_bytes(w))))
+        }
+        fa::FS_IOC_FSSETXATTR => Some((true, AttrFlags::Fsx(fa::FsXattr::from_bytes(data)?))),
+        _ => None,
     }
 }
 
@@ -739,17 +756,32 @@ impl Filesystem for Fuse {
     fn ioctl(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
+        cmd: u32,
+        in_data: &[u8],
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        // Every ioctl reaches the daemon (the kernel remembers no refusal, and turns ENOSYS
-        // into ENOTTY for the caller); Python's open(), for one, asks TCGETS of every file.
-        guard("ioctl", || reply.error(fuser::Errno::ENOTTY));
+        // File attribute flags, which the kernel asks for itself (`lsattr`, `chattr`: its
+        // `fileattr_get`/`fileattr_set` open the file and send these); every other ioctl is
+        // ENOTTY (the kernel remembers no refusal, and turns ENOSYS into ENOTTY for the
+        // caller; Python's open(), for one, asks TCGETS of every file).
+        guard("ioctl", || {
+            let r = match fileattr_request(cmd, in_data) {
+                Some((false, want)) => self.fs.fileattr_get(ino.0, want).map(|a| match a {
+                    AttrFlags::Flags(f) => f.to_ne_bytes().to_vec(),
+                    AttrFlags::Fsx(x) => x.to_bytes().to_vec(),
+                }),
+                Some((true, set)) => self.fs.fileattr_set(ino.0, set).map(|()| Vec::new()),
+                None => Err(Errno::ENOTTY),
+            };
+            match r {
+                Ok(data) => reply.ioctl(0, &data),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
     }
 
     fn fallocate(

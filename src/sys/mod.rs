@@ -11,11 +11,13 @@
 //!   symlink inside a layer is never followed by the daemon;
 //! * single-component operations take a directory fd plus a name that has no `/`
 //!   ([`name_ok`] checks it) and never follow a final symlink;
-//! * `unsafe` is allowed only in [`handle`], [`inherit`], [`uring`] and [`proc::private_umask_zero`],
+//! * `unsafe` is allowed only here (`#[allow(unsafe_code)]` on the module or the item:
+//!   [`handle`], [`inherit`], [`uring`], [`fileattr`], [`io`], [`xattr`], [`proc`]),
 //!   with one `// SAFETY:` comment
 //!   per block.
 
 pub mod dir;
+pub mod fileattr;
 pub mod fs;
 pub mod handle;
 pub mod inherit;

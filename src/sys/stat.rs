@@ -213,3 +213,11 @@ pub fn fstatvfs(fd: impl AsFd) -> Res<FsStat> {
 pub fn fs_magic(fd: impl AsFd) -> Res<i64> {
     Ok(rustix::fs::fstatfs(fd)?.f_type)
 }
+
+/// Immutable and append-only as `statx(2)` reports them (`STATX_ATTR_IMMUTABLE`,
+/// `STATX_ATTR_APPEND`), for entry `name` of `dir`: `(immutable, append)`.
+pub fn protection_at(dir: impl AsFd, name: &CStr) -> Res<(bool, bool)> {
+    let x = rustix::fs::statx(dir, name, at_flags(name), rustix::fs::StatxFlags::empty())?;
+    let attrs = (x.stx_attributes & x.stx_attributes_mask).bits();
+    Ok((attrs & 0x10 != 0, attrs & 0x20 != 0))
+}

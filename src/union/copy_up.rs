@@ -323,6 +323,7 @@ impl UnionFs {
                 debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
                 crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;
+                self.copy_fileattr(up, &src, XTarget::Fd(dst.as_fd()), || Ok(dst.as_fd()))?;
                 self.copy_owner(up, work, tmp, st)?;
                 up.fchmod(dst.as_fd(), st.perm())?;
                 crate::sys::fs::futimens(&dst, SetTime::At(st.atime), SetTime::At(st.mtime))?;
@@ -344,6 +345,10 @@ impl UnionFs {
             FileKind::Directory => {
                 up.mkdir(work, tmp, 0o700)?;
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::At(work, tmp))?;
+                let src = open::openat(ldir, lname, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+                self.copy_fileattr(up, &src, XTarget::At(work, tmp), || {
+                    open::openat(work, tmp, OFlags::RDONLY | OFlags::DIRECTORY, 0)
+                })?;
                 self.copy_owner(up, work, tmp, st)?;
                 up.chmod(work, tmp, st.perm())?;
                 up.utimens(work, tmp, SetTime::At(st.atime), SetTime::At(st.mtime))?;

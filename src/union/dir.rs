@@ -19,6 +19,7 @@ use crate::sys::fs::RenameMode;
 use crate::sys::open::OFlags;
 use crate::sys::stat::{self, FileKind, Stat};
 use crate::sys::xattr::{SetMode, XTarget};
+use crate::union::fileattr::Change;
 use crate::union::layer::Upper;
 use crate::union::node::{Identity, Loc, Lower, Node, NodeSpec, flag};
 use crate::union::tables::Side;
@@ -180,6 +181,7 @@ impl UnionFs {
             // A `.wh.` name would be read back as a whiteout marker.
             return Err(Errno::EINVAL);
         }
+        self.deny(&self.inodes.get(parent)?, Change::AddEntry)?;
         let (dir, up, pfd) = self.upper_parent(parent)?;
         let (owner, sgid_parent) = self.new_owner(ctx, pfd.as_fd())?;
         // A directory made in a setgid directory is setgid too (the kernel's
@@ -354,6 +356,8 @@ impl UnionFs {
         if node.is_dir() {
             return Err(Errno::EPERM);
         }
+        self.deny(&self.inodes.get(newparent)?, Change::AddEntry)?;
+        self.deny(&node, Change::Object)?;
         self.layers.upper()?;
         self.copy_up(&node)?;
         let (dir, up, pfd) = self.upper_parent(newparent)?;
@@ -454,6 +458,8 @@ impl UnionFs {
         let up = self.layers.upper()?;
         let dir = self.inodes.get(parent)?;
         let (node, side, st) = self.peek_stat(&dir, name)?;
+        self.deny(&dir, Change::RemoveEntry)?;
+        self.deny(&node, Change::Object)?;
         if node.is_dir() {
             return Err(Errno::EISDIR);
         }
@@ -477,6 +483,8 @@ impl UnionFs {
         let up = self.layers.upper()?;
         let dir = self.inodes.get(parent)?;
         let (node, side) = self.peek(&dir, name)?;
+        self.deny(&dir, Change::RemoveEntry)?;
+        self.deny(&node, Change::Object)?;
         if !node.is_dir() {
             return Err(Errno::ENOTDIR);
         }
@@ -521,6 +529,16 @@ impl UnionFs {
         {
             // Two names of one object: rename does nothing (POSIX).
             return Ok(());
+        }
+        // The kernel's `may_delete` of the source, then of the target or `may_create`.
+        self.deny(&odir, Change::RemoveEntry)?;
+        self.deny(&src, Change::Object)?;
+        match &dst {
+            Some((d, ..)) => {
+                self.deny(&ndir, Change::RemoveEntry)?;
+                self.deny(d, Change::Object)?;
+            }
+            None => self.deny(&ndir, Change::AddEntry)?,
         }
         if src.is_dir() && src.has_lower() && !self.opts.redirect_dir {
             return Err(Errno::EXDEV);

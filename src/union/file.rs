@@ -13,6 +13,7 @@ use crate::sys::io as sio;
 use crate::sys::open::{self, OFlags};
 use crate::sys::stat::FileKind;
 use crate::union::copy_up::Data;
+use crate::union::fileattr::Change;
 use crate::union::node::{Identity, Loc, Lower, NodeSpec, flag};
 use crate::union::tables::{FileHandle, Handle, Side};
 use crate::union::{Ctx, Entry, UnionFs};
@@ -48,6 +49,10 @@ impl UnionFs {
         let trunc = flags & libc::O_TRUNC != 0;
         let mut oflags = real_flags(flags);
         if write || trunc {
+            self.deny(&node, Change::Write(flags & libc::O_APPEND != 0))?;
+            if trunc {
+                self.deny(&node, Change::Truncate)?;
+            }
             if self.handles.executing(ino) {
                 return Err(Errno::ETXTBSY);
             }
@@ -102,6 +107,7 @@ impl UnionFs {
     /// removed (its object is its descriptor) until [`UnionFs::link`] names it.
     pub fn tmpfile(&self, ctx: Ctx, parent: u64, mode: u32, flags: i32) -> Res<(Entry, Opened)> {
         let perm = mode & 0o7777;
+        self.deny(&self.inodes.get(parent)?, Change::AddEntry)?;
         let (dir, up, pfd) = self.upper_parent(parent)?;
         let (owner, _) = self.new_owner(ctx, pfd.as_fd())?;
         let fd = up.tmpfile(pfd.as_fd(), real_flags(flags), perm)?;

@@ -14,6 +14,7 @@ use crate::sys::open::OFlags;
 use crate::sys::stat::{self, FileKind, FsStat};
 use crate::sys::xattr::{self, SetMode, XTarget};
 use crate::union::copy_up::Data;
+use crate::union::fileattr::Change;
 use crate::union::node::{Node, flag};
 use crate::union::tables::Handle;
 use crate::union::{Attr, Ctx, UnionFs, whiteout};
@@ -80,6 +81,24 @@ pub struct SetAttr {
 }
 
 impl UnionFs {
+    /// `EPERM` for what an immutable or append-only object refuses (the kernel's
+    /// `notify_change` and `do_truncate`): mode, owner and explicit times on either, setting
+    /// the times to now on an immutable one, any size change.
+    fn deny_setattr(&self, node: &Arc<Node>, sa: &SetAttr) -> Res<()> {
+        let explicit = |t: &Option<SetTime>| matches!(t, Some(SetTime::At(_)));
+        let now = |t: &Option<SetTime>| matches!(t, Some(SetTime::Now));
+        if sa.mode.is_some() || sa.uid.is_some() || sa.gid.is_some() || explicit(&sa.atime) || explicit(&sa.mtime) {
+            self.deny(node, Change::Object)?;
+        }
+        if sa.size.is_some() {
+            self.deny(node, Change::Truncate)?;
+        }
+        if now(&sa.atime) || now(&sa.mtime) {
+            self.deny(node, Change::Touch)?;
+        }
+        Ok(())
+    }
+
     /// The descriptor of an open upper file, if `fh` names one for `node`.
     fn upper_handle_fd(&self, node: &Node, fh: Option<u64>) -> Option<Arc<Handle>> {
         let h = self.handles.get(fh?).ok()?;
@@ -169,6 +188,7 @@ impl UnionFs {
     fn setattr_inner(&self, ino: u64, sa: SetAttr) -> Res<Attr> {
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
+        self.deny_setattr(&node, &sa)?;
         if let Some(size) = sa.size {
             if node.is_dir() {
                 return Err(Errno::EISDIR);
@@ -376,6 +396,7 @@ impl UnionFs {
     /// `setxattr`. Copies the object up first; `*.overlay.*` names are stored escaped, as
     /// kernel overlayfs does, so they never act as markers.
     pub fn setxattr(&self, ino: u64, name: &CStr, value: &[u8], flags: i32) -> Res<()> {
+        self.deny(&self.inodes.get(ino)?, Change::Object)?;
         reserved(ino, name)?;
         let stored = self.xattr_name(name)?;
         let mode = SetMode::from_flags(flags)?;
@@ -393,6 +414,7 @@ impl UnionFs {
     /// `removexattr`. Removing an xattr a lower object does not have is `ENODATA` without a
     /// copy-up.
     pub fn removexattr(&self, ino: u64, name: &CStr) -> Res<()> {
+        self.deny(&self.inodes.get(ino)?, Change::Object)?;
         reserved(ino, name)?;
         let stored = self.xattr_name(name)?;
         let node = self.inodes.get(ino)?;

@@ -54,6 +54,7 @@
 pub mod copy_up;
 pub mod dir;
 pub mod file;
+pub mod fileattr;
 pub mod idmap;
 pub mod index;
 pub mod inode;

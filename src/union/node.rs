@@ -187,6 +187,12 @@ pub mod flag {
     /// object, taken before its last name went, is in the side table (see
     /// [`super::Node::orphan`]).
     pub const ORPHAN: u32 = 1 << 17;
+    /// [`IMMUTABLE`] and [`APPEND`] are known (see [`crate::union::fileattr`]).
+    pub const PROT_KNOWN: u32 = 1 << 18;
+    /// The object is immutable (`chattr +i`).
+    pub const IMMUTABLE: u32 = 1 << 19;
+    /// The object is append-only (`chattr +a`).
+    pub const APPEND: u32 = 1 << 20;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).

@@ -53,6 +53,9 @@ pub struct XattrNames {
     pub metacopy: &'static CStr,
     /// An indexed hard link's link count relative to its upper one (`U+n`, `U-n`).
     pub nlink: &'static CStr,
+    /// Immutable (`i`) and append-only (`a`) flags of an upper object, kept out of its real
+    /// flags (see [`crate::union::fileattr`]).
+    pub protattr: &'static CStr,
 }
 
 /// `trusted.overlay.*`.
@@ -64,6 +67,7 @@ pub const TRUSTED: XattrNames = XattrNames {
     redirect: c"trusted.overlay.redirect",
     metacopy: c"trusted.overlay.metacopy",
     nlink: c"trusted.overlay.nlink",
+    protattr: c"trusted.overlay.protattr",
 };
 
 /// `user.overlay.*`.
@@ -75,6 +79,7 @@ pub const USER: XattrNames = XattrNames {
     redirect: c"user.overlay.redirect",
     metacopy: c"user.overlay.metacopy",
     nlink: c"user.overlay.nlink",
+    protattr: c"user.overlay.protattr",
 };
 
 impl Dialect {
