@@ -57,6 +57,12 @@ impl Invalidator for NotifierInvalidator {
         let _gone = self.tx.send(Inval::Inode(ino));
     }
 
+    fn inval_dir_now(&self, ino: u64) {
+        if let Err(e) = self.now.inval_inode(INodeNo(ino), 0, 0) {
+            debug!("listing invalidation of {ino}: {e}");
+        }
+    }
+
     fn inval_attrs_now(&self, ino: u64) {
         // Offset -1: the attributes only, not the page cache (whose pages the writer that
         // asked may hold locked).

@@ -194,9 +194,9 @@ fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
         // Neither the name nor the link count of a lower hard link may be cached: see
         // `Entry::revalidate`.
         Ok(e) if e.revalidate => {
-            reply.entry_with_ttls(&Duration::ZERO, &Duration::ZERO, &fattr(&e.attr), Generation(0))
+            reply.entry_node(INodeNo(e.ino), &Duration::ZERO, &Duration::ZERO, &fattr(&e.attr), Generation(0))
         }
-        Ok(e) => reply.entry(&TTL, &fattr(&e.attr), Generation(0)),
+        Ok(e) => reply.entry_node(INodeNo(e.ino), &TTL, &TTL, &fattr(&e.attr), Generation(0)),
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -302,10 +302,10 @@ fn fileattr_request(cmd: u32, data: &[u8]) -> Option<(bool, AttrFlags)> {
 
 /// Answers a `create` or `tmpfile` that made and opened entry `e` as handle `o`.
 fn reply_created(fs: &UnionFs, pt: &Passthrough, e: Entry, o: Opened, flags: i32, reply: ReplyCreate) {
-    let (a, fh) = (fattr(&e.attr), FileHandle(o.fh));
+    let (a, fh, id) = (fattr(&e.attr), FileHandle(o.fh), INodeNo(e.ino));
     match open_mode(fs, pt, e.ino, o.fh, flags, |fd| reply.open_backing(fd)) {
-        OpenMode::Backed(b) => reply.created_passthrough(&TTL, &a, Generation(0), fh, FopenFlags::empty(), &b),
-        OpenMode::Direct => reply.created(&TTL, &a, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO),
+        OpenMode::Backed(b) => reply.created_node(id, &TTL, &a, Generation(0), fh, FopenFlags::empty(), Some(&b)),
+        OpenMode::Direct => reply.created_node(id, &TTL, &a, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO, None),
         // A new file cannot be pinned elsewhere; should it ever be, fail cleanly.
         OpenMode::Stale => {
             fs.release(o.fh);
@@ -313,7 +313,7 @@ fn reply_created(fs: &UnionFs, pt: &Passthrough, e: Entry, o: Opened, flags: i32
         }
         OpenMode::Cached => {
             let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
-            reply.created(&TTL, &a, Generation(0), fh, f)
+            reply.created_node(id, &TTL, &a, Generation(0), fh, f, None)
         }
     }
 }
@@ -404,7 +404,7 @@ impl Filesystem for Fuse {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         guard("getattr", || match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+            Ok(a) => reply.attr(&self.fs.attr_ttl(ino.0, TTL), &fattr(&a)),
             Err(e) => reply.error(errno(e)),
         })
     }
@@ -460,7 +460,7 @@ impl Filesystem for Fuse {
         let fs = self.fs.clone();
         self.run(slow, move || {
             guard("setattr", || match fs.setattr(ino.0, sa) {
-                Ok(a) => reply.attr(&TTL, &fattr(&a)),
+                Ok(a) => reply.attr(&fs.attr_ttl(ino.0, TTL), &fattr(&a)),
                 Err(e) => reply.error(errno(e)),
             })
         })

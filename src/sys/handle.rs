@@ -52,6 +52,31 @@ pub fn name_to_handle_at(dir: impl AsFd, name: &CStr) -> Res<FileHandle> {
     Ok(FileHandle { kind, bytes })
 }
 
+/// Safe wrapper for `open_by_handle_at(2)` (`O_PATH`): the object handle `kind`/`bytes`
+/// names on the filesystem holding `mount_fd`. Needs `CAP_DAC_READ_SEARCH` (`EPERM`
+/// without); `ESTALE` for an object that is gone.
+pub fn open_by_handle_at(mount_fd: impl AsFd, kind: i32, bytes: &[u8]) -> Res<std::os::fd::OwnedFd> {
+    if bytes.is_empty() || bytes.len() > MAX_HANDLE_SZ || !bytes.len().is_multiple_of(4) {
+        return Err(Errno::EINVAL);
+    }
+    let mut buf = [0u32; 2 + MAX_HANDLE_SZ / 4];
+    buf[0] = bytes.len() as u32;
+    buf[1] = kind as u32;
+    for (i, w) in bytes.chunks(4).enumerate() {
+        buf[2 + i] = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
+    }
+    let flags = libc::O_PATH | libc::O_CLOEXEC;
+    // SAFETY: `buf` is a properly aligned `struct file_handle` holding `handle_bytes` bytes
+    // of handle after its header, alive across the call; the kernel only reads it. The
+    // returned descriptor, if any, is new and owned by no one else.
+    let rc = unsafe { libc::syscall(libc::SYS_open_by_handle_at, mount_fd.as_fd().as_raw_fd(), buf.as_ptr(), flags) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: `rc` is a descriptor the kernel just opened for this process.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(rc as i32) })
+}
+
 /// The filesystem UUID of the filesystem holding directory `dir` (`FS_IOC_GETFSUUID`, Linux
 /// 6.5+): what the kernel records in an origin handle to say which filesystem it belongs to.
 /// `None` where the kernel or filesystem does not tell (the caller records a null UUID).

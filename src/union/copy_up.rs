@@ -29,7 +29,7 @@ use crate::sys::stat::{self, FileKind, Stat};
 use crate::sys::xattr::{self, SetMode, XTarget};
 use crate::sys::{fs as sfs, handle, io as sio};
 use crate::union::layer::Upper;
-use crate::union::node::{Node, flag};
+use crate::union::node::{Lower, Node, flag};
 use crate::union::tables::Side;
 use crate::union::{UnionFs, whiteout};
 
@@ -124,9 +124,15 @@ impl UnionFs {
             self.inodes.register_upper(node);
             return Ok(());
         }
-        let data = if key.is_some() && data == Data::Meta { Data::Full } else { data };
+        // A lower metadata-only copy: its data is in a layer below (the copy gets all of it).
+        let data_from = match node.lower {
+            Lower::Meta { .. } => Some(self.data_real(node)?),
+            _ => None,
+        };
+        let data = if (key.is_some() || data_from.is_some()) && data == Data::Meta { Data::Full } else { data };
         let tmp = up.temp_name();
-        let mut built = self.build_copy(up, node, (src.dir.as_fd(), &src.name, &uuid), &st, &tmp, data);
+        let from = (src.dir.as_fd(), &*src.name, &uuid);
+        let mut built = self.build_copy(up, node, from, data_from.as_ref(), &st, &tmp, data);
         if let (Some(k), Some(index), true) = (&key, self.index_dir(), built.is_ok()) {
             // Into the index first: the upper inode gets its other names from there. Shown
             // link count: the lower one, stored relative to it (`L+0`), which holds however
@@ -191,7 +197,15 @@ impl UnionFs {
             self.load_nlink_diff(upper_ino, XTarget::At(index, k), Some(st.nlink));
             self.link_up_known_names(node, parent, name, k, st.nlink);
         } else if !node.is_dir() && st.nlink > 1 {
+            // One name of a lower hard link, copied up alone: an object of its own, numbered
+            // as its upper file (the other names keep the lower number).
             self.split_lower_links(node);
+            let fs = self.layers.upper_fs(node.vol);
+            node.set_shown(self.layers.xino.map(fs, upper_ino).unwrap_or(node.ino));
+            // Its directory entry's number changed with it (the parent's times did not, so
+            // the kernel would keep its cached listing).
+            parent.touch_dir();
+            self.inval_dir_now(parent.ino);
         }
         if node.is_dir() {
             // Now a merged directory, it shows one link, as the kernel's do (the kernel's
@@ -264,7 +278,8 @@ impl UnionFs {
         let src_size = stat::fstat(&src)?.size;
         let r = self.upper_real(node)?;
         let dst = open::open_file(&*r.dir, &r.name, OFlags::WRONLY)?;
-        let size = stat::fstat(&dst)?.size;
+        let before = stat::fstat(&dst)?;
+        let size = before.size;
         // A truncation to `n` keeps at most `n` bytes: the data beyond never comes up, and
         // the file never shows zeros where the lower file had data.
         let keep = match data {
@@ -278,6 +293,9 @@ impl UnionFs {
         if stat::fstat(&dst)?.size != keep {
             sio::ftruncate(dst.as_fd(), keep)?;
         }
+        // Bringing the data up changes nothing the merged view shows: the times stay (what
+        // the caller does next, a write or a truncation, sets them as it would anyway).
+        crate::sys::fs::futimens(&dst, SetTime::At(before.atime), SetTime::At(before.mtime))?;
         crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
         debug!(op = "metacopy data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
         if up.sync() {
@@ -300,6 +318,7 @@ impl UnionFs {
         up: &Upper,
         node: &Node,
         (ldir, lname, uuid): (BorrowedFd<'_>, &CStr, &[u8; 16]),
+        data_from: Option<&crate::union::Real>,
         st: &Stat,
         tmp: &CStr,
         data: Data,
@@ -309,6 +328,10 @@ impl UnionFs {
         match kind {
             FileKind::Regular => {
                 let src = open::open_file(ldir, lname, OFlags::RDONLY)?;
+                let data_src = match data_from {
+                    Some(r) => Some(open::open_file(&*r.dir, &r.name, OFlags::RDONLY)?),
+                    None => None,
+                };
                 let dst = up.create(work, tmp, OFlags::WRONLY, 0o600)?;
                 let len = match data {
                     Data::Full => st.size,
@@ -318,8 +341,11 @@ impl UnionFs {
                 up.step();
                 // Within the size limit, or nothing is copied and the lower version stays.
                 let need = st.blocks.saturating_mul(512).min(len.next_multiple_of(4096));
-                let rep =
-                    up.charged(dst.as_fd(), |_| Some(need), || sio::copy_data(&src, &dst, len, st.size, up.sync()))?;
+                let rep = up.charged(
+                    dst.as_fd(),
+                    |_| Some(need),
+                    || sio::copy_data(data_src.as_ref().unwrap_or(&src), &dst, len, st.size, up.sync()),
+                )?;
                 debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
                 crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;

@@ -380,6 +380,11 @@ impl UnionFs {
                 }
             }
         }
+        // A name of a copied-up object: the kernel reads the directory's entries with their
+        // origins' numbers only if it is marked (as `ovl_link` marks it).
+        if node.has(flag::ORIGIN) || self.has_origin(pfd.as_fd(), newname).unwrap_or(false) {
+            self.mark_impure(up, &dir, pfd.as_fd());
+        }
         let loc = Loc { parent: Some(dir.clone()), name: newname.into() };
         if unnamed {
             node.name_unnamed(loc);
@@ -561,7 +566,17 @@ impl UnionFs {
                 match (src.is_dir(), d.is_dir()) {
                     (false, true) => return Err(Errno::EISDIR),
                     (true, false) => return Err(Errno::ENOTDIR),
-                    (true, true) if !self.is_empty_dir(d)? => return Err(Errno::ENOTEMPTY),
+                    (true, true) if !self.is_empty_dir(d)? => {
+                        if !d.has_lower() {
+                            // Kernel overlayfs leaves a directory with nothing below to the
+                            // upper filesystem to refuse, after copying the source (and the
+                            // target's parent) up; the copies show (merged directories report
+                            // one link), so they are made here too.
+                            self.upper_parent(newparent)?;
+                            self.copy_up(&src)?;
+                        }
+                        return Err(Errno::ENOTEMPTY);
+                    }
                     _ => {}
                 }
             }

@@ -233,7 +233,19 @@ impl UnionFs {
         for (parent, name) in names {
             self.inval_entry(parent, &name);
         }
+        // Its open descriptors still show the object, which changes through the new node
+        // from now on: nothing the kernel cached of it holds (see [`UnionFs::attr_ttl`]).
+        self.inval_attrs_now(ino);
         Ok(())
+    }
+
+    /// How long the kernel may keep attributes of `ino`: `ttl`, except for a node retired
+    /// for a stale pinned file, whose object changes through another node.
+    pub fn attr_ttl(&self, ino: u64, ttl: std::time::Duration) -> std::time::Duration {
+        match self.inodes.get(ino) {
+            Ok(n) if n.has(flag::SUPERSEDED) => std::time::Duration::ZERO,
+            _ => ttl,
+        }
     }
 
     /// `release`.

@@ -239,6 +239,7 @@ impl UnionFs {
         self.remember_prot(&node, new);
         node.forget_xattrs();
         self.inval_attrs_now(node.ino);
+        self.inval_twin(node.ino);
         set
     }
 

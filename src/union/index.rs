@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use crate::error::{Errno, Res};
+use crate::sys::fs::SetTime;
 use crate::sys::stat::{self, Stat};
 use crate::sys::xattr::{self, SetMode, XTarget};
 use crate::union::UnionFs;
@@ -124,8 +125,17 @@ impl UnionFs {
         let lower = i64::try_from(lower_nlink).unwrap_or(i64::MAX);
         let nlink = up.dialect.names().nlink;
         up.set_xattr(t, nlink, &encode_nlink(StoredNlink::Lower(shown - lower)), SetMode::Any)?;
+        // Another name of an object already there: the directory's times do not change in
+        // the merged view (kernel overlayfs keeps them, as for any copy-up).
+        let times = stat::fstat(pfd)?;
         match up.link(index, key, pfd, name) {
-            Ok(()) | Err(Errno::EEXIST) => {}
+            Ok(()) => {
+                let (a, m) = (SetTime::At(times.atime), SetTime::At(times.mtime));
+                if let Err(e) = up.utimens(pfd, crate::sys::DOT, a, m) {
+                    tracing::debug!("cannot restore directory times after a link-up: {e}");
+                }
+            }
+            Err(Errno::EEXIST) => {}
             Err(e) => return Err(e),
         }
         self.settle_nlink(t, Some(lower_nlink))

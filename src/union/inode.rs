@@ -81,6 +81,23 @@ pub struct SetAttr {
 }
 
 impl UnionFs {
+    /// A change made through a node retired for a stale pinned file (a descriptor opened
+    /// before a copy-up) is a change of the object the live node for it shows: the kernel's
+    /// cached attributes of that one are dropped.
+    pub(crate) fn inval_twin(&self, ino: u64) {
+        if let Ok(node) = self.inodes.get(ino)
+            && node.has(flag::SUPERSEDED)
+            && let Some(live) = self.inodes.live_upper(node.vol, node.upper_ino())
+            && live != ino
+        {
+            if let Ok(l) = self.inodes.get(live) {
+                l.forget_xattrs();
+                l.clear(flag::PROT_KNOWN);
+            }
+            self.inval_attrs_now(live);
+        }
+    }
+
     /// `EPERM` for what an immutable or append-only object refuses (the kernel's
     /// `notify_change` and `do_truncate`): mode, owner and explicit times on either, setting
     /// the times to now on an immutable one, any size change.
@@ -127,6 +144,17 @@ impl UnionFs {
     /// `security.capability`, as every Linux filesystem does before such a write.
     fn remove_privs(&self, ino: u64, killer: Option<Killer>) -> Res<Attr> {
         let node = self.inodes.get(ino)?;
+        // A change of nothing still changes the object (its ctime): it is copied up, as
+        // kernel overlayfs's `ovl_setattr` does (a directory then shows as merged).
+        if let Some(up) = self.layers.upper.as_ref() {
+            self.copy_up_meta(&node)?;
+            if node.kind == FileKind::Directory {
+                self.stable(|| {
+                    let r = self.upper_real(&node)?;
+                    up.chown(r.dir.as_fd(), &r.name, None, None)
+                })?;
+            }
+        }
         if node.kind == FileKind::Regular && node.has_upper() && self.opts.xattrs {
             let up = self.layers.upper()?;
             let r = self.stable(|| {
@@ -175,6 +203,7 @@ impl UnionFs {
         let kill = if sa.size.is_some() && sa.mode.is_none() { sa.kill } else { None };
         let fh = sa.fh;
         let a = self.setattr_inner(ino, sa)?;
+        self.inval_twin(ino);
         if let Some(k) = kill {
             let perm = a.perm & 0o7777;
             let killed = kill_suidgid(perm, a.gid, &k);
@@ -408,6 +437,7 @@ impl UnionFs {
             up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), &stored, value, mode)
         });
         node.forget_xattrs();
+        self.inval_twin(ino);
         r
     }
 
@@ -428,6 +458,7 @@ impl UnionFs {
             up.remove_xattr(XTarget::At(r.dir.as_fd(), &r.name), &stored)
         });
         node.forget_xattrs();
+        self.inval_twin(ino);
         r
     }
 }

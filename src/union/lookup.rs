@@ -151,6 +151,9 @@ pub struct Found {
     pub side: Side,
     /// For an upper non-directory that was copied up: the lower object it came from.
     pub origin: Option<Identity>,
+    /// A name of a lower hard link copied up alone: numbered as its upper object (see
+    /// [`UnionFs::broken_link`]).
+    pub own_number: bool,
     /// For a metadata-only copy (`metacopy`): the lower layer holding its data.
     pub metacopy: Option<DataAt>,
     /// For an upper hard link kept in the index (`index=on`): its index key.
@@ -167,6 +170,7 @@ impl Found {
             stat,
             side: Side::Upper,
             origin: None,
+            own_number: false,
             metacopy: None,
             index_key: None,
             vol,
@@ -343,7 +347,9 @@ impl UnionFs {
             }
             // By the marker, not by a decoded origin: an upper moved to other (identical)
             // lowers keeps its data, found by name or redirect.
-            let metacopy = match origin_value.is_some() && stat.is_reg() {
+            // (The kernel records no origin for a lower hard link copied up alone.)
+            let metacopy = match (origin_value.is_some() || self.opts.metacopy) && side == Side::Upper && stat.is_reg()
+            {
                 true => self.metacopy_of(dir, name)?,
                 false => None,
             };
@@ -352,7 +358,11 @@ impl UnionFs {
                     (Some(v), true) => Some(crate::union::index::key_of_origin(v)?).filter(|k| self.indexed(k)),
                     _ => None,
                 };
-            Ok(Some(Found { state, stat, side, origin, metacopy, index_key, vol: 0 }))
+            let own_number = match (&origin, &origin_value) {
+                (Some(o), Some(v)) => self.broken_link(dir, name, o, stat.kind().ok_or(Errno::EIO)?, Some(v))?,
+                _ => false,
+            };
+            Ok(Some(Found { state, stat, side, origin, own_number, metacopy, index_key, vol: 0 }))
         })
     }
 
@@ -412,9 +422,14 @@ impl UnionFs {
     }
 
     /// The topmost lower object under `name` in `dir`, if it is a non-directory.
-    fn first_lower_nondir(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<(LowerIdx, Stat)>> {
+    pub(super) fn first_lower_nondir(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<(LowerIdx, Stat)>> {
+        self.first_nondir_below(dir, name, Side::Upper)
+    }
+
+    /// [`UnionFs::first_lower_nondir`] in the layers below `side` only.
+    fn first_nondir_below(&self, dir: &Arc<Node>, name: &CStr, side: Side) -> Res<Option<(LowerIdx, Stat)>> {
         let Some(dl) = dir.dir_lower() else { return Ok(None) };
-        for l in &dl.layers {
+        for l in dl.layers.iter().filter(|l| below(side, l.idx)) {
             let lfd = self.dir_fd(dir, Side::Lower(l.idx))?;
             match self.probe(lfd.as_fd(), name, l.xwhiteouts)? {
                 Seen::Missing => continue,
@@ -425,30 +440,77 @@ impl UnionFs {
         Ok(None)
     }
 
+    /// Whether an upper non-directory copied up from `origin` is one name of a lower hard
+    /// link copied up alone (no index): an object of its own, with its own number, as kernel
+    /// overlayfs numbers it (`ovl_getattr` takes the origin's number only from a lower file
+    /// with one link, or an indexed one). Known where the lower file is still under the same
+    /// name.
+    ///
+    /// The lower file is found under the same name, else (renamed since) by the recorded
+    /// handle where the daemon may open by handle (`CAP_DAC_READ_SEARCH`); otherwise it
+    /// counts as a file of one link.
+    pub(super) fn broken_link(
+        &self,
+        dir: &Arc<Node>,
+        name: &CStr,
+        origin: &Identity,
+        kind: FileKind,
+        value: Option<&[u8]>,
+    ) -> Res<bool> {
+        if kind == FileKind::Directory || self.opts.index {
+            return Ok(false);
+        }
+        if let Some((idx, ls)) = self.first_lower_nondir(dir, name)?
+            && ls.ino == origin.ino
+            && self.layers.lower(idx)?.fs == origin.fs
+        {
+            return Ok(ls.nlink > 1);
+        }
+        let Some(v) = value.filter(|v| v.len() > 21) else { return Ok(false) };
+        let Some(layer) = self.layers.lowers.iter().find(|l| l.fs == origin.fs) else { return Ok(false) };
+        match crate::sys::handle::open_by_handle_at(&*layer.root, i32::from(v[4]), &v[21..]) {
+            Ok(fd) => {
+                let st = stat::fstat(&fd)?;
+                Ok(st.ino == origin.ino && st.nlink > 1)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
     /// For an upper regular file marked as a metadata-only copy: where its data is (`None`:
     /// not such a copy, or no data found). Under the same name in the lower layers of `dir`,
     /// unless the kernel renamed it and left an `overlay.redirect` (kernel
     /// `ovl_check_metacopy` then `ovl_lookup`'s data path): a relative one names the file in
     /// the same lower directory, an absolute one is a path from every lower layer's root.
     fn metacopy_of(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<DataAt>> {
-        if self.upper_xattr(dir, name, |n| n.metacopy)?.is_none() {
+        self.data_of(dir, name, Side::Upper)
+    }
+
+    /// [`UnionFs::metacopy_of`] for a file in any layer: a metadata-only copy in a lower layer
+    /// (an upper written with `metacopy=on` that became a lower layer) has its data in the
+    /// layers below it, as kernel overlayfs's lookup follows it.
+    fn data_of(&self, dir: &Arc<Node>, name: &CStr, side: Side) -> Res<Option<DataAt>> {
+        let (fd, names) = match side {
+            Side::Upper => (self.dir_fd(dir, side)?, self.layers.upper()?.dialect.names()),
+            Side::Lower(_) => (self.dir_fd(dir, side)?, self.opts.dialect.names()),
+        };
+        if crate::sys::xattr::get(crate::sys::xattr::XTarget::At(fd.as_fd(), name), names.metacopy)?.is_none() {
             return Ok(None);
         }
-        let fd = self.dir_fd(dir, Side::Upper)?;
-        let redirect = whiteout::read_redirect(fd.as_fd(), name, self.layers.upper()?.dialect.names())?;
+        let redirect = whiteout::read_redirect(fd.as_fd(), name, names)?;
         let base = || dir.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default();
         match redirect {
             None => Ok(self
-                .first_lower_nondir(dir, name)?
+                .first_nondir_below(dir, name, side)?
                 .filter(|(_, ls)| ls.is_reg())
                 .map(|(idx, _)| DataAt { idx, moved: None })),
             Some(whiteout::Redirect::Relative(old)) => Ok(self
-                .first_lower_nondir(dir, &old)?
+                .first_nondir_below(dir, &old, side)?
                 .filter(|(_, ls)| ls.is_reg())
                 .map(|(idx, _)| join(base(), old.to_bytes()).map(|p| DataAt { idx, moved: Some(p) }))
                 .transpose()?),
             Some(whiteout::Redirect::Absolute(path)) => {
-                for idx in 0..self.layers.lowers.len() as LowerIdx {
+                for idx in (0..self.layers.lowers.len() as LowerIdx).filter(|i| below(side, *i)) {
                     match self.lower_at_path(idx, &path)? {
                         Some(st) if st.is_reg() => return Ok(Some(DataAt { idx, moved: Some(path) })),
                         Some(_) => return Ok(None),
@@ -538,9 +600,11 @@ impl UnionFs {
         } else {
             match found.side {
                 Side::Upper => {
+                    let own = Identity { fs: upper_fs(), ino: found.stat.ino };
                     let (identity, mut flags) = match found.origin {
+                        Some(_) if found.own_number => (own, flag::UPPER | flag::ORIGIN),
                         Some(o) => (o, flag::UPPER | flag::ORIGIN),
-                        None => (Identity { fs: upper_fs(), ino: found.stat.ino }, flag::UPPER),
+                        None => (own, flag::UPPER),
                     };
                     if let (Some(k), Some(index)) = (&found.index_key, self.index_dir()) {
                         flags |= flag::INDEXED;
@@ -560,15 +624,27 @@ impl UnionFs {
                     };
                     NodeSpec { kind, identity, upper_ino: found.stat.ino, lower, flags, loc, vol: 0 }
                 }
-                Side::Lower(idx) => NodeSpec {
-                    kind,
-                    identity: Identity { fs: self.layers.lower(idx)?.fs, ino: found.stat.ino },
-                    upper_ino: 0,
-                    lower: Lower::File(idx),
-                    flags: 0,
-                    loc,
-                    vol: 0,
-                },
+                Side::Lower(idx) => {
+                    let data = match self.opts.metacopy && found.stat.is_reg() {
+                        true => self.data_of(parent, name, found.side)?,
+                        false => None,
+                    };
+                    let lower = match data {
+                        Some(DataAt { idx: d, moved }) => {
+                            Lower::Meta { meta: idx, data: d, moved: moved.map(Box::new) }
+                        }
+                        None => Lower::File(idx),
+                    };
+                    NodeSpec {
+                        kind,
+                        identity: Identity { fs: self.layers.lower(idx)?.fs, ino: found.stat.ino },
+                        upper_ino: 0,
+                        lower,
+                        flags: 0,
+                        loc,
+                        vol: 0,
+                    }
+                }
             }
         };
         let node = self.inodes.intern(spec, &self.layers.xino);
@@ -658,6 +734,14 @@ pub struct DataAt {
     pub idx: LowerIdx,
     /// The path from the layer's root, when it is not the copy's own.
     pub moved: Option<CString>,
+}
+
+/// Whether lower layer `idx` lies below `side`.
+fn below(side: Side, idx: LowerIdx) -> bool {
+    match side {
+        Side::Upper => true,
+        Side::Lower(i) => idx > i,
+    }
 }
 
 /// A path from a layer's root split into its parent's path (empty for the root) and its last

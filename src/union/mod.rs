@@ -210,6 +210,10 @@ pub trait Invalidator: Send + Sync {
     /// Drop the cached attributes of `ino` before returning (the caller's reply must not
     /// overtake it: the kernel decides set-id execution from its cached mode).
     fn inval_attrs_now(&self, ino: u64);
+    /// Drop the cached listing (and attributes) of directory `ino` before returning: no
+    /// system call holds a directory's cached pages while it waits for the daemon, so this
+    /// cannot deadlock as a file's data could.
+    fn inval_dir_now(&self, ino: u64);
 }
 
 /// The union filesystem.
@@ -463,6 +467,13 @@ impl UnionFs {
         }
     }
 
+    /// Has the kernel drop its cached listing of directory `ino` before this returns.
+    pub(crate) fn inval_dir_now(&self, ino: u64) {
+        if let Some(i) = self.invalidator.get() {
+            i.inval_dir_now(ino);
+        }
+    }
+
     /// Has the kernel drop its cached attributes of `ino` before this returns.
     pub(crate) fn inval_attrs_now(&self, ino: u64) {
         if let Some(i) = self.invalidator.get() {
@@ -656,7 +667,7 @@ impl UnionFs {
             Side::Upper
         } else {
             match node.lower {
-                Lower::File(i) => Side::Lower(i),
+                Lower::File(i) | Lower::Meta { meta: i, .. } => Side::Lower(i),
                 _ => return Err(Errno::EIO),
             }
         };
@@ -666,16 +677,17 @@ impl UnionFs {
     /// Where the node's data is: its lower file while it is a metadata-only copy
     /// ([`flag::METACOPY`]), else [`UnionFs::real`].
     pub(crate) fn data_real(&self, node: &Arc<Node>) -> Res<Real> {
-        if !node.has(flag::METACOPY) {
+        let lower_meta = matches!(node.lower, Lower::Meta { .. }) && !node.has_upper();
+        if !node.has(flag::METACOPY) && !lower_meta {
             return self.real(node);
         }
         self.stable(|| match &node.lower {
-            Lower::File(i) => {
+            Lower::File(i) | Lower::Meta { data: i, moved: None, .. } => {
                 let loc = node.loc();
                 let parent = loc.parent.ok_or(Errno::EIO)?;
                 Ok(Real { dir: self.dir_fd(&parent, Side::Lower(*i))?, name: loc.name, side: Side::Lower(*i) })
             }
-            Lower::Moved(i, path) => {
+            Lower::Moved(i, path) | Lower::Meta { data: i, moved: Some(path), .. } => {
                 let (parent, last) = lookup::split_path(path)?;
                 let root = self.layers.lower(*i)?.root.clone();
                 let dir = match parent.is_empty() {
@@ -704,7 +716,7 @@ impl UnionFs {
             && (node.has_upper() && node.has_lower() || node.dir_lower().is_some_and(|d| d.layers.len() > 1));
         let nlink = if merged || (node.is_dir() && self.opts.static_nlink) { 1 } else { self.shown_nlink(node, st) };
         Attr {
-            ino: node.ino,
+            ino: node.shown(),
             kind: node.kind,
             perm: st.perm(),
             nlink,

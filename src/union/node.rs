@@ -105,6 +105,16 @@ pub enum Lower {
     Moved(LowerIdx, Box<CString>),
     /// A directory merged from these lower layers.
     Dir(Box<DirLower>),
+    /// A metadata-only copy in lower layer `meta` (under its parent's lower path), whose data
+    /// is in layer `data`, under the same name or at `moved` from that layer's root.
+    Meta {
+        /// The layer holding the metadata.
+        meta: LowerIdx,
+        /// The layer holding the data.
+        data: LowerIdx,
+        /// Where the data is, when not under the same name.
+        moved: Option<Box<CString>>,
+    },
 }
 
 /// The lower layers a directory merges, and where in them.
@@ -219,6 +229,9 @@ pub struct NodeSpec {
 pub struct Node {
     /// Union inode number, also the FUSE node id; never changes.
     pub ino: u64,
+    /// The number `stat` shows (`st_ino`): [`Node::ino`] unless another node holds the
+    /// object's natural number as its node id (see [`Node::shown`]).
+    shown: AtomicU64,
     /// File type; never changes.
     pub kind: FileKind,
     /// Where the number came from.
@@ -278,6 +291,7 @@ impl Node {
     pub fn new(ino: u64, spec: NodeSpec) -> Node {
         Node {
             ino,
+            shown: AtomicU64::new(ino),
             kind: spec.kind,
             identity: spec.identity,
             lookups: AtomicU64::new(0),
@@ -314,6 +328,10 @@ impl Node {
 
     /// The cached extended attributes, if read already.
     pub fn cached_xattrs(&self) -> Option<Arc<XattrSet>> {
+        // A retired node's object changes through another node: nothing is kept for it.
+        if self.has(flag::SUPERSEDED) {
+            return None;
+        }
         if self.has(flag::XATTRS_NONE) {
             return Some(NO_XATTRS.clone());
         }
@@ -368,6 +386,20 @@ impl Node {
         self.set(flag::UPPER);
     }
 
+    /// The inode number `stat` and `readdir` show. Usually the node id; it differs where the
+    /// two must part: a lower hard link copied up alone becomes an object of its own (with
+    /// its upper number, as in kernel overlayfs) while its node id stays, and the untouched
+    /// other names keep the lower number under a new node id; a node that replaces one pinned
+    /// to a stale file keeps the number too.
+    pub fn shown(&self) -> u64 {
+        self.shown.load(Ordering::Acquire)
+    }
+
+    /// Sets [`Node::shown`].
+    pub fn set_shown(&self, ino: u64) {
+        self.shown.store(ino, Ordering::Release);
+    }
+
     /// Real inode number of the upper object, 0 if none.
     pub fn upper_ino(&self) -> u64 {
         self.upper_ino.load(Ordering::Acquire)
@@ -382,7 +414,7 @@ impl Node {
     pub fn has_lower(&self) -> bool {
         match &self.lower {
             Lower::None => false,
-            Lower::File(_) | Lower::Moved(..) => true,
+            Lower::File(_) | Lower::Moved(..) | Lower::Meta { .. } => true,
             Lower::Dir(d) => !d.layers.is_empty(),
         }
     }

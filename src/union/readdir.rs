@@ -227,7 +227,16 @@ impl UnionFs {
                 let use_shadow = if m.kind == FileKind::Directory {
                     skind == FileKind::Directory && !whiteout::dir_marks(ufd.as_fd(), &name, None)?.opaque
                 } else {
-                    impure && skind == m.kind && self.has_origin(ufd.as_fd(), &name)?
+                    impure
+                        && skind == m.kind
+                        && self.has_origin(ufd.as_fd(), &name)?
+                        && !self.broken_link(
+                            dir,
+                            &name,
+                            &crate::union::node::Identity { fs: sfs, ino: sino },
+                            m.kind,
+                            None,
+                        )?
                 };
                 if use_shadow {
                     (fs, ino) = (sfs, sino);

@@ -36,7 +36,7 @@ struct SynthKey {
 
 fn lower_file_idx(l: &Lower) -> Option<LowerIdx> {
     match l {
-        Lower::File(i) | Lower::Moved(i, _) => Some(*i),
+        Lower::File(i) | Lower::Moved(i, _) | Lower::Meta { meta: i, .. } => Some(*i),
         _ => None,
     }
 }
@@ -133,13 +133,24 @@ impl InodeTable {
     }
 
     fn intern_by_identity(&self, spec: NodeSpec, xino: &Xino) -> Arc<Node> {
-        if let Some(ino) = xino.map(spec.identity.fs, spec.identity.ino) {
+        let natural = xino.map(spec.identity.fs, spec.identity.ino);
+        // The number a node under a synthetic id shows: the natural one, where the node that
+        // holds it as its id no longer stands for it (renumbered, superseded, or gone).
+        let mut shown = None;
+        if let Some(ino) = natural {
             match self.map.entry(ino) {
                 MapEntry::Occupied(e) => {
                     if matches(e.get(), &spec) {
                         let n = e.get().clone();
                         n.lookups.fetch_add(1, Ordering::Relaxed);
                         return n;
+                    }
+                    let o = e.get();
+                    if o.shown() != ino
+                        || o.has(flag::SUPERSEDED)
+                        || (o.has(flag::DEAD) && o.orphan().is_none() && o.kind != FileKind::Directory)
+                    {
+                        shown = Some(ino);
                     }
                 }
                 MapEntry::Vacant(v) => {
@@ -163,7 +174,10 @@ impl InodeTable {
         // was reused for a new object with the same key: that object needs a number of its
         // own, not the dead node. The shard locks are taken one after the other, never
         // nested (`forget` holds a node's shard while it sweeps `synth`).
-        if self.map.get(&ino).is_some_and(|n| n.has(flag::DEAD | flag::SUPERSEDED)) {
+        // So does an object whose node under this key stands for something else now (a
+        // lower hard link's name copied up alone since: its other names are another object).
+        let stale_node = |n: &Arc<Node>| n.has(flag::DEAD | flag::SUPERSEDED) || n.upper_ino() != spec.upper_ino;
+        if self.map.get(&ino).is_some_and(|n| stale_node(&n)) {
             let stale = ino;
             ino = match self.synth.entry(key) {
                 MapEntry::Occupied(mut e) if *e.get() == stale => {
@@ -183,11 +197,19 @@ impl InodeTable {
             }
             MapEntry::Vacant(v) => {
                 let n = Arc::new(build(spec, ino));
+                if let Some(s) = shown {
+                    n.set_shown(s);
+                }
                 n.lookups.store(1, Ordering::Relaxed);
                 v.insert(n.clone());
                 n
             }
         }
+    }
+
+    /// The live node of upper object `upper_ino` in volume `vol`, if one is known.
+    pub fn live_upper(&self, vol: u16, upper_ino: u64) -> Option<u64> {
+        (upper_ino != 0).then(|| self.by_upper.get(&(vol, upper_ino)).map(|v| *v)).flatten()
     }
 
     /// Records that `node` is the live node of its upper object (after creation or copy-up).

@@ -255,6 +255,25 @@ impl ReplyEntry {
         ));
     }
 
+    /// Reply with an entry whose node id is `nodeid` and whose attributes (`attr.ino`: the
+    /// inode number `stat` shows) may name another number.
+    pub fn entry_node(
+        self,
+        nodeid: INodeNo,
+        attr_ttl: &Duration,
+        entry_ttl: &Duration,
+        attr: &FileAttr,
+        generation: Generation,
+    ) {
+        self.reply.send_ll(&ll::ResponseStruct::new_entry(
+            nodeid,
+            generation,
+            &attr.into(),
+            *attr_ttl,
+            *entry_ttl,
+        ));
+    }
+
     /// Reply to a request with the given entry.
     ///
     /// Use this function instead of `ReplyEntry::entry` if the
@@ -521,6 +540,7 @@ impl ReplyCreate {
     ) {
         assert!(!flags.contains(FopenFlags::FOPEN_PASSTHROUGH));
         self.reply.send_ll(&ll::ResponseStruct::new_create(
+            attr.ino,
             ttl,
             &attr.into(),
             generation,
@@ -573,13 +593,34 @@ impl ReplyCreate {
         flags: FopenFlags,
         backing_id: &BackingId,
     ) {
+        self.created_node(attr.ino, ttl, attr, generation, fh, flags, Some(backing_id));
+    }
+
+    /// Reply with a created entry whose node id is `nodeid` (`attr.ino` is the inode number
+    /// `stat` shows), passed through to `backing_id` if given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn created_node(
+        self,
+        nodeid: INodeNo,
+        ttl: &Duration,
+        attr: &FileAttr,
+        generation: Generation,
+        fh: ll::FileHandle,
+        flags: FopenFlags,
+        backing_id: Option<&BackingId>,
+    ) {
+        let (flags, backing) = match backing_id {
+            Some(b) => (flags | FopenFlags::FOPEN_PASSTHROUGH, b.backing_id),
+            None => (flags, 0),
+        };
         self.reply.send_ll(&ll::ResponseStruct::new_create(
+            nodeid,
             ttl,
             &attr.into(),
             generation,
             fh,
-            flags | FopenFlags::FOPEN_PASSTHROUGH,
-            backing_id.backing_id,
+            flags,
+            backing,
         ));
     }
 }

@@ -1,0 +1,428 @@
+//! Our own judge against kernel overlayfs: seeded random operation sequences (paths and
+//! descriptors: copy-up under open files, unlinked-but-open objects, `O_TMPFILE`, mmap
+//! writes, fallocate modes, hard links, setgid directories, renames of every kind) over
+//! random one- to three-layer stacks (whiteouts and opaque directories in the upper layers,
+//! lower hard links, set-id files, xattrs), run on kernel overlayfs and on unionfs side by
+//! side, comparing each step's answer and then the whole merged tree (see `snap.rs`). At
+//! the end of each sequence each side mounts the other's upper, then each upper becomes the
+//! top lower of a new mount, and the trees are compared again. A failing sequence is shrunk
+//! to a short one that still fails and printed as a reproduction.
+//!
+//! One test per option pair. `UNIONFS_DIFF_SEEDS` (default 4), `UNIONFS_DIFF_OPS` (default
+//! 150) and `UNIONFS_DIFF_FIRST_SEED` (default 1) set the budget; `scripts/difftest.sh`
+//! runs as many as asked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod ops;
+mod seq;
+mod snap;
+
+use common::oracle::{KernelMount, kernel_mount};
+use common::*;
+use ops::{Fds, Op};
+use seq::{Entry, Layer, Rng};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// An option pair: kernel overlayfs's `-o`, unionfs's arguments.
+struct Variant {
+    name: &'static str,
+    kernel: &'static str,
+    union: &'static [&'static str],
+    /// unionfs passes files through (a descriptor opened read-only on a lower file keeps
+    /// reading it after a copy-up: see the README's semantics section).
+    passthrough: bool,
+    /// `metacopy=on` (see [`snap::Quirks`]).
+    metacopy: bool,
+}
+
+const DEFAULT: Variant =
+    Variant { name: "default", kernel: "redirect_dir=on", union: &[], passthrough: true, metacopy: false };
+const REDIRECT_OFF: Variant = Variant {
+    name: "redirect-off",
+    kernel: "",
+    union: &["-o", "redirect_dir=off"],
+    passthrough: true,
+    metacopy: false,
+};
+const INDEX: Variant = Variant {
+    name: "index",
+    kernel: "redirect_dir=on,index=on",
+    union: &["-o", "index=on"],
+    passthrough: true,
+    metacopy: false,
+};
+const METACOPY: Variant = Variant {
+    name: "metacopy",
+    kernel: "redirect_dir=on,metacopy=on",
+    union: &["-o", "metacopy=on"],
+    passthrough: true,
+    metacopy: true,
+};
+const NOPASSTHROUGH: Variant = Variant {
+    name: "nopassthrough",
+    kernel: "redirect_dir=on",
+    union: &["-o", "nopassthrough"],
+    passthrough: false,
+    metacopy: false,
+};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Builds layer `idx` of a stack in `dir`.
+fn build(dir: &Path, layer: &Layer, idx: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let c = |p: &str| CString::new(dir.join(p).as_os_str().as_bytes()).unwrap();
+    let owner = |p: &str, (u, g): (u32, u32)| {
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            c(p).as_c_str(),
+            Some(rustix::fs::Uid::from_raw(u)),
+            Some(rustix::fs::Gid::from_raw(g)),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap()
+    };
+    let mode = |p: &str, m: u32| rustix::fs::chmod(c(p).as_c_str(), rustix::fs::Mode::from_raw_mode(m)).unwrap();
+    for (p, e, o) in &layer.entries {
+        match e {
+            Entry::File { data, mode: m, xattr } => {
+                std::fs::write(dir.join(p), data.bytes()).unwrap();
+                owner(p, *o);
+                mode(p, *m);
+                if *xattr {
+                    rustix::fs::setxattr(c(p).as_c_str(), "user.l", p.as_bytes(), rustix::fs::XattrFlags::empty())
+                        .unwrap();
+                }
+            }
+            Entry::Dir { mode: m, opaque } => {
+                std::fs::create_dir(dir.join(p)).unwrap();
+                owner(p, *o);
+                mode(p, *m);
+                if *opaque {
+                    rustix::fs::setxattr(
+                        c(p).as_c_str(),
+                        "trusted.overlay.opaque",
+                        b"y",
+                        rustix::fs::XattrFlags::empty(),
+                    )
+                    .unwrap();
+                }
+            }
+            Entry::Symlink(t) => {
+                std::os::unix::fs::symlink(t, dir.join(p)).unwrap();
+                owner(p, *o);
+            }
+            Entry::Whiteout => {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    c(p).as_c_str(),
+                    rustix::fs::FileType::CharacterDevice,
+                    0.into(),
+                    0,
+                )
+                .unwrap();
+            }
+            Entry::HardLink(src) => std::fs::hard_link(dir.join(src), dir.join(p)).unwrap(),
+            Entry::Fifo => {
+                rustix::fs::mknodat(rustix::fs::CWD, c(p).as_c_str(), rustix::fs::FileType::Fifo, 0o644.into(), 0)
+                    .unwrap();
+                owner(p, *o);
+            }
+        }
+    }
+    // Times in the past, children before their directories.
+    let mut all: Vec<&String> = layer.entries.iter().map(|(p, ..)| p).collect();
+    all.push(Box::leak(Box::new(String::from("."))));
+    for (i, p) in all.iter().rev().enumerate() {
+        let t = 946_684_800 - 86_400 * idx as i64 - i as i64 * 60;
+        let at = rustix::fs::Timespec { tv_sec: t, tv_nsec: 0 };
+        let ts = rustix::fs::Timestamps { last_access: at, last_modification: at };
+        rustix::fs::utimensat(rustix::fs::CWD, c(p).as_c_str(), &ts, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    }
+}
+
+/// Both mounts over their own copies of one stack.
+struct Pair {
+    dir: tempfile::TempDir,
+    n: usize,
+    k: Option<KernelMount>,
+    u: Option<Mount>,
+}
+
+impl Pair {
+    fn new(layers: &[Layer], v: &Variant) -> Pair {
+        let dir = tempfile::Builder::new().prefix("unionfs-difftest-").tempdir().unwrap();
+        for side in ["k", "u"] {
+            for (i, l) in layers.iter().enumerate() {
+                build(&dir.path().join(format!("{side}-l{i}")), l, i);
+            }
+        }
+        let mut p = Pair { dir, n: layers.len(), k: None, u: None };
+        p.mount(v);
+        p
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn lowers(&self, side: &str) -> String {
+        (0..self.n).map(|i| self.p(&format!("{side}-l{i}")).display().to_string()).collect::<Vec<_>>().join(":")
+    }
+
+    fn mount(&mut self, v: &Variant) {
+        let (up, work, mnt) = (self.p("k-upper"), self.p("k-work"), self.p("k-mnt"));
+        self.k = Some(kernel_mount(&self.lowers("k"), &up, &work, &mnt, v.kernel));
+        for d in ["u-upper", "u-work", "u-mnt"] {
+            std::fs::create_dir_all(self.p(d)).unwrap();
+        }
+        let mut args: Vec<String> = vec!["mount".into(), "--lower".into(), self.lowers("u")];
+        for (flag, d) in [("--upper", "u-upper"), ("--work", "u-work")] {
+            args.push(flag.into());
+            args.push(self.p(d).display().to_string());
+        }
+        args.extend(v.union.iter().map(|s| s.to_string()));
+        args.push(self.p("u-mnt").display().to_string());
+        self.u = Some(Mount::new(&args, &self.p("u-mnt")));
+    }
+
+    fn unmount(&mut self) {
+        drop(self.k.take());
+        if let Some(u) = self.u.take() {
+            u.unmount();
+        }
+    }
+
+    fn roots(&self) -> (PathBuf, PathBuf) {
+        (self.k.as_ref().unwrap().0.clone(), self.u.as_ref().unwrap().path.clone())
+    }
+
+    fn rename_prefix(&self, from: &str, to: &str) {
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = name.strip_prefix(from) {
+                std::fs::rename(e.path(), self.p(&format!("{to}{rest}"))).unwrap();
+            }
+        }
+    }
+
+    /// Each side mounts the upper (with its work dir and lowers) the other wrote.
+    fn cross(&mut self, v: &Variant) {
+        self.unmount();
+        for (a, b) in [("k-upper", "u-upper"), ("k-work", "u-work"), ("k-l", "u-l")] {
+            self.rename_prefix(a, "tmp");
+            self.rename_prefix(b, a);
+            self.rename_prefix("tmp", b);
+        }
+        self.mount(v);
+    }
+
+    /// Each upper becomes the top lower of a new mount of its side.
+    fn rotate(&mut self, v: &Variant) {
+        self.unmount();
+        for side in ["k", "u"] {
+            for i in (0..self.n).rev() {
+                std::fs::rename(self.p(&format!("{side}-l{i}")), self.p(&format!("{side}-l{}", i + 1))).unwrap();
+            }
+            std::fs::rename(self.p(&format!("{side}-upper")), self.p(&format!("{side}-l0"))).unwrap();
+            std::fs::remove_dir_all(self.p(&format!("{side}-work"))).unwrap();
+        }
+        self.n += 1;
+        self.mount(v);
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        drop(self.k.take());
+        drop(self.u.take());
+    }
+}
+
+/// Runs `ops` over a fresh pair; the first difference. Counts in `tolerated` the reads
+/// through a descriptor opened read-only before its file was copied up that saw the data of
+/// the moment it was opened (passthrough, see [`Variant::passthrough`]).
+fn run(layers: &[Layer], v: &Variant, ops: &[Op], tolerated: &mut usize) -> Result<(), String> {
+    let q = snap::Quirks { mtime_quirk: v.metacopy, both_ways: false };
+    let mut pair = Pair::new(layers, v);
+    let (kr, ur) = pair.roots();
+    let first = (snap::take(&kr, None), snap::take(&ur, None));
+    if let Some(d) = snap::diff(&first.0, &first.1, &q) {
+        return Err(format!("before any step, the trees differ:\n{d}"));
+    }
+    let (mut kfds, mut ufds): (Fds, Fds) = ((0..3).map(|_| None).collect(), (0..3).map(|_| None).collect());
+    // What a read-only descriptor read when it was opened (unionfs's side).
+    let mut at_open: Vec<Option<String>> = vec![None; 3];
+    let (mut ks, mut us) = first;
+    for (i, op) in ops.iter().enumerate() {
+        let (ka, ua) = (ops::apply(&kr, &mut kfds, op), ops::apply(&ur, &mut ufds, op));
+        match op {
+            Op::Open(s, _, k) => {
+                let ro = *k == ops::OpenKind::ReadOnly && ua == "ok";
+                at_open[*s] = ro.then(|| ops::apply(&ur, &mut ufds, &Op::Read(*s)));
+            }
+            Op::Close(s) => at_open[*s] = None,
+            _ => {}
+        }
+        if ka != ua && !(v.metacopy && snap::now_for_then_stat(&ka, &ua)) {
+            let stale = matches!(op, Op::Read(s) if v.passthrough && at_open[*s].as_deref() == Some(ua.as_str()));
+            if !stale {
+                return Err(format!("step {i} {op:?}: kernel answered `{ka}`, unionfs `{ua}`"));
+            }
+            *tolerated += 1;
+        }
+        let (k2, u2) = (snap::take(&kr, Some(&ks)), snap::take(&ur, Some(&us)));
+        if let Some(d) = snap::diff(&k2, &u2, &q) {
+            return Err(format!("after step {i} {op:?}, the trees differ (- kernel, + unionfs):\n{d}"));
+        }
+        (ks, us) = (k2, u2);
+    }
+    drop((kfds, ufds));
+    let (ks, us) = (snap::take(&kr, None), snap::take(&ur, None));
+    pair.cross(v);
+    let (kr, ur) = pair.roots();
+    // Kernel overlayfs over unionfs's upper shows exactly what unionfs showed; unionfs over
+    // the kernel's upper what the kernel showed.
+    let (kx, ux) = (snap::take(&kr, None), snap::take(&ur, None));
+    if let Some(d) = snap::diff_exact(&us, &kx) {
+        return Err(format!("kernel overlayfs over unionfs's upper shows another tree (- before, + now):\n{d}"));
+    }
+    if let Some(d) = snap::diff(&ks, &ux, &q) {
+        return Err(format!("unionfs over the kernel's upper shows another tree (- before, + now):\n{d}"));
+    }
+    // Each upper as the top lower layer of a new mount (after the swap above: kernel
+    // overlayfs over the upper unionfs wrote, unionfs over the kernel's).
+    pair.rotate(v);
+    let (kr, ur) = pair.roots();
+    let (kr2, ur2) = (snap::take(&kr, None), snap::take(&ur, None));
+    let q = snap::Quirks { both_ways: true, ..q };
+    if let Some(d) = snap::diff(&kr2, &ur2, &q) {
+        return Err(format!(
+            "with the uppers as lower layers, the trees differ (- kernel overlayfs over unionfs's upper, + unionfs \
+             over the kernel's):\n{d}"
+        ));
+    }
+    pair.unmount();
+    Ok(())
+}
+
+/// The step a failure names (`step N …` / `after step N …`), if any.
+fn failed_step(msg: &str) -> Option<usize> {
+    let rest = msg.strip_prefix("after step ").or_else(|| msg.strip_prefix("step "))?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// Shrinks a failing sequence: cut after the failing step, then drop runs of steps while it
+/// still fails (at most `budget` runs).
+fn shrink(layers: &[Layer], v: &Variant, mut ops: Vec<Op>, mut msg: String, budget: usize) -> (Vec<Op>, String) {
+    if let Some(s) = failed_step(&msg) {
+        ops.truncate(s + 1);
+    }
+    let mut tries = 0;
+    let mut chunk = ops.len().div_ceil(2);
+    while chunk >= 1 && tries < budget {
+        let mut i = 0;
+        let mut cut = false;
+        while i < ops.len() && tries < budget {
+            let mut cand = ops.clone();
+            cand.drain(i..(i + chunk).min(ops.len()));
+            tries += 1;
+            match run(layers, v, &cand, &mut 0) {
+                Err(m) => {
+                    if let Some(s) = failed_step(&m) {
+                        cand.truncate(s + 1);
+                    }
+                    (ops, msg, cut) = (cand, m, true);
+                }
+                Ok(()) => i += chunk,
+            }
+        }
+        if !cut {
+            if chunk == 1 {
+                break;
+            }
+            chunk = chunk.div_ceil(2).max(1).min(chunk - 1);
+        }
+    }
+    (ops, msg)
+}
+
+fn variant(v: &Variant) {
+    let seeds = env("UNIONFS_DIFF_SEEDS", 4);
+    let n = env("UNIONFS_DIFF_OPS", 150) as usize;
+    let first = env("UNIONFS_DIFF_FIRST_SEED", 1);
+    let mut failures = Vec::new();
+    let mut tolerated = 0;
+    for seed in first..first + seeds {
+        let mut r = Rng::new(seed);
+        let layers = seq::layers(&mut r);
+        let ops = seq::ops(&mut r, n);
+        if let Err(msg) = run(&layers, v, &ops, &mut tolerated) {
+            let (small, msg) = shrink(&layers, v, ops, msg, env("UNIONFS_DIFF_SHRINK", 150) as usize);
+            let steps: Vec<String> = small.iter().enumerate().map(|(i, o)| format!("  {i}: {o:?}")).collect();
+            failures.push(format!(
+                "variant {} seed {seed}: {msg}\nlayers (topmost first): {layers:?}\nshortest failing sequence ({} steps):\n{}",
+                v.name,
+                small.len(),
+                steps.join("\n")
+            ));
+            if failures.len() >= 3 {
+                break;
+            }
+        }
+    }
+    println!(
+        "difftest {}: {seeds} seeds x {n} ops, {} failed; {tolerated} reads through descriptors opened before a \
+         copy-up saw the data of their open (passthrough)",
+        v.name,
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn random_sequences_match_kernel_overlayfs_default() {
+    need_fuse!();
+    need_root!();
+    variant(&DEFAULT);
+}
+
+#[test]
+fn random_sequences_match_kernel_overlayfs_redirect_off() {
+    need_fuse!();
+    need_root!();
+    variant(&REDIRECT_OFF);
+}
+
+/// Not yet clean: unionfs links every known name of an indexed hard link up when one is
+/// copied up or looked up (copying its directory up), where kernel overlayfs uses the index
+/// entry until a name is changed; the directories then show one link instead of their real
+/// count (issue 18 items 11 and 12). `scripts/difftest.sh --variants index` runs it.
+#[test]
+#[ignore = "index=on: names of an indexed hard link are linked up early (issue 18 items 11, 12)"]
+fn random_sequences_match_kernel_overlayfs_index() {
+    need_fuse!();
+    need_root!();
+    variant(&INDEX);
+}
+
+#[test]
+fn random_sequences_match_kernel_overlayfs_metacopy() {
+    need_fuse!();
+    need_root!();
+    variant(&METACOPY);
+}
+
+#[test]
+fn random_sequences_match_kernel_overlayfs_nopassthrough() {
+    need_fuse!();
+    need_root!();
+    variant(&NOPASSTHROUGH);
+}
