@@ -8,8 +8,8 @@
 //! top lower of a new mount, and the trees are compared again. A failing sequence is shrunk
 //! to a short one that still fails and printed as a reproduction.
 //!
-//! One test per option pair. `UNIONFS_DIFF_SEEDS` (default 4), `UNIONFS_DIFF_OPS` (default
-//! 150) and `UNIONFS_DIFF_FIRST_SEED` (default 1) set the budget; `scripts/difftest.sh`
+//! One test per option pair. `UNIONFS_DIFF_SEEDS` (default 40: the budget the test command
+//! runs), `UNIONFS_DIFF_OPS` (default 250) and `UNIONFS_DIFF_FIRST_SEED` (default 1) set it; `scripts/difftest.sh`
 //! runs as many as asked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -355,8 +355,8 @@ fn shrink(layers: &[Layer], v: &Variant, mut ops: Vec<Op>, mut msg: String, budg
 }
 
 fn variant(v: &Variant) {
-    let seeds = env("UNIONFS_DIFF_SEEDS", 4);
-    let n = env("UNIONFS_DIFF_OPS", 150) as usize;
+    let seeds = env("UNIONFS_DIFF_SEEDS", 40);
+    let n = env("UNIONFS_DIFF_OPS", 250) as usize;
     let first = env("UNIONFS_DIFF_FIRST_SEED", 1);
     let mut failures = Vec::new();
     let mut tolerated = 0;
