@@ -473,3 +473,19 @@ t lower-i-gone sh -c 'echo y >> li'
 cat li
 lsattr -d d f g h li
 "#;
+
+/// Where kernel overlayfs is wrong by POSIX and unionfs is not (README, semantics): with
+/// `metacopy=on` an open for writing that writes nothing leaves the mtime alone; a whiteout
+/// in a lower directory that is not merged is no name of the directory.
+#[test]
+fn where_kernel_overlayfs_breaks_posix_unionfs_does_not() {
+    need_fuse!();
+    need_root!();
+    let b = Both::new(&["echo data > f; touch -d 2001-01-01 f"], "redirect_dir=on,metacopy=on", &["-o", "metacopy=on"]);
+    let open = "python3 -c 'import os; os.close(os.open(\"f\", os.O_WRONLY | os.O_APPEND))'";
+    let (k, u) = b.run(&format!("chmod 600 f; {open}; stat -c %y f | cut -c1-4; cat f"));
+    assert_eq!(u, "2001\ndata\n", "kernel overlayfs: {k}");
+    let b = Both::new(&["mkdir d; mknod d/w c 0 0; touch d/x", "mkdir e"], "", &[]);
+    let (k, u) = b.run("ls d; stat d/w >/dev/null 2>&1 || echo no-w");
+    assert_eq!(u, "x\nno-w\n", "kernel overlayfs: {k}");
+}

@@ -498,7 +498,9 @@ impl UnionFs {
             return Ok(None);
         }
         let redirect = whiteout::read_redirect(fd.as_fd(), name, names)?;
-        let base = || dir.dir_lower().map(|d| d.path.as_bytes()).unwrap_or_default();
+        // The directory's path in the layer the data is found in (a renamed directory is
+        // elsewhere in lower layers than in the one above).
+        let base = |idx| dir.dir_lower().map(|d| d.path_in(idx).to_bytes()).unwrap_or_default();
         match redirect {
             None => Ok(self
                 .first_nondir_below(dir, name, side)?
@@ -507,7 +509,7 @@ impl UnionFs {
             Some(whiteout::Redirect::Relative(old)) => Ok(self
                 .first_nondir_below(dir, &old, side)?
                 .filter(|(_, ls)| ls.is_reg())
-                .map(|(idx, _)| join(base(), old.to_bytes()).map(|p| DataAt { idx, moved: Some(p) }))
+                .map(|(idx, _)| join(base(idx), old.to_bytes()).map(|p| DataAt { idx, moved: Some(p) }))
                 .transpose()?),
             Some(whiteout::Redirect::Absolute(path)) => {
                 for idx in (0..self.layers.lowers.len() as LowerIdx).filter(|i| below(side, *i)) {

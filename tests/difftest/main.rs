@@ -154,6 +154,8 @@ struct Pair {
     n: usize,
     k: Option<KernelMount>,
     u: Option<Mount>,
+    /// `UNIONFS_DIFF_KEEP`: leave the layers and uppers for a look (the path is printed).
+    keep: bool,
 }
 
 impl Pair {
@@ -164,7 +166,8 @@ impl Pair {
                 build(&dir.path().join(format!("{side}-l{i}")), l, i);
             }
         }
-        let mut p = Pair { dir, n: layers.len(), k: None, u: None };
+        let mut p =
+            Pair { dir, n: layers.len(), k: None, u: None, keep: std::env::var_os("UNIONFS_DIFF_KEEP").is_some() };
         p.mount(v);
         p
     }
@@ -243,6 +246,10 @@ impl Drop for Pair {
     fn drop(&mut self) {
         drop(self.k.take());
         drop(self.u.take());
+        if self.keep {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("kept {}", kept.display());
+        }
     }
 }
 
