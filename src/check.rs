@@ -132,7 +132,8 @@ impl Checker<'_> {
     /// opaque one, so nothing below it comes from a lower layer). The mount's own rules: an
     /// upper directory's `overlay.redirect` says where its lower parts are.
     fn walk(&mut self, dir: BorrowedFd<'_>, path: &mut Vec<CString>, lower: Option<Vec<CString>>) -> Res<()> {
-        let lower = if whiteout::dir_marks(dir, c".", Some(dir))?.opaque { None } else { lower };
+        let lower =
+            if whiteout::dir_marks(dir, c".", Some(dir), whiteout::Dialects::ANY)?.opaque { None } else { lower };
         let rd = open::open_dir_for_read(dir)?;
         let mut entries = sdir::read_all(&rd)?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -182,7 +183,11 @@ impl Checker<'_> {
         }
         let kind = st.kind();
         let is_whiteout = kind == Some(FileKind::CharDev) && st.rdev == 0;
-        if !is_whiteout && kind == Some(FileKind::Regular) && st.size == 0 && whiteout::is_xattr_whiteout(dir, name)? {
+        if !is_whiteout
+            && kind == Some(FileKind::Regular)
+            && st.size == 0
+            && whiteout::is_xattr_whiteout(dir, name, whiteout::Dialects::ANY)?
+        {
             let fixed = self.req.repair && self.replace_with_whiteout(dir, name).is_ok();
             self.note("foreign-marker", path, "xattr whiteout instead of a 0/0 character device".into(), fixed);
             return Ok(());
@@ -297,8 +302,8 @@ impl Checker<'_> {
             let last = i + 1 == path.len();
             let mut next = Vec::new();
             for d in &dirs {
-                let xw = whiteout::dir_marks(d.as_fd(), c".", Some(d.as_fd()))?.xwhiteouts;
-                match probe(d.as_fd(), c, xw, true)? {
+                let xw = whiteout::dir_marks(d.as_fd(), c".", Some(d.as_fd()), whiteout::Dialects::ANY)?.xwhiteouts;
+                match probe(d.as_fd(), c, xw, true, whiteout::Dialects::ANY)? {
                     Seen::Missing => continue,
                     Seen::Whiteout => break,
                     Seen::NonDir(_) => {

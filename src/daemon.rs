@@ -137,7 +137,9 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let nofile = sproc::raise_nofile_limit();
     sproc::limit_malloc_arenas(1);
     let root = sproc::euid() == 0;
-    let dialect = if privileged() { Dialect::Trusted } else { Dialect::User };
+    // As kernel overlayfs: `trusted.overlay.*` for root, `user.overlay.*` rootless or with
+    // `userxattr`.
+    let dialect = if privileged() && !cfg.options.userxattr { Dialect::Trusted } else { Dialect::User };
     let upper = match &cfg.upper {
         None => None,
         Some(u) => {

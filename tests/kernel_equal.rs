@@ -489,3 +489,31 @@ fn where_kernel_overlayfs_breaks_posix_unionfs_does_not() {
     let (k, u) = b.run("ls d; stat d/w >/dev/null 2>&1 || echo no-w");
     assert_eq!(u, "x\nno-w\n", "kernel overlayfs: {k}");
 }
+
+/// Item 14: as root the markers are `trusted.overlay.*` only: a user's `user.overlay.*`
+/// attributes are stored as they are and mean nothing, on either side's upper; and
+/// `-o userxattr` reads `user.overlay.*` markers (and only those) as kernel overlayfs's
+/// `userxattr` does: how root reads an upper a rootless mount wrote.
+#[test]
+fn as_root_user_overlay_attributes_are_a_users_own() {
+    need_fuse!();
+    need_root!();
+    let mut b = Both::new(&["mkdir d; echo l > d/low"], "", &[]);
+    let show = "ls d; getfattr -d -m '^user' --absolute-names d f 2>&1 | sort";
+    b.same(&format!(
+        "setfattr -n user.overlay.j -v 1 d; setfattr -n user.overlay.opaque -v y d; touch d/new f; \
+                     setfattr -n user.overlay.whiteout -v y f; {show}"
+    ));
+    let stored = |u: &str| sh(&b.p(u), "getfattr -R -d -m - --absolute-names . 2>/dev/null | grep '^user' | sort");
+    assert_eq!(stored("u-upper"), stored("k-upper"));
+    b.cross("", &[]);
+    let out = b.same(show);
+    assert!(out.starts_with("low\nnew\n"), "{out}");
+    // userxattr: the middle layer's markers are user.overlay.*; trusted.overlay.* are not.
+    let top = "mkdir u t; setfattr -n user.overlay.opaque -v y u; setfattr -n trusted.overlay.opaque -v y t; \
+               mknod gone c 0 0";
+    let low = "mkdir u t; touch u/old t/old gone";
+    let b = Both::new(&[top, low], "userxattr", &["-o", "userxattr"]);
+    let out = b.same("ls u t; ls gone 2>&1 | sed 's/.*: //'");
+    assert!(out.starts_with("t:\nold\n\nu:\n") && out.contains("No such file"), "{out}");
+}

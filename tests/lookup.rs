@@ -38,10 +38,24 @@ fn every_whiteout_dialect_hides() {
 fn every_opaque_dialect_hides_lower_entries() {
     need_fuse!();
     let s = Stack::fixture("basic");
-    let _m = s.mount();
-    for d in ["var/cache", "var/lib", "var/log"] {
+    let m = s.mount();
+    // `var/cache` carries the mount's own marker (trusted as root), `var/log` the OCI one,
+    // `var/lib` `user.overlay.opaque`: a marker to a rootless mount only, as in kernel
+    // overlayfs, whose root mounts read it as a user's attribute.
+    let merged = |d: &str| ls(s.m(d)) == ["new", "old"];
+    for d in ["var/cache", "var/log"] {
         assert_eq!(ls(s.m(d)), ["new"], "{d} is opaque");
         assert_eq!(errno(std::fs::metadata(s.m(&format!("{d}/old")))), libc::ENOENT);
+    }
+    assert_eq!(merged("var/lib"), is_root(), "var/lib: {:?}", ls(s.m("var/lib")));
+    m.unmount();
+    if is_root() {
+        // `-o userxattr` (kernel overlayfs's option: root reading what a rootless mount
+        // wrote) reads `user.overlay.*` markers, and only those.
+        let _m = s.mount_with(&["-o", "userxattr"]);
+        assert_eq!(ls(s.m("var/lib")), ["new"], "var/lib is opaque with userxattr");
+        assert_eq!(ls(s.m("var/log")), ["new"]);
+        assert!(merged("var/cache"), "var/cache: {:?}", ls(s.m("var/cache")));
     }
 }
 

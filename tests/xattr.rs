@@ -5,15 +5,27 @@
 mod common;
 use common::*;
 
+/// The namespace of the mount's own markers: `trusted.overlay.` as root, `user.overlay.`
+/// otherwise (as kernel overlayfs, and its `userxattr`).
+fn ours() -> &'static str {
+    if is_root() { "trusted.overlay." } else { "user.overlay." }
+}
+
 #[test]
 fn private_xattrs_are_hidden() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    for p in ["var/cache", "var/lib", "etc", "."] {
+    for p in ["var/cache", "etc", "."] {
         let names = listxattr(&s.m(p));
         assert!(names.iter().all(|n| !n.contains("overlay")), "{p}: {names:?}");
-        assert_eq!(getxattr(&s.m(p), "user.overlay.opaque"), None);
+        assert_eq!(getxattr(&s.m(p), &format!("{}opaque", ours())), None);
+    }
+    // The other namespace's `overlay.*` names are a user's attributes, as in kernel overlayfs
+    // (`var/lib` carries `user.overlay.opaque`, a marker only to rootless mounts).
+    match is_root() {
+        true => assert_eq!(getxattr(&s.m("var/lib"), "user.overlay.opaque").as_deref(), Some(&b"y"[..])),
+        false => assert_eq!(getxattr(&s.m("var/lib"), "user.overlay.opaque"), None),
     }
     // Copied-up files carry an origin in the upper, invisible in the mount.
     write(s.m("tree/t1"), "x");
@@ -65,23 +77,28 @@ fn overlay_named_xattrs_are_escaped_like_the_kernel() {
     need_fuse!();
     let s = Stack::fixture("basic");
     let _m = s.mount();
-    // A user's own user.overlay.* attribute (nested overlays use these) is stored escaped,
-    // so it never acts as a marker of this union.
+    // A user's own attribute in the mount's namespace (nested overlays use these) is stored
+    // escaped, so it never acts as a marker of this union.
+    let opaque = format!("{}opaque", ours());
     std::fs::create_dir(s.m("nested")).unwrap();
     write(s.m("nested/f"), "f");
-    setxattr(&s.m("nested"), "user.overlay.opaque", b"y").unwrap();
-    assert_eq!(getxattr(&s.m("nested"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
-    assert!(listxattr(&s.m("nested")).contains(&"user.overlay.opaque".to_string()));
-    assert_eq!(getxattr(&s.u("nested"), "user.overlay.overlay.opaque").as_deref(), Some(&b"y"[..]));
-    assert_eq!(getxattr(&s.u("nested"), "user.overlay.opaque"), None);
+    setxattr(&s.m("nested"), &opaque, b"y").unwrap();
+    assert_eq!(getxattr(&s.m("nested"), &opaque).as_deref(), Some(&b"y"[..]));
+    assert!(listxattr(&s.m("nested")).contains(&opaque));
+    assert_eq!(getxattr(&s.u("nested"), &format!("{}overlay.opaque", ours())).as_deref(), Some(&b"y"[..]));
+    assert_eq!(getxattr(&s.u("nested"), &opaque), None);
     assert_eq!(ls(s.m("nested")), ["f"], "not treated as opaque");
-    rustix::fs::lremovexattr(s.m("nested"), "user.overlay.opaque").unwrap();
-    assert_eq!(getxattr(&s.m("nested"), "user.overlay.opaque"), None);
+    rustix::fs::lremovexattr(s.m("nested"), &opaque).unwrap();
+    assert_eq!(getxattr(&s.m("nested"), &opaque), None);
+    if is_root() {
+        // The other namespace is stored as it is, and is no marker either (kernel overlayfs
+        // as root escapes only `trusted.overlay.*`).
+        setxattr(&s.m("nested"), "user.overlay.opaque", b"y").unwrap();
+        assert_eq!(getxattr(&s.u("nested"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+        assert_eq!(ls(s.m("nested")), ["f"], "not treated as opaque");
+    }
     // Real markers stay invisible and cannot be removed through the mount.
-    assert_eq!(
-        errno(rustix::fs::lremovexattr(s.m("var/lib"), "user.overlay.opaque").map_err(std::io::Error::from)),
-        libc::ENODATA
-    );
+    assert_eq!(errno(rustix::fs::lremovexattr(s.m("var/cache"), &opaque).map_err(std::io::Error::from)), libc::ENODATA);
 }
 
 /// ACL entry tags (`acl_tag_t`).

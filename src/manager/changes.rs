@@ -69,7 +69,7 @@ pub fn changes(upper: &Path, view: &ImageView) -> Result<Vec<(Change, Vec<u8>)>,
         } else if e.stat.is_reg()
             && e.stat.size == 0
             && xwh_dirs.contains(parent)
-            && whiteout::is_xattr_whiteout(e.dir, e.name).unwrap_or(false)
+            && whiteout::is_xattr_whiteout(e.dir, e.name, whiteout::Dialects::ANY).unwrap_or(false)
         {
             Some(e.rel.to_vec())
         } else {
@@ -88,7 +88,8 @@ pub fn changes(upper: &Path, view: &ImageView) -> Result<Vec<(Change, Vec<u8>)>,
         let kind = if below.is_some() { Change::Changed } else { Change::Added };
         out.insert(e.rel.to_vec(), kind);
         if e.stat.is_dir() {
-            let marks = whiteout::dir_marks(e.dir, e.name, None).map_err(|x| Error::io("cannot read markers", x))?;
+            let marks = whiteout::dir_marks(e.dir, e.name, None, whiteout::Dialects::ANY)
+                .map_err(|x| Error::io("cannot read markers", x))?;
             if marks.xwhiteouts {
                 xwh_dirs.insert(e.rel.to_vec());
             }

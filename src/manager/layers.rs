@@ -286,7 +286,8 @@ impl ImageView {
             let mut state = LookupState::default();
             let mut next: Vec<(usize, OwnedFd)> = Vec::new();
             for (i, fd) in &live {
-                let seen = probe(fd.as_fd(), &name, false, true).map_err(|e| Error::io("cannot read a layer", e))?;
+                let seen = probe(fd.as_fd(), &name, false, true, whiteout::Dialects::ANY)
+                    .map_err(|e| Error::io("cannot read a layer", e))?;
                 if let Seen::Dir(..) = seen {
                     next.push((
                         *i,
@@ -343,7 +344,7 @@ impl ImageView {
                     continue;
                 }
                 let n = cstr(&e.name)?;
-                let wh = matches!(probe(dir.as_fd(), &n, false, true), Ok(Seen::Whiteout));
+                let wh = matches!(probe(dir.as_fd(), &n, false, true, whiteout::Dialects::ANY), Ok(Seen::Whiteout));
                 l.entries.push(Listed {
                     name: e.name,
                     ino: e.ino,

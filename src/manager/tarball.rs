@@ -505,7 +505,7 @@ pub fn write_layer_filtered<W: Write>(
             || (kind == FileKind::Regular
                 && st.size == 0
                 && xwh_dirs.contains(parent)
-                && whiteout::is_xattr_whiteout(e.dir, e.name).unwrap_or(false));
+                && whiteout::is_xattr_whiteout(e.dir, e.name, whiteout::Dialects::ANY).unwrap_or(false));
         if is_whiteout {
             if let Some(keep) = keep_whiteout {
                 let in_opaque = opaque_dirs.iter().any(|d| e.rel.starts_with(d) && e.rel.get(d.len()) == Some(&b'/'));
@@ -531,8 +531,8 @@ pub fn write_layer_filtered<W: Write>(
                 let mut p = e.rel.to_vec();
                 p.push(b'/');
                 append(&mut b, base_header(EntryType::Directory, mode, Some(&st)), &p, &[][..]).map_err(werr)?;
-                let marks =
-                    whiteout::dir_marks(e.dir, e.name, None).map_err(|x| Error::io("cannot read markers", x))?;
+                let marks = whiteout::dir_marks(e.dir, e.name, None, whiteout::Dialects::ANY)
+                    .map_err(|x| Error::io("cannot read markers", x))?;
                 if marks.xwhiteouts {
                     xwh_dirs.insert(e.rel.to_vec());
                 }

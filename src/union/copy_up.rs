@@ -28,10 +28,10 @@ use crate::sys::open::{self, OFlags};
 use crate::sys::stat::{self, FileKind, Stat};
 use crate::sys::xattr::{self, SetMode, XTarget};
 use crate::sys::{fs as sfs, handle, io as sio};
+use crate::union::UnionFs;
 use crate::union::layer::Upper;
 use crate::union::node::{Lower, Node, flag};
 use crate::union::tables::Side;
-use crate::union::{UnionFs, whiteout};
 
 /// How much data a copy-up copies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -408,7 +408,7 @@ impl UnionFs {
     /// kernel does.
     pub(crate) fn copy_xattrs(&self, up: &Upper, from: XTarget<'_>, to: XTarget<'_>) -> Res<()> {
         for name in xattr::list(from)? {
-            if whiteout::is_private_xattr(&name) {
+            if self.opts.dialect.is_private(&name) {
                 continue;
             }
             let Ok(cname) = std::ffi::CString::new(name) else {

@@ -414,7 +414,7 @@ impl UnionFs {
             if self.opts.override_stat.is_some_and(|o| o.to_bytes() == n.as_slice()) {
                 continue;
             }
-            if let Some(shown) = whiteout::unescape_xattr(n) {
+            if let Some(shown) = self.opts.dialect.unescape(n) {
                 out.extend_from_slice(&shown);
                 out.push(0);
             }
@@ -473,7 +473,7 @@ impl UnionFs {
         if self.opts.override_stat.is_some_and(|o| o == name) || whiteout::is_foreign_xattr(name.to_bytes()) {
             return Err(Errno::ENODATA);
         }
-        std::ffi::CString::new(whiteout::escape_xattr(name.to_bytes()).into_owned()).map_err(|_| Errno::EINVAL)
+        std::ffi::CString::new(self.opts.dialect.escape(name.to_bytes()).into_owned()).map_err(|_| Errno::EINVAL)
     }
 }
 

@@ -18,7 +18,7 @@ use crate::sys::stat::{self, FileKind, Stat};
 use crate::union::layer::LowerIdx;
 use crate::union::node::{DirLayer, DirLower, Identity, Loc, Lower, Node, NodeSpec, flag};
 use crate::union::tables::Side;
-use crate::union::whiteout::{self, DirMarks};
+use crate::union::whiteout::{self, Dialects, DirMarks};
 use crate::union::{Entry, UnionFs};
 
 /// What one layer holds under a name.
@@ -181,7 +181,7 @@ impl Found {
 impl UnionFs {
     /// What `name` in directory layer `dir` holds.
     pub(crate) fn probe(&self, dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
-        probe(dir, name, xwhiteouts, true)
+        probe(dir, name, xwhiteouts, true, self.opts.dialect.only())
     }
 
     /// Walks the layers of `dir` for `name`, skipping the lower layers above the hinted one
@@ -194,7 +194,8 @@ impl UnionFs {
         let mut at = None;
         if dir.has_upper() {
             let fd = self.dir_fd(dir, Side::Upper)?;
-            let seen = probe(fd.as_fd(), name, dir.has(flag::UPPER_XWH), !dir.has(flag::MADE_HERE))?;
+            let seen =
+                probe(fd.as_fd(), name, dir.has(flag::UPPER_XWH), !dir.has(flag::MADE_HERE), self.opts.dialect.only())?;
             if !state.feed(Side::Upper, seen) {
                 return Ok(state);
             }
@@ -705,11 +706,11 @@ impl UnionFs {
 
 /// What `name` in one layer's directory `dir` holds, markers of every dialect decoded
 /// (`.wh.NAME` files only with `dot_wh`: a directory known to hold none need not be asked).
-pub fn probe(dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool, dot_wh: bool) -> Res<Seen> {
+pub fn probe(dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool, dot_wh: bool, dialects: Dialects) -> Res<Seen> {
     match stat::statat(dir, name) {
         Ok(st) if st.is_chardev_whiteout() => Ok(Seen::Whiteout),
-        Ok(st) if st.is_dir() => Ok(Seen::Dir(st, whiteout::dir_marks(dir, name, None)?)),
-        Ok(st) if xwhiteouts && st.is_reg() && st.size == 0 && whiteout::is_xattr_whiteout(dir, name)? => {
+        Ok(st) if st.is_dir() => Ok(Seen::Dir(st, whiteout::dir_marks(dir, name, None, dialects)?)),
+        Ok(st) if xwhiteouts && st.is_reg() && st.size == 0 && whiteout::is_xattr_whiteout(dir, name, dialects)? => {
             Ok(Seen::Whiteout)
         }
         Ok(st) => Ok(Seen::NonDir(st)),

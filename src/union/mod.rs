@@ -270,7 +270,7 @@ impl UnionFs {
     pub fn new(layers: Layers, opts: Options) -> Result<UnionFs, Error> {
         let mut dlayers = Vec::with_capacity(layers.lowers.len());
         for (i, l) in layers.lowers.iter().enumerate() {
-            let marks = whiteout::dir_marks(std::os::fd::AsFd::as_fd(&*l.root), sys_dot(), None)
+            let marks = whiteout::dir_marks(std::os::fd::AsFd::as_fd(&*l.root), sys_dot(), None, opts.dialect.only())
                 .map_err(|e| Error::io(format!("cannot read lower layer '{}'", l.path.display()), e))?;
             dlayers.push(DirLayer { idx: i as LowerIdx, xwhiteouts: marks.xwhiteouts });
         }
@@ -282,8 +282,9 @@ impl UnionFs {
             let st = stat::fstat(&*u.layer.root).map_err(|e| Error::io("cannot stat the upper dir", e))?;
             upper_ino = st.ino;
             flags |= flag::UPPER;
-            let marks = whiteout::dir_marks(std::os::fd::AsFd::as_fd(&*u.layer.root), sys_dot(), None)
-                .map_err(|e| Error::io("cannot read the upper dir", e))?;
+            let marks =
+                whiteout::dir_marks(std::os::fd::AsFd::as_fd(&*u.layer.root), sys_dot(), None, opts.dialect.only())
+                    .map_err(|e| Error::io("cannot read the upper dir", e))?;
             if marks.xwhiteouts {
                 flags |= flag::UPPER_XWH;
             }

@@ -184,7 +184,7 @@ impl UnionFs {
                         Err(Errno::ENOENT) => continue,
                         Err(err) => return Err(err),
                     };
-                    let wh = st.size == 0 && whiteout::is_xattr_whiteout(fd.as_fd(), &name)?;
+                    let wh = st.size == 0 && whiteout::is_xattr_whiteout(fd.as_fd(), &name, self.opts.dialect.only())?;
                     (FileKind::Regular, wh)
                 }
                 Some(k) => (k, false),
@@ -225,7 +225,8 @@ impl UnionFs {
             // Report the same number that lookup will give the entry.
             if let (Some((skind, sfs, sino)), Some(ufd)) = (m.shadow, upper_fd.as_ref()) {
                 let use_shadow = if m.kind == FileKind::Directory {
-                    skind == FileKind::Directory && !whiteout::dir_marks(ufd.as_fd(), &name, None)?.opaque
+                    skind == FileKind::Directory
+                        && !whiteout::dir_marks(ufd.as_fd(), &name, None, self.opts.dialect.only())?.opaque
                 } else {
                     impure
                         && skind == m.kind

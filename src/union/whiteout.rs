@@ -90,6 +90,69 @@ impl Dialect {
             Dialect::User => &USER,
         }
     }
+
+    /// The namespace of its private attributes.
+    fn prefix(self) -> &'static [u8] {
+        match self {
+            Dialect::Trusted => b"trusted.overlay.",
+            Dialect::User => b"user.overlay.",
+        }
+    }
+
+    /// Whether an attribute stored in a layer is private to a mount of this dialect (hidden
+    /// from the merged view). As kernel overlayfs: a root mount's markers are
+    /// `trusted.overlay.*` only (`user.overlay.*` are a user's ordinary attributes there),
+    /// a `userxattr` mount's `user.overlay.*` only; escaped names are not private.
+    pub fn is_private(self, name: &[u8]) -> bool {
+        let p = self.prefix();
+        is_foreign_xattr(name) || (name.starts_with(p) && !name[p.len()..].starts_with(b"overlay."))
+    }
+
+    /// The name under which an attribute the merged view calls `name` is stored: the
+    /// dialect's `P.overlay.X` becomes `P.overlay.overlay.X` (the kernel's escaping).
+    pub fn escape(self, name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+        let p = self.prefix();
+        match name.strip_prefix(p) {
+            Some(rest) => std::borrow::Cow::Owned([p, b"overlay.", rest].concat()),
+            None => std::borrow::Cow::Borrowed(name),
+        }
+    }
+
+    /// What the merged view calls an attribute stored as `name`: escaped names unescaped,
+    /// private ones `None`.
+    pub fn unescape(self, name: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        if is_foreign_xattr(name) {
+            return None;
+        }
+        let p = self.prefix();
+        match name.strip_prefix(p) {
+            Some(rest) => Some(std::borrow::Cow::Owned([p, rest.strip_prefix(b"overlay.")?].concat())),
+            None => Some(std::borrow::Cow::Borrowed(name)),
+        }
+    }
+
+    /// The dialects whose markers a mount of this one reads: its own only.
+    pub fn only(self) -> Dialects {
+        Dialects(Some(self))
+    }
+}
+
+/// Whose markers a reader honours: one dialect (a mount, as the kernel), or every dialect
+/// (`None`: the manager's own tools, reading layers any engine wrote).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialects(pub Option<Dialect>);
+
+impl Dialects {
+    /// Every dialect.
+    pub const ANY: Dialects = Dialects(None);
+
+    fn names(self) -> &'static [&'static XattrNames] {
+        match self.0 {
+            Some(Dialect::Trusted) => &[&TRUSTED],
+            Some(Dialect::User) => &[&USER],
+            None => &[&TRUSTED, &USER],
+        }
+    }
 }
 
 /// The two namespaces of private xattrs.
@@ -115,38 +178,6 @@ pub fn is_foreign_xattr(name: &[u8]) -> bool {
 pub fn is_private_xattr(name: &[u8]) -> bool {
     is_foreign_xattr(name)
         || PRIVATE_PREFIXES.iter().any(|p| name.starts_with(p) && !name[p.len()..].starts_with(b"overlay."))
-}
-
-/// The name under which an attribute the merged view calls `name` is stored in a layer:
-/// `P.overlay.X` becomes `P.overlay.overlay.X` (the kernel's escaping); other names are
-/// stored as they are.
-pub fn escape_xattr(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    for p in PRIVATE_PREFIXES {
-        if let Some(rest) = name.strip_prefix(p) {
-            let mut v = p.to_vec();
-            v.extend_from_slice(b"overlay.");
-            v.extend_from_slice(rest);
-            return std::borrow::Cow::Owned(v);
-        }
-    }
-    std::borrow::Cow::Borrowed(name)
-}
-
-/// What the merged view calls an attribute stored in a layer as `name`: escaped names are
-/// unescaped, private markers are `None`, anything else is itself.
-pub fn unescape_xattr(name: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-    if is_foreign_xattr(name) {
-        return None;
-    }
-    for p in PRIVATE_PREFIXES {
-        if let Some(rest) = name.strip_prefix(p) {
-            let inner = rest.strip_prefix(b"overlay.")?;
-            let mut v = p.to_vec();
-            v.extend_from_slice(inner);
-            return Some(std::borrow::Cow::Owned(v));
-        }
-    }
-    Some(std::borrow::Cow::Borrowed(name))
 }
 
 /// Whether a directory entry name is a marker that never appears in the merged view.
@@ -184,11 +215,17 @@ pub struct DirMarks {
 }
 
 /// Reads the opacity markers of directory `name` in `dir` (`"."` for `dir` itself): the
-/// `overlay.opaque` xattr in both namespaces, fuse-overlayfs's `user.fuseoverlayfs.opaque`
-/// and the `.wh..wh..opq` entry.
-pub fn dir_marks(dir: BorrowedFd<'_>, name: &CStr, dir_fd: Option<BorrowedFd<'_>>) -> Res<DirMarks> {
+/// `overlay.opaque` xattr of `dialects`, fuse-overlayfs's `user.fuseoverlayfs.opaque` and
+/// the `.wh..wh..opq` entry.
+pub fn dir_marks(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    dir_fd: Option<BorrowedFd<'_>>,
+    dialects: Dialects,
+) -> Res<DirMarks> {
     let mut marks = DirMarks::default();
-    for attr in [TRUSTED.opaque, USER.opaque, FOREIGN_OPAQUE] {
+    let attrs = dialects.names().iter().map(|n| n.opaque).chain([FOREIGN_OPAQUE]);
+    for attr in attrs {
         match xattr::get(XTarget::At(dir, name), attr) {
             Ok(Some(v)) if v.as_slice() == b"y" => marks.opaque = true,
             Ok(Some(_)) if attr == FOREIGN_OPAQUE => {}
@@ -222,8 +259,8 @@ pub fn dir_marks(dir: BorrowedFd<'_>, name: &CStr, dir_fd: Option<BorrowedFd<'_>
 }
 
 /// Whether entry `name` of `dir`, an empty regular file, carries the xattr-whiteout marker.
-pub fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &CStr) -> Res<bool> {
-    for names in [&TRUSTED, &USER] {
+pub fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &CStr, dialects: Dialects) -> Res<bool> {
+    for names in dialects.names() {
         match xattr::get(XTarget::At(dir, name), names.whiteout) {
             Ok(Some(_)) => return Ok(true),
             Ok(None) | Err(Errno::EPERM) | Err(Errno::EACCES) => {}
@@ -330,16 +367,26 @@ mod tests {
         assert!(!is_private_xattr(b"user.note"));
         assert!(!is_private_xattr(b"security.selinux"));
         assert!(is_private_xattr(b"user.fuseoverlayfs.opaque"), "fuse-overlayfs's namespace");
-        assert!(unescape_xattr(b"user.fuseoverlayfs.origin").is_none());
     }
 
     #[test]
-    fn xattr_escaping_round_trips() {
-        assert_eq!(&*escape_xattr(b"trusted.overlay.opaque"), b"trusted.overlay.overlay.opaque");
-        assert_eq!(&*escape_xattr(b"user.overlay.x"), b"user.overlay.overlay.x");
-        assert_eq!(&*escape_xattr(b"user.note"), b"user.note");
-        assert_eq!(unescape_xattr(b"trusted.overlay.overlay.opaque").as_deref(), Some(&b"trusted.overlay.opaque"[..]));
-        assert_eq!(unescape_xattr(b"trusted.overlay.opaque"), None, "a real marker is hidden");
-        assert_eq!(unescape_xattr(b"user.note").as_deref(), Some(&b"user.note"[..]));
+    fn xattr_escaping_follows_the_mounts_dialect() {
+        let (t, u) = (Dialect::Trusted, Dialect::User);
+        // A root mount escapes trusted.overlay.* only; user.overlay.* is a user's attribute.
+        assert_eq!(&*t.escape(b"trusted.overlay.opaque"), b"trusted.overlay.overlay.opaque");
+        assert_eq!(&*t.escape(b"user.overlay.j"), b"user.overlay.j");
+        assert_eq!(t.unescape(b"trusted.overlay.overlay.opaque").as_deref(), Some(&b"trusted.overlay.opaque"[..]));
+        assert_eq!(t.unescape(b"trusted.overlay.opaque"), None, "a real marker is hidden");
+        assert_eq!(t.unescape(b"user.overlay.opaque").as_deref(), Some(&b"user.overlay.opaque"[..]));
+        assert!(t.is_private(b"trusted.overlay.origin") && !t.is_private(b"user.overlay.origin"));
+        // A rootless (or userxattr) mount the other way round.
+        assert_eq!(&*u.escape(b"user.overlay.x"), b"user.overlay.overlay.x");
+        assert_eq!(&*u.escape(b"trusted.overlay.x"), b"trusted.overlay.x");
+        assert_eq!(u.unescape(b"user.overlay.opaque"), None);
+        assert!(u.is_private(b"user.overlay.origin") && !u.is_private(b"trusted.overlay.origin"));
+        // fuse-overlayfs's namespace is private to every mount.
+        assert!(t.is_private(b"user.fuseoverlayfs.opaque") && u.is_private(b"user.fuseoverlayfs.opaque"));
+        assert!(t.unescape(b"user.fuseoverlayfs.origin").is_none());
+        assert_eq!(t.unescape(b"user.note").as_deref(), Some(&b"user.note"[..]));
     }
 }
