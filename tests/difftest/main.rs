@@ -129,6 +129,13 @@ fn build(dir: &Path, layer: &Layer, idx: usize) {
                 )
                 .unwrap();
             }
+            Entry::XattrWhiteout => {
+                std::fs::write(dir.join(p), b"").unwrap();
+                let flags = rustix::fs::XattrFlags::empty();
+                rustix::fs::setxattr(c(p).as_c_str(), "trusted.overlay.whiteout", b"y", flags).unwrap();
+                let parent = Path::new(p).parent().unwrap().to_str().unwrap();
+                rustix::fs::setxattr(c(parent).as_c_str(), "trusted.overlay.opaque", b"x", flags).unwrap();
+            }
             Entry::HardLink(src) => std::fs::hard_link(dir.join(src), dir.join(p)).unwrap(),
             Entry::Fifo => {
                 rustix::fs::mknodat(rustix::fs::CWD, c(p).as_c_str(), rustix::fs::FileType::Fifo, 0o644.into(), 0)

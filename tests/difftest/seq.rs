@@ -72,10 +72,20 @@ impl std::fmt::Debug for Data {
 /// One object of a lower layer.
 #[derive(Debug, Clone)]
 pub enum Entry {
-    File { data: Data, mode: u32, xattr: bool },
-    Dir { mode: u32, opaque: bool },
+    File {
+        data: Data,
+        mode: u32,
+        xattr: bool,
+    },
+    Dir {
+        mode: u32,
+        opaque: bool,
+    },
     Symlink(String),
     Whiteout,
+    /// An xattr whiteout (kernel ≥ 6.7): an empty file with `overlay.whiteout`, its
+    /// directory marked `overlay.opaque=x`.
+    XattrWhiteout,
     HardLink(String),
     Fifo,
 }
@@ -117,7 +127,11 @@ pub fn layers(r: &mut Rng) -> Vec<Layer> {
                             opaque: !bottom && r.chance(15),
                         },
                         82..88 => Entry::Symlink((*r.pick(&NAMES)).to_string()),
-                        88..94 if !bottom && below.contains(&p) && !opaque.contains(parent) => Entry::Whiteout,
+                        88..92 if !bottom && below.contains(&p) && !opaque.contains(parent) => Entry::Whiteout,
+                        // In a directory of the layer (not at its root).
+                        92..94 if !bottom && below.contains(&p) && !opaque.contains(parent) && !parent.is_empty() => {
+                            Entry::XattrWhiteout
+                        }
                         94..98 if !files.is_empty() => Entry::HardLink(r.pick(&files).clone()),
                         98..100 => Entry::Fifo,
                         _ => continue,
