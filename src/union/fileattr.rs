@@ -71,7 +71,7 @@ impl Prot {
     }
 }
 
-/// What a caller asks of an object, for [`UnionFs::deny`].
+/// What a caller asks of an object, for `UnionFs::deny`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Mode, owner, explicit times, extended attributes, a new link, a rename or removal of

@@ -152,7 +152,7 @@ pub struct Found {
     /// For an upper non-directory that was copied up: the lower object it came from.
     pub origin: Option<Identity>,
     /// A name of a lower hard link copied up alone: numbered as its upper object (see
-    /// [`UnionFs::broken_link`]).
+    /// `UnionFs::broken_link`).
     pub own_number: bool,
     /// For a metadata-only copy (`metacopy`): the lower layer holding its data.
     pub metacopy: Option<DataAt>,
