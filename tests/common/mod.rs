@@ -492,8 +492,9 @@ pub fn mount_tmpfs(at: &Path, opts: &str) -> FsMount {
 
 /// Mounts an empty one-layer stack with `mount_args` over `n` lower files of `mib` MiB and 400
 /// small ones, copies the big ones up in parallel (append one byte) and reads small files
-/// meanwhile: asserts the reads went on (the slowest under a quarter of the copy-ups' time)
-/// and the copies are whole. Returns the stack and its mount for more checks.
+/// meanwhile: asserts the reads went on while the copy-ups were still running (progress and
+/// order, not times: a loaded machine stretches every request) and the copies are whole.
+/// Returns the stack and its mount for more checks.
 #[allow(dead_code)]
 pub fn copy_ups_beside_reads(n: usize, mib: usize, mount_args: &[&str]) -> (Stack, Mount) {
     use std::io::Write;
@@ -519,19 +520,21 @@ pub fn copy_ups_beside_reads(n: usize, mib: usize, mount_args: &[&str]) -> (Stac
             })
         })
         .collect();
-    let (mut worst, mut done) = (std::time::Duration::ZERO, 0);
+    // Reads answered while at least one copy-up was still running. Had a copy-up held the
+    // other requests up, the first read would have returned only after them.
+    let (mut beside, mut done) = (0, 0);
     while copies.iter().any(|c| !c.is_finished()) && done < 400 {
-        let t = std::time::Instant::now();
         assert_eq!(read(s.m(&format!("small{done}"))), done.to_string());
-        worst = worst.max(t.elapsed());
         done += 1;
+        if copies.iter().any(|c| !c.is_finished()) {
+            beside += 1;
+        }
     }
     for c in copies {
         c.join().unwrap();
     }
     let total = start.elapsed();
-    assert!(done > 0, "the copy-ups finished before any other request was timed ({total:?})");
-    assert!(worst * 4 < total, "a small read waited {worst:?} while {n} copy-ups took {total:?}");
+    assert!(beside >= 2, "only {beside} of {done} small reads were answered while {n} copy-ups ran ({total:?})");
     for i in 0..n {
         assert_eq!(std::fs::metadata(s.u(&format!("big{i}"))).unwrap().len(), ((mib as u64) << 20) + 1);
     }
