@@ -711,6 +711,9 @@ impl UnionFs {
         let r = op();
         if r.is_err() {
             self.inodes.reinstate(n);
+        } else if keep {
+            // Closed meanwhile (a release served beside this unlink).
+            self.let_go_if_closed(n);
         }
         r
     }

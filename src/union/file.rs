@@ -14,7 +14,7 @@ use crate::sys::open::{self, OFlags};
 use crate::sys::stat::FileKind;
 use crate::union::copy_up::Data;
 use crate::union::fileattr::Change;
-use crate::union::node::{Identity, Loc, Lower, NodeSpec, flag};
+use crate::union::node::{Identity, Loc, Lower, Node, NodeSpec, flag};
 use crate::union::tables::{FileHandle, Handle, Side};
 use crate::union::{Ctx, Entry, UnionFs};
 
@@ -250,7 +250,18 @@ impl UnionFs {
 
     /// `release`.
     pub fn release(&self, fh: u64) {
-        self.handles.remove(fh);
+        if let Some(h) = self.handles.remove(fh) {
+            self.let_go_if_closed(&h.node);
+        }
+    }
+
+    /// A removed regular file's descriptor is kept only while the file is open: its space is
+    /// free once the last handle goes (the release and the unlink may be served in either
+    /// order; each checks after its own change, so one of them sees the other's).
+    pub(crate) fn let_go_if_closed(&self, node: &Node) {
+        if node.kind == FileKind::Regular && node.has(flag::DEAD) && !self.handles.is_open(node.ino) {
+            node.take_orphan();
+        }
     }
 
     /// `fallocate`.

@@ -320,6 +320,14 @@ impl Node {
         ORPHANS.get(&self.key()).map(|f| f.clone())
     }
 
+    /// Drops the node's [`Node::orphan`], if any.
+    pub fn take_orphan(&self) {
+        if self.has(flag::ORPHAN) {
+            self.clear(flag::ORPHAN);
+            ORPHANS.remove(&self.key());
+        }
+    }
+
     /// Keeps `fd` as the node's [`Node::orphan`].
     pub fn set_orphan(&self, fd: std::os::fd::OwnedFd) {
         ORPHANS.insert(self.key(), Arc::new(fd));
