@@ -6,18 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::oracle::{KernelMount, kernel_mount};
-use common::*;
+use common::sides::Sides;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A kernel overlay mount and a unionfs mount over two copies of one lower tree.
-struct Both {
-    dir: tempfile::TempDir,
-    /// Kept apart so the two never share a lower (a copy-up of one is not seen by the other).
-    k: Option<KernelMount>,
-    u: Option<Mount>,
-}
+struct Both(Sides);
 
 /// Runs `script` with `sh -c` in `dir`; its output (stdout, then stderr), with `dir` written
 /// as `.`.
@@ -35,56 +29,27 @@ impl Both {
     /// Lowers built by `setup` (shell, run in each lower: one string per layer, topmost
     /// first), kernel overlayfs with `kopts`, unionfs with `uargs`.
     fn new(setup: &[&str], kopts: &str, uargs: &[&str]) -> Both {
-        let dir = tempfile::Builder::new().prefix("unionfs-test-").tempdir().unwrap();
+        let mut s = Sides::new("unionfs-test-", setup.len());
         for side in ["k", "u"] {
             for (i, script) in setup.iter().enumerate() {
-                let l = dir.path().join(format!("{side}-l{i}"));
+                let l = s.p(&format!("{side}-l{i}"));
                 std::fs::create_dir_all(&l).unwrap();
                 let out = sh(&l, script);
                 assert!(!out.contains("[exit"), "setup failed: {out}");
             }
         }
-        let mut b = Both { dir, k: None, u: None };
-        b.mount_kernel(kopts);
-        b.mount_union(uargs);
-        b
-    }
-
-    fn lowers(&self, side: &str) -> String {
-        let n = std::fs::read_dir(self.dir.path()).unwrap().flatten().filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(&format!("{side}-l"))
-        });
-        let count = n.count();
-        (0..count).map(|i| self.p(&format!("{side}-l{i}")).display().to_string()).collect::<Vec<_>>().join(":")
+        s.mount(kopts, uargs);
+        Both(s)
     }
 
     fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn mount_kernel(&mut self, kopts: &str) {
-        let (up, work, mnt) = (self.p("k-upper"), self.p("k-work"), self.p("k-mnt"));
-        self.k = Some(kernel_mount(&self.lowers("k"), &up, &work, &mnt, kopts));
-    }
-
-    fn mount_union(&mut self, uargs: &[&str]) {
-        for d in ["u-upper", "u-work", "u-mnt"] {
-            std::fs::create_dir_all(self.p(d)).unwrap();
-        }
-        let mut args: Vec<String> = vec!["mount".into(), "--lower".into(), self.lowers("u")];
-        for (flag, d) in [("--upper", "u-upper"), ("--work", "u-work")] {
-            args.push(flag.into());
-            args.push(self.p(d).display().to_string());
-        }
-        args.extend(uargs.iter().map(|s| s.to_string()));
-        args.push(self.p("u-mnt").display().to_string());
-        self.u = Some(Mount::new(&args, &self.p("u-mnt")));
+        self.0.p(rel)
     }
 
     /// Runs `script` in both mounts; (kernel, unionfs) outputs.
     fn run(&self, script: &str) -> (String, String) {
-        (sh(&self.k.as_ref().unwrap().0, script), sh(&self.u.as_ref().unwrap().path, script))
+        let (k, u) = self.0.roots();
+        (sh(&k, script), sh(&u, script))
     }
 
     /// Runs `script` in both and expects the same output; returns it.
@@ -94,61 +59,14 @@ impl Both {
         k
     }
 
-    /// Unmounts both.
-    fn unmount(&mut self) {
-        drop(self.k.take());
-        if let Some(u) = self.u.take() {
-            u.unmount();
-        }
-    }
-
-    /// Interop: unmounts both, then kernel overlayfs mounts the upper (and work dir) unionfs
-    /// wrote, and unionfs the kernel's, each over the lowers that upper was written over.
+    /// See [`Sides::cross`].
     fn cross(&mut self, kopts: &str, uargs: &[&str]) {
-        self.unmount();
-        for (a, b) in [("k-upper", "u-upper"), ("k-work", "u-work"), ("k-l", "u-l")] {
-            self.rename_prefix(a, "tmp");
-            self.rename_prefix(b, a);
-            self.rename_prefix("tmp", b);
-        }
-        self.mount_kernel(kopts);
-        self.mount_union(uargs);
+        self.0.cross(kopts, uargs);
     }
 
-    /// Renames every entry of the scratch directory named `from…` to `to…`.
-    fn rename_prefix(&self, from: &str, to: &str) {
-        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(rest) = name.strip_prefix(from) {
-                std::fs::rename(e.path(), self.p(&format!("{to}{rest}"))).unwrap();
-            }
-        }
-    }
-
-    /// Rotation: unmounts both; each upper becomes the top lower layer of a new mount of
-    /// its side, over a new empty upper (as when an image is built from a container).
+    /// See [`Sides::rotate`].
     fn rotate(&mut self, kopts: &str, uargs: &[&str]) {
-        self.unmount();
-        for side in ["k", "u"] {
-            let n = self.lowers(side).split(':').count();
-            for i in (0..n).rev() {
-                std::fs::rename(self.p(&format!("{side}-l{i}")), self.p(&format!("{side}-l{}", i + 1))).unwrap();
-            }
-            std::fs::rename(self.p(&format!("{side}-upper")), self.p(&format!("{side}-l0"))).unwrap();
-            std::fs::remove_dir_all(self.p(&format!("{side}-work"))).unwrap();
-        }
-        self.mount_kernel(kopts);
-        self.mount_union(uargs);
-    }
-}
-
-impl Drop for Both {
-    fn drop(&mut self) {
-        drop(self.k.take());
-        drop(self.u.take());
-        // A lower file a test made immutable (or one a failed test left so) would keep the
-        // directory from being removed.
-        let _ = Command::new("chattr").arg("-R").arg("-ia").arg(self.dir.path()).output();
+        self.0.rotate(kopts, uargs);
     }
 }
 

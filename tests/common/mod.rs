@@ -4,6 +4,7 @@
 
 pub mod oracle;
 pub mod scenario;
+pub mod sides;
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};

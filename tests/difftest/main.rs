@@ -20,13 +20,12 @@ mod ops;
 mod seq;
 mod snap;
 
-use common::oracle::{KernelMount, kernel_mount};
-use common::*;
+use common::sides::Sides;
 use ops::{Fds, Op};
 use seq::{Entry, Layer, Rng};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// An option pair: kernel overlayfs's `-o`, unionfs's arguments.
 struct Variant {
@@ -155,109 +154,18 @@ fn build(dir: &Path, layer: &Layer, idx: usize) {
     }
 }
 
-/// Both mounts over their own copies of one stack.
-struct Pair {
-    dir: tempfile::TempDir,
-    n: usize,
-    k: Option<KernelMount>,
-    u: Option<Mount>,
-    /// `UNIONFS_DIFF_KEEP`: leave the layers and uppers for a look (the path is printed).
-    keep: bool,
-}
-
-impl Pair {
-    fn new(layers: &[Layer], v: &Variant) -> Pair {
-        let dir = tempfile::Builder::new().prefix("unionfs-difftest-").tempdir().unwrap();
-        for side in ["k", "u"] {
-            for (i, l) in layers.iter().enumerate() {
-                build(&dir.path().join(format!("{side}-l{i}")), l, i);
-            }
-        }
-        let mut p =
-            Pair { dir, n: layers.len(), k: None, u: None, keep: std::env::var_os("UNIONFS_DIFF_KEEP").is_some() };
-        p.mount(v);
-        p
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn lowers(&self, side: &str) -> String {
-        (0..self.n).map(|i| self.p(&format!("{side}-l{i}")).display().to_string()).collect::<Vec<_>>().join(":")
-    }
-
-    fn mount(&mut self, v: &Variant) {
-        let (up, work, mnt) = (self.p("k-upper"), self.p("k-work"), self.p("k-mnt"));
-        self.k = Some(kernel_mount(&self.lowers("k"), &up, &work, &mnt, v.kernel));
-        for d in ["u-upper", "u-work", "u-mnt"] {
-            std::fs::create_dir_all(self.p(d)).unwrap();
-        }
-        let mut args: Vec<String> = vec!["mount".into(), "--lower".into(), self.lowers("u")];
-        for (flag, d) in [("--upper", "u-upper"), ("--work", "u-work")] {
-            args.push(flag.into());
-            args.push(self.p(d).display().to_string());
-        }
-        args.extend(v.union.iter().map(|s| s.to_string()));
-        args.push(self.p("u-mnt").display().to_string());
-        self.u = Some(Mount::new(&args, &self.p("u-mnt")));
-    }
-
-    fn unmount(&mut self) {
-        drop(self.k.take());
-        if let Some(u) = self.u.take() {
-            u.unmount();
+/// Both mounts over their own copies of one stack (`UNIONFS_DIFF_KEEP`: the directory is
+/// left for a look, its path printed).
+fn pair(layers: &[Layer], v: &Variant) -> Sides {
+    let mut s = Sides::new("unionfs-difftest-", layers.len());
+    s.keep = std::env::var_os("UNIONFS_DIFF_KEEP").is_some();
+    for side in ["k", "u"] {
+        for (i, l) in layers.iter().enumerate() {
+            build(&s.p(&format!("{side}-l{i}")), l, i);
         }
     }
-
-    fn roots(&self) -> (PathBuf, PathBuf) {
-        (self.k.as_ref().unwrap().0.clone(), self.u.as_ref().unwrap().path.clone())
-    }
-
-    fn rename_prefix(&self, from: &str, to: &str) {
-        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(rest) = name.strip_prefix(from) {
-                std::fs::rename(e.path(), self.p(&format!("{to}{rest}"))).unwrap();
-            }
-        }
-    }
-
-    /// Each side mounts the upper (with its work dir and lowers) the other wrote.
-    fn cross(&mut self, v: &Variant) {
-        self.unmount();
-        for (a, b) in [("k-upper", "u-upper"), ("k-work", "u-work"), ("k-l", "u-l")] {
-            self.rename_prefix(a, "tmp");
-            self.rename_prefix(b, a);
-            self.rename_prefix("tmp", b);
-        }
-        self.mount(v);
-    }
-
-    /// Each upper becomes the top lower of a new mount of its side.
-    fn rotate(&mut self, v: &Variant) {
-        self.unmount();
-        for side in ["k", "u"] {
-            for i in (0..self.n).rev() {
-                std::fs::rename(self.p(&format!("{side}-l{i}")), self.p(&format!("{side}-l{}", i + 1))).unwrap();
-            }
-            std::fs::rename(self.p(&format!("{side}-upper")), self.p(&format!("{side}-l0"))).unwrap();
-            std::fs::remove_dir_all(self.p(&format!("{side}-work"))).unwrap();
-        }
-        self.n += 1;
-        self.mount(v);
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        drop(self.k.take());
-        drop(self.u.take());
-        if self.keep {
-            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
-            eprintln!("kept {}", kept.display());
-        }
-    }
+    s.mount(v.kernel, v.union);
+    s
 }
 
 /// Runs `ops` over a fresh pair; the first difference. Counts in `tolerated` the reads
@@ -265,7 +173,7 @@ impl Drop for Pair {
 /// the moment it was opened (passthrough, see [`Variant::passthrough`]).
 fn run(layers: &[Layer], v: &Variant, ops: &[Op], tolerated: &mut usize) -> Result<(), String> {
     let q = snap::Quirks { mtime_quirk: v.metacopy, both_ways: false };
-    let mut pair = Pair::new(layers, v);
+    let mut pair = pair(layers, v);
     let (kr, ur) = pair.roots();
     let first = (snap::take(&kr, None), snap::take(&ur, None));
     if let Some(d) = snap::diff(&first.0, &first.1, &q) {
@@ -300,7 +208,7 @@ fn run(layers: &[Layer], v: &Variant, ops: &[Op], tolerated: &mut usize) -> Resu
     }
     drop((kfds, ufds));
     let (ks, us) = (snap::take(&kr, None), snap::take(&ur, None));
-    pair.cross(v);
+    pair.cross(v.kernel, v.union);
     let (kr, ur) = pair.roots();
     // Kernel overlayfs over unionfs's upper shows exactly what unionfs showed; unionfs over
     // the kernel's upper what the kernel showed.
@@ -313,7 +221,7 @@ fn run(layers: &[Layer], v: &Variant, ops: &[Op], tolerated: &mut usize) -> Resu
     }
     // Each upper as the top lower layer of a new mount (after the swap above: kernel
     // overlayfs over the upper unionfs wrote, unionfs over the kernel's).
-    pair.rotate(v);
+    pair.rotate(v.kernel, v.union);
     let (kr, ur) = pair.roots();
     let (kr2, ur2) = (snap::take(&kr, None), snap::take(&ur, None));
     let q = snap::Quirks { both_ways: true, ..q };
