@@ -162,10 +162,9 @@ impl UnionFs {
         }
         let p = self.prot(node)?;
         let denied = match change {
-            Change::Object | Change::Truncate => p.any(),
+            Change::Object | Change::Truncate | Change::RemoveEntry => p.any(),
             Change::Touch | Change::AddEntry => p.immutable,
             Change::Write(append) => p.immutable || (p.append && !append),
-            Change::RemoveEntry => p.any(),
         };
         if denied { Err(Errno::EPERM) } else { Ok(()) }
     }
