@@ -2,9 +2,8 @@
 # Runs the differential test against kernel overlayfs (tests/difftest) with a budget of your
 # choosing, as root:
 #   scripts/difftest.sh [--seeds N] [--ops M] [--first S] [--variants default,redirect-off,...]
-# Variants: default, redirect-off, index, metacopy, nopassthrough (all by default; index is
-# not yet clean, see its test). Prints one line per variant: seeds x ops, failures, and each
-# failure shrunk to a short reproduction.
+# Variants: default, redirect-off, index, metacopy, nopassthrough (all by default). Prints one
+# line per variant: seeds x ops, failures, and each failure shrunk to a short reproduction.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

@@ -109,6 +109,30 @@ fn a_metadata_only_copy_renamed_by_the_kernel_keeps_its_data() {
     b.same("echo more >> g; chmod 600 e/h2; echo x >> e/h2; cat g e/h2");
 }
 
+/// `metacopy=on`: unionfs renames a regular file as kernel overlayfs does: a metadata-only
+/// copy with an `overlay.redirect` to its data (relative within a directory, absolute
+/// across; a second move keeps the first redirect), no data copied; kernel overlayfs reads
+/// that upper the same, and a later write brings the data from where the redirect points.
+#[test]
+fn a_renamed_file_stays_a_metadata_only_copy_with_a_redirect() {
+    need_fuse!();
+    need_root!();
+    let (k, u) = ("redirect_dir=on,metacopy=on", &["-o", "metacopy=on"][..]);
+    let mut b = Both::new(&["echo lowerdata > f; echo two > f2; echo three > f3; mkdir d; echo deep > d/h"], k, u);
+    b.same("mv f g; mkdir n; mv f2 n/; mv d/h n/h2; chmod 600 f3; mv f3 f4; mv f4 n/f5; cat g n/f2 n/h2 n/f5");
+    let marks = |upper: &str| {
+        let script = "for f in g n/f2 n/h2 n/f5; do echo \"$f $(stat -c %b $f) \
+                      $(getfattr --absolute-names --only-values -n trusted.overlay.redirect $f) \
+                      $(getfattr --absolute-names -n trusted.overlay.metacopy $f 2>/dev/null | grep -c metacopy)\"; done";
+        sh(&b.p(upper), script)
+    };
+    assert_eq!(marks("u-upper"), marks("k-upper"));
+    assert!(marks("u-upper").contains(" /f3 1\n"), "{}", marks("u-upper"));
+    b.cross(k, u);
+    b.same("cat g n/f2 n/h2 n/f5; ls; ls d");
+    b.same("echo more >> n/f5; echo x >> g; cat g n/f5");
+}
+
 /// Item 3: Redirects in lower layers are followed, relative and absolute, as in the upper.
 #[test]
 fn redirects_in_lower_layers_are_followed() {
@@ -184,6 +208,62 @@ fn a_directory_merged_by_a_copy_up_below_shows_one_link_at_once() {
     b.same("stat -c %h d d/a e; touch d/a/new; stat -c %h d d/a; mv e e2; stat -c %h e2");
 }
 
+/// Kernel overlayfs's `index=on`, with unionfs's `-o index=on`.
+const INDEX: (&str, &[&str]) = ("index=on,redirect_dir=on", &["-o", "index=on"]);
+
+/// What an upper and its work dir's index hold, for comparing the on-disk result of both
+/// sides: the upper's names and types (with link counts of regular files), and the link
+/// counts of the index's entries (named by file handles, which differ between the sides;
+/// the kernel's shared whiteout is its own affair).
+fn upper_and_index(b: &Both, side: &str) -> String {
+    let upper = r"find . -mindepth 1 \( -type f -printf '%P %y %n\n' -o -printf '%P %y\n' \) | sort";
+    let index = r"find . -type f -printf '%y %n\n' | sort";
+    let (u, i) = (b.p(&format!("{side}-upper")), b.p(&format!("{side}-work/index")));
+    format!("upper:\n{}index:\n{}", sh(&u, upper), sh(&i, index))
+}
+
+/// Item 11: `index=on`: removing one name of a lower hard link drops the count the others
+/// show (the kernel indexes the file first), also through a descriptor; removing the last
+/// name leaves an open descriptor with no link and takes the index entry away.
+#[test]
+fn index_removing_a_lower_hard_links_name_drops_the_count() {
+    need_fuse!();
+    need_root!();
+    let (k, u) = INDEX;
+    let mut b = Both::new(&["echo d > f; ln f g; ln f h; echo e > x; ln x y"], k, u);
+    b.same("rm g; stat -c '%n %h' f h");
+    b.same("exec 3<y; rm y; stat -c '%n %h' x; stat -L -c 'fd %h' /proc/self/fd/3; rm x; stat -L -c 'fd %h' /proc/self/fd/3; cat <&3");
+    assert_eq!(upper_and_index(&b, "u"), upper_and_index(&b, "k"));
+    b.cross(k, u);
+    b.same("stat -c '%n %h' f h; ls");
+}
+
+/// Item 12: `index=on`: a lookup of another name of a copied-up hard link uses the index
+/// entry and links nothing; a change through a name links that name up (its directory is
+/// copied up, and shows one link as merged directories do) and leaves the directory's times
+/// alone; remounted, and with the upper as a lower, the same tree.
+#[test]
+fn index_names_are_linked_up_when_a_change_goes_through_them() {
+    need_fuse!();
+    need_root!();
+    let (k, u) = INDEX;
+    let setup = "mkdir d e f; echo x > d/a; ln d/a e/b; ln d/a f/c; touch -d 2001-01-01 d/a d e f";
+    let mut b = Both::new(&[setup], k, u);
+    let look = "stat -c '%n %h %a %y' d e f; stat -c '%n %h %a' d/a e/b f/c";
+    b.same(&format!("chmod 600 e/b; {look}; cat d/a f/c"));
+    assert_eq!(upper_and_index(&b, "u"), upper_and_index(&b, "k"));
+    b.same(&format!("echo more >> f/c; {look}"));
+    assert_eq!(upper_and_index(&b, "u"), upper_and_index(&b, "k"));
+    // `ftruncate` goes through its descriptor's name (linked when opened for writing), not
+    // through the name looked up last.
+    b.same(&format!("exec 3>>e/b; stat d/a >/dev/null; python3 -c 'import os; os.ftruncate(3, 2)'; {look}"));
+    assert_eq!(upper_and_index(&b, "u"), upper_and_index(&b, "k"));
+    b.cross(k, u);
+    b.same(&format!("{look}; cat d/a"));
+    b.rotate(k, u);
+    b.same(&format!("{look}; cat d/a e/b f/c"));
+}
+
 /// Item 13: Every directory a copy-up or a move puts an object with a lower origin in is marked
 /// `impure`, so that kernel overlayfs reading this upper gives the same `d_ino` as
 /// `st_ino`, as over its own upper.
@@ -209,13 +289,25 @@ fn kernel_overlayfs_over_our_upper_numbers_directory_entries_right() {
 /// Item 5: calls through descriptors of removed objects act on them, as on any filesystem:
 /// `f*` calls on an unlinked file (created here, or copied up), `fstat` and `readdir` of a
 /// removed directory, `fstat` of an unlinked FIFO; a lower file opened read-only and
-/// removed refuses changes as the kernel does.
+/// removed, or replaced by a rename, refuses changes as the kernel does (and the file that
+/// replaced it is not changed instead).
 #[test]
 fn descriptors_of_removed_objects_keep_working() {
     need_fuse!();
     need_root!();
-    for u in [&[][..], &["-o", "nopassthrough"][..]] {
-        let b = Both::new(&["echo lowerdata > lower; echo lowerdata > lo; echo x > other"], "", u);
+    let pairs = [
+        ("", &[][..]),
+        ("", &["-o", "nopassthrough"][..]),
+        ("redirect_dir=on,metacopy=on", &["-o", "metacopy=on"][..]),
+    ];
+    for (k, u) in pairs {
+        let b = Both::new(
+            &[
+                "echo lowerdata > lower; echo lowerdata > lo; echo x > other; echo r > rep; echo n > newer; echo m > meta",
+            ],
+            k,
+            u,
+        );
         let script = b.p("removed.py");
         std::fs::write(&script, REMOVED_PY).unwrap();
         let out = b.same(&format!("python3 {}", script.display()));
@@ -258,6 +350,14 @@ os.unlink("lo")
 tryit("fchmod-ro-lower", lambda: os.fchmod(fd, 0o600))
 tryit("fsetxattr-ro-lower", lambda: os.setxattr(fd, "user.b", b"2"))
 st = os.fstat(fd); print("fstat", oct(st.st_mode), st.st_nlink, st.st_size)
+r = os.open("rep", os.O_RDONLY)
+os.rename("newer", "rep")
+tryit("fchmod-replaced-lower", lambda: os.fchmod(r, 0o600))
+print("replacement", oct(os.stat("rep").st_mode), "replaced", oct(os.fstat(r).st_mode))
+m = os.open("meta", os.O_RDONLY)
+os.chmod("meta", 0o640)
+os.unlink("meta")
+st = os.fstat(m); print("fstat-copied-up-and-removed", oct(st.st_mode), st.st_nlink)
 print("listing", sorted(os.listdir(".")))
 print("read", os.pread(fd, 20, 0))"#;
 
@@ -394,7 +494,8 @@ lsattr -d d f g h li
 
 /// Where kernel overlayfs is wrong by POSIX and unionfs is not (README, semantics): with
 /// `metacopy=on` an open for writing that writes nothing leaves the mtime alone; a whiteout
-/// in a lower directory that is not merged is no name of the directory.
+/// in a lower directory that is not merged is no name of the directory; a rename between
+/// two names of one file does nothing.
 #[test]
 fn where_kernel_overlayfs_breaks_posix_unionfs_does_not() {
     need_fuse!();
@@ -406,6 +507,11 @@ fn where_kernel_overlayfs_breaks_posix_unionfs_does_not() {
     let b = Both::new(&["mkdir d; mknod d/w c 0 0; touch d/x", "mkdir e"], "", &[]);
     let (k, u) = b.run("ls d; stat d/w >/dev/null 2>&1 || echo no-w");
     assert_eq!(u, "x\nno-w\n", "kernel overlayfs: {k}");
+    // Two names of one lower file are one file (one inode number): renaming one over the
+    // other does nothing. Kernel overlayfs (without `index=on`) moves the name.
+    let b = Both::new(&["echo x > a; ln a b"], "", &[]);
+    let (k, u) = b.run("python3 -c 'import os; os.rename(\"b\", \"a\")'; ls; stat -c %h a");
+    assert_eq!(u, "a\nb\n2\n", "kernel overlayfs: {k}");
 }
 
 /// Item 14: as root the markers are `trusted.overlay.*` only: a user's `user.overlay.*`

@@ -11,6 +11,9 @@ use std::process::{Command, Output};
 struct Podman {
     dir: tempfile::TempDir,
     conf: PathBuf,
+    /// Rootless: podman runs as the test user, in its own user namespace (subordinate ids
+    /// from `/etc/subuid`), with its state under `dir`.
+    user: Option<&'static str>,
 }
 
 impl Podman {
@@ -36,16 +39,43 @@ impl Podman {
             ),
         )
         .unwrap();
-        Some(Podman { dir, conf })
+        Some(Podman { dir, conf, user: None })
+    }
+
+    /// Podman run by the test user (rootless), its storage and runtime state in a directory
+    /// that user owns.
+    fn rootless() -> Option<Podman> {
+        let mut p = Podman::new()?;
+        let (uid, gid) = ensure_test_user();
+        let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+        assert!(
+            subuid.lines().any(|l| l.starts_with(&format!("{TEST_USER}:"))),
+            "{TEST_USER} has no subordinate ids in /etc/subuid"
+        );
+        for d in ["home", "run"] {
+            std::fs::create_dir(p.dir.path().join(d)).unwrap();
+        }
+        Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(p.dir.path()).status().unwrap();
+        std::fs::set_permissions(p.dir.path().join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        p.user = Some(TEST_USER);
+        Some(p)
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("podman")
-            .args(["--runtime", "runc", "--cgroup-manager=cgroupfs", "--events-backend=file"])
-            .args(args)
-            .env("CONTAINERS_STORAGE_CONF", &self.conf)
-            .output()
-            .unwrap()
+        let common = ["--runtime", "runc", "--cgroup-manager=cgroupfs", "--events-backend=file"];
+        let mut cmd = match self.user {
+            None => Command::new("podman"),
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "env"])
+                    .arg(format!("HOME={}", self.dir.path().join("home").display()))
+                    .arg(format!("XDG_RUNTIME_DIR={}", self.dir.path().join("run").display()))
+                    .arg("podman");
+                c
+            }
+        };
+        cmd.args(common).args(args).env("CONTAINERS_STORAGE_CONF", &self.conf).current_dir("/").output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -82,7 +112,18 @@ impl Podman {
         std::fs::write(img.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         std::fs::write(img.join("etc/motd"), "base image\n").unwrap();
         let tar = self.dir.path().join("img.tar");
-        assert!(Command::new("tar").arg("-C").arg(&img).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+        assert!(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&img)
+                .args(["--owner=0", "--group=0", "-cf"])
+                .arg(&tar)
+                .arg(".")
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::set_permissions(&tar, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         self.ok(&["import", tar.to_str().unwrap(), name]);
     }
 }
@@ -91,6 +132,10 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.run(&["rm", "-a", "-f", "-t", "0"]);
         let _ = self.run(&["rmi", "-a", "-f"]);
+        if self.user.is_some() {
+            // Its storage (owned by subordinate ids) and the pause process of its namespace.
+            let _ = self.run(&["system", "reset", "-f"]);
+        }
         let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for m in unionfs::mounts::parse(&t) {
             if m.mount_point.starts_with(self.dir.path()) {
@@ -173,4 +218,37 @@ fn podman_runs_builds_diffs_and_commits_on_unionfs() {
     let two = p.ok(&["exec", "two", "sh", "-c", "test -e /tmp/one && echo leaked || echo isolated"]);
     assert!(two.contains("isolated"), "{two}");
     p.ok(&["rm", "-f", "-t", "0", "one", "two", "changer"]);
+}
+
+/// Issue 18 item 16: rootless podman (a normal user, fusermount-free inside its user
+/// namespace) with unionfs as `mount_program` shows the owners fuse-overlayfs shows, with the
+/// engine's id mappings: `--userns=keep-id` (the user's own id inside, the image's root as
+/// root) and `--uidmap 0:1:65535` (podman's own root, which no mapping covers, makes
+/// `/etc/mtab` before the container starts), and the default.
+#[test]
+fn rootless_podman_maps_owners_as_fuse_overlayfs_does() {
+    need_fuse!();
+    need_root!();
+    let Some(p) = Podman::rootless() else { return };
+    p.busybox_image("localhost/bb:1");
+    let (uid, _) = ensure_test_user();
+    let script = "id -u; stat -c '%u:%g %n' /etc/passwd /bin/busybox; touch /etc/new; stat -c '%u:%g' /etc/new";
+    let out = p.container(&["--rm", "--userns=keep-id", "--user", "root", "localhost/bb:1", "sh", "-c", script]);
+    assert_eq!(out, "0\n0:0 /etc/passwd\n0:0 /bin/busybox\n0:0\n", "keep-id as root");
+    let out =
+        p.container(&["--rm", "--userns=keep-id", "localhost/bb:1", "sh", "-c", "id -u; stat -c '%u:%g' /etc/passwd"]);
+    assert_eq!(out, format!("{uid}\n0:0\n"), "keep-id: the user's own id, the image's root as root");
+    for map in [&["--uidmap", "0:1:65535", "--gidmap", "0:1:65535"][..], &[][..]] {
+        let mut args = vec!["--rm"];
+        args.extend_from_slice(map);
+        args.extend_from_slice(&[
+            "localhost/bb:1",
+            "sh",
+            "-c",
+            "id -u; stat -c '%u:%g' /etc/passwd; touch /tmp/x; stat -c '%u:%g' /tmp/x; ls -l /etc/mtab",
+        ]);
+        let out = p.container(&args);
+        assert!(out.starts_with("0\n0:0\n0:0\n"), "{map:?}: {out}");
+        assert!(out.contains("/etc/mtab -> /proc/mounts"), "{map:?}: {out}");
+    }
 }

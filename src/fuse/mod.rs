@@ -27,10 +27,10 @@ use tracing::{debug, error};
 use crate::error::Errno;
 use crate::sys::fs::SetTime;
 use crate::sys::stat::{FileKind, Timespec};
-use crate::union::dir::RenameFlags as URenameFlags;
 use crate::union::file::Opened;
 use crate::union::fileattr::AttrFlags;
 use crate::union::inode::{Killer, SetAttr};
+use crate::union::rename::RenameFlags as URenameFlags;
 use crate::union::{Attr, Ctx, Entry, UnionFs};
 
 mod invalidate;

@@ -79,6 +79,12 @@ impl UnionFs {
             }
             return Ok(());
         }
+        if node.has(flag::DEAD) {
+            // A lower object whose name was removed or replaced, changed through a
+            // descriptor: there is no name to copy it up under (and whatever the upper now
+            // holds there is another object). Kernel overlayfs answers the same.
+            return Err(Errno::EEXIST);
+        }
         let up = self.layers.upper()?;
         loop {
             let parent = node.parent().ok_or(Errno::EIO)?;
@@ -118,7 +124,8 @@ impl UnionFs {
         {
             self.link_index(up, index, k, pfd.as_fd(), name, st.nlink)?;
             let upper_ino = stat::statat(&*pfd, name)?.ino;
-            node.set(flag::INDEXED | flag::ORIGIN);
+            node.set_indexed(k);
+            node.set(flag::ORIGIN);
             node.set_upper(upper_ino);
             node.forget_xattrs();
             self.inodes.register_upper(node);
@@ -193,9 +200,10 @@ impl UnionFs {
         node.forget_xattrs();
         self.inodes.register_upper(node);
         if let (Some(k), Some(index)) = (&key, self.index_dir()) {
-            node.set(flag::INDEXED);
+            // The other names stay as they are until a change goes through them (lazy
+            // link-up, as the kernel's): they reach the upper inode through the index.
+            node.set_indexed(k);
             self.load_nlink_diff(upper_ino, XTarget::At(index, k), Some(st.nlink));
-            self.link_up_known_names(node, parent, name, k, st.nlink);
         } else if !node.is_dir() && st.nlink > 1 {
             // One name of a lower hard link, copied up alone: an object of its own, numbered
             // as its upper file (the other names keep the lower number).
@@ -213,25 +221,6 @@ impl UnionFs {
             self.inval_attrs_now(node.ino);
         }
         Ok(())
-    }
-
-    /// The other names the daemon knows for an indexed hard link just copied up as `name`:
-    /// link them to the same upper inode now.
-    fn link_up_known_names(&self, node: &Arc<Node>, parent: &Arc<Node>, name: &CStr, key: &CStr, lower_nlink: u64) {
-        let this = |x: &crate::union::node::Loc| {
-            x.name.as_c_str() == name && x.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent))
-        };
-        let others: Vec<crate::union::node::Loc> = {
-            let l = node.locs.read();
-            std::iter::once(&l.first).chain(l.more.iter()).filter(|x| !this(x)).cloned().collect()
-        };
-        for l in others {
-            if let Some(p) = &l.parent
-                && let Err(e) = self.link_up(p, &l.name, key, lower_nlink)
-            {
-                debug!("cannot link up {:?}: {e}", l.name);
-            }
-        }
     }
 
     /// A lower file with several names became one upper file under one of them. As in

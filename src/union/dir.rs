@@ -6,9 +6,7 @@
 //! * Removing a name that a lower layer still shows leaves a whiteout; otherwise it is a
 //!   plain delete (no whiteout where no lower has the name).
 //! * `rmdir` judges emptiness on the merged view and removes the whiteouts inside.
-//! * Renaming copies the source up, renames in the upper and whites out the old name if a
-//!   lower still shows it. A directory that exists in a lower layer is not renamed: `EXDEV`,
-//!   the kernel's default (`mv` then copies).
+//! * Renames are in [`crate::union::rename`].
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -23,11 +21,11 @@ use crate::union::fileattr::Change;
 use crate::union::layer::Upper;
 use crate::union::node::{Identity, Loc, Lower, Node, NodeSpec, flag};
 use crate::union::tables::Side;
-use crate::union::{Ctx, Entry, UnionFs, whiteout};
+use crate::union::{Ctx, Entry, UnionFs};
 
 /// What the upper directory holds under a name the merged view says is free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
+pub(super) enum Slot {
     /// Nothing.
     Free,
     /// A whiteout (lowers still have the name).
@@ -43,33 +41,6 @@ pub(super) struct NewObject {
     pub(super) owner: (u32, u32),
     pub(super) kind: FileKind,
     pub(super) perm: u32,
-}
-
-/// `renameat2` flags the union understands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RenameFlags {
-    /// `RENAME_NOREPLACE`.
-    pub noreplace: bool,
-    /// `RENAME_EXCHANGE`.
-    pub exchange: bool,
-}
-
-impl RenameFlags {
-    /// From raw `renameat2` flags; `RENAME_WHITEOUT` and unknown bits are `EINVAL`.
-    pub fn from_raw(flags: u32) -> Res<RenameFlags> {
-        let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
-        if flags & !known != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let f = RenameFlags {
-            noreplace: flags & libc::RENAME_NOREPLACE != 0,
-            exchange: flags & libc::RENAME_EXCHANGE != 0,
-        };
-        if f.noreplace && f.exchange {
-            return Err(Errno::EINVAL);
-        }
-        Ok(f)
-    }
 }
 
 impl UnionFs {
@@ -89,7 +60,7 @@ impl UnionFs {
     }
 
     /// What the upper holds at a name the merged view has as absent.
-    fn slot(&self, pfd: BorrowedFd<'_>, name: &CStr) -> Res<Slot> {
+    pub(super) fn slot(&self, pfd: BorrowedFd<'_>, name: &CStr) -> Res<Slot> {
         match stat::statat(pfd, name) {
             Ok(st) if st.is_chardev_whiteout() => Ok(Slot::Whiteout),
             // Anything else in the upper under a name the merged view lacks is another
@@ -103,12 +74,15 @@ impl UnionFs {
 
     /// Owner and group a new object in `pfd` gets (stored ids: the caller's shown ids mapped
     /// to the layers' ids): the caller's, or the directory's group if it is setgid; and
-    /// whether it is (a new directory in it is setgid too).
+    /// whether it is (a new directory in it is setgid too). A caller whose id no mapping
+    /// covers (rootless podman's own root, making `/etc/mtab` in a container it maps from
+    /// id 1) makes objects owned by the overflow id, as with fuse-overlayfs.
     pub(super) fn new_owner(&self, ctx: Ctx, pfd: BorrowedFd<'_>) -> Res<((u32, u32), bool)> {
         let pst = stat::fstat(pfd)?;
-        let uid = self.opts.uids.store(ctx.uid)?;
+        let overflow = |r: Res<u32>| r.unwrap_or(crate::union::idmap::OVERFLOW_ID);
+        let uid = overflow(self.opts.uids.store(ctx.uid));
         let sgid = pst.mode & libc::S_ISGID != 0;
-        let gid = if sgid { pst.gid } else { self.opts.gids.store(ctx.gid)? };
+        let gid = if sgid { pst.gid } else { overflow(self.opts.gids.store(ctx.gid)) };
         Ok(((uid, gid), sgid))
     }
 
@@ -254,6 +228,7 @@ impl UnionFs {
             flags,
             loc: Loc { parent: Some(dir.clone()), name: name.into() },
             vol: dir.vol,
+            index_key: None,
         };
         let node = self.inodes.intern(spec, &self.layers.xino);
         dir.touch_dir();
@@ -360,6 +335,7 @@ impl UnionFs {
         self.deny(&node, Change::Object)?;
         self.layers.upper()?;
         self.copy_up(&node)?;
+        self.link_up_walked(&node)?;
         let (dir, up, pfd) = self.upper_parent(newparent)?;
         if dir.vol != node.vol {
             return Err(Errno::EXDEV);
@@ -400,12 +376,12 @@ impl UnionFs {
 
     /// The node under `name` in `dir` and the layer showing it, without counting a kernel
     /// reference.
-    fn peek(&self, dir: &Arc<Node>, name: &CStr) -> Res<(Arc<Node>, Side)> {
+    pub(super) fn peek(&self, dir: &Arc<Node>, name: &CStr) -> Res<(Arc<Node>, Side)> {
         self.peek_stat(dir, name).map(|(node, side, _)| (node, side))
     }
 
     /// [`UnionFs::peek`], with the object's status.
-    fn peek_stat(&self, dir: &Arc<Node>, name: &CStr) -> Res<(Arc<Node>, Side, Stat)> {
+    pub(super) fn peek_stat(&self, dir: &Arc<Node>, name: &CStr) -> Res<(Arc<Node>, Side, Stat)> {
         let found = self.find(dir, name)?.ok_or(Errno::ENOENT)?;
         let side = found.side;
         let (node, st) = self.intern(dir, name, found)?;
@@ -469,17 +445,42 @@ impl UnionFs {
             return Err(Errno::EISDIR);
         }
         let (dir, _, pfd) = self.upper_parent(parent)?;
+        let nlink = self.shown_nlink(&node, &st);
+        let side = match self.owns_name_first(&node, side, &st) {
+            true => {
+                self.own_name(&node, &dir, name)?;
+                Side::Upper
+            }
+            false => side,
+        };
         // The last link of an upper object: its real inode is free once the name goes.
-        let frees = (side == Side::Upper && st.nlink <= 1).then_some(&node);
+        let frees = (side == Side::Upper && nlink <= 1).then_some(&node);
         self.freeing(frees, || {
             self.stable(|| self.remove_name(&dir, up, pfd.as_fd(), name, side == Side::Upper, false))
         })?;
-        if !node.remove_loc(&dir, name) {
-            // Gone, unless other links (names not looked up yet) keep the object.
-            node.set(if st.nlink > 1 { flag::NAMELESS } else { flag::DEAD });
-        }
+        self.name_gone(&node, &dir, name, nlink);
         dir.touch_dir();
         Ok(())
+    }
+
+    /// `name` in `dir` no longer names `node`, which showed `nlink` links before. With no
+    /// name left the node is gone, unless other links (names not looked up yet) keep the
+    /// object; the index entry of an indexed hard link goes with its last link (the
+    /// kernel's `ovl_cleanup_index`).
+    pub(super) fn name_gone(&self, node: &Arc<Node>, dir: &Arc<Node>, name: &CStr, nlink: u64) {
+        if !node.remove_loc(dir, name) {
+            node.set(if nlink > 1 { flag::NAMELESS } else { flag::DEAD });
+            if node.is_dir() {
+                self.forget_dirfds(node);
+            }
+        }
+        if nlink <= 1
+            && let (Some(key), Some(index), Ok(up)) = (node.index_key(), self.index_dir(), self.layers.upper())
+            && stat::statat(index, &key).is_ok_and(|st| st.nlink == 1)
+            && let Err(e) = up.unlink(index, &key)
+        {
+            tracing::debug!("cannot remove the index entry of a removed hard link: {e}");
+        }
     }
 
     /// `rmdir`: only of a directory whose merged view is empty.
@@ -507,182 +508,10 @@ impl UnionFs {
         Ok(())
     }
 
-    /// `rename` / `renameat2` with `RENAME_NOREPLACE` or `RENAME_EXCHANGE`.
-    pub fn rename(&self, parent: u64, name: &CStr, newparent: u64, newname: &CStr, flags: RenameFlags) -> Res<()> {
-        crate::sys::name_ok(name.to_bytes())?;
-        crate::sys::name_ok(newname.to_bytes())?;
-        if crate::union::whiteout::is_marker_name(newname.to_bytes()) {
-            return Err(Errno::EINVAL);
-        }
-        let up = self.layers.upper()?;
-        let odir = self.inodes.get(parent)?;
-        let ndir = self.inodes.get(newparent)?;
-        let (src, _) = self.peek(&odir, name)?;
-        let dst = match self.peek_stat(&ndir, newname) {
-            Ok((d, side, st)) => Some((d, side, st.nlink)),
-            Err(Errno::ENOENT) => None,
-            Err(e) => return Err(e),
-        };
-        if flags.noreplace && dst.is_some() {
-            return Err(Errno::EEXIST);
-        }
-        if flags.exchange && dst.is_none() {
-            return Err(Errno::ENOENT);
-        }
-        if let Some((d, ..)) = &dst
-            && Arc::ptr_eq(d, &src)
-        {
-            // Two names of one object: rename does nothing (POSIX).
-            return Ok(());
-        }
-        // The kernel's `may_delete` of the source, then of the target or `may_create`.
-        self.deny(&odir, Change::RemoveEntry)?;
-        self.deny(&src, Change::Object)?;
-        match &dst {
-            Some((d, ..)) => {
-                self.deny(&ndir, Change::RemoveEntry)?;
-                self.deny(d, Change::Object)?;
-            }
-            None => self.deny(&ndir, Change::AddEntry)?,
-        }
-        if src.is_dir() && src.has_lower() && !self.opts.redirect_dir {
-            return Err(Errno::EXDEV);
-        }
-        // Between a volume and the union (or two volumes) there is no rename, as between two
-        // mounts; nor can a volume's root itself move.
-        if odir.vol != ndir.vol || src.vol != ndir.vol || src.has(flag::VOL_ROOT) {
-            return Err(Errno::EXDEV);
-        }
-        if let Some((d, ..)) = &dst
-            && (d.has(flag::VOL_ROOT) || d.vol != ndir.vol)
-        {
-            return Err(Errno::EXDEV);
-        }
-        if let Some((d, ..)) = &dst {
-            if flags.exchange && d.is_dir() && d.has_lower() && !self.opts.redirect_dir {
-                return Err(Errno::EXDEV);
-            }
-            if !flags.exchange {
-                match (src.is_dir(), d.is_dir()) {
-                    (false, true) => return Err(Errno::EISDIR),
-                    (true, false) => return Err(Errno::ENOTDIR),
-                    (true, true) if !self.is_empty_dir(d)? => {
-                        if !d.has_lower() {
-                            // Kernel overlayfs leaves a directory with nothing below to the
-                            // upper filesystem to refuse, after copying the source (and the
-                            // target's parent) up; the copies show (merged directories report
-                            // one link), so they are made here too.
-                            self.upper_parent(newparent)?;
-                            self.copy_up(&src)?;
-                        }
-                        return Err(Errno::ENOTEMPTY);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let (odir, _, opfd) = self.upper_parent(parent)?;
-        let (ndir, _, npfd) = self.upper_parent(newparent)?;
-        self.copy_up(&src)?;
-        if let (true, Some((d, ..))) = (flags.exchange, &dst) {
-            self.copy_up(d)?;
-        }
-        let old_whiteout = !flags.exchange && self.lower_has(&odir, name)?;
-        let names = up.dialect.names();
-        let samedir = Arc::ptr_eq(&odir, &ndir);
-        // A directory with lower parts records where they are (kernel `ovl_set_redirect`):
-        // its old name for a move within one directory, else its lower path from the root;
-        // a redirect already there stays when it still holds. A directory without lower
-        // parts landing in a merged directory must instead hide whatever lowers hold under
-        // its new name (the kernel marks it opaque the same way).
-        let mark_moved = |n: &Arc<Node>, pfd: BorrowedFd<'_>, nm: &CStr, into: &Arc<Node>| -> Res<()> {
-            if let (true, Some(dl)) = (n.is_dir(), n.dir_lower()) {
-                let old = whiteout::read_redirect(pfd, nm, names)?;
-                let new = match old {
-                    Some(whiteout::Redirect::Absolute(_)) => return Ok(()),
-                    Some(whiteout::Redirect::Relative(_)) if samedir => return Ok(()),
-                    None if samedir => whiteout::Redirect::Relative(nm.to_owned()),
-                    _ => whiteout::Redirect::Absolute(dl.path.clone()),
-                };
-                return up.set_xattr(XTarget::At(pfd, nm), names.redirect, &new.encode(), SetMode::Any);
-            }
-            if n.is_dir() && into.has_lower() && !n.has(flag::OPAQUE) {
-                up.set_xattr(XTarget::At(pfd, nm), names.opaque, b"y", SetMode::Any)?;
-                n.set(flag::OPAQUE);
-            }
-            Ok(())
-        };
-        mark_moved(&src, opfd.as_fd(), name, &ndir)?;
-        if let (true, Some((d, ..))) = (flags.exchange, &dst) {
-            mark_moved(d, npfd.as_fd(), newname, &odir)?;
-        }
-        // A directory replaced by the rename may still hold whiteouts: empty it first.
-        if let (false, Some((d, dside, _))) = (flags.exchange, &dst)
-            && d.is_dir()
-            && *dside == Side::Upper
-        {
-            self.clear_markers(up, npfd.as_fd(), newname)?;
-        }
-        let slot = if flags.exchange || ndir.vol != 0 { Slot::Free } else { self.slot_any(npfd.as_fd(), newname)? };
-        // The object a rename replaces loses its name; its real inode is free at once if
-        // that was its last link.
-        let frees = match &dst {
-            Some((d, Side::Upper, nlink)) if !flags.exchange && (d.is_dir() || *nlink <= 1) => Some(d),
-            _ => None,
-        };
-        self.rename_mark();
-        let r = self.freeing(frees, || {
-            if flags.exchange {
-                return up.rename(opfd.as_fd(), name, npfd.as_fd(), newname, RenameMode::Exchange);
-            }
-            if slot == Slot::Whiteout && src.is_dir() {
-                // A directory cannot replace the whiteout: swap them, and keep the whiteout
-                // at the old name only if a lower still shows that name.
-                up.rename(opfd.as_fd(), name, npfd.as_fd(), newname, RenameMode::Exchange)?;
-                return if old_whiteout { Ok(()) } else { up.unlink(opfd.as_fd(), name) };
-            }
-            if old_whiteout {
-                up.rename_whiteout(opfd.as_fd(), name, npfd.as_fd(), newname)
-            } else {
-                up.rename(opfd.as_fd(), name, npfd.as_fd(), newname, RenameMode::Replace)
-            }
-        });
-        if r.is_ok() {
-            let (oname, nname) = (name.to_owned(), newname.to_owned());
-            if flags.exchange {
-                if let Some((d, ..)) = &dst {
-                    d.move_loc(&ndir, &nname, &odir, oname.as_c_str().into());
-                }
-            } else if let Some((d, ..)) = &dst
-                && !d.remove_loc(&ndir, &nname)
-            {
-                d.set(flag::DEAD);
-                self.forget_dirfds(d);
-            }
-            src.move_loc(&odir, &oname, &ndir, nname.into());
-        }
-        self.rename_mark();
-        r?;
-        // Objects with a lower origin moved into a directory make it impure (kernel
-        // `ovl_rename`), both ways for an exchange.
-        let has_origin = |n: &Node| n.has(flag::ORIGIN) || (n.is_dir() && n.has_lower());
-        if has_origin(&src) {
-            self.mark_impure(up, &ndir, npfd.as_fd());
-        }
-        if let (true, Some((d, ..))) = (flags.exchange, &dst)
-            && has_origin(d)
-        {
-            self.mark_impure(up, &odir, opfd.as_fd());
-        }
-        odir.touch_dir();
-        ndir.touch_dir();
-        Ok(())
-    }
-
     /// Runs `op`, which may free `node`'s real upper inode, with the node taken out of
     /// matching first (see [`crate::union::tables::InodeTable::retire`]); a failed `op` puts
     /// it back.
-    fn freeing<T>(&self, node: Option<&Arc<Node>>, op: impl FnOnce() -> Res<T>) -> Res<T> {
+    pub(super) fn freeing<T>(&self, node: Option<&Arc<Node>>, op: impl FnOnce() -> Res<T>) -> Res<T> {
         let Some(n) = node.filter(|n| !n.has(flag::DEAD)) else { return op() };
         // What the kernel keeps of the object once it is gone: descriptors opened before go
         // on acting on it (kernel overlayfs holds the real dentry). Not for symlinks, which
@@ -716,44 +545,5 @@ impl UnionFs {
             self.let_go_if_closed(n);
         }
         r
-    }
-
-    /// What the upper holds at a rename target: a whiteout, or anything else (which a rename
-    /// replaces).
-    fn slot_any(&self, pfd: BorrowedFd<'_>, name: &CStr) -> Res<Slot> {
-        match stat::statat(pfd, name) {
-            Ok(st) if st.is_chardev_whiteout() => Ok(Slot::Whiteout),
-            Ok(_) | Err(Errno::ENOENT) => Ok(Slot::Free),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Empties upper directory `name` (empty in the merged view: only whiteouts and markers
-    /// are left in it) before a rename replaces it, in one step, as the kernel's
-    /// `ovl_clear_empty` does: an empty opaque directory with its mode and owner is built in
-    /// the work dir and swapped with it by one rename, and the old one leaves through the work
-    /// dir. Whiteouts removed one by one would let a crash between two of them bring deleted
-    /// lower files back into the directory.
-    fn clear_markers(&self, up: &Upper, pfd: BorrowedFd<'_>, name: &CStr) -> Res<()> {
-        let sub = crate::sys::open::openat(pfd, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
-        if crate::sys::dir::read_all(&sub)?.is_empty() {
-            return Ok(());
-        }
-        let st = stat::fstat(&sub)?;
-        drop(sub);
-        let tmp = up.temp_name();
-        let built = (|| {
-            up.mkdir(up.work(), &tmp, st.perm())?;
-            if self.opts.set_owner {
-                up.chown(up.work(), &tmp, Some(st.uid), Some(st.gid))?;
-                // A chown drops the set-group-id bit a directory may carry.
-                up.chmod(up.work(), &tmp, st.perm())?;
-            }
-            up.set_xattr(XTarget::At(up.work(), &tmp), up.dialect.names().opaque, b"y", SetMode::Any)?;
-            up.rename(up.work(), &tmp, pfd, name, RenameMode::Exchange)
-        })();
-        // Either the half-built replacement or, after the swap, the old directory.
-        up.discard_later(tmp);
-        built
     }
 }

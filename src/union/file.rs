@@ -60,6 +60,7 @@ impl UnionFs {
             if !node.has_upper() || node.has(flag::METACOPY) {
                 self.copy_up_data(&node, if trunc { Data::Truncate(0) } else { Data::Full })?;
             }
+            self.link_up_walked(&node)?;
             // Also after a copy-up that copied no data: the real `O_TRUNC` marks the times
             // for update, as `open(2)` does whether or not the file was empty (and truncates
             // an indexed copy, which was linked, not copied).
@@ -122,6 +123,7 @@ impl UnionFs {
             flags: flag::UPPER,
             loc: Loc { parent: Some(dir.clone()), name: c"".into() },
             vol: dir.vol,
+            index_key: None,
         };
         let node = self.inodes.intern(spec, &self.layers.xino);
         node.set_orphan(open::open_path_of(fd.as_fd())?);

@@ -211,6 +211,7 @@ impl UnionFs {
         }
         let up = self.layers.upper()?;
         self.copy_up_meta(&node)?;
+        self.link_up_walked(&node)?;
         let old = self.prot(&node)?;
         if node.vol != 0 {
             // A volume is a plain directory tree: its objects carry their own flags.

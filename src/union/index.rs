@@ -1,11 +1,13 @@
 //! The hard-link index (`index=on`, kernel overlayfs's format): when one name of a lower
 //! file with several names is copied up, the copy is also linked as `WORK/index/<hex of its
-//! origin handle>`; every other name of the lower file is then linked to that same upper
-//! inode (at copy-up for names the daemon knows, at lookup for the others), so all names stay
-//! one inode: same `st_ino`, same data, one link count. The link count the mount shows is the
-//! upper inode's, minus the index's own link, plus the lower names not linked up yet; that
-//! difference is kept in `overlay.nlink` as `U+n`/`U-n` (upper count plus n), as the kernel
-//! writes it.
+//! origin handle>`, and every name of the lower file is one object with that upper inode:
+//! same `st_ino`, same data, one link count. A lookup of another name finds the index entry
+//! and uses it as the object (nothing is written); the name is linked to it (its directory
+//! copied up) only when a change goes through that name: an open for writing, a change of
+//! status, a link, a rename or unlink (the kernel's `ovl_link_up`). The link count the mount
+//! shows is the upper inode's, minus the index's own link, plus the lower names not linked
+//! up yet; that difference is kept in `overlay.nlink` as `U+n`/`U-n` (upper count plus n),
+//! as the kernel writes it. The entry goes with the last name.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -13,10 +15,10 @@ use std::sync::Arc;
 
 use crate::error::{Errno, Res};
 use crate::sys::fs::SetTime;
-use crate::sys::stat::{self, Stat};
+use crate::sys::stat::{self, FileKind, Stat};
 use crate::sys::xattr::{self, SetMode, XTarget};
 use crate::union::UnionFs;
-use crate::union::node::{Node, flag};
+use crate::union::node::{Loc, Node, flag};
 use crate::union::tables::Side;
 
 /// The index entry name for an origin value: its bytes in lower-case hex.
@@ -72,6 +74,11 @@ impl UnionFs {
         self.layers.upper.as_ref()?.index.get().map(|f| f.as_fd())
     }
 
+    /// The index directory, shared (for [`crate::union::Real`]).
+    pub(crate) fn index_dir_shared(&self) -> Option<Arc<std::os::fd::OwnedFd>> {
+        self.layers.upper.as_ref()?.index.get().cloned()
+    }
+
     /// Whether the index holds `key`.
     pub(crate) fn indexed(&self, key: &CStr) -> bool {
         self.index_dir().is_some_and(|d| stat::statat(d, key).is_ok())
@@ -97,16 +104,96 @@ impl UnionFs {
         Ok((shown, upper))
     }
 
+    /// Whether a change to the name of `node` (found on `side`, with status `st`) must make
+    /// the name an upper link first: under `index=on`, a lower hard link is indexed before
+    /// one of its names goes, and a name of an indexed one is linked up, so that the count
+    /// its other names show changes with it (the kernel's `ovl_nlink_start`).
+    pub(crate) fn owns_name_first(&self, node: &Node, side: Side, st: &Stat) -> bool {
+        self.opts.index
+            && node.kind == FileKind::Regular
+            && node.vol == 0
+            && (node.has(flag::INDEXED) || (side != Side::Upper && st.nlink > 1))
+    }
+
+    /// Makes `name` in `dir` an upper link of `node`: copied up under that name, or (an
+    /// indexed hard link) linked up.
+    pub(crate) fn own_name(&self, node: &Arc<Node>, dir: &Arc<Node>, name: &CStr) -> Res<()> {
+        if !node.has_upper() {
+            node.use_loc(Loc { parent: Some(dir.clone()), name: name.into() });
+            self.copy_up(node)?;
+        }
+        self.link_up_name(node, dir, name)
+    }
+
+    /// Links up the name of indexed hard link `node` walked last (the kernel's `ovl_copy_up`
+    /// of the dentry an open for writing, a `link` or a change of status goes through).
+    pub(crate) fn link_up_walked(&self, node: &Arc<Node>) -> Res<()> {
+        if !node.has(flag::INDEXED) {
+            return Ok(());
+        }
+        let loc = node.loc();
+        match &loc.parent {
+            Some(p) => self.link_up_name(node, p, &loc.name),
+            None => Ok(()),
+        }
+    }
+
+    /// For a change to a file with several names, makes the name the kernel's dentry would
+    /// be the one walked last: for a change FUSE names with a descriptor (`ftruncate`), the
+    /// name that descriptor was opened by, and false if that name is gone (the change goes
+    /// to the object through no name). Other changes (`chmod` and `fchmod` look alike to
+    /// FUSE: both name only the inode) go through the name looked up last, which is the
+    /// one a path names; for a change through a descriptor it may be another (see the
+    /// README's semantics).
+    pub(crate) fn change_through(&self, node: &Arc<Node>, fh: Option<u64>) -> bool {
+        let Some(h) = fh.and_then(|fh| self.handles.get(fh).ok()) else { return true };
+        if node.is_dir() || !Arc::ptr_eq(&h.node, node) {
+            return true;
+        }
+        if !node.has_loc(&h.name) {
+            return false;
+        }
+        if node.has(flag::INDEXED) || !node.has_upper() {
+            node.use_loc(h.name.clone());
+        }
+        true
+    }
+
     /// Links the indexed copy `key` in as `name` of upper directory `dir` (a lower name of
-    /// an indexed hard link, with `lower_nlink` names, seen for the first time): one more
-    /// upper link, one fewer lower name outstanding, the same count shown. The count is
-    /// stored relative to the lower file first, so a crash around the link leaves it right.
+    /// an indexed hard link, with `lower_nlink` names, that a change goes through for the
+    /// first time): one more upper link, one fewer lower name outstanding, the same count
+    /// shown. The count is stored relative to the lower file first, so a crash around the
+    /// link leaves it right. The directory is copied up and marked impure, as the kernel's
+    /// `ovl_link_up` does.
     pub(crate) fn link_up(&self, dir: &Arc<Node>, name: &CStr, key: &CStr, lower_nlink: u64) -> Res<()> {
         let up = self.layers.upper()?;
         let index = self.index_dir().ok_or(Errno::EIO)?;
         self.copy_up(dir)?;
         let pfd = self.dir_fd(dir, Side::Upper)?;
+        self.mark_impure(up, dir, pfd.as_fd());
         self.link_index(up, index, key, pfd.as_fd(), name, lower_nlink)
+    }
+
+    /// Makes `name` in `dir`, a name of indexed hard link `node`, a link of its upper inode
+    /// if it is not one yet (lazily, as the kernel links names up: a lookup finds the index
+    /// entry and uses it; only a change through the name links it).
+    pub(crate) fn link_up_name(&self, node: &Arc<Node>, dir: &Arc<Node>, name: &CStr) -> Res<()> {
+        let Some(key) = node.index_key() else { return Ok(()) };
+        if node.has(flag::DEAD) {
+            return Ok(());
+        }
+        let _guard = node.copy_up_lock.lock();
+        if dir.has_upper() {
+            let pfd = self.dir_fd(dir, Side::Upper)?;
+            match stat::statat(&*pfd, name) {
+                Ok(st) if st.ino == node.upper_ino() => return Ok(()),
+                Ok(_) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Not a lower name (a name made through the mount is always linked): nothing to do.
+        let Some(lower_nlink) = self.lower_nlink_of(dir, name) else { return Ok(()) };
+        self.link_up(dir, name, &key, lower_nlink)
     }
 
     /// Links index entry `key` as `name` in upper directory `pfd`, keeping the shown link
@@ -165,6 +252,10 @@ impl UnionFs {
     pub(crate) fn shown_nlink(&self, node: &Node, st: &Stat) -> u64 {
         if !node.has(flag::INDEXED) {
             return st.nlink;
+        }
+        if st.nlink == 0 || node.has(flag::DEAD) {
+            // Its last name went (and the index entry with it): open descriptors show none.
+            return 0;
         }
         let diff = self.index_diffs.get(&node.upper_ino()).map(|d| *d).unwrap_or(0);
         u64::try_from(i64::try_from(st.nlink).unwrap_or(i64::MAX) + diff).unwrap_or(1).max(1)

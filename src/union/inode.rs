@@ -148,6 +148,7 @@ impl UnionFs {
         // kernel overlayfs's `ovl_setattr` does (a directory then shows as merged).
         if let Some(up) = self.layers.upper.as_ref() {
             self.copy_up_meta(&node)?;
+            self.link_up_walked(&node)?;
             if node.kind == FileKind::Directory {
                 self.stable(|| {
                     let r = self.upper_real(&node)?;
@@ -179,9 +180,10 @@ impl UnionFs {
     /// `getattr`. With `fh` (fstat on an open file) a removed file still answers.
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Res<Attr> {
         let node = self.inodes.get(ino)?;
-        if node.has(flag::DEAD | flag::NAMELESS) {
+        if node.has(flag::DEAD | flag::NAMELESS) && node.orphan().is_none() {
             // Removed but still open: the kernel asks without a handle for a plain fstat, so
-            // answer from any open handle of the node.
+            // answer from any open handle of the node. (A removed upper object is its kept
+            // descriptor: a handle may be open on the lower file it was copied from.)
             let h = match fh.map(|f| self.handles.get(f)) {
                 Some(Ok(h)) => Some(h),
                 _ => self.handles.file_of(node.ino),
@@ -218,6 +220,7 @@ impl UnionFs {
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
         self.deny_setattr(&node, &sa)?;
+        let named = self.change_through(&node, sa.fh);
         if let Some(size) = sa.size {
             if node.is_dir() {
                 return Err(Errno::EISDIR);
@@ -228,6 +231,11 @@ impl UnionFs {
             self.copy_up_data(&node, Data::Truncate(size))?;
         } else {
             self.copy_up_meta(&node)?;
+        }
+        // Kernel overlayfs's `ovl_setattr` copies the dentry up: a name of an indexed hard
+        // link is linked up (its `setxattr` changes the upper inode without that).
+        if named {
+            self.link_up_walked(&node)?;
         }
         // A mode change rewrites ACL attributes, an owner or size change may drop
         // capabilities; none adds an attribute, so an object known to have none keeps that
@@ -431,6 +439,7 @@ impl UnionFs {
         let mode = SetMode::from_flags(flags)?;
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
+        // (An indexed hard link's upper inode changes as it is: no name is linked up.)
         self.copy_up_meta(&node)?;
         let r = self.stable(|| {
             let r = self.upper_real(&node)?;

@@ -95,7 +95,7 @@ pub struct Upper {
     /// Size and inode limits (`--size-limit`, `--inode-limit`).
     pub quota: Option<crate::union::quota::Quota>,
     /// `WORK/index` (with `index=on`): copies of lower hard links, by origin handle.
-    pub index: std::sync::OnceLock<OwnedFd>,
+    pub index: std::sync::OnceLock<Arc<OwnedFd>>,
     /// Removes what removed directories leave in the work dir, off the request path.
     reaper: reap::Reaper,
 }
@@ -218,7 +218,7 @@ impl Upper {
         }
         let fd = open::openat(&root, INDEX_SUBDIR, OFlags::PATH | OFlags::DIRECTORY, 0)
             .context(|| format!("cannot open '{}/index'", work.display()))?;
-        let _ = self.index.set(fd);
+        let _ = self.index.set(Arc::new(fd));
         Ok(())
     }
 

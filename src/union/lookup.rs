@@ -336,14 +336,26 @@ impl UnionFs {
                 && stat.is_reg()
                 && stat.nlink > 1
             {
-                // A lower hard link whose sibling was copied up: link this name to the copy.
+                // A lower hard link whose sibling was copied up: the object is the copy in
+                // the index (its status is the copy's); this name is linked to it only when
+                // a change goes through it (as the kernel's `ovl_lookup` uses the index).
                 let lfd = self.dir_fd(dir, side)?;
                 let uuid = self.layers.lower(idx)?.uuid;
-                if let Some(k) = self.index_key(lfd.as_fd(), name, &stat, &uuid)
-                    && self.indexed(&k)
+                if let (Some(k), Some(index)) = (self.index_key(lfd.as_fd(), name, &stat, &uuid), self.index_dir())
+                    && let Ok(copy) = stat::statat(index, &k)
+                    && copy.is_reg()
                 {
-                    self.link_up(dir, name, &k, stat.nlink)?;
-                    return self.find_from(dir, name, hint.map(|h| Hint { seen: None, ..h }));
+                    let f = Found {
+                        state,
+                        stat: copy,
+                        side,
+                        origin: None,
+                        own_number: false,
+                        metacopy: None,
+                        index_key: Some(k),
+                        vol: 0,
+                    };
+                    return Ok(Some(f));
                 }
             }
             // By the marker, not by a decoded origin: an upper moved to other (identical)
@@ -369,7 +381,7 @@ impl UnionFs {
 
     /// The link count of the lower file an indexed upper `name` in `dir` was copied up
     /// from (the first regular file of that name in the directory's lower layers).
-    fn lower_nlink_of(&self, dir: &Arc<Node>, name: &CStr) -> Option<u64> {
+    pub(crate) fn lower_nlink_of(&self, dir: &Arc<Node>, name: &CStr) -> Option<u64> {
         let layers = dir.dir_lower()?.layers.clone();
         layers.iter().find_map(|l| {
             let fd = self.dir_fd(dir, Side::Lower(l.idx)).ok()?;
@@ -567,6 +579,7 @@ impl UnionFs {
                 flags,
                 loc,
                 vol: found.vol,
+                index_key: None,
             }
         } else if kind == FileKind::Directory {
             let layers = found.state.lower_layers();
@@ -599,7 +612,7 @@ impl UnionFs {
             if parent.has(flag::VOL_ANCESTOR) && self.leads_to_volume(parent, name) {
                 flags |= flag::VOL_ANCESTOR;
             }
-            NodeSpec { kind, identity, upper_ino, lower, flags, loc, vol: 0 }
+            NodeSpec { kind, identity, upper_ino, lower, flags, loc, vol: 0, index_key: None }
         } else {
             match found.side {
                 Side::Upper => {
@@ -610,7 +623,6 @@ impl UnionFs {
                         None => (own, flag::UPPER),
                     };
                     if let (Some(k), Some(index)) = (&found.index_key, self.index_dir()) {
-                        flags |= flag::INDEXED;
                         let lower_nlink = self.lower_nlink_of(parent, name);
                         self.load_nlink_diff(found.stat.ino, crate::sys::xattr::XTarget::At(index, k), lower_nlink);
                     }
@@ -625,7 +637,34 @@ impl UnionFs {
                         }
                         None => Lower::None,
                     };
-                    NodeSpec { kind, identity, upper_ino: found.stat.ino, lower, flags, loc, vol: 0 }
+                    NodeSpec {
+                        kind,
+                        identity,
+                        upper_ino: found.stat.ino,
+                        lower,
+                        flags,
+                        loc,
+                        vol: 0,
+                        index_key: found.index_key.clone(),
+                    }
+                }
+                Side::Lower(idx) if found.index_key.is_some() => {
+                    // A lower name of an indexed hard link: the upper inode is the index's.
+                    let lower = found.state.top().map(|(_, st)| st).ok_or(Errno::EIO)?;
+                    if let (Some(k), Some(index)) = (&found.index_key, self.index_dir()) {
+                        let t = crate::sys::xattr::XTarget::At(index, k);
+                        self.load_nlink_diff(found.stat.ino, t, Some(lower.nlink));
+                    }
+                    NodeSpec {
+                        kind,
+                        identity: Identity { fs: self.layers.lower(idx)?.fs, ino: lower.ino },
+                        upper_ino: found.stat.ino,
+                        lower: Lower::File(idx),
+                        flags: flag::UPPER | flag::ORIGIN,
+                        loc,
+                        vol: 0,
+                        index_key: found.index_key.clone(),
+                    }
                 }
                 Side::Lower(idx) => {
                     let data = match self.opts.metacopy && found.stat.is_reg() {
@@ -646,6 +685,7 @@ impl UnionFs {
                         flags: 0,
                         loc,
                         vol: 0,
+                        index_key: None,
                     }
                 }
             }
@@ -658,12 +698,13 @@ impl UnionFs {
             let loc = Loc { parent: Some(parent.clone()), name: name.into() };
             if node.is_dir() {
                 node.locs.write().first = loc;
-            } else if node.has_upper() {
+            } else if node.has_upper() && !node.has(flag::INDEXED) {
                 node.add_loc(loc);
             } else {
-                // Names of one lower file: FUSE's open and link name only the inode, and the
-                // kernel looks the name up right before (such entries are never cached, see
-                // `Entry::revalidate`), so the copy-up takes the name walked last.
+                // Names of one lower file (or of an indexed one, not all linked up): FUSE's
+                // open and link name only the inode, and the kernel looks the name up right
+                // before (such entries are never cached, see `Entry::revalidate`), so the
+                // copy-up (or link-up) takes the name walked last.
                 node.use_loc(loc);
             }
         }
@@ -688,7 +729,7 @@ impl UnionFs {
         let found = self.find_from(&dir, name, hint)?.ok_or(Errno::ENOENT)?;
         let (node, st) = self.intern(&dir, name, found)?;
         self.maybe_reclaim();
-        let revalidate = !node.is_dir() && !node.has_upper() && st.nlink > 1;
+        let revalidate = !node.is_dir() && ((!node.has_upper() && st.nlink > 1) || node.has(flag::INDEXED));
         Ok(Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate })
     }
 

@@ -66,6 +66,7 @@ pub mod prefetch;
 pub mod quota;
 pub mod readdir;
 pub mod reap;
+pub mod rename;
 pub mod tables;
 pub mod watch;
 pub mod whiteout;
@@ -133,7 +134,9 @@ pub struct Entry {
     pub attr: Attr,
     /// The kernel must not cache the name or its attributes: it is one of several lower
     /// links of a file, so if another of them is copied up this name becomes a different
-    /// object; and each walk's lookup tells which name an open or link that follows means.
+    /// object (or a name of an indexed one, whose link count changes as its names are
+    /// linked up); and each walk's lookup tells which name an open, link or change that
+    /// follows means.
     pub revalidate: bool,
 }
 
@@ -306,6 +309,7 @@ impl UnionFs {
                 flags,
                 loc: Loc { parent: None, name: c"".into() },
                 vol: 0,
+                index_key: None,
             },
         );
         let inodes = InodeTable::default();
@@ -662,6 +666,14 @@ impl UnionFs {
             };
             return Ok(Real { dir: self.dir_fd(node, side)?, name: sys_dot().into(), side });
         }
+        if node.has_upper()
+            && let Some(key) = node.index_key()
+        {
+            // An indexed hard link: its index entry, which is linked whichever of its names
+            // are not yet (see `flag::INDEXED`).
+            let dir = self.index_dir_shared().ok_or(Errno::EIO)?;
+            return Ok(Real { dir, name: key.as_c_str().into(), side: Side::Upper });
+        }
         let loc = node.loc();
         let parent = loc.parent.ok_or(Errno::EIO)?;
         let side = if node.has_upper() {
@@ -682,23 +694,47 @@ impl UnionFs {
         if !node.has(flag::METACOPY) && !lower_meta {
             return self.real(node);
         }
+        if let Some(m) = node.moved_data() {
+            return self.stable(|| self.lower_file_at(m.0, &m.1));
+        }
         self.stable(|| match &node.lower {
             Lower::File(i) | Lower::Meta { data: i, moved: None, .. } => {
                 let loc = node.loc();
                 let parent = loc.parent.ok_or(Errno::EIO)?;
                 Ok(Real { dir: self.dir_fd(&parent, Side::Lower(*i))?, name: loc.name, side: Side::Lower(*i) })
             }
-            Lower::Moved(i, path) | Lower::Meta { data: i, moved: Some(path), .. } => {
-                let (parent, last) = lookup::split_path(path)?;
-                let root = self.layers.lower(*i)?.root.clone();
-                let dir = match parent.is_empty() {
-                    true => root,
-                    false => Arc::new(open::resolve_beneath(&*root, &parent, OFlags::PATH | OFlags::DIRECTORY)?),
-                };
-                Ok(Real { dir, name: last.as_c_str().into(), side: Side::Lower(*i) })
-            }
+            Lower::Moved(i, path) | Lower::Meta { data: i, moved: Some(path), .. } => self.lower_file_at(*i, path),
             _ => Err(Errno::EIO),
         })
+    }
+
+    /// The file at `path` (from the root) of lower layer `i`.
+    fn lower_file_at(&self, i: LowerIdx, path: &CStr) -> Res<Real> {
+        let (parent, last) = lookup::split_path(path)?;
+        let root = self.layers.lower(i)?.root.clone();
+        let dir = match parent.is_empty() {
+            true => root,
+            false => Arc::new(open::resolve_beneath(&*root, &parent, OFlags::PATH | OFlags::DIRECTORY)?),
+        };
+        Ok(Real { dir, name: last.as_c_str().into(), side: Side::Lower(i) })
+    }
+
+    /// Where the data of metadata-only copy `node` is: its lower layer and the path from
+    /// that layer's root (what a redirect records when it is renamed).
+    pub(crate) fn metacopy_data_path(&self, node: &Arc<Node>) -> Res<(LowerIdx, CString)> {
+        if let Some(m) = node.moved_data() {
+            return Ok((m.0, m.1.clone()));
+        }
+        match &node.lower {
+            Lower::Moved(i, path) => Ok((*i, (**path).clone())),
+            Lower::File(i) => {
+                let loc = node.loc();
+                let parent = loc.parent.ok_or(Errno::EIO)?;
+                let base = parent.dir_lower().map(|d| d.path_in(*i).to_bytes().to_vec()).unwrap_or_default();
+                Ok((*i, lookup::join(&base, loc.name.as_c_str().to_bytes())?))
+            }
+            _ => Err(Errno::EIO),
+        }
     }
 
     /// The node's upper object (after copy-up): its directory descriptor and name.

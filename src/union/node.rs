@@ -177,9 +177,10 @@ pub mod flag {
     /// A regular file copied up without its data (`metacopy`): metadata from the upper
     /// copy, data still read from the lower file until it is opened for writing.
     pub const METACOPY: u32 = 1 << 12;
-    /// A copied-up lower hard link kept in the index (`index=on`): every name of it is a
-    /// link to one upper inode, whose `overlay.nlink` says how many lower names are not
-    /// linked up yet.
+    /// A copied-up lower hard link kept in the index (`index=on`): its upper inode is its
+    /// index entry (see [`super::Node::index_key`]); each of its lower names is linked to it
+    /// when a change goes through that name (as the kernel's `ovl_link_up`), and its
+    /// `overlay.nlink` says how many lower names are not linked up yet.
     pub const INDEXED: u32 = 1 << 13;
     /// The last name the daemon knew was removed, but the object has other links (a hard
     /// link not looked up yet): the next lookup of one of them names it again, and it keeps
@@ -203,6 +204,9 @@ pub mod flag {
     pub const IMMUTABLE: u32 = 1 << 19;
     /// The object is append-only (`chattr +a`).
     pub const APPEND: u32 = 1 << 20;
+    /// A metadata-only copy renamed through the mount: its data is where
+    /// [`super::Node::moved_data`] says, not under its name.
+    pub const DATA_MOVED: u32 = 1 << 21;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).
@@ -222,6 +226,9 @@ pub struct NodeSpec {
     pub loc: Loc,
     /// The volume it lives in (`0`: the union itself, `i + 1`: volume `i`).
     pub vol: u16,
+    /// For an indexed hard link (`index=on`): its index entry name (see
+    /// [`Node::index_key`]).
+    pub index_key: Option<CString>,
 }
 
 /// One object of the merged tree.
@@ -267,6 +274,17 @@ static XATTR_SETS: std::sync::LazyLock<dashmap::DashMap<usize, Arc<XattrSet>>> =
 /// The empty set every object without extended attributes shares.
 static NO_XATTRS: std::sync::LazyLock<Arc<XattrSet>> = std::sync::LazyLock::new(|| Arc::new(Vec::new()));
 
+/// Index entry names (`index=on`) of indexed hard links, keyed by the node's address: the
+/// upper inode is reached through its index entry, which every name shares, whichever of
+/// its names are linked up yet.
+static INDEX_KEYS: std::sync::LazyLock<dashmap::DashMap<usize, Arc<CString>>> =
+    std::sync::LazyLock::new(dashmap::DashMap::new);
+
+/// Where the data of renamed metadata-only copies is (lower layer, path from its root),
+/// keyed by the node's address (see [`flag::DATA_MOVED`]).
+static MOVED_DATA: std::sync::LazyLock<dashmap::DashMap<usize, Arc<(LowerIdx, CString)>>> =
+    std::sync::LazyLock::new(dashmap::DashMap::new);
+
 /// Descriptors (`O_PATH`) of removed objects the kernel still knows, keyed by the node's
 /// address: only nodes removed while in use have one.
 static ORPHANS: std::sync::LazyLock<dashmap::DashMap<usize, Arc<std::os::fd::OwnedFd>>> =
@@ -279,6 +297,12 @@ impl Drop for Node {
         }
         if self.has(flag::ORPHAN) {
             ORPHANS.remove(&self.key());
+        }
+        if self.has(flag::INDEXED) {
+            INDEX_KEYS.remove(&self.key());
+        }
+        if self.has(flag::DATA_MOVED) {
+            MOVED_DATA.remove(&self.key());
         }
     }
 }
@@ -332,6 +356,35 @@ impl Node {
     pub fn set_orphan(&self, fd: std::os::fd::OwnedFd) {
         ORPHANS.insert(self.key(), Arc::new(fd));
         self.set(flag::ORPHAN);
+    }
+
+    /// The index entry name of an indexed hard link ([`flag::INDEXED`]).
+    pub fn index_key(&self) -> Option<Arc<CString>> {
+        if !self.has(flag::INDEXED) {
+            return None;
+        }
+        INDEX_KEYS.get(&self.key()).map(|k| k.clone())
+    }
+
+    /// Marks the node an indexed hard link whose index entry is `key`.
+    pub fn set_indexed(&self, key: &CStr) {
+        INDEX_KEYS.insert(self.key(), Arc::new(key.to_owned()));
+        self.set(flag::INDEXED);
+    }
+
+    /// For a metadata-only copy renamed through the mount: the lower layer and path (from
+    /// its root) of its data.
+    pub fn moved_data(&self) -> Option<Arc<(LowerIdx, CString)>> {
+        if !self.has(flag::DATA_MOVED) {
+            return None;
+        }
+        MOVED_DATA.get(&self.key()).map(|m| m.clone())
+    }
+
+    /// Records where a renamed metadata-only copy's data is.
+    pub fn set_moved_data(&self, idx: LowerIdx, path: CString) {
+        MOVED_DATA.insert(self.key(), Arc::new((idx, path)));
+        self.set(flag::DATA_MOVED);
     }
 
     /// The cached extended attributes, if read already.

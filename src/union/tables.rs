@@ -154,7 +154,7 @@ impl InodeTable {
                     }
                 }
                 MapEntry::Vacant(v) => {
-                    let n = Arc::new(build(spec, ino));
+                    let n = build(spec, ino);
                     n.lookups.store(1, Ordering::Relaxed);
                     v.insert(n.clone());
                     return n;
@@ -196,7 +196,7 @@ impl InodeTable {
                 n
             }
             MapEntry::Vacant(v) => {
-                let n = Arc::new(build(spec, ino));
+                let n = build(spec, ino);
                 if let Some(s) = shown {
                     n.set_shown(s);
                 }
@@ -298,6 +298,9 @@ fn matches(node: &Node, spec: &NodeSpec) -> bool {
         // Copied up under this very name since this node was made: the same object. Under
         // another name it is a copy of a lower hard link's sibling: a different object.
         (0, b) if node.has_loc(&spec.loc) => {
+            if let Some(k) = &spec.index_key {
+                node.set_indexed(k);
+            }
             node.set_upper(b);
             true
         }
@@ -320,8 +323,13 @@ fn rename_if_nameless(node: &Node, spec: &NodeSpec) {
     }
 }
 
-fn build(spec: NodeSpec, ino: u64) -> Node {
-    Node::new(ino, spec)
+fn build(mut spec: NodeSpec, ino: u64) -> Arc<Node> {
+    let key = spec.index_key.take();
+    let n = Arc::new(Node::new(ino, spec));
+    if let Some(k) = key {
+        n.set_indexed(&k);
+    }
+    n
 }
 
 /// An open regular file.
@@ -342,6 +350,9 @@ pub struct FileHandle {
     pub sxid: bool,
     /// Opened by `execve` (or `uselib`): held for as long as the program runs.
     pub exec: bool,
+    /// The name it was opened by (the one walked last): for a file with several names, a
+    /// change FUSE names with this descriptor (`ftruncate`) goes through that name.
+    pub name: crate::union::node::Loc,
 }
 
 impl FileHandle {
@@ -350,7 +361,8 @@ impl FileHandle {
         let st = crate::sys::stat::fstat(&fd).ok();
         let real = st.as_ref().map_or((0, 0), |s| (s.dev, s.ino));
         let sxid = st.is_some_and(|s| crate::union::inode::is_sxid(s.perm()));
-        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new(), real, sxid, exec: false }
+        let name = node.loc();
+        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new(), real, sxid, exec: false, name }
     }
 }
 
@@ -528,6 +540,7 @@ mod tests {
             flags: flag::UPPER,
             loc: Loc { parent: None, name: c"d".into() },
             vol: 0,
+            index_key: None,
         }
     }
 

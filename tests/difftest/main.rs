@@ -37,16 +37,25 @@ struct Variant {
     passthrough: bool,
     /// `metacopy=on` (see [`snap::Quirks`]).
     metacopy: bool,
+    /// `index=on` (see [`link_up_every_name`]).
+    index: bool,
 }
 
-const DEFAULT: Variant =
-    Variant { name: "default", kernel: "redirect_dir=on", union: &[], passthrough: true, metacopy: false };
+const DEFAULT: Variant = Variant {
+    name: "default",
+    kernel: "redirect_dir=on",
+    union: &[],
+    passthrough: true,
+    metacopy: false,
+    index: false,
+};
 const REDIRECT_OFF: Variant = Variant {
     name: "redirect-off",
     kernel: "",
     union: &["-o", "redirect_dir=off"],
     passthrough: true,
     metacopy: false,
+    index: false,
 };
 const INDEX: Variant = Variant {
     name: "index",
@@ -54,6 +63,7 @@ const INDEX: Variant = Variant {
     union: &["-o", "index=on"],
     passthrough: true,
     metacopy: false,
+    index: true,
 };
 const METACOPY: Variant = Variant {
     name: "metacopy",
@@ -61,6 +71,7 @@ const METACOPY: Variant = Variant {
     union: &["-o", "metacopy=on"],
     passthrough: true,
     metacopy: true,
+    index: false,
 };
 const NOPASSTHROUGH: Variant = Variant {
     name: "nopassthrough",
@@ -68,6 +79,7 @@ const NOPASSTHROUGH: Variant = Variant {
     union: &["-o", "nopassthrough"],
     passthrough: false,
     metacopy: false,
+    index: false,
 };
 
 fn env(name: &str, default: u64) -> u64 {
@@ -168,10 +180,69 @@ fn pair(layers: &[Layer], v: &Variant) -> Sides {
     s
 }
 
-/// Runs `ops` over a fresh pair; the first difference. Counts in `tolerated` the reads
-/// through a descriptor opened read-only before its file was copied up that saw the data of
-/// the moment it was opened (passthrough, see [`Variant::passthrough`]).
-fn run(layers: &[Layer], v: &Variant, ops: &[Op], tolerated: &mut usize) -> Result<(), String> {
+/// What a run let through or did besides its steps.
+#[derive(Default)]
+struct Tally {
+    /// Reads through a descriptor opened read-only before its file was copied up that saw
+    /// the data of the moment it was opened (passthrough, see [`Variant::passthrough`]).
+    stale_reads: usize,
+    /// Changes through a descriptor of a file with several names preceded by link-ups of
+    /// every name (see [`link_up_every_name`]).
+    linked_first: usize,
+    /// Renames between two names of one file, run on unionfs only (see [`posix_rename`]).
+    posix_renames: usize,
+}
+
+/// A plain rename between two names of one file (one inode number): POSIX says it does
+/// nothing and succeeds, and unionfs does so; kernel overlayfs without `index=on` keeps the
+/// names of a lower hard link as distinct inodes and moves the name (README, semantics). Run
+/// on unionfs only, which must answer `ok` and leave the tree exactly as it was.
+fn posix_rename(op: &Op, ks: &snap::Snapshot) -> bool {
+    match op {
+        Op::Rename(a, b, f) if *f < 4 && a != b => ks.inos.get(a).is_some_and(|i| ks.inos.get(b) == Some(i)),
+        _ => false,
+    }
+}
+
+/// With `index=on`, before a change of status through a descriptor (`fchmod`, `fchown`,
+/// `futimens`, `linkat` of it) of a file with several names: links every name of it up on
+/// both sides (an open for writing of each, which kernel overlayfs and unionfs link up
+/// alike). Kernel overlayfs links up the name the descriptor was opened by; FUSE names only
+/// the inode, so unionfs links up the name looked up last, which may be another (README,
+/// semantics). With every name linked, the step compares everything else. Only where there
+/// is a choice: the file has a name other than the one the descriptor was opened by
+/// (`opened`). Returns whether it did.
+fn link_up_every_name(
+    kr: &Path,
+    ur: &Path,
+    kfds: &Fds,
+    op: &Op,
+    ks: &snap::Snapshot,
+    opened: &[Option<String>],
+) -> bool {
+    let slot = match op {
+        Op::Fchmod(s, _) | Op::Fchown(s, _) | Op::Futimens(s, _) | Op::Linkat(s, _) => *s,
+        _ => return false,
+    };
+    let Some(fd) = &kfds[slot] else { return false };
+    let Ok(st) = rustix::fs::fstat(fd) else { return false };
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return false;
+    }
+    let names: Vec<&String> = ks.inos.iter().filter(|(_, ino)| **ino == st.st_ino).map(|(n, _)| n).collect();
+    if !names.iter().any(|n| Some(*n) != opened[slot].as_ref()) {
+        return false;
+    }
+    for n in &names {
+        for root in [kr, ur] {
+            let _ = std::fs::OpenOptions::new().write(true).open(root.join(n));
+        }
+    }
+    true
+}
+
+/// Runs `ops` over a fresh pair; the first difference (see [`Tally`] for what it counts).
+fn run(layers: &[Layer], v: &Variant, ops: &[Op], tally: &mut Tally) -> Result<(), String> {
     let q = snap::Quirks { mtime_quirk: v.metacopy, both_ways: false };
     let mut pair = pair(layers, v);
     let (kr, ur) = pair.roots();
@@ -182,15 +253,33 @@ fn run(layers: &[Layer], v: &Variant, ops: &[Op], tolerated: &mut usize) -> Resu
     let (mut kfds, mut ufds): (Fds, Fds) = ((0..3).map(|_| None).collect(), (0..3).map(|_| None).collect());
     // What a read-only descriptor read when it was opened (unionfs's side).
     let mut at_open: Vec<Option<String>> = vec![None; 3];
+    // The name each descriptor was opened by.
+    let mut opened: Vec<Option<String>> = vec![None; 3];
     let (mut ks, mut us) = first;
     for (i, op) in ops.iter().enumerate() {
+        if posix_rename(op, &ks) {
+            let ua = ops::apply(&ur, &mut ufds, op);
+            let u2 = snap::take(&ur, Some(&us));
+            if ua != "ok" {
+                return Err(format!("step {i} {op:?}: a rename between two names of one file answered `{ua}`"));
+            }
+            if let Some(d) = snap::diff_exact(&us, &u2) {
+                return Err(format!("step {i} {op:?}: a rename between two names of one file changed the tree:\n{d}"));
+            }
+            tally.posix_renames += 1;
+            continue;
+        }
+        if v.index && link_up_every_name(&kr, &ur, &kfds, op, &ks, &opened) {
+            tally.linked_first += 1;
+        }
         let (ka, ua) = (ops::apply(&kr, &mut kfds, op), ops::apply(&ur, &mut ufds, op));
         match op {
-            Op::Open(s, _, k) => {
+            Op::Open(s, path, k) => {
                 let ro = *k == ops::OpenKind::ReadOnly && ua == "ok";
                 at_open[*s] = ro.then(|| ops::apply(&ur, &mut ufds, &Op::Read(*s)));
+                opened[*s] = (ka == "ok").then(|| path.clone());
             }
-            Op::Close(s) => at_open[*s] = None,
+            Op::Close(s) => (at_open[*s], opened[*s]) = (None, None),
             _ => {}
         }
         if ka != ua && !(v.metacopy && snap::now_for_then_stat(&ka, &ua)) {
@@ -198,7 +287,7 @@ fn run(layers: &[Layer], v: &Variant, ops: &[Op], tolerated: &mut usize) -> Resu
             if !stale {
                 return Err(format!("step {i} {op:?}: kernel answered `{ka}`, unionfs `{ua}`"));
             }
-            *tolerated += 1;
+            tally.stale_reads += 1;
         }
         let (k2, u2) = (snap::take(&kr, Some(&ks)), snap::take(&ur, Some(&us)));
         if let Some(d) = snap::diff(&k2, &u2, &q) {
@@ -256,7 +345,7 @@ fn shrink(layers: &[Layer], v: &Variant, mut ops: Vec<Op>, mut msg: String, budg
             let mut cand = ops.clone();
             cand.drain(i..(i + chunk).min(ops.len()));
             tries += 1;
-            match run(layers, v, &cand, &mut 0) {
+            match run(layers, v, &cand, &mut Tally::default()) {
                 Err(m) => {
                     if let Some(s) = failed_step(&m) {
                         cand.truncate(s + 1);
@@ -281,12 +370,12 @@ fn variant(v: &Variant) {
     let n = env("UNIONFS_DIFF_OPS", 250) as usize;
     let first = env("UNIONFS_DIFF_FIRST_SEED", 1);
     let mut failures = Vec::new();
-    let mut tolerated = 0;
+    let mut tally = Tally::default();
     for seed in first..first + seeds {
         let mut r = Rng::new(seed);
         let layers = seq::layers(&mut r);
         let ops = seq::ops(&mut r, n);
-        if let Err(msg) = run(&layers, v, &ops, &mut tolerated) {
+        if let Err(msg) = run(&layers, v, &ops, &mut tally) {
             let (small, msg) = shrink(&layers, v, ops, msg, env("UNIONFS_DIFF_SHRINK", 150) as usize);
             let steps: Vec<String> = small.iter().enumerate().map(|(i, o)| format!("  {i}: {o:?}")).collect();
             failures.push(format!(
@@ -301,10 +390,14 @@ fn variant(v: &Variant) {
         }
     }
     println!(
-        "difftest {}: {seeds} seeds x {n} ops, {} failed; {tolerated} reads through descriptors opened before a \
-         copy-up saw the data of their open (passthrough)",
+        "difftest {}: {seeds} seeds x {n} ops, {} failed; {} reads through descriptors opened before a copy-up saw \
+         the data of their open (passthrough); {} changes through descriptors of files with several names came \
+         after link-ups of every name (index); {} renames between two names of one file did nothing (POSIX)",
         v.name,
-        failures.len()
+        failures.len(),
+        tally.stale_reads,
+        tally.linked_first,
+        tally.posix_renames
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -323,12 +416,7 @@ fn random_sequences_match_kernel_overlayfs_redirect_off() {
     variant(&REDIRECT_OFF);
 }
 
-/// Not yet clean: unionfs links every known name of an indexed hard link up when one is
-/// copied up or looked up (copying its directory up), where kernel overlayfs uses the index
-/// entry until a name is changed; the directories then show one link instead of their real
-/// count (issue 18 items 11 and 12). `scripts/difftest.sh --variants index` runs it.
 #[test]
-#[ignore = "index=on: names of an indexed hard link are linked up early (issue 18 items 11, 12)"]
 fn random_sequences_match_kernel_overlayfs_index() {
     need_fuse!();
     need_root!();
