@@ -8,7 +8,8 @@
 //! `stored + (H - shown)`: the layers keep the container's ids, the mount shows the host's,
 //! and the container's user namespace maps those back. Stored ids outside every range show
 //! as the overflow id 65534, and shown ids outside every range cannot be stored (`EINVAL`,
-//! as in a user namespace).
+//! as in a user namespace) — except as the owner of a new object, which is then stored as
+//! the overflow id, as fuse-overlayfs stores it (see `UnionFs::new_owner`).
 
 use crate::error::{Errno, Res};
 
