@@ -3,7 +3,7 @@
 //! has lower parts, whiteouts where a lower still shows the old name, and the replaced
 //! object's removal.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use crate::sys::stat::{self, FileKind};
 use crate::sys::xattr::{SetMode, XTarget};
 use crate::union::dir::Slot;
 use crate::union::fileattr::Change;
-use crate::union::layer::Upper;
+use crate::union::layer::{LowerIdx, Upper};
 use crate::union::node::{Node, flag};
 use crate::union::tables::Side;
 use crate::union::{UnionFs, whiteout};
@@ -161,12 +161,16 @@ impl UnionFs {
         // a redirect already there stays when it still holds. A directory without lower
         // parts landing in a merged directory must instead hide whatever lowers hold under
         // its new name (the kernel marks it opaque the same way).
-        // A metadata-only copy records where its data is the same way.
-        let mark_moved = |n: &Arc<Node>, pfd: BorrowedFd<'_>, nm: &CStr, into: &Arc<Node>| -> Res<()> {
-            let lower_path = match (n.dir_lower(), Arc::ptr_eq(n, &src)) {
-                (Some(dl), _) if n.is_dir() => Some(dl.path.clone()),
-                (_, true) => src_data.as_ref().map(|(_, p)| p.clone()),
-                (_, false) => dst_data.as_ref().map(|(_, p)| p.clone()),
+        // A metadata-only copy records where its data is (`data`) the same way.
+        let mark_moved = |n: &Arc<Node>,
+                          pfd: BorrowedFd<'_>,
+                          nm: &CStr,
+                          into: &Arc<Node>,
+                          data: &Option<(LowerIdx, CString)>|
+         -> Res<()> {
+            let lower_path = match n.dir_lower() {
+                Some(dl) if n.is_dir() => Some(dl.path.clone()),
+                _ => data.as_ref().map(|(_, p)| p.clone()),
             };
             if let Some(path) = lower_path {
                 let old = whiteout::read_redirect(pfd, nm, names)?;
@@ -184,9 +188,9 @@ impl UnionFs {
             }
             Ok(())
         };
-        mark_moved(&src, opfd.as_fd(), name, &ndir)?;
+        mark_moved(&src, opfd.as_fd(), name, &ndir, &src_data)?;
         if let (true, Some((d, ..))) = (flags.exchange, &dst) {
-            mark_moved(d, npfd.as_fd(), newname, &odir)?;
+            mark_moved(d, npfd.as_fd(), newname, &odir, &dst_data)?;
         }
         // A directory replaced by the rename may still hold whiteouts: empty it first.
         if let (false, Some((d, dside, ..))) = (flags.exchange, &dst)
