@@ -147,15 +147,11 @@ impl UnionFs {
     /// README's semantics).
     pub(crate) fn change_through(&self, node: &Arc<Node>, fh: Option<u64>) -> bool {
         let Some(h) = fh.and_then(|fh| self.handles.get(fh).ok()) else { return true };
-        if node.is_dir() || !Arc::ptr_eq(&h.node, node) {
-            return true;
-        }
-        if !node.has_loc(&h.name) {
+        let Some(name) = h.name.as_ref().filter(|_| Arc::ptr_eq(&h.node, node)) else { return true };
+        if !node.has_loc(name) {
             return false;
         }
-        if node.has(flag::INDEXED) || !node.has_upper() {
-            node.use_loc(h.name.clone());
-        }
+        node.use_loc(name.clone());
         true
     }
 

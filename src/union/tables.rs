@@ -350,9 +350,10 @@ pub struct FileHandle {
     pub sxid: bool,
     /// Opened by `execve` (or `uselib`): held for as long as the program runs.
     pub exec: bool,
-    /// The name it was opened by (the one walked last): for a file with several names, a
-    /// change FUSE names with this descriptor (`ftruncate`) goes through that name.
-    pub name: crate::union::node::Loc,
+    /// For an indexed hard link, the name it was opened by (the one walked last): a change
+    /// FUSE names with this descriptor (`ftruncate`) goes through that name. (A file opened
+    /// for writing is copied up first, and only an indexed one has names to choose from.)
+    pub name: Option<crate::union::node::Loc>,
 }
 
 impl FileHandle {
@@ -361,7 +362,7 @@ impl FileHandle {
         let st = crate::sys::stat::fstat(&fd).ok();
         let real = st.as_ref().map_or((0, 0), |s| (s.dev, s.ino));
         let sxid = st.is_some_and(|s| crate::union::inode::is_sxid(s.perm()));
-        let name = node.loc();
+        let name = node.has(crate::union::node::flag::INDEXED).then(|| node.loc());
         FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new(), real, sxid, exec: false, name }
     }
 }
