@@ -264,46 +264,71 @@ pub struct Node {
     pub vol: u16,
 }
 
+/// Values only some nodes carry, kept beside them (keyed by the node's address) so that the
+/// others pay a flag bit and nothing more: present while the node has `flag`.
+struct SideTable<T> {
+    map: std::sync::LazyLock<dashmap::DashMap<usize, Arc<T>>>,
+    flag: u32,
+}
+
+impl<T> SideTable<T> {
+    const fn new(flag: u32) -> SideTable<T> {
+        SideTable { map: std::sync::LazyLock::new(dashmap::DashMap::new), flag }
+    }
+
+    fn get(&self, n: &Node) -> Option<Arc<T>> {
+        if !n.has(self.flag) {
+            return None;
+        }
+        self.map.get(&n.key()).map(|v| v.clone())
+    }
+
+    fn put(&self, n: &Node, v: Arc<T>) {
+        self.map.insert(n.key(), v);
+        n.set(self.flag);
+    }
+
+    /// Clears the flag and drops the value, whether or not the flag was set (a `put` may be
+    /// between its insert and its flag).
+    fn remove(&self, n: &Node) {
+        n.clear(self.flag);
+        self.map.remove(&n.key());
+    }
+
+    /// Drops the value of a node that goes.
+    fn drop_for(&self, n: &Node) {
+        if n.has(self.flag) {
+            self.map.remove(&n.key());
+        }
+    }
+}
+
 /// Extended attributes of real objects, read once per node (`ls -l` asks for
 /// `security.selinux` of every file; "no such attribute" is then answered from memory) and
 /// dropped whenever the object changes. Most objects have none, which a node flag records
-/// without allocating; the few sets there are live here, keyed by the node's address.
-static XATTR_SETS: std::sync::LazyLock<dashmap::DashMap<usize, Arc<XattrSet>>> =
-    std::sync::LazyLock::new(dashmap::DashMap::new);
+/// without allocating; the few sets there are live here.
+static XATTR_SETS: SideTable<XattrSet> = SideTable::new(flag::XATTRS_SOME);
 
 /// The empty set every object without extended attributes shares.
 static NO_XATTRS: std::sync::LazyLock<Arc<XattrSet>> = std::sync::LazyLock::new(|| Arc::new(Vec::new()));
 
-/// Index entry names (`index=on`) of indexed hard links, keyed by the node's address: the
-/// upper inode is reached through its index entry, which every name shares, whichever of
-/// its names are linked up yet.
-static INDEX_KEYS: std::sync::LazyLock<dashmap::DashMap<usize, Arc<CString>>> =
-    std::sync::LazyLock::new(dashmap::DashMap::new);
+/// Index entry names (`index=on`) of indexed hard links: the upper inode is reached through
+/// its index entry, which every name shares, whichever of its names are linked up yet.
+static INDEX_KEYS: SideTable<CString> = SideTable::new(flag::INDEXED);
 
-/// Where the data of renamed metadata-only copies is (lower layer, path from its root),
-/// keyed by the node's address (see [`flag::DATA_MOVED`]).
-static MOVED_DATA: std::sync::LazyLock<dashmap::DashMap<usize, Arc<(LowerIdx, CString)>>> =
-    std::sync::LazyLock::new(dashmap::DashMap::new);
+/// Where the data of renamed metadata-only copies is (lower layer, path from its root).
+static MOVED_DATA: SideTable<(LowerIdx, CString)> = SideTable::new(flag::DATA_MOVED);
 
-/// Descriptors (`O_PATH`) of removed objects the kernel still knows, keyed by the node's
-/// address: only nodes removed while in use have one.
-static ORPHANS: std::sync::LazyLock<dashmap::DashMap<usize, Arc<std::os::fd::OwnedFd>>> =
-    std::sync::LazyLock::new(dashmap::DashMap::new);
+/// Descriptors (`O_PATH`) of removed objects the kernel still knows: only nodes removed
+/// while in use have one.
+static ORPHANS: SideTable<std::os::fd::OwnedFd> = SideTable::new(flag::ORPHAN);
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if self.has(flag::XATTRS_SOME) {
-            XATTR_SETS.remove(&self.key());
-        }
-        if self.has(flag::ORPHAN) {
-            ORPHANS.remove(&self.key());
-        }
-        if self.has(flag::INDEXED) {
-            INDEX_KEYS.remove(&self.key());
-        }
-        if self.has(flag::DATA_MOVED) {
-            MOVED_DATA.remove(&self.key());
-        }
+        XATTR_SETS.drop_for(self);
+        ORPHANS.drop_for(self);
+        INDEX_KEYS.drop_for(self);
+        MOVED_DATA.drop_for(self);
     }
 }
 
@@ -338,53 +363,40 @@ impl Node {
     /// keeps of an unlinked file: `fstat`, `fchmod`, `fsetxattr` … through an open
     /// descriptor act on it).
     pub fn orphan(&self) -> Option<Arc<std::os::fd::OwnedFd>> {
-        if !self.has(flag::ORPHAN) {
-            return None;
-        }
-        ORPHANS.get(&self.key()).map(|f| f.clone())
+        ORPHANS.get(self)
     }
 
     /// Drops the node's [`Node::orphan`], if any.
     pub fn take_orphan(&self) {
         if self.has(flag::ORPHAN) {
-            self.clear(flag::ORPHAN);
-            ORPHANS.remove(&self.key());
+            ORPHANS.remove(self);
         }
     }
 
     /// Keeps `fd` as the node's [`Node::orphan`].
     pub fn set_orphan(&self, fd: std::os::fd::OwnedFd) {
-        ORPHANS.insert(self.key(), Arc::new(fd));
-        self.set(flag::ORPHAN);
+        ORPHANS.put(self, Arc::new(fd));
     }
 
     /// The index entry name of an indexed hard link ([`flag::INDEXED`]).
     pub fn index_key(&self) -> Option<Arc<CString>> {
-        if !self.has(flag::INDEXED) {
-            return None;
-        }
-        INDEX_KEYS.get(&self.key()).map(|k| k.clone())
+        INDEX_KEYS.get(self)
     }
 
     /// Marks the node an indexed hard link whose index entry is `key`.
     pub fn set_indexed(&self, key: &CStr) {
-        INDEX_KEYS.insert(self.key(), Arc::new(key.to_owned()));
-        self.set(flag::INDEXED);
+        INDEX_KEYS.put(self, Arc::new(key.to_owned()));
     }
 
     /// For a metadata-only copy renamed through the mount: the lower layer and path (from
     /// its root) of its data.
     pub fn moved_data(&self) -> Option<Arc<(LowerIdx, CString)>> {
-        if !self.has(flag::DATA_MOVED) {
-            return None;
-        }
-        MOVED_DATA.get(&self.key()).map(|m| m.clone())
+        MOVED_DATA.get(self)
     }
 
     /// Records where a renamed metadata-only copy's data is.
     pub fn set_moved_data(&self, idx: LowerIdx, path: CString) {
-        MOVED_DATA.insert(self.key(), Arc::new((idx, path)));
-        self.set(flag::DATA_MOVED);
+        MOVED_DATA.put(self, Arc::new((idx, path)));
     }
 
     /// The cached extended attributes, if read already.
@@ -396,10 +408,7 @@ impl Node {
         if self.has(flag::XATTRS_NONE) {
             return Some(NO_XATTRS.clone());
         }
-        if self.has(flag::XATTRS_SOME) {
-            return XATTR_SETS.get(&self.key()).map(|s| s.clone());
-        }
-        None
+        XATTR_SETS.get(self)
     }
 
     /// Caches the extended attributes. (Most files have none: they share one empty set, so
@@ -410,15 +419,14 @@ impl Node {
             return NO_XATTRS.clone();
         }
         let set = Arc::new(set);
-        XATTR_SETS.insert(self.key(), set.clone());
-        self.set(flag::XATTRS_SOME);
+        XATTR_SETS.put(self, set.clone());
         set
     }
 
     /// Forgets the cached extended attributes (the real object changed).
     pub fn forget_xattrs(&self) {
         self.clear(flag::XATTRS_NONE | flag::XATTRS_SOME);
-        XATTR_SETS.remove(&self.key());
+        XATTR_SETS.remove(self);
     }
 
     /// Whether a flag is set.
