@@ -70,12 +70,18 @@ impl Both {
     }
 }
 
+/// Kernel overlayfs's `metacopy=on` (which needs `redirect_dir=on`), with unionfs's.
+const METACOPY: (&str, &[&str]) = ("redirect_dir=on,metacopy=on", &["-o", "metacopy=on"]);
+
+/// Kernel overlayfs's `index=on`, with unionfs's `-o index=on`.
+const INDEX: (&str, &[&str]) = ("index=on,redirect_dir=on", &["-o", "index=on"]);
+
 /// Item 1: `metacopy=on`: `O_TRUNC` after a metadata-only copy-up truncates.
 #[test]
 fn o_trunc_after_a_metadata_only_copy_up_truncates() {
     need_fuse!();
     need_root!();
-    let b = Both::new(&["echo extra > f"], "redirect_dir=on,metacopy=on", &["-o", "metacopy=on"]);
+    let b = Both::new(&["echo extra > f"], METACOPY.0, METACOPY.1);
     let out = b.same("chmod 600 f; : > f; stat -c %s f; od -c f");
     assert!(out.starts_with("0\n"), "{out}");
 }
@@ -85,7 +91,7 @@ fn o_trunc_after_a_metadata_only_copy_up_truncates() {
 fn o_trunc_of_a_lower_file_updates_its_times() {
     need_fuse!();
     need_root!();
-    for (k, u) in [("", &[][..]), ("redirect_dir=on,metacopy=on", &["-o", "metacopy=on"][..])] {
+    for (k, u) in [("", &[][..]), METACOPY] {
         let b = Both::new(&["echo data > f; touch -d 2001-01-01 f"], k, u);
         let out = b.same(": > f; stat -c '%s %y' f | cut -c1-6");
         assert!(out.starts_with("0 ") && !out.contains("2001"), "{out}");
@@ -99,7 +105,7 @@ fn o_trunc_of_a_lower_file_updates_its_times() {
 fn a_metadata_only_copy_renamed_by_the_kernel_keeps_its_data() {
     need_fuse!();
     need_root!();
-    let (k, u) = ("redirect_dir=on,metacopy=on", &["-o", "metacopy=on"][..]);
+    let (k, u) = METACOPY;
     let mut b = Both::new(&["echo lowerdata > f; mkdir d; echo deep > d/h"], k, u);
     b.same("mv f g; mkdir e; mv d/h e/h2; cat g e/h2");
     b.cross(k, u);
@@ -117,7 +123,7 @@ fn a_metadata_only_copy_renamed_by_the_kernel_keeps_its_data() {
 fn a_renamed_file_stays_a_metadata_only_copy_with_a_redirect() {
     need_fuse!();
     need_root!();
-    let (k, u) = ("redirect_dir=on,metacopy=on", &["-o", "metacopy=on"][..]);
+    let (k, u) = METACOPY;
     let mut b = Both::new(&["echo lowerdata > f; echo two > f2; echo three > f3; mkdir d; echo deep > d/h"], k, u);
     b.same("mv f g; mkdir n; mv f2 n/; mv d/h n/h2; chmod 600 f3; mv f3 f4; mv f4 n/f5; cat g n/f2 n/h2 n/f5");
     let marks = |upper: &str| {
@@ -208,9 +214,6 @@ fn a_directory_merged_by_a_copy_up_below_shows_one_link_at_once() {
     b.same("stat -c %h d d/a e; touch d/a/new; stat -c %h d d/a; mv e e2; stat -c %h e2");
 }
 
-/// Kernel overlayfs's `index=on`, with unionfs's `-o index=on`.
-const INDEX: (&str, &[&str]) = ("index=on,redirect_dir=on", &["-o", "index=on"]);
-
 /// What an upper and its work dir's index hold, for comparing the on-disk result of both
 /// sides: the upper's names and types (with link counts of regular files), and the link
 /// counts of the index's entries (named by file handles, which differ between the sides;
@@ -295,11 +298,7 @@ fn kernel_overlayfs_over_our_upper_numbers_directory_entries_right() {
 fn descriptors_of_removed_objects_keep_working() {
     need_fuse!();
     need_root!();
-    let pairs = [
-        ("", &[][..]),
-        ("", &["-o", "nopassthrough"][..]),
-        ("redirect_dir=on,metacopy=on", &["-o", "metacopy=on"][..]),
-    ];
+    let pairs = [("", &[][..]), ("", &["-o", "nopassthrough"][..]), METACOPY];
     for (k, u) in pairs {
         let b = Both::new(
             &[
@@ -500,7 +499,7 @@ lsattr -d d f g h li
 fn where_kernel_overlayfs_breaks_posix_unionfs_does_not() {
     need_fuse!();
     need_root!();
-    let b = Both::new(&["echo data > f; touch -d 2001-01-01 f"], "redirect_dir=on,metacopy=on", &["-o", "metacopy=on"]);
+    let b = Both::new(&["echo data > f; touch -d 2001-01-01 f"], METACOPY.0, METACOPY.1);
     let open = "python3 -c 'import os; os.close(os.open(\"f\", os.O_WRONLY | os.O_APPEND))'";
     let (k, u) = b.run(&format!("chmod 600 f; {open}; stat -c %y f | cut -c1-4; cat f"));
     assert_eq!(u, "2001\ndata\n", "kernel overlayfs: {k}");
