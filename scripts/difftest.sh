@@ -2,12 +2,12 @@
 # Runs the differential test against kernel overlayfs (tests/difftest) with a budget of your
 # choosing, as root:
 #   scripts/difftest.sh [--seeds N] [--ops M] [--first S] [--variants default,redirect-off,...]
-# Variants: default, redirect-off, index, metacopy, nopassthrough (all by default). Prints one
+# Variants: default, redirect-off, index, metacopy, nopassthrough, rootless (all by default). Prints one
 # line per variant: seeds x ops, failures, and each failure shrunk to a short reproduction.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-seeds=200 ops=400 first=1 variants="default,redirect-off,index,metacopy,nopassthrough"
+seeds=200 ops=400 first=1 variants="default,redirect-off,index,metacopy,nopassthrough,rootless"
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) seeds=$2; shift 2 ;;
@@ -26,7 +26,7 @@ filters=()
 IFS=, read -ra wanted <<< "$variants"
 for v in "${wanted[@]}"; do
   case "$v" in
-    default|redirect-off|index|metacopy|nopassthrough) filters+=("random_sequences_match_kernel_overlayfs_${v//-/_}") ;;
+    default|redirect-off|index|metacopy|nopassthrough|rootless) filters+=("random_sequences_match_kernel_overlayfs_${v//-/_}") ;;
     *) echo "difftest.sh: unknown variant '$v'" >&2; exit 2 ;;
   esac
 done

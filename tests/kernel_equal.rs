@@ -540,3 +540,34 @@ fn as_root_user_overlay_attributes_are_a_users_own() {
     let out = b.same("ls u t; ls gone 2>&1 | sed 's/.*: //'");
     assert!(out.starts_with("t:\nold\n\nu:\n") && out.contains("No such file"), "{out}");
 }
+
+/// Set in the inner run of [`rootless_hard_links_to_a_copied_up_file_stay_one_file`].
+const IN_USERNS: &str = "UNIONFS_KERNEL_EQUAL_IN_USERNS";
+
+/// Rootless (a user namespace, `userxattr`), where kernel overlayfs breaks POSIX and unionfs
+/// does not (README, semantics): kernel overlayfs there cannot decode the origin it records,
+/// so a hard link made to a copied-up lower file is looked up as a second inode of that
+/// file: the two names show two inode numbers, each keeps its own cached attributes (a
+/// truncate through the name that has not seen a `chmod u+s` keeps the set-user-id bit,
+/// which any filesystem in a user namespace clears), and an exchange of the two names
+/// answers `ESTALE`. unionfs keeps one inode.
+#[test]
+fn rootless_hard_links_to_a_copied_up_file_stay_one_file() {
+    need_fuse!();
+    need_root!();
+    if std::env::var_os(IN_USERNS).is_none() {
+        let out = common::run_test_in_userns("rootless_hard_links_to_a_copied_up_file_stay_one_file", IN_USERNS);
+        let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && o.contains("1 passed"), "{o}\n{e}");
+        return;
+    }
+    let b = Both::new(&["echo xx > b; chmod 600 b; mkdir a"], "userxattr", &["-o", "redirect_dir=nofollow"]);
+    let exchange = "python3 -c 'import ctypes, os; c = ctypes.CDLL(None, use_errno=True); \
+                    r = c.renameat2(-100, b\"b\", -100, b\"a/a\", 2); print(r, os.strerror(ctypes.get_errno()) if r else \"\")'";
+    let script = format!(
+        "ln b a/a; chmod 4755 a/a; truncate -s 10 b; stat -c %a b a/a; \
+         [ $(stat -c %i b) = $(stat -c %i a/a) ] && echo one-inode; {exchange}; ls . a; stat -c %s b a/a"
+    );
+    let (k, u) = b.run(&script);
+    assert_eq!(u, "755\n755\none-inode\n0 \n.:\na\nb\n\na:\na\n10\n10\n", "kernel overlayfs: {k}");
+}

@@ -459,6 +459,42 @@ pub fn run_test_as_user(name: &str, uid: u32, gid: u32, env: &[(&str, &Path)]) -
     cmd.output().unwrap()
 }
 
+/// The first block of subordinate ids the test user has in `file` (`/etc/subuid` or
+/// `/etc/subgid`): (first, count). `useradd` gives every new user one on Debian.
+#[allow(dead_code)]
+pub fn subordinate_ids(file: &str) -> (u32, u32) {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let line = text.lines().find_map(|l| l.strip_prefix(&format!("{TEST_USER}:")));
+    let line = line.unwrap_or_else(|| panic!("{TEST_USER} has no subordinate ids in {file}"));
+    let (first, count) = line.split_once(':').unwrap();
+    (first.parse().unwrap(), count.parse().unwrap())
+}
+
+/// Runs this test binary's test `name` as the test user inside a new user and mount
+/// namespace that maps it to root and its subordinate ids to 1… (as rootless podman runs its
+/// mount program), with `flag` set in the environment so the test knows it is the inner run.
+#[allow(dead_code)]
+pub fn run_test_in_userns(name: &str, flag: &str) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let (uid, gid) = ensure_test_user();
+    let map = |file: &str| {
+        let (first, count) = subordinate_ids(file);
+        format!("{first},1,{}", count.min(65535))
+    };
+    let mut cmd = Command::new("unshare");
+    cmd.arg("--map-root-user")
+        .arg(format!("--map-users={}", map("/etc/subuid")))
+        .arg(format!("--map-groups={}", map("/etc/subgid")))
+        .args(["--mount", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .uid(uid)
+        .gid(gid)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env(flag, "1");
+    cmd.output().unwrap()
+}
+
 /// A scratch directory the test user owns.
 pub fn user_tempdir(uid: u32, gid: u32) -> tempfile::TempDir {
     let d = tempfile::Builder::new().prefix("unionfs-user-").tempdir().unwrap();

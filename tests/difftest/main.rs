@@ -39,6 +39,10 @@ struct Variant {
     metacopy: bool,
     /// `index=on` (see [`link_up_every_name`]).
     index: bool,
+    /// Rootless: both sides run as a second user in a user namespace that maps it to root
+    /// (and its subordinate ids to 1…), as rootless engines run them; the layers' markers
+    /// are `user.overlay.*` (see [`random_sequences_match_kernel_overlayfs_rootless`]).
+    rootless: bool,
 }
 
 const DEFAULT: Variant = Variant {
@@ -48,6 +52,7 @@ const DEFAULT: Variant = Variant {
     passthrough: true,
     metacopy: false,
     index: false,
+    rootless: false,
 };
 const REDIRECT_OFF: Variant = Variant {
     name: "redirect-off",
@@ -56,6 +61,7 @@ const REDIRECT_OFF: Variant = Variant {
     passthrough: true,
     metacopy: false,
     index: false,
+    rootless: false,
 };
 const INDEX: Variant = Variant {
     name: "index",
@@ -64,6 +70,7 @@ const INDEX: Variant = Variant {
     passthrough: true,
     metacopy: false,
     index: true,
+    rootless: false,
 };
 const METACOPY: Variant = Variant {
     name: "metacopy",
@@ -72,6 +79,20 @@ const METACOPY: Variant = Variant {
     passthrough: true,
     metacopy: true,
     index: false,
+    rootless: false,
+};
+/// Kernel overlayfs in a user namespace takes `userxattr`, which makes its `redirect_dir`
+/// `nofollow` (renaming a merged directory is `EXDEV`) and refuses `metacopy` and `index`;
+/// unionfs there uses `user.overlay.*` by itself and is told `redirect_dir=nofollow`.
+const ROOTLESS: Variant = Variant {
+    name: "rootless",
+    kernel: "userxattr",
+    union: &["-o", "redirect_dir=nofollow"],
+    // FUSE passthrough needs CAP_SYS_ADMIN in the initial namespace.
+    passthrough: false,
+    metacopy: false,
+    index: false,
+    rootless: true,
 };
 const NOPASSTHROUGH: Variant = Variant {
     name: "nopassthrough",
@@ -80,14 +101,16 @@ const NOPASSTHROUGH: Variant = Variant {
     passthrough: false,
     metacopy: false,
     index: false,
+    rootless: false,
 };
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Builds layer `idx` of a stack in `dir`.
-fn build(dir: &Path, layer: &Layer, idx: usize) {
+/// Builds layer `idx` of a stack in `dir`, its markers in the namespace `ns`
+/// (`trusted.overlay.` or `user.overlay.`).
+fn build(dir: &Path, layer: &Layer, idx: usize, ns: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let c = |p: &str| CString::new(dir.join(p).as_os_str().as_bytes()).unwrap();
     let owner = |p: &str, (u, g): (u32, u32)| {
@@ -117,13 +140,8 @@ fn build(dir: &Path, layer: &Layer, idx: usize) {
                 owner(p, *o);
                 mode(p, *m);
                 if *opaque {
-                    rustix::fs::setxattr(
-                        c(p).as_c_str(),
-                        "trusted.overlay.opaque",
-                        b"y",
-                        rustix::fs::XattrFlags::empty(),
-                    )
-                    .unwrap();
+                    rustix::fs::setxattr(c(p).as_c_str(), format!("{ns}opaque"), b"y", rustix::fs::XattrFlags::empty())
+                        .unwrap();
                 }
             }
             Entry::Symlink(t) => {
@@ -143,9 +161,9 @@ fn build(dir: &Path, layer: &Layer, idx: usize) {
             Entry::XattrWhiteout => {
                 std::fs::write(dir.join(p), b"").unwrap();
                 let flags = rustix::fs::XattrFlags::empty();
-                rustix::fs::setxattr(c(p).as_c_str(), "trusted.overlay.whiteout", b"y", flags).unwrap();
+                rustix::fs::setxattr(c(p).as_c_str(), format!("{ns}whiteout"), b"y", flags).unwrap();
                 let parent = Path::new(p).parent().unwrap().to_str().unwrap();
-                rustix::fs::setxattr(c(parent).as_c_str(), "trusted.overlay.opaque", b"x", flags).unwrap();
+                rustix::fs::setxattr(c(parent).as_c_str(), format!("{ns}opaque"), b"x", flags).unwrap();
             }
             Entry::HardLink(src) => std::fs::hard_link(dir.join(src), dir.join(p)).unwrap(),
             Entry::Fifo => {
@@ -173,7 +191,7 @@ fn pair(layers: &[Layer], v: &Variant) -> Sides {
     s.keep = std::env::var_os("UNIONFS_DIFF_KEEP").is_some();
     for side in ["k", "u"] {
         for (i, l) in layers.iter().enumerate() {
-            build(&s.p(&format!("{side}-l{i}")), l, i);
+            build(&s.p(&format!("{side}-l{i}")), l, i, if v.rootless { "user.overlay." } else { "trusted.overlay." });
         }
     }
     s.mount(v.kernel, v.union);
@@ -191,15 +209,22 @@ struct Tally {
     linked_first: usize,
     /// Renames between two names of one file, run on unionfs only (see [`posix_rename`]).
     posix_renames: usize,
+    /// Sequences ended early where kernel overlayfs split a file into two inodes (see
+    /// [`snap::split`]): with the step that did it, and the steps run.
+    kernel_splits: usize,
+    split_steps: usize,
+    steps: usize,
 }
 
-/// A plain rename between two names of one file (one inode number): POSIX says it does
-/// nothing and succeeds, and unionfs does so; kernel overlayfs without `index=on` keeps the
-/// names of a lower hard link as distinct inodes and moves the name (README, semantics). Run
-/// on unionfs only, which must answer `ok` and leave the tree exactly as it was.
+/// A rename between two names of one file (one object), plain or `RENAME_EXCHANGE`: POSIX
+/// says it does nothing and succeeds (Linux's VFS does so for an exchange too), and unionfs
+/// does so; kernel overlayfs without `index=on` keeps the names of a lower hard link as
+/// distinct inodes and moves the name, and in a user namespace answers `ESTALE` to an
+/// exchange of two names of a copied-up file (README, semantics). Run on unionfs only, which
+/// must answer `ok` and leave the tree exactly as it was.
 fn posix_rename(op: &Op, ks: &snap::Snapshot) -> bool {
     match op {
-        Op::Rename(a, b, f) if *f < 4 && a != b => ks.inos.get(a).is_some_and(|i| ks.inos.get(b) == Some(i)),
+        Op::Rename(a, b, f) if *f != 4 && a != b => ks.objects.get(a).is_some_and(|i| ks.objects.get(b) == Some(i)),
         _ => false,
     }
 }
@@ -246,7 +271,10 @@ fn run(layers: &[Layer], v: &Variant, ops: &[Op], tally: &mut Tally) -> Result<(
     let q = snap::Quirks { mtime_quirk: v.metacopy, both_ways: false };
     let mut pair = pair(layers, v);
     let (kr, ur) = pair.roots();
-    let first = (snap::take(&kr, None), snap::take(&ur, None));
+    // The kernel's live mount in a user namespace (see [`snap::take_by_upper`]).
+    let k_upper = pair.p("k-upper");
+    let k_upper = v.rootless.then_some(k_upper.as_path());
+    let first = (snap::take_by_upper(&kr, None, k_upper), snap::take(&ur, None));
     if let Some(d) = snap::diff(&first.0, &first.1, &q) {
         return Err(format!("before any step, the trees differ:\n{d}"));
     }
@@ -289,14 +317,38 @@ fn run(layers: &[Layer], v: &Variant, ops: &[Op], tally: &mut Tally) -> Result<(
             }
             tally.stale_reads += 1;
         }
-        let (k2, u2) = (snap::take(&kr, Some(&ks)), snap::take(&ur, Some(&us)));
+        let (k2, u2) = (snap::take_by_upper(&kr, Some(&ks), k_upper), snap::take(&ur, Some(&us)));
         if let Some(d) = snap::diff(&k2, &u2, &q) {
             return Err(format!("after step {i} {op:?}, the trees differ (- kernel, + unionfs):\n{d}"));
         }
         (ks, us) = (k2, u2);
+        tally.steps += 1;
+        if v.rootless && snap::split(&ks).is_some() {
+            // Kernel overlayfs now keeps one file as two inodes, each with its own cached
+            // attributes: what it answers next through either name is its own accident
+            // (README, semantics). The tree so far matched; unionfs's one inode for the two
+            // names is checked by kernel_equal's rootless test.
+            tally.kernel_splits += 1;
+            tally.split_steps += ops.len() - i - 1;
+            break;
+        }
     }
     drop((kfds, ufds));
-    let (ks, us) = (snap::take(&kr, None), snap::take(&ur, None));
+    let last = (snap::take_by_upper(&kr, None, k_upper), snap::take(&ur, None));
+    interop(&mut pair, v, &q, last)?;
+    pair.unmount();
+    Ok(())
+}
+
+/// The end of a sequence: each side mounts the other's upper, then each upper becomes the
+/// top lower of a new mount; `last` is what (kernel, unionfs) showed before.
+fn interop(
+    pair: &mut Sides,
+    v: &Variant,
+    q: &snap::Quirks,
+    last: (snap::Snapshot, snap::Snapshot),
+) -> Result<(), String> {
+    let (ks, us) = last;
     pair.cross(v.kernel, v.union);
     let (kr, ur) = pair.roots();
     // Kernel overlayfs over unionfs's upper shows exactly what unionfs showed; unionfs over
@@ -305,7 +357,7 @@ fn run(layers: &[Layer], v: &Variant, ops: &[Op], tally: &mut Tally) -> Result<(
     if let Some(d) = snap::diff_exact(&us, &kx) {
         return Err(format!("kernel overlayfs over unionfs's upper shows another tree (- before, + now):\n{d}"));
     }
-    if let Some(d) = snap::diff(&ks, &ux, &q) {
+    if let Some(d) = snap::diff(&ks, &ux, q) {
         return Err(format!("unionfs over the kernel's upper shows another tree (- before, + now):\n{d}"));
     }
     // Each upper as the top lower layer of a new mount (after the swap above: kernel
@@ -313,14 +365,13 @@ fn run(layers: &[Layer], v: &Variant, ops: &[Op], tally: &mut Tally) -> Result<(
     pair.rotate(v.kernel, v.union);
     let (kr, ur) = pair.roots();
     let (kr2, ur2) = (snap::take(&kr, None), snap::take(&ur, None));
-    let q = snap::Quirks { both_ways: true, ..q };
+    let q = snap::Quirks { both_ways: true, ..*q };
     if let Some(d) = snap::diff(&kr2, &ur2, &q) {
         return Err(format!(
             "with the uppers as lower layers, the trees differ (- kernel overlayfs over unionfs's upper, + unionfs \
              over the kernel's):\n{d}"
         ));
     }
-    pair.unmount();
     Ok(())
 }
 
@@ -390,14 +441,19 @@ fn variant(v: &Variant) {
         }
     }
     println!(
-        "difftest {}: {seeds} seeds x {n} ops, {} failed; {} reads through descriptors opened before a copy-up saw \
-         the data of their open (passthrough); {} changes through descriptors of files with several names came \
-         after link-ups of every name (index); {} renames between two names of one file did nothing (POSIX)",
+        "difftest {}: {seeds} seeds x {n} ops, {} failed, {} steps compared; {} reads through descriptors opened \
+         before a copy-up saw the data of their open (passthrough); {} changes through descriptors of files with \
+         several names came after link-ups of every name (index); {} renames between two names of one file did \
+         nothing (POSIX); {} sequences ended where kernel overlayfs split a file into two inodes, {} steps not run \
+         (rootless)",
         v.name,
         failures.len(),
+        tally.steps,
         tally.stale_reads,
         tally.linked_first,
-        tally.posix_renames
+        tally.posix_renames,
+        tally.kernel_splits,
+        tally.split_steps
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -435,4 +491,26 @@ fn random_sequences_match_kernel_overlayfs_nopassthrough() {
     need_fuse!();
     need_root!();
     variant(&NOPASSTHROUGH);
+}
+
+/// Set in the inner run of [`random_sequences_match_kernel_overlayfs_rootless`].
+const IN_USERNS: &str = "UNIONFS_DIFF_IN_USERNS";
+
+/// Rootless: as root, re-runs itself as the test user in a user namespace (its own uid
+/// mapped to root, its subordinate ids to 1…, a mount namespace of its own), where kernel
+/// overlayfs mounts with `userxattr` and unionfs mounts `/dev/fuse` itself, both writing
+/// `user.overlay.*`, with the owners the layers give (root and subordinate ids).
+#[test]
+fn random_sequences_match_kernel_overlayfs_rootless() {
+    need_fuse!();
+    need_root!();
+    if std::env::var_os(IN_USERNS).is_some() {
+        variant(&ROOTLESS);
+        return;
+    }
+    let out = common::run_test_in_userns("random_sequences_match_kernel_overlayfs_rootless", IN_USERNS);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    print!("{stdout}");
+    assert!(out.status.success(), "the run in a user namespace failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("difftest rootless:"), "the run in a user namespace ran no sequence:\n{stdout}\n{stderr}");
 }

@@ -12,19 +12,38 @@ use std::path::Path;
 /// One look at a mount.
 pub struct Snapshot {
     pub lines: BTreeMap<String, String>,
+    /// Each name's `st_ino`.
     pub inos: HashMap<String, u64>,
+    /// Which object each name is: its `st_ino`, or (see [`take_by_upper`]) its upper
+    /// inode's number.
+    pub objects: HashMap<String, (bool, u64)>,
 }
 
 pub fn take(root: &Path, before: Option<&Snapshot>) -> Snapshot {
-    let mut s = Snapshot { lines: BTreeMap::new(), inos: HashMap::new() };
+    take_by_upper(root, before, None)
+}
+
+/// [`take`], where the names present in `upper` are told apart by their upper inode rather
+/// than by `st_ino`. For kernel overlayfs in a user namespace (`userxattr`), which cannot
+/// decode the origin it records: a copied-up file keeps its lower file's `st_ino` only while
+/// its dentry stays cached, and a name looked up afresh (a new hard link, which the kernel
+/// drops to look up again) shows the upper's, so two names of one file can show two numbers
+/// (README, semantics; unionfs gives them one, which the comparison still checks).
+pub fn take_by_upper(root: &Path, before: Option<&Snapshot>, upper: Option<&Path>) -> Snapshot {
+    let mut s = Snapshot { lines: BTreeMap::new(), inos: HashMap::new(), objects: HashMap::new() };
     let mut dinos: HashMap<String, u64> = HashMap::new();
     walk(root, root, &mut s, &mut dinos);
+    for (n, ino) in &s.inos {
+        let in_upper = upper.and_then(|u| std::fs::symlink_metadata(u.join(n)).ok());
+        s.objects.insert(n.clone(), in_upper.map_or((false, *ino), |m| (true, m.ino())));
+    }
     // Names sharing an inode are named after the first of them.
-    let mut first: HashMap<u64, String> = HashMap::new();
+    let mut first: HashMap<(bool, u64), String> = HashMap::new();
     let names: Vec<String> = s.lines.keys().cloned().collect();
     for n in &names {
         let Some(&ino) = s.inos.get(n) else { continue };
-        let class = first.entry(ino).or_insert_with(|| n.clone()).clone();
+        let object = s.objects[n];
+        let class = first.entry(object).or_insert_with(|| n.clone()).clone();
         let line = s.lines.get_mut(n).unwrap();
         if class != *n {
             line.push_str(&format!(" same-inode-as={class}"));
@@ -42,6 +61,22 @@ pub fn take(root: &Path, before: Option<&Snapshot>) -> Snapshot {
         }
     }
     s
+}
+
+/// Two names of one object (by [`Snapshot::objects`]) that show different `st_ino`, if any:
+/// kernel overlayfs in a user namespace after a hard link to a copied-up lower file (see
+/// [`take_by_upper`]).
+pub fn split(s: &Snapshot) -> Option<(String, String)> {
+    let mut seen: HashMap<(bool, u64), (&String, u64)> = HashMap::new();
+    let mut names: Vec<&String> = s.objects.keys().collect();
+    names.sort();
+    for n in names {
+        let (first, ino) = *seen.entry(s.objects[n]).or_insert((n, s.inos[n]));
+        if ino != s.inos[n] {
+            return Some((first.clone(), n.clone()));
+        }
+    }
+    None
 }
 
 fn xattrs(p: &Path) -> String {
@@ -118,6 +153,7 @@ fn rel(root: &Path, p: &Path) -> String {
 ///
 /// After the uppers were swapped (`both_ways`), the kernel's on-disk "now" may show on
 /// either side.
+#[derive(Clone, Copy)]
 pub struct Quirks {
     pub mtime_quirk: bool,
     pub both_ways: bool,
