@@ -65,9 +65,9 @@ pub enum Op {
     Chown(String, (u32, u32)),
     /// Explicit times, or now.
     Utimes(String, Option<i64>),
-    /// `user.` (true) or `trusted.` attribute, with a value.
-    SetXattr(String, bool, String),
-    RemoveXattr(String, bool),
+    /// An attribute (one of [`XATTR_NAMES`]), with a value.
+    SetXattr(String, &'static str, String),
+    RemoveXattr(String, &'static str),
     Mkfifo(String),
     Stat(String),
     Open(usize, String, OpenKind),
@@ -121,9 +121,11 @@ fn now() -> Timestamps {
     Timestamps { last_access: at, last_modification: at }
 }
 
-fn xname(user: bool) -> &'static str {
-    if user { "user.t" } else { "trusted.t" }
-}
+/// The attributes set and removed by path: a user's, a `trusted.` one (root's only), and
+/// an overlay marker's name, which is a user's own as root (kernel overlayfs's `trusted.`
+/// markers) and is stored escaped (`user.overlay.overlay.opaque`) by a rootless mount, so
+/// that it marks nothing when the upper becomes a lower layer.
+pub const XATTR_NAMES: [&str; 3] = ["user.t", "trusted.t", "user.overlay.opaque"];
 
 /// What `fstat` of an object shows that must agree (numbers that are the mount's own, such
 /// as `st_ino` and `st_dev`, are compared as classes elsewhere).
@@ -191,10 +193,10 @@ pub fn apply(root: &Path, fds: &mut Fds, op: &Op) -> String {
             let t = t.map_or_else(now, ts);
             done(rustix::fs::utimensat(CWD, p(f).as_c_str(), &t, AtFlags::SYMLINK_NOFOLLOW))
         }
-        Op::SetXattr(f, user, v) => {
-            done(rustix::fs::lsetxattr(p(f).as_c_str(), xname(*user), v.as_bytes(), XattrFlags::empty()))
+        Op::SetXattr(f, name, v) => {
+            done(rustix::fs::lsetxattr(p(f).as_c_str(), *name, v.as_bytes(), XattrFlags::empty()))
         }
-        Op::RemoveXattr(f, user) => done(rustix::fs::lremovexattr(p(f).as_c_str(), xname(*user))),
+        Op::RemoveXattr(f, name) => done(rustix::fs::lremovexattr(p(f).as_c_str(), *name)),
         Op::Mkfifo(f) => {
             done(rustix::fs::mknodat(CWD, p(f).as_c_str(), rustix::fs::FileType::Fifo, Mode::from(0o644), 0))
         }

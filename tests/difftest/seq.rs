@@ -2,7 +2,7 @@
 //! sequence of operations over a small namespace, so that names collide with what the
 //! layers hold and with each other.
 
-use crate::ops::{Op, OpenKind};
+use crate::ops::{Op, OpenKind, XATTR_NAMES};
 
 /// SplitMix64: a small, seedable generator (the sequence must be the same on every machine).
 pub struct Rng(u64);
@@ -189,8 +189,8 @@ fn op(r: &mut Rng) -> Op {
         46..48 => Op::Chown(path(r), *r.pick(&[(1000, 1000), (0, 1001), (u32::MAX, u32::MAX), (u32::MAX, 1000)])),
         48..50 => Op::Utimes(path(r), Some(time(r))),
         50..51 => Op::Utimes(path(r), None),
-        51..53 => Op::SetXattr(path(r), r.below(2) == 0, r.below(3).to_string()),
-        53..54 => Op::RemoveXattr(path(r), r.below(2) == 0),
+        51..53 => Op::SetXattr(path(r), XATTR_NAMES[r.below(3) as usize], r.pick(&["0", "1", "y"]).to_string()),
+        53..54 => Op::RemoveXattr(path(r), XATTR_NAMES[r.below(3) as usize]),
         54..55 => Op::Mkfifo(path(r)),
         55..60 => Op::Open(slot, path(r), *r.pick(&OpenKind::ALL)),
         60..65 => Op::Read(slot),
