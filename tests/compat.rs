@@ -258,11 +258,7 @@ fn mount_t_fuse_unionfs_when_installed() {
             })
         });
     if installed.is_none() || !Path::new("/sbin/mount.fuse3").exists() {
-        if std::env::var("UNIONFS_REQUIRE_INSTALL").as_deref() == Ok("1") {
-            panic!("unionfs is not installed (scripts/install.sh) but UNIONFS_REQUIRE_INSTALL=1");
-        }
-        eprintln!("skipped: unionfs is not installed in a system bin directory (scripts/install.sh)");
-        return;
+        skip!("unionfs is not installed in a system bin directory (scripts/install.sh)");
     }
     let s = Stack::fixture("basic");
     let st = Command::new("mount")

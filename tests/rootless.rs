@@ -13,10 +13,9 @@ const DIR_ENV: &str = "UNIONFS_ROOTLESS_DIR";
 
 /// The unprivileged half, started by `rootless_upper_reads_the_same_in_kernel_overlayfs`.
 #[test]
+#[ignore = "the unprivileged half of rootless_upper_reads_the_same_in_kernel_overlayfs, which runs it as the test user"]
 fn rootless_inner() {
-    let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else {
-        return; // Only meaningful when started as the test user by the test below.
-    };
+    let dir = std::env::var_os(DIR_ENV).map(PathBuf::from).expect("started as the test user by its outer test");
     assert!(!is_root(), "must run as the unprivileged test user");
     let lowers = unionfs::fixture::build(&repo().join("layers-fixtures/oracle"), &dir.join("layers")).unwrap();
     let lower_arg = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
@@ -85,8 +84,9 @@ fn rootless_upper_reads_the_same_in_kernel_overlayfs() {
 /// As the test user: lowers carrying `.wh.` whiteouts are read, and what only root may do
 /// fails with EPERM (not EIO) and copies nothing up.
 #[test]
+#[ignore = "the unprivileged half of rootless_permissions, which runs it as the test user"]
 fn rootless_permissions_inner() {
-    let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else { return };
+    let dir = std::env::var_os(DIR_ENV).map(PathBuf::from).expect("started as the test user by its outer test");
     assert!(!is_root());
     let lowers = unionfs::fixture::build(&repo().join("layers-fixtures/basic"), &dir.join("layers")).unwrap();
     let lower_arg = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
@@ -161,8 +161,9 @@ const LAYER_ENV: &str = "UNIONFS_ROOTLESS_LAYER";
 /// As the test user, over a lower layer root prepared: a user's mount gives them no more
 /// than they had on the layers.
 #[test]
+#[ignore = "the unprivileged half of rootless_mount_gives_no_more_than_the_layers, which runs it as the test user"]
 fn rootless_no_more_than_the_layers_inner() {
-    let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else { return };
+    let dir = std::env::var_os(DIR_ENV).map(PathBuf::from).expect("started as the test user by its outer test");
     let lower = PathBuf::from(std::env::var_os(LAYER_ENV).unwrap());
     assert!(!is_root());
     let mnt = dir.join("mnt");
@@ -221,8 +222,9 @@ fn rootless_mount_gives_no_more_than_the_layers() {
 /// As the test user: the upper unionfs wrote, mounted by kernel overlayfs inside a user
 /// namespace (`unshare -Urm`, `userxattr`), shows the same tree.
 #[test]
+#[ignore = "the unprivileged half of rootless_kernel_userns, which runs it as the test user"]
 fn rootless_kernel_userns_inner() {
-    let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else { return };
+    let dir = std::env::var_os(DIR_ENV).map(PathBuf::from).expect("started as the test user by its outer test");
     if std::env::var_os("UNIONFS_IN_USERNS").is_some() {
         // Inside `unshare -Urm`: mount kernel overlayfs and dump the tree.
         let l = ["l1", "l2", "l3"].iter().map(|x| dir.join("layers").join(x).display().to_string()).collect::<Vec<_>>();
@@ -267,10 +269,11 @@ fn rootless_kernel_userns_inner() {
     let out = Command::new("unshare")
         .args(["-Urm", "--"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "rootless_kernel_userns_inner", "--nocapture", "--test-threads=1"])
+        .args(one_test("rootless_kernel_userns_inner"))
         .env("UNIONFS_IN_USERNS", "1")
         .output()
         .unwrap();
+    let out = ran_one("rootless_kernel_userns_inner", out);
     assert!(out.status.success(), "unshare: {}", String::from_utf8_lossy(&out.stderr));
     let kernel = std::fs::read_to_string(dir.join("kernel.tree")).unwrap();
     assert_eq!(kernel, ours, "kernel overlayfs in a user namespace reads the rootless upper differently");
@@ -288,8 +291,9 @@ fn rootless_kernel_userns() {
 
 /// As the test user: the manager with its default state root, ~/.local/share/unionfs.
 #[test]
+#[ignore = "the unprivileged half of rootless_manager, which runs it as the test user"]
 fn rootless_manager_inner() {
-    let Some(dir) = std::env::var_os(DIR_ENV).map(PathBuf::from) else { return };
+    let dir = std::env::var_os(DIR_ENV).map(PathBuf::from).expect("started as the test user by its outer test");
     let home = dir.join("home");
     std::fs::create_dir(&home).unwrap();
     let fx = unionfs::fixture::build(&repo().join("layers-fixtures/springpetclinic"), &dir.join("fx")).unwrap();

@@ -33,11 +33,11 @@ impl UringOn {
     fn new() -> Option<UringOn> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let Ok(before) = std::fs::read_to_string(PARAM) else {
-            eprintln!("skipped: this kernel has no FUSE over io_uring ({PARAM})");
+            common::skip(&format!("this kernel has no FUSE over io_uring ({PARAM})"));
             return None;
         };
         if std::fs::write(PARAM, "Y").is_err() {
-            eprintln!("skipped: cannot switch {PARAM} on (needs root)");
+            common::skip(&format!("cannot switch {PARAM} on (needs root)"));
             return None;
         }
         Some(UringOn { before: before.trim().to_string(), _serial: serial })

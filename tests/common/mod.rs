@@ -43,16 +43,37 @@ pub fn fuse_available() -> bool {
     dev && (is_root() || Path::new("/usr/bin/fusermount3").exists() || Path::new("/bin/fusermount3").exists())
 }
 
-/// Skips the test (returns) when FUSE is unusable, or fails it if `UNIONFS_REQUIRE_FUSE=1`.
+/// The switch that refuses skips: under `UNIONFS_TEST_REQUIRE=all` (the test command sets it)
+/// a test that cannot run here fails instead of passing without having run.
+pub const REQUIRE_ENV: &str = "UNIONFS_TEST_REQUIRE";
+
+/// What a test that cannot run here does before it returns: says why on the terminal (past
+/// the test harness's capture, so a skip never reads as a plain pass), or, under
+/// [`REQUIRE_ENV`]`=all`, fails.
+pub fn skip(reason: &str) {
+    if std::env::var(REQUIRE_ENV).as_deref() == Ok("all") {
+        panic!("this test cannot run here: {reason} ({REQUIRE_ENV}=all refuses skips)");
+    }
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("a test").to_string();
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {name}: {reason}");
+}
+
+/// Skips the test (see [`skip`]) with a reason, and returns.
+#[macro_export]
+macro_rules! skip {
+    ($($reason:tt)*) => {{
+        $crate::common::skip(&format!($($reason)*));
+        return;
+    }};
+}
+
+/// Skips the test when FUSE is unusable here.
 #[macro_export]
 macro_rules! need_fuse {
     () => {
         if !$crate::common::fuse_available() {
-            if std::env::var("UNIONFS_REQUIRE_FUSE").as_deref() == Ok("1") {
-                panic!("FUSE is not usable here but UNIONFS_REQUIRE_FUSE=1");
-            }
-            eprintln!("skipped: FUSE is not usable here");
-            return;
+            $crate::skip!("FUSE is not usable here (/dev/fuse, fusermount3)");
         }
     };
 }
@@ -62,8 +83,7 @@ macro_rules! need_fuse {
 macro_rules! need_root {
     () => {
         if !$crate::common::is_root() {
-            eprintln!("skipped: needs root");
-            return;
+            $crate::skip!("it needs root");
         }
     };
 }
@@ -452,11 +472,25 @@ fn make_test_user() -> (u32, u32) {
 pub fn run_test_as_user(name: &str, uid: u32, gid: u32, env: &[(&str, &Path)]) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]).uid(uid).gid(gid).env_remove("XDG_RUNTIME_DIR");
+    cmd.args(one_test(name)).uid(uid).gid(gid).env_remove("XDG_RUNTIME_DIR");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    ran_one(name, cmd.output().unwrap())
+}
+
+/// The arguments that make a test binary run its test `name` alone, ignored or not (the
+/// unprivileged halves are `#[ignore]`d: they run only when their outer test starts them).
+pub fn one_test(name: &str) -> [&str; 5] {
+    ["--exact", name, "--include-ignored", "--nocapture", "--test-threads=1"]
+}
+
+/// `out`, after checking that a run that exited 0 did run its one test (a name that
+/// matched nothing would pass without running anything).
+pub fn ran_one(name: &str, out: std::process::Output) -> std::process::Output {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() || stdout.contains(" 1 passed;"), "the inner test {name} did not run:\n{stdout}");
+    out
 }
 
 /// The first block of subordinate ids the test user has in `file` (`/etc/subuid` or
@@ -487,12 +521,12 @@ pub fn run_test_in_userns(name: &str, flag: &str) -> std::process::Output {
         .arg(format!("--map-groups={}", map("/etc/subgid")))
         .args(["--mount", "--"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .args(one_test(name))
         .uid(uid)
         .gid(gid)
         .env_remove("XDG_RUNTIME_DIR")
         .env(flag, "1");
-    cmd.output().unwrap()
+    ran_one(name, cmd.output().unwrap())
 }
 
 /// A scratch directory the test user owns.
