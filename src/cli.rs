@@ -456,31 +456,17 @@ pub fn sandbox(a: &SandboxArgs) -> Result<u8, Error> {
     })
 }
 
-/// Runs a parsed command line; returns the exit code.
+/// Runs a parsed command line; returns the exit code (`check` and `sandbox` have their own,
+/// every other command 0, or an error).
 pub fn run_code(cli: Cli) -> Result<u8, Error> {
-    if let Cmd::Sandbox(a) = &cli.command {
-        return sandbox(a);
-    }
-    if let Cmd::Check(a) = &cli.command {
-        // 0 clean, 1 problems remain, 2 the check itself failed.
-        return Ok(check(a).unwrap_or_else(|e| {
-            eprintln!("unionfs: {e}");
-            2
-        }));
-    }
-    run(cli).map(|()| 0)
-}
-
-/// Runs a parsed command line.
-pub fn run(cli: Cli) -> Result<(), Error> {
     use crate::manager as m;
     // Deep trees (layers, imports being cleaned up) are walked one descriptor per level.
     crate::sys::proc::raise_nofile_limit();
     let root = cli.root.as_deref();
     let out = match cli.command {
-        Cmd::Mount(a) => return mount(a.request(cli.debug)),
-        Cmd::Umount(u) => return crate::daemon::umount(&u.mountpoint, u.lazy),
-        Cmd::BuildLayers(b) => return crate::fixture::build(&b.fixture, &b.dest).map(|_| ()),
+        Cmd::Mount(a) => return mount(a.request(cli.debug)).map(|()| 0),
+        Cmd::Umount(u) => return crate::daemon::umount(&u.mountpoint, u.lazy).map(|()| 0),
+        Cmd::BuildLayers(b) => return crate::fixture::build(&b.fixture, &b.dest).map(|_| 0),
         Cmd::Run(a) => {
             m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, a.limits(), true)?
         }
@@ -495,6 +481,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Diff(a) => {
             let out = m::diff(root, &a.name, a.z)?;
             return std::io::Write::write_all(&mut std::io::stdout().lock(), &out)
+                .map(|()| 0)
                 .map_err(|e| Error::io("cannot write the changes", e));
         }
         Cmd::Commit(a) => m::commit(root, &a.name, &a.image)?,
@@ -508,22 +495,17 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Info => m::info(root)?,
         Cmd::Df(a) => m::df(root, a.verbose)?,
         Cmd::Stats(a) => stats(&a)?,
+        // 0 clean, 1 problems remain, 2 the check itself failed.
         Cmd::Check(a) => {
-            if check(&a)? != 0 {
-                return Err(Error::msg("problems remain"));
-            }
-            String::new()
+            return Ok(check(&a).unwrap_or_else(|e| {
+                eprintln!("unionfs: {e}");
+                2
+            }));
         }
-        Cmd::Sandbox(a) => {
-            let code = sandbox(&a)?;
-            if code != 0 {
-                return Err(Error::msg(format!("the command exited with {code}")));
-            }
-            String::new()
-        }
+        Cmd::Sandbox(a) => return sandbox(&a),
     };
     print!("{out}");
-    Ok(())
+    Ok(0)
 }
 
 /// `unionfs stats`: reads the counters the daemon serves on the mount's root.

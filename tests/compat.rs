@@ -205,6 +205,7 @@ fn xattr_permissions_keep_owner_and_mode_in_an_xattr() {
     need_fuse!();
     let s = Stack::empty(1);
     write(s.lower(0).join("f"), "x");
+    write(s.lower(0).join("g"), "y");
     let (m, _) = compat_mount(&["-o", &format!("{},xattr_permissions=2", opts(&s)), s.mnt.to_str().unwrap()], &s.mnt);
     let real_owner = std::fs::metadata(s.lower(0).join("f")).unwrap().uid();
     let me = rustix::process::geteuid().as_raw();
@@ -222,6 +223,18 @@ fn xattr_permissions_keep_owner_and_mode_in_an_xattr() {
     assert!(!listxattr(&s.m("f")).iter().any(|n| n.contains("override_stat")), "the override is not shown");
     std::fs::create_dir(s.m("d")).unwrap();
     assert!(getxattr(&s.u("d"), "user.containers.override_stat").is_some(), "new objects get one too");
+    // A removed file still open shows its override through the descriptor, as before: one
+    // copied up, and one removed from the lower layer (whose override an engine wrote).
+    setxattr(&s.lower(0).join("g"), "user.containers.override_stat", format!("{target}:{target}:0640").as_bytes())
+        .unwrap();
+    // (The lower file shows its own link count, 1, as through kernel overlayfs.)
+    for (name, mode, nlink) in [("f", 0o751, 0), ("g", 0o640, 1)] {
+        let open = std::fs::File::open(s.m(name)).unwrap();
+        assert_eq!(open.metadata().unwrap().mode() & 0o7777, mode, "{name} before");
+        std::fs::remove_file(s.m(name)).unwrap();
+        let st = open.metadata().unwrap();
+        assert_eq!((st.uid(), st.mode() & 0o7777, st.nlink()), (target, mode, nlink), "fstat of the removed {name}");
+    }
     m.unmount();
 }
 

@@ -236,7 +236,7 @@ impl UnionFs {
     }
 
     fn entry(&self, node: &Arc<Node>, st: &Stat) -> Entry {
-        Entry { ino: node.ino, attr: self.attr_for(node, st), revalidate: false }
+        Entry { ino: node.ino, attr: self.attr_overridden(node, st), revalidate: false }
     }
 
     /// Makes sure the directories above a volume's mount point exist in the merged view

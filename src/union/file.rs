@@ -98,7 +98,7 @@ impl UnionFs {
         {
             node.cache_xattrs(Vec::new());
         }
-        let entry = Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate: false };
+        let entry = Entry { ino: node.ino, attr: self.attr_overridden(&node, &st), revalidate: false };
         let fh = self.handles.insert(FileHandle::new(node, fd, true));
         Ok((entry, Opened { fh, keep_cache: true }))
     }
@@ -129,7 +129,7 @@ impl UnionFs {
         node.set_orphan(open::open_path_of(fd.as_fd())?);
         self.inodes.retire(&node);
         node.cache_xattrs(Vec::new());
-        let entry = Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate: false };
+        let entry = Entry { ino: node.ino, attr: self.attr_overridden(&node, &st), revalidate: false };
         let fh = self.handles.insert(FileHandle::new(node, fd, true));
         Ok((entry, Opened { fh, keep_cache: true }))
     }

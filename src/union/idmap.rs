@@ -111,6 +111,19 @@ impl OverrideStat {
         Some(OverrideStat { uid, gid, mode })
     }
 
+    /// The override stored in attribute `name` of `target`, if any (a symlink has none: its
+    /// owner and mode are its own).
+    pub fn read(
+        target: crate::sys::xattr::XTarget<'_>,
+        name: &std::ffi::CStr,
+        kind: crate::sys::stat::FileKind,
+    ) -> Option<OverrideStat> {
+        if kind == crate::sys::stat::FileKind::Symlink {
+            return None;
+        }
+        OverrideStat::parse(&crate::sys::xattr::get(target, name).ok()??)
+    }
+
     /// The xattr value (without a type: it never changes).
     pub fn render(&self) -> String {
         format!("{}:{}:{:04o}", self.uid, self.gid, self.mode & 0o7777)

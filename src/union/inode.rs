@@ -17,7 +17,7 @@ use crate::union::copy_up::Data;
 use crate::union::fileattr::Change;
 use crate::union::node::{Node, flag};
 use crate::union::tables::Handle;
-use crate::union::{Attr, Ctx, UnionFs, whiteout};
+use crate::union::{Attr, UnionFs, whiteout};
 
 /// A writer without `CAP_FSETID`, whose write or truncate clears set-id bits (the kernel
 /// leaves this to the daemon: `FUSE_HANDLE_KILLPRIV_V2`).
@@ -189,11 +189,12 @@ impl UnionFs {
                 _ => self.handles.file_of(node.ino),
             };
             if let Some(f) = h {
-                return Ok(self.attr_of(&node, &stat::fstat(self.read_fd(&f)?)?));
+                let fd = self.read_fd(&f)?;
+                return Ok(self.attr_overridden_fd(&node, fd, &stat::fstat(fd)?));
             }
         }
         let st = self.stat_node(&node)?;
-        Ok(self.attr_for(&node, &st))
+        Ok(self.attr_overridden(&node, &st))
     }
 
     /// `setattr`: chmod, chown, truncate, utimens; and, with nothing to set, the kernel's
@@ -294,7 +295,7 @@ impl UnionFs {
             if sa.atime.is_some() || sa.mtime.is_some() {
                 crate::sys::fs::futimens(fd, sa.atime.unwrap_or(SetTime::Omit), sa.mtime.unwrap_or(SetTime::Omit))?;
             }
-            return Ok(self.attr_for(&node, &stat::fstat(fd)?));
+            return Ok(self.attr_overridden(&node, &stat::fstat(fd)?));
         }
         let st = self.stable(|| {
             let r = self.upper_real(&node)?;
@@ -314,7 +315,7 @@ impl UnionFs {
             }
             stat::statat(dir, &r.name)
         })?;
-        Ok(self.attr_for(&node, &st))
+        Ok(self.attr_overridden(&node, &st))
     }
 
     /// `readlink`.
@@ -346,34 +347,6 @@ impl UnionFs {
             Some(q) => q.limit_statfs(fs),
             None => fs,
         })
-    }
-
-    /// `access`: the permission check for mounts where the kernel does not do it.
-    pub fn access(&self, ctx: Ctx, ino: u64, mask: i32) -> Res<()> {
-        let attr = self.getattr(ino, None)?;
-        if mask == libc::F_OK {
-            return Ok(());
-        }
-        if mask & libc::W_OK != 0 && self.layers.upper.is_none() {
-            return Err(Errno::EROFS);
-        }
-        if ctx.uid == 0 {
-            // Root may do anything but execute a file nobody may execute.
-            if mask & libc::X_OK != 0 && attr.kind != FileKind::Directory && attr.perm & 0o111 == 0 {
-                return Err(Errno::EACCES);
-            }
-            return Ok(());
-        }
-        let shift = if ctx.uid == attr.uid {
-            6
-        } else if ctx.gid == attr.gid {
-            3
-        } else {
-            0
-        };
-        let have = (attr.perm >> shift) & 7;
-        let want = (mask as u32) & 7;
-        if have & want == want { Ok(()) } else { Err(Errno::EACCES) }
     }
 
     /// `getxattr`. The union's own markers do not exist in the merged view; a user's

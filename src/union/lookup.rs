@@ -730,7 +730,7 @@ impl UnionFs {
         let (node, st) = self.intern(&dir, name, found)?;
         self.maybe_reclaim();
         let revalidate = !node.is_dir() && ((!node.has_upper() && st.nlink > 1) || node.has(flag::INDEXED));
-        Ok(Entry { ino: node.ino, attr: self.attr_for(&node, &st), revalidate })
+        Ok(Entry { ino: node.ino, attr: self.attr_overridden(&node, &st), revalidate })
     }
 
     /// `forget`: the kernel dropped `n` references to `ino`.

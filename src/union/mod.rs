@@ -79,6 +79,7 @@ use std::sync::{Arc, OnceLock};
 use crate::error::{Errno, Error, Res};
 use crate::sys::open::{self, OFlags};
 use crate::sys::stat::{self, FileKind, Stat, Timespec};
+use crate::sys::xattr::XTarget;
 use layer::{Layers, LowerIdx};
 use node::{DirLayer, DirLower, Identity, Loc, Lower, Node, NodeSpec, flag};
 use tables::{DirFdCache, HandleTable, InodeTable, Side};
@@ -745,8 +746,9 @@ impl UnionFs {
         self.real(node)
     }
 
-    /// Attributes of `node` from the real object's status: ids as the mount shows them.
-    pub(crate) fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
+    /// Attributes of `node` from the real object's status alone: ids as the mount maps them,
+    /// the mode as stored (callers show [`UnionFs::attr_overridden`]).
+    fn attr_from_stat(&self, node: &Node, st: &Stat) -> Attr {
         // Kernel overlayfs's "merge" type: a directory with an upper and a lower part, or with
         // parts in more than one lower layer; it reports one link, not the real count.
         let merged = node.is_dir()
@@ -769,11 +771,22 @@ impl UnionFs {
         }
     }
 
-    /// [`UnionFs::attr_of`], with owner and mode from the `override_stat` xattr when the mount
-    /// keeps them there.
-    pub(crate) fn attr_for(&self, node: &Arc<Node>, st: &Stat) -> Attr {
-        let mut a = self.attr_of(node, st);
-        if let Some(o) = self.override_of(node) {
+    /// What the mount shows of `node`, whose real object has status `st`: owner and mode from
+    /// the `override_stat` xattr when the mount keeps them there.
+    pub(crate) fn attr_overridden(&self, node: &Arc<Node>, st: &Stat) -> Attr {
+        self.with_override(self.attr_from_stat(node, st), self.override_of(node))
+    }
+
+    /// [`UnionFs::attr_overridden`] for an object reached only through an open descriptor
+    /// `fd` of it (removed while open), with its status `st`.
+    pub(crate) fn attr_overridden_fd(&self, node: &Node, fd: std::os::fd::BorrowedFd<'_>, st: &Stat) -> Attr {
+        let over = self.opts.override_stat.and_then(|name| idmap::OverrideStat::read(XTarget::Fd(fd), name, node.kind));
+        self.with_override(self.attr_from_stat(node, st), over)
+    }
+
+    /// `a` with owner and mode from `over`, if any.
+    fn with_override(&self, mut a: Attr, over: Option<idmap::OverrideStat>) -> Attr {
+        if let Some(o) = over {
             a.uid = o.uid;
             a.gid = o.gid;
             a.perm = o.mode;
@@ -784,14 +797,8 @@ impl UnionFs {
     /// The `override_stat` of a node, if the mount uses them and it has one.
     pub(crate) fn override_of(&self, node: &Arc<Node>) -> Option<idmap::OverrideStat> {
         let name = self.opts.override_stat?;
-        if node.kind == FileKind::Symlink {
-            return None;
-        }
         let r = self.real(node).ok()?;
-        let v =
-            crate::sys::xattr::get(crate::sys::xattr::XTarget::At(std::os::fd::AsFd::as_fd(&*r.dir), &r.name), name)
-                .ok()??;
-        idmap::OverrideStat::parse(&v)
+        idmap::OverrideStat::read(XTarget::At(std::os::fd::AsFd::as_fd(&*r.dir), &r.name), name, node.kind)
     }
 
     /// Status of the node's visible real object.
