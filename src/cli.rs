@@ -322,7 +322,8 @@ pub struct MountArgs {
     /// default as root; nouring: /dev/fuse only),
     /// spin=MICROS (an idle reader polls /dev/fuse that long for the next request before
     /// sleeping; 0 or nospin: never), prefetch=N (threads reading directories ahead of tree
-    /// walks, default 4; 0 or noprefetch: none),
+    /// walks, default 4; 0 or noprefetch: none), threads=N (workers reading /dev/fuse,
+    /// default twice the CPUs, 4 to 16),
     /// max_nodes=N (inodes remembered, default 100000), redirect_dir=off
     /// (renaming a directory with lower parts fails with EXDEV instead of recording a
     /// redirect), metacopy=on (chmod/chown/utimes/xattr changes copy no data until a write),

@@ -77,6 +77,9 @@ pub const DEFAULT_SPIN_US: u64 = 0;
 pub const MAX_SPIN_US: u64 = 10_000;
 /// The most `-o prefetch=` accepts (threads).
 pub const MAX_PREFETCH_THREADS: usize = 64;
+/// The most `-o threads=` accepts (the pool still grows past it while every worker is stuck
+/// on a layer).
+pub const MAX_WORKER_THREADS: usize = 64;
 
 /// Mount flags and behaviour chosen with `-o`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,6 +138,9 @@ pub struct MountOptions {
     /// `prefetch=N`: threads reading directories ahead of tree walks (`Some(0)`: none;
     /// `None`: the default, [`crate::union::prefetch::DEFAULT_THREADS`]).
     pub prefetch: Option<usize>,
+    /// `threads=N`: workers reading requests from `/dev/fuse` (`None`: the default, twice
+    /// the CPUs, 4 to 16).
+    pub threads: Option<usize>,
     /// `max_nodes=N`: how many inodes the daemon remembers before asking the kernel to
     /// forget the least recently used (memory bound; `None`: the default).
     pub max_nodes: Option<usize>,
@@ -284,6 +290,10 @@ impl MountOptions {
                     _ => bad(),
                 },
                 ("noprefetch", None) => self.prefetch = Some(0),
+                ("threads", Some(v)) => match v.parse::<usize>() {
+                    Ok(n) if (1..=MAX_WORKER_THREADS).contains(&n) => self.threads = Some(n),
+                    _ => bad(),
+                },
                 _ => self.unknown.push(opt.clone()),
             }
         }
@@ -673,6 +683,9 @@ mod tests {
         assert_eq!(o.prefetch, Some(2));
         o.apply("noprefetch");
         assert_eq!(o.prefetch, Some(0));
+        assert_eq!(o.threads, None);
+        o.apply("threads=3");
+        assert_eq!(o.threads, Some(3));
         o.apply("spin=80");
         assert!(!o.wants_uring(true), "spinning readers serve /dev/fuse");
         o.apply("spin=0");

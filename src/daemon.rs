@@ -216,9 +216,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let mut config = Config::default();
     config.mount_options = mount_options;
     config.acl = if root || cfg.options.allow_other { SessionACL::All } else { SessionACL::Owner };
-    config.n_threads = Some(
-        std::env::var("UNIONFS_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or((sproc::cpus() * 2).clamp(4, 16)),
-    );
+    config.n_threads = Some(cfg.options.threads.unwrap_or((sproc::cpus() * 2).clamp(4, 16)));
     config.clone_fd = true;
     // Requests stuck on a layer (a hung network or FUSE lower) hold their threads; more are
     // started while every one is stuck, so the rest of the mount keeps being served.
@@ -293,16 +291,11 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     Ok(())
 }
 
-/// Ring threads per CPU for FUSE over io_uring (`UNIONFS_URING_THREADS` overrides): each keeps
-/// one free slot, so they are how many requests a CPU's callers can have in the daemon at once
-/// before the kernel queues one until some reply (slow requests do not hold threads: they
-/// keep a slot each).
+/// Ring threads per CPU for FUSE over io_uring: each keeps one free slot, so they are how
+/// many requests a CPU's callers can have in the daemon at once before the kernel queues one
+/// until some reply (slow requests do not hold threads: they keep a slot each).
 fn uring_threads_per_cpu() -> usize {
-    std::env::var("UNIONFS_URING_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or((32 / sproc::cpus().max(1)).clamp(4, 8))
+    (32 / sproc::cpus().max(1)).clamp(4, 8)
 }
 
 fn on_signals(

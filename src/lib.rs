@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod error;
 pub mod fixture;
 pub mod fuse;
+pub mod hooks;
 pub mod manager;
 pub mod mounts;
 pub mod outfile;

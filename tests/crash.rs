@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// The hook in `src/union/layer.rs`.
-const FAULT_ENV: &str = "UNIONFS_FAULT_AFTER";
+const FAULT_ENV: &str = unionfs::hooks::FAULT_AFTER;
 
 const BIG: usize = 3 << 20;
 
@@ -129,6 +129,7 @@ fn kernel_agrees(s: &Stack, ours: &str, label: &str) {
 #[test]
 fn a_crash_at_any_upper_mutation_leaves_a_consistent_upper() {
     need_fuse!();
+    need_hooks!();
     if !is_root() {
         common::skip("its comparison with kernel overlayfs needs root (the rest runs)");
     }

@@ -102,7 +102,7 @@ fn slow_reaping_mount(files: usize) -> (Stack, Mount) {
             std::fs::write(dir.join(format!("f{f}")), "x").unwrap();
         }
     }
-    let out = s.mount_command(&[]).env("UNIONFS_REAP_DELAY_MS", "300").output().unwrap();
+    let out = s.mount_command(&[]).env(unionfs::hooks::REAP_DELAY_MS, "300").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = Mount::adopt(&std::fs::canonicalize(&s.mnt).unwrap());
     (s, m)
@@ -113,6 +113,7 @@ fn slow_reaping_mount(files: usize) -> (Stack, Mount) {
 #[test]
 fn removed_directories_leave_the_work_dir_before_the_unmount_returns() {
     need_fuse!();
+    need_hooks!();
     let (s, m) = slow_reaping_mount(5);
     std::fs::remove_dir_all(s.m("t")).unwrap();
     assert!(!listed(&s.mnt, "t"));
@@ -131,6 +132,7 @@ fn removed_directories_leave_the_work_dir_before_the_unmount_returns() {
 #[test]
 fn a_mount_right_after_an_unmount_waits_for_the_old_daemon() {
     need_fuse!();
+    need_hooks!();
     let (s, m) = slow_reaping_mount(1);
     let mnt = m.path.clone();
     std::fs::remove_dir_all(mnt.join("t")).unwrap();

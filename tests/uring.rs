@@ -159,9 +159,10 @@ fn the_daemon_ends_with_the_mount() {
 fn a_failed_ring_set_up_falls_back_to_dev_fuse() {
     need_fuse!();
     need_root!();
+    need_hooks!();
     let Some(_on) = UringOn::new() else { return };
     let s = Stack::fixture("basic");
-    let out = s.mount_command(&["-o", "uring"]).env("UNIONFS_FAULT_URING", "1").output().unwrap();
+    let out = s.mount_command(&["-o", "uring"]).env(unionfs::hooks::FAULT_URING, "1").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = Mount::adopt(&std::fs::canonicalize(&s.mnt).unwrap());
     // INIT accepted io_uring, the rings never came: requests must still be served.

@@ -157,15 +157,6 @@ fn fattr(a: &Attr) -> FileAttr {
     }
 }
 
-/// Which `READDIRPLUS` mode to ask for (measurement knob, see the benchmark).
-fn readdirplus() -> InitFlags {
-    match std::env::var("UNIONFS_READDIRPLUS").as_deref() {
-        Ok("off") => InitFlags::empty(),
-        Ok("on") => InitFlags::FUSE_DO_READDIRPLUS,
-        _ => InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO,
-    }
-}
-
 /// A negative entry: node id 0 tells the kernel to cache "no such name" for the TTL.
 fn negative() -> FileAttr {
     fattr(&Attr {
@@ -346,7 +337,10 @@ impl Filesystem for Fuse {
             // set-id bits are cleared here instead (write, truncate, O_TRUNC; chown clears
             // them in the upper filesystem itself).
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2
-            | readdirplus();
+            // Entries with their attributes for listings, plain READDIR when the kernel
+            // sees them unused.
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
         let have = config.capabilities();
         if let Err(missing) = config.add_capabilities(want & have) {
             debug!("kernel lacks {missing:?}");

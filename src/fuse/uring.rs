@@ -137,9 +137,8 @@ fn start_rings<FS: fuser::Filesystem + 'static>(
     threads_per_cpu: usize,
     threads: &mut Vec<JoinHandle<std::io::Result<()>>>,
 ) -> std::io::Result<()> {
-    if std::env::var_os("UNIONFS_FAULT_URING").is_some() {
-        // Test hook: the ring set-up fails (tests/uring.rs checks the fall-back).
-        return Err(std::io::Error::other("UNIONFS_FAULT_URING is set"));
+    if crate::hooks::fault_uring() {
+        return Err(std::io::Error::other("the test hook UNIONFS_FAULT_URING is set"));
     }
     let cpus = uring::possible_cpus()?;
     let payload = state.payload.load(Ordering::Relaxed);

@@ -88,7 +88,8 @@ pub struct Upper {
     pub durability: Durability,
     /// Whether the filesystem accepts `RENAME_WHITEOUT` (cleared on the first refusal).
     rename_whiteout_ok: AtomicBool,
-    /// Fault injection for crash tests (see [`FAULT_ENV`]): abort before this mutation.
+    /// Fault injection for crash tests (see [`crate::hooks::FAULT_AFTER`]): abort before this
+    /// mutation.
     fault_at: Option<u64>,
     /// Upper-layer mutations made so far (counted only when `fault_at` is set).
     mutations: AtomicU64,
@@ -99,12 +100,6 @@ pub struct Upper {
     /// Removes what removed directories leave in the work dir, off the request path.
     reaper: reap::Reaper,
 }
-
-/// Hidden test hook: with `UNIONFS_FAULT_AFTER=N` in its environment, the daemon aborts
-/// (like `kill -9`: no cleanup, no unmount) right before its N-th upper-layer mutation. The
-/// crash tests use it to stop a mount at every point of a workload and check that what the
-/// upper holds afterwards is always a consistent state.
-pub const FAULT_ENV: &str = "UNIONFS_FAULT_AFTER";
 
 /// How long a mount waits for the upper and work dirs' locks held by another daemon.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -159,7 +154,7 @@ impl Upper {
             dialect,
             durability,
             rename_whiteout_ok: AtomicBool::new(true),
-            fault_at: std::env::var(FAULT_ENV).ok().and_then(|v| v.parse().ok()),
+            fault_at: crate::hooks::fault_after(),
             mutations: AtomicU64::new(0),
             quota: None,
             index: std::sync::OnceLock::new(),

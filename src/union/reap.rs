@@ -31,10 +31,6 @@ use crate::sys::stat::{self, FileKind};
 /// Trees queued for the thread at most; past that, callers remove their own.
 const QUEUE: usize = 1024;
 
-/// Hidden test hook: with `UNIONFS_REAP_DELAY_MS=N` in its environment, the reap thread waits
-/// N ms before each tree, so a test can see trees still queued when it unmounts.
-pub const DELAY_ENV: &str = "UNIONFS_REAP_DELAY_MS";
-
 /// One removal of a directory entry (a non-directory, or an empty directory).
 type RemoveFn<'a> = &'a dyn Fn(BorrowedFd<'_>, &CStr) -> Res<()>;
 
@@ -86,7 +82,7 @@ impl Reaper {
     /// leaves what the next mount removes.
     pub fn start(&self, work: OwnedFd) -> std::io::Result<()> {
         let (tx, rx) = sync_channel::<CString>(QUEUE);
-        let delay = std::env::var(DELAY_ENV).ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_millis);
+        let delay = crate::hooks::reap_delay();
         let t = std::thread::Builder::new().name("reap".into()).spawn(move || {
             if let Err(e) = crate::sys::proc::lower_priority() {
                 tracing::debug!("reap thread keeps its priority: {e}");

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{Mount, Stack, daemon_pid, exits_soon_ms, is_mounted, tree};
-use crate::{need_fuse, need_root};
+use crate::{need_fuse, need_hooks, need_root};
 
-/// The fault hook of `src/union/layer.rs`: abort before upper mutation N.
-const FAULT_ENV: &str = "UNIONFS_FAULT_AFTER";
+/// The fault hook of `src/hooks.rs`: abort before upper mutation N.
+const FAULT_ENV: &str = unionfs::hooks::FAULT_AFTER;
 
 struct Scenario {
     name: &'static str,
@@ -206,6 +206,7 @@ fn sweep(sc: &Scenario) -> usize {
 fn a_crash_at_any_step_of_a_multi_step_operation_leaves_the_tree_before_or_after_it() {
     need_fuse!();
     need_root!();
+    need_hooks!();
     for sc in SCENARIOS {
         let n = sweep(sc);
         eprintln!("{}: {} fault points, each remount before or after", sc.name, n - 1);

@@ -88,6 +88,17 @@ macro_rules! need_root {
     };
 }
 
+/// Skips the test when the binary has no test hooks (`src/hooks.rs`: built without the
+/// `test-hooks` feature, which the test command turns on).
+#[macro_export]
+macro_rules! need_hooks {
+    () => {
+        if !unionfs::hooks::ENABLED {
+            $crate::skip!("it needs the test hooks: cargo test --features test-hooks");
+        }
+    };
+}
+
 /// A scratch directory with a layer stack and a mount point.
 pub struct Stack {
     pub dir: tempfile::TempDir,

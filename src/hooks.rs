@@ -1,0 +1,56 @@
+//! Fault injection and delays that only tests use. They are compiled in with the
+//! `test-hooks` cargo feature, which the test command builds with; a binary built without it
+//! (`cargo build --release`, `cargo install`, a package) reads none of these variables and
+//! cannot be made to fail on purpose.
+
+/// With `UNIONFS_FAULT_AFTER=N`, the daemon aborts (like `kill -9`: no cleanup, no unmount)
+/// right before its N-th upper-layer mutation. The crash tests use it to stop a mount at every
+/// point of a workload and check that what the upper holds afterwards is always consistent.
+pub const FAULT_AFTER: &str = "UNIONFS_FAULT_AFTER";
+
+/// With `UNIONFS_FAULT_URING` set, the FUSE over io_uring set-up fails (the fall-back test).
+pub const FAULT_URING: &str = "UNIONFS_FAULT_URING";
+
+/// With `UNIONFS_REAP_DELAY_MS=N`, the reap thread waits N ms before each tree, so a test can
+/// see trees still queued when it unmounts.
+pub const REAP_DELAY_MS: &str = "UNIONFS_REAP_DELAY_MS";
+
+/// Whether the hooks are compiled in.
+pub const ENABLED: bool = cfg!(feature = "test-hooks");
+
+/// The number in variable `name`, if it is set.
+#[cfg(feature = "test-hooks")]
+fn number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn number(_name: &str) -> Option<u64> {
+    None
+}
+
+/// Whether variable `name` is set.
+#[cfg(feature = "test-hooks")]
+fn set(name: &str) -> bool {
+    std::env::var_os(name).is_some()
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn set(_name: &str) -> bool {
+    false
+}
+
+/// [`FAULT_AFTER`]: the mutation to abort before.
+pub fn fault_after() -> Option<u64> {
+    number(FAULT_AFTER)
+}
+
+/// [`FAULT_URING`]: whether the ring set-up is to fail.
+pub fn fault_uring() -> bool {
+    set(FAULT_URING)
+}
+
+/// [`REAP_DELAY_MS`]: the wait before each tree.
+pub fn reap_delay() -> Option<std::time::Duration> {
+    number(REAP_DELAY_MS).map(std::time::Duration::from_millis)
+}
