@@ -275,5 +275,5 @@ fn concurrent_copy_up_of_one_file() {
 fn big_copy_ups_do_not_stall_requests_for_other_files() {
     need_fuse!();
     // More concurrent copy-ups than the daemon has request threads.
-    let _ = copy_ups_beside_reads(6, 64, &[]);
+    let _ = copy_ups_beside_reads(6, 64, "");
 }
