@@ -143,11 +143,7 @@ fn sigterm_unmounts_and_exits_zero() {
         .spawn()
         .unwrap();
     let mnt = std::fs::canonicalize(&s.mnt).unwrap();
-    let t = Instant::now();
-    while !is_mounted(&mnt) {
-        assert!(t.elapsed() < Duration::from_secs(10), "foreground mount did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the foreground mount", || is_mounted(&mnt));
     write(s.m("f"), "x");
     rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
     let status = child.wait().unwrap();
@@ -165,7 +161,8 @@ fn busy_mount_is_reported_not_hung_on() {
     let f = std::fs::File::open(s.m("foo")).unwrap();
     let t = Instant::now();
     let out = unionfs(&["umount", p(&s.mnt)]);
-    assert!(t.elapsed() < Duration::from_secs(5));
+    // A minute: the bound of a hung unmount, not a measure.
+    assert!(t.elapsed() < Duration::from_secs(60), "umount of a busy mount hung");
     fails_with(&out, "busy");
     assert!(is_mounted(&m.path), "still mounted");
     drop(f);

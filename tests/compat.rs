@@ -79,11 +79,7 @@ fn a_sigterm_right_after_the_mount_unmounts_cleanly() {
     for round in 0..20 {
         let mut child =
             Command::new(bin()).args(["-f", "-o", &opts(&s)]).arg(&s.mnt).stderr(Stdio::null()).spawn().unwrap();
-        let t = std::time::Instant::now();
-        while !is_mounted(&mnt) {
-            assert!(t.elapsed().as_secs() < 10, "round {round}: no mount");
-            std::thread::sleep(std::time::Duration::from_micros(200));
-        }
+        wait_for(&format!("round {round}: the mount"), || is_mounted(&mnt));
         rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
         let status = child.wait().unwrap();
         let left = is_mounted(&mnt);
@@ -102,11 +98,7 @@ fn foreground_and_debug() {
     let mut child =
         Command::new(bin()).args(["-f", "-o", &opts(&s)]).arg(&s.mnt).stderr(Stdio::null()).spawn().unwrap();
     let mnt = std::fs::canonicalize(&s.mnt).unwrap();
-    let t = std::time::Instant::now();
-    while !is_mounted(&mnt) {
-        assert!(t.elapsed().as_secs() < 10);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for("the foreground mount", || is_mounted(&mnt));
     rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
     assert!(child.wait().unwrap().success());
     let child = Command::new(bin()).args(["-d", "-o", &opts(&s)]).arg(&s.mnt).stderr(Stdio::piped()).spawn().unwrap();

@@ -379,10 +379,7 @@ fn kill_9_of_one_daemon_then_start() {
     let pid = unionfs::daemon::daemon_pid(e.major, e.minor).unwrap();
     rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL)
         .unwrap();
-    let t = std::time::Instant::now();
-    while unionfs::sys::proc::process_alive(pid) && t.elapsed().as_secs() < 5 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for("the killed daemon's end", || !unionfs::sys::proc::process_alive(pid));
     let ps = m.ok(&["ps"]);
     let line = ps.lines().find(|l| l.contains("victim")).unwrap();
     assert!(line.contains("Dead"), "{ps}");

@@ -9,15 +9,11 @@ use common::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Waits up to five seconds for counter `name` to reach `at_least`.
+/// Waits for counter `name` to reach `at_least`.
 fn wait_counter(mnt: &Path, name: &str, at_least: u64) {
-    let t0 = Instant::now();
-    while stats_raw(mnt)[name] < at_least {
-        assert!(t0.elapsed() < Duration::from_secs(5), "{name} stayed below {at_least}: {:?}", stats_raw(mnt));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(&format!("{name} reaching {at_least}"), || stats_raw(mnt)[name] >= at_least);
 }
 
 /// Three lowers: `l3` a tree 3 levels deep, `l2` overriding some of its files with new
@@ -157,11 +153,7 @@ fn live_layers_changed_after_a_listing_was_built_ahead_are_listed() {
     let _ = ls(m.path.join("a1"));
     wait_counter(&m.path, "prefetch_listings", 4);
     std::fs::write(s.lower(2).join("a1/b3/direct"), "behind the mount's back\n").unwrap();
-    let t0 = Instant::now();
-    while !ls(m.path.join("a1/b3")).contains(&"direct".to_string()) {
-        assert!(t0.elapsed() < Duration::from_secs(2), "a file added to a lower never showed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for("a file added to a lower", || ls(m.path.join("a1/b3")).contains(&"direct".to_string()));
     m.unmount();
 }
 

@@ -99,6 +99,17 @@ macro_rules! need_hooks {
     };
 }
 
+/// Waits until `cond` holds, polling; fails naming `what` after a minute. The minute is the
+/// bound of a hung test, not a measure: a loaded machine stretches every step, and how
+/// fast something happens belongs in `scripts/bench.sh`.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not seen in a minute");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// A scratch directory with a layer stack and a mount point.
 pub struct Stack {
     pub dir: tempfile::TempDir,
