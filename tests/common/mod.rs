@@ -88,6 +88,24 @@ macro_rules! need_root {
     };
 }
 
+impl Drop for Stack {
+    /// A mount still on the stack's mount point (its guard dropped after the stack, or a
+    /// test that failed before it unmounted) is detached first, so that the scratch
+    /// directory is removed whole.
+    fn drop(&mut self) {
+        // Not canonicalize(mnt): a mount whose daemon died answers ENOTCONN.
+        let Some(name) = self.mnt.file_name() else { return };
+        if let Ok(dir) = std::fs::canonicalize(self.mnt.parent().unwrap_or(self.dir.path()))
+            && is_mounted(&dir.join(name))
+        {
+            let mnt = dir.join(name);
+            if rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH).is_err() {
+                let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&mnt).status();
+            }
+        }
+    }
+}
+
 /// Skips the test when the binary has no test hooks (`src/hooks.rs`: built without the
 /// `test-hooks` feature, which the test command turns on).
 #[macro_export]
