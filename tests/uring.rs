@@ -251,13 +251,10 @@ fn ring_threads_wait_at_idle_priority_within_chains_serve_long_requests_at_norma
         f.read_at(&mut buf, 4096).unwrap()
     });
     let mut serving = Vec::new();
-    for _ in 0..50 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    wait_for("a ring thread serving the read", || {
         serving = ring_threads(pid).into_iter().filter(|t| t.1 != "426").collect();
-        if !serving.is_empty() {
-            break;
-        }
-    }
+        !serving.is_empty()
+    });
     let stuck = !reader.is_finished();
     drop(cont);
     assert_eq!(reader.join().unwrap(), 4096);
