@@ -414,7 +414,7 @@ pub fn check(a: &CheckArgs) -> Result<u8, Error> {
         Some(l) => crate::config::split_lower(l)?,
         None => Vec::new(),
     };
-    let root = crate::daemon::privileged();
+    let root = crate::sys::proc::privileged();
     let req = crate::check::CheckRequest {
         work: a.work.clone().unwrap_or_else(|| crate::config::default_work(&a.upper)),
         upper: a.upper.clone(),

@@ -262,6 +262,8 @@ impl MountOptions {
                 },
                 ("watch", None) => self.watch = true,
                 ("index", Some("on")) => self.index = true,
+                ("index", Some("off")) => self.index = false,
+                ("index", Some(_)) => bad(),
                 ("metacopy", Some("on")) => self.metacopy = true,
                 ("metacopy", Some("off")) => self.metacopy = false,
                 ("metacopy", Some(_)) => bad(),
@@ -685,6 +687,14 @@ mod tests {
         assert_eq!(o.prefetch, Some(0));
         assert_eq!(o.threads, None);
         o.apply("threads=3");
+        assert_eq!(o.threads, Some(3));
+        o.invalid.clear();
+        o.unknown.clear();
+        o.apply("index=on");
+        o.apply("index=off");
+        assert!(!o.index && o.unknown.is_empty() && o.invalid.is_empty(), "index=off is an option: {o:?}");
+        o.apply("index=maybe,threads=0,threads=65");
+        assert_eq!(o.invalid, ["index=maybe", "threads=0", "threads=65"]);
         assert_eq!(o.threads, Some(3));
         o.apply("spin=80");
         assert!(!o.wants_uring(true), "spinning readers serve /dev/fuse");

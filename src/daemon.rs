@@ -115,12 +115,6 @@ fn serve(cfg: MountConfig, ready: Option<OwnedFd>) -> Result<(), Error> {
     }
 }
 
-/// Whether this process may do what root does on the layers (chown to anyone, trusted
-/// xattrs): root in the initial user namespace.
-pub fn privileged() -> bool {
-    sproc::euid() == 0 && sproc::in_initial_userns()
-}
-
 /// A mounted, not yet served union: the core and its FUSE session.
 pub struct Prepared {
     /// The filesystem core.
@@ -139,7 +133,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let root = sproc::euid() == 0;
     // As kernel overlayfs: `trusted.overlay.*` for root, `user.overlay.*` rootless or with
     // `userxattr`.
-    let dialect = if privileged() && !cfg.options.userxattr { Dialect::Trusted } else { Dialect::User };
+    let dialect = if sproc::privileged() && !cfg.options.userxattr { Dialect::Trusted } else { Dialect::User };
     let upper = match &cfg.upper {
         None => None,
         Some(u) => {

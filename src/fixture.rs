@@ -117,11 +117,11 @@ fn cstr(p: &Path) -> Result<CString, Error> {
 }
 
 fn opaque_name() -> &'static std::ffi::CStr {
-    if crate::daemon::privileged() { c"trusted.overlay.opaque" } else { c"user.overlay.opaque" }
+    if crate::sys::proc::privileged() { c"trusted.overlay.opaque" } else { c"user.overlay.opaque" }
 }
 
 fn whiteout_xattr_name() -> &'static std::ffi::CStr {
-    if crate::daemon::privileged() { c"trusted.overlay.whiteout" } else { c"user.overlay.whiteout" }
+    if crate::sys::proc::privileged() { c"trusted.overlay.whiteout" } else { c"user.overlay.whiteout" }
 }
 
 fn set_xattr(path: &Path, name: &std::ffi::CStr, value: &[u8]) -> Result<(), Error> {

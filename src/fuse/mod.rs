@@ -314,7 +314,7 @@ impl Filesystem for Fuse {
         // Passthrough needs CAP_SYS_ADMIN in the initial user namespace; layers on a stacked
         // filesystem (overlayfs, FUSE) need a stacking depth of 2.
         let caps = config.capabilities();
-        if self.pt.wanted && crate::daemon::privileged() && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
+        if self.pt.wanted && crate::sys::proc::privileged() && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
             let depth = if self.fs.layers_stacked() { 2 } else { 1 };
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(depth).is_ok()
             {

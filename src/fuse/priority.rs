@@ -11,20 +11,21 @@
 //!
 //! A ring thread that has served a request therefore replies, and waits for the next, at
 //! `SCHED_IDLE`, and serves short requests there too: a switch of policy is a system call
-//! that costs more than serving a cached `getxattr` (two per round trip took a `getxattr`
-//! from 10 to 13 µs). It goes back to normal priority
+//! that costs more than serving a cached `getxattr`. It goes back to normal priority
 //! * before a request that may keep it busy for long ([`Priority::before_request`], [`long`]);
 //! * while the slow pool has work ([`leave_idle_everywhere`], called when it gets some): a
 //!   copy-up keeps a CPU busy at normal priority, and a ring thread at `SCHED_IDLE` beside it
-//!   waits for it (a small read stalled for a quarter of a second behind six copy-ups);
+//!   would wait for it;
 //! * when no request came for a while ([`WATCH_PERIOD`], the watcher thread): requests of
 //!   a chain follow each other within microseconds, but after a pause they may come in a
 //!   burst beside other busy threads, and a thread woken at `SCHED_IDLE` then serves them
 //!   late — worse, a request the kernel queues because no slot of its CPU was free waits for
-//!   some reply on that CPU, however many slots are registered meanwhile (a small read
-//!   waited 100 ms behind copy-ups started in one burst). A timeout on the wait itself
-//!   would do the same, but arming a millisecond timer on every wait costs more (on this
-//!   VM 13 → 18 µs per `getxattr`) than it saves.
+//!   some reply on that CPU, however many slots are registered meanwhile. A timeout on the
+//!   wait itself would do the same, but arming a timer on every wait costs more than it
+//!   saves.
+//!
+//! The measurements behind each rule (and the machine they were taken on) are in
+//! `docs/performance.md`, "FUSE over io_uring".
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};

@@ -38,7 +38,7 @@ pub struct LayerInfo {
 
 /// How the manager writes markers: the kernel's dialect for whoever runs it.
 pub fn extract_options() -> ExtractOptions {
-    let privileged = crate::daemon::privileged();
+    let privileged = crate::sys::proc::privileged();
     ExtractOptions { dialect: if privileged { Dialect::Trusted } else { Dialect::User }, privileged }
 }
 

@@ -66,7 +66,7 @@ fn passthrough() -> &'static str {
                 .is_ok_and(|c| c.contains("CONFIG_FUSE_PASSTHROUGH=y"))
         }
     };
-    match (built, crate::daemon::privileged()) {
+    match (built, crate::sys::proc::privileged()) {
         (true, true) => "available",
         (true, false) => "in the kernel, but needs root in the initial user namespace",
         (false, _) => "not available",
@@ -95,7 +95,7 @@ pub fn info(store: &Store) -> Result<String, Error> {
     let dead = states.iter().filter(|s| **s == State::Dead).count();
     let magic = crate::sys::open::open_dir_path(&store.root).and_then(|d| crate::sys::stat::fs_magic(&d)).unwrap_or(0);
     let (d_type, xattrs) = probe_store(store);
-    let dialect = if crate::daemon::privileged() { "trusted.overlay.*" } else { "user.overlay.*" };
+    let dialect = if crate::sys::proc::privileged() { "trusted.overlay.*" } else { "user.overlay.*" };
     let yes = |b: bool| if b { "true" } else { "false" };
     let mut s = String::new();
     s.push_str(&format!("Containers: {}\n Running: {running}\n Stopped: {}\n", cs.len(), cs.len() - running - dead));

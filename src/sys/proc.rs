@@ -124,6 +124,12 @@ pub const CAP_MKNOD: u32 = 27;
 /// `CAP_CHOWN`.
 pub const CAP_CHOWN: u32 = 0;
 
+/// Whether this process may do what root does on the layers (chown to anyone, `trusted.*`
+/// xattrs, FUSE passthrough): root in the initial user namespace.
+pub fn privileged() -> bool {
+    euid() == 0 && in_initial_userns()
+}
+
 /// Whether this process runs in the initial user namespace (where FUSE passthrough and
 /// `trusted.*` xattrs are allowed to root).
 pub fn in_initial_userns() -> bool {

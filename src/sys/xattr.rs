@@ -56,8 +56,8 @@ impl SetMode {
 
 /// The `*xattrat` system calls (Linux 6.13), where this kernel has them: they name an entry
 /// of an open directory directly, where the `l*xattr` calls need a `/proc/self/fd/DIR/NAME`
-/// path the kernel resolves through procfs (a `getxattr` by name 3.4 µs that way, 1.0 µs
-/// with `getxattrat`, on the benchmark machine).
+/// path the kernel resolves through procfs, a walk that costs several times the call
+/// itself (`docs/performance.md`, "Where the time goes").
 #[allow(unsafe_code)]
 mod at {
     use std::ffi::CStr;
