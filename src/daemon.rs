@@ -115,6 +115,29 @@ fn serve(cfg: MountConfig, ready: Option<OwnedFd>) -> Result<(), Error> {
     }
 }
 
+/// The core's options for mount `cfg`, whose markers are in `dialect`, in a process that may
+/// open `nofile` descriptors; `has_upper`: the mount is writable.
+fn core_options(cfg: &MountConfig, dialect: Dialect, nofile: u64, has_upper: bool) -> Options {
+    let o = &cfg.options;
+    let mut opts = Options::new(
+        dialect,
+        sproc::euid() == 0 || sproc::has_capability(sproc::CAP_CHOWN),
+        // A quarter of the descriptor limit, at most 2048: enough for deep trees, small in memory.
+        usize::try_from(nofile / 4).unwrap_or(2048).clamp(64, 2048),
+    );
+    opts.uids = o.uid_map();
+    opts.gids = o.gid_map();
+    opts.override_stat = o.override_xattr();
+    opts.xattrs = !o.noxattrs;
+    opts.static_nlink = o.static_nlink;
+    opts.redirect_dir = o.redirect_dir.unwrap_or(opts.redirect_dir);
+    opts.metacopy = o.metacopy;
+    opts.index = o.index && has_upper;
+    opts.max_nodes = o.max_nodes.unwrap_or(opts.max_nodes);
+    opts.prefetch = o.prefetch.unwrap_or(opts.prefetch);
+    opts
+}
+
 /// A mounted, not yet served union: the core and its FUSE session.
 pub struct Prepared {
     /// The filesystem core.
@@ -160,28 +183,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
         }
     };
     let layers = Layers::open(&cfg.lowers, upper, &cfg.volumes)?;
-    let mut opts = Options::new(
-        dialect,
-        root || sproc::has_capability(sproc::CAP_CHOWN),
-        // A quarter of the descriptor limit, at most 2048: enough for deep trees, small in memory.
-        usize::try_from(nofile / 4).unwrap_or(2048).clamp(64, 2048),
-    );
-    opts.uids = cfg.options.uid_map();
-    opts.gids = cfg.options.gid_map();
-    opts.override_stat = cfg.options.override_xattr();
-    opts.xattrs = !cfg.options.noxattrs;
-    opts.static_nlink = cfg.options.static_nlink;
-    if let Some(r) = cfg.options.redirect_dir {
-        opts.redirect_dir = r;
-    }
-    opts.metacopy = cfg.options.metacopy;
-    opts.index = cfg.options.index && layers.upper.is_some();
-    if let Some(n) = cfg.options.max_nodes {
-        opts.max_nodes = n;
-    }
-    if let Some(n) = cfg.options.prefetch {
-        opts.prefetch = n;
-    }
+    let opts = core_options(cfg, dialect, nofile, layers.upper.is_some());
     let fs = Arc::new(UnionFs::new(layers, opts)?);
     for (host, at) in &cfg.volumes {
         fs.make_volume_parents(at).context(|| format!("cannot make the mount point of volume '{}'", host.display()))?;
