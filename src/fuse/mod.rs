@@ -89,6 +89,12 @@ fn errno(e: Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.raw())
 }
 
+/// Whether `name` on `ino` is the statistics attribute on the root (see [`crate::stats`]):
+/// answered here, from the daemon's counters, and never written.
+fn is_stats(ino: INodeNo, name: &OsStr) -> bool {
+    ino.0 == crate::union::tables::ROOT_INO && name.as_bytes() == crate::stats::XATTR.as_bytes()
+}
+
 /// The caller as a [`Killer`] when `kill` (it lacks `CAP_FSETID`).
 fn killer(req: &Request, kill: bool) -> Option<Killer> {
     kill.then(|| Killer { gid: req.gid(), pid: req.pid(), fsetid: false })
@@ -687,6 +693,9 @@ impl Filesystem for Fuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if is_stats(ino, name) {
+            return reply.error(errno(Errno::EPERM));
+        }
         let (fs, name, value) = (self.fs.clone(), name.to_owned(), value.to_vec());
         self.run(self.fs.copies_up(ino.0), move || {
             guard("setxattr", || {
@@ -700,6 +709,9 @@ impl Filesystem for Fuse {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         guard("getxattr", || {
+            if is_stats(ino, name) {
+                return reply_xattr(reply, size, Ok(crate::stats::report(self.fs.node_count()).into_bytes()));
+            }
             let r = CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL).and_then(|n| self.fs.getxattr(ino.0, &n));
             reply_xattr(reply, size, r)
         })
@@ -710,6 +722,9 @@ impl Filesystem for Fuse {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if is_stats(ino, name) {
+            return reply.error(errno(Errno::EPERM));
+        }
         let (fs, name) = (self.fs.clone(), name.to_owned());
         self.run(self.fs.copies_up(ino.0), move || {
             guard("removexattr", || {

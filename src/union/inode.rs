@@ -352,9 +352,6 @@ impl UnionFs {
     /// `getxattr`. The union's own markers do not exist in the merged view; a user's
     /// `*.overlay.*` attributes are read from their escaped names.
     pub fn getxattr(&self, ino: u64, name: &CStr) -> Res<Vec<u8>> {
-        if ino == crate::union::tables::ROOT_INO && name.to_bytes() == crate::stats::XATTR.as_bytes() {
-            return Ok(crate::stats::report(self.inodes.len()).into_bytes());
-        }
         let stored = self.xattr_name(name)?;
         let node = self.inodes.get(ino)?;
         let set = self.xattr_set(&node)?;
@@ -407,7 +404,7 @@ impl UnionFs {
     /// kernel overlayfs does, so they never act as markers.
     pub fn setxattr(&self, ino: u64, name: &CStr, value: &[u8], flags: i32) -> Res<()> {
         self.deny(&self.inodes.get(ino)?, Change::Object)?;
-        reserved(ino, name)?;
+        reserved(name)?;
         let stored = self.xattr_name(name)?;
         let mode = SetMode::from_flags(flags)?;
         let node = self.inodes.get(ino)?;
@@ -427,7 +424,7 @@ impl UnionFs {
     /// copy-up.
     pub fn removexattr(&self, ino: u64, name: &CStr) -> Res<()> {
         self.deny(&self.inodes.get(ino)?, Change::Object)?;
-        reserved(ino, name)?;
+        reserved(name)?;
         let stored = self.xattr_name(name)?;
         let node = self.inodes.get(ino)?;
         let up = self.layers.upper()?;
@@ -459,14 +456,10 @@ impl UnionFs {
     }
 }
 
-/// The statistics attribute on the root (see [`crate::stats`]) can be read, not changed;
 /// fuse-overlayfs's private namespace cannot be written through the mount (as through
 /// fuse-overlayfs).
-fn reserved(ino: u64, name: &CStr) -> Res<()> {
+fn reserved(name: &CStr) -> Res<()> {
     if whiteout::is_foreign_xattr(name.to_bytes()) {
-        return Err(Errno::EPERM);
-    }
-    if ino == crate::union::tables::ROOT_INO && name.to_bytes() == crate::stats::XATTR.as_bytes() {
         return Err(Errno::EPERM);
     }
     Ok(())
