@@ -569,6 +569,24 @@ pub fn run_test_in_userns(name: &str, flag: &str) -> std::process::Output {
     ran_one(name, cmd.output().unwrap())
 }
 
+/// For a test that runs in a user namespace as the test user (see [`run_test_in_userns`]):
+/// in that inner run (`flag` set) returns true, and the test goes on; outside, runs test
+/// `name` there, fails unless it passed, prints the lines of its output that start with
+/// `show`, and returns false.
+#[allow(dead_code)]
+pub fn in_userns(name: &str, flag: &str, show: &str) -> bool {
+    if std::env::var_os(flag).is_some() {
+        return true;
+    }
+    let out = run_test_in_userns(name, flag);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Indented, so that the inner run's own summary is not read as this binary's.
+    let indent = |t: &str| t.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+    assert!(out.status.success(), "{name} failed in a user namespace:\n{}\n{}", indent(&stdout), indent(&stderr));
+    stdout.lines().filter(|l| !show.is_empty() && l.contains(show)).for_each(|l| println!("{l}"));
+    false
+}
+
 /// A scratch directory the test user owns.
 pub fn user_tempdir(uid: u32, gid: u32) -> tempfile::TempDir {
     let d = tempfile::Builder::new().prefix("unionfs-user-").tempdir().unwrap();
