@@ -668,12 +668,20 @@ impl Gated {
             };
             std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten().filter(at_gate).count()
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while held() < n {
-            assert!(std::time::Instant::now() < deadline, "{} of {n} requests reached the gate in a minute", held());
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wait_for(&format!("{n} requests held at the gate"), || held() >= n);
     }
+}
+
+/// Runs `work` in a thread and waits up to a minute (the bound of a hung test, not a measure)
+/// for it to finish: whether it did, and the thread, to join once what held it is let go (a
+/// failure in `work` shows at that join).
+pub fn bounded(work: impl FnOnce() + Send + 'static) -> (bool, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        work();
+        let _ = tx.send(());
+    });
+    (rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok(), t)
 }
 
 /// Copy-ups beside other requests, in a mount made with `-o opts`: `n` lower files of `mib`
@@ -715,22 +723,19 @@ pub fn copy_ups_beside_reads(n: usize, mib: usize, opts: &str) -> Gated {
         .collect();
     g.wait_until_held(n.min(2));
     // In a thread, so that reads held up too are a failure here, not a test that hangs.
-    let (tx, rx) = std::sync::mpsc::channel();
     let root = g.m.path.clone();
-    let reads = std::thread::spawn(move || {
+    let (answered, reads) = bounded(move || {
         for i in 0..400 {
             assert_eq!(read(root.join(format!("small{i}"))), i.to_string());
         }
-        tx.send(()).unwrap();
     });
-    let answered = rx.recv_timeout(std::time::Duration::from_secs(60));
     let finished = copies.iter().filter(|c| c.is_finished()).count();
     drop(cont);
     reads.join().unwrap();
     for c in copies {
         c.join().unwrap();
     }
-    assert!(answered.is_ok(), "400 small reads beside {n} copy-ups held at the gate were not answered in a minute");
+    assert!(answered, "400 small reads beside {n} copy-ups held at the gate were not answered in a minute");
     assert_eq!(finished, 0, "copy-ups finished while their lower layer was stopped");
     for i in 0..n {
         assert_eq!(std::fs::metadata(g.s.u(&format!("big{i}"))).unwrap().len(), ((mib as u64) << 20) + 1);
@@ -807,20 +812,17 @@ pub fn lookups_beside_a_stuck_read(opts: &str) {
     g.wait_until_held(1);
     // Every name is new to the kernel: 200 lookups while the read waits at the gate (in a
     // thread, so that a failure is a bounded wait here, not a test that hangs).
-    let (tx, rx) = std::sync::mpsc::channel();
     let root = g.m.path.clone();
-    let lookups = std::thread::spawn(move || {
+    let (answered, lookups) = bounded(move || {
         for i in 0..200 {
             assert_eq!(std::fs::metadata(root.join(format!("n{i}"))).unwrap().len(), 1);
         }
-        tx.send(()).unwrap();
     });
-    let answered = rx.recv_timeout(std::time::Duration::from_secs(60));
     let stuck_meanwhile = !reader.is_finished();
     drop(cont);
     let got = reader.join().unwrap();
     lookups.join().unwrap();
-    assert!(answered.is_ok(), "200 lookups beside a stuck read were not answered in a minute");
+    assert!(answered, "200 lookups beside a stuck read were not answered in a minute");
     assert!(stuck_meanwhile, "the read returned while its layer was stopped");
     assert_eq!(got, data[1 << 20..(1 << 20) + 4096], "data read after the layer went on");
 }

@@ -63,20 +63,12 @@ pub fn take_by_upper(root: &Path, before: Option<&Snapshot>, upper: Option<&Path
     s
 }
 
-/// Two names of one object (by [`Snapshot::objects`]) that show different `st_ino`, if any:
+/// Whether two names of one object (by [`Snapshot::objects`]) show different `st_ino`:
 /// kernel overlayfs in a user namespace after a hard link to a copied-up lower file (see
 /// [`take_by_upper`]).
-pub fn split(s: &Snapshot) -> Option<(String, String)> {
-    let mut seen: HashMap<(bool, u64), (&String, u64)> = HashMap::new();
-    let mut names: Vec<&String> = s.objects.keys().collect();
-    names.sort();
-    for n in names {
-        let (first, ino) = *seen.entry(s.objects[n]).or_insert((n, s.inos[n]));
-        if ino != s.inos[n] {
-            return Some((first.clone(), n.clone()));
-        }
-    }
-    None
+pub fn split(s: &Snapshot) -> bool {
+    let mut seen: HashMap<(bool, u64), u64> = HashMap::new();
+    s.objects.iter().any(|(n, object)| *seen.entry(*object).or_insert(s.inos[n]) != s.inos[n])
 }
 
 fn xattrs(p: &Path) -> String {
