@@ -26,12 +26,12 @@ import time
 
 SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nouring", "unionfs-nopt", "kernel-mc",
            "unionfs-mc",
-           "unionfs-uring", "unionfs-spin", "unionfs-noprefetch", "unionfs-volatile", "unionfs-base"]
+           "unionfs-uring", "unionfs-noprefetch", "unionfs-volatile", "unionfs-base"]
 # Measured only when asked for with --systems (the metadata-only copy-up comparison,
-# unionfs on FUSE over io_uring where the kernel offers it, unionfs with spinning readers,
+# unionfs on FUSE over io_uring where the kernel offers it,
 # unionfs without reading directories ahead, unionfs without fsync of copied-up data as
 # fuse-overlayfs copies up).
-EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring", "unionfs-spin", "unionfs-noprefetch", "unionfs-volatile",
+EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring", "unionfs-noprefetch", "unionfs-volatile",
          "unionfs-base"}
 LABEL = {
     "ext4": "ext4 (merged copy)",
@@ -45,14 +45,13 @@ LABEL = {
     "kernel-mc": "kernel overlayfs -o metacopy=on",
     "unionfs-mc": "unionfs -o metacopy=on",
     "unionfs-uring": "unionfs -o uring",
-    "unionfs-spin": "unionfs -o nouring,spin=50",
     "unionfs-noprefetch": "unionfs -o noprefetch",
     "unionfs-volatile": "unionfs -o volatile",
     "unionfs-base": "unionfs (--base build)",
 }
 DAEMONS = {"fo1": "fuse-overlayfs", "fo2": "fuse-overlayfs", "unionfs-fuse": "unionfs-fuse",
            "unionfs": "unionfs", "unionfs-nouring": "unionfs", "unionfs-nopt": "unionfs", "unionfs-mc": "unionfs",
-           "unionfs-uring": "unionfs", "unionfs-spin": "unionfs", "unionfs-noprefetch": "unionfs",
+           "unionfs-uring": "unionfs", "unionfs-noprefetch": "unionfs",
            "unionfs-volatile": "unionfs", "unionfs-base": "unionfs"}
 BIG = 1 << 30
 MID = 256 << 20
@@ -212,7 +211,6 @@ class Mount:
             "unionfs-nouring": f"{self.tools['unionfs']} -o nouring,{o} {self.mnt}",
             "unionfs-nopt": f"{self.tools['unionfs']} -o nopassthrough,{o} {self.mnt}",
             "unionfs-uring": f"{self.tools['unionfs']} -o uring,{o} {self.mnt}",
-            "unionfs-spin": f"{self.tools['unionfs']} -o nouring,spin=50,{o} {self.mnt}",
             "unionfs-noprefetch": f"{self.tools['unionfs']} -o noprefetch,{o} {self.mnt}",
             "unionfs-volatile": f"{self.tools['unionfs']} -o volatile,{o} {self.mnt}",
             "unionfs-base": f"{self.tools['base']} -o {o} {self.mnt}",
@@ -427,7 +425,7 @@ def chart(results, systems, path):
     shown = [s for s in systems if s != "kernel" and s in results]
     colors = {"ext4": "#999999", "fo1": "#e8a33d", "fo2": "#c75d2c", "unionfs-fuse": "#8e6bb8",
               "unionfs": "#2a7ab9", "unionfs-nouring": "#41b6c4", "unionfs-nopt": "#7fb3db", "kernel-mc": "#555555", "unionfs-mc": "#1d4f7a", "unionfs-uring": "#9ecae1",
-              "unionfs-spin": "#08306b", "unionfs-noprefetch": "#6baed6", "unionfs-volatile": "#3f007d",
+              "unionfs-noprefetch": "#6baed6", "unionfs-volatile": "#3f007d",
               "unionfs-base": "#bbbbbb"}
     bar, gap, left, width = 9, 10, 150, 560
     lo, hi = math.log10(0.25), math.log10(40)

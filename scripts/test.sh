@@ -12,6 +12,8 @@ if [ "$(id -u)" = 0 ]; then
 else
   scripts/deps.sh
 fi
+step "vendor/fuser is fuser 0.18.0 with vendor/fuser/patches"
+scripts/fuser-fork.sh --check
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings"
@@ -41,8 +43,8 @@ UNIONFS_TEST_REQUIRE=$require cargo test --locked --release --features test-hook
 tests_rc=${PIPESTATUS[0]}
 set -e
 step "cargo package"
-# --no-verify: the verify build would use crates.io's fuser, not the vendored one with the
-# io_uring dispatch hook (vendor/fuser/UNIONFS.md); the ordinary build above covers it.
+# --no-verify: the verify build would use crates.io's fuser, not the patched one
+# (vendor/fuser/UNIONFS.md); the ordinary build above covers it.
 cargo package --locked --allow-dirty --no-verify --quiet
 step "pjdfstest: unionfs versus kernel overlayfs"
 pjd=ok

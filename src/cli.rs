@@ -320,8 +320,7 @@ pub struct MountArgs {
     /// noatime, volatile / fsync=0 (skip fsync), allow_other, nopassthrough (no FUSE
     /// passthrough), nouring/uring (FUSE over io_uring, used where the kernel offers it by
     /// default as root; nouring: /dev/fuse only),
-    /// spin=MICROS (an idle reader polls /dev/fuse that long for the next request before
-    /// sleeping; 0 or nospin: never), prefetch=N (threads reading directories ahead of tree
+    /// prefetch=N (threads reading directories ahead of tree
     /// walks, default 4; 0 or noprefetch: none), threads=N (workers reading /dev/fuse,
     /// default twice the CPUs, 4 to 16),
     /// max_nodes=N (inodes remembered, default 100000), redirect_dir=off

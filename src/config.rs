@@ -70,11 +70,6 @@ pub fn split_options(s: &str) -> Vec<String> {
     out
 }
 
-/// How long (µs) an idle `/dev/fuse` reader polls for the next request by default
-/// (`-o spin=`; see `docs/performance.md`).
-pub const DEFAULT_SPIN_US: u64 = 0;
-/// The most `-o spin=` accepts (µs).
-pub const MAX_SPIN_US: u64 = 10_000;
 /// The most `-o prefetch=` accepts (threads).
 pub const MAX_PREFETCH_THREADS: usize = 64;
 /// The most `-o threads=` accepts (the pool still grows past it while every worker is stuck
@@ -132,9 +127,6 @@ pub struct MountOptions {
     /// `uring` / `nouring`: whether to use FUSE over io_uring where the kernel offers it
     /// (`None`: the default, see [`MountOptions::wants_uring`]).
     pub uring: Option<bool>,
-    /// `spin=MICROS`: how long an idle `/dev/fuse` reader polls for the next request before
-    /// it sleeps (`Some(0)`: never; `None`: the default, [`DEFAULT_SPIN_US`]).
-    pub spin_us: Option<u64>,
     /// `prefetch=N`: threads reading directories ahead of tree walks (`Some(0)`: none;
     /// `None`: the default, [`crate::union::prefetch::DEFAULT_THREADS`]).
     pub prefetch: Option<usize>,
@@ -282,11 +274,6 @@ impl MountOptions {
                 ("passthrough", None | Some("1" | "on")) => self.nopassthrough = false,
                 ("nouring", None) | ("uring", Some("0" | "off")) => self.uring = Some(false),
                 ("uring", None | Some("1" | "on")) => self.uring = Some(true),
-                ("spin", Some(v)) => match v.parse::<u64>() {
-                    Ok(n) if n <= MAX_SPIN_US => self.spin_us = Some(n),
-                    _ => bad(),
-                },
-                ("nospin", None) => self.spin_us = Some(0),
                 ("prefetch", Some(v)) => match v.parse::<usize>() {
                     Ok(n) if n <= MAX_PREFETCH_THREADS => self.prefetch = Some(n),
                     _ => bad(),
@@ -305,10 +292,9 @@ impl MountOptions {
     /// offers it: Linux 6.14+ with `fuse.enable_uring=Y`): when `uring` is given; by
     /// default when the daemon may send replies at `SCHED_IDLE` (`may_yield`: root), without
     /// which the transport is slower than `/dev/fuse` for a lone caller's chain of requests
-    /// (the woken caller moves to another CPU at every reply), and unless spinning readers
-    /// are asked for (they serve `/dev/fuse`).
+    /// (the woken caller moves to another CPU at every reply).
     pub fn wants_uring(&self, may_yield: bool) -> bool {
-        self.uring.unwrap_or(may_yield && self.spin_us.unwrap_or(DEFAULT_SPIN_US) == 0)
+        self.uring.unwrap_or(may_yield)
     }
 
     /// The user id map these options describe.
@@ -672,14 +658,6 @@ mod tests {
         o.apply("rw,suid");
         assert!(!o.ro);
         assert_eq!(o.nosuid, Some(false));
-        assert_eq!(o.spin_us, None);
-        o.apply("spin=80");
-        assert_eq!(o.spin_us, Some(80));
-        o.apply("nospin");
-        assert_eq!(o.spin_us, Some(0));
-        o.apply("spin=x,spin=10001,spin=-1");
-        assert_eq!(o.invalid.len(), 3, "{:?}", o.invalid);
-        assert_eq!(o.spin_us, Some(0));
         assert_eq!(o.prefetch, None);
         o.apply("prefetch=2");
         assert_eq!(o.prefetch, Some(2));
@@ -696,9 +674,6 @@ mod tests {
         o.apply("index=maybe,threads=0,threads=65");
         assert_eq!(o.invalid, ["index=maybe", "threads=0", "threads=65"]);
         assert_eq!(o.threads, Some(3));
-        o.apply("spin=80");
-        assert!(!o.wants_uring(true), "spinning readers serve /dev/fuse");
-        o.apply("spin=0");
         assert!(o.wants_uring(true) && !o.wants_uring(false), "by default where replies may yield");
         o.apply("nouring");
         assert!(!o.wants_uring(true));

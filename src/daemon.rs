@@ -217,11 +217,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     // Requests stuck on a layer (a hung network or FUSE lower) hold their threads; more are
     // started while every one is stuck, so the rest of the mount keeps being served.
     config.max_threads = Some(MAX_THREADS);
-    // Readers that poll for the next request (leader/followers, vendor/fuser/src/leader.rs);
-    // not with io_uring, where /dev/fuse carries only FORGET and INTERRUPT.
     let uring = cfg.options.wants_uring(root && sproc::idle_policy_reversible());
-    let spin = cfg.options.spin_us.unwrap_or(crate::config::DEFAULT_SPIN_US);
-    config.spin = (spin > 0 && !uring).then(|| std::time::Duration::from_micros(spin));
 
     // With a size limit every write must pass through the daemon to be counted.
     let passthrough = !cfg.options.nopassthrough && cfg.options.size_limit.is_none();

@@ -568,3 +568,27 @@ fn rootless_hard_links_to_a_copied_up_file_stay_one_file() {
     let (k, u) = b.run(&script);
     assert_eq!(u, "755\n755\none-inode\n0 \n.:\na\nb\n\na:\na\n10\n10\n", "kernel overlayfs: {k}");
 }
+
+/// Rootless: whether a truncate or write clears set-id bits is the kernel's word
+/// (`FUSE_OPEN_KILL_SUIDGID`, `FATTR_KILL_SUIDGID`, `FUSE_WRITE_KILL_SUIDGID`: the caller lacks
+/// `CAP_FSETID`), not the caller's uid. Root of a user namespace lacks it, so its truncates and
+/// writes clear set-id bits there, on any filesystem and on kernel overlayfs; unionfs took uid
+/// 0 for the capability (an `O_TRUNC` open kept set-user-id), and where the upper filesystem
+/// cleared the bits itself (the daemon lacks the capability too), the kernel went on showing
+/// the old mode.
+#[test]
+fn rootless_truncates_and_writes_clear_set_id_bits() {
+    need_fuse!();
+    need_root!();
+    if !common::in_userns("rootless_truncates_and_writes_clear_set_id_bits", IN_USERNS, "") {
+        return;
+    }
+    let setup = "for f in trunc otrunc append; do echo x > $f; chmod 4755 $f; done; \
+                 echo y > gx; chmod 2775 gx; echo z > g; chmod 2744 g; echo w > both; chmod 6755 both";
+    let b = Both::new(&[setup], "userxattr", &["-o", "redirect_dir=nofollow"]);
+    let script = "truncate -s 10 trunc; : > otrunc; echo a >> append; truncate -s 1 gx; : > g; \
+                  echo b >> both; touch new; chmod 4755 new; : > new; \
+                  stat -c '%n %a' trunc otrunc append gx g both new";
+    let out = b.same(script);
+    assert_eq!(out, "trunc 755\notrunc 755\nappend 755\ngx 775\ng 2744\nboth 755\nnew 755\n");
+}

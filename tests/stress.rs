@@ -280,3 +280,12 @@ fn parallel_copy_ups_of_one_file() {
     }
     drop(m);
 }
+
+/// On `/dev/fuse` (no io_uring): a read stuck on a stopped layer holds up no other request
+/// (tests/uring.rs has the same over the rings).
+#[test]
+fn a_request_stuck_on_slow_io_does_not_hold_up_the_others() {
+    need_fuse!();
+    need_root!();
+    lookups_beside_a_stuck_read("nopassthrough,nouring");
+}

@@ -1,6 +1,6 @@
 //! FUSE over io_uring: where the kernel offers it (`fuse.enable_uring=Y`, which these tests
 //! switch on for their own mounts and restore afterwards), requests travel through the rings
-//! (by default as root; `-o nouring` or spinning readers keep `/dev/fuse`), the union behaves
+//! (by default as root; `-o nouring` keeps `/dev/fuse`), the union behaves
 //! exactly as on `/dev/fuse` (the differential scenario against kernel overlayfs), data
 //! survives the payload buffers, slow requests and a request stuck on slow I/O do not hold up
 //! the others, ring threads wait at `SCHED_IDLE` but serve long requests at normal priority
@@ -107,7 +107,7 @@ fn data_written_and_read_through_the_rings_is_intact() {
 }
 
 #[test]
-fn rings_serve_by_default_as_root_and_nouring_or_spinning_keeps_dev_fuse() {
+fn rings_serve_by_default_as_root_and_nouring_keeps_dev_fuse() {
     need_fuse!();
     need_root!();
     let Some(_on) = UringOn::new() else { return };
@@ -116,8 +116,7 @@ fn rings_serve_by_default_as_root_and_nouring_or_spinning_keeps_dev_fuse() {
         (&[][..], true),
         (&["-o", "nouring"][..], false),
         (&["-o", "uring,nouring"][..], false),
-        (&["-o", "spin=50"][..], false),
-        (&["-o", "spin=50,uring"][..], true),
+        (&["-o", "nouring,uring"][..], true),
     ] {
         let m = s.mount_with(opts);
         let _ = read(m.path.join("foo"));

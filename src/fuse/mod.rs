@@ -425,6 +425,7 @@ impl Filesystem for Fuse {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         flags: Option<BsdFileFlags>,
+        kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         // Nothing to set: the kernel's "remove privileges" before a write the daemon does
@@ -444,14 +445,15 @@ impl Filesystem for Fuse {
             atime: atime.map(settime),
             mtime: mtime.map(settime),
             fh: fh.map(|f| f.0),
-            // fuser does not pass FATTR_KILL_SUIDGID; the kernel sets it on truncates by
-            // callers without CAP_FSETID, which for a container's processes means: not root.
-            // An empty request from root is `chown(f, -1, -1)`, which clears set-user-id
-            // like every chown (root's writes send none, unless the file has file
-            // capabilities: then a set-user-id bit on it goes too, the one difference).
-            kill: match remove_privs && req.uid() == 0 {
-                true => Some(Killer { gid: req.gid(), pid: req.pid(), fsetid: true }),
-                false => killer(req, req.uid() != 0),
+            // The kernel says when to clear set-id bits (FATTR_KILL_SUIDGID): on a truncate by
+            // a caller without CAP_FSETID, and on every chown of a non-directory (which the
+            // upper filesystem's own chown does). An empty request carries no such word: the
+            // VFS sends one (`file_remove_privs`, `chown(f, -1, -1)`) only when the file has
+            // bits to clear, and which ones depends on the caller's CAP_FSETID, which the
+            // request does not say; root (of the mount's namespace) stands for it there.
+            kill: match remove_privs {
+                true => Some(Killer { gid: req.gid(), pid: req.pid(), fsetid: req.uid() == 0 }),
+                false => killer(req, kill_suidgid),
             },
             remove_privs,
         };
@@ -537,13 +539,12 @@ impl Filesystem for Fuse {
         })
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, kill_suidgid: bool, reply: ReplyOpen) {
         // Opening a lower file for writing copies its data up, unless O_TRUNC drops it.
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY && flags.0 & libc::O_TRUNC == 0;
         let (fs, pt) = (self.fs.clone(), self.pt.clone());
-        // fuser does not pass FUSE_OPEN_KILL_SUIDGID; the kernel sets it for callers without
-        // CAP_FSETID, which for a container's processes means: not root.
-        let kill = killer(req, req.uid() != 0);
+        // FUSE_OPEN_KILL_SUIDGID: an O_TRUNC open by a caller without CAP_FSETID.
+        let kill = killer(req, kill_suidgid);
         self.run(write && self.fs.copies_up(ino.0), move || {
             guard("open", || reply_open(&fs, &pt, ino.0, flags.0, kill, reply))
         })
@@ -743,6 +744,8 @@ impl Filesystem for Fuse {
         mode: u32,
         _umask: u32,
         flags: i32,
+        // A created file is new and empty: a truncating open of it has nothing to clear.
+        _kill_suidgid: bool,
         reply: ReplyCreate,
     ) {
         guard("create", || match cname(name).and_then(|n| self.fs.create(ctx(req), parent.0, &n, mode, flags)) {

@@ -68,6 +68,9 @@ impl UnionFs {
                 oflags |= OFlags::TRUNC;
             }
         }
+        // Whether a truncate by a caller without CAP_FSETID has set-id bits to clear (asked
+        // before the real O_TRUNC, which may clear them itself, see `kill_privs`).
+        let kills = trunc && kill.is_some() && super::inode::is_sxid(self.getattr(ino, None)?.perm);
         let (fd, side) = self.stable(|| {
             // A metadata-only copy opened for reading reads the lower data.
             let r = self.data_real(&node)?;
@@ -76,7 +79,7 @@ impl UnionFs {
         let mut h = FileHandle::new(node, fd, side == Side::Upper);
         h.exec = flags & FMODE_EXEC != 0;
         let fh = self.handles.insert(h);
-        if trunc
+        if kills
             && let Some(k) = kill
             && let Err(e) = self.kill_privs(ino, Some(fh), &k)
         {
@@ -161,7 +164,6 @@ impl UnionFs {
         self.with_file(fh, |f| sio::pread(self.read_fd(f)?, offset, size as usize))
     }
 
-    /// `write`.
     /// `write`. With `kill` (the writer lacks `CAP_FSETID`) set-user-id and set-group-id
     /// are cleared, as the kernel leaves to us (`FUSE_HANDLE_KILLPRIV_V2`).
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], kill: Option<Killer>) -> Res<usize> {
@@ -171,9 +173,11 @@ impl UnionFs {
             }
             let up = self.layers.upper()?;
             let end = offset + data.len() as u64;
+            // The mode before the write: the upper filesystem may clear set-id bits itself
+            // with it (see `kill_privs`).
+            let perm = if self.opts.override_stat.is_some() { 0o6010 } else { crate::sys::stat::fstat(&f.fd)?.perm() };
             let n =
                 up.charged(f.fd.as_fd(), |b| Some(end.saturating_sub(b.size)), || sio::pwrite(&f.fd, offset, data))?;
-            let perm = if self.opts.override_stat.is_some() { 0o6010 } else { crate::sys::stat::fstat(&f.fd)?.perm() };
             // The upper filesystem dropped file capabilities with the write.
             if f.node.cached_xattrs().is_some_and(|x| x.iter().any(|(n, _)| n == b"security.capability")) {
                 f.node.forget_xattrs();

@@ -122,18 +122,21 @@ impl UnionFs {
         (h.upper && h.node.ino == node.ino).then_some(h)
     }
 
-    /// Clears set-user-id and set-group-id after a write or truncate by a caller without
-    /// `CAP_FSETID` (the kernel leaves this to the daemon: `FUSE_HANDLE_KILLPRIV_V2`), and
-    /// has the kernel drop its cached mode before the caller's reply goes out: `execve`
-    /// decides set-id execution from the mode the kernel has cached, not from the daemon.
+    /// Clears set-user-id and set-group-id after a write or truncate of a set-id file by a
+    /// caller without `CAP_FSETID` (the kernel leaves this to the daemon:
+    /// `FUSE_HANDLE_KILLPRIV_V2`), and has the kernel drop its cached mode before the caller's
+    /// reply goes out: `execve` decides set-id execution from the mode the kernel has cached,
+    /// not from the daemon. The mode is dropped even when nothing is left to clear here: the
+    /// upper filesystem may have cleared the bits itself with the write (a daemon without
+    /// `CAP_FSETID`, as in a user namespace), and the kernel still shows them.
     pub(crate) fn kill_privs(&self, ino: u64, fh: Option<u64>, killer: &Killer) -> Res<()> {
         let a = self.getattr(ino, fh)?;
         let perm = a.perm & 0o7777;
         let killed = kill_suidgid(perm, a.gid, killer);
         if killed != perm {
             self.setattr(ino, SetAttr { mode: Some(killed), fh, ..SetAttr::default() })?;
-            self.inval_attrs_now(ino);
         }
+        self.inval_attrs_now(ino);
         Ok(())
     }
 

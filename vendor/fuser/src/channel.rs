@@ -27,7 +27,7 @@ impl Channel {
     }
 
     /// Receives data up to the capacity of the given buffer (can block).
-    pub(crate) fn receive(&self, buffer: &mut [u8]) -> nix::Result<usize> {
+    fn receive(&self, buffer: &mut [u8]) -> nix::Result<usize> {
         nix::unistd::read(&self.0, buffer)
     }
 
@@ -45,32 +45,6 @@ impl Channel {
                 Err(err) => return Err(err),
             }
         }
-    }
-
-    /// Sleeps until the device is readable (for a non-blocking descriptor).
-    pub(crate) fn wait_readable(&self) -> nix::Result<()> {
-        match self.poll_in(nix::poll::PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Whether a request waits to be read (a `poll(2)` that does not sleep).
-    pub(crate) fn pending(&self) -> bool {
-        matches!(self.poll_in(nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
-    }
-
-    /// `poll(2)` for `POLLIN` on this channel's descriptor: how many descriptors are ready.
-    fn poll_in(&self, timeout: nix::poll::PollTimeout) -> nix::Result<i32> {
-        let mut fds = [nix::poll::PollFd::new(self.0.as_fd(), nix::poll::PollFlags::POLLIN)];
-        nix::poll::poll(&mut fds, timeout)
-    }
-
-    /// Sets `O_NONBLOCK` on this channel's descriptor.
-    pub(crate) fn set_nonblocking(&self) -> nix::Result<()> {
-        use nix::fcntl::{FcntlArg, OFlag, fcntl};
-        let flags = OFlag::from_bits_truncate(fcntl(&self.0, FcntlArg::F_GETFL)?);
-        fcntl(&self.0, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
     }
 
     /// Returns a sender object for this channel. The sender object can be

@@ -32,7 +32,6 @@ use crate::ReplyEmpty;
 use crate::Request;
 use crate::channel::Channel;
 use crate::channel::ChannelSender;
-use crate::leader::Leader;
 use crate::dev_fuse::DevFuse;
 use crate::ll;
 use crate::ll::Operation;
@@ -299,9 +298,8 @@ impl<FS: Filesystem> Session<FS> {
                 channels.push(ch.clone());
             }
         }
-        let leader = config.spin.map(|spin| Arc::new(Leader::new(spin, n_threads)));
-        let pool = match (config.max_threads, &leader, config.clone_fd) {
-            (Some(max), None, true) if max > n_threads => Some(Arc::new(Pool::new(n_threads, max))),
+        let pool = match (config.max_threads, config.clone_fd) {
+            (Some(max), true) if max > n_threads => Some(Arc::new(Pool::new(n_threads, max))),
             _ => None,
         };
         let threads_channel = ch.clone();
@@ -317,7 +315,6 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
-                leader: leader.clone(),
                 pool: pool.clone(),
             };
             threads.push(
@@ -334,25 +331,12 @@ impl<FS: Filesystem> Session<FS> {
                 ch: threads_channel.clone(),
                 allowed,
                 session_owner,
-                leader: None,
                 pool: Some(pool),
             };
             threads.push(thread::Builder::new().name("fuser-grow".to_string()).spawn(move || {
                 watchdog.watch();
                 Ok(())
             })?);
-        }
-
-        if let Some(leader) = leader.clone() {
-            let ch = threads_channel.clone();
-            threads.push(
-                thread::Builder::new()
-                    .name("fuser-watch".to_string())
-                    .spawn(move || {
-                        leader.watch(&ch);
-                        Ok(())
-                    })?,
-            );
         }
 
         match extra(Dispatcher {
@@ -362,7 +346,6 @@ impl<FS: Filesystem> Session<FS> {
                 ch: threads_channel,
                 allowed,
                 session_owner,
-                leader: None,
                 pool: None,
             },
         }) {
@@ -599,8 +582,6 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
-    /// (unionfs patch) Shared by the workers when they read with a spin (`Config::spin`).
-    pub(crate) leader: Option<Arc<Leader>>,
     /// (unionfs patch) The elastic worker count (`Config::max_threads`).
     pub(crate) pool: Option<Arc<Pool>>,
 }
@@ -686,6 +667,7 @@ impl Pool {
     }
 }
 
+
 /// Dispatches requests that arrive by another transport than reading the device, such as
 /// FUSE over io_uring (unionfs patch). Cheap to clone; one per transport thread.
 pub struct Dispatcher<FS: Filesystem> {
@@ -707,7 +689,6 @@ impl<FS: Filesystem> Clone for Dispatcher<FS> {
                 filesystem: self.inner.filesystem.clone(),
                 allowed: self.inner.allowed,
                 session_owner: self.inner.session_owner,
-                leader: None,
                 pool: None,
             },
         }
@@ -766,7 +747,6 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 ch,
                 allowed: self.allowed,
                 session_owner: self.session_owner,
-                leader: None,
                 pool: Some(pool.clone()),
             };
             thread::Builder::new().name("fuser-more".to_string()).spawn(move || worker.event_loop())
@@ -785,26 +765,10 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         // it is reused immediately after dispatching to conserve memory and allocations.
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
-        if self.leader.is_some() {
-            self.ch.set_nonblocking()?;
-        }
-        let mut me = crate::leader::Worker::default();
-        let result = self.serve(buf, &mut me);
-        if let Some(leader) = &self.leader {
-            leader.close();
-        }
-        result
-    }
-
-    fn serve(&self, buf: &mut [u8], me: &mut crate::leader::Worker) -> io::Result<()> {
         loop {
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
-            let got = match &self.leader {
-                Some(leader) => leader.receive(me, &self.ch, buf),
-                None => self.ch.receive_retrying(buf),
-            };
-            match got {
+            match self.ch.receive_retrying(buf) {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
@@ -817,9 +781,6 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                                 p.take();
                             }
                             req.dispatch(self);
-                            if let Some(leader) = &self.leader {
-                                leader.done();
-                            }
                             if self.pool.as_ref().is_some_and(|p| p.done()) {
                                 return Ok(());
                             }

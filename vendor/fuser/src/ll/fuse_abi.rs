@@ -105,6 +105,9 @@ pub mod consts {
     // Lock flags
     pub const FUSE_LK_FLOCK: u32 = 1 << 0;
 
+    // Open flags (`fuse_open_in.open_flags`, `fuse_create_in.open_flags`)
+    pub const FUSE_OPEN_KILL_SUIDGID: u32 = 1 << 0;
+
     // IOCTL constant
     pub const FUSE_IOCTL_MAX_IOV: u32 = 256; // maximum of in_iovecs + out_iovecs
 
@@ -350,7 +353,8 @@ pub(crate) struct fuse_open_in {
     // NOTE: this field is defined as u32 in fuse_kernel.h in libfuse. However, it is then cast
     // to an i32 when invoking the filesystem's open method and this matches the open() syscall
     pub(crate) flags: i32,
-    pub(crate) unused: u32,
+    /// `FUSE_OPEN_*` (protocol 7.33; `unused` before).
+    pub(crate) open_flags: u32,
 }
 
 #[repr(C)]
@@ -361,7 +365,8 @@ pub(crate) struct fuse_create_in {
     pub(crate) flags: i32,
     pub(crate) mode: u32,
     pub(crate) umask: u32,
-    pub(crate) padding: u32,
+    /// `FUSE_OPEN_*` (protocol 7.33; `padding` before).
+    pub(crate) open_flags: u32,
 }
 
 #[repr(C)]

@@ -408,6 +408,11 @@ mod op {
                 None
             }
         }
+        /// Whether the kernel asks to clear set-user-id and set-group-id
+        /// (`FATTR_KILL_SUIDGID`, with `FUSE_HANDLE_KILLPRIV_V2`).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.valid().contains(FattrFlags::FATTR_KILL_SUIDGID)
+        }
         pub(crate) fn ctime(&self) -> Option<SystemTime> {
             if self.valid().contains(FattrFlags::FATTR_CTIME) {
                 Some(system_time_from_time(self.arg.ctime, self.arg.ctimensec))
@@ -664,6 +669,11 @@ mod op {
     impl Open<'_> {
         pub(crate) fn flags(&self) -> OpenFlags {
             OpenFlags(self.arg.flags)
+        }
+        /// Whether the kernel asks to clear set-user-id and set-group-id
+        /// (`FUSE_OPEN_KILL_SUIDGID`: a truncating open by a caller without `CAP_FSETID`).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.arg.open_flags & super::abi::consts::FUSE_OPEN_KILL_SUIDGID != 0
         }
     }
 
@@ -1257,6 +1267,11 @@ mod op {
         /// Flags as passed to the `create()` call
         pub(crate) fn flags(&self) -> i32 {
             self.arg.flags
+        }
+        /// Whether the kernel asks to clear set-user-id and set-group-id
+        /// (`FUSE_OPEN_KILL_SUIDGID`).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.arg.open_flags & super::abi::consts::FUSE_OPEN_KILL_SUIDGID != 0
         }
         pub(crate) fn umask(&self) -> u32 {
             self.arg.umask

@@ -18,15 +18,10 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
-    /// (unionfs patch) Leader/followers reading with a spin: one worker at a time reads the
-    /// (non-blocking) device, polling it for this long before it sleeps in `poll(2)`; the
-    /// other workers wait for their turn on a condition variable instead of on the device.
-    /// `None`: every worker sleeps in `read(2)` on its own descriptor (fuser's default).
-    pub spin: Option<std::time::Duration>,
-    /// (unionfs patch) Grow the workers up to this many (with `clone_fd`, without `spin`):
-    /// when the last worker waiting for a request takes one, another is started, so requests
-    /// stuck in the filesystem (on slow or hung storage) never leave none reading; workers
-    /// beyond `n_threads` that find more than `n_threads` others idle end.
+    /// (unionfs patch) Grow the workers up to this many (with `clone_fd`): while every worker
+    /// is stuck on a request (slow or hung storage) and none finishes one, another is
+    /// started, so requests stuck in the filesystem never leave none reading; workers beyond
+    /// `n_threads` that find more than `n_threads` others idle end.
     pub max_threads: Option<usize>,
 }
 
