@@ -148,12 +148,11 @@ pub struct Prepared {
     pub uring: Arc<crate::fuse::uring::UringState>,
 }
 
-/// Opens the layers, builds the core and mounts it (the mount is live once this returns,
-/// requests wait until the session runs).
-pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
+/// Opens the layers and builds the core a mount of `cfg` serves (creating the upper and work
+/// directories if asked to), without mounting anything: the daemon mounts it, the tests drive
+/// it by direct calls (tests/core.rs).
+pub fn build_core(cfg: &MountConfig) -> Result<Arc<UnionFs>, Error> {
     let nofile = sproc::raise_nofile_limit();
-    sproc::limit_malloc_arenas(1);
-    let root = sproc::euid() == 0;
     // As kernel overlayfs: `trusted.overlay.*` for root, `user.overlay.*` rootless or with
     // `userxattr`.
     let dialect = if sproc::privileged() && !cfg.options.userxattr { Dialect::Trusted } else { Dialect::User };
@@ -188,7 +187,15 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     for (host, at) in &cfg.volumes {
         fs.make_volume_parents(at).context(|| format!("cannot make the mount point of volume '{}'", host.display()))?;
     }
+    Ok(fs)
+}
 
+/// Opens the layers, builds the core and mounts it (the mount is live once this returns,
+/// requests wait until the session runs).
+pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
+    sproc::limit_malloc_arenas(1);
+    let root = sproc::euid() == 0;
+    let fs = build_core(cfg)?;
     let mut mount_options = vec![
         MountOption::FSName("unionfs".into()),
         MountOption::CUSTOM("subtype=unionfs".into()),

@@ -2,6 +2,7 @@
 //! unmount (the `Mount` guard unmounts on drop, also when a test fails).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod core;
 pub mod oracle;
 pub mod scenario;
 pub mod sides;
@@ -397,7 +398,7 @@ pub fn setxattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()).map_err(io::Error::from)
 }
 
-fn fnv(data: &[u8]) -> u64 {
+pub fn fnv(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in data {
         h ^= u64::from(*b);
