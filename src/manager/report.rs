@@ -77,7 +77,12 @@ fn probe_store(store: &Store) -> (bool, bool) {
     let dir = store.root.join("tmp");
     let f = dir.join(format!(".probe-{}", std::process::id()));
     let wrote = std::fs::write(&f, b"").is_ok();
-    let xattrs = wrote && rustix::fs::setxattr(&f, "user.unionfs.probe", b"1", rustix::fs::XattrFlags::empty()).is_ok();
+    let xattrs = wrote
+        && crate::sys::open::open_plain(&f, crate::sys::open::OFlags::RDONLY, 0).is_ok_and(|fd| {
+            use std::os::fd::AsFd;
+            let t = crate::sys::xattr::XTarget::Fd(fd.as_fd());
+            crate::sys::xattr::set(t, c"user.unionfs.probe", b"1", crate::sys::xattr::SetMode::Any).is_ok()
+        });
     let d_type = wrote
         && crate::sys::open::open_dir_path(&dir)
             .and_then(|d| crate::sys::open::open_dir_for_read(&d))

@@ -90,9 +90,7 @@ impl Store {
             0o644,
         )
         .context(|| format!("cannot open '{}'", path.display()))?;
-        let op =
-            if exclusive { rustix::fs::FlockOperation::LockExclusive } else { rustix::fs::FlockOperation::LockShared };
-        rustix::fs::flock(&fd, op).context(|| format!("cannot lock '{}'", path.display()))?;
+        crate::sys::io::lock_wait(&fd, exclusive).context(|| format!("cannot lock '{}'", path.display()))?;
         Ok(Lock { _fd: fd })
     }
 
@@ -211,7 +209,7 @@ pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     let mut filled = 0;
     while filled < n {
-        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+        match crate::sys::io::random(&mut buf[filled..]) {
             Ok(k) => filled += k,
             Err(_) => {
                 // No entropy source: fall back to time and pid (ids only need to be unique).

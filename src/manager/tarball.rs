@@ -299,141 +299,208 @@ fn opaque_name(d: Dialect) -> &'static CStr {
 /// Unpacks a (decompressed) layer tarball into the empty directory `dest`.
 pub fn extract(reader: impl Read, dest: &Path, opts: ExtractOptions) -> Result<ExtractStats, Error> {
     let root = open::open_dir_path(dest).context(|| format!("cannot open '{}'", dest.display()))?;
-    let mut budget = Budget::free_space_of(dest)?;
+    let mut un = Unpacker {
+        root,
+        opts,
+        budget: Budget::free_space_of(dest)?,
+        stats: ExtractStats::default(),
+        dir_times: Vec::new(),
+    };
     let mut archive = tar::Archive::new(reader);
-    let mut stats = ExtractStats::default();
-    let mut dir_times: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
     let entries = archive.entries().map_err(|e| Error::msg(format!("not a tarball: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| Error::msg(format!("corrupt or truncated tarball: {e}")))?;
+        un.entry(&mut entry)?;
+    }
+    un.set_dir_times()?;
+    Ok(un.stats)
+}
+
+/// The state of one [`extract`].
+struct Unpacker {
+    root: OwnedFd,
+    opts: ExtractOptions,
+    budget: Budget,
+    stats: ExtractStats,
+    /// Directories unpacked (their paths) and their times, set at the end.
+    dir_times: Vec<(Vec<Vec<u8>>, i64)>,
+}
+
+impl Unpacker {
+    /// Unpacks one entry: an OCI marker, or an object with its metadata.
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), Error> {
         let raw = entry.path_bytes().into_owned();
         let comps = clean_path(&raw)?;
         let Some((leaf, parents)) = comps.split_last() else {
-            continue; // the layer root itself
+            return Ok(()); // the layer root itself
         };
         let etype = entry.header().entry_type();
         if matches!(
             etype,
             EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
         ) {
-            continue;
+            return Ok(());
         }
-        let pdir = ensure_dir(root.as_fd(), parents, &raw)?;
+        let pdir = ensure_dir(self.root.as_fd(), parents, &raw)?;
+        self.stats.entries += 1;
+        if self.marker(pdir.as_fd(), leaf)? {
+            return Ok(());
+        }
         let leaf_c = CString::new(leaf.clone()).map_err(|_| Error::msg("bad name"))?;
-        stats.entries += 1;
-        // OCI markers.
-        if leaf.as_slice() == whiteout::OPAQUE_MARKER.to_bytes() {
-            xattr::set(XTarget::At(pdir.as_fd(), c"."), opaque_name(opts.dialect), b"y", SetMode::Any)
-                .map_err(|e| Error::io("cannot mark a directory opaque", e))?;
-            continue;
-        }
-        if let Some(target) = whiteout::whiteout_target(leaf) {
-            let t = CString::new(target.to_vec()).map_err(|_| Error::msg("bad name"))?;
-            // A name present in the same layer stays: a whiteout only hides lower layers.
-            if matches!(stat::statat(&pdir, &t), Err(Errno::ENOENT)) {
-                sfs::mknodat(&pdir, &t, FileKind::CharDev, 0, 0)
-                    .map_err(|e| Error::io("cannot create a whiteout", e))?;
-            }
-            continue;
-        }
-        if whiteout::is_marker_name(leaf) {
-            continue; // other AUFS metadata
-        }
-        let h = entry.header().clone();
-        let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        let mtime = h.mtime().unwrap_or(0) as i64;
         // Replace what is there, except a directory by a directory (tar merges those).
         let existing = stat::statat(&pdir, &leaf_c).ok();
         if !(etype == EntryType::Directory && existing.is_some_and(|s| s.is_dir())) && existing.is_some() {
             clear(pdir.as_fd(), &leaf_c)?;
         }
-        let ioerr = |what: &str| {
-            let what = format!("cannot unpack '{}' ({what})", String::from_utf8_lossy(&raw));
-            move |e: Errno| Error::io(what, e)
-        };
-        match etype {
+        let at = At { dir: pdir.as_fd(), name: &leaf_c, raw: &raw };
+        let made = match etype {
             EntryType::Directory => {
                 if existing.is_none_or(|s| !s.is_dir()) {
-                    sfs::mkdirat(&pdir, &leaf_c, 0o700).map_err(ioerr("mkdir"))?;
+                    sfs::mkdirat(at.dir, at.name, 0o700).map_err(at.err("mkdir"))?;
                 }
                 let mut path = parents.to_vec();
                 path.push(leaf.clone());
-                dir_times.push((path, mtime));
+                self.dir_times.push((path, entry.header().mtime().unwrap_or(0) as i64));
+                true
             }
+            EntryType::Link => {
+                self.hard_link(entry, &at)?;
+                false // shares the target's metadata
+            }
+            _ => self.object(entry, etype, &at)?,
+        };
+        if made {
+            set_metadata(entry, etype, &at, self.opts.privileged)?;
+        }
+        Ok(())
+    }
+
+    /// An OCI marker (`.wh..wh..opq`, `.wh.NAME`, other AUFS metadata) in `pdir`: applied
+    /// in the dialect of the layer; whether `leaf` was one.
+    fn marker(&self, pdir: BorrowedFd<'_>, leaf: &[u8]) -> Result<bool, Error> {
+        if leaf == whiteout::OPAQUE_MARKER.to_bytes() {
+            xattr::set(XTarget::At(pdir, c"."), opaque_name(self.opts.dialect), b"y", SetMode::Any)
+                .map_err(|e| Error::io("cannot mark a directory opaque", e))?;
+            return Ok(true);
+        }
+        if let Some(target) = whiteout::whiteout_target(leaf) {
+            let t = CString::new(target.to_vec()).map_err(|_| Error::msg("bad name"))?;
+            // A name present in the same layer stays: a whiteout only hides lower layers.
+            if matches!(stat::statat(pdir, &t), Err(Errno::ENOENT)) {
+                sfs::mknodat(pdir, &t, FileKind::CharDev, 0, 0)
+                    .map_err(|e| Error::io("cannot create a whiteout", e))?;
+            }
+            return Ok(true);
+        }
+        Ok(whiteout::is_marker_name(leaf))
+    }
+
+    /// A regular file, symlink, device or FIFO: whether one was made (devices are left out
+    /// unless privileged, unknown types always).
+    fn object<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, etype: EntryType, at: &At<'_>) -> Result<bool, Error> {
+        match etype {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let fd = open::openat(&pdir, &leaf_c, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)
-                    .map_err(ioerr("create"))?;
+                let fd = open::openat(at.dir, at.name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)
+                    .map_err(at.err("create"))?;
                 let mut f = std::fs::File::from(fd);
-                copy_sparse(&mut entry, &mut f, &mut budget)?;
+                copy_sparse(entry, &mut f, &mut self.budget)?;
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| Error::msg("symlink without a target"))?;
                 let t = CString::new(target.into_owned()).map_err(|_| Error::msg("bad link target"))?;
-                sfs::symlinkat(&t, &pdir, &leaf_c).map_err(ioerr("symlink"))?;
-            }
-            EntryType::Link => {
-                let target =
-                    entry.link_name_bytes().ok_or_else(|| Error::msg("hard link without a target"))?.into_owned();
-                let tc = clean_path(&target)?;
-                let (tleaf, tparents) = tc.split_last().ok_or_else(|| Error::msg("hard link to the layer root"))?;
-                let tdir = ensure_dir(root.as_fd(), tparents, &target)?;
-                let tl = CString::new(tleaf.clone()).map_err(|_| Error::msg("bad name"))?;
-                sfs::linkat(&tdir, &tl, &pdir, &leaf_c).map_err(ioerr("link"))?;
-                continue; // shares the target's metadata
+                sfs::symlinkat(&t, at.dir, at.name).map_err(at.err("symlink"))?;
             }
             EntryType::Char | EntryType::Block => {
-                if !opts.privileged {
-                    stats.skipped_devices += 1;
-                    continue;
+                if !self.opts.privileged {
+                    self.stats.skipped_devices += 1;
+                    return Ok(false);
                 }
                 let kind = if etype == EntryType::Char { FileKind::CharDev } else { FileKind::BlockDev };
-                let dev = rustix::fs::makedev(
+                let h = entry.header();
+                let dev = stat::makedev(
                     h.device_major().ok().flatten().unwrap_or(0),
                     h.device_minor().ok().flatten().unwrap_or(0),
                 );
-                sfs::mknodat(&pdir, &leaf_c, kind, 0o600, dev).map_err(ioerr("mknod"))?;
+                sfs::mknodat(at.dir, at.name, kind, 0o600, dev).map_err(at.err("mknod"))?;
             }
-            EntryType::Fifo => {
-                sfs::mknodat(&pdir, &leaf_c, FileKind::Fifo, 0o600, 0).map_err(ioerr("mkfifo"))?;
-            }
-            _ => continue,
+            EntryType::Fifo => sfs::mknodat(at.dir, at.name, FileKind::Fifo, 0o600, 0).map_err(at.err("mkfifo"))?,
+            _ => return Ok(false),
         }
-        // xattrs (never the union's own markers), owner, mode, time.
-        if let Ok(Some(pax)) = entry.pax_extensions() {
-            for ext in pax.flatten() {
-                let Ok(key) = ext.key() else { continue };
-                let Some(name) = key.strip_prefix("SCHILY.xattr.") else { continue };
-                if whiteout::is_private_xattr(name.as_bytes()) {
-                    continue;
-                }
-                let Ok(n) = CString::new(name) else { continue };
-                match xattr::set(XTarget::At(pdir.as_fd(), &leaf_c), &n, ext.value_bytes(), SetMode::Any) {
-                    Ok(()) | Err(Errno::EPERM) | Err(Errno::EOPNOTSUPP) | Err(Errno::EACCES) => {}
-                    Err(e) => return Err(Error::io(format!("cannot set xattr {name}"), e)),
-                }
-            }
-        }
-        let is_link = etype == EntryType::Symlink;
-        if opts.privileged {
-            let (u, g) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
-            sfs::chownat(&pdir, &leaf_c, Some(u), Some(g)).map_err(ioerr("chown"))?;
-        }
-        if !is_link {
-            sfs::chmodat(&pdir, &leaf_c, mode).map_err(ioerr("chmod"))?;
-        }
-        let t = SetTime::At(Timespec { sec: mtime, nsec: 0 });
-        sfs::utimensat(&pdir, &leaf_c, t, t).map_err(ioerr("utimens"))?;
+        Ok(true)
     }
-    // Directory times last: creating entries inside changed them.
-    for (path, mtime) in dir_times.iter().rev() {
-        if let Some((leaf, parents)) = path.split_last() {
-            let pdir = ensure_dir(root.as_fd(), parents, leaf)?;
-            let l = CString::new(leaf.clone()).map_err(|_| Error::msg("bad name"))?;
-            let t = SetTime::At(Timespec { sec: *mtime, nsec: 0 });
-            sfs::utimensat(&pdir, &l, t, t).map_err(|e| Error::io("cannot set directory times", e))?;
+
+    /// A hard link to an entry unpacked before.
+    fn hard_link<R: Read>(&self, entry: &tar::Entry<'_, R>, at: &At<'_>) -> Result<(), Error> {
+        let target = entry.link_name_bytes().ok_or_else(|| Error::msg("hard link without a target"))?.into_owned();
+        let tc = clean_path(&target)?;
+        let (tleaf, tparents) = tc.split_last().ok_or_else(|| Error::msg("hard link to the layer root"))?;
+        let tdir = ensure_dir(self.root.as_fd(), tparents, &target)?;
+        let tl = CString::new(tleaf.clone()).map_err(|_| Error::msg("bad name"))?;
+        sfs::linkat(&tdir, &tl, at.dir, at.name).map_err(at.err("link"))
+    }
+
+    /// Directory times last: creating entries inside changed them.
+    fn set_dir_times(&self) -> Result<(), Error> {
+        for (path, mtime) in self.dir_times.iter().rev() {
+            if let Some((leaf, parents)) = path.split_last() {
+                let pdir = ensure_dir(self.root.as_fd(), parents, leaf)?;
+                let l = CString::new(leaf.clone()).map_err(|_| Error::msg("bad name"))?;
+                let t = SetTime::At(Timespec { sec: *mtime, nsec: 0 });
+                sfs::utimensat(&pdir, &l, t, t).map_err(|e| Error::io("cannot set directory times", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where an entry is unpacked: its directory, its name there, and its path in the tarball
+/// (for messages).
+struct At<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a CStr,
+    raw: &'a [u8],
+}
+
+impl At<'_> {
+    /// The error for a failed `what` on this entry.
+    fn err(&self, what: &str) -> impl FnOnce(Errno) -> Error + use<> {
+        let what = format!("cannot unpack '{}' ({what})", String::from_utf8_lossy(self.raw));
+        move |e: Errno| Error::io(what, e)
+    }
+}
+
+/// An unpacked object's xattrs (never the union's own markers), owner (when privileged),
+/// mode and time, from its tar header.
+fn set_metadata<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    etype: EntryType,
+    at: &At<'_>,
+    privileged: bool,
+) -> Result<(), Error> {
+    if let Ok(Some(pax)) = entry.pax_extensions() {
+        for ext in pax.flatten() {
+            let Ok(key) = ext.key() else { continue };
+            let Some(name) = key.strip_prefix("SCHILY.xattr.") else { continue };
+            if whiteout::is_private_xattr(name.as_bytes()) {
+                continue;
+            }
+            let Ok(n) = CString::new(name) else { continue };
+            match xattr::set(XTarget::At(at.dir, at.name), &n, ext.value_bytes(), SetMode::Any) {
+                Ok(()) | Err(Errno::EPERM) | Err(Errno::EOPNOTSUPP) | Err(Errno::EACCES) => {}
+                Err(e) => return Err(Error::io(format!("cannot set xattr {name}"), e)),
+            }
         }
     }
-    Ok(stats)
+    let h = entry.header();
+    if privileged {
+        let (u, g) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
+        sfs::chownat(at.dir, at.name, Some(u), Some(g)).map_err(at.err("chown"))?;
+    }
+    if etype != EntryType::Symlink {
+        sfs::chmodat(at.dir, at.name, h.mode().unwrap_or(0o644) & 0o7777).map_err(at.err("chmod"))?;
+    }
+    let t = SetTime::At(Timespec { sec: h.mtime().unwrap_or(0) as i64, nsec: 0 });
+    sfs::utimensat(at.dir, at.name, t, t).map_err(at.err("utimens"))
 }
 
 /// PAX extended-header data for `records` (`LEN key=value\n`, LEN counting itself).
@@ -575,8 +642,9 @@ pub fn write_layer_filtered<W: Write>(
                     _ => EntryType::Fifo,
                 };
                 let mut h = base_header(t, mode, Some(&st));
-                h.set_device_major(rustix::fs::major(st.rdev)).map_err(werr)?;
-                h.set_device_minor(rustix::fs::minor(st.rdev)).map_err(werr)?;
+                let (major, minor) = stat::major_minor(st.rdev);
+                h.set_device_major(major).map_err(werr)?;
+                h.set_device_minor(minor).map_err(werr)?;
                 append(&mut b, h, e.rel, &[][..]).map_err(werr)?;
             }
             FileKind::Socket => {} // sockets are not archived

@@ -102,6 +102,17 @@ pub fn try_lock_exclusive(fd: impl AsFd) -> Res<bool> {
     }
 }
 
+/// Safe wrapper for `flock(2)`, waiting for the lock: exclusive or shared.
+pub fn lock_wait(fd: impl AsFd, exclusive: bool) -> Res<()> {
+    let op = if exclusive { FlockOperation::LockExclusive } else { FlockOperation::LockShared };
+    Ok(rustix::fs::flock(fd, op)?)
+}
+
+/// Fills `buf` from the kernel's random number generator (`getrandom(2)`): how many bytes.
+pub fn random(buf: &mut [u8]) -> Res<usize> {
+    Ok(rustix::rand::getrandom(buf, rustix::rand::GetRandomFlags::empty())?)
+}
+
 /// Safe wrapper for `copy_file_range(2)` between two descriptors at explicit offsets.
 pub fn copy_file_range(src: impl AsFd, src_off: u64, dst: impl AsFd, dst_off: u64, len: usize) -> Res<usize> {
     let (mut a, mut b) = (src_off, dst_off);

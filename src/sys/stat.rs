@@ -155,6 +155,16 @@ impl Stat {
     }
 }
 
+/// A device number from its major and minor numbers.
+pub fn makedev(major: u32, minor: u32) -> u64 {
+    rustix::fs::makedev(major, minor)
+}
+
+/// The major and minor numbers of device number `dev`.
+pub fn major_minor(dev: u64) -> (u32, u32) {
+    (rustix::fs::major(dev), rustix::fs::minor(dev))
+}
+
 /// Safe wrapper for `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`.
 pub fn statat(dir: impl AsFd, name: &CStr) -> Res<Stat> {
     Ok(Stat::from_rustix(&rustix::fs::statat(dir, name, at_flags(name))?))
