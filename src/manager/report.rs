@@ -135,75 +135,103 @@ fn pct(part: u64, whole: u64) -> String {
 
 /// `unionfs df [-v]`.
 pub fn df(store: &Store, verbose: bool) -> Result<String, Error> {
-    let imgs = images::list(store)?;
-    let cs = containers::list(store)?;
-    let vols = volumes::list(store)?;
-    let mut layer_size: HashMap<String, u64> = HashMap::new();
-    for i in &imgs {
-        for l in &i.layers {
+    let u = Usage::of(store)?;
+    let mut out = u.summary();
+    if verbose {
+        out.push_str("\nImages space usage:\n\n");
+        out.push_str(&u.images_table());
+        out.push_str("\nContainers space usage:\n\n");
+        out.push_str(&u.containers_table());
+        out.push_str("\nLocal Volumes space usage:\n\n");
+        out.push_str(&u.volumes_table(store));
+    }
+    Ok(out)
+}
+
+/// What the store holds and what uses it: images, containers and volumes with their sizes.
+struct Usage {
+    imgs: Vec<images::Image>,
+    cs: Vec<containers::Container>,
+    vols: Vec<volumes::Volume>,
+    /// Each layer of an image, by id: its size.
+    layer_size: HashMap<String, u64>,
+    /// Each container's state and upper size.
+    states: Vec<State>,
+    sizes: Vec<u64>,
+    /// Each volume's size, and whether a container uses it.
+    vsizes: Vec<u64>,
+    vused: Vec<bool>,
+}
+
+impl Usage {
+    fn of(store: &Store) -> Result<Usage, Error> {
+        let imgs = images::list(store)?;
+        let cs = containers::list(store)?;
+        let vols = volumes::list(store)?;
+        let mut layer_size: HashMap<String, u64> = HashMap::new();
+        for l in imgs.iter().flat_map(|i| &i.layers) {
             if !layer_size.contains_key(l) {
                 layer_size.insert(l.clone(), layers::info(store, l).map(|x| x.size).unwrap_or(0));
             }
         }
+        let states = cs.iter().map(containers::state).collect();
+        let sizes = cs.iter().map(|c| walk::tree_size(&c.upper(store)).unwrap_or(0)).collect();
+        let vsizes =
+            vols.iter().map(|v| volumes::data_dir(store, &v.name).and_then(|d| walk::tree_size(&d)).unwrap_or(0)).collect();
+        let vused = vols.iter().map(|v| volumes::users(store, &v.name).is_ok_and(|u| !u.is_empty())).collect();
+        Ok(Usage { imgs, cs, vols, layer_size, states, sizes, vsizes, vused })
     }
-    let used_images: HashSet<&str> = cs.iter().map(|c| c.image.as_str()).collect();
-    let used_layers: HashSet<&String> = cs.iter().flat_map(|c| c.layers.iter()).collect();
-    let images_size: u64 = layer_size.values().sum();
-    let reclaim_img: u64 = layer_size.iter().filter(|(l, _)| !used_layers.contains(l)).map(|(_, s)| s).sum();
-    let states: Vec<State> = cs.iter().map(containers::state).collect();
-    let sizes: Vec<u64> = cs.iter().map(|c| walk::tree_size(&c.upper(store)).unwrap_or(0)).collect();
-    let c_size: u64 = sizes.iter().sum();
-    let c_reclaim: u64 = sizes.iter().zip(&states).filter(|(_, s)| **s != State::Running).map(|(z, _)| z).sum();
-    let vsizes: Vec<u64> =
-        vols.iter().map(|v| volumes::data_dir(store, &v.name).and_then(|d| walk::tree_size(&d)).unwrap_or(0)).collect();
-    let vused: Vec<bool> = vols.iter().map(|v| volumes::users(store, &v.name).is_ok_and(|u| !u.is_empty())).collect();
-    let v_size: u64 = vsizes.iter().sum();
-    let v_reclaim: u64 = vsizes.iter().zip(&vused).filter(|(_, u)| !**u).map(|(z, _)| z).sum();
-    let mut rows = vec![vec!["TYPE".into(), "TOTAL".into(), "ACTIVE".into(), "SIZE".into(), "RECLAIMABLE".into()]];
-    rows.push(vec![
-        "Images".into(),
-        imgs.len().to_string(),
-        imgs.iter().filter(|i| used_images.contains(i.r.to_string().as_str())).count().to_string(),
-        human_size(images_size),
-        format!("{} ({})", human_size(reclaim_img), pct(reclaim_img, images_size)),
-    ]);
-    rows.push(vec![
-        "Containers".into(),
-        cs.len().to_string(),
-        states.iter().filter(|s| **s == State::Running).count().to_string(),
-        human_size(c_size),
-        format!("{} ({})", human_size(c_reclaim), pct(c_reclaim, c_size)),
-    ]);
-    rows.push(vec![
-        "Local Volumes".into(),
-        vols.len().to_string(),
-        vused.iter().filter(|u| **u).count().to_string(),
-        human_size(v_size),
-        format!("{} ({})", human_size(v_reclaim), pct(v_reclaim, v_size)),
-    ]);
-    let mut out = table(&rows);
-    if verbose {
+
+    /// The TYPE / TOTAL / ACTIVE / SIZE / RECLAIMABLE table.
+    fn summary(&self) -> String {
+        let used_images: HashSet<&str> = self.cs.iter().map(|c| c.image.as_str()).collect();
+        let used_layers: HashSet<&String> = self.cs.iter().flat_map(|c| c.layers.iter()).collect();
+        let images_size: u64 = self.layer_size.values().sum();
+        let reclaim_img: u64 = self.layer_size.iter().filter(|(l, _)| !used_layers.contains(l)).map(|(_, s)| s).sum();
+        let running = |s: &State| *s == State::Running;
+        let c_size: u64 = self.sizes.iter().sum();
+        let c_reclaim: u64 = self.sizes.iter().zip(&self.states).filter(|(_, s)| !running(s)).map(|(z, _)| z).sum();
+        let v_size: u64 = self.vsizes.iter().sum();
+        let v_reclaim: u64 = self.vsizes.iter().zip(&self.vused).filter(|(_, u)| !**u).map(|(z, _)| z).sum();
+        let row = |kind: &str, total: usize, active: usize, size: u64, reclaim: u64| {
+            vec![
+                kind.to_string(),
+                total.to_string(),
+                active.to_string(),
+                human_size(size),
+                format!("{} ({})", human_size(reclaim), pct(reclaim, size)),
+            ]
+        };
+        let active_images = self.imgs.iter().filter(|i| used_images.contains(i.r.to_string().as_str())).count();
+        table(&[
+            header(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]),
+            row("Images", self.imgs.len(), active_images, images_size, reclaim_img),
+            row("Containers", self.cs.len(), self.states.iter().filter(|s| running(s)).count(), c_size, c_reclaim),
+            row("Local Volumes", self.vols.len(), self.vused.iter().filter(|u| **u).count(), v_size, v_reclaim),
+        ])
+    }
+
+    /// Each image: its size, the part it shares with other images, its containers.
+    fn images_table(&self) -> String {
         let mut count: HashMap<&String, usize> = HashMap::new();
-        for i in &imgs {
-            for l in &i.layers {
-                *count.entry(l).or_default() += 1;
-            }
+        for l in self.imgs.iter().flat_map(|i| &i.layers) {
+            *count.entry(l).or_default() += 1;
         }
-        let mut r = vec![
-            ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        ];
-        for i in &imgs {
-            let size: u64 = i.layers.iter().map(|l| layer_size.get(l).copied().unwrap_or(0)).sum();
-            let shared: u64 = i
-                .layers
-                .iter()
-                .filter(|l| count.get(l).copied().unwrap_or(0) > 1)
-                .map(|l| layer_size.get(l).copied().unwrap_or(0))
-                .sum();
-            let users = cs.iter().filter(|c| c.image == i.r.to_string()).count();
+        let size_of = |l: &String| self.layer_size.get(l).copied().unwrap_or(0);
+        let mut r = vec![header(&[
+            "REPOSITORY",
+            "TAG",
+            "IMAGE ID",
+            "CREATED",
+            "SIZE",
+            "SHARED SIZE",
+            "UNIQUE SIZE",
+            "CONTAINERS",
+        ])];
+        for i in &self.imgs {
+            let size: u64 = i.layers.iter().map(size_of).sum();
+            let shared: u64 = i.layers.iter().filter(|l| count.get(l).copied().unwrap_or(0) > 1).map(size_of).sum();
+            let users = self.cs.iter().filter(|c| c.image == i.r.to_string()).count();
             r.push(vec![
                 i.r.name.clone(),
                 i.r.tag.clone(),
@@ -215,25 +243,32 @@ pub fn df(store: &Store, verbose: bool) -> Result<String, Error> {
                 users.to_string(),
             ]);
         }
-        out.push_str("\nImages space usage:\n\n");
-        out.push_str(&table(&r));
-        let mut r = vec![
-            ["CONTAINER ID", "IMAGE", "STATUS", "SIZE", "NAMES"].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        ];
-        for ((c, s), z) in cs.iter().zip(&states).zip(&sizes) {
+        table(&r)
+    }
+
+    /// Each container: its state and upper size.
+    fn containers_table(&self) -> String {
+        let mut r = vec![header(&["CONTAINER ID", "IMAGE", "STATUS", "SIZE", "NAMES"])];
+        for ((c, s), z) in self.cs.iter().zip(&self.states).zip(&self.sizes) {
             r.push(vec![c.id[..12].to_string(), c.image.clone(), s.word().into(), human_size(*z), c.name.clone()]);
         }
-        out.push_str("\nContainers space usage:\n\n");
-        out.push_str(&table(&r));
-        let mut r = vec![["VOLUME NAME", "LINKS", "SIZE"].iter().map(|s| s.to_string()).collect::<Vec<_>>()];
-        for (v, z) in vols.iter().zip(&vsizes) {
+        table(&r)
+    }
+
+    /// Each volume: how many containers use it, its size.
+    fn volumes_table(&self, store: &Store) -> String {
+        let mut r = vec![header(&["VOLUME NAME", "LINKS", "SIZE"])];
+        for (v, z) in self.vols.iter().zip(&self.vsizes) {
             let links = volumes::users(store, &v.name).map(|u| u.len()).unwrap_or(0);
             r.push(vec![v.name.clone(), links.to_string(), human_size(*z)]);
         }
-        out.push_str("\nLocal Volumes space usage:\n\n");
-        out.push_str(&table(&r));
+        table(&r)
     }
-    Ok(out)
+}
+
+/// A table's header row.
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
 }
 
 /// The 12-digit short form of an id.

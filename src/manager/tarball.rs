@@ -10,7 +10,7 @@
 //!   `.wh..wh..opq`, xattrs as PAX `SCHILY.xattr.*` records, hard links as link entries,
 //!   no user/group names, no access or change times.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -548,40 +548,44 @@ pub fn write_layer_filtered<W: Write>(
     out: W,
     keep_whiteout: Option<KeepWhiteout<'_>>,
 ) -> Result<W, Error> {
-    let mut opaque_dirs: Vec<Vec<u8>> = Vec::new();
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Deterministic);
-    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let mut xwh_dirs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-    let werr = |e: std::io::Error| Error::io("cannot write the tarball", e);
-    walk::walk(layer, &mut |e| {
+    let mut p = Packer { b, keep_whiteout, opaque_dirs: Vec::new(), links: HashMap::new(), xwh_dirs: HashSet::new() };
+    walk::walk(layer, &mut |e| p.entry(e))?;
+    p.b.into_inner().map_err(werr)
+}
+
+/// The error of a failed write to the tarball.
+fn werr(e: std::io::Error) -> Error {
+    Error::io("cannot write the tarball", e)
+}
+
+/// The state of one [`write_layer_filtered`].
+struct Packer<'k, W: Write> {
+    b: tar::Builder<W>,
+    keep_whiteout: Option<KeepWhiteout<'k>>,
+    /// Opaque directories written so far.
+    opaque_dirs: Vec<Vec<u8>>,
+    /// The first path of each multiply linked file (by device and inode).
+    links: HashMap<(u64, u64), Vec<u8>>,
+    /// Directories whose whiteouts may be xattr whiteouts (marked so).
+    xwh_dirs: HashSet<Vec<u8>>,
+}
+
+impl<W: Write> Packer<'_, W> {
+    /// Writes one entry of the layer: a whiteout as `.wh.NAME`, else the object with its
+    /// exported xattrs.
+    fn entry(&mut self, e: &walk::Entry<'_>) -> Result<Step, Error> {
         let st = e.stat;
         let kind = st.kind().ok_or_else(|| Error::msg("unknown file type"))?;
         let parent: &[u8] = e.rel.rsplit_once_bytes().map_or(b"", |(p, _)| p);
-        let name = e.name.to_bytes();
-        let wh_path = |n: &[u8]| -> Vec<u8> {
-            let mut p = parent.to_vec();
-            if !p.is_empty() {
-                p.push(b'/');
-            }
-            p.extend_from_slice(whiteout::WH_PREFIX);
-            p.extend_from_slice(n);
-            p
-        };
         let is_whiteout = st.is_chardev_whiteout()
             || (kind == FileKind::Regular
                 && st.size == 0
-                && xwh_dirs.contains(parent)
+                && self.xwh_dirs.contains(parent)
                 && whiteout::is_xattr_whiteout(e.dir, e.name, whiteout::Dialects::ANY).unwrap_or(false));
         if is_whiteout {
-            if let Some(keep) = keep_whiteout {
-                let in_opaque = opaque_dirs.iter().any(|d| e.rel.starts_with(d) && e.rel.get(d.len()) == Some(&b'/'));
-                if in_opaque || !keep(e.rel) {
-                    return Ok(Step::Skip);
-                }
-            }
-            let h = base_header(EntryType::Regular, 0o644, None);
-            append(&mut b, h, &wh_path(name), &[][..]).map_err(werr)?;
+            self.whiteout(e, parent)?;
             return Ok(Step::Skip);
         }
         let xattrs = exported_xattrs(e.dir, e.name, kind)?;
@@ -590,50 +594,17 @@ pub fn write_layer_filtered<W: Write>(
                 pax_data(&xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone())).collect::<Vec<_>>());
             let mut h = base_header(EntryType::XHeader, 0o644, None);
             h.set_size(data.len() as u64);
-            append(&mut b, h, b"././@PaxHeader", &data[..]).map_err(werr)?;
+            append(&mut self.b, h, b"././@PaxHeader", &data[..]).map_err(werr)?;
         }
         let mode = st.perm();
         match kind {
-            FileKind::Directory => {
-                let mut p = e.rel.to_vec();
-                p.push(b'/');
-                append(&mut b, base_header(EntryType::Directory, mode, Some(&st)), &p, &[][..]).map_err(werr)?;
-                let marks = whiteout::dir_marks(e.dir, e.name, None, whiteout::Dialects::ANY)
-                    .map_err(|x| Error::io("cannot read markers", x))?;
-                if marks.xwhiteouts {
-                    xwh_dirs.insert(e.rel.to_vec());
-                }
-                if marks.opaque {
-                    opaque_dirs.push(e.rel.to_vec());
-                }
-                if marks.opaque && !has_oci_opaque(e.dir, e.name) {
-                    let mut q = e.rel.to_vec();
-                    q.extend_from_slice(b"/");
-                    q.extend_from_slice(whiteout::OPAQUE_MARKER.to_bytes());
-                    append(&mut b, base_header(EntryType::Regular, 0o644, None), &q, &[][..]).map_err(werr)?;
-                }
-            }
-            FileKind::Regular => {
-                if st.nlink > 1 {
-                    if let Some(first) = links.get(&(st.dev, st.ino)) {
-                        let mut h = base_header(EntryType::Link, mode, Some(&st));
-                        h.set_link_name_literal(first).map_err(werr)?;
-                        append(&mut b, h, e.rel, &[][..]).map_err(werr)?;
-                        return Ok(Step::Descend);
-                    }
-                    links.insert((st.dev, st.ino), e.rel.to_vec());
-                }
-                let f =
-                    open::openat(e.dir, e.name, OFlags::RDONLY, 0).map_err(|x| Error::io("cannot open a file", x))?;
-                let mut h = base_header(EntryType::Regular, mode, Some(&st));
-                h.set_size(st.size);
-                append(&mut b, h, e.rel, std::fs::File::from(f).take(st.size)).map_err(werr)?;
-            }
+            FileKind::Directory => self.directory(e, mode)?,
+            FileKind::Regular => self.regular(e, mode)?,
             FileKind::Symlink => {
                 let target = sfs::readlinkat(e.dir, e.name).map_err(|x| Error::io("cannot read a link", x))?;
                 let mut h = base_header(EntryType::Symlink, 0o777, Some(&st));
                 h.set_link_name_literal(&target).map_err(werr)?;
-                append(&mut b, h, e.rel, &[][..]).map_err(werr)?;
+                append(&mut self.b, h, e.rel, &[][..]).map_err(werr)?;
             }
             FileKind::CharDev | FileKind::BlockDev | FileKind::Fifo => {
                 let t = match kind {
@@ -645,13 +616,69 @@ pub fn write_layer_filtered<W: Write>(
                 let (major, minor) = stat::major_minor(st.rdev);
                 h.set_device_major(major).map_err(werr)?;
                 h.set_device_minor(minor).map_err(werr)?;
-                append(&mut b, h, e.rel, &[][..]).map_err(werr)?;
+                append(&mut self.b, h, e.rel, &[][..]).map_err(werr)?;
             }
             FileKind::Socket => {} // sockets are not archived
         }
         Ok(Step::Descend)
-    })?;
-    b.into_inner().map_err(werr)
+    }
+
+    /// A whiteout, as `.wh.NAME` beside where it is (unless the filter leaves it out, or an
+    /// opaque directory above already hides everything below).
+    fn whiteout(&mut self, e: &walk::Entry<'_>, parent: &[u8]) -> Result<(), Error> {
+        if let Some(keep) = self.keep_whiteout {
+            let in_opaque = self.opaque_dirs.iter().any(|d| e.rel.starts_with(d) && e.rel.get(d.len()) == Some(&b'/'));
+            if in_opaque || !keep(e.rel) {
+                return Ok(());
+            }
+        }
+        let mut p = parent.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(whiteout::WH_PREFIX);
+        p.extend_from_slice(e.name.to_bytes());
+        append(&mut self.b, base_header(EntryType::Regular, 0o644, None), &p, &[][..]).map_err(werr)
+    }
+
+    /// A directory, and the OCI opaque marker inside it if it is opaque.
+    fn directory(&mut self, e: &walk::Entry<'_>, mode: u32) -> Result<(), Error> {
+        let mut p = e.rel.to_vec();
+        p.push(b'/');
+        append(&mut self.b, base_header(EntryType::Directory, mode, Some(&e.stat)), &p, &[][..]).map_err(werr)?;
+        let marks = whiteout::dir_marks(e.dir, e.name, None, whiteout::Dialects::ANY)
+            .map_err(|x| Error::io("cannot read markers", x))?;
+        if marks.xwhiteouts {
+            self.xwh_dirs.insert(e.rel.to_vec());
+        }
+        if marks.opaque {
+            self.opaque_dirs.push(e.rel.to_vec());
+        }
+        if marks.opaque && !has_oci_opaque(e.dir, e.name) {
+            let mut q = e.rel.to_vec();
+            q.extend_from_slice(b"/");
+            q.extend_from_slice(whiteout::OPAQUE_MARKER.to_bytes());
+            append(&mut self.b, base_header(EntryType::Regular, 0o644, None), &q, &[][..]).map_err(werr)?;
+        }
+        Ok(())
+    }
+
+    /// A regular file: its data, or a hard link to the first path of a file seen before.
+    fn regular(&mut self, e: &walk::Entry<'_>, mode: u32) -> Result<(), Error> {
+        let st = e.stat;
+        if st.nlink > 1 {
+            if let Some(first) = self.links.get(&(st.dev, st.ino)) {
+                let mut h = base_header(EntryType::Link, mode, Some(&st));
+                h.set_link_name_literal(first).map_err(werr)?;
+                return append(&mut self.b, h, e.rel, &[][..]).map_err(werr);
+            }
+            self.links.insert((st.dev, st.ino), e.rel.to_vec());
+        }
+        let f = open::openat(e.dir, e.name, OFlags::RDONLY, 0).map_err(|x| Error::io("cannot open a file", x))?;
+        let mut h = base_header(EntryType::Regular, mode, Some(&st));
+        h.set_size(st.size);
+        append(&mut self.b, h, e.rel, std::fs::File::from(f).take(st.size)).map_err(werr)
+    }
 }
 
 /// Appends an entry, using a GNU long-name record when the path does not fit the header.
