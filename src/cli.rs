@@ -316,18 +316,7 @@ pub struct MountArgs {
     /// Most objects the upper may hold, whiteouts included (also -o inode_limit=).
     #[arg(long, value_name = "N")]
     pub inode_limit: Option<u64>,
-    /// Mount options, comma-separated, may repeat: ro, rw, nosuid, suid, nodev, dev, noexec,
-    /// noatime, volatile / fsync=0 (skip fsync), allow_other, nopassthrough (no FUSE
-    /// passthrough), nouring/uring (FUSE over io_uring, used where the kernel offers it by
-    /// default as root; nouring: /dev/fuse only),
-    /// prefetch=N (threads reading directories ahead of tree
-    /// walks, default 4; 0 or noprefetch: none), threads=N (workers reading /dev/fuse,
-    /// default twice the CPUs, 4 to 16),
-    /// max_nodes=N (inodes remembered, default 100000), redirect_dir=off
-    /// (renaming a directory with lower parts fails with EXDEV instead of recording a
-    /// redirect), metacopy=on (chmod/chown/utimes/xattr changes copy no data until a write),
-    /// index=on (lower hard links stay one inode after copy-up),
-    /// size_limit=SIZE, inode_limit=N, watch. Unknown ones are warned about.
+    /// Mount options, comma-separated, may repeat (--help lists them).
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// Background daemon log file (default: none; errors at start-up are always printed).
@@ -385,6 +374,17 @@ impl MountArgs {
             log: self.log.clone(),
             volumes: self.volume.clone(),
         }
+    }
+}
+
+impl Cli {
+    /// Parses the process's arguments; `unionfs mount --help` lists the mount options from
+    /// their table ([`crate::options::help`]).
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd =
+            Cli::command().mut_subcommand("mount", |m| m.mut_arg("options", |a| a.long_help(crate::options::help())));
+        Cli::from_arg_matches(&cmd.try_get_matches()?)
     }
 }
 

@@ -271,7 +271,10 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
         .spawn(move || on_signals(signals, own2, done_rx, before_exit))
         .context(|| "cannot start the signal thread".into())?;
 
-    tracing::info!("mounted on '{}'", cfg.mountpoint.display());
+    match cfg.options.shown() {
+        o if o.is_empty() => tracing::info!("mounted on '{}'", cfg.mountpoint.display()),
+        o => tracing::info!("mounted on '{}' with -o {o}", cfg.mountpoint.display()),
+    }
     ready.send("ok\n");
     let r = session.run_with(|d| crate::fuse::uring::start(d, &uring, uring_threads_per_cpu()));
     drop(done_tx);

@@ -39,6 +39,7 @@ pub mod fuse;
 pub mod hooks;
 pub mod manager;
 pub mod mounts;
+pub mod options;
 pub mod outfile;
 pub mod stats;
 pub mod sys;

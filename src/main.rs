@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -20,7 +19,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         }
     } else {
-        let cli = match unionfs::cli::Cli::try_parse() {
+        let cli = match unionfs::cli::Cli::parse_args() {
             Ok(cli) => cli,
             Err(e) if !e.use_stderr() => e.exit(),
             Err(e) => {

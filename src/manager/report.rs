@@ -176,8 +176,10 @@ impl Usage {
         }
         let states = cs.iter().map(containers::state).collect();
         let sizes = cs.iter().map(|c| walk::tree_size(&c.upper(store)).unwrap_or(0)).collect();
-        let vsizes =
-            vols.iter().map(|v| volumes::data_dir(store, &v.name).and_then(|d| walk::tree_size(&d)).unwrap_or(0)).collect();
+        let vsizes = vols
+            .iter()
+            .map(|v| volumes::data_dir(store, &v.name).and_then(|d| walk::tree_size(&d)).unwrap_or(0))
+            .collect();
         let vused = vols.iter().map(|v| volumes::users(store, &v.name).is_ok_and(|u| !u.is_empty())).collect();
         Ok(Usage { imgs, cs, vols, layer_size, states, sizes, vsizes, vused })
     }
