@@ -208,99 +208,15 @@ impl MountConfig {
             .clone()
             .or_else(|| req.options.lowerdir.clone())
             .ok_or_else(|| Error::msg("no lower layer given (use --lower L1:L2 or -o lowerdir=L1:L2)"))?;
-        let lowers_raw = split_lower(&lower_s)?;
-        let mut lowers = Vec::with_capacity(lowers_raw.len());
-        for l in &lowers_raw {
-            lowers.push(canonical_dir(l, "lower layer")?);
-        }
-        let mnt_meta = std::fs::metadata(&req.mountpoint).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::msg(format!("mount point '{}' does not exist", req.mountpoint.display()))
-            }
-            _ => Error::io(format!("cannot access mount point '{}'", req.mountpoint.display()), e),
-        })?;
-        if !mnt_meta.is_dir() {
-            return Err(Error::msg(format!("mount point '{}' is not a directory", req.mountpoint.display())));
-        }
-        let mountpoint = canonical_dir(&req.mountpoint, "mount point")?;
-        if crate::mounts::is_union(&mountpoint) {
-            return Err(Error::msg(format!("mount point '{}' is already a union mount", mountpoint.display())));
-        }
+        let lowers =
+            split_lower(&lower_s)?.iter().map(|l| canonical_dir(l, "lower layer")).collect::<Result<Vec<_>, _>>()?;
+        let mountpoint = mount_point(&req.mountpoint)?;
         let upper_raw = req.upper.clone().or_else(|| req.options.upperdir.clone());
         let work_raw = req.work.clone().or_else(|| req.options.workdir.clone());
         let upper = match upper_raw {
-            None => {
-                if work_raw.is_some() {
-                    return Err(Error::msg("a work dir was given without an upper dir"));
-                }
-                None
-            }
-            Some(u) => {
-                let (upper, create_upper) = canonical_maybe(&u, "upper dir")?;
-                let (work, create_work) = match work_raw {
-                    Some(w) => canonical_maybe(&w, "work dir")?,
-                    None => canonical_maybe(&default_work(&upper), "work dir")?,
-                };
-                for l in &lowers {
-                    if within(&upper, l) {
-                        return Err(Error::msg(format!(
-                            "upper dir '{}' is inside lower layer '{}'",
-                            upper.display(),
-                            l.display()
-                        )));
-                    }
-                    if within(l, &upper) {
-                        return Err(Error::msg(format!(
-                            "lower layer '{}' is inside upper dir '{}'",
-                            l.display(),
-                            upper.display()
-                        )));
-                    }
-                    if within(&work, l) {
-                        return Err(Error::msg(format!(
-                            "work dir '{}' is inside lower layer '{}'",
-                            work.display(),
-                            l.display()
-                        )));
-                    }
-                    if within(l, &work) {
-                        return Err(Error::msg(format!(
-                            "lower layer '{}' is inside work dir '{}'",
-                            l.display(),
-                            work.display()
-                        )));
-                    }
-                }
-                if within(&work, &upper) || within(&upper, &work) {
-                    return Err(Error::msg(format!(
-                        "upper dir '{}' and work dir '{}' must not be inside one another",
-                        upper.display(),
-                        work.display()
-                    )));
-                }
-                if within(&upper, &mountpoint) {
-                    return Err(Error::msg(format!(
-                        "upper dir '{}' is inside the mount point '{}'",
-                        upper.display(),
-                        mountpoint.display()
-                    )));
-                }
-                if within(&work, &mountpoint) {
-                    return Err(Error::msg(format!(
-                        "work dir '{}' is inside the mount point '{}'",
-                        work.display(),
-                        mountpoint.display()
-                    )));
-                }
-                if dev_of(&upper)? != dev_of(&work)? {
-                    return Err(Error::msg(format!(
-                        "upper dir '{}' and work dir '{}' are on different filesystems",
-                        upper.display(),
-                        work.display()
-                    )));
-                }
-                Some(UpperDirs { upper, work, create_upper, create_work })
-            }
+            None if work_raw.is_some() => return Err(Error::msg("a work dir was given without an upper dir")),
+            None => None,
+            Some(u) => Some(upper_dirs(&u, work_raw.as_deref(), &lowers, &mountpoint)?),
         };
         let mut volumes = Vec::new();
         for v in &req.volumes {
@@ -325,6 +241,64 @@ impl MountConfig {
             log: req.log,
             volumes,
         })
+    }
+}
+
+/// The mount point: an existing directory, canonical, not a union mount already.
+fn mount_point(p: &Path) -> Result<PathBuf, Error> {
+    let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::msg(format!("mount point '{}' does not exist", p.display())),
+        _ => Error::io(format!("cannot access mount point '{}'", p.display()), e),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::msg(format!("mount point '{}' is not a directory", p.display())));
+    }
+    let mountpoint = canonical_dir(p, "mount point")?;
+    if crate::mounts::is_union(&mountpoint) {
+        return Err(Error::msg(format!("mount point '{}' is already a union mount", mountpoint.display())));
+    }
+    Ok(mountpoint)
+}
+
+/// The upper and work directories (`work`: the default beside the upper if not given),
+/// canonical, each apart from every lower layer and from each other, outside the mount
+/// point, on one filesystem.
+fn upper_dirs(upper: &Path, work: Option<&Path>, lowers: &[PathBuf], mountpoint: &Path) -> Result<UpperDirs, Error> {
+    let (upper, create_upper) = canonical_maybe(upper, "upper dir")?;
+    let (work, create_work) = match work {
+        Some(w) => canonical_maybe(w, "work dir")?,
+        None => canonical_maybe(&default_work(&upper), "work dir")?,
+    };
+    for l in lowers {
+        not_inside(&upper, "upper dir", l, "lower layer")?;
+        not_inside(l, "lower layer", &upper, "upper dir")?;
+        not_inside(&work, "work dir", l, "lower layer")?;
+        not_inside(l, "lower layer", &work, "work dir")?;
+    }
+    if within(&work, &upper) || within(&upper, &work) {
+        return Err(Error::msg(format!(
+            "upper dir '{}' and work dir '{}' must not be inside one another",
+            upper.display(),
+            work.display()
+        )));
+    }
+    not_inside(&upper, "upper dir", mountpoint, "the mount point")?;
+    not_inside(&work, "work dir", mountpoint, "the mount point")?;
+    if dev_of(&upper)? != dev_of(&work)? {
+        return Err(Error::msg(format!(
+            "upper dir '{}' and work dir '{}' are on different filesystems",
+            upper.display(),
+            work.display()
+        )));
+    }
+    Ok(UpperDirs { upper, work, create_upper, create_work })
+}
+
+/// Refuses `a` (a `what_a`) inside `b` (a `what_b`), naming both.
+fn not_inside(a: &Path, what_a: &str, b: &Path, what_b: &str) -> Result<(), Error> {
+    match within(a, b) {
+        true => Err(Error::msg(format!("{what_a} '{}' is inside {what_b} '{}'", a.display(), b.display()))),
+        false => Ok(()),
     }
 }
 

@@ -140,88 +140,132 @@ fn mknod(path: &Path, kind: FileKind, perm: u32, rdev: u64) -> Result<(), crate:
     crate::sys::fs::mknodat(&dir, &leaf, kind, perm, rdev)
 }
 
+/// One instruction of a fixture file: `LAYER OP PATH [ARGS…]`.
+struct Inst<'a> {
+    dest: &'a Path,
+    layer: &'a str,
+    op: &'a str,
+    /// `PATH` in `LAYER` under `dest`.
+    path: PathBuf,
+    rest: Vec<&'a str>,
+}
+
+impl Inst<'_> {
+    /// Argument `n` after `PATH`.
+    fn arg(&self, n: usize) -> Result<&str, Error> {
+        self.rest.get(n).copied().ok_or_else(|| Error::msg(format!("'{}' needs more arguments", self.op)))
+    }
+}
+
 fn apply(dest: &Path, line: &str) -> Result<(), Error> {
     let mut f = line.split_whitespace();
     let (Some(layer), Some(op), Some(rel)) = (f.next(), f.next(), f.next()) else {
         return Err(Error::msg(format!("expected 'LAYER OP PATH ...', got '{line}'")));
     };
-    let rest: Vec<&str> = f.collect();
-    let path = dest.join(layer).join(rel);
-    let arg = |i: usize| rest.get(i).copied().ok_or_else(|| Error::msg(format!("'{op}' needs more arguments")));
+    let i = Inst { dest, layer, op, path: dest.join(layer).join(rel), rest: f.collect() };
     match op {
+        "mkdir" | "file" | "symlink" | "link" | "fifo" => make_entry(&i),
+        "whiteout" | "whiteout-oci" | "whiteout-xattr" | "opaque" | "opaque-user" | "opaque-oci" => make_marker(&i),
+        "xattr" | "mode" | "owner" | "mtime" => set_attribute(&i),
+        _ => Err(Error::msg(format!("unknown instruction '{op}'"))),
+    }
+}
+
+/// A directory, file, symlink, hard link or FIFO.
+fn make_entry(i: &Inst<'_>) -> Result<(), Error> {
+    let (dest, path) = (i.dest, i.path.as_path());
+    match i.op {
         "mkdir" => {
-            std::fs::create_dir_all(&path).context(|| format!("cannot create '{}'", path.display()))?;
-            if let Some(m) = rest.first() {
+            std::fs::create_dir_all(path).context(|| format!("cannot create '{}'", path.display()))?;
+            if let Some(m) = i.rest.first() {
                 let mode = u32::from_str_radix(m, 8).map_err(|_| Error::msg(format!("bad mode '{m}'")))?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).context(|| "chmod".into())?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).context(|| "chmod".into())?;
             }
         }
         "file" => {
-            ensure_parent(&path)?;
-            std::fs::write(&path, format!("{}\n", rest.join(" ")))
+            ensure_parent(path)?;
+            std::fs::write(path, format!("{}\n", i.rest.join(" ")))
                 .context(|| format!("cannot write '{}'", path.display()))?;
         }
         "symlink" => {
-            ensure_parent(&path)?;
-            std::os::unix::fs::symlink(arg(0)?, &path).context(|| format!("cannot create '{}'", path.display()))?;
+            ensure_parent(path)?;
+            std::os::unix::fs::symlink(i.arg(0)?, path).context(|| format!("cannot create '{}'", path.display()))?;
         }
         "link" => {
-            let new = dest.join(layer).join(arg(0)?);
+            let new = dest.join(i.layer).join(i.arg(0)?);
             ensure_parent(&new)?;
-            std::fs::hard_link(&path, &new).context(|| format!("cannot link '{}'", new.display()))?;
+            std::fs::hard_link(path, &new).context(|| format!("cannot link '{}'", new.display()))?;
         }
+        "fifo" => {
+            ensure_parent(path)?;
+            mknod(path, FileKind::Fifo, 0o644, 0)
+                .map_err(|e| Error::io(format!("cannot create '{}'", path.display()), e))?;
+        }
+        _ => return Err(Error::msg(format!("unknown instruction '{}'", i.op))),
+    }
+    Ok(())
+}
+
+/// A whiteout or an opaque directory, in the form asked for.
+fn make_marker(i: &Inst<'_>) -> Result<(), Error> {
+    let (dest, path) = (i.dest, i.path.as_path());
+    match i.op {
         "whiteout" => {
-            ensure_parent(&path)?;
-            if mknod(&path, FileKind::CharDev, 0, 0).is_err() {
+            ensure_parent(path)?;
+            if mknod(path, FileKind::CharDev, 0, 0).is_err() {
                 // Unprivileged without whiteout support: the OCI form means the same.
-                oci_whiteout(&path)?;
+                oci_whiteout(path)?;
             }
         }
-        "whiteout-oci" => oci_whiteout(&path)?,
+        "whiteout-oci" => oci_whiteout(path)?,
         "whiteout-xattr" => {
-            ensure_parent(&path)?;
-            std::fs::write(&path, b"").context(|| format!("cannot create '{}'", path.display()))?;
-            set_xattr(&path, whiteout_xattr_name(), b"y")?;
+            ensure_parent(path)?;
+            std::fs::write(path, b"").context(|| format!("cannot create '{}'", path.display()))?;
+            set_xattr(path, whiteout_xattr_name(), b"y")?;
             set_xattr(path.parent().unwrap_or(dest), opaque_name(), b"x")?;
         }
         "opaque" => {
-            std::fs::create_dir_all(&path).context(|| format!("cannot create '{}'", path.display()))?;
-            set_xattr(&path, opaque_name(), b"y")?;
+            std::fs::create_dir_all(path).context(|| format!("cannot create '{}'", path.display()))?;
+            set_xattr(path, opaque_name(), b"y")?;
         }
         "opaque-user" => {
-            std::fs::create_dir_all(&path).context(|| format!("cannot create '{}'", path.display()))?;
-            set_xattr(&path, c"user.overlay.opaque", b"y")?;
+            std::fs::create_dir_all(path).context(|| format!("cannot create '{}'", path.display()))?;
+            set_xattr(path, c"user.overlay.opaque", b"y")?;
         }
         "opaque-oci" => {
-            std::fs::create_dir_all(&path).context(|| format!("cannot create '{}'", path.display()))?;
+            std::fs::create_dir_all(path).context(|| format!("cannot create '{}'", path.display()))?;
             std::fs::write(path.join(".wh..wh..opq"), b"").context(|| "cannot create the opaque marker".into())?;
         }
+        _ => return Err(Error::msg(format!("unknown instruction '{}'", i.op))),
+    }
+    Ok(())
+}
+
+/// An xattr, mode, owner or modification time.
+fn set_attribute(i: &Inst<'_>) -> Result<(), Error> {
+    let (dest, path) = (i.dest, i.path.as_path());
+    match i.op {
         "xattr" => {
-            let kv = arg(0)?;
+            let kv = i.arg(0)?;
             let (k, v) = kv.split_once('=').ok_or_else(|| Error::msg(format!("expected NAME=VALUE, got '{kv}'")))?;
             let k = CString::new(k).map_err(|_| Error::msg("bad xattr name"))?;
-            set_xattr(&path, &k, v.as_bytes())?;
+            set_xattr(path, &k, v.as_bytes())?;
         }
         "mode" => {
-            let m = arg(0)?;
+            let m = i.arg(0)?;
             let mode = u32::from_str_radix(m, 8).map_err(|_| Error::msg(format!("bad mode '{m}'")))?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .context(|| format!("cannot chmod '{}'", path.display()))?;
         }
         "owner" => {
-            let o = arg(0)?;
+            let o = i.arg(0)?;
             let (u, g) = o.split_once(':').ok_or_else(|| Error::msg(format!("expected UID:GID, got '{o}'")))?;
             let (u, g) = (u.parse().map_err(|_| Error::msg("bad uid"))?, g.parse().map_err(|_| Error::msg("bad gid"))?);
-            std::os::unix::fs::lchown(&path, Some(u), Some(g))
+            std::os::unix::fs::lchown(path, Some(u), Some(g))
                 .context(|| format!("cannot chown '{}'", path.display()))?;
         }
-        "fifo" => {
-            ensure_parent(&path)?;
-            mknod(&path, FileKind::Fifo, 0o644, 0)
-                .map_err(|e| Error::io(format!("cannot create '{}'", path.display()), e))?;
-        }
         "mtime" => {
-            let s: i64 = arg(0)?.parse().map_err(|_| Error::msg("bad seconds"))?;
+            let s: i64 = i.arg(0)?.parse().map_err(|_| Error::msg("bad seconds"))?;
             let parent = path.parent().unwrap_or(dest);
             let dir = crate::sys::open::open_dir_path(parent).context(|| "open".into())?;
             let leaf = cstr(Path::new(path.file_name().unwrap_or_default()))?;
@@ -229,7 +273,7 @@ fn apply(dest: &Path, line: &str) -> Result<(), Error> {
             crate::sys::fs::utimensat(&dir, &leaf, t, t)
                 .context(|| format!("cannot set times of '{}'", path.display()))?;
         }
-        _ => return Err(Error::msg(format!("unknown instruction '{op}'"))),
+        _ => return Err(Error::msg(format!("unknown instruction '{}'", i.op))),
     }
     Ok(())
 }

@@ -122,14 +122,7 @@ impl UnionFs {
         if let (Some(k), Some(index)) = (&key, self.index_dir())
             && self.indexed(k)
         {
-            self.link_index(up, index, k, pfd.as_fd(), name, st.nlink)?;
-            let upper_ino = stat::statat(&*pfd, name)?.ino;
-            node.set_indexed(k);
-            node.set(flag::ORIGIN);
-            node.set_upper(upper_ino);
-            node.forget_xattrs();
-            self.inodes.register_upper(node);
-            return Ok(());
+            return self.link_up_from_index(up, index, k, node, pfd.as_fd(), name, st.nlink);
         }
         // A lower metadata-only copy: its data is in a layer below (the copy gets all of it).
         let data_from = match node.lower {
@@ -158,23 +151,8 @@ impl UnionFs {
             up.discard(&tmp);
             return Err(e);
         }
-        match up.rename(up.work(), &tmp, pfd.as_fd(), name, RenameMode::NoReplace) {
-            Ok(()) => {}
-            Err(Errno::EEXIST) => {
-                // Someone finished the same copy-up first (step 7).
-                up.discard(&tmp);
-                let now = stat::statat(&*pfd, name)?;
-                if now.kind() != st.kind() {
-                    return Err(Errno::EEXIST);
-                }
-                node.set_upper(now.ino);
-                self.inodes.register_upper(node);
-                return Ok(());
-            }
-            Err(e) => {
-                up.discard(&tmp);
-                return Err(e);
-            }
+        if !self.publish_copy(up, &tmp, node, pfd.as_fd(), name, &st)? {
+            return Ok(());
         }
         crate::stats::add(crate::stats::Counter::CopyUps, 1);
         let upper_ino = stat::statat(&*pfd, name)?.ino;
@@ -188,6 +166,74 @@ impl UnionFs {
         // `ovl_do_copy_up`: every copy-up marks it, merged or not): kernel overlayfs reads
         // this upper's directory entries' numbers right only where it is marked.
         self.mark_impure(up, parent, pfd.as_fd());
+        self.copied_up(node, parent, &st, data, key.as_deref(), upper_ino);
+        Ok(())
+    }
+
+    /// Another name of an indexed lower hard link, copied up already: linked to the index's
+    /// upper inode (`nlink`: the lower link count).
+    #[allow(clippy::too_many_arguments)]
+    fn link_up_from_index(
+        &self,
+        up: &Upper,
+        index: BorrowedFd<'_>,
+        key: &CStr,
+        node: &Arc<Node>,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        nlink: u64,
+    ) -> Res<()> {
+        self.link_index(up, index, key, pfd, name, nlink)?;
+        let upper_ino = stat::statat(pfd, name)?.ino;
+        node.set_indexed(key);
+        node.set(flag::ORIGIN);
+        node.set_upper(upper_ino);
+        node.forget_xattrs();
+        self.inodes.register_upper(node);
+        Ok(())
+    }
+
+    /// Renames the finished copy `tmp` into place: true if it is the copy now, false if
+    /// another copy-up of the object finished first (step 7; the node then uses that one).
+    fn publish_copy(
+        &self,
+        up: &Upper,
+        tmp: &CStr,
+        node: &Arc<Node>,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        st: &Stat,
+    ) -> Res<bool> {
+        match up.rename(up.work(), tmp, pfd, name, RenameMode::NoReplace) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => {
+                up.discard(tmp);
+                let now = stat::statat(pfd, name)?;
+                if now.kind() != st.kind() {
+                    return Err(Errno::EEXIST);
+                }
+                node.set_upper(now.ino);
+                self.inodes.register_upper(node);
+                Ok(false)
+            }
+            Err(e) => {
+                up.discard(tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// The node after its copy-up (`st`: the lower object's status, `key`: its index key
+    /// under `index=on`, `upper_ino`: the copy's number).
+    fn copied_up(
+        &self,
+        node: &Arc<Node>,
+        parent: &Arc<Node>,
+        st: &Stat,
+        data: Data,
+        key: Option<&CStr>,
+        upper_ino: u64,
+    ) {
         if !node.is_dir() {
             node.set(flag::ORIGIN);
         } else if !self.watching() {
@@ -199,7 +245,7 @@ impl UnionFs {
         node.set_upper(upper_ino);
         node.forget_xattrs();
         self.inodes.register_upper(node);
-        if let (Some(k), Some(index)) = (&key, self.index_dir()) {
+        if let (Some(k), Some(index)) = (key, self.index_dir()) {
             // The other names stay as they are until a change goes through them (lazy
             // link-up, as the kernel's): they reach the upper inode through the index.
             node.set_indexed(k);
@@ -220,7 +266,6 @@ impl UnionFs {
             // cached count would stay until it looks again); no cached descriptor is stale.
             self.inval_attrs_now(node.ino);
         }
-        Ok(())
     }
 
     /// A lower file with several names became one upper file under one of them. As in
@@ -315,48 +360,7 @@ impl UnionFs {
         let work = up.work();
         let kind = st.kind().ok_or(Errno::EIO)?;
         match kind {
-            FileKind::Regular => {
-                let src = open::open_file(ldir, lname, OFlags::RDONLY)?;
-                let data_src = match data_from {
-                    Some(r) => Some(open::open_file(&*r.dir, &r.name, OFlags::RDONLY)?),
-                    None => None,
-                };
-                let dst = up.create(work, tmp, OFlags::WRONLY, 0o600)?;
-                let len = match data {
-                    Data::Full => st.size,
-                    Data::Truncate(n) => n,
-                    Data::Meta => 0,
-                };
-                up.step();
-                // Within the size limit, or nothing is copied and the lower version stays.
-                let need = st.blocks.saturating_mul(512).min(len.next_multiple_of(4096));
-                let rep = up.charged(
-                    dst.as_fd(),
-                    |_| Some(need),
-                    || sio::copy_data(data_src.as_ref().unwrap_or(&src), &dst, len, st.size, up.sync()),
-                )?;
-                debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
-                crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
-                self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;
-                self.copy_fileattr(up, &src, XTarget::Fd(dst.as_fd()), || Ok(dst.as_fd()))?;
-                self.copy_owner(up, work, tmp, st)?;
-                up.fchmod(dst.as_fd(), st.perm())?;
-                crate::sys::fs::futimens(&dst, SetTime::At(st.atime), SetTime::At(st.mtime))?;
-                self.set_origin(up, ldir, lname, XTarget::Fd(dst.as_fd()), uuid);
-                if data == Data::Meta {
-                    // The size without the data: the lower file holds it (`metacopy`).
-                    sio::ftruncate(dst.as_fd(), st.size)?;
-                    up.set_xattr(XTarget::Fd(dst.as_fd()), up.dialect.names().metacopy, b"", SetMode::Any)?;
-                    crate::sys::fs::futimens(&dst, SetTime::At(st.atime), SetTime::At(st.mtime))?;
-                }
-                if up.sync() {
-                    // Data must be on disk before the rename makes it visible (as the kernel
-                    // does): a power cut must not leave an empty or partial upper file hiding
-                    // the lower one. Metadata goes to the journal before the rename does.
-                    sio::fdatasync(&dst)?;
-                }
-                Ok(())
-            }
+            FileKind::Regular => self.build_file_copy(up, node, (ldir, lname, uuid), data_from, st, tmp, data),
             FileKind::Directory => {
                 up.mkdir(work, tmp, 0o700)?;
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::At(work, tmp))?;
@@ -390,6 +394,63 @@ impl UnionFs {
                 Ok(())
             }
         }
+    }
+
+    /// [`UnionFs::build_copy`] of a regular file: its data (`data`: all of it, a truncated
+    /// part, or none for a metadata-only copy), xattrs, attribute flags, owner, mode, times
+    /// and origin; on disk before it is renamed into place.
+    #[allow(clippy::too_many_arguments)]
+    fn build_file_copy(
+        &self,
+        up: &Upper,
+        node: &Node,
+        (ldir, lname, uuid): (BorrowedFd<'_>, &CStr, &[u8; 16]),
+        data_from: Option<&crate::union::Real>,
+        st: &Stat,
+        tmp: &CStr,
+        data: Data,
+    ) -> Res<()> {
+        let work = up.work();
+        let src = open::open_file(ldir, lname, OFlags::RDONLY)?;
+        let data_src = match data_from {
+            Some(r) => Some(open::open_file(&*r.dir, &r.name, OFlags::RDONLY)?),
+            None => None,
+        };
+        let dst = up.create(work, tmp, OFlags::WRONLY, 0o600)?;
+        let len = match data {
+            Data::Full => st.size,
+            Data::Truncate(n) => n,
+            Data::Meta => 0,
+        };
+        up.step();
+        // Within the size limit, or nothing is copied and the lower version stays.
+        let need = st.blocks.saturating_mul(512).min(len.next_multiple_of(4096));
+        let rep = up.charged(
+            dst.as_fd(),
+            |_| Some(need),
+            || sio::copy_data(data_src.as_ref().unwrap_or(&src), &dst, len, st.size, up.sync()),
+        )?;
+        debug!(op = "copy-up data", ino = node.ino, len, cloned = rep.cloned, copied = rep.copied);
+        crate::stats::add(crate::stats::Counter::CopyUpBytes, len);
+        self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::Fd(dst.as_fd()))?;
+        self.copy_fileattr(up, &src, XTarget::Fd(dst.as_fd()), || Ok(dst.as_fd()))?;
+        self.copy_owner(up, work, tmp, st)?;
+        up.fchmod(dst.as_fd(), st.perm())?;
+        crate::sys::fs::futimens(&dst, SetTime::At(st.atime), SetTime::At(st.mtime))?;
+        self.set_origin(up, ldir, lname, XTarget::Fd(dst.as_fd()), uuid);
+        if data == Data::Meta {
+            // The size without the data: the lower file holds it (`metacopy`).
+            sio::ftruncate(dst.as_fd(), st.size)?;
+            up.set_xattr(XTarget::Fd(dst.as_fd()), up.dialect.names().metacopy, b"", SetMode::Any)?;
+            crate::sys::fs::futimens(&dst, SetTime::At(st.atime), SetTime::At(st.mtime))?;
+        }
+        if up.sync() {
+            // Data must be on disk before the rename makes it visible (as the kernel does): a
+            // power cut must not leave an empty or partial upper file hiding the lower one.
+            // Metadata goes to the journal before the rename does.
+            sio::fdatasync(&dst)?;
+        }
+        Ok(())
     }
 
     /// Copies every xattr except the union's private ones. Attributes the upper cannot take

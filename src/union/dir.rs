@@ -165,49 +165,8 @@ impl UnionFs {
         let slot = if dir.vol != 0 { Slot::Free } else { self.slot(pfd.as_fd(), name)? };
         let opaque = kind == FileKind::Directory && slot == Slot::Whiteout;
         let fd = match slot {
-            Slot::Free => {
-                let fd = make(up, pfd.as_fd(), name)?;
-                if let Err(e) = self.fix_owner(up, pfd.as_fd(), name, fd.as_ref(), &new) {
-                    // Do not leave an object the caller could not have made.
-                    let undo = if kind == FileKind::Directory {
-                        up.rmdir(pfd.as_fd(), name)
-                    } else {
-                        up.unlink(pfd.as_fd(), name)
-                    };
-                    if let Err(u) = undo {
-                        tracing::warn!("cannot remove {name:?} after failing to set its owner: {u}");
-                    }
-                    return Err(e);
-                }
-                fd
-            }
-            Slot::Whiteout => {
-                let tmp = up.temp_name();
-                let built = (|| {
-                    let fd = make(up, up.work(), &tmp)?;
-                    self.fix_owner(up, up.work(), &tmp, fd.as_ref(), &new)?;
-                    if opaque {
-                        let names = up.dialect.names();
-                        up.set_xattr(XTarget::At(up.work(), &tmp), names.opaque, b"y", SetMode::Any)?;
-                    }
-                    if kind == FileKind::Directory {
-                        // A directory cannot replace a non-directory: swap, then drop the
-                        // whiteout that landed in the work dir.
-                        up.rename(up.work(), &tmp, pfd.as_fd(), name, RenameMode::Exchange)?;
-                        up.discard(&tmp);
-                    } else {
-                        up.rename(up.work(), &tmp, pfd.as_fd(), name, RenameMode::Replace)?;
-                    }
-                    Ok(fd)
-                })();
-                match built {
-                    Ok(fd) => fd,
-                    Err(e) => {
-                        up.discard(&tmp);
-                        return Err(e);
-                    }
-                }
-            }
+            Slot::Free => self.make_in_place(up, pfd.as_fd(), name, &new, make)?,
+            Slot::Whiteout => self.make_over_whiteout(up, pfd.as_fd(), name, &new, opaque, make)?,
         };
         let st = match &fd {
             Some(fd) => stat::fstat(fd)?,
@@ -233,6 +192,62 @@ impl UnionFs {
         let node = self.inodes.intern(spec, &self.layers.xino);
         dir.touch_dir();
         Ok((node, st, fd))
+    }
+
+    /// Makes `new` at a free `name` in upper directory `pfd`, with its owner (removed again
+    /// if the owner cannot be set: the caller could not have made it).
+    fn make_in_place(
+        &self,
+        up: &Upper,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        new: &NewObject,
+        make: MakeFn<'_>,
+    ) -> Res<Option<OwnedFd>> {
+        let fd = make(up, pfd, name)?;
+        if let Err(e) = self.fix_owner(up, pfd, name, fd.as_ref(), new) {
+            let undo = if new.kind == FileKind::Directory { up.rmdir(pfd, name) } else { up.unlink(pfd, name) };
+            if let Err(u) = undo {
+                tracing::warn!("cannot remove {name:?} after failing to set its owner: {u}");
+            }
+            return Err(e);
+        }
+        Ok(fd)
+    }
+
+    /// Makes `new` in the work dir, complete (owner; `opaque` marker for a directory that
+    /// must hide the lowers), and puts it in place of the whiteout at `name` in one rename.
+    fn make_over_whiteout(
+        &self,
+        up: &Upper,
+        pfd: BorrowedFd<'_>,
+        name: &CStr,
+        new: &NewObject,
+        opaque: bool,
+        make: MakeFn<'_>,
+    ) -> Res<Option<OwnedFd>> {
+        let tmp = up.temp_name();
+        let built = (|| {
+            let fd = make(up, up.work(), &tmp)?;
+            self.fix_owner(up, up.work(), &tmp, fd.as_ref(), new)?;
+            if opaque {
+                let names = up.dialect.names();
+                up.set_xattr(XTarget::At(up.work(), &tmp), names.opaque, b"y", SetMode::Any)?;
+            }
+            if new.kind == FileKind::Directory {
+                // A directory cannot replace a non-directory: swap, then drop the whiteout
+                // that landed in the work dir.
+                up.rename(up.work(), &tmp, pfd, name, RenameMode::Exchange)?;
+                up.discard(&tmp);
+            } else {
+                up.rename(up.work(), &tmp, pfd, name, RenameMode::Replace)?;
+            }
+            Ok(fd)
+        })();
+        if built.is_err() {
+            up.discard(&tmp);
+        }
+        built
     }
 
     fn entry(&self, node: &Arc<Node>, st: &Stat) -> Entry {

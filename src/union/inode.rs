@@ -253,32 +253,7 @@ impl UnionFs {
             && node.kind != FileKind::Symlink
             && (sa.uid.is_some() || sa.gid.is_some() || sa.mode.is_some())
         {
-            // Owner and mode live in the xattr (the daemon may not chown the real file).
-            let st = self.stat_node(&node)?;
-            let cur = self.override_of(&node).unwrap_or(crate::union::idmap::OverrideStat {
-                uid: self.opts.uids.show(st.uid),
-                gid: self.opts.gids.show(st.gid),
-                mode: st.perm(),
-            });
-            let mut mode = sa.mode.map_or(cur.mode, |m| m & 0o7777);
-            if (sa.uid.is_some() || sa.gid.is_some()) && sa.mode.is_none() && node.kind != FileKind::Directory {
-                // A chown clears set-user-id, and set-group-id where it means "set gid on
-                // exec" (group-executable), as the kernel's `notify_change` does.
-                mode &= !libc::S_ISUID;
-                if mode & 0o010 != 0 {
-                    mode &= !libc::S_ISGID;
-                }
-            }
-            let new = crate::union::idmap::OverrideStat {
-                uid: sa.uid.unwrap_or(cur.uid),
-                gid: sa.gid.unwrap_or(cur.gid),
-                mode,
-            };
-            self.stable(|| {
-                let r = self.upper_real(&node)?;
-                up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), xname, new.render().as_bytes(), SetMode::Any)
-            })?;
-            node.forget_xattrs();
+            self.set_override_stat(up, &node, xname, &sa)?;
             (sa.uid, sa.gid, sa.mode) = (None, None, None);
         }
         // Ids as the layers store them.
@@ -319,6 +294,41 @@ impl UnionFs {
             stat::statat(dir, &r.name)
         })?;
         Ok(self.attr_overridden(&node, &st))
+    }
+
+    /// `xattr_permissions`: an owner or mode change is kept in the override attribute
+    /// `xname` (the daemon may not chown the real file), clearing set-id bits on a chown as
+    /// the kernel's `notify_change` does.
+    fn set_override_stat(
+        &self,
+        up: &crate::union::layer::Upper,
+        node: &Arc<Node>,
+        xname: &CStr,
+        sa: &SetAttr,
+    ) -> Res<()> {
+        let st = self.stat_node(node)?;
+        let cur = self.override_of(node).unwrap_or(crate::union::idmap::OverrideStat {
+            uid: self.opts.uids.show(st.uid),
+            gid: self.opts.gids.show(st.gid),
+            mode: st.perm(),
+        });
+        let mut mode = sa.mode.map_or(cur.mode, |m| m & 0o7777);
+        if (sa.uid.is_some() || sa.gid.is_some()) && sa.mode.is_none() && node.kind != FileKind::Directory {
+            // A chown clears set-user-id, and set-group-id where it means "set gid on
+            // exec" (group-executable), as the kernel's `notify_change` does.
+            mode &= !libc::S_ISUID;
+            if mode & 0o010 != 0 {
+                mode &= !libc::S_ISGID;
+            }
+        }
+        let new =
+            crate::union::idmap::OverrideStat { uid: sa.uid.unwrap_or(cur.uid), gid: sa.gid.unwrap_or(cur.gid), mode };
+        self.stable(|| {
+            let r = self.upper_real(node)?;
+            up.set_xattr(XTarget::At(r.dir.as_fd(), &r.name), xname, new.render().as_bytes(), SetMode::Any)
+        })?;
+        node.forget_xattrs();
+        Ok(())
     }
 
     /// `readlink`.
