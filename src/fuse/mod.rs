@@ -205,6 +205,13 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
     }
 }
 
+fn reply_data(reply: ReplyData, r: Result<Vec<u8>, Errno>) {
+    match r {
+        Ok(d) => reply.data(&d),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn reply_xattr(reply: ReplyXattr, size: u32, r: Result<Vec<u8>, Errno>) {
     match r {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
@@ -469,10 +476,7 @@ impl Filesystem for Fuse {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        guard("readlink", || match self.fs.readlink(ino.0) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(e)),
-        })
+        guard("readlink", || reply_data(reply, self.fs.readlink(ino.0)))
     }
 
     fn mknod(
@@ -561,10 +565,7 @@ impl Filesystem for Fuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guard("read", || match self.fs.read(fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
-        })
+        guard("read", || reply_data(reply, self.fs.read(fh.0, offset, size)))
     }
 
     fn write(

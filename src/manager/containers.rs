@@ -156,15 +156,8 @@ pub fn get(store: &Store, name: &str) -> Result<Container, Error> {
 
 /// Every container, oldest first.
 pub fn list(store: &Store) -> Result<Vec<Container>, Error> {
-    let dir = store.root.join("containers");
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(&dir).context(|| format!("cannot read '{}'", dir.display()))? {
-        let e = e.context(|| "cannot read the container list".into())?;
-        let m = e.path().join("meta");
-        if m.exists() {
-            v.push(from_record(&meta::read(&m)?)?);
-        }
-    }
+    let records = meta::read_dir(&store.root.join("containers"), "container")?;
+    let mut v = records.iter().map(from_record).collect::<Result<Vec<_>, _>>()?;
     v.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     Ok(v)
 }

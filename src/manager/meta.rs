@@ -125,6 +125,20 @@ pub fn read(path: &Path) -> Result<Record, Error> {
     Record::parse(&text).map_err(|e| Error::msg(format!("'{}' is corrupt: {e}", path.display())))
 }
 
+/// The records of every entry of directory `dir` that has one (`ENTRY/meta`); `what` names
+/// the list in an error.
+pub fn read_dir(dir: &Path, what: &str) -> Result<Vec<Record>, Error> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).context(|| format!("cannot read '{}'", dir.display()))? {
+        let e = e.context(|| format!("cannot read the {what} list"))?;
+        let m = e.path().join("meta");
+        if m.exists() {
+            v.push(read(&m)?);
+        }
+    }
+    Ok(v)
+}
+
 /// Writes a record file atomically (temporary, fsync, rename, fsync of the directory).
 pub fn write(path: &Path, r: &Record) -> Result<(), Error> {
     let mut f = crate::outfile::OutFile::create(path)?;

@@ -65,19 +65,13 @@ pub fn create(store: &Store, name: &str) -> Result<Volume, Error> {
 
 /// Every volume, by name.
 pub fn list(store: &Store) -> Result<Vec<Volume>, Error> {
-    let dir = store.root.join("volumes");
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(&dir).context(|| format!("cannot read '{}'", dir.display()))? {
-        let e = e.context(|| "cannot read the volume list".into())?;
-        let m = e.path().join("meta");
-        if m.exists() {
-            let r = meta::read(&m)?;
-            v.push(Volume {
-                name: r.get("name").unwrap_or_default().to_string(),
-                created: r.get("created").and_then(|c| c.parse().ok()).unwrap_or(0),
-            });
-        }
-    }
+    let mut v: Vec<Volume> = meta::read_dir(&store.root.join("volumes"), "volume")?
+        .iter()
+        .map(|r| Volume {
+            name: r.get("name").unwrap_or_default().to_string(),
+            created: r.get("created").and_then(|c| c.parse().ok()).unwrap_or(0),
+        })
+        .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(v)
 }

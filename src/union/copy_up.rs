@@ -45,6 +45,17 @@ pub enum Data {
     Meta,
 }
 
+/// What a copy-up copies from: the lower object (`name` in directory `dir` of the layer
+/// with `uuid`, with status `st`), and for a lower metadata-only copy the file holding its
+/// data.
+struct CopyFrom<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a CStr,
+    uuid: &'a [u8; 16],
+    data_from: Option<&'a crate::union::Real>,
+    st: &'a Stat,
+}
+
 impl UnionFs {
     /// Whether changing node `ino` would copy a regular file's data up (so the adapter can
     /// run the request where waiting on that I/O blocks no one).
@@ -131,8 +142,9 @@ impl UnionFs {
         };
         let data = if (key.is_some() || data_from.is_some()) && data == Data::Meta { Data::Full } else { data };
         let tmp = up.temp_name();
-        let from = (src.dir.as_fd(), &*src.name, &uuid);
-        let mut built = self.build_copy(up, node, from, data_from.as_ref(), &st, &tmp, data);
+        let from =
+            CopyFrom { dir: src.dir.as_fd(), name: &src.name, uuid: &uuid, data_from: data_from.as_ref(), st: &st };
+        let mut built = self.build_copy(up, node, &from, &tmp, data);
         if let (Some(k), Some(index), true) = (&key, self.index_dir(), built.is_ok()) {
             // Into the index first: the upper inode gets its other names from there. Shown
             // link count: the lower one, stored relative to it (`L+0`), which holds however
@@ -346,21 +358,11 @@ impl UnionFs {
 
     /// Steps 2–5 up to (not including) the rename: builds the complete copy as `tmp` in the
     /// work dir.
-    #[allow(clippy::too_many_arguments)]
-    fn build_copy(
-        &self,
-        up: &Upper,
-        node: &Node,
-        (ldir, lname, uuid): (BorrowedFd<'_>, &CStr, &[u8; 16]),
-        data_from: Option<&crate::union::Real>,
-        st: &Stat,
-        tmp: &CStr,
-        data: Data,
-    ) -> Res<()> {
-        let work = up.work();
+    fn build_copy(&self, up: &Upper, node: &Node, from: &CopyFrom<'_>, tmp: &CStr, data: Data) -> Res<()> {
+        let (work, ldir, lname, st) = (up.work(), from.dir, from.name, from.st);
         let kind = st.kind().ok_or(Errno::EIO)?;
         match kind {
-            FileKind::Regular => self.build_file_copy(up, node, (ldir, lname, uuid), data_from, st, tmp, data),
+            FileKind::Regular => self.build_file_copy(up, node, from, tmp, data),
             FileKind::Directory => {
                 up.mkdir(work, tmp, 0o700)?;
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::At(work, tmp))?;
@@ -368,49 +370,42 @@ impl UnionFs {
                 self.copy_fileattr(up, &src, XTarget::At(work, tmp), || {
                     open::openat(work, tmp, OFlags::RDONLY | OFlags::DIRECTORY, 0)
                 })?;
-                self.copy_owner(up, work, tmp, st)?;
-                up.chmod(work, tmp, st.perm())?;
-                up.utimens(work, tmp, SetTime::At(st.atime), SetTime::At(st.mtime))?;
-                self.set_origin(up, ldir, lname, XTarget::At(work, tmp), uuid);
-                Ok(())
+                self.finish_copy(up, tmp, from)
             }
             FileKind::Symlink => {
                 let target = sfs::readlinkat(ldir, lname)?;
                 let target = std::ffi::CString::new(target).map_err(|_| Errno::EIO)?;
                 up.symlink(&target, work, tmp)?;
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::At(work, tmp))?;
-                self.copy_owner(up, work, tmp, st)?;
-                up.utimens(work, tmp, SetTime::At(st.atime), SetTime::At(st.mtime))?;
-                self.set_origin(up, ldir, lname, XTarget::At(work, tmp), uuid);
-                Ok(())
+                self.finish_copy(up, tmp, from)
             }
             FileKind::CharDev | FileKind::BlockDev | FileKind::Fifo | FileKind::Socket => {
                 up.mknod(work, tmp, kind, 0o600, st.rdev)?;
                 self.copy_xattrs(up, XTarget::At(ldir, lname), XTarget::At(work, tmp))?;
-                self.copy_owner(up, work, tmp, st)?;
-                up.chmod(work, tmp, st.perm())?;
-                up.utimens(work, tmp, SetTime::At(st.atime), SetTime::At(st.mtime))?;
-                self.set_origin(up, ldir, lname, XTarget::At(work, tmp), uuid);
-                Ok(())
+                self.finish_copy(up, tmp, from)
             }
         }
+    }
+
+    /// The last steps of a copy of anything but a regular file, `tmp` in the work dir: the
+    /// owner, the mode (a symlink has none to set), the times and the origin.
+    fn finish_copy(&self, up: &Upper, tmp: &CStr, from: &CopyFrom<'_>) -> Res<()> {
+        let (work, st) = (up.work(), from.st);
+        self.copy_owner(up, work, tmp, st)?;
+        if st.kind() != Some(FileKind::Symlink) {
+            up.chmod(work, tmp, st.perm())?;
+        }
+        up.utimens(work, tmp, SetTime::At(st.atime), SetTime::At(st.mtime))?;
+        self.set_origin(up, from.dir, from.name, XTarget::At(work, tmp), from.uuid);
+        Ok(())
     }
 
     /// [`UnionFs::build_copy`] of a regular file: its data (`data`: all of it, a truncated
     /// part, or none for a metadata-only copy), xattrs, attribute flags, owner, mode, times
     /// and origin; on disk before it is renamed into place.
-    #[allow(clippy::too_many_arguments)]
-    fn build_file_copy(
-        &self,
-        up: &Upper,
-        node: &Node,
-        (ldir, lname, uuid): (BorrowedFd<'_>, &CStr, &[u8; 16]),
-        data_from: Option<&crate::union::Real>,
-        st: &Stat,
-        tmp: &CStr,
-        data: Data,
-    ) -> Res<()> {
-        let work = up.work();
+    fn build_file_copy(&self, up: &Upper, node: &Node, from: &CopyFrom<'_>, tmp: &CStr, data: Data) -> Res<()> {
+        let (work, ldir, lname, uuid, data_from, st) =
+            (up.work(), from.dir, from.name, from.uuid, from.data_from, from.st);
         let src = open::open_file(ldir, lname, OFlags::RDONLY)?;
         let data_src = match data_from {
             Some(r) => Some(open::open_file(&*r.dir, &r.name, OFlags::RDONLY)?),

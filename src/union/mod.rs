@@ -94,7 +94,10 @@ pub struct Ctx {
     pub gid: u32,
 }
 
-/// Attributes of a merged object as the mount shows them.
+/// Attributes of a merged object as the mount shows them. The fields are
+/// [`crate::sys::stat::Stat`]'s, on purpose a type of their own: what the kernel is told
+/// (union inode numbers, mapped owners, overridden modes, one link for merged directories)
+/// cannot be a real object's status passed through by mistake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attr {
     /// Union inode number.
