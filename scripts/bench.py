@@ -11,7 +11,10 @@ mount and dropped caches each time; warm runs reuse one mount after a priming ru
 systems take turns run by run. Prints a markdown table of times
 and of ratios to kernel overlayfs and to both fuse-overlayfs, reports each daemon's resident
 memory after all workloads, and writes results.json, results.md and an SVG chart of the
-ratios. Needs root (kernel overlayfs, drop_caches). Run it through scripts/bench.sh.
+ratios. Two rows are latencies, not times of work: 200 first lookups while a 1 GiB copy-up
+runs (whether slow requests hold up quick ones), and, for `unionfs-watch` alone (`-o watch`,
+with --systems), how soon a file made in a lower layer shows in the mount. Needs root (kernel
+overlayfs, drop_caches). Run it through scripts/bench.sh.
 """
 
 import argparse
@@ -26,13 +29,13 @@ import time
 
 SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nouring", "unionfs-nopt", "kernel-mc",
            "unionfs-mc",
-           "unionfs-uring", "unionfs-noprefetch", "unionfs-volatile", "unionfs-base"]
+           "unionfs-uring", "unionfs-noprefetch", "unionfs-volatile", "unionfs-base", "unionfs-watch"]
 # Measured only when asked for with --systems (the metadata-only copy-up comparison,
 # unionfs on FUSE over io_uring where the kernel offers it,
 # unionfs without reading directories ahead, unionfs without fsync of copied-up data as
 # fuse-overlayfs copies up).
 EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring", "unionfs-noprefetch", "unionfs-volatile",
-         "unionfs-base"}
+         "unionfs-base", "unionfs-watch"}
 LABEL = {
     "ext4": "ext4 (merged copy)",
     "kernel": "kernel overlayfs",
@@ -48,11 +51,12 @@ LABEL = {
     "unionfs-noprefetch": "unionfs -o noprefetch",
     "unionfs-volatile": "unionfs -o volatile",
     "unionfs-base": "unionfs (--base build)",
+    "unionfs-watch": "unionfs -o watch",
 }
 DAEMONS = {"fo1": "fuse-overlayfs", "fo2": "fuse-overlayfs", "unionfs-fuse": "unionfs-fuse",
            "unionfs": "unionfs", "unionfs-nouring": "unionfs", "unionfs-nopt": "unionfs", "unionfs-mc": "unionfs",
            "unionfs-uring": "unionfs", "unionfs-noprefetch": "unionfs",
-           "unionfs-volatile": "unionfs", "unionfs-base": "unionfs"}
+           "unionfs-volatile": "unionfs", "unionfs-base": "unionfs", "unionfs-watch": "unionfs"}
 BIG = 1 << 30
 MID = 256 << 20
 
@@ -214,6 +218,7 @@ class Mount:
             "unionfs-noprefetch": f"{self.tools['unionfs']} -o noprefetch,{o} {self.mnt}",
             "unionfs-volatile": f"{self.tools['unionfs']} -o volatile,{o} {self.mnt}",
             "unionfs-base": f"{self.tools['base']} -o {o} {self.mnt}",
+            "unionfs-watch": f"{self.tools['unionfs']} -o watch,{o} {self.mnt}",
             "kernel-mc": f"mount -t overlay overlay -o {o},redirect_dir=on,metacopy=on {self.mnt}",
             # (unionfs's own form: the fuse-overlayfs form ignores the engines' metacopy=on)
             "unionfs-mc": f"{self.tools['unionfs']} mount -o metacopy=on --lower {lw} --upper {self.upper} "
@@ -282,6 +287,54 @@ class Mount:
 
 # ---------------------------------------------------------------- workloads
 
+def lookups_beside_copy_up(m, fx, n=200):
+    """The time `n` lookups of names no one looked up yet take while a 1 GiB copy-up runs
+    (the copy-up is started first and waited for after, untimed): whether a slow request
+    holds up quick ones (tests/copy_up.rs shows that it does not, at a gate; this measures
+    how long they take)."""
+    writer = subprocess.Popen(["sh", "-c", f"printf x >> {m}/data/big1g"])
+    time.sleep(0.05)
+    names = sorted(os.listdir(os.path.join(m, "src")))
+    t = time.perf_counter()
+    done = 0
+    for d in names:
+        for e in os.scandir(os.path.join(m, "src", d)):
+            os.lstat(e.path)
+            done += 1
+            if done >= n:
+                break
+        if done >= n:
+            break
+    took = (time.perf_counter() - t) * 1000
+    writer.wait()
+    return took
+
+
+def watch_latency(m, fx, tries=20):
+    """With live layers (`-o watch`): the median time from a file's creation in the top lower
+    layer's directory to its name in the mount, of `tries` files, each looked up (and found
+    missing) just before it is made."""
+    top = lowers(fx)[0]
+    seen = []
+    for i in range(tries):
+        name = f"watch-probe-{os.getpid()}-{i}"
+        # Looked up first: the kernel caches the name's absence, which only the watch undoes.
+        if os.path.exists(os.path.join(m, "src", name)):
+            raise RuntimeError(f"{name} exists before it is made")
+        t = time.perf_counter()
+        with open(os.path.join(top, "src", name), "w") as f:
+            f.write("x")
+        deadline = t + 5
+        while not os.path.exists(os.path.join(m, "src", name)):
+            if time.perf_counter() > deadline:
+                os.unlink(os.path.join(top, "src", name))
+                raise RuntimeError("a file made in a lower layer did not show in 5 s")
+            time.sleep(0.0002)
+        seen.append((time.perf_counter() - t) * 1000)
+        os.unlink(os.path.join(top, "src", name))
+    return statistics.median(seen)
+
+
 def create_files(m, n):
     d = os.path.join(m, "created")
     os.mkdir(d)
@@ -313,13 +366,20 @@ WORKLOADS = [
     # 1.25 GiB in two files plus the tree's metadata-only changes: full copy-ups everywhere
     # but with metadata-only copy-up (kernel and unionfs with metacopy=on).
     ("chown -R data", "write", "chown -R 1234:1234 {m}/data"),
+    # Latencies (the callable returns its own measure, in ms).
+    ("200 lookups beside a 1G copy-up", "cold", lookups_beside_copy_up),
+    ("watch: lower change shown", "cold", watch_latency),
 ]
+# Workloads only some systems can run: live layers are unionfs's `-o watch`.
+ONLY_ON = {"watch: lower change shown": {"unionfs-watch"}}
 
 
 def timed(cmd, m, fx):
     t = time.perf_counter()
     if callable(cmd):
-        cmd(m)
+        took = cmd(m, fx) if cmd in (lookups_beside_copy_up, watch_latency) else cmd(m)
+        if took is not None:
+            return took
     else:
         sh(cmd.format(m=m, fx=fx), stdout=subprocess.DEVNULL)
     return (time.perf_counter() - t) * 1000
@@ -332,6 +392,10 @@ def measure(systems, base, fx, tools, reps, only):
     for name, kind, cmd in WORKLOADS:
         if only and name not in only:
             continue
+        on = [sy for sy in systems if sy in ONLY_ON.get(name, systems)]
+        if not on:
+            continue
+        systems_all, systems = systems, on
         runs = {sy: [] for sy in systems}
         failed = set()
         mounts = {}
@@ -365,7 +429,8 @@ def measure(systems, base, fx, tools, reps, only):
             if sy in failed or not runs[sy]:
                 continue
             res[sy][name] = statistics.median(runs[sy])
-            log(f"  {sy:13} {name:18} {res[sy][name]:9.1f} ms  (runs {', '.join(f'{r:.0f}' for r in runs[sy])})")
+            log(f"  {sy:13} {name:18} {res[sy][name]:9.1f} ms  (runs {', '.join(f'{r:.1f}' for r in runs[sy])})")
+        systems = systems_all
     return res
 
 
@@ -375,7 +440,7 @@ def memory(system, base, fx, tools):
         return None
     with Mount(system, base, fx, tools) as mt:
         for name, _kind, cmd in WORKLOADS:
-            if name.startswith("parallel"):
+            if name.startswith("parallel") or system not in ONLY_ON.get(name, {system}):
                 continue
             timed(cmd, mt.mnt, fx)
         return mt.rss_kib()

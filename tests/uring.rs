@@ -134,8 +134,8 @@ fn slow_copy_ups_do_not_hold_up_other_requests() {
     let Some(_on) = UringOn::new() else { return };
     // More concurrent copy-ups than the mount has ring threads, in one burst, held at a
     // gate: every other request is answered while they wait. (How long replies wait beside
-    // copy-ups that keep the CPUs busy is a measure, not this test's; scripts/bench.sh does
-    // not take it yet.)
+    // copy-ups is a measure, not this test's: scripts/bench.sh's "200 lookups beside a 1G
+    // copy-up".)
     let g = copy_ups_beside_reads(12, 64, "uring");
     assert!(ring_requests(&g.m.path) > 0);
 }

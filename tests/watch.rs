@@ -1,6 +1,7 @@
 //! `--watch`: changes made directly in a lower or the upper directory while mounted (a file
 //! added, removed, modified) show in the mount (waited for with a bound for a hung test;
-//! how soon is a measure, which `scripts/bench.sh` does not take yet).
+//! how soon is a measure: `scripts/bench.sh --systems unionfs-watch`'s "watch: lower change
+//! shown").
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

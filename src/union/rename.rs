@@ -89,8 +89,8 @@ struct RenamePlan<'a> {
 
 impl UnionFs {
     /// `rename` / `renameat2` with `RENAME_NOREPLACE` or `RENAME_EXCHANGE`: every check first
-    /// ([`UnionFs::rename_check`]), then the copy-ups it needs ([`UnionFs::rename_plan`]),
-    /// then the marks and the one rename of the upper ([`UnionFs::rename_commit`]).
+    /// (`rename_check`), then the copy-ups it needs (`rename_plan`),
+    /// then the marks and the one rename of the upper (`rename_commit`).
     pub fn rename(&self, parent: u64, name: &CStr, newparent: u64, newname: &CStr, flags: RenameFlags) -> Res<()> {
         crate::sys::name_ok(name.to_bytes())?;
         crate::sys::name_ok(newname.to_bytes())?;
