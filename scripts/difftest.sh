@@ -26,10 +26,10 @@ filters=()
 IFS=, read -ra wanted <<< "$variants"
 for v in "${wanted[@]}"; do
   case "$v" in
-    default|redirect-off|index|metacopy|nopassthrough|rootless) filters+=("random_sequences_match_kernel_overlayfs_${v//-/_}") ;;
+    default|redirect-off|index|metacopy|nopassthrough|rootless) filters+=("difftest::random_sequences_match_kernel_overlayfs_${v//-/_}") ;;
     *) echo "difftest.sh: unknown variant '$v'" >&2; exit 2 ;;
   esac
 done
 UNIONFS_DIFF_SEEDS=$seeds UNIONFS_DIFF_OPS=$ops UNIONFS_DIFF_FIRST_SEED=$first \
-  cargo test --release --test difftest -- --include-ignored --exact --nocapture --test-threads "${#filters[@]}" \
+  cargo test --release --test tests -- --include-ignored --exact --nocapture --test-threads "${#filters[@]}" \
   "${filters[@]}"

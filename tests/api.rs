@@ -1,9 +1,7 @@
 //! The library API for test suites (a throwaway writable view, unmounted on drop) and
 //! `unionfs sandbox`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 use unionfs::api::UnionMount;
 

@@ -1,9 +1,7 @@
 //! `unionfs check`: reports without changing anything, repairs with `--repair`, and the
 //! repaired upper is one kernel overlayfs reads as intended.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 

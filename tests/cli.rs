@@ -1,9 +1,7 @@
 //! The command line: help, bad input (one clear line, non-zero exit, nothing changed),
 //! signals and unmounting.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,9 +1,7 @@
 //! fuse-overlayfs's command line and options, as container engines, mount.fuse3 and
 //! containerd pass them, through the real binary.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};

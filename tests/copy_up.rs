@@ -1,10 +1,7 @@
 //! Copy-up: the first change to a lower object copies it (data, xattrs, owner, mode, times)
 //! into the upper, atomically; the lower layer never changes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 

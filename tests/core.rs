@@ -2,13 +2,11 @@
 //! direct calls into the `UnionFs` a mount would serve, step by step against kernel overlayfs
 //! (the same errno, the same merged tree), then kernel overlayfs over the core's upper. No
 //! `/dev/fuse` is opened; root is needed only for the kernel's side.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::core::Core;
-use common::oracle::{kernel_mount, tree_diff};
-use common::scenario::{apply, scenario};
-use common::*;
+use crate::common::core::Core;
+use crate::common::oracle::{kernel_mount, tree_diff};
+use crate::common::scenario::{apply, scenario};
+use crate::common::*;
 
 /// The option pairs (the core's, the kernel's) the scenario runs with: unionfs renames
 /// directories with redirects by default, the kernel does with `redirect_dir=on`.

@@ -2,10 +2,8 @@
 //! workload in turn, or is killed with SIGKILL at random moments under load; after a
 //! remount every file is its old complete version or its new complete version, the lower
 //! layer is untouched, the work dir is empty, and kernel overlayfs reads the upper the same.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -131,7 +129,7 @@ fn a_crash_at_any_upper_mutation_leaves_a_consistent_upper() {
     need_fuse!();
     need_hooks!();
     if !is_root() {
-        common::skip("its comparison with kernel overlayfs needs root (the rest runs)");
+        crate::common::skip("its comparison with kernel overlayfs needs root (the rest runs)");
     }
     let s = Stack::empty(1);
     build_lower(s.lower(0));

@@ -3,12 +3,10 @@
 //! whole merged tree (names, types, modes, owners, sizes, contents, link targets, user
 //! xattrs) must be the same. Then kernel overlayfs mounts unionfs's upper and must show the
 //! same tree, with no stray marker.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::oracle::{kernel_mount, tree_diff};
-use common::scenario::{apply, scenario};
-use common::*;
+use crate::common::oracle::{kernel_mount, tree_diff};
+use crate::common::scenario::{apply, scenario};
+use crate::common::*;
 
 /// unionfs renames directories with redirects by default; the kernel does with this.
 const KERNEL_OPTS: &str = "redirect_dir=on";

@@ -1,8 +1,6 @@
 //! Namespace operations: creation, removal, whiteouts, opaque directories.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 fn is_whiteout(p: &std::path::Path) -> bool {

@@ -2,11 +2,8 @@
 //! leaves the lower version visible and intact, and the mount works again once space is
 //! freed. And fsync means durable: after a simulated power cut of the upper's filesystem,
 //! what fsync returned for is there.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(unsafe_code)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -170,7 +167,7 @@ fn an_upper_over_quota_gives_edquot() {
         std::os::unix::fs::chown(lower.join(f), Some(uid), Some(gid)).unwrap();
     }
     std::os::unix::fs::chown(&q, Some(uid), Some(gid)).unwrap();
-    let out = run_test_as_user("over_quota_inner", uid, gid, &[(QUOTA_ENV, d.path())]);
+    let out = run_test_as_user(test_name!("over_quota_inner"), uid, gid, &[(QUOTA_ENV, d.path())]);
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 

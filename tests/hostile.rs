@@ -1,10 +1,8 @@
 //! Hostile layers: the daemon never follows a symlink stored in a layer, never lets a crafted
 //! marker name reach outside its directory, and handles names and depths a careful program
 //! would not produce.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::fd::OwnedFd;

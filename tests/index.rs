@@ -3,15 +3,14 @@
 //! handle and linked to every name). Compared with kernel overlayfs mounted with `index=on`
 //! after every step (contents and link counts of all names), after a unionfs remount, and
 //! with the kernel mounting unionfs's upper.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::scenario::Op::{self, *};
-use common::*;
+use crate::common::scenario::Op::{self, *};
+use crate::common::*;
 use std::os::unix::fs::MetadataExt;
 
 fn check(name: &str, ops: &[Op]) {
-    if let Err(e) = common::oracle::compare(ops, "index=on,redirect_dir=on", &["-o", "index=on"], true, |_, _, _| false)
+    if let Err(e) =
+        crate::common::oracle::compare(ops, "index=on,redirect_dir=on", &["-o", "index=on"], true, |_, _, _| false)
     {
         panic!("{name}: {e}");
     }

@@ -2,10 +2,8 @@
 //! the layers live on different filesystems (two tmpfs instances number their inodes alike),
 //! and the same number for an object across copy-up, rename (files and directories) and
 //! remount cycles.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -112,7 +110,7 @@ fn inode_numbers_are_unique_across_filesystems_and_stable_across_changes_and_rem
 fn inode_stability_matches_kernel_overlayfs() {
     need_fuse!();
     need_root!();
-    use common::oracle::kernel_mount;
+    use crate::common::oracle::kernel_mount;
     // (name at the start, name after the steps)
     let tracked = [
         ("foo", "foo"),

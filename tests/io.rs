@@ -1,10 +1,7 @@
 //! File data operations through the mount: read/write, O_APPEND, fsync, fallocate,
 //! SEEK_DATA/SEEK_HOLE, shared writable mmap, statfs, ioctl.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 

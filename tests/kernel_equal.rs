@@ -3,10 +3,8 @@
 //! commands run in a kernel overlay mount and in a unionfs mount over copies of the same
 //! lower layers, and print the same thing; where the case is about the on-disk format, the
 //! other side then mounts the upper and must read it the same way.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::sides::Sides;
+use crate::common::sides::Sides;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -555,7 +553,7 @@ const IN_USERNS: &str = "UNIONFS_KERNEL_EQUAL_IN_USERNS";
 fn rootless_hard_links_to_a_copied_up_file_stay_one_file() {
     need_fuse!();
     need_root!();
-    if !common::in_userns("rootless_hard_links_to_a_copied_up_file_stay_one_file", IN_USERNS, "") {
+    if !crate::common::in_userns(test_name!("rootless_hard_links_to_a_copied_up_file_stay_one_file"), IN_USERNS, "") {
         return;
     }
     let b = Both::new(&["echo xx > b; chmod 600 b; mkdir a"], "userxattr", &["-o", "redirect_dir=nofollow"]);
@@ -580,7 +578,7 @@ fn rootless_hard_links_to_a_copied_up_file_stay_one_file() {
 fn rootless_truncates_and_writes_clear_set_id_bits() {
     need_fuse!();
     need_root!();
-    if !common::in_userns("rootless_truncates_and_writes_clear_set_id_bits", IN_USERNS, "") {
+    if !crate::common::in_userns(test_name!("rootless_truncates_and_writes_clear_set_id_bits"), IN_USERNS, "") {
         return;
     }
     let setup = "for f in trunc otrunc append; do echo x > $f; chmod 4755 $f; done; \

@@ -1,9 +1,7 @@
 //! Lookup through the layer stack: shadowing, every whiteout and opaque dialect, type
 //! changes between layers, symlinks, and markers never visible.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 #[test]

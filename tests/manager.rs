@@ -1,9 +1,7 @@
 //! The container manager, through the real binary: images and layers, containers with one
 //! mount each, Docker's size/diff/commit, volumes, robustness.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

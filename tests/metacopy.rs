@@ -3,17 +3,15 @@
 //! is read from the lower file until the file is opened for writing, then copied. Compared
 //! with kernel overlayfs mounted with `metacopy=on`, step by step, after a remount, and
 //! with the kernel reading unionfs's upper.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::scenario::Op::{self, *};
-use common::*;
+use crate::common::scenario::Op::{self, *};
+use crate::common::*;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 
 fn check(name: &str, ops: &[Op]) {
     let kernel = "redirect_dir=on,metacopy=on";
-    if let Err(e) = common::oracle::compare(ops, kernel, &["-o", "metacopy=on"], true, |_, _, _| false) {
+    if let Err(e) = crate::common::oracle::compare(ops, kernel, &["-o", "metacopy=on"], true, |_, _, _| false) {
         panic!("{name}: {e}");
     }
 }

@@ -1,10 +1,8 @@
 //! Permissions as on a plain filesystem for other users of a root mount (`allow_other`,
 //! `default_permissions`), checked against kernel overlayfs over the same layers: the same
 //! operations by a second user give the same errno and leave the same modes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -136,7 +134,7 @@ fn another_user_gets_the_kernels_permissions_and_clears_set_id_bits_by_writing()
     }
     let out_dir = user_tempdir(uid, gid);
     let dirs = std::env::join_paths([&kmnt, &m.path, &out_dir.path().to_path_buf()]).unwrap();
-    let out = run_test_as_user("other_user_inner", uid, gid, &[(DIRS_ENV, Path::new(&dirs))]);
+    let out = run_test_as_user(test_name!("other_user_inner"), uid, gid, &[(DIRS_ENV, Path::new(&dirs))]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let kernel = std::fs::read_to_string(out_dir.path().join("kernel")).unwrap();
     let ours = std::fs::read_to_string(out_dir.path().join("unionfs")).unwrap();

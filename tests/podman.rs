@@ -1,10 +1,8 @@
 //! A real container engine on unionfs: podman (with runc) using the freshly built binary as
 //! its overlay `mount_program`. Skipped (saying so) when podman is not installed; under
 //! `UNIONFS_TEST_REQUIRE=all` (`scripts/test.sh` as root, which installs it) that fails.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -21,7 +19,7 @@ impl Podman {
         let have = Command::new("podman").arg("--version").output().is_ok_and(|o| o.status.success())
             && Path::new("/bin/busybox").exists();
         if !have {
-            common::skip("podman, runc or busybox-static is not installed");
+            crate::common::skip("podman, runc or busybox-static is not installed");
             return None;
         }
         let dir = tempfile::Builder::new().prefix("unionfs-podman-").tempdir().unwrap();

@@ -2,10 +2,8 @@
 //! from listings built ahead, and shows exactly what it shows without them (and what kernel
 //! overlayfs shows); changes made meanwhile are never hidden by a listing built before them;
 //! reading ahead never follows a symlink out of a layer; `-o noprefetch` turns it off.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

@@ -2,10 +2,8 @@
 //! names run on kernel overlayfs and on unionfs over the same lower layers; every step must
 //! give the same errno, and the merged trees must match after the sequence. Shrinking turns
 //! a failure into a minimal sequence. `PROPTEST_CASES` sets how many sequences (default 64).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::scenario::Op;
+use crate::common::scenario::Op;
 use proptest::prelude::*;
 use rustix::fs::RenameFlags;
 
@@ -70,7 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// Runs `ops` on both (kernel overlayfs with `redirect_dir=on`, as unionfs renames
 /// directories by default); `Err` describes the first difference.
 fn run(ops: &[Op]) -> Result<(), String> {
-    common::oracle::compare(ops, "redirect_dir=on", &[], false, same_lower_inode)
+    crate::common::oracle::compare(ops, "redirect_dir=on", &[], false, same_lower_inode)
 }
 
 /// A rename between two names of one lower inode (lower hard links, neither copied up) is

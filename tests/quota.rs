@@ -1,10 +1,8 @@
 //! `--size-limit` and `--inode-limit`: writes, new objects and copy-ups past a limit fail
 //! with EDQUOT (a copy-up leaves the lower version whole), `df` shows the limits, freeing
 //! space makes room again, and a remount counts what the upper already holds.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
 
 fn fill(p: &std::path::Path) -> i32 {

@@ -1,9 +1,6 @@
 //! Merged directory listings: each name once, no markers, stable offsets.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::ffi::CStr;
 
 #[test]

@@ -3,14 +3,12 @@
 //! whiteout. Each sequence runs on kernel overlayfs with `redirect_dir=on` and on unionfs,
 //! which must agree on every errno and on the tree after every step, after a remount, and
 //! when kernel overlayfs mounts unionfs's upper.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::scenario::Op::{self, *};
+use crate::common::scenario::Op::{self, *};
 use rustix::fs::RenameFlags;
 
 fn check(name: &str, ops: &[Op]) {
-    if let Err(e) = common::oracle::compare(ops, "redirect_dir=on", &[], true, |_, _, _| false) {
+    if let Err(e) = crate::common::oracle::compare(ops, "redirect_dir=on", &[], true, |_, _, _| false) {
         panic!("{name}: {e}");
     }
 }

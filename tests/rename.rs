@@ -1,9 +1,7 @@
 //! Rename: files across layers, RENAME_NOREPLACE, RENAME_EXCHANGE, and the EXDEV rule for
 //! directories that exist in a lower layer.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use rustix::fs::{CWD, RenameFlags, renameat_with};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 

@@ -1,11 +1,9 @@
 //! A normal user (no root, through fusermount3) runs the same scenario; the upper it writes
 //! uses the `user.overlay.*` dialect, and kernel overlayfs mounted with `userxattr` over it
 //! shows the same tree.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::scenario::{apply, scenario};
-use common::*;
+use crate::common::scenario::{apply, scenario};
+use crate::common::*;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -49,7 +47,7 @@ fn rootless_upper_reads_the_same_in_kernel_overlayfs() {
     need_root!();
     let (uid, gid) = ensure_test_user();
     let d = user_tempdir(uid, gid);
-    let out = run_test_as_user("rootless_inner", uid, gid, &[(DIR_ENV, d.path())]);
+    let out = run_test_as_user(test_name!("rootless_inner"), uid, gid, &[(DIR_ENV, d.path())]);
     assert!(
         out.status.success() && d.path().join("unionfs.tree").exists(),
         "the unprivileged run failed:\n{}\n{}",
@@ -152,7 +150,7 @@ fn rootless_permissions() {
     need_root!();
     let (uid, gid) = ensure_test_user();
     let d = user_tempdir(uid, gid);
-    let out = run_test_as_user("rootless_permissions_inner", uid, gid, &[(DIR_ENV, d.path())]);
+    let out = run_test_as_user(test_name!("rootless_permissions_inner"), uid, gid, &[(DIR_ENV, d.path())]);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
@@ -210,7 +208,7 @@ fn rootless_mount_gives_no_more_than_the_layers() {
     assert!(st.success());
     std::fs::set_permissions(layer.path().join("nulldev"), std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = run_test_as_user(
-        "rootless_no_more_than_the_layers_inner",
+        test_name!("rootless_no_more_than_the_layers_inner"),
         uid,
         gid,
         &[(DIR_ENV, d.path()), (LAYER_ENV, layer.path())],
@@ -269,11 +267,11 @@ fn rootless_kernel_userns_inner() {
     let out = Command::new("unshare")
         .args(["-Urm", "--"])
         .arg(std::env::current_exe().unwrap())
-        .args(one_test("rootless_kernel_userns_inner"))
+        .args(one_test(test_name!("rootless_kernel_userns_inner")))
         .env("UNIONFS_IN_USERNS", "1")
         .output()
         .unwrap();
-    let out = ran_one("rootless_kernel_userns_inner", out);
+    let out = ran_one(test_name!("rootless_kernel_userns_inner"), out);
     assert!(out.status.success(), "unshare: {}", String::from_utf8_lossy(&out.stderr));
     let kernel = std::fs::read_to_string(dir.join("kernel.tree")).unwrap();
     assert_eq!(kernel, ours, "kernel overlayfs in a user namespace reads the rootless upper differently");
@@ -285,7 +283,7 @@ fn rootless_kernel_userns() {
     need_root!();
     let (uid, gid) = ensure_test_user();
     let d = user_tempdir(uid, gid);
-    let out = run_test_as_user("rootless_kernel_userns_inner", uid, gid, &[(DIR_ENV, d.path())]);
+    let out = run_test_as_user(test_name!("rootless_kernel_userns_inner"), uid, gid, &[(DIR_ENV, d.path())]);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
@@ -328,6 +326,6 @@ fn rootless_manager() {
     need_root!();
     let (uid, gid) = ensure_test_user();
     let d = user_tempdir(uid, gid);
-    let out = run_test_as_user("rootless_manager_inner", uid, gid, &[(DIR_ENV, d.path())]);
+    let out = run_test_as_user(test_name!("rootless_manager_inner"), uid, gid, &[(DIR_ENV, d.path())]);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }

@@ -1,10 +1,8 @@
 //! `unionfs stats MOUNTPOINT` reads a live mount's counters: requests by type with latency
 //! percentiles, copy-ups and bytes copied, whiteouts, cache hits; the reserved attribute
 //! cannot be changed and is not listed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 #[test]

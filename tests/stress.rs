@@ -2,11 +2,8 @@
 //! default 8 s per test; set it higher for a soak). Every operation either succeeds or fails
 //! with the errno the situation calls for; the data read back always matches a model; no
 //! request ever answers EIO.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(unsafe_code)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;

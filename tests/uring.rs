@@ -6,12 +6,10 @@
 //! the others, ring threads wait at `SCHED_IDLE` but serve long requests at normal priority
 //! and a busy CPU starves no caller, a failed ring set-up
 //! falls back to `/dev/fuse`, and the daemon ends with the mount.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::oracle::compare_observed;
-use common::scenario::scenario;
-use common::*;
+use crate::common::oracle::compare_observed;
+use crate::common::scenario::scenario;
+use crate::common::*;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -33,11 +31,11 @@ impl UringOn {
     fn new() -> Option<UringOn> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let Ok(before) = std::fs::read_to_string(PARAM) else {
-            common::skip(&format!("this kernel has no FUSE over io_uring ({PARAM})"));
+            crate::common::skip(&format!("this kernel has no FUSE over io_uring ({PARAM})"));
             return None;
         };
         if std::fs::write(PARAM, "Y").is_err() {
-            common::skip(&format!("cannot switch {PARAM} on (needs root)"));
+            crate::common::skip(&format!("cannot switch {PARAM} on (needs root)"));
             return None;
         }
         Some(UringOn { before: before.trim().to_string(), _serial: serial })
@@ -244,7 +242,7 @@ fn ring_threads_wait_at_idle_priority_within_chains_serve_long_requests_at_norma
     // else runs on its CPU: a long request (data read through the daemon) is served there
     // (and one that came in a chain of short ones is brought back by the watcher).
     let f = std::fs::File::open(m.path.join("slow")).unwrap();
-    let cont = common::stop(slow_pid);
+    let cont = crate::common::stop(slow_pid);
     let reader = std::thread::spawn(move || {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; 4096];

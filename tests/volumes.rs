@@ -1,10 +1,8 @@
 //! Volumes: a host directory shown at a path of the mount as a plain directory (writes go
 //! straight to it, no copy-up, no whiteouts), as container engines bind-mount volumes, but
 //! without needing the privilege to mount.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 #[test]

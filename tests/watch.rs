@@ -2,10 +2,8 @@
 //! added, removed, modified) show in the mount (waited for with a bound for a hung test;
 //! how soon is a measure: `scripts/bench.sh --systems unionfs-watch`'s "watch: lower change
 //! shown").
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn direct_changes_to_the_layers_show_in_the_mount() {

@@ -1,9 +1,7 @@
 //! Extended attributes: the union's private ones are invisible and untouchable; others work
 //! as on a plain filesystem and survive copy-up.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// The namespace of the mount's own markers: `trusted.overlay.` as root, `user.overlay.`
 /// otherwise (as kernel overlayfs, and its `userxattr`).

@@ -5,7 +5,6 @@
 use std::process::Command;
 
 use crate::common::{Stack, bin, daemon_pid, exits_soon, mount_tmpfs};
-use crate::{need_fuse, need_root};
 
 #[test]
 fn unmounting_the_union_leaves_the_filesystem_beneath_it_mounted() {

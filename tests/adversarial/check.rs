@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{Stack, bin, tree};
-use crate::{need_fuse, need_root};
 
 /// Runs `unionfs check` on the stack's upper; returns its exit code and output.
 pub fn check(s: &Stack, repair: bool) -> (i32, String) {

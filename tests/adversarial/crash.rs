@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{Mount, Stack, daemon_pid, exits_soon_ms, is_mounted, tree};
-use crate::{need_fuse, need_hooks, need_root};
 
 /// The fault hook of `src/hooks.rs`: abort before upper mutation N.
 const FAULT_ENV: &str = unionfs::hooks::FAULT_AFTER;

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::util::mount_ext4;
 use crate::common::Mount;
-use crate::{need_fuse, need_root};
 
 /// Iterations per thread: enough to catch the race within seconds on two cores.
 const ROUNDS: usize = 1500;

@@ -7,7 +7,6 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use crate::common::{bin, ensure_test_user, user_tempdir};
-use crate::{need_fuse, need_root};
 
 #[test]
 fn a_users_own_mount_is_hers_alone() {

@@ -8,7 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::util::{as_user, open_up, spawn_as_user, stdout_ok};
 use crate::common::{Stack, ensure_test_user};
-use crate::{need_fuse, need_root};
 
 /// A program that prints the effective uid (`-u`) or gid (`-g`) it runs with.
 const ID: &str = "/usr/bin/id";

@@ -5,7 +5,6 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use super::util::{Mgr, as_user};
-use crate::{need_fuse, need_root};
 
 #[test]
 fn other_users_cannot_reach_set_id_binaries_or_devices_of_the_store() {

@@ -10,7 +10,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::common::{Stack, bin, daemon_pid, exits_soon, stop};
-use crate::{need_fuse, need_root};
 
 /// How long a request that must not depend on the stuck layer may take before the test
 /// calls the mount frozen (a frozen mount never answers; a busy machine answers in far less).

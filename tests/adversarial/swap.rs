@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::common::{Stack, getxattr};
-use crate::{need_fuse, need_root};
 
 /// Changes through the mount that take a name in the daemon.
 const ROUNDS: usize = 4000;

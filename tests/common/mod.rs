@@ -1,6 +1,5 @@
 //! Shared test harness: build fixtures, mount for real through FUSE, dump trees, and always
 //! unmount (the `Mount` guard unmounts on drop, also when a test fails).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod core;
 pub mod oracle;
@@ -17,7 +16,6 @@ use std::process::Command;
 
 /// The binary under test.
 /// Whether mounts made by this process get FUSE passthrough (as `unionfs info` reports it).
-#[allow(dead_code)]
 pub fn passthrough_available() -> bool {
     let root = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(bin()).arg("--root").arg(root.path()).arg("info").output().unwrap();
@@ -69,13 +67,49 @@ macro_rules! skip {
     }};
 }
 
-/// Skips the test when FUSE is unusable here.
+/// Skips the test when FUSE is unusable here. Also holds the machine for the rest of the
+/// test (see [`machine`]).
 #[macro_export]
 macro_rules! need_fuse {
     () => {
+        let _machine = $crate::common::machine(module_path!());
         if !$crate::common::fuse_available() {
             $crate::skip!("FUSE is not usable here (/dev/fuse, fusermount3)");
         }
+    };
+}
+
+/// Held by every test that mounts: shared, except by the tests of the modules in [`ALONE`],
+/// which change what every mount on the machine does (FUSE over io_uring switched on for
+/// the whole kernel) and so run while no other test mounts.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Modules whose tests hold the machine alone.
+const ALONE: &[&str] = &["::uring"];
+
+/// The machine, held as the test's module needs it (a test that failed holding it does
+/// not keep the others from running).
+pub enum Machine {
+    // The guards are held for their drop, never read.
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
+}
+
+/// Takes the machine for a test of module `module` (its `module_path!()`).
+pub fn machine(module: &str) -> Machine {
+    if ALONE.iter().any(|m| module.ends_with(m)) {
+        Machine::Alone(MACHINE.write().unwrap_or_else(std::sync::PoisonError::into_inner))
+    } else {
+        Machine::Shared(MACHINE.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// The full name of test `name` of the calling module, as the test binary lists it (for
+/// running it alone in another process: [`one_test`]).
+#[macro_export]
+macro_rules! test_name {
+    ($name:literal) => {
+        &format!("{}::{}", module_path!().split_once("::").map_or("", |(_, m)| m), $name)
     };
 }
 
@@ -203,7 +237,6 @@ impl Stack {
 
     /// The `unionfs mount` command for this stack with `extra` arguments, not run yet (for
     /// callers that set the daemon's environment).
-    #[allow(dead_code)]
     pub fn mount_command(&self, extra: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.args(self.mount_args(extra));
@@ -295,7 +328,6 @@ impl Drop for Mount {
 }
 
 /// The process id of the daemon serving the mount at `path`.
-#[allow(dead_code)]
 pub fn daemon_pid(path: &Path) -> Option<u32> {
     let want = path.as_os_str().as_encoded_bytes();
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -308,13 +340,11 @@ pub fn daemon_pid(path: &Path) -> Option<u32> {
 }
 
 /// Waits up to 5 s for process `pid` to end (gone, or a zombie); whether it did.
-#[allow(dead_code)]
 pub fn exits_soon(pid: u32) -> bool {
     exits_soon_ms(pid, 5000)
 }
 
 /// Waits up to `ms` for process `pid` to end (gone, or a zombie); whether it did.
-#[allow(dead_code)]
 pub fn exits_soon_ms(pid: u32, ms: u64) -> bool {
     (0..ms.div_ceil(20)).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -361,7 +391,6 @@ pub fn ls(p: impl AsRef<Path>) -> Vec<String> {
 
 /// Whether `WORK/work` is empty within 5 s: the daemon removes what a removed directory
 /// leaves there after answering (`src/union/reap.rs`).
-#[allow(dead_code)]
 pub fn work_dir_empties(work: &Path) -> bool {
     (0..250).any(|i| {
         if i > 0 {
@@ -536,7 +565,6 @@ pub fn ran_one(name: &str, out: std::process::Output) -> std::process::Output {
 
 /// The first block of subordinate ids the test user has in `file` (`/etc/subuid` or
 /// `/etc/subgid`): (first, count). `useradd` gives every new user one on Debian.
-#[allow(dead_code)]
 pub fn subordinate_ids(file: &str) -> (u32, u32) {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     let line = text.lines().find_map(|l| l.strip_prefix(&format!("{TEST_USER}:")));
@@ -548,7 +576,6 @@ pub fn subordinate_ids(file: &str) -> (u32, u32) {
 /// Runs this test binary's test `name` as the test user inside a new user and mount
 /// namespace that maps it to root and its subordinate ids to 1… (as rootless podman runs its
 /// mount program), with `flag` set in the environment so the test knows it is the inner run.
-#[allow(dead_code)]
 pub fn run_test_in_userns(name: &str, flag: &str) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let (uid, gid) = ensure_test_user();
@@ -574,7 +601,6 @@ pub fn run_test_in_userns(name: &str, flag: &str) -> std::process::Output {
 /// in that inner run (`flag` set) returns true, and the test goes on; outside, runs test
 /// `name` there, fails unless it passed, prints the lines of its output that start with
 /// `show`, and returns false.
-#[allow(dead_code)]
 pub fn in_userns(name: &str, flag: &str, show: &str) -> bool {
     if std::env::var_os(flag).is_some() {
         return true;
@@ -628,7 +654,8 @@ pub struct Gated {
     pub m: Mount,
     pub s: Stack,
     pub gate_m: Mount,
-    pub gate: Stack,
+    /// The gate's layers, kept for as long as its mount.
+    _gate: Stack,
 }
 
 impl Gated {
@@ -642,7 +669,7 @@ impl Gated {
         top(s.lower(0));
         s.lowers.push(gate_m.path.clone());
         let m = if opts.is_empty() { s.mount() } else { s.mount_with(&["-o", opts]) };
-        Gated { m, s, gate_m, gate }
+        Gated { m, s, gate_m, _gate: gate }
     }
 
     /// Closes the gate: stops its daemon (the guard lets it go on, also when a test fails).
@@ -690,7 +717,6 @@ pub fn bounded(work: impl FnOnce() + Send + 'static) -> (bool, std::thread::Join
 /// big file (append one byte) and, once copy-ups wait at the gate, reads every small file:
 /// all must be answered while no copy-up can finish. Then opens the gate and checks that the
 /// copies are whole. Returns the stacks and mounts for more checks.
-#[allow(dead_code)]
 pub fn copy_ups_beside_reads(n: usize, mib: usize, opts: &str) -> Gated {
     use std::io::Write;
     let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
@@ -755,7 +781,6 @@ pub fn signal(pid: u32, sig: rustix::process::Signal) -> std::io::Result<()> {
 /// in that window, or answer it. A request a FUSE daemon has taken is waited for without
 /// end by its caller (the kernel cancels only those still queued), so a test that needs a
 /// stuck layer must know that nothing reached it. The returned guard lets it go on.
-#[allow(dead_code)]
 pub fn stop(pid: u32) -> Continue {
     signal(pid, rustix::process::Signal::STOP).unwrap();
     let guard = Continue(pid);
@@ -788,7 +813,6 @@ impl Drop for Continue {
 /// [`Gated`]) while 200 fresh lookups are answered: a request waiting on slow I/O holds up
 /// no other. `opts` are the mount's `-o` options (they must keep the daemon reading the
 /// slow layer itself: `nopassthrough`).
-#[allow(dead_code)]
 pub fn lookups_beside_a_stuck_read(opts: &str) {
     use std::os::fd::AsFd;
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
@@ -830,7 +854,6 @@ pub fn lookups_beside_a_stuck_read(opts: &str) {
 
 /// `unionfs stats --raw` of a mount: every counter by name, and each request type's count as
 /// `op.NAME`.
-#[allow(dead_code)]
 pub fn stats_raw(mnt: &Path) -> std::collections::HashMap<String, u64> {
     let out = Command::new(bin()).args(["stats", "--raw"]).arg(mnt).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

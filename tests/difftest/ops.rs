@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::seq::Data;
+use crate::difftest::seq::Data;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags, Timestamps, XattrFlags};
 
 /// How a descriptor is opened.

@@ -2,7 +2,7 @@
 //! sequence of operations over a small namespace, so that names collide with what the
 //! layers hold and with each other.
 
-use crate::ops::{Op, OpenKind, XATTR_NAMES};
+use crate::difftest::ops::{Op, OpenKind, XATTR_NAMES};
 
 /// SplitMix64: a small, seedable generator (the sequence must be the same on every machine).
 pub struct Rng(u64);

@@ -161,7 +161,7 @@ fn now_for_then(now: &str, then: &str) -> bool {
     }
 }
 
-/// [`Quirks::mtime_quirk`] for an `fstat` answer ([`crate::ops::stat_line`]).
+/// [`Quirks::mtime_quirk`] for an `fstat` answer ([`crate::difftest::ops::stat_line`]).
 pub fn now_for_then_stat(k: &str, u: &str) -> bool {
     if !(k.starts_with("mode=10") && k.contains(" mtime=now")) {
         return false;

@@ -3,10 +3,6 @@
 //! names the finding it guards against (issue 17's numbers in brackets) and fails without
 //! the fix. Most need root: a second user against a root mount, loop filesystems, mount
 //! namespaces.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "../common/mod.rs"]
-mod common;
 
 mod beneath;
 mod check;

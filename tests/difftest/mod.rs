@@ -11,16 +11,12 @@
 //! One test per option pair. `UNIONFS_DIFF_SEEDS` (default 40: the budget the test command
 //! runs), `UNIONFS_DIFF_OPS` (default 250) and `UNIONFS_DIFF_FIRST_SEED` (default 1) set it; `scripts/difftest.sh`
 //! runs as many as asked.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "../common/mod.rs"]
-mod common;
 
 mod ops;
 mod seq;
 mod snap;
 
-use common::sides::Sides;
+use crate::common::sides::Sides;
 use ops::{Fds, Op};
 use seq::{Entry, Layer, Rng};
 use std::ffi::CString;
@@ -505,7 +501,11 @@ const IN_USERNS: &str = "UNIONFS_DIFF_IN_USERNS";
 fn random_sequences_match_kernel_overlayfs_rootless() {
     need_fuse!();
     need_root!();
-    if common::in_userns("random_sequences_match_kernel_overlayfs_rootless", IN_USERNS, "difftest rootless:") {
+    if crate::common::in_userns(
+        test_name!("random_sequences_match_kernel_overlayfs_rootless"),
+        IN_USERNS,
+        "difftest rootless:",
+    ) {
         variant(&ROOTLESS);
     }
 }
