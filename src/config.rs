@@ -246,13 +246,6 @@ impl MountConfig {
 
 /// The mount point: an existing directory, canonical, not a union mount already.
 fn mount_point(p: &Path) -> Result<PathBuf, Error> {
-    let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::msg(format!("mount point '{}' does not exist", p.display())),
-        _ => Error::io(format!("cannot access mount point '{}'", p.display()), e),
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::msg(format!("mount point '{}' is not a directory", p.display())));
-    }
     let mountpoint = canonical_dir(p, "mount point")?;
     if crate::mounts::is_union(&mountpoint) {
         return Err(Error::msg(format!("mount point '{}' is already a union mount", mountpoint.display())));

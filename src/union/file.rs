@@ -173,9 +173,13 @@ impl UnionFs {
             }
             let up = self.layers.upper()?;
             let end = offset + data.len() as u64;
-            // The mode before the write: the upper filesystem may clear set-id bits itself
-            // with it (see `kill_privs`).
-            let perm = if self.opts.override_stat.is_some() { 0o6010 } else { crate::sys::stat::fstat(&f.fd)?.perm() };
+            // The mode before the write, where a writer without CAP_FSETID may have bits to
+            // clear: the upper filesystem may clear them itself with it (see `kill_privs`).
+            let perm = match (kill, self.opts.override_stat) {
+                (None, _) => 0,
+                (Some(_), Some(_)) => 0o6010,
+                (Some(_), None) => crate::sys::stat::fstat(&f.fd)?.perm(),
+            };
             let n =
                 up.charged(f.fd.as_fd(), |b| Some(end.saturating_sub(b.size)), || sio::pwrite(&f.fd, offset, data))?;
             // The upper filesystem dropped file capabilities with the write.
