@@ -370,7 +370,7 @@ fn o_tmpfile_makes_an_unnamed_file_that_can_be_linked() {
         let mut b = Both::new(&["mkdir -p d/e s; chmod 2775 s; chgrp 1001 s; echo x > d/x"], "", u);
         let script = b.p("tmpfile.py");
         std::fs::write(&script, TMPFILE_PY).unwrap();
-        let out = b.same(&format!("python3 {}; ls -la d s | grep -v ' \\.\\.$'", script.display()));
+        let out = b.same(&format!("python3 {}; ls -la --time-style=+ d s | grep -v ' \\.\\.$'", script.display()));
         for want in ["fstat 0o100640 5 0", "linkat 0", "linked 0o100600 5 1 hello", "excl -1 2", "group 1001"] {
             assert!(out.contains(want), "no `{want}` in {out}");
         }
