@@ -14,8 +14,13 @@ use crate::config::{MountOptions, MountRequest};
 use crate::error::Error;
 
 /// Whether `args` (without the program name) are fuse-overlayfs-style rather than a
-/// subcommand: the first positional argument is not one of `subcommands`.
+/// subcommand: they carry `-o` options (every engine and `mount.fuse3` passes its options
+/// so) and the first positional argument is not one of `subcommands`. Anything else (an
+/// unknown or misspelt subcommand, bare `unionfs`) goes to the normal parser.
 pub fn is_compat(args: &[OsString], subcommands: &[String]) -> bool {
+    if !args.iter().any(|a| a.to_string_lossy().starts_with("-o")) {
+        return false;
+    }
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let s = a.to_string_lossy();
@@ -27,9 +32,7 @@ pub fn is_compat(args: &[OsString], subcommands: &[String]) -> bool {
             s => return !subcommands.iter().any(|c| c == s),
         }
     }
-    // No positional at all: `-o ...` alone is still the compat form (and fails on the
-    // missing mount point); anything else goes to the normal parser (help, version).
-    args.iter().any(|a| a.to_string_lossy().starts_with("-o"))
+    true
 }
 
 /// Parses fuse-overlayfs-style arguments into a mount request.
@@ -115,6 +118,9 @@ mod tests {
         assert!(!is_compat(&os(&["--root", "/r", "ps"]), &subs()));
         assert!(!is_compat(&os(&["--help"]), &subs()));
         assert!(!is_compat(&os(&[]), &subs()));
+        // A misspelt subcommand is the normal parser's to report.
+        assert!(!is_compat(&os(&["imgaes"]), &subs()));
+        assert!(!is_compat(&os(&["exec", "c1", "sh"]), &subs()));
     }
 
     #[test]

@@ -203,6 +203,17 @@ impl MountConfig {
         if let Some(bad) = req.options.invalid.first() {
             return Err(Error::msg(format!("invalid mount option '{bad}'")));
         }
+        // Two sources for one thing: which one was meant is not ours to guess.
+        for (flag, given, option) in [
+            ("--lower", req.lower.is_some(), req.options.lowerdir.is_some()),
+            ("--upper", req.upper.is_some(), req.options.upperdir.is_some()),
+            ("--work", req.work.is_some(), req.options.workdir.is_some()),
+        ] {
+            if given && option {
+                let o = &flag[2..];
+                return Err(Error::msg(format!("both {flag} and -o {o}dir= given; use one of them")));
+            }
+        }
         let lower_s = req
             .lower
             .clone()

@@ -230,8 +230,13 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     let passthrough = !cfg.options.nopassthrough && cfg.options.size_limit.is_none();
     let fuse = Fuse::new(fs.clone(), passthrough).context(|| "cannot start worker threads".into())?.with_uring(uring);
     let uring = fuse.uring();
-    let session = Session::new(fuse, &cfg.mountpoint, &config)
-        .context(|| format!("cannot mount on '{}'", cfg.mountpoint.display()))?;
+    let session = Session::new(fuse, &cfg.mountpoint, &config).map_err(|e| {
+        // A normal user's mount fails with "permission denied" for several reasons.
+        match crate::preflight::explain(cfg.options.allow_other).filter(|_| !root) {
+            Some(why) => Error::msg(format!("cannot mount on '{}': {why}", cfg.mountpoint.display())),
+            None => Error::io(format!("cannot mount on '{}'", cfg.mountpoint.display()), e),
+        }
+    })?;
     let inval =
         NotifierInvalidator::start(session.notifier()).context(|| "cannot start the invalidation thread".into())?;
     fs.set_invalidator(Box::new(inval));

@@ -140,8 +140,23 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Msg(m) => f.write_str(m),
-            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Io { context, source } => write!(f, "{context}: {}", cause(source)),
         }
+    }
+}
+
+/// An I/O failure in words, as a clause: `no space left on device` (the system's text
+/// with a lower-case first letter and without `(os error 28)`).
+pub fn cause(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = match (e.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(i)) => &text[..i],
+        _ => &text,
+    };
+    let mut c = text.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -176,6 +191,13 @@ mod tests {
         assert_eq!(Errno::from_raw(0), Errno::EIO);
         assert_eq!(Errno::from_raw(-3), Errno::EIO);
         assert_eq!(Errno::from_raw(libc::ENOENT), Errno::ENOENT);
+    }
+
+    #[test]
+    fn io_causes_read_as_clauses() {
+        let e = Error::io("cannot write 'x'", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.to_string(), "cannot write 'x': no space left on device");
+        assert_eq!(cause(&io::Error::other("Broken")), "broken");
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod manager;
 pub mod mounts;
 pub mod options;
 pub mod outfile;
+pub mod preflight;
 pub mod stats;
 pub mod sys;
 pub mod union;

@@ -19,16 +19,11 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         }
     } else {
+        // A usage error prints clap's whole message (what is missing or unknown, the
+        // nearest subcommand, the usage line) and exits with 2; --help and --version exit 0.
         let cli = match unionfs::cli::Cli::parse_args() {
             Ok(cli) => cli,
-            Err(e) if !e.use_stderr() => e.exit(),
-            Err(e) => {
-                // One line for a usage error (clap's own text adds a hint paragraph).
-                let text = e.to_string();
-                let first = text.lines().next().unwrap_or("bad command line");
-                eprintln!("unionfs: {}", first.trim_start_matches("error: "));
-                return ExitCode::from(2);
-            }
+            Err(e) => e.exit(),
         };
         init_logging(cli.debug);
         unionfs::cli::run_code(cli)

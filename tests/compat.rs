@@ -125,7 +125,7 @@ fn bad_compat_input_is_one_line() {
             "invalid mount option",
         ),
         (vec!["-o".into(), "upperdir=/tmp".into(), s.mnt.display().to_string()], "no lower layer"),
-        (vec!["-x".into(), s.mnt.display().to_string()], "unknown argument"),
+        (vec!["-x".into(), "-o".into(), opts(&s), s.mnt.display().to_string()], "unknown argument"),
     ] {
         let o = Command::new(bin()).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);

@@ -5,31 +5,31 @@ use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Mgr {
-    dir: tempfile::TempDir,
-    root: PathBuf,
+pub(crate) struct Mgr {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) root: PathBuf,
 }
 
 impl Mgr {
-    fn new() -> Mgr {
+    pub(crate) fn new() -> Mgr {
         let dir = tempfile::Builder::new().prefix("unionfs-mgr-").tempdir().unwrap();
         let root = dir.path().join("root");
         Mgr { dir, root }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         Command::new(bin()).arg("--root").arg(&self.root).args(args).output().unwrap()
     }
 
     /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert!(o.status.success(), "unionfs {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8(o.stdout).unwrap()
     }
 
     /// Runs and expects a one-line failure mentioning `needle`; returns it.
-    fn fails(&self, args: &[&str], needle: &str) -> String {
+    pub(crate) fn fails(&self, args: &[&str], needle: &str) -> String {
         let o = self.run(args);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(!o.status.success(), "unionfs {args:?} should fail");
@@ -39,20 +39,22 @@ impl Mgr {
     }
 
     /// Imports the demo image as `springpetclinic:1.0`.
-    fn demo_image(&self) {
+    pub(crate) fn demo_image(&self) {
         let fx = self.dir.path().join("fx");
         unionfs::fixture::build(&repo().join("layers-fixtures/springpetclinic"), &fx).unwrap();
         let l = |n: &str| fx.join(n).display().to_string();
         self.ok(&["image", "import", "springpetclinic:1.0", &l("l3-base"), &l("l2-runtime"), &l("l1-app")]);
     }
 
-    fn mount_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn mount_path(&self, name: &str) -> PathBuf {
         PathBuf::from(self.ok(&["mount-path", name]).trim())
     }
 
     /// Sizes of the image's layers as stored.
-    fn image_bytes(&self, r: &str) -> u64 {
-        let img = std::fs::read_to_string(self.root.join("images").join(r)).unwrap();
+    pub(crate) fn image_bytes(&self, r: &str) -> u64 {
+        let tag = std::fs::read_to_string(self.root.join("images").join(r)).unwrap();
+        let id = tag.lines().find_map(|l| l.strip_prefix("image: sha256:")).unwrap();
+        let img = std::fs::read_to_string(self.root.join("imagedb").join(id).join("meta")).unwrap();
         img.lines()
             .filter_map(|l| l.strip_prefix("layer: sha256:"))
             .map(|id| {
@@ -123,7 +125,10 @@ fn size_and_inode_limits_per_container() {
     need_fuse!();
     let m = Mgr::new();
     m.demo_image();
-    m.fails(&["run", "--name", "bad", "--size-limit", "lots", "springpetclinic:1.0"], "not a size");
+    // A usage error: clap's whole message (the cause, then where to read more), exit 2.
+    let o = m.run(&["run", "--name", "bad", "--size-limit", "lots", "springpetclinic:1.0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("'lots' is not a size"));
     let p = PathBuf::from(
         m.ok(&["run", "--name", "small", "--size-limit", "1M", "--inode-limit", "100", "springpetclinic:1.0"]).trim(),
     );
@@ -354,12 +359,13 @@ fn bad_container_input_changes_nothing() {
     need_fuse!();
     let m = Mgr::new();
     m.demo_image();
-    m.fails(&["run", "--name", "x", "nosuch:1"], "unknown image");
+    m.fails(&["run", "--name", "x", "nosuch:1"], "no such image");
     m.fails(&["start", "nobody"], "no such container");
     m.fails(&["run", "--name", "bad/name", "springpetclinic:1.0"], "invalid container name");
     m.ok(&["run", "--name", "one", "springpetclinic:1.0"]);
     m.fails(&["run", "--name", "one", "springpetclinic:1.0"], "already in use");
-    m.fails(&["start", "one"], "already running");
+    // Starting a running container changes nothing (as docker start).
+    assert_eq!(m.ok(&["start", "one"]).trim(), m.mount_path("one").display().to_string());
     m.fails(&["run", "-v", "relative:path", "springpetclinic:1.0"], "VOLUME:/path");
     assert_eq!(std::fs::read_dir(m.root.join("containers")).unwrap().count(), 1);
     m.ok(&["rm", "-f", "one"]);

@@ -247,3 +247,62 @@ fn rootless_podman_maps_owners_as_fuse_overlayfs_does() {
         assert!(out.contains("/etc/mtab -> /proc/mounts"), "{map:?}: {out}");
     }
 }
+
+/// `unionfs` with its own state root in `dir`.
+fn mgr(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new(bin()).arg("--root").arg(dir.join("ufs")).args(args).output().unwrap();
+    assert!(o.status.success(), "unionfs {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn podman_archives_load_into_unionfs_and_unionfs_archives_load_into_podman() {
+    need_fuse!();
+    need_root!();
+    let Some(p) = Podman::new() else { return };
+    p.busybox_image("localhost/bb:1");
+    let d = p.dir.path().to_path_buf();
+    let tar = d.join("img.tar");
+    let cmd = r#"CMD ["/bin/sh","-c","cat /etc/motd; echo FOO=$FOO"]"#;
+    p.ok(&["import", "--change", "ENV FOO=bar", "--change", cmd, tar.to_str().unwrap(), "localhost/bb:cfg"]);
+    let podman_id = p.ok(&["inspect", "--format", "{{.Id}}", "localhost/bb:cfg"]).trim().to_string();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    p.ok(&["save", "--format", "docker-archive", "-o", &s(&d.join("da.tar")), "localhost/bb:cfg"]);
+    p.ok(&["save", "--format", "oci-archive", "-o", &s(&d.join("oa.tar")), "localhost/bb:cfg"]);
+    p.ok(&["save", "--format", "oci-dir", "-o", &s(&d.join("odir")), "localhost/bb:cfg"]);
+
+    // Every form loads as the same image, named as podman named it; layers are stored once.
+    for (i, f) in ["da.tar", "oa.tar", "odir"].iter().enumerate() {
+        let out = mgr(&d, &["load", "-i", &s(&d.join(f))]);
+        assert_eq!(out, "Loaded image: localhost/bb:cfg\n", "{f}");
+        let ids = mgr(&d, &["images", "--format", "{{.Digest}}"]);
+        assert_eq!(ids.trim(), format!("sha256:{}", podman_id.trim_start_matches("sha256:")), "{f} (load {i})");
+        assert_eq!(std::fs::read_dir(d.join("ufs/layers")).unwrap().count(), 1, "{f}: one layer stored");
+    }
+    let inspect = mgr(&d, &["inspect", "localhost/bb:cfg"]);
+    assert!(inspect.contains("\"FOO=bar\"") && inspect.contains("cat /etc/motd"), "config kept: {inspect}");
+
+    // A container's changes committed, saved, loaded and run by podman.
+    let m = PathBuf::from(mgr(&d, &["run", "--name", "c1", "localhost/bb:cfg"]).trim());
+    std::fs::write(m.join("etc/motd"), "changed on unionfs\n").unwrap();
+    mgr(&d, &["stop", "c1"]);
+    let new_id = mgr(&d, &["commit", "c1", "localhost/bb:2"]).trim().to_string();
+    for format in ["oci-archive", "docker-archive"] {
+        let out = d.join(format!("ours-{format}.tar"));
+        mgr(&d, &["save", "--format", format, "-o", &s(&out), "localhost/bb:2"]);
+        let _ = p.run(&["rmi", "-f", "localhost/bb:2"]);
+        p.ok(&["load", "-i", &s(&out)]);
+        assert_eq!(
+            p.ok(&["inspect", "--format", "{{.Id}}", "localhost/bb:2"]).trim(),
+            new_id.trim_start_matches("sha256:"),
+            "{format}"
+        );
+        let ran = p.container(&["--rm", "localhost/bb:2"]);
+        assert_eq!(ran, "changed on unionfs\nFOO=bar\n", "{format}");
+        // And back: the same ids in a fresh store.
+        let fresh = d.join(format!("fresh-{format}"));
+        std::fs::create_dir(&fresh).unwrap();
+        assert_eq!(mgr(&fresh, &["load", "-q", "-i", &s(&out)]).trim(), new_id);
+    }
+    mgr(&d, &["rm", "c1"]);
+}

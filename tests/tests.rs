@@ -22,6 +22,7 @@ mod dir_ops;
 #[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 mod full_disk;
 mod hostile;
+mod images;
 mod index;
 mod inodes;
 #[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
@@ -40,6 +41,7 @@ mod readdir;
 mod redirect;
 mod rename;
 mod rootless;
+mod setup_errors;
 mod stats;
 #[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 mod stress;

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::manager::containers::Container;
 use crate::manager::images::{self, Image};
 use crate::manager::layers::{self, ImageView};
+use crate::manager::oci;
 use crate::manager::store::{ImageRef, Store, now_secs};
 use crate::manager::walk::{self, Step};
 use crate::sys::stat::FileKind;
@@ -123,17 +124,23 @@ pub fn export_layer(store: &Store, c: &Container, out: &mut dyn Write) -> Result
 }
 
 /// `unionfs commit NAME NEW:TAG`: the writable layer becomes a new read-only layer (markers
-/// normalised), and the new image is the container's layers plus that one.
+/// normalised), and the new image is the container's image plus that layer, its config
+/// (command, environment) kept. The tag moves to it; an image it named before stays by id.
 pub fn commit(store: &Store, c: &Container, new: &ImageRef) -> Result<Image, Error> {
-    if store.image_path(new).exists() {
-        return Err(Error::msg(format!("image '{new}' already exists")));
-    }
     let view = ImageView::open(&c.lower_dirs(store)?)?;
     let keep = |rel: &[u8]| view.lookup(rel).map(|x| x.is_some()).unwrap_or(true);
     let id = layers::import_dir(store, &c.upper(store), Some(&keep))?;
-    let mut ids = c.layers.clone();
-    ids.push(id);
-    let img = Image { r: new.clone(), id: images::image_id(&ids), layers: ids, created: now_secs() };
-    images::put(store, &img)?;
-    Ok(img)
+    let parent = match c.image_id.as_deref().map(|i| images::resolve(store, i)) {
+        Some(Ok(p)) if p.layers == c.layers => p.config_json(),
+        _ => oci::new_config(
+            &c.layers,
+            &oci::rfc3339(c.created),
+            &vec!["unionfs image import".to_string(); c.layers.len()],
+        ),
+    };
+    let now = now_secs();
+    let config = oci::child_config(&parent, &id, &oci::now_rfc3339(), &format!("unionfs commit {}", c.name));
+    let img = images::create(store, oci::to_bytes(&config), now)?;
+    images::tag(store, &img.id, new)?;
+    images::resolve(store, &img.id)
 }

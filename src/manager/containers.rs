@@ -18,14 +18,18 @@ pub struct Container {
     pub name: String,
     /// 64 hex digits.
     pub id: String,
-    /// The image it was made from (`name:tag`).
+    /// The image it was made from, as named then (`name:tag`, or a short id).
     pub image: String,
+    /// That image's id (absent in records of old versions).
+    pub image_id: Option<String>,
     /// The image's layer ids, bottom first (kept, so the image may be retagged).
     pub layers: Vec<String>,
     /// Creation time.
     pub created: u64,
     /// Last start time, if ever started.
     pub started: Option<u64>,
+    /// Last time `unionfs stop` stopped it.
+    pub stopped: Option<u64>,
     /// Where it is mounted.
     pub mountpoint: PathBuf,
     /// Volumes: `SOURCE:/path` (SOURCE a volume name or an absolute host directory).
@@ -57,6 +61,16 @@ pub enum State {
 }
 
 impl State {
+    /// For `--format '{{.State}}'` and `inspect`, as docker says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Stopped => "exited",
+            State::Dead => "dead",
+        }
+    }
+
     /// For `ps`.
     pub fn word(self) -> &'static str {
         match self {
@@ -93,9 +107,15 @@ fn record(c: &Container) -> Record {
     r.set("name", c.name.clone());
     r.set("id", c.id.clone());
     r.set("image", c.image.clone());
+    if let Some(id) = &c.image_id {
+        r.set("image_id", id.clone());
+    }
     r.set("created", c.created.to_string());
     if let Some(s) = c.started {
         r.set("started", s.to_string());
+    }
+    if let Some(s) = c.stopped {
+        r.set("stopped", s.to_string());
     }
     r.set("mountpoint", c.mountpoint.display().to_string());
     for l in &c.layers {
@@ -122,9 +142,11 @@ fn from_record(r: &Record) -> Result<Container, Error> {
         name,
         id: get("id")?,
         image: get("image")?,
+        image_id: r.get("image_id").map(String::from),
         layers: r.all("layer").into_iter().map(String::from).collect(),
         created: r.get("created").and_then(|c| c.parse().ok()).unwrap_or(0),
         started: r.get("started").and_then(|c| c.parse().ok()),
+        stopped: r.get("stopped").and_then(|c| c.parse().ok()),
         mountpoint: PathBuf::from(get("mountpoint")?),
         volumes: r.all("volume").into_iter().map(String::from).collect(),
         limits: Limits {
@@ -171,8 +193,7 @@ pub fn create(
     vols: &[String],
     limits: Limits,
 ) -> Result<Container, Error> {
-    let r = ImageRef::parse(image)?;
-    let img = images::get(store, &r)?;
+    let img = images::resolve(store, image)?;
     let id = random_hex(32);
     let name = match name {
         Some(n) => n.to_string(),
@@ -182,8 +203,21 @@ pub fn create(
     if dir.exists() {
         return Err(Error::msg(format!("the container name '{name}' is already in use")));
     }
+    let view = crate::manager::layers::ImageView::open(&img.lower_dirs(store)?)?;
     for v in vols {
-        volumes::parse_spec(store, v)?;
+        let (_, at) = volumes::parse_spec(store, v)?;
+        // The path and every directory above it must be a directory in the image, or absent.
+        let rel = at.trim_start_matches('/');
+        for i in rel.match_indices('/').map(|(i, _)| i).chain([rel.len()]) {
+            let prefix = &rel[..i];
+            if let Some((kind, _)) = view.lookup(prefix.as_bytes())?
+                && kind != crate::sys::stat::FileKind::Directory
+            {
+                return Err(Error::msg(format!(
+                    "cannot put volume '{v}' at {at}: the image has a file at /{prefix}, and a volume goes on a directory"
+                )));
+            }
+        }
     }
     let mountpoint = match mountpoint {
         Some(m) => {
@@ -203,10 +237,15 @@ pub fn create(
     let c = Container {
         name: name.clone(),
         id,
-        image: img.r.to_string(),
+        image: match ImageRef::parse(image) {
+            Ok(r) if img.tags.contains(&r) => r.to_string(),
+            _ => img.shown(),
+        },
+        image_id: Some(img.id.clone()),
         layers: img.layers.clone(),
         created: now_secs(),
         started: None,
+        stopped: None,
         mountpoint,
         volumes: vols.to_vec(),
         limits,

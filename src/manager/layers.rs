@@ -6,22 +6,28 @@
 //! stream [`tarball::write_layer`] makes of it. Importing the same content twice stores it
 //! once.
 
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::error::{Context, Error};
 use crate::manager::meta::{self, Record};
 use crate::manager::store::{Store, now_secs};
 use crate::manager::tarball::{self, ExtractOptions, HashingWriter};
+use crate::manager::tarsplit::{Recorder, Split, SplitWriter};
 use crate::manager::units::Progress;
 use crate::sys::stat::FileKind;
 use crate::union::lookup::{LookupState, Seen, probe};
 use crate::union::readdir::{LayerListing, Listed, merge};
 use crate::union::tables::Side;
 use crate::union::whiteout::{self, Dialect};
+
+/// The file beside a layer's `diff/` that writes its tarball back ([`crate::manager::tarsplit`]).
+pub const TAR_SPLIT: &str = "tar-split.gz";
 
 /// What the store knows about a layer.
 #[derive(Clone, Debug)]
@@ -108,6 +114,12 @@ pub fn import(store: &Store, src: &Path) -> Result<String, Error> {
         _ => Error::io(format!("cannot read '{}'", src.display()), e),
     })?;
     if meta.is_dir() {
+        if let Some(kind) = image_shape(src) {
+            return Err(not_a_layer(src, kind));
+        }
+        if let Some((fixture, name)) = fixture_layer(src) {
+            return import_fixture_layer(store, &fixture, &name);
+        }
         return import_dir(store, src, None);
     }
     if !meta.is_file() {
@@ -120,6 +132,54 @@ pub fn import(store: &Store, src: &Path) -> Result<String, Error> {
         return Err(Error::msg(format!("layer source '{}' is empty, not a layer tarball", src.display())));
     }
     import_tar(store, src, meta.len())
+}
+
+/// What a whole image unpacked in `dir` is, if it is one: an OCI layout (`oci-layout`,
+/// `index.json`) or a docker-archive (`manifest.json` with `repositories` or layer tars).
+pub fn image_shape(dir: &Path) -> Option<&'static str> {
+    let file = |n: &str| dir.join(n).is_file();
+    if file("oci-layout") && file("index.json") {
+        return Some("an OCI image");
+    }
+    let layer_tars = || {
+        std::fs::read_dir(dir)
+            .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.path().join("layer.tar").is_file()))
+            .unwrap_or(false)
+    };
+    if file("manifest.json") && (file("repositories") || dir.join("blobs/sha256").is_dir() || layer_tars()) {
+        return Some("a docker-archive");
+    }
+    None
+}
+
+/// The error for an image given where a layer is wanted.
+fn not_a_layer(src: &Path, kind: &str) -> Error {
+    Error::msg(format!(
+        "'{}' is {kind} (a whole image), not a layer; load it with `unionfs load -i {}`",
+        src.display(),
+        src.display()
+    ))
+}
+
+/// A raw layer directory of a fixture (`layers-fixtures/NAME/LAYER`, beside a `specials`
+/// file that names it): the fixture and the layer's name.
+fn fixture_layer(src: &Path) -> Option<(PathBuf, String)> {
+    let name = src.file_name()?.to_str()?.to_string();
+    let fixture = std::fs::canonicalize(src).ok()?.parent()?.to_path_buf();
+    let specials = std::fs::read_to_string(fixture.join("specials")).ok()?;
+    let named =
+        specials.lines().any(|l| !l.trim_start().starts_with('#') && l.split_whitespace().next() == Some(&name));
+    named.then_some((fixture, name))
+}
+
+/// Imports one layer of a fixture with its specials applied (whiteouts, opaque directories,
+/// modes: what git cannot store), as `build-layers` makes it.
+fn import_fixture_layer(store: &Store, fixture: &Path, name: &str) -> Result<String, Error> {
+    let tmp = store.temp_dir("fixture")?;
+    let result = crate::fixture::build(fixture, &tmp.join("layers"))
+        .and_then(|_| import_dir(store, &tmp.join("layers").join(name), None));
+    let _cleanup = std::fs::remove_dir_all(&tmp);
+    result
 }
 
 /// The sha256 a file's name says its content has: an OCI blob is stored as
@@ -135,7 +195,7 @@ fn digest_named(src: &Path) -> Option<String> {
 }
 
 /// A reader shared with the code that asks for its digest at the end.
-struct SharedReader<R>(std::rc::Rc<std::cell::RefCell<R>>);
+struct SharedReader<R>(Rc<RefCell<R>>);
 
 impl<R: Read> Read for SharedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -143,37 +203,25 @@ impl<R: Read> Read for SharedReader<R> {
     }
 }
 
-/// Counts bytes read from the file into a progress bar.
-struct Counting<R> {
-    inner: R,
-    progress: Progress,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.add(n as u64);
-        Ok(n)
-    }
-}
-
 fn import_tar(store: &Store, src: &Path, len: u64) -> Result<String, Error> {
     let f = File::open(src).context(|| format!("cannot open '{}'", src.display()))?;
     let label = format!("importing {}", src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     // The file as stored (compressed): its digest, when its name says what it must be.
-    let raw =
-        std::rc::Rc::new(std::cell::RefCell::new(tarball::Hashing::new(std::io::BufReader::with_capacity(1 << 20, f))));
-    let counting = Counting { inner: SharedReader(raw.clone()), progress: Progress::new(label, len) };
+    let raw = Rc::new(RefCell::new(tarball::Hashing::new(std::io::BufReader::with_capacity(1 << 20, f))));
+    let progress = Progress::new(label, len);
+    let counting = progress.wrap_read(SharedReader(raw.clone()));
     let staging = store.temp_dir("import")?;
     let tree = staging.join("diff");
     std::fs::create_dir(&tree).context(|| format!("cannot create '{}'", tree.display()))?;
     let result = (|| -> Result<String, Error> {
         let decompressed = tarball::open_decompressed(counting)?;
-        let mut hashing = tarball::Hashing::new(decompressed);
-        let stats = tarball::extract(&mut hashing, &tree, extract_options())?;
+        let hashing = Rc::new(RefCell::new(tarball::Hashing::new(decompressed)));
+        let split = Split::new(SplitWriter::create(&staging.join(TAR_SPLIT))?);
+        let mut recorder = Recorder::new(SharedReader(hashing.clone()), split.clone());
+        let stats = tarball::extract(&mut recorder, &tree, extract_options(), Some(&split))?;
         // Hash the padding after the end-of-archive marker too: the id is of the stream.
-        let trailer = std::io::copy(&mut (&mut hashing).take(tarball::MAX_TRAILER + 1), &mut std::io::sink())
-            .map_err(|e| Error::msg(format!("corrupt or truncated tarball: {e}")))?;
+        let trailer = std::io::copy(&mut (&mut recorder).take(tarball::MAX_TRAILER + 1), &mut std::io::sink())
+            .map_err(|e| tarball::read_error(&e, 1))?;
         if trailer > tarball::MAX_TRAILER {
             return Err(Error::msg(format!(
                 "more than {} KiB follow the end of the tarball: not a layer tarball",
@@ -190,16 +238,30 @@ fn import_tar(store: &Store, src: &Path, len: u64) -> Result<String, Error> {
                 return Err(Error::msg(format!("its content has digest {got}, not sha256:{want} as its name says")));
             }
         }
+        if let Some(kind) = image_shape(&tree) {
+            return Err(not_a_layer(src, kind));
+        }
         if stats.skipped_devices > 0 {
             eprintln!("unionfs: {} device node(s) left out (creating them needs root)", stats.skipped_devices);
         }
-        Ok(hashing.digest())
+        drop(recorder);
+        split.finish()?;
+        let digest = hashing.borrow().digest_so_far();
+        Ok(digest)
     })();
     match result {
-        Ok(id) => settle(store, &id, &tree, &src.display().to_string()),
+        Ok(id) => {
+            progress.finish();
+            settle(store, &id, &tree, &src.display().to_string())
+        }
         Err(e) => {
+            progress.abandon();
             let _cleanup = std::fs::remove_dir_all(&staging);
-            Err(Error::msg(format!("cannot import '{}': {e}", src.display())))
+            let text = e.to_string();
+            if text.contains("load it with `unionfs load") {
+                return Err(e);
+            }
+            Err(Error::msg(format!("cannot import '{}': {text}", src.display())))
         }
     }
 }
@@ -224,9 +286,21 @@ pub fn import_dir(
             let (id, _w) = hw.finish();
             Ok(id)
         });
-        let extracted = tarball::extract(std::io::BufReader::with_capacity(1 << 20, rd), &tree, extract_options());
-        let id = writer.join().map_err(|_| Error::msg("the layer writer panicked"))??;
+        let split = Split::new(SplitWriter::create(&staging.join(TAR_SPLIT))?);
+        let mut recorder = Recorder::new(std::io::BufReader::with_capacity(1 << 20, rd), split.clone());
+        let mut extracted = tarball::extract(&mut recorder, &tree, extract_options(), Some(&split));
+        if extracted.is_ok() {
+            // The writer's zero padding after the end marker belongs to the stream too.
+            extracted = std::io::copy(&mut recorder, &mut std::io::sink())
+                .map(|_| tarball::ExtractStats::default())
+                .map_err(|e| Error::io("cannot read the layer stream", e));
+        }
+        drop(recorder);
+        let written = writer.join().map_err(|_| Error::msg("the layer writer panicked"))?;
+        // The unpacking side's failure first: the writer then only saw its pipe close.
         extracted?;
+        let id = written?;
+        split.finish()?;
         Ok(id)
     });
     match result {

@@ -139,6 +139,25 @@ pub fn read_dir(dir: &Path, what: &str) -> Result<Vec<Record>, Error> {
     Ok(v)
 }
 
+/// The records of every file in `dir` (dot files, which are temporaries, left out).
+pub fn read_files(dir: &Path, what: &str) -> Result<Vec<Record>, Error> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).context(|| format!("cannot read '{}'", dir.display()))? {
+        let e = e.context(|| format!("cannot read the {what} list"))?;
+        if !e.file_name().to_string_lossy().starts_with('.') {
+            v.push(read(&e.path())?);
+        }
+    }
+    Ok(v)
+}
+
+/// Writes bytes to a file atomically (as [`fn@write`]).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut f = crate::outfile::OutFile::create(path)?;
+    f.write_all(bytes).context(|| format!("cannot write '{}'", path.display()))?;
+    f.commit()
+}
+
 /// Writes a record file atomically (temporary, fsync, rename, fsync of the directory).
 pub fn write(path: &Path, r: &Record) -> Result<(), Error> {
     let mut f = crate::outfile::OutFile::create(path)?;

@@ -12,33 +12,44 @@
 //! | [`meta`] | the small line-based metadata files, written atomically |
 //! | [`layers`] | the content-addressed layer store; a view of an image's layers |
 //! | [`tarball`] | OCI layer tarballs in (safe extraction) and out (deterministic) |
+//! | [`tarsplit`] | a layer's tarball written back byte for byte |
+//! | [`inspect`] | containers, images and volumes as JSON |
+//! | [`imagecmd`] | the image commands: images, rmi, tag, load, save, prune |
 //! | [`mod@images`] | images: import, list, remove, layer garbage collection |
 //! | [`containers`] | containers: create, start, stop, remove, state |
+//! | [`archive`] | whole images in and out: load and save (docker-archive, OCI) |
+//! | [`oci`] | OCI and Docker image JSON |
 //! | [`changes`] | diff, commit, export-layer, from the writable layer alone |
 //! | [`volumes`] | volumes |
 //! | [`report`] | info and df |
+//! | [`listing`] | lists as tables, ids, JSON or templates |
 //! | [`walk`] | descriptor-based tree walks that never follow symlinks |
 //! | [`zstd`] | zstd streams: every frame, checksums verified |
 //! | [`units`] | sizes and durations printed like docker, progress bars |
 
+pub mod archive;
 pub mod changes;
 pub mod containers;
+pub mod imagecmd;
 pub mod images;
+pub mod inspect;
 pub mod layers;
+pub mod listing;
 pub mod meta;
+pub mod oci;
 pub mod report;
 pub mod store;
 pub mod tarball;
+pub mod tarsplit;
 pub mod units;
 pub mod volumes;
 pub mod walk;
 pub mod zstd;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::Error;
 use containers::State;
-use report::{short, table};
 use store::{ImageRef, Store};
 use units::{ago, human_duration, human_size};
 
@@ -71,89 +82,129 @@ pub fn create(
     Ok(format!("{}\n", c.name))
 }
 
-/// `unionfs start NAME...`.
+/// `unionfs start NAME...`: a running container is left as it is. Every name is tried;
+/// one that fails is reported and the command exits non-zero.
 pub fn start(root: Option<&Path>, names: &[String]) -> Result<String, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock()?;
-    let mut out = String::new();
-    for n in names {
+    each(names, |n| {
         let mut c = containers::get(&store, n)?;
-        containers::start(&store, &mut c)?;
-        out.push_str(&format!("{}\n", c.mountpoint.display()));
-    }
-    Ok(out)
+        if containers::state(&c) != State::Running {
+            containers::start(&store, &mut c)?;
+        }
+        Ok(format!("{}\n", c.mountpoint.display()))
+    })
 }
 
-/// `unionfs stop NAME...`.
+/// `unionfs stop NAME...`: records the time, for `ps -a`.
 pub fn stop(root: Option<&Path>, names: &[String], force: bool) -> Result<String, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock()?;
-    let mut out = String::new();
-    for n in names {
-        let c = containers::get(&store, n)?;
+    each(names, |n| {
+        let mut c = containers::get(&store, n)?;
+        if containers::state(&c) != State::Running && containers::state(&c) != State::Dead {
+            return Ok(format!("{}\n", c.name));
+        }
         containers::stop(&c, force)?;
-        out.push_str(&format!("{}\n", c.name));
-    }
-    Ok(out)
+        c.stopped = Some(store::now_secs());
+        containers::put(&store, &c)?;
+        Ok(format!("{}\n", c.name))
+    })
 }
 
-/// `unionfs rm NAME...`.
+/// `unionfs rm NAME...`: prints each name removed; one that cannot be removed (unknown,
+/// running without -f) is reported, the others are still removed, and the exit is non-zero.
 pub fn rm(root: Option<&Path>, names: &[String], force: bool) -> Result<String, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock()?;
-    let mut out = String::new();
-    for n in names {
-        containers::remove(&store, n, force)?;
-        out.push_str(&format!("{n}\n"));
-    }
-    Ok(out)
+    each(names, |n| containers::remove(&store, n, force).map(|()| format!("{n}\n")))
 }
 
-/// `unionfs ps [-a] [-s]`.
-pub fn ps(root: Option<&Path>, all: bool, size: bool) -> Result<String, Error> {
+/// Runs `f` on every name: the lines of those that worked, and the errors of the others
+/// ([`partial`]).
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<String, Error>) -> Result<String, Error> {
+    let mut out = String::new();
+    let mut failed = Vec::new();
+    for n in names {
+        match f(n) {
+            Ok(line) => out.push_str(&line),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    partial(out, failed)
+}
+
+/// What `ps` says of a container's state: `Up 5 minutes`, `Exited (0) 2 hours ago`, `Dead`,
+/// `Created`.
+fn status_of(c: &containers::Container, st: State) -> String {
+    let since = |t: u64| std::time::SystemTime::now().duration_since(when(t)).unwrap_or_default();
+    match st {
+        State::Running => format!("Up {}", human_duration(since(c.started.unwrap_or(c.created)))),
+        State::Stopped => match c.stopped.filter(|s| *s >= c.started.unwrap_or(0)) {
+            Some(t) => format!("Exited (0) {} ago", human_duration(since(t))),
+            None => "Exited (0)".into(),
+        },
+        State::Dead => "Dead".into(),
+        State::Created => "Created".into(),
+    }
+}
+
+/// `unionfs ps [-a] [-s] [-q] [--format F]`.
+pub fn ps(root: Option<&Path>, all: bool, size: bool, style: &listing::Style) -> Result<String, Error> {
+    use listing::Column;
     let store = Store::open(root)?;
     let _lock = store.lock_shared()?;
-    let mut head: Vec<String> =
-        ["CONTAINER ID", "IMAGE", "CREATED", "STATUS", "MOUNTPOINT", "NAMES"].iter().map(|s| s.to_string()).collect();
-    if size {
-        head.push("SIZE".into());
-    }
-    let mut rows = vec![head];
+    let col = |field, header, default| Column { field, header, default };
+    let columns = vec![
+        col("ID", "CONTAINER ID", true),
+        col("Image", "IMAGE", true),
+        col("RunningFor", "CREATED", true),
+        col("Status", "STATUS", true),
+        col("MountPoint", "MOUNTPOINT", true),
+        col("Names", "NAMES", true),
+        col("Size", "SIZE", size),
+        col("State", "STATE", false),
+        col("CreatedAt", "CREATED AT", false),
+        col("ImageID", "IMAGE ID", false),
+        col("UpperDir", "UPPER DIR", false),
+    ];
+    let sizes = size || style.format.as_deref().is_some_and(|f| f.contains("Size") || f.trim() == "json");
+    let mut rows = Vec::new();
     for c in containers::list(&store)? {
         let st = containers::state(&c);
         if !all && !matches!(st, State::Running | State::Dead) {
             continue;
         }
-        let status = match (st, c.started) {
-            (State::Running, Some(s)) => format!(
-                "Up {}",
-                human_duration(std::time::SystemTime::now().duration_since(when(s)).unwrap_or_default())
-            ),
-            (s, _) => s.word().to_string(),
-        };
-        let mut row = vec![
+        let size_cell = if sizes { size_cell(&store, &c)? } else { String::new() };
+        rows.push(vec![
             c.id[..12].to_string(),
             c.image.clone(),
             ago(when(c.created)),
-            status,
+            status_of(&c, st),
             c.mountpoint.display().to_string(),
             c.name.clone(),
-        ];
-        if size {
-            let rw = walk::tree_size(&c.upper(&store))?;
-            let image: u64 = c.layers.iter().map(|l| layers::info(&store, l).map(|i| i.size).unwrap_or(0)).sum();
-            let mut cell = format!("{} (virtual {})", human_size(rw), human_size(rw + image));
-            if let Some(l) = c.limits.size {
-                cell.push_str(&format!(" (limit {})", human_size(l)));
-            }
-            if let Some(n) = c.limits.inodes {
-                cell.push_str(&format!(" (limit {n} inodes)"));
-            }
-            row.push(cell);
-        }
-        rows.push(row);
+            size_cell,
+            st.name().to_string(),
+            oci::rfc3339(c.created),
+            c.image_id.clone().unwrap_or_default(),
+            c.upper(&store).display().to_string(),
+        ]);
     }
-    Ok(table(&rows))
+    listing::Listing { columns, rows, id_field: "ID" }.render(style)
+}
+
+/// `ps -s`'s SIZE: the writable layer, virtual with the image, and the limits.
+fn size_cell(store: &Store, c: &containers::Container) -> Result<String, Error> {
+    let rw = walk::tree_size(&c.upper(store))?;
+    let image: u64 = c.layers.iter().map(|l| layers::info(store, l).map(|i| i.size).unwrap_or(0)).sum();
+    let mut cell = format!("{} (virtual {})", human_size(rw), human_size(rw + image));
+    if let Some(l) = c.limits.size {
+        cell.push_str(&format!(" (limit {})", human_size(l)));
+    }
+    if let Some(n) = c.limits.inodes {
+        cell.push_str(&format!(" (limit {n} inodes)"));
+    }
+    Ok(cell)
 }
 
 /// `unionfs mount-path NAME`.
@@ -252,53 +303,18 @@ pub fn export_layer(root: Option<&Path>, name: &str, output: Option<&Path>) -> R
     Ok(String::new())
 }
 
-/// `unionfs images`.
-pub fn images(root: Option<&Path>) -> Result<String, Error> {
-    let store = Store::open(root)?;
-    let _lock = store.lock_shared()?;
-    let mut rows = vec![
-        ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "LAYERS", "SIZE"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
-    ];
-    for i in images::list(&store)? {
-        let size: u64 = i.layers.iter().map(|l| layers::info(&store, l).map(|x| x.size).unwrap_or(0)).sum();
-        rows.push(vec![
-            i.r.name.clone(),
-            i.r.tag.clone(),
-            short(&i.id),
-            ago(when(i.created)),
-            i.layers.len().to_string(),
-            human_size(size),
-        ]);
+/// What a command that acts on several objects prints: the lines of those it did, then
+/// (on stderr) one line for each it could not, and an error if there was one.
+pub fn partial(out: String, failed: Vec<String>) -> Result<String, Error> {
+    if failed.is_empty() {
+        return Ok(out);
     }
-    Ok(table(&rows))
-}
-
-/// `unionfs image import NAME:TAG SOURCE...`.
-pub fn image_import(root: Option<&Path>, name: &str, sources: &[PathBuf]) -> Result<String, Error> {
-    let r = ImageRef::parse(name)?;
-    let store = Store::open(root)?;
-    let _lock = store.lock()?;
-    let img = images::import(&store, &r, sources)?;
-    Ok(format!("{}\n", img.id))
-}
-
-/// `unionfs image rm NAME:TAG...`.
-pub fn image_rm(root: Option<&Path>, names: &[String]) -> Result<String, Error> {
-    let store = Store::open(root)?;
-    let _lock = store.lock()?;
-    let mut out = String::new();
-    for n in names {
-        let r = ImageRef::parse(n)?;
-        let gone = images::remove(&store, &r)?;
-        out.push_str(&format!("Untagged: {r}\n"));
-        for l in gone {
-            out.push_str(&format!("Deleted: {l}\n"));
-        }
+    print!("{out}");
+    let last = failed.len() - 1;
+    for f in &failed[..last] {
+        eprintln!("unionfs: {f}");
     }
-    Ok(out)
+    Err(Error::msg(failed[last].clone()))
 }
 
 /// `unionfs info`.
@@ -323,29 +339,71 @@ pub fn volume_create(root: Option<&Path>, name: &str) -> Result<String, Error> {
     Ok(format!("{name}\n"))
 }
 
-/// `unionfs volume ls`.
-pub fn volume_ls(root: Option<&Path>) -> Result<String, Error> {
+/// `unionfs volume ls [-q] [--format F]`.
+pub fn volume_ls(root: Option<&Path>, style: &listing::Style) -> Result<String, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock_shared()?;
-    let mut rows = vec![vec!["VOLUME NAME".to_string(), "CREATED".into(), "MOUNTPOINT".into()]];
+    let col = |field, header, default| listing::Column { field, header, default };
+    let columns = vec![
+        col("Name", "VOLUME NAME", true),
+        col("CreatedSince", "CREATED", true),
+        col("Mountpoint", "MOUNTPOINT", true),
+        col("Driver", "DRIVER", false),
+        col("CreatedAt", "CREATED AT", false),
+    ];
+    let mut rows = Vec::new();
     for v in volumes::list(&store)? {
         rows.push(vec![
             v.name.clone(),
             ago(when(v.created)),
             volumes::data_dir(&store, &v.name)?.display().to_string(),
+            "local".into(),
+            oci::rfc3339(v.created),
         ]);
     }
-    Ok(table(&rows))
+    listing::Listing { columns, rows, id_field: "Name" }.render(style)
 }
 
-/// `unionfs volume rm NAME...`.
+/// `unionfs volume rm NAME...`: as `rm`, every name is tried.
 pub fn volume_rm(root: Option<&Path>, names: &[String]) -> Result<String, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock()?;
+    each(names, |n| volumes::remove(&store, n).map(|()| format!("{n}\n")))
+}
+
+/// `unionfs volume prune`: removes the volumes no container uses.
+pub fn volume_prune(root: Option<&Path>) -> Result<String, Error> {
+    let store = Store::open(root)?;
+    let _lock = store.lock()?;
     let mut out = String::new();
-    for n in names {
-        volumes::remove(&store, n)?;
-        out.push_str(&format!("{n}\n"));
+    let mut freed = 0;
+    for v in volumes::list(&store)? {
+        if !volumes::users(&store, &v.name)?.is_empty() {
+            continue;
+        }
+        freed += volumes::data_dir(&store, &v.name).and_then(|d| walk::tree_size(&d)).unwrap_or(0);
+        volumes::remove(&store, &v.name)?;
+        out.push_str(&format!("{}\n", v.name));
     }
-    Ok(out)
+    let head = if out.is_empty() { String::new() } else { format!("Deleted Volumes:\n{out}\n") };
+    Ok(format!("{head}Total reclaimed space: {}\n", human_size(freed)))
+}
+
+/// `unionfs container prune`: removes every container that is not running (a dead one's
+/// stale mount is cleaned first).
+pub fn container_prune(root: Option<&Path>) -> Result<String, Error> {
+    let store = Store::open(root)?;
+    let _lock = store.lock()?;
+    let mut out = String::new();
+    let mut freed = 0;
+    for c in containers::list(&store)? {
+        if containers::state(&c) == State::Running {
+            continue;
+        }
+        freed += walk::tree_size(&c.upper(&store)).unwrap_or(0);
+        containers::remove(&store, &c.name, true)?;
+        out.push_str(&format!("{}\n", c.id));
+    }
+    let head = if out.is_empty() { String::new() } else { format!("Deleted Containers:\n{out}\n") };
+    Ok(format!("{head}Total reclaimed space: {}\n", human_size(freed)))
 }

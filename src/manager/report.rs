@@ -186,7 +186,6 @@ impl Usage {
 
     /// The TYPE / TOTAL / ACTIVE / SIZE / RECLAIMABLE table.
     fn summary(&self) -> String {
-        let used_images: HashSet<&str> = self.cs.iter().map(|c| c.image.as_str()).collect();
         let used_layers: HashSet<&String> = self.cs.iter().flat_map(|c| c.layers.iter()).collect();
         let images_size: u64 = self.layer_size.values().sum();
         let reclaim_img: u64 = self.layer_size.iter().filter(|(l, _)| !used_layers.contains(l)).map(|(_, s)| s).sum();
@@ -204,7 +203,7 @@ impl Usage {
                 format!("{} ({})", human_size(reclaim), pct(reclaim, size)),
             ]
         };
-        let active_images = self.imgs.iter().filter(|i| used_images.contains(i.r.to_string().as_str())).count();
+        let active_images = self.imgs.iter().filter(|i| self.cs.iter().any(|c| images::made_from(c, i))).count();
         table(&[
             header(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]),
             row("Images", self.imgs.len(), active_images, images_size, reclaim_img),
@@ -230,13 +229,13 @@ impl Usage {
             "UNIQUE SIZE",
             "CONTAINERS",
         ])];
-        for i in &self.imgs {
+        for (t, i) in crate::manager::imagecmd::image_rows(&self.imgs) {
             let size: u64 = i.layers.iter().map(size_of).sum();
             let shared: u64 = i.layers.iter().filter(|l| count.get(l).copied().unwrap_or(0) > 1).map(size_of).sum();
-            let users = self.cs.iter().filter(|c| c.image == i.r.to_string()).count();
+            let users = self.cs.iter().filter(|c| images::made_from(c, i)).count();
             r.push(vec![
-                i.r.name.clone(),
-                i.r.tag.clone(),
+                t.map(|t| t.name.clone()).unwrap_or_else(|| "<none>".into()),
+                t.map(|t| t.tag.clone()).unwrap_or_else(|| "<none>".into()),
                 short(&i.id),
                 ago(std::time::UNIX_EPOCH + std::time::Duration::from_secs(i.created)),
                 human_size(size),

@@ -4,7 +4,8 @@
 //! ROOT/lock                          flock: exclusive for changes, shared for reading
 //! ROOT/layers/<sha256>/diff/         a read-only layer (union on-disk format)
 //! ROOT/layers/<sha256>/meta          its size, origin, creation time
-//! ROOT/images/<name:tag>             an image: its layers, bottom first
+//! ROOT/imagedb/<sha256>/            an image: its config (config.json) and meta
+//! ROOT/images/<name:tag>             a tag: the image id it names
 //! ROOT/containers/<name>/meta        a container: image, layers, mount point, volumes
 //! ROOT/containers/<name>/upper/      its writable layer
 //! ROOT/containers/<name>/work/       work dir of its mount
@@ -74,7 +75,7 @@ impl Store {
             std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
                 .context(|| format!("cannot make '{}' private", root.display()))?;
         }
-        for d in ["layers", "images", "containers", "volumes", "tmp"] {
+        for d in ["layers", "imagedb", "images", "containers", "volumes", "tmp"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).context(|| format!("cannot create '{}'", p.display()))?;
         }
@@ -94,9 +95,12 @@ impl Store {
         Ok(Lock { _fd: fd })
     }
 
-    /// Takes the lock for a command that changes state (waits for others).
+    /// Takes the lock for a command that changes state (waits for others); an old store's
+    /// image records are rewritten first ([`crate::manager::images::migrate`]).
     pub fn lock(&self) -> Result<Lock, Error> {
-        self.flock(true)
+        let lock = self.flock(true)?;
+        crate::manager::images::migrate(self)?;
+        Ok(lock)
     }
 
     /// Takes the lock for a command that only reads state.

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use crate::error::{Context, Errno, Error};
+use crate::manager::tarsplit;
 use crate::manager::walk::{self, Step};
 use crate::sys::fs::{self as sfs, SetTime};
 use crate::sys::open::{self, OFlags};
@@ -132,8 +133,11 @@ pub fn open_decompressed<R: Read + 'static>(mut raw: R) -> Result<Box<dyn Read>,
     let chained = std::io::Cursor::new(head[..got].to_vec()).chain(raw);
     Ok(match detect(&head[..got]) {
         Compression::None => Box::new(chained),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chained)),
-        Compression::Zstd => Box::new(crate::manager::zstd::Frames::new(std::io::BufReader::new(chained))),
+        Compression::Gzip => Box::new(Decompressed { inner: flate2::read::MultiGzDecoder::new(chained), what: "gzip" }),
+        Compression::Zstd => Box::new(Decompressed {
+            inner: crate::manager::zstd::Frames::new(std::io::BufReader::new(chained)),
+            what: "zstd",
+        }),
     })
 }
 
@@ -197,7 +201,7 @@ pub fn clean_path(raw: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
 /// bytes that take space into `budget`, refusing to go past it.
 fn copy_sparse(src: &mut impl Read, f: &mut std::fs::File, budget: &mut Budget) -> Result<(), Error> {
     use std::io::{Seek, SeekFrom};
-    let corrupt = |e: std::io::Error| Error::msg(format!("corrupt or truncated tarball: {e}"));
+    let corrupt = |e: std::io::Error| read_error(&e, 1);
     let mut buf = vec![0u8; 64 << 10];
     let mut len = 0u64;
     loop {
@@ -241,7 +245,7 @@ impl Budget {
 
     fn spend(&mut self, n: u64) -> Result<(), Error> {
         self.left = self.left.checked_sub(n).ok_or_else(|| {
-            Error::msg("the layer holds more data than the store's filesystem has free space; nothing was imported")
+            Error::msg("no space left on device: the layer holds more data than the store's filesystem has free")
         })?;
         Ok(())
     }
@@ -296,8 +300,15 @@ fn opaque_name(d: Dialect) -> &'static CStr {
     d.names().opaque
 }
 
-/// Unpacks a (decompressed) layer tarball into the empty directory `dest`.
-pub fn extract(reader: impl Read, dest: &Path, opts: ExtractOptions) -> Result<ExtractStats, Error> {
+/// Unpacks a (decompressed) layer tarball into the empty directory `dest`. With `split`
+/// (fed by a [`tarsplit::Recorder`] under `reader`), marks where each regular file's data
+/// is read, so the tarball can be written back byte for byte.
+pub fn extract(
+    reader: impl Read,
+    dest: &Path,
+    opts: ExtractOptions,
+    split: Option<&tarsplit::Split>,
+) -> Result<ExtractStats, Error> {
     let root = open::open_dir_path(dest).context(|| format!("cannot open '{}'", dest.display()))?;
     let mut un = Unpacker {
         root,
@@ -305,15 +316,75 @@ pub fn extract(reader: impl Read, dest: &Path, opts: ExtractOptions) -> Result<E
         budget: Budget::free_space_of(dest)?,
         stats: ExtractStats::default(),
         dir_times: Vec::new(),
+        split: split.cloned(),
     };
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| Error::msg(format!("not a tarball: {e}")))?;
+    let mut archive = tar::Archive::new(Counted { inner: reader, bytes: 0 });
+    let entries = archive.entries().map_err(|e| read_error(&e, 0))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| Error::msg(format!("corrupt or truncated tarball: {e}")))?;
+        let mut entry = entry.map_err(|e| read_error(&e, un.stats.entries))?;
         un.entry(&mut entry)?;
+    }
+    if un.stats.entries == 0 && archive.into_inner().bytes < 1024 {
+        return Err(Error::msg("not a tar archive (too short to hold one)"));
     }
     un.set_dir_times()?;
     Ok(un.stats)
+}
+
+/// Counts the bytes the tar parser reads.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// The one-line message for a failed read of a layer tarball, `entries` entries in: what
+/// went wrong in words (never the bytes the parser choked on).
+pub fn read_error(e: &std::io::Error, entries: u64) -> Error {
+    let text = e.to_string();
+    if text.contains(STREAM_BROKEN) {
+        return Error::msg(text);
+    }
+    if let Some(code) = e.raw_os_error() {
+        return Error::io("cannot read the tarball", std::io::Error::from_raw_os_error(code));
+    }
+    if e.kind() == std::io::ErrorKind::UnexpectedEof || text.contains("entire block") {
+        return Error::msg(if entries == 0 {
+            "not a tar archive (or one cut short in its first entry)"
+        } else {
+            "the tarball is truncated (it ends inside an entry)"
+        });
+    }
+    if entries == 0 {
+        Error::msg("not a tar archive (its first block is not a tar header)")
+    } else {
+        Error::msg(format!("the tarball is corrupt (a header after {entries} entries is damaged)"))
+    }
+}
+
+/// What a broken compressed stream's error says (so [`read_error`] passes it on as it is).
+const STREAM_BROKEN: &str = "stream is truncated or corrupt";
+
+/// A decompressor whose errors say, in one sentence, which stream broke.
+struct Decompressed<R> {
+    inner: R,
+    what: &'static str,
+}
+
+impl<R: Read> Read for Decompressed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| match e.raw_os_error() {
+            Some(_) => e,
+            None => std::io::Error::new(std::io::ErrorKind::InvalidData, format!("the {} {STREAM_BROKEN}", self.what)),
+        })
+    }
 }
 
 /// The state of one [`extract`].
@@ -324,6 +395,8 @@ struct Unpacker {
     stats: ExtractStats,
     /// Directories unpacked (their paths) and their times, set at the end.
     dir_times: Vec<(Vec<Vec<u8>>, i64)>,
+    /// The tar-split record, if one is kept.
+    split: Option<tarsplit::Split>,
 }
 
 impl Unpacker {
@@ -352,7 +425,7 @@ impl Unpacker {
         if !(etype == EntryType::Directory && existing.is_some_and(|s| s.is_dir())) && existing.is_some() {
             clear(pdir.as_fd(), &leaf_c)?;
         }
-        let at = At { dir: pdir.as_fd(), name: &leaf_c, raw: &raw };
+        let at = At { dir: pdir.as_fd(), name: &leaf_c, raw: &raw, rel: comps.join(&b'/') };
         let made = match etype {
             EntryType::Directory => {
                 if existing.is_none_or(|s| !s.is_dir()) {
@@ -403,7 +476,15 @@ impl Unpacker {
                 let fd = open::openat(at.dir, at.name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)
                     .map_err(at.err("create"))?;
                 let mut f = std::fs::File::from(fd);
+                // A GNU sparse entry's data is not the file's bytes: it stays in the record.
+                let split = self.split.as_ref().filter(|_| etype != EntryType::GNUSparse);
+                if let Some(s) = split {
+                    s.file_start(at.rel.clone());
+                }
                 copy_sparse(entry, &mut f, &mut self.budget)?;
+                if let Some(s) = split {
+                    s.file_end();
+                }
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| Error::msg("symlink without a target"))?;
@@ -459,6 +540,8 @@ struct At<'a> {
     dir: BorrowedFd<'a>,
     name: &'a CStr,
     raw: &'a [u8],
+    /// Its cleaned path in the layer, `/`-separated.
+    rel: Vec<u8>,
 }
 
 impl At<'_> {

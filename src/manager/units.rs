@@ -1,8 +1,7 @@
 //! Printing numbers for people, the way `docker` prints them, and a progress bar that only
 //! appears on a terminal.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// A size in decimal units with 3 significant digits, as `docker ps -s` prints it:
 /// `0B`, `2B`, `1.05kB`, `183MB`.
@@ -70,56 +69,49 @@ pub fn human_duration(d: Duration) -> String {
 }
 
 /// A progress bar on stderr when it is a terminal; silent otherwise (scripts, logs).
+/// Clones share one bar.
+#[derive(Clone)]
 pub struct Progress {
-    what: String,
-    total: u64,
-    done: u64,
-    on_tty: bool,
-    last: Option<Instant>,
+    bar: indicatif::ProgressBar,
 }
 
 impl Progress {
-    /// A bar for `total` units of work (bytes, files), labelled `what`.
+    /// A bar for `total` bytes of work, labelled `what`.
     pub fn new(what: impl Into<String>, total: u64) -> Progress {
-        Progress { what: what.into(), total, done: 0, on_tty: std::io::stderr().is_terminal(), last: None }
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes} / {total_bytes}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.into());
+        Progress { bar }
     }
 
-    /// Records `n` more units done, redrawing at most ten times a second.
-    pub fn add(&mut self, n: u64) {
-        self.done += n;
-        if !self.on_tty {
-            return;
-        }
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(100)) {
-            return;
-        }
-        self.last = Some(now);
-        self.draw();
+    /// Records `n` more bytes done.
+    pub fn add(&self, n: u64) {
+        self.bar.inc(n);
     }
 
-    fn draw(&self) {
-        let width = 30usize;
-        let frac = if self.total == 0 { 1.0 } else { (self.done as f64 / self.total as f64).min(1.0) };
-        let full = (frac * width as f64) as usize;
-        let bar: String = "=".repeat(full) + &" ".repeat(width - full);
-        let mut err = std::io::stderr().lock();
-        let _ignored = write!(
-            err,
-            "\r{} [{bar}] {} / {}",
-            self.what,
-            human_size(self.done.min(self.total.max(self.done))),
-            human_size(self.total)
-        );
-        let _ignored = err.flush();
+    /// Ends the bar at 100 % on its own line (nothing when it is not shown).
+    pub fn finish(&self) {
+        if let Some(len) = self.bar.length() {
+            self.bar.set_position(len);
+        }
+        self.bar.finish();
     }
 
-    /// Ends the bar (a finished line on a terminal, nothing otherwise).
-    pub fn finish(self) {
-        if self.on_tty {
-            self.draw();
-            let _ignored = writeln!(std::io::stderr());
-        }
+    /// Ends the bar where it is, leaving nothing on the screen (after a failure).
+    pub fn abandon(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    /// A reader that counts what it reads into the bar.
+    pub fn wrap_read<R: std::io::Read>(&self, r: R) -> indicatif::ProgressBarIter<R> {
+        self.bar.wrap_read(r)
+    }
+
+    /// A writer that counts what it writes into the bar.
+    pub fn wrap_write<W: std::io::Write>(&self, w: W) -> indicatif::ProgressBarIter<W> {
+        self.bar.wrap_write(w)
     }
 }
 

@@ -152,3 +152,12 @@ pub fn futimens(fd: impl AsFd, atime: SetTime, mtime: SetTime) -> Res<()> {
     let ts = Timestamps { last_access: to_rustix_ts(atime), last_modification: to_rustix_ts(mtime) };
     Ok(rustix::fs::futimens(fd, &ts)?)
 }
+
+/// Whether the calling process's real user may read and write `path` (`access(2)`).
+pub fn can_read_write(path: &std::path::Path) -> Res<bool> {
+    match rustix::fs::access(path, rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::ACCESS) | Err(rustix::io::Errno::PERM) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

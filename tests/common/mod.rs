@@ -84,8 +84,8 @@ macro_rules! need_fuse {
 /// the whole kernel) and so run while no other test mounts.
 static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// Modules whose tests hold the machine alone.
-const ALONE: &[&str] = &["::uring"];
+/// Modules whose tests hold the machine alone (`setup_errors` closes `/dev/fuse` to users).
+const ALONE: &[&str] = &["::uring", "::setup_errors"];
 
 /// The machine, held as the test's module needs it (a test that failed holding it does
 /// not keep the others from running).

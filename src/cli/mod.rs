@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod manager;
+
 use crate::config::{MountConfig, MountOptions, MountRequest};
 use crate::error::Error;
 
@@ -15,15 +17,15 @@ use crate::error::Error;
 /// copies it up; deletions leave whiteouts. The upper uses kernel overlayfs's on-disk
 /// format, so `mount -t overlay` can mount it later and shows the same tree.
 #[derive(Debug, Parser)]
-#[command(name = "unionfs", version, propagate_version = true)]
+#[command(name = "unionfs", version, propagate_version = true, arg_required_else_help = true)]
 pub struct Cli {
     /// Log every operation (to stderr, or to --log for a background mount).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub debug: bool,
 
     /// State root of the container manager. Default: $UNIONFS_ROOT, else /var/lib/unionfs
     /// as root, else $XDG_DATA_HOME/unionfs (~/.local/share/unionfs).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = "Global options")]
     pub root: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -46,54 +48,33 @@ pub enum Cmd {
     ///
     /// A busy mount (open files, a working directory inside) is reported, not waited on.
     Umount(UmountArgs),
-    /// Build layer directories from a fixture manifest (plain trees plus a `specials` file
-    /// for what git cannot store: whiteouts, opaque markers, xattrs, modes, owners, links).
+    /// Build layer directories from a fixture.
+    ///
+    /// A fixture is plain trees plus a `specials` file for what git cannot store:
+    /// whiteouts, opaque markers, xattrs, modes, owners, links.
     BuildLayers(BuildLayersArgs),
-    /// Create a container from an image and mount it; prints its mount path.
-    Run(CreateArgs),
-    /// Create a container (writable layer, not mounted); prints its name.
-    Create(CreateArgs),
-    /// Mount stopped containers again (over the same writable layer).
-    Start(NamesArgs),
-    /// Unmount containers (their writable layers stay).
-    Stop(StopArgs),
-    /// Remove containers and their writable layers (volumes stay).
-    Rm(StopArgs),
-    /// List containers: SIZE is the writable layer, virtual adds the image's layers.
-    Ps(PsArgs),
-    /// Print a container's mount path.
-    MountPath(NameArg),
-    /// Show what a container changed: A added, C changed, D deleted. A path with a control
-    /// character, a backslash, a double quote or bytes that are not UTF-8 is printed quoted,
-    /// with C escapes (as git does).
-    Diff(DiffArgs),
-    /// Make a new image from a container: its layers plus its writable layer.
-    Commit(CommitArgs),
-    /// Write a container's changes as a deterministic OCI layer tarball.
-    ExportLayer(ExportArgs),
-    /// List images.
-    Images,
-    /// Manage images.
-    #[command(subcommand)]
-    Image(ImageCmd),
-    /// Manage volumes (data that outlives containers).
-    #[command(subcommand)]
-    Volume(VolumeCmd),
-    /// Show the storage driver's facts and counts (like `docker info`).
-    Info,
-    /// Show space used by images, containers and volumes (like `docker system df`).
-    Df(DfArgs),
-    /// Run a command in a throwaway writable view of directories, then print what it changed
-    /// (A/C/D); the directories themselves are never changed. The exit code is the command's.
+    #[command(flatten)]
+    Manager(manager::ManagerCmd),
+    /// Print the version (as --version).
+    #[command(hide = true)]
+    Version,
+    /// Run a command in a throwaway writable view of directories.
+    ///
+    /// Then print what it changed (A/C/D); the directories themselves are never changed.
+    /// The exit code is the command's.
     Sandbox(SandboxArgs),
-    /// Check an upper layer for what a crash or a foreign tool can leave: temporaries in the
-    /// work dir, whiteouts inside opaque directories, whiteouts that hide nothing (with
-    /// --lower), markers in another dialect (OCI `.wh.` files, xattr whiteouts, the other
-    /// xattr namespace), malformed origin and ownership xattrs. Changes nothing unless
-    /// --repair. Exit status: 0 nothing (left) to fix, 1 problems remain.
+    /// Check an upper layer for what a crash or a foreign tool can leave.
+    ///
+    /// Temporaries in the work dir, whiteouts inside opaque directories, whiteouts that
+    /// hide nothing (with --lower), markers in another dialect (OCI `.wh.` files, xattr
+    /// whiteouts, the other xattr namespace), malformed origin and ownership xattrs.
+    /// Changes nothing unless --repair. Exit status: 0 nothing (left) to fix, 1 problems
+    /// remain.
     Check(CheckArgs),
-    /// Show a live mount's counters without stopping it: requests by type with mean and
-    /// p50/p90/p99 latency, copy-ups and bytes copied, whiteouts written, cache hits.
+    /// Show a live mount's counters without stopping it.
+    ///
+    /// Requests by type with mean and p50/p90/p99 latency, copy-ups and bytes copied,
+    /// whiteouts written, cache hits.
     Stats(StatsArgs),
 }
 
@@ -140,151 +121,6 @@ pub struct SandboxArgs {
     /// directory.
     #[arg(last = true, required = true)]
     pub command: Vec<std::ffi::OsString>,
-}
-
-/// `unionfs run` / `unionfs create`.
-#[derive(Debug, Args)]
-pub struct CreateArgs {
-    /// Container name (default: cont- followed by the first 8 digits of its id).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Where to mount it (default: ROOT/containers/NAME/merged).
-    #[arg(long, value_name = "DIR")]
-    pub mountpoint: Option<PathBuf>,
-    /// Show a volume (by name, created if missing) or a host directory (absolute path) at
-    /// /path: VOLUME:/path. May repeat.
-    #[arg(short = 'v', long = "volume", value_name = "VOL:/path")]
-    pub volumes: Vec<String>,
-    /// Most bytes the writable layer may allocate (like 10M, 2G): past it writes fail with
-    /// EDQUOT; `ps -s` shows it.
-    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
-    pub size_limit: Option<u64>,
-    /// Most objects the writable layer may hold.
-    #[arg(long, value_name = "N")]
-    pub inode_limit: Option<u64>,
-    /// The image, NAME or NAME:TAG (the tag defaults to latest).
-    pub image: String,
-}
-
-impl CreateArgs {
-    /// The writable layer's limits.
-    pub fn limits(&self) -> crate::manager::containers::Limits {
-        crate::manager::containers::Limits { size: self.size_limit, inodes: self.inode_limit }
-    }
-}
-
-/// Container names.
-#[derive(Debug, Args)]
-pub struct NamesArgs {
-    /// Container names (or id prefixes).
-    #[arg(required = true)]
-    pub names: Vec<String>,
-}
-
-/// `unionfs stop` / `unionfs rm`.
-#[derive(Debug, Args)]
-pub struct StopArgs {
-    /// stop: detach a busy mount; rm: remove a running container (stopping it first).
-    #[arg(short, long)]
-    pub force: bool,
-    /// Container names (or id prefixes).
-    #[arg(required = true)]
-    pub names: Vec<String>,
-}
-
-/// `unionfs ps`.
-#[derive(Debug, Args)]
-pub struct PsArgs {
-    /// Show all containers (default: running ones).
-    #[arg(short, long)]
-    pub all: bool,
-    /// Show sizes: writable layer (virtual: with the image's layers).
-    #[arg(short, long)]
-    pub size: bool,
-}
-
-/// One container.
-#[derive(Debug, Args)]
-pub struct NameArg {
-    /// Container name (or id prefix).
-    pub name: String,
-}
-
-/// `unionfs diff`.
-#[derive(Debug, Args)]
-pub struct DiffArgs {
-    /// Container name (or id prefix).
-    pub name: String,
-    /// End each entry with a NUL byte instead of a newline, and print paths as they are.
-    #[arg(short = 'z')]
-    pub z: bool,
-}
-
-/// `unionfs commit`.
-#[derive(Debug, Args)]
-pub struct CommitArgs {
-    /// Container name.
-    pub name: String,
-    /// The new image, NAME or NAME:TAG.
-    pub image: String,
-}
-
-/// `unionfs export-layer`.
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// Write to FILE (default: standard output, which must not be a terminal).
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Container name.
-    pub name: String,
-}
-
-/// `unionfs df`.
-#[derive(Debug, Args)]
-pub struct DfArgs {
-    /// Per image (shared versus unique bytes), container and volume.
-    #[arg(short, long)]
-    pub verbose: bool,
-}
-
-/// `unionfs image ...`.
-#[derive(Debug, Subcommand)]
-pub enum ImageCmd {
-    /// Build an image from layer sources: directories or layer tarballs (plain, gzip,
-    /// zstd; OCI whiteouts become the union's). The FIRST source is the BOTTOM layer.
-    Import {
-        /// The image, NAME or NAME:TAG.
-        image: String,
-        /// Layer sources, base first.
-        #[arg(required = true)]
-        sources: Vec<PathBuf>,
-    },
-    /// List images.
-    Ls,
-    /// Remove images (refused while a container uses them); unused layers are deleted.
-    Rm {
-        /// Images, NAME or NAME:TAG each.
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
-}
-
-/// `unionfs volume ...`.
-#[derive(Debug, Subcommand)]
-pub enum VolumeCmd {
-    /// Create a volume.
-    Create {
-        /// Volume name.
-        name: String,
-    },
-    /// List volumes.
-    Ls,
-    /// Remove volumes (refused while a container uses them).
-    Rm {
-        /// Volume names.
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
 }
 
 /// `unionfs mount`.
@@ -459,7 +295,6 @@ pub fn sandbox(a: &SandboxArgs) -> Result<u8, Error> {
 /// Runs a parsed command line; returns the exit code (`check` and `sandbox` have their own,
 /// every other command 0, or an error).
 pub fn run_code(cli: Cli) -> Result<u8, Error> {
-    use crate::manager as m;
     // Deep trees (layers, imports being cleaned up) are walked one descriptor per level.
     crate::sys::proc::raise_nofile_limit();
     let root = cli.root.as_deref();
@@ -467,33 +302,8 @@ pub fn run_code(cli: Cli) -> Result<u8, Error> {
         Cmd::Mount(a) => return mount(a.request(cli.debug)).map(|()| 0),
         Cmd::Umount(u) => return crate::daemon::umount(&u.mountpoint, u.lazy).map(|()| 0),
         Cmd::BuildLayers(b) => return crate::fixture::build(&b.fixture, &b.dest).map(|_| 0),
-        Cmd::Run(a) => {
-            m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, a.limits(), true)?
-        }
-        Cmd::Create(a) => {
-            m::create(root, a.name.as_deref(), &a.image, a.mountpoint.as_deref(), &a.volumes, a.limits(), false)?
-        }
-        Cmd::Start(a) => m::start(root, &a.names)?,
-        Cmd::Stop(a) => m::stop(root, &a.names, a.force)?,
-        Cmd::Rm(a) => m::rm(root, &a.names, a.force)?,
-        Cmd::Ps(a) => m::ps(root, a.all, a.size)?,
-        Cmd::MountPath(a) => m::mount_path(root, &a.name)?,
-        Cmd::Diff(a) => {
-            let out = m::diff(root, &a.name, a.z)?;
-            return std::io::Write::write_all(&mut std::io::stdout().lock(), &out)
-                .map(|()| 0)
-                .map_err(|e| Error::io("cannot write the changes", e));
-        }
-        Cmd::Commit(a) => m::commit(root, &a.name, &a.image)?,
-        Cmd::ExportLayer(a) => m::export_layer(root, &a.name, a.output.as_deref())?,
-        Cmd::Images | Cmd::Image(ImageCmd::Ls) => m::images(root)?,
-        Cmd::Image(ImageCmd::Import { image, sources }) => m::image_import(root, &image, &sources)?,
-        Cmd::Image(ImageCmd::Rm { images }) => m::image_rm(root, &images)?,
-        Cmd::Volume(VolumeCmd::Create { name }) => m::volume_create(root, &name)?,
-        Cmd::Volume(VolumeCmd::Ls) => m::volume_ls(root)?,
-        Cmd::Volume(VolumeCmd::Rm { names }) => m::volume_rm(root, &names)?,
-        Cmd::Info => m::info(root)?,
-        Cmd::Df(a) => m::df(root, a.verbose)?,
+        Cmd::Manager(m) => return manager::run(root, m),
+        Cmd::Version => format!("unionfs {}\n", env!("CARGO_PKG_VERSION")),
         Cmd::Stats(a) => stats(&a)?,
         // 0 clean, 1 problems remain, 2 the check itself failed.
         Cmd::Check(a) => {
@@ -549,6 +359,6 @@ fn format_stats(raw: &str) -> String {
 }
 
 /// Parses a `--size-limit` value.
-fn size_arg(v: &str) -> Result<u64, String> {
+pub(crate) fn size_arg(v: &str) -> Result<u64, String> {
     crate::config::parse_size(v).filter(|n| *n > 0).ok_or_else(|| format!("'{v}' is not a size (like 512M or 2G)"))
 }

@@ -1,0 +1,388 @@
+//! Whole images in and out (`load`, `save`), what `image import` refuses, and the commands a
+//! Docker user types (`ps -q`, `--format`, `inspect`, `tag`, `rmi`, `prune`, ...), through
+//! the real binary. Archives made by real podman are in `podman.rs`.
+
+use crate::common::*;
+use crate::manager::Mgr;
+use std::path::Path;
+use std::process::Command;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Stdout, stderr and success of a run.
+fn run3(m: &Mgr, args: &[&str]) -> (String, String, bool) {
+    let o = m.run(args);
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        o.status.success(),
+    )
+}
+
+/// Nothing left behind by a failed command: no temporaries, no layers, no images.
+fn store_is_empty(m: &Mgr) {
+    for d in ["tmp", "layers", "imagedb", "images"] {
+        let left: Vec<_> = std::fs::read_dir(m.root.join(d)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{d}/ holds {left:?}");
+    }
+}
+
+#[test]
+fn save_then_load_gives_the_same_ids_in_both_formats() {
+    need_fuse!();
+    let m = Mgr::new();
+    m.demo_image();
+    let p = m.mount_path(m.ok(&["create", "--name", "c1", "springpetclinic:1.0"]).trim());
+    m.ok(&["start", "c1"]);
+    std::fs::write(p.join("app/new-file"), "from the container\n").unwrap();
+    std::fs::remove_file(p.join("app/app.jar")).unwrap_or(());
+    m.ok(&["stop", "c1"]);
+    let id = m.ok(&["commit", "c1", "spc:2"]).trim().to_string();
+    let layer_ids = |m: &Mgr, r: &str| {
+        let j = m.ok(&["inspect", "--type", "image", r]);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        v[0]["RootFS"]["Layers"].clone()
+    };
+    let layers = layer_ids(&m, "spc:2");
+    assert_eq!(layers.as_array().unwrap().len(), 4);
+    for format in ["oci-archive", "docker-archive"] {
+        let out = m.dir.path().join(format!("{format}.tar"));
+        m.ok(&["save", "--format", format, "-o", s(&out), "spc:2"]);
+        let fresh = Mgr::new();
+        assert_eq!(fresh.ok(&["load", "-i", s(&out)]), "Loaded image: spc:2\n", "{format}");
+        assert_eq!(fresh.ok(&["images", "--format", "{{.Digest}}"]).trim(), id, "{format}: the same image id");
+        assert_eq!(layer_ids(&fresh, "spc:2"), layers, "{format}: the same layer ids");
+        let q = fresh.mount_path(fresh.ok(&["create", "--name", "back", "spc:2"]).trim());
+        fresh.ok(&["start", "back"]);
+        assert_eq!(std::fs::read_to_string(q.join("app/new-file")).unwrap(), "from the container\n");
+        fresh.ok(&["rm", "-f", "back"]);
+        // Loading again stores nothing twice; a gzip'd archive on standard input and -t.
+        let before = std::fs::read_dir(fresh.root.join("layers")).unwrap().count();
+        let gz = Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -c {} | {} --root {} load -t again:1", s(&out), bin(), s(&fresh.root)))
+            .output()
+            .unwrap();
+        assert!(gz.status.success(), "{}", String::from_utf8_lossy(&gz.stderr));
+        assert_eq!(String::from_utf8_lossy(&gz.stdout), "Loaded image: again:1\n");
+        assert_eq!(std::fs::read_dir(fresh.root.join("layers")).unwrap().count(), before);
+    }
+    m.ok(&["rm", "c1"]);
+}
+
+#[test]
+fn load_checks_every_digest_and_cleans_up_after_a_failure() {
+    let m = Mgr::new();
+    let d = m.dir.path();
+    let layer = d.join("l");
+    std::fs::create_dir_all(layer.join("etc")).unwrap();
+    std::fs::write(layer.join("etc/motd"), "hello\n").unwrap();
+    m.ok(&["image", "import", "one:1", s(&layer)]);
+    m.ok(&["save", "-o", s(&d.join("one.tar")), "one:1"]);
+    // As an OCI layout directory, one blob changed: refused, naming the digest.
+    let dir = d.join("layout");
+    std::fs::create_dir(&dir).unwrap();
+    assert!(Command::new("tar").arg("-xf").arg(d.join("one.tar")).arg("-C").arg(&dir).status().unwrap().success());
+    let fresh = Mgr::new();
+    assert_eq!(fresh.ok(&["load", "-i", s(&dir)]), "Loaded image: one:1\n");
+    let blobs = dir.join("blobs/sha256");
+    let biggest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&biggest).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"hello\n").unwrap();
+    bytes[at] = b'j';
+    std::fs::write(&biggest, bytes).unwrap();
+    let other = Mgr::new();
+    std::fs::create_dir_all(&other.root).unwrap();
+    let err = other.fails(&["load", "-i", s(&dir)], "not sha256:");
+    assert!(err.contains("digest"), "{err}");
+    store_is_empty(&other);
+    // Not an archive at all.
+    std::fs::write(d.join("junk"), vec![7u8; 4096]).unwrap();
+    other.fails(&["load", "-i", s(&d.join("junk"))], "not a tar archive");
+    let plain = d.join("plain.tar");
+    assert!(Command::new("tar").arg("-cf").arg(&plain).arg("-C").arg(&layer).arg(".").status().unwrap().success());
+    other.fails(&["load", "-i", s(&plain)], "not an image archive");
+    store_is_empty(&other);
+}
+
+#[test]
+fn image_import_refuses_what_is_not_a_layer_in_one_line() {
+    let m = Mgr::new();
+    let d = m.dir.path();
+    let layer = d.join("l");
+    std::fs::create_dir_all(layer.join("etc")).unwrap();
+    std::fs::write(layer.join("etc/motd"), vec![b'm'; 100_000]).unwrap();
+    m.ok(&["image", "import", "one:1", s(&layer)]);
+    for format in ["oci-archive", "docker-archive"] {
+        m.ok(&["save", "--format", format, "-o", s(&d.join(format)), "one:1"]);
+    }
+    let tar = d.join("layer.tar");
+    assert!(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&layer).arg(".").status().unwrap().success());
+    let full = std::fs::read(&tar).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &full).unwrap();
+    let gz = gz.finish().unwrap();
+    std::fs::write(d.join("cut.tar.gz"), &gz[..gz.len() / 2]).unwrap();
+    let zst = ruzstd::encoding::compress_to_vec(&full[..], ruzstd::encoding::CompressionLevel::Fastest);
+    std::fs::write(d.join("cut.tar.zst"), &zst[..zst.len() / 2]).unwrap();
+    let mut random = vec![0u8; 64 << 10];
+    for (i, b) in random.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] | 0x80;
+    }
+    std::fs::write(d.join("random"), &random).unwrap();
+    std::fs::write(d.join("empty"), b"").unwrap();
+    let other = Mgr::new();
+    for (f, needle) in [
+        ("oci-archive", "unionfs load -i"),
+        ("docker-archive", "unionfs load -i"),
+        ("random", "not a tar archive"),
+        ("cut.tar.gz", "gzip stream is truncated or corrupt"),
+        ("cut.tar.zst", "zstd stream is truncated or corrupt"),
+        ("empty", "is empty"),
+    ] {
+        let err = other.fails(&["image", "import", "x:1", s(&d.join(f))], needle);
+        assert!(err.chars().all(|c| c == '\n' || (' '..='~').contains(&c)), "{f}: printable ASCII only: {err:?}");
+        assert!(!err.contains("Error {") && !err.contains("kind:"), "{f}: no debug formatting: {err}");
+    }
+    other.fails(&["image", "import", "x:1", "/etc/passwd"], "not a tar archive");
+    store_is_empty(&other);
+}
+
+#[test]
+fn raw_fixture_layers_import_with_their_specials() {
+    let m = Mgr::new();
+    let fx = repo().join("layers-fixtures/springpetclinic");
+    let raw: Vec<String> =
+        ["l3-base", "l2-runtime", "l1-app"].iter().map(|l| fx.join(l).display().to_string()).collect();
+    let mut args = vec!["image", "import", "raw:1"];
+    args.extend(raw.iter().map(String::as_str));
+    m.ok(&args);
+    m.demo_image();
+    let layers = |r: &str| {
+        let v: serde_json::Value = serde_json::from_str(&m.ok(&["inspect", r])).unwrap();
+        v[0]["RootFS"]["Layers"].clone()
+    };
+    // The same layers as from `build-layers`: the opaque directory and the whiteout kept.
+    assert_eq!(layers("raw:1"), layers("springpetclinic:1.0"));
+}
+
+#[test]
+fn docker_verbs_quiet_format_inspect_tag_rmi_prune() {
+    need_fuse!();
+    let m = Mgr::new();
+    m.demo_image();
+    let image_id = m.ok(&["images", "-q"]);
+    assert_eq!(image_id.lines().count(), 1);
+    assert_eq!(m.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]), "springpetclinic:1.0\n");
+    let j: serde_json::Value =
+        serde_json::from_str(m.ok(&["images", "--format", "json"]).lines().next().unwrap()).unwrap();
+    assert_eq!(j["Repository"], "springpetclinic");
+    m.fails(&["images", "--format", "{{.Nope}}"], "no field 'Nope'");
+
+    m.ok(&["run", "--name", "up", "springpetclinic:1.0"]);
+    m.ok(&["create", "--name", "made", "springpetclinic:1.0"]);
+    let up_id = m.ok(&["ps", "-q"]);
+    assert_eq!(up_id.lines().count(), 1);
+    assert_eq!(m.ok(&["ps", "-aq"]).lines().count(), 2);
+    let mut states: Vec<String> =
+        m.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]).lines().map(String::from).collect();
+    states.sort();
+    assert_eq!(states, ["made created", "up running"]);
+    // start of a running container changes nothing.
+    m.ok(&["start", "up"]);
+    assert_eq!(m.ok(&["ps", "-q"]), up_id);
+    m.ok(&["stop", "up"]);
+    let ps = m.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (0) Less than a second ago") || ps.contains("Exited (0) 1 second ago"), "{ps}");
+    let insp: serde_json::Value = serde_json::from_str(&m.ok(&["inspect", "up"])).unwrap();
+    assert_eq!(insp[0]["Name"], "up");
+    assert_eq!(insp[0]["State"]["Status"], "exited");
+    assert!(insp[0]["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap().ends_with("containers/up/upper"));
+
+    // tag, then commit onto the tag moves it; the old image stays by id.
+    m.ok(&["tag", "springpetclinic:1.0", "spc:latest"]);
+    m.ok(&["start", "up"]);
+    std::fs::write(m.mount_path("up").join("tmp/x"), "1").unwrap();
+    let first = m.ok(&["commit", "up", "spc"]).trim().to_string();
+    let second = m.ok(&["commit", "up", "spc"]).trim().to_string();
+    assert_ne!(first, second, "a commit is a new image (its own time and history)");
+    let images = m.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.Digest}}"]);
+    assert!(images.contains(&format!("spc:latest {second}")), "{images}");
+    assert!(images.contains(&format!("<none>:<none> {first}")), "{images}");
+
+    // rmi: refused while a container uses the image, -f takes the name only.
+    let err = m.fails(&["rmi", "springpetclinic:1.0"], "used by container");
+    assert!(err.contains("up") && err.contains("made"), "{err}");
+    assert_eq!(m.ok(&["rmi", "-f", "springpetclinic:1.0"]), "Untagged: springpetclinic:1.0\n");
+    assert!(m.ok(&["images", "-q"]).contains(image_id.trim()), "the image stays for its containers");
+
+    // rm of several names: the ones that exist go, the missing one is reported, exit 1.
+    let (out, err, ok) = run3(&m, &["rm", "-f", "made", "nosuch", "up"]);
+    assert!(!ok);
+    assert_eq!(out, "made\nup\n");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("nosuch"), "{err}");
+    assert_eq!(m.ok(&["ps", "-aq"]), "");
+
+    // prune: refused without -f when it cannot ask; then reports what went.
+    m.fails(&["image", "prune"], "add -f");
+    let pruned = m.ok(&["image", "prune", "-f"]);
+    assert!(pruned.contains(&format!("deleted: {first}")) && pruned.contains("Total reclaimed space"), "{pruned}");
+    m.ok(&["volume", "create", "v1"]);
+    assert!(m.ok(&["volume", "prune", "-f"]).contains("v1"));
+    assert_eq!(m.ok(&["volume", "ls", "-q"]), "");
+    m.ok(&["create", "--name", "idle", "spc"]);
+    assert!(m.ok(&["container", "prune", "-f"]).contains("Deleted Containers:"));
+    assert_eq!(m.ok(&["ps", "-aq"]), "");
+    let all = m.ok(&["image", "prune", "-a", "-f"]);
+    assert!(all.contains("untagged: spc:latest"), "{all}");
+    assert_eq!(m.ok(&["images", "-q"]), "");
+    assert_eq!(std::fs::read_dir(m.root.join("layers")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_volume_on_a_file_of_the_image_is_refused() {
+    need_fuse!();
+    let m = Mgr::new();
+    m.demo_image();
+    m.fails(&["run", "-v", "data:/bin/sh", "springpetclinic:1.0"], "the image has a file at /bin/sh");
+    m.fails(&["run", "-v", "data:/bin/sh/below", "springpetclinic:1.0"], "the image has a file at /bin/sh");
+    assert_eq!(std::fs::read_dir(m.root.join("containers")).unwrap().count(), 0);
+    let p = m.ok(&["run", "--name", "ok", "-v", "data:/srv/data", "springpetclinic:1.0"]);
+    assert!(Path::new(p.trim()).join("srv/data").is_dir());
+    m.ok(&["rm", "-f", "ok"]);
+}
+
+#[test]
+fn usage_errors_name_what_is_wrong() {
+    let m = Mgr::new();
+    for (args, needles) in [
+        (&["imgaes"][..], &["unrecognized subcommand 'imgaes'", "images"][..]),
+        (&["exec", "c1", "sh"][..], &["unrecognized subcommand 'exec'"][..]),
+        (&["run"][..], &["<IMAGE>", "Usage: unionfs run"][..]),
+        (&["save", "--format", "zip", "x"][..], &["oci-archive", "docker-archive"][..]),
+    ] {
+        let o = m.run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {err} should mention {n}");
+        }
+    }
+    let o = Command::new(bin()).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("Usage: unionfs") && help.contains("Commands:"), "bare unionfs prints the help: {help}");
+    for v in ["--version", "version"] {
+        let o = Command::new(bin()).arg(v).output().unwrap();
+        assert!(o.status.success());
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("unionfs {}", env!("CARGO_PKG_VERSION")));
+    }
+    let lower = m.dir.path().join("l");
+    std::fs::create_dir_all(&lower).unwrap();
+    let o = Command::new(bin())
+        .arg("mount")
+        .arg("--lower")
+        .arg(&lower)
+        .arg("-o")
+        .arg(format!("lowerdir={}", lower.display()))
+        .arg(m.dir.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("both --lower and -o lowerdir="));
+}
+
+/// A tree with `mb` MiB of data that neither compresses nor becomes holes.
+fn big_tree(at: &Path, mb: usize) {
+    std::fs::create_dir_all(at.join("etc")).unwrap();
+    let data: Vec<u8> = (0..mb << 20).map(|i| ((i * 7 + 3) % 251 + 1) as u8).collect();
+    std::fs::write(at.join("etc/blob"), data).unwrap();
+}
+
+#[test]
+fn a_full_disk_says_no_space_and_leaves_nothing_behind() {
+    need_fuse!();
+    need_root!();
+    let m = Mgr::new();
+    let d = m.dir.path();
+    big_tree(&d.join("big"), 8);
+    m.ok(&["image", "import", "big:1", s(&d.join("big"))]);
+    m.ok(&["save", "-o", s(&d.join("big.tar")), "big:1"]);
+    let disk = d.join("disk");
+    let _fs = mount_tmpfs(&disk, "size=12m");
+    let small = Mgr { dir: tempfile::tempdir_in(&disk).unwrap(), root: disk.join("root") };
+    // A container with 8 MiB of changes fits; their copy for a commit does not.
+    small.ok(&["image", "import", "base:1", s(&repo().join("layers-fixtures/basic/l1"))]);
+    let p = small.mount_path(small.ok(&["create", "--name", "c", "base:1"]).trim());
+    small.ok(&["start", "c"]);
+    big_tree(&p, 8);
+    small.ok(&["stop", "c"]);
+    let before = small.ok(&["images", "--format", "{{.Digest}}"]);
+    let layers_before = std::fs::read_dir(small.root.join("layers")).unwrap().count();
+    for args in [
+        vec!["commit", "c", "big:2"],
+        vec!["image", "import", "big:1", s(&d.join("big"))],
+        vec!["load", "-i", s(&d.join("big.tar"))],
+    ] {
+        small.fails(&args, "no space left on device");
+        assert_eq!(small.ok(&["images", "--format", "{{.Digest}}"]), before, "{args:?}: no image made");
+        assert_eq!(std::fs::read_dir(small.root.join("layers")).unwrap().count(), layers_before, "{args:?}");
+        assert_eq!(std::fs::read_dir(small.root.join("tmp")).unwrap().count(), 0, "{args:?}: no leftovers");
+    }
+    // Output files on the full disk: the error says so, and no partial file is left.
+    for args in [vec!["export-layer", "-o", "OUT", "c"], vec!["save", "-o", "OUT", "base:1"]] {
+        let out = disk.join("out.tar");
+        std::fs::write(disk.join("filler"), vec![1u8; 3 << 20]).unwrap_or(());
+        let args: Vec<&str> = args.iter().map(|a| if *a == "OUT" { s(&out) } else { a }).collect();
+        if args[0] == "save" {
+            // Fill the disk so that even the small image does not fit.
+            let free = rustix::fs::statvfs(&disk).unwrap();
+            let left = free.f_bavail * free.f_frsize;
+            let _ = std::fs::write(disk.join("filler2"), vec![1u8; left.saturating_sub(4096) as usize]);
+        }
+        small.fails(&args, "no space left on device");
+        let left: Vec<_> = std::fs::read_dir(&disk)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("out.tar"))
+            .collect();
+        assert!(left.is_empty(), "{args:?}: partial output left: {left:?}");
+    }
+    small.ok(&["rm", "c"]);
+}
+
+#[test]
+fn a_store_from_before_image_configs_reads_and_migrates() {
+    need_fuse!();
+    let m = Mgr::new();
+    m.demo_image();
+    // The record as versions without configs wrote it: the layers in the tag file.
+    let v: serde_json::Value = serde_json::from_str(&m.ok(&["inspect", "springpetclinic:1.0"])).unwrap();
+    let layers: Vec<String> =
+        v[0]["RootFS"]["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().into()).collect();
+    let mut old = "# unionfs image\nname: springpetclinic\ntag: 1.0\ncreated: 1700000000\n".to_string();
+    for l in &layers {
+        old.push_str(&format!("layer: {l}\n"));
+    }
+    std::fs::write(m.root.join("images/springpetclinic:1.0"), old).unwrap();
+    std::fs::remove_dir_all(m.root.join("imagedb")).unwrap();
+    std::fs::create_dir(m.root.join("imagedb")).unwrap();
+    // Read as it is (a shared-lock command changes nothing)...
+    let id = m.ok(&["images", "--format", "{{.Digest}}"]).trim().to_string();
+    assert!(id.starts_with("sha256:"));
+    assert_eq!(std::fs::read_dir(m.root.join("imagedb")).unwrap().count(), 0);
+    // ...and rewritten, with the same id, by the next command that changes the store.
+    let p = m.ok(&["run", "--name", "c", "springpetclinic:1.0"]);
+    assert!(Path::new(p.trim()).join("app").is_dir());
+    assert_eq!(std::fs::read_dir(m.root.join("imagedb")).unwrap().count(), 1);
+    assert_eq!(m.ok(&["images", "--format", "{{.Digest}}"]).trim(), id);
+    let tag = std::fs::read_to_string(m.root.join("images/springpetclinic:1.0")).unwrap();
+    assert!(tag.contains(&format!("image: {id}")) && !tag.contains("layer:"), "{tag}");
+    m.ok(&["rm", "-f", "c"]);
+}
