@@ -9,4 +9,6 @@ scripts/deps.sh
 [ -e /dev/fuse ] || { echo "setup: /dev/fuse is missing (modprobe fuse)" >&2; exit 1; }
 cargo build --release --locked
 echo "built $repo/target/release/unionfs"
+# On the PATH: /usr/local/bin as root, ~/.local/bin otherwise (scripts/install.sh).
+if [ "$(id -u)" = 0 ]; then scripts/install.sh; else PREFIX="$HOME/.local" scripts/install.sh; fi
 exec scripts/demo.sh

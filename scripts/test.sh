@@ -36,7 +36,19 @@ if [ "$(id -u)" = 0 ]; then
   require=all
 fi
 log=$(mktemp "${TMPDIR:-/tmp}/unionfs-test-log.XXXXXX")
-trap 'rm -f "$log"' EXIT
+# Machine settings the tests change (the test user needs /dev/fuse open to it; the io_uring
+# tests switch fuse.enable_uring): put back as they were when this command ends.
+fuse_mode=$(stat -c %a /dev/fuse 2>/dev/null || true)
+uring_param=/sys/module/fuse/parameters/enable_uring
+uring_was=$(cat "$uring_param" 2>/dev/null || true)
+restore() {
+  rm -f "$log"
+  if [ "$(id -u)" = 0 ]; then
+    [ -z "$fuse_mode" ] || chmod "$fuse_mode" /dev/fuse
+    [ -z "$uring_was" ] || echo "$uring_was" > "$uring_param" 2>/dev/null || true
+  fi
+}
+trap restore EXIT
 step "cargo test (real FUSE mounts; kernel overlayfs, rootless user and podman as root)"
 set +e
 UNIONFS_TEST_REQUIRE=$require cargo test --locked --release --features test-hooks --no-fail-fast 2>&1 | tee "$log"

@@ -441,8 +441,16 @@ pub fn umount(path: &Path, lazy: bool) -> Result<(), Error> {
     match crate::mounts::unmount_path(&mnt, lazy) {
         Ok(()) => {}
         Err(crate::mounts::UnmountError::Busy) => {
+            let holders = sproc::holders(&mnt);
+            let who = if holders.is_empty() {
+                "a process has a file open or its working directory there".to_string()
+            } else {
+                let list: Vec<String> = holders.iter().take(5).map(|(p, c)| format!("{c} (pid {p})")).collect();
+                let more = if holders.len() > 5 { format!(" and {} more", holders.len() - 5) } else { String::new() };
+                format!("used by {}{more}", list.join(", "))
+            };
             return Err(Error::msg(format!(
-                "'{}' is busy (a process has a file open or its working directory there); close them or use --lazy",
+                "'{}' is busy ({who}); end those, or detach it anyway (umount --lazy, stop -f)",
                 mnt.display()
             )));
         }

@@ -162,6 +162,8 @@ fn busy_mount_is_reported_not_hung_on() {
     // A minute: the bound of a hung unmount, not a measure.
     assert!(t.elapsed() < Duration::from_secs(60), "umount of a busy mount hung");
     fails_with(&out, "busy");
+    // It names what holds the mount: this test, with the file open.
+    fails_with(&out, &format!("(pid {})", std::process::id()));
     assert!(is_mounted(&m.path), "still mounted");
     drop(f);
     m.unmount();

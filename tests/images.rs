@@ -386,3 +386,97 @@ fn a_store_from_before_image_configs_reads_and_migrates() {
     assert!(tag.contains(&format!("image: {id}")) && !tag.contains("layer:"), "{tag}");
     m.ok(&["rm", "-f", "c"]);
 }
+
+#[test]
+fn stop_of_a_busy_container_says_what_holds_it() {
+    need_fuse!();
+    let m = Mgr::new();
+    m.demo_image();
+    let p = m.ok(&["run", "--name", "busy", "springpetclinic:1.0"]);
+    let mut sleeper = Command::new("sleep").arg("600").current_dir(p.trim()).spawn().unwrap();
+    let err = m.fails(&["stop", "busy"], "is busy");
+    assert!(err.contains(&format!("sleep (pid {})", sleeper.id())), "{err}");
+    assert!(m.ok(&["ps", "-q"]).lines().count() == 1, "still running");
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    m.ok(&["stop", "busy"]);
+    m.ok(&["rm", "busy"]);
+}
+
+/// The blob of `digest` in an OCI archive.
+fn blob_of(archive: &Path, digest: &str) -> Vec<u8> {
+    let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    let want = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some(want.as_str()) {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+            return v;
+        }
+    }
+    panic!("{want} is not in the archive");
+}
+
+#[test]
+fn save_writes_foreign_layer_tarballs_back_byte_for_byte() {
+    let m = Mgr::new();
+    let d = m.dir.path();
+    let t = d.join("tree");
+    let long = "a-name-longer-than-the-hundred-bytes-a-plain-tar-header-holds-for-one-path-".repeat(2);
+    std::fs::create_dir_all(t.join(&long).join("sub")).unwrap();
+    std::fs::write(t.join(&long).join("sub/file"), "deep\n").unwrap();
+    std::fs::write(t.join("data"), vec![5u8; 70_000]).unwrap();
+    std::fs::hard_link(t.join("data"), t.join("data-link")).unwrap();
+    std::os::unix::fs::symlink("data", t.join("sym")).unwrap();
+    let sparse = std::fs::File::create(t.join("sparse")).unwrap();
+    sparse.set_len(4 << 20).unwrap();
+    std::io::Write::write_all(&mut &sparse, b"head").unwrap();
+    std::fs::write(t.join(".wh.gone"), "").unwrap();
+    let _ = Command::new("setfattr").args(["-n", "user.note", "-v", "kept"]).arg(t.join("data")).status();
+    for (name, flags) in
+        [("gnu.tar", &["--format=gnu", "--sparse"][..]), ("pax.tar", &["--format=pax", "--xattrs"][..])]
+    {
+        let tar = d.join(name);
+        let st = Command::new("tar").args(flags).arg("-cf").arg(&tar).arg("-C").arg(&t).arg(".").status().unwrap();
+        assert!(st.success());
+        let id = m.ok(&["image", "import", &format!("t:{}", &name[..3]), s(&tar)]).trim().to_string();
+        let v: serde_json::Value = serde_json::from_str(&m.ok(&["inspect", &format!("t:{}", &name[..3])])).unwrap();
+        let layer = v[0]["RootFS"]["Layers"][0].as_str().unwrap().to_string();
+        let out = d.join(format!("{name}.oci"));
+        m.ok(&["save", "-o", s(&out), &id]);
+        assert!(blob_of(&out, &layer) == std::fs::read(&tar).unwrap(), "{name}: the layer comes out as it went in");
+    }
+    // A layer whose files changed in the store cannot be written back: said so, no archive.
+    let v: serde_json::Value = serde_json::from_str(&m.ok(&["inspect", "t:pax"])).unwrap();
+    let dir = v[0]["LayerDirs"][0].as_str().unwrap().to_string();
+    std::fs::write(Path::new(&dir).join("data"), vec![6u8; 70_000]).unwrap();
+    m.fails(&["save", "-o", s(&d.join("bad.oci")), "t:pax"], "changed since it was stored");
+    assert!(!d.join("bad.oci").exists());
+}
+
+#[test]
+fn progress_shows_on_a_terminal_ends_at_100_percent_and_is_silent_on_a_pipe() {
+    let m = Mgr::new();
+    let d = m.dir.path();
+    big_tree(&d.join("big"), 4);
+    // On a terminal (script(1) gives the command one): the bar's last state is whole, and
+    // its line ends before the id is printed.
+    let cmd = format!("{} --root {} image import big:1 {}", bin(), s(&m.root), s(&d.join("big")));
+    let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tty = String::from_utf8_lossy(&o.stdout).replace('\r', "\n");
+    let lines: Vec<&str> =
+        tty.lines().map(|l| l.trim_start_matches("\u{1b}[2K").trim_end()).filter(|l| !l.is_empty()).collect();
+    let id = lines.iter().position(|l| l.starts_with("sha256:")).unwrap_or_else(|| panic!("no id line: {tty:?}"));
+    assert_eq!(lines[id].len(), 71, "the id alone on its line: {:?}", lines[id]);
+    let bar = lines[id - 1];
+    assert!(bar.starts_with("importing big [====="), "{bar:?}");
+    let (done, total) = bar.rsplit_once("] ").unwrap().1.split_once(" / ").unwrap();
+    assert_eq!(done, total, "the bar ends at 100 %: {bar:?}");
+    // On a pipe: nothing but the id.
+    let o = m.run(&["save", "-o", s(&d.join("x.tar")), "big:1"]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = m.run(&["load", "-i", s(&d.join("x.tar"))]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -38,6 +38,7 @@ mod proptest_ops;
 mod quota;
 #[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 mod readdir;
+mod readme;
 mod redirect;
 mod rename;
 mod rootless;

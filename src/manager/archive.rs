@@ -182,7 +182,12 @@ pub fn load(store: &Store, input: Input<'_>, tag: Option<&ImageRef>) -> Result<V
                     return Err(Error::msg(format!("'{}' is empty, not an image archive", p.display())));
                 }
                 let progress = Progress::new("reading the archive", len);
-                let links = unpack(progress.wrap_read(std::io::BufReader::new(f)), &staging)?;
+                let links = unpack(progress.wrap_read(std::io::BufReader::new(f)), &staging);
+                match &links {
+                    Ok(_) => progress.finish(),
+                    Err(_) => progress.abandon(),
+                }
+                let links = links?;
                 Unpacked { dir: staging.clone(), links }
             }
             Input::Stdin => {

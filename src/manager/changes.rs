@@ -119,8 +119,21 @@ pub fn diff(store: &Store, c: &Container) -> Result<Vec<(Change, Vec<u8>)>, Erro
 pub fn export_layer(store: &Store, c: &Container, out: &mut dyn Write) -> Result<(), Error> {
     let view = ImageView::open(&c.lower_dirs(store)?)?;
     let keep = |rel: &[u8]| view.lookup(rel).map(|x| x.is_some()).unwrap_or(true);
-    crate::manager::tarball::write_layer_filtered(&c.upper(store), out, Some(&keep))?;
-    Ok(())
+    let upper = c.upper(store);
+    let progress = crate::manager::units::Progress::new(
+        format!("exporting {}", c.name),
+        crate::manager::walk::tree_size(&upper).unwrap_or(0),
+    );
+    match crate::manager::tarball::write_layer_filtered(&upper, progress.wrap_write(out), Some(&keep)) {
+        Ok(_) => {
+            progress.finish();
+            Ok(())
+        }
+        Err(e) => {
+            progress.abandon();
+            Err(e)
+        }
+    }
 }
 
 /// `unionfs commit NAME NEW:TAG`: the writable layer becomes a new read-only layer (markers

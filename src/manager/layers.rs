@@ -278,10 +278,13 @@ pub fn import_dir(
     let staging = store.temp_dir("import")?;
     let tree = staging.join("diff");
     std::fs::create_dir(&tree).context(|| format!("cannot create '{}'", tree.display()))?;
+    let name = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let progress = Progress::new(format!("importing {name}"), crate::manager::walk::tree_size(src).unwrap_or(0));
+    let counted = progress.clone();
     let result = std::thread::scope(|scope| -> Result<String, Error> {
         let (rd, wr) = std::io::pipe().context(|| "cannot create a pipe".into())?;
         let writer = scope.spawn(move || -> Result<String, Error> {
-            let hw = HashingWriter::new(wr);
+            let hw = HashingWriter::new(counted.wrap_write(wr));
             let hw = tarball::write_layer_filtered(src, hw, keep_whiteout)?;
             let (id, _w) = hw.finish();
             Ok(id)
@@ -304,8 +307,12 @@ pub fn import_dir(
         Ok(id)
     });
     match result {
-        Ok(id) => settle(store, &id, &tree, &src.display().to_string()),
+        Ok(id) => {
+            progress.finish();
+            settle(store, &id, &tree, &src.display().to_string())
+        }
         Err(e) => {
+            progress.abandon();
             let _cleanup = std::fs::remove_dir_all(&staging);
             Err(e)
         }

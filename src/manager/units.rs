@@ -93,10 +93,17 @@ impl Progress {
 
     /// Ends the bar at 100 % on its own line (nothing when it is not shown).
     pub fn finish(&self) {
+        if self.bar.is_finished() {
+            return;
+        }
         if let Some(len) = self.bar.length() {
             self.bar.set_position(len);
         }
         self.bar.finish();
+        // The bar's line ends here, before whatever the command prints next.
+        if !self.bar.is_hidden() {
+            eprintln!();
+        }
     }
 
     /// Ends the bar where it is, leaving nothing on the screen (after a failure).

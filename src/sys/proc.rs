@@ -276,3 +276,26 @@ pub fn idle_policy_reversible() -> bool {
             .unwrap_or(false)
     })
 }
+
+/// The processes that use something below `dir`: their working directory, root or an
+/// open file is there. Each as `(pid, command name)`, sorted by pid; processes this user
+/// may not inspect are left out.
+pub fn holders(dir: &Path) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    for e in procs.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let base = e.path();
+        let below = |p: &Path| std::fs::read_link(p).is_ok_and(|t| t.starts_with(dir));
+        let mut uses = below(&base.join("cwd")) || below(&base.join("root"));
+        if !uses && let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            uses = fds.flatten().any(|f| below(&f.path()));
+        }
+        if uses {
+            let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string();
+            out.push((pid, comm));
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,74 @@
+//! The README's examples run as written: each shell block marked `<!-- tested: NAME -->` is
+//! run here with `bash -euo pipefail`, with this build first on `PATH` as `unionfs`, in a
+//! scratch directory that has `layers-fixtures/`, and a scratch state root.
+
+use crate::common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// The block after `<!-- tested: NAME`.
+fn block(name: &str) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let at = readme.find(&format!("<!-- tested: {name} ")).unwrap_or_else(|| panic!("no tested block '{name}'"));
+    let rest = &readme[at..];
+    let start = rest.find("```sh\n").unwrap() + 6;
+    let end = rest[start..].find("```").unwrap() + start;
+    rest[start..end].to_string()
+}
+
+/// Runs a README block; returns its output.
+fn run_block(name: &str, dir: &Path) -> String {
+    let bin_dir = dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let _ = std::os::unix::fs::symlink(bin(), bin_dir.join("unionfs"));
+    let _ = std::os::unix::fs::symlink(repo().join("layers-fixtures"), dir.join("layers-fixtures"));
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let o = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block(name)])
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("UNIONFS_ROOT", dir.join("root"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "README block '{name}' failed:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// Unmounts whatever a failed block left under the scratch directory.
+struct Scratch(tempfile::TempDir);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for m in unionfs::mounts::parse(&t) {
+            if m.mount_point.starts_with(self.0.path()) {
+                let _ = rustix::mount::unmount(&m.mount_point, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_quick_example_runs_as_written() {
+    need_fuse!();
+    let d = Scratch(tempfile::tempdir().unwrap());
+    let out = run_block("quick", d.0.path());
+    assert_eq!(out, "hello\n");
+    let st = std::fs::symlink_metadata(d.0.path().join("up/main.py")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&st.file_type()), "a whiteout");
+    assert_eq!(std::fs::read_to_string(d.0.path().join("up/greeting")).unwrap(), "hello\nchanged\n");
+}
+
+#[test]
+fn the_manager_example_runs_as_written() {
+    need_fuse!();
+    let d = Scratch(tempfile::tempdir().unwrap());
+    let out = run_block("manager", d.0.path());
+    assert!(out.contains("springpetclinic   1.1"), "{out}");
+    assert!(out.contains("3B (virtual 384kB)"), "{out}");
+    assert!(out.contains("A /tmp/greeting"), "{out}");
+    assert!(out.contains("Loaded image: springpetclinic:1.1"), "{out}");
+    assert!(out.contains("cont1 Up"), "{out}");
+    assert!(d.0.path().join("changes.tar").is_file() && d.0.path().join("spc.tar").is_file());
+}
