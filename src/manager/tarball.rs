@@ -349,7 +349,7 @@ impl<R: Read> Read for Counted<R> {
 /// went wrong in words (never the bytes the parser choked on).
 pub fn read_error(e: &std::io::Error, entries: u64) -> Error {
     let text = e.to_string();
-    if text.contains(STREAM_BROKEN) {
+    if text.starts_with("the gzip stream ") || text.starts_with("the zstd stream ") {
         return Error::msg(text);
     }
     if let Some(code) = e.raw_os_error() {
@@ -369,9 +369,6 @@ pub fn read_error(e: &std::io::Error, entries: u64) -> Error {
     }
 }
 
-/// What a broken compressed stream's error says (so [`read_error`] passes it on as it is).
-const STREAM_BROKEN: &str = "stream is truncated or corrupt";
-
 /// A decompressor whose errors say, in one sentence, which stream broke.
 struct Decompressed<R> {
     inner: R,
@@ -380,9 +377,15 @@ struct Decompressed<R> {
 
 impl<R: Read> Read for Decompressed<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).map_err(|e| match e.raw_os_error() {
-            Some(_) => e,
-            None => std::io::Error::new(std::io::ErrorKind::InvalidData, format!("the {} {STREAM_BROKEN}", self.what)),
+        self.inner.read(buf).map_err(|e| {
+            // An OS error, or a sentence the decoder already wrote about its stream, passes.
+            if e.raw_os_error().is_some() || e.to_string().starts_with(&format!("the {} stream ", self.what)) {
+                return e;
+            }
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the {} stream is truncated or corrupt", self.what),
+            )
         })
     }
 }

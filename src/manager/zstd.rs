@@ -36,10 +36,10 @@ impl<R: BufRead> Frames<R> {
                 Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame { length, .. })) => {
                     let skipped = std::io::copy(&mut (&mut self.src).take(u64::from(length)), &mut std::io::sink())?;
                     if skipped != u64::from(length) {
-                        return Err(invalid("corrupt zstd stream: a skippable frame is cut short"));
+                        return Err(invalid("the zstd stream is truncated (a skippable frame is cut short)"));
                     }
                 }
-                Err(e) => return Err(invalid(format!("corrupt zstd stream: {e}"))),
+                Err(_) => return Err(invalid("the zstd stream is truncated or corrupt")),
             }
         }
     }
@@ -63,14 +63,14 @@ impl<R: BufRead> Read for Frames<R> {
             if !self.dec.is_finished() {
                 self.dec
                     .decode_blocks(&mut self.src, BlockDecodingStrategy::UptoBlocks(1))
-                    .map_err(|e| invalid(format!("corrupt zstd stream: {e}")))?;
+                    .map_err(|_| invalid("the zstd stream is truncated or corrupt"))?;
                 continue;
             }
             // The frame is decoded and drained: its checksum, if it carries one.
             if let Some(want) = self.dec.get_checksum_from_data()
                 && self.dec.get_calculated_checksum() != Some(want)
             {
-                return Err(invalid("corrupt zstd stream: the content checksum does not match"));
+                return Err(invalid("the zstd stream is corrupt (its content checksum does not match)"));
             }
             self.in_frame = false;
         }
