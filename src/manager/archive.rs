@@ -19,7 +19,8 @@ use crate::error::{Context, Error};
 use crate::manager::images::{self, Image};
 use crate::manager::oci::{self, Descriptor, DockerEntry, media};
 use crate::manager::store::{ImageRef, Store, printable};
-use crate::manager::tarball::{self, Hashing};
+use crate::manager::streams::{self, Hashing};
+use crate::manager::tarball;
 use crate::manager::units::Progress;
 use crate::manager::{layers, tarsplit};
 
@@ -100,11 +101,11 @@ fn normalize(base: &str, rel: &str) -> Result<String, Error> {
 
 /// Unpacks an image archive (plain, gzip or zstd tar) into `dir`.
 fn unpack(input: impl Read + 'static, dir: &Path) -> Result<HashMap<String, String>, Error> {
-    let mut archive = tar::Archive::new(tarball::open_decompressed(input)?);
+    let mut archive = tar::Archive::new(streams::open_decompressed(input)?);
     let mut links = HashMap::new();
-    let entries = archive.entries().map_err(|e| tarball::read_error(&e, 0))?;
+    let entries = archive.entries().map_err(|e| streams::read_error(&e, 0))?;
     for (seen, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|e| tarball::read_error(&e, seen as u64))?;
+        let mut entry = entry.map_err(|e| streams::read_error(&e, seen as u64))?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let rel = normalize("", &raw)?;
         if rel.is_empty() {
@@ -143,7 +144,7 @@ fn copy_out(entry: &mut impl Read, f: &mut std::fs::File) -> Result<(), Error> {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(tarball::read_error(&e, 1)),
+            Err(e) => return Err(streams::read_error(&e, 1)),
         };
         f.write_all(&buf[..n]).context(|| "cannot unpack the archive into the store".into())?;
     }
@@ -407,7 +408,7 @@ fn layer_tar(store: &Store, id: &str) -> Result<LayerTar, Error> {
     // Stored by a version that kept no record: the deterministic form, if it is the id.
     let tmp = store.temp_dir("save")?.join("layer.tar");
     let f = std::fs::File::create(&tmp).context(|| format!("cannot create '{}'", tmp.display()))?;
-    let hw = tarball::write_layer(&layers::diff_dir(store, id)?, tarball::HashingWriter::new(f))?;
+    let hw = tarball::write_layer(&layers::diff_dir(store, id)?, streams::HashingWriter::new(f))?;
     let (got, _f) = hw.finish();
     if got != id {
         return Err(Error::msg(format!(

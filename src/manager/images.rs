@@ -55,7 +55,7 @@ impl Image {
 
 /// `sha256:<hex>` of bytes.
 pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", crate::manager::tarball::hex(&Sha256::digest(bytes)))
+    format!("sha256:{}", crate::manager::streams::hex(&Sha256::digest(bytes)))
 }
 
 fn hex_of(id: &str) -> &str {

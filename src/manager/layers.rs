@@ -17,7 +17,8 @@ use std::rc::Rc;
 use crate::error::{Context, Error};
 use crate::manager::meta::{self, Record};
 use crate::manager::store::{Store, now_secs};
-use crate::manager::tarball::{self, ExtractOptions, HashingWriter};
+use crate::manager::streams::{self, HashingWriter};
+use crate::manager::tarball::{self, ExtractOptions};
 use crate::manager::tarsplit::{Recorder, Split, SplitWriter};
 use crate::manager::units::Progress;
 use crate::sys::stat::FileKind;
@@ -207,21 +208,21 @@ fn import_tar(store: &Store, src: &Path, len: u64) -> Result<String, Error> {
     let f = File::open(src).context(|| format!("cannot open '{}'", src.display()))?;
     let label = format!("importing {}", src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     // The file as stored (compressed): its digest, when its name says what it must be.
-    let raw = Rc::new(RefCell::new(tarball::Hashing::new(std::io::BufReader::with_capacity(1 << 20, f))));
+    let raw = Rc::new(RefCell::new(streams::Hashing::new(std::io::BufReader::with_capacity(1 << 20, f))));
     let progress = Progress::new(label, len);
     let counting = progress.wrap_read(SharedReader(raw.clone()));
     let staging = store.temp_dir("import")?;
     let tree = staging.join("diff");
     std::fs::create_dir(&tree).context(|| format!("cannot create '{}'", tree.display()))?;
     let result = (|| -> Result<String, Error> {
-        let decompressed = tarball::open_decompressed(counting)?;
-        let hashing = Rc::new(RefCell::new(tarball::Hashing::new(decompressed)));
+        let decompressed = streams::open_decompressed(counting)?;
+        let hashing = Rc::new(RefCell::new(streams::Hashing::new(decompressed)));
         let split = Split::new(SplitWriter::create(&staging.join(TAR_SPLIT))?);
         let mut recorder = Recorder::new(SharedReader(hashing.clone()), split.clone());
         let stats = tarball::extract(&mut recorder, &tree, extract_options(), Some(&split))?;
         // Hash the padding after the end-of-archive marker too: the id is of the stream.
         let trailer = std::io::copy(&mut (&mut recorder).take(tarball::MAX_TRAILER + 1), &mut std::io::sink())
-            .map_err(|e| tarball::read_error(&e, 1))?;
+            .map_err(|e| streams::read_error(&e, 1))?;
         if trailer > tarball::MAX_TRAILER {
             return Err(Error::msg(format!(
                 "more than {} KiB follow the end of the tarball: not a layer tarball",

@@ -11,6 +11,7 @@
 //! | [`store`] | the state root, its layout and lock, names and ids |
 //! | [`meta`] | the small line-based metadata files, written atomically |
 //! | [`layers`] | the content-addressed layer store; a view of an image's layers |
+//! | [`streams`] | compression, digests, read errors in words |
 //! | [`tarball`] | OCI layer tarballs in (safe extraction) and out (deterministic) |
 //! | [`tarsplit`] | a layer's tarball written back byte for byte |
 //! | [`inspect`] | containers, images and volumes as JSON |
@@ -39,6 +40,7 @@ pub mod meta;
 pub mod oci;
 pub mod report;
 pub mod store;
+pub mod streams;
 pub mod tarball;
 pub mod tarsplit;
 pub mod units;

@@ -204,7 +204,7 @@ pub fn stream_len(record: &Path) -> Result<u64, Error> {
 pub fn replay(record: &Path, diff: &Path, out: &mut dyn Write) -> Result<String, Error> {
     let root = crate::sys::open::open_dir_path(diff).context(|| format!("cannot open '{}'", diff.display()))?;
     let mut r = open_record(record)?;
-    let mut hw = crate::manager::tarball::HashingWriter::new(out);
+    let mut hw = crate::manager::streams::HashingWriter::new(out);
     let werr = |e| Error::io("cannot write the layer", e);
     while let Some(s) = next_seg(&mut r).map_err(|e| Error::io("cannot read a tar-split record", e))? {
         match s {
