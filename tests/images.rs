@@ -11,6 +11,11 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Runs tar(1), which must succeed.
+fn tar(args: &[&str]) {
+    assert!(Command::new("tar").args(args).status().unwrap().success(), "tar {args:?}");
+}
+
 /// Stdout, stderr and success of a run.
 fn run3(m: &Mgr, args: &[&str]) -> (String, String, bool) {
     let o = m.run(args);
@@ -84,7 +89,7 @@ fn load_checks_every_digest_and_cleans_up_after_a_failure() {
     // As an OCI layout directory, one blob changed: refused, naming the digest.
     let dir = d.join("layout");
     std::fs::create_dir(&dir).unwrap();
-    assert!(Command::new("tar").arg("-xf").arg(d.join("one.tar")).arg("-C").arg(&dir).status().unwrap().success());
+    tar(&["-xf", s(&d.join("one.tar")), "-C", s(&dir)]);
     let fresh = Mgr::new();
     assert_eq!(fresh.ok(&["load", "-i", s(&dir)]), "Loaded image: one:1\n");
     let blobs = dir.join("blobs/sha256");
@@ -102,11 +107,31 @@ fn load_checks_every_digest_and_cleans_up_after_a_failure() {
     let err = other.fails(&["load", "-i", s(&dir)], "not sha256:");
     assert!(err.contains("digest"), "{err}");
     store_is_empty(&other);
+    // A docker-archive whose layer is a symlink to a file elsewhere in it (as docker save
+    // writes a layer two images share) loads through the link, within the archive.
+    m.ok(&["save", "--format", "docker-archive", "-o", s(&d.join("da.tar")), "one:1"]);
+    let da = d.join("da");
+    std::fs::create_dir(&da).unwrap();
+    tar(&["-xf", s(&d.join("da.tar")), "-C", s(&da)]);
+    let layer_tar =
+        std::fs::read_dir(&da).unwrap().map(|e| e.unwrap().path()).find(|p| p.join("layer.tar").exists()).unwrap();
+    std::fs::create_dir(da.join("shared")).unwrap();
+    std::fs::rename(layer_tar.join("layer.tar"), da.join("shared/layer.tar")).unwrap();
+    std::os::unix::fs::symlink("../shared/layer.tar", layer_tar.join("layer.tar")).unwrap();
+    tar(&["-cf", s(&d.join("linked.tar")), "-C", s(&da), "."]);
+    let linked = Mgr::new();
+    assert_eq!(linked.ok(&["load", "-i", s(&d.join("linked.tar"))]), "Loaded image: one:1\n");
+    // A link that leads outside the archive is refused.
+    std::fs::remove_file(layer_tar.join("layer.tar")).unwrap();
+    std::os::unix::fs::symlink("../../../../../etc/passwd", layer_tar.join("layer.tar")).unwrap();
+    tar(&["-cf", s(&d.join("escape.tar")), "-C", s(&da), "."]);
+    let escape = Mgr::new();
+    escape.fails(&["load", "-i", s(&d.join("escape.tar"))], "leads outside it");
     // Not an archive at all.
     std::fs::write(d.join("junk"), vec![7u8; 4096]).unwrap();
     other.fails(&["load", "-i", s(&d.join("junk"))], "not a tar archive");
     let plain = d.join("plain.tar");
-    assert!(Command::new("tar").arg("-cf").arg(&plain).arg("-C").arg(&layer).arg(".").status().unwrap().success());
+    tar(&["-cf", s(&plain), "-C", s(&layer), "."]);
     other.fails(&["load", "-i", s(&plain)], "not an image archive");
     store_is_empty(&other);
 }
@@ -122,9 +147,9 @@ fn image_import_refuses_what_is_not_a_layer_in_one_line() {
     for format in ["oci-archive", "docker-archive"] {
         m.ok(&["save", "--format", format, "-o", s(&d.join(format)), "one:1"]);
     }
-    let tar = d.join("layer.tar");
-    assert!(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(&layer).arg(".").status().unwrap().success());
-    let full = std::fs::read(&tar).unwrap();
+    let plain = d.join("layer.tar");
+    tar(&["-cf", s(&plain), "-C", s(&layer), "."]);
+    let full = std::fs::read(&plain).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, &full).unwrap();
     let gz = gz.finish().unwrap();
