@@ -1,4 +1,4 @@
-//! The README's examples run as written: each shell block marked `<!-- tested: NAME -->` is
+//! The README's examples (and `layers-fixtures/README.md`'s) run as written: each shell block marked `<!-- tested: NAME -->` is
 //! run here with `bash -euo pipefail`, with this build first on `PATH` as `unionfs`, in a
 //! scratch directory that has `layers-fixtures/`, and a scratch state root.
 
@@ -6,9 +6,11 @@ use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// The block after `<!-- tested: NAME`.
+/// The block after `<!-- tested: NAME` in the README (or, for `fixtures`, in
+/// `layers-fixtures/README.md`).
 fn block(name: &str) -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let file = if name == "fixtures" { "layers-fixtures/README.md" } else { "README.md" };
+    let readme = std::fs::read_to_string(repo().join(file)).unwrap();
     let at = readme.find(&format!("<!-- tested: {name} ")).unwrap_or_else(|| panic!("no tested block '{name}'"));
     let rest = &readme[at..];
     let start = rest.find("```sh\n").unwrap() + 6;
@@ -71,4 +73,30 @@ fn the_manager_example_runs_as_written() {
     assert!(out.contains("Loaded image: springpetclinic:1.1"), "{out}");
     assert!(out.contains("cont1 Up"), "{out}");
     assert!(d.0.path().join("changes.tar").is_file() && d.0.path().join("spc.tar").is_file());
+}
+
+#[test]
+fn the_fixtures_example_runs_as_written() {
+    let d = Scratch(tempfile::tempdir().unwrap());
+    let out = run_block("fixtures", d.0.path());
+    assert!(out.starts_with("sha256:"), "{out}");
+    // The same image as from built layers: the whiteout and the opaque directory kept.
+    let built = d.0.path().join("spc");
+    unionfs::fixture::build(&repo().join("layers-fixtures/springpetclinic"), &built).unwrap();
+    let root = d.0.path().join("root");
+    let via_built = Command::new(bin())
+        .arg("--root")
+        .arg(&root)
+        .args(["image", "import", "built:1"])
+        .args(["l3-base", "l2-runtime", "l1-app"].map(|l| built.join(l)))
+        .output()
+        .unwrap();
+    assert!(via_built.status.success());
+    let layers = |r: &str| {
+        let o = Command::new(bin()).arg("--root").arg(&root).args(["inspect", r]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0]["RootFS"]["Layers"].clone()
+    };
+    assert_eq!(layers("springpetclinic:1.0"), layers("built:1"));
+    assert!(d.0.path().join("basic-layers/l1").is_dir());
 }

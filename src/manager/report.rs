@@ -7,6 +7,7 @@ use std::io::Read;
 use crate::error::Error;
 use crate::manager::containers::{self, State};
 use crate::manager::store::Store;
+use crate::manager::units::Progress;
 use crate::manager::units::{ago, human_size};
 use crate::manager::{images, layers, volumes, walk};
 
@@ -175,11 +176,18 @@ impl Usage {
             }
         }
         let states = cs.iter().map(containers::state).collect();
-        let sizes = cs.iter().map(|c| walk::tree_size(&c.upper(store)).unwrap_or(0)).collect();
+        // Walking every writable layer and volume takes a while on a big store.
+        let progress = Progress::items("measuring containers and volumes", (cs.len() + vols.len()) as u64);
+        let measured = |size: u64| {
+            progress.add(1);
+            size
+        };
+        let sizes = cs.iter().map(|c| measured(walk::tree_size(&c.upper(store)).unwrap_or(0))).collect();
         let vsizes = vols
             .iter()
-            .map(|v| volumes::data_dir(store, &v.name).and_then(|d| walk::tree_size(&d)).unwrap_or(0))
+            .map(|v| measured(volumes::data_dir(store, &v.name).and_then(|d| walk::tree_size(&d)).unwrap_or(0)))
             .collect();
+        progress.finish();
         let vused = vols.iter().map(|v| volumes::users(store, &v.name).is_ok_and(|u| !u.is_empty())).collect();
         Ok(Usage { imgs, cs, vols, layer_size, states, sizes, vsizes, vused })
     }

@@ -86,6 +86,16 @@ impl Progress {
         Progress { bar }
     }
 
+    /// A bar for `total` items (containers, volumes), labelled `what`.
+    pub fn items(what: impl Into<String>, total: u64) -> Progress {
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos} / {len}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.into());
+        Progress { bar }
+    }
+
     /// Records `n` more bytes done.
     pub fn add(&self, n: u64) {
         self.bar.inc(n);
