@@ -12,6 +12,7 @@ mod api;
 mod check;
 mod cli;
 mod compat;
+mod containerd;
 #[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 mod copy_up;
 mod core;
