@@ -8,7 +8,7 @@ cd "$repo"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "system packages"
 if [ "$(id -u)" = 0 ]; then
-  scripts/deps.sh podman runc containerd uidmap busybox-static libacl1-dev btrfs-progs zstd libcap2-bin e2fsprogs
+  scripts/deps.sh podman runc containerd docker.io uidmap busybox-static libacl1-dev btrfs-progs zstd libcap2-bin e2fsprogs
 else
   scripts/deps.sh
 fi

@@ -20,6 +20,7 @@ mod crash;
 mod differential;
 mod difftest;
 mod dir_ops;
+mod docker;
 #[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 mod full_disk;
 mod hostile;
