@@ -308,6 +308,16 @@ fn usage_errors_name_what_is_wrong() {
         assert!(o.status.success());
         assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("unionfs {}", env!("CARGO_PKG_VERSION")));
     }
+    // Each command's own flags have their own lines; the global options stand once, apart.
+    let help = |args: &[&str]| String::from_utf8(Command::new(bin()).args(args).output().unwrap().stdout).unwrap();
+    let flag = |h: String, text: &str| h.lines().any(|l| l.contains("-f, --force") && l.contains(text));
+    assert!(flag(help(&["stop", "--help"]), "Detach a busy mount now"));
+    assert!(flag(help(&["rm", "--help"]), "Remove running containers too"));
+    for args in [&["--help"][..], &["ps", "--help"][..]] {
+        let h = help(args);
+        assert_eq!(h.matches("Global options:").count(), 1, "{h}");
+        assert_eq!(h.matches("--root <DIR>").count(), 1, "{h}");
+    }
     let lower = m.dir.path().join("l");
     std::fs::create_dir_all(&lower).unwrap();
     let o = Command::new(bin())

@@ -100,3 +100,21 @@ fn the_fixtures_example_runs_as_written() {
     assert_eq!(layers("springpetclinic:1.0"), layers("built:1"));
     assert!(d.0.path().join("basic-layers/l1").is_dir());
 }
+
+#[test]
+fn install_says_where_unionfs_went_and_warns_about_another_program() {
+    let d = Scratch(tempfile::tempdir().unwrap());
+    let fake = d.0.path().join("fakebin");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::write(fake.join("unionfs"), "#!/bin/sh\necho 'unionfs-fuse version: 2.1'\n").unwrap();
+    std::fs::set_permissions(fake.join("unionfs"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let prefix = d.0.path().join("prefix");
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
+    let o = Command::new(repo().join("scripts/install.sh")).env("PREFIX", &prefix).env("PATH", &path).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains(&format!("installed {}/bin/unionfs", prefix.display())), "{out}");
+    assert!(err.contains(&format!("'unionfs' on your PATH is {}/unionfs, another program", fake.display())), "{err}");
+    assert!(prefix.join("bin/unionfs").is_file());
+}
