@@ -129,7 +129,7 @@ fn set_xattr(path: &Path, name: &std::ffi::CStr, value: &[u8]) -> Result<(), Err
     let dir = crate::sys::open::open_dir_path(parent).context(|| format!("cannot open '{}'", parent.display()))?;
     let leaf = cstr(Path::new(path.file_name().unwrap_or_default()))?;
     crate::sys::xattr::set(XTarget::At(std::os::fd::AsFd::as_fd(&dir), &leaf), name, value, SetMode::Any)
-        .context(|| format!("cannot set xattr {name:?} on '{}'", path.display()))
+        .context(|| format!("cannot set xattr '{}' on '{}'", name.to_string_lossy(), path.display()))
 }
 
 fn mknod(path: &Path, kind: FileKind, perm: u32, rdev: u64) -> Result<(), crate::error::Errno> {

@@ -151,6 +151,15 @@ pub enum UnmountError {
     Other(String),
 }
 
+impl std::fmt::Display for UnmountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnmountError::Busy => f.write_str("it is busy (files open, or a working directory there)"),
+            UnmountError::Other(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Unmounts the topmost mount at `path` (lazily: detached now, gone once unused): with
 /// `umount2` as root, else through the setuid `fusermount3 -u`, which unmounts only a FUSE
 /// mount of the caller's.

@@ -275,7 +275,7 @@ pub fn state(c: &Container) -> State {
 /// Detaches a mount whose daemon is gone ("Transport endpoint is not connected").
 fn clean_stale(mountpoint: &Path) -> Result<(), Error> {
     crate::mounts::unmount_path(mountpoint, true)
-        .map_err(|e| Error::msg(format!("cannot clean stale mount '{}': {e:?}", mountpoint.display())))
+        .map_err(|e| Error::msg(format!("cannot clean stale mount '{}': {e}", mountpoint.display())))
 }
 
 /// `unionfs start`: mounts the container (one daemon for it) and records the start.
