@@ -79,7 +79,7 @@ impl Listing {
         let f = f.replace("\\t", "\t").replace("\\n", "\n");
         let parts = parse_template(&f)?;
         for p in &parts {
-            if let Part::Field(name) = p
+            if let Part::Field(name, _) = p
                 && self.index(name).is_none()
             {
                 let known: Vec<&str> = self.columns.iter().map(|c| c.field).collect();
@@ -91,7 +91,10 @@ impl Listing {
                 .iter()
                 .map(|p| match p {
                     Part::Text(t) => t.clone(),
-                    Part::Field(n) => self.index(n).map(value).unwrap_or_default(),
+                    Part::Field(n, false) => self.index(n).map(value).unwrap_or_default(),
+                    Part::Field(n, true) => {
+                        serde_json::Value::String(self.index(n).map(value).unwrap_or_default()).to_string()
+                    }
                 })
                 .collect()
         };
@@ -113,7 +116,8 @@ impl Listing {
 
 enum Part {
     Text(String),
-    Field(String),
+    /// A field, and whether it is printed as a JSON string (`{{json .Field}}`).
+    Field(String, bool),
 }
 
 /// Splits `text {{.Field}} text` into its parts; `{{ .Field }}` and `{{json .Field}}`
@@ -127,12 +131,15 @@ fn parse_template(f: &str) -> Result<Vec<Part>, Error> {
         }
         let end = rest[start..].find("}}").ok_or_else(|| Error::msg("--format: '{{' without '}}'"))? + start;
         let inner = rest[start + 2..end].trim();
-        let inner = inner.strip_prefix("json ").map(str::trim).unwrap_or(inner);
+        let (inner, json) = match inner.strip_prefix("json ") {
+            Some(rest) => (rest.trim(), true),
+            None => (inner, false),
+        };
         let name = inner
             .strip_prefix('.')
             .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric()))
             .ok_or_else(|| Error::msg(format!("--format: '{{{{{inner}}}}}' is not a field (like {{{{.ID}}}})")))?;
-        parts.push(Part::Field(name.to_string()));
+        parts.push(Part::Field(name.to_string(), json));
         rest = &rest[end + 2..];
     }
     if !rest.is_empty() {
@@ -170,6 +177,8 @@ mod tests {
         assert_eq!(j.lines().next().unwrap(), r#"{"ID":"abc","Names":"c1","State":"running"}"#);
         let g = l.render(&Style { quiet: false, format: Some("{{.Names}}:{{ .State }}".into()) }).unwrap();
         assert_eq!(g, "c1:running\nc2:exited\n");
+        let q = l.render(&Style { quiet: false, format: Some("{{json .Names}}".into()) }).unwrap();
+        assert_eq!(q, "\"c1\"\n\"c2\"\n");
         let h = l.render(&Style { quiet: false, format: Some("table {{.Names}}\\t{{.ID}}".into()) }).unwrap();
         let lines: Vec<&str> = h.lines().collect();
         assert!(lines[0].starts_with("NAMES") && lines[0].trim_end().ends_with("CONTAINER ID"), "{h}");
