@@ -189,12 +189,48 @@ fn raw_fixture_layers_import_with_their_specials() {
     args.extend(raw.iter().map(String::as_str));
     m.ok(&args);
     m.demo_image();
-    let layers = |r: &str| {
-        let v: serde_json::Value = serde_json::from_str(&m.ok(&["inspect", r])).unwrap();
-        v[0]["RootFS"]["Layers"].clone()
-    };
-    // The same layers as from `build-layers`: the opaque directory and the whiteout kept.
-    assert_eq!(layers("raw:1"), layers("springpetclinic:1.0"));
+    // The same layers as from `build-layers` (their times aside: each build makes its
+    // directories when it runs): the opaque directory and the whiteout kept.
+    assert_eq!(layer_trees(&m, "raw:1"), layer_trees(&m, "springpetclinic:1.0"));
+    let trees = layer_trees(&m, "raw:1");
+    assert!(trees[1].contains("usr/share/doc/base/README c 0 0"), "the whiteout: {}", trees[1]);
+    assert!(trees[1].contains("var/cache/apt\n") && trees[1].contains("overlay.opaque=\"y\""), "{}", trees[1]);
+}
+
+/// Each layer of an image (bottom first) as text: every entry's path, type, mode, link
+/// target, a file's size, a device's numbers, then every xattr; times left out.
+pub(crate) fn layer_trees(m: &Mgr, image: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&m.ok(&["inspect", "--type", "image", image])).unwrap();
+    let mut out = Vec::new();
+    for dir in v[0]["LayerDirs"].as_array().unwrap() {
+        let dir = dir.as_str().unwrap();
+        // Sizes of regular files only (a directory's size depends on its filesystem).
+        let find = Command::new("find")
+            .args([".", "-mindepth", "1", "-printf", "%P %y %m %l\n", "-type", "f", "-printf", "%P size %s\n"])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let mut lines: Vec<String> = String::from_utf8(find.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                // A device's size is its numbers: print those (stat) instead.
+                let path = l.split(' ').next().unwrap_or("");
+                if l.split(' ').nth(1) == Some("c") {
+                    let st =
+                        Command::new("stat").args(["-c", "%n c %t %T"]).arg(path).current_dir(dir).output().unwrap();
+                    String::from_utf8(st.stdout).unwrap().trim().to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        lines.sort();
+        let attrs =
+            Command::new("getfattr").args(["-R", "-h", "-d", "-m", "-", "."]).current_dir(dir).output().unwrap();
+        out.push(format!("{}\n{}", lines.join("\n"), String::from_utf8_lossy(&attrs.stdout)));
+    }
+    out
 }
 
 #[test]
