@@ -76,12 +76,7 @@ impl Drop for Dockerd {
             rustix::process::Signal::TERM,
         );
         let _ = self.child.wait();
-        let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in unionfs::mounts::parse(&t) {
-            if m.mount_point.starts_with(self.dir.path()) {
-                let _ = rustix::mount::unmount(&m.mount_point, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
+        unmount_below(self.dir.path());
     }
 }
 

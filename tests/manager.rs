@@ -68,12 +68,7 @@ impl Mgr {
 impl Drop for Mgr {
     fn drop(&mut self) {
         // Unmount whatever a failing test left mounted.
-        let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in unionfs::mounts::parse(&t) {
-            if m.mount_point.starts_with(self.dir.path()) {
-                let _ignored = rustix::mount::unmount(&m.mount_point, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
+        unmount_below(self.dir.path());
     }
 }
 

@@ -131,12 +131,7 @@ impl Drop for Podman {
             // Its storage (owned by subordinate ids) and the pause process of its namespace.
             let _ = self.run(&["system", "reset", "-f"]);
         }
-        let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in unionfs::mounts::parse(&t) {
-            if m.mount_point.starts_with(self.dir.path()) {
-                let _ = rustix::mount::unmount(&m.mount_point, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
+        unmount_below(self.dir.path());
     }
 }
 

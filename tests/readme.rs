@@ -42,12 +42,7 @@ struct Scratch(tempfile::TempDir);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for m in unionfs::mounts::parse(&t) {
-            if m.mount_point.starts_with(self.0.path()) {
-                let _ = rustix::mount::unmount(&m.mount_point, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
+        unmount_below(self.0.path());
     }
 }
 

@@ -9,11 +9,7 @@ use crate::manager::listing::{Column, Listing, Style};
 use crate::manager::report::short;
 use crate::manager::store::{ImageRef, Store};
 use crate::manager::units::{ago, human_size};
-use crate::manager::{images, layers, oci};
-
-fn when(secs: u64) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
-}
+use crate::manager::{images, layers, oci, when};
 
 /// The rows `images` shows: one per name, and one `<none>` row for an image without one.
 pub fn image_rows(imgs: &[images::Image]) -> Vec<(Option<&ImageRef>, &images::Image)> {
@@ -33,7 +29,7 @@ pub fn image_rows(imgs: &[images::Image]) -> Vec<(Option<&ImageRef>, &images::Im
 pub fn images(root: Option<&Path>, style: &Style) -> Result<String, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock_shared()?;
-    let col = |field, header, default| Column { field, header, default };
+    let col = Column::new;
     let columns = vec![
         col("Repository", "REPOSITORY", true),
         col("Tag", "TAG", true),
@@ -52,7 +48,7 @@ pub fn images(root: Option<&Path>, style: &Style) -> Result<String, Error> {
         if style.quiet && !seen.insert(i.id.clone()) {
             continue;
         }
-        let size: u64 = i.layers.iter().map(|l| layers::info(&store, l).map(|x| x.size).unwrap_or(0)).sum();
+        let size = layers::total_size(&store, &i.layers);
         rows.push(vec![
             t.map(|t| t.name.clone()).unwrap_or_else(|| "<none>".into()),
             t.map(|t| t.tag.clone()).unwrap_or_else(|| "<none>".into()),
@@ -84,15 +80,7 @@ pub fn image_import(root: Option<&Path>, name: &str, sources: &[PathBuf]) -> Res
 pub fn image_rm(root: Option<&Path>, names: &[String], force: bool) -> Result<String, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock()?;
-    let mut out = String::new();
-    let mut failed = Vec::new();
-    for n in names {
-        match image_rm_one(&store, n, force) {
-            Ok(lines) => out.push_str(&lines),
-            Err(e) => failed.push(e.to_string()),
-        }
-    }
-    super::partial(out, failed)
+    super::each(names, |n| image_rm_one(&store, n, force))
 }
 
 fn image_rm_one(store: &Store, n: &str, force: bool) -> Result<String, Error> {

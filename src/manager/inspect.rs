@@ -24,7 +24,7 @@ pub enum Kind {
 fn container_json(store: &Store, c: &Container) -> Result<Value, Error> {
     let st = containers::state(c);
     let rw = walk::tree_size(&c.upper(store)).unwrap_or(0);
-    let image_size: u64 = c.layers.iter().map(|l| layers::info(store, l).map(|i| i.size).unwrap_or(0)).sum();
+    let image_size = layers::total_size(store, &c.layers);
     let lowers: Vec<String> = c.lower_dirs(store)?.iter().map(|p| p.display().to_string()).collect();
     Ok(json!({
         "Id": c.id,
@@ -59,7 +59,7 @@ fn container_json(store: &Store, c: &Container) -> Result<Value, Error> {
 
 fn image_json(store: &Store, i: &Image) -> Value {
     let config = i.config_json();
-    let size: u64 = i.layers.iter().map(|l| layers::info(store, l).map(|x| x.size).unwrap_or(0)).sum();
+    let size = layers::total_size(store, &i.layers);
     json!({
         "Id": i.id,
         "RepoTags": i.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>(),

@@ -70,6 +70,11 @@ pub fn info(store: &Store, id: &str) -> Result<LayerInfo, Error> {
     })
 }
 
+/// Bytes of the files of these stored layers (a layer the store lacks counts 0).
+pub fn total_size(store: &Store, ids: &[String]) -> u64 {
+    ids.iter().map(|l| info(store, l).map(|i| i.size).unwrap_or(0)).sum()
+}
+
 /// Every stored layer id.
 pub fn all(store: &Store) -> Result<Vec<String>, Error> {
     let dir = store.root.join("layers");

@@ -16,6 +16,13 @@ pub struct Column {
     pub default: bool,
 }
 
+impl Column {
+    /// A column: its field, its header, whether the default table shows it.
+    pub const fn new(field: &'static str, header: &'static str, default: bool) -> Column {
+        Column { field, header, default }
+    }
+}
+
 /// A list to print.
 pub struct Listing {
     /// Its columns.

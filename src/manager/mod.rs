@@ -55,7 +55,8 @@ use containers::State;
 use store::{ImageRef, Store};
 use units::{ago, human_duration, human_size};
 
-fn when(secs: u64) -> std::time::SystemTime {
+/// Seconds since the epoch as a time.
+pub(crate) fn when(secs: u64) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
 }
 
@@ -124,7 +125,7 @@ pub fn rm(root: Option<&Path>, names: &[String], force: bool) -> Result<String, 
 
 /// Runs `f` on every name: the lines of those that worked, and the errors of the others
 /// ([`partial`]).
-fn each(names: &[String], mut f: impl FnMut(&str) -> Result<String, Error>) -> Result<String, Error> {
+pub(crate) fn each(names: &[String], mut f: impl FnMut(&str) -> Result<String, Error>) -> Result<String, Error> {
     let mut out = String::new();
     let mut failed = Vec::new();
     for n in names {
@@ -156,7 +157,7 @@ pub fn ps(root: Option<&Path>, all: bool, size: bool, style: &listing::Style) ->
     use listing::Column;
     let store = Store::open(root)?;
     let _lock = store.lock_shared()?;
-    let col = |field, header, default| Column { field, header, default };
+    let col = Column::new;
     let columns = vec![
         col("ID", "CONTAINER ID", true),
         col("Image", "IMAGE", true),
@@ -198,7 +199,7 @@ pub fn ps(root: Option<&Path>, all: bool, size: bool, style: &listing::Style) ->
 /// `ps -s`'s SIZE: the writable layer, virtual with the image, and the limits.
 fn size_cell(store: &Store, c: &containers::Container) -> Result<String, Error> {
     let rw = walk::tree_size(&c.upper(store))?;
-    let image: u64 = c.layers.iter().map(|l| layers::info(store, l).map(|i| i.size).unwrap_or(0)).sum();
+    let image = layers::total_size(store, &c.layers);
     let mut cell = format!("{} (virtual {})", human_size(rw), human_size(rw + image));
     if let Some(l) = c.limits.size {
         cell.push_str(&format!(" (limit {})", human_size(l)));
@@ -345,7 +346,7 @@ pub fn volume_create(root: Option<&Path>, name: &str) -> Result<String, Error> {
 pub fn volume_ls(root: Option<&Path>, style: &listing::Style) -> Result<String, Error> {
     let store = Store::open(root)?;
     let _lock = store.lock_shared()?;
-    let col = |field, header, default| listing::Column { field, header, default };
+    let col = listing::Column::new;
     let columns = vec![
         col("Name", "VOLUME NAME", true),
         col("CreatedSince", "CREATED", true),

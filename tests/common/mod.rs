@@ -634,6 +634,16 @@ impl Drop for FsMount {
     }
 }
 
+/// Detaches every mount at or below `dir` (what a failing test left mounted there).
+pub fn unmount_below(dir: &Path) {
+    let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for m in unionfs::mounts::parse(&t) {
+        if m.mount_point.starts_with(dir) {
+            let _ignored = rustix::mount::unmount(&m.mount_point, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
 /// Mounts a tmpfs with `opts` (may be empty) at `at`.
 pub fn mount_tmpfs(at: &Path, opts: &str) -> FsMount {
     std::fs::create_dir_all(at).unwrap();
