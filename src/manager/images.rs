@@ -215,15 +215,13 @@ pub fn import(store: &Store, r: &ImageRef, sources: &[PathBuf]) -> Result<Image,
     resolve(store, &img.id)
 }
 
-/// Points `r` at image `id`; returns the image it named before, if another.
-pub fn tag(store: &Store, id: &str, r: &ImageRef) -> Result<Option<String>, Error> {
-    let before = list(store)?.into_iter().find(|i| i.tags.contains(r)).map(|i| i.id).filter(|old| old != id);
+/// Points `r` at image `id` (an image it named before keeps its id).
+pub fn tag(store: &Store, id: &str, r: &ImageRef) -> Result<(), Error> {
     let mut rec = Record::new("image");
     rec.set("name", r.name.clone());
     rec.set("tag", r.tag.clone());
     rec.set("image", id);
-    meta::write(&store.image_path(r), &rec)?;
-    Ok(before)
+    meta::write(&store.image_path(r), &rec)
 }
 
 /// Removes the name `r`.
