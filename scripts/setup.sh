@@ -4,7 +4,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-command -v cargo >/dev/null || { echo "setup: cargo (Rust >= 1.88) is required: https://rustup.rs" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "setup: cargo (Rust >= 1.90) is required: https://rustup.rs" >&2; exit 1; }
 scripts/deps.sh
 [ -e /dev/fuse ] || { echo "setup: /dev/fuse is missing (modprobe fuse)" >&2; exit 1; }
 cargo build --release --locked

@@ -54,3 +54,33 @@ pub fn fault_uring() -> bool {
 pub fn reap_delay() -> Option<std::time::Duration> {
     number(REAP_DELAY_MS).map(std::time::Duration::from_millis)
 }
+
+/// With `UNIONFS_SNAPSHOTTER_KILL=POINT:N`, the snapshotter kills itself with `SIGKILL` the
+/// N-th time it passes crash point POINT ([`snapshotter_kill_point`]): `prepare` (a new
+/// snapshot's directory renamed to its id, its record not yet committed) or `remove` (the
+/// record's deletion committed, the directory not yet removed).
+pub const SNAPSHOTTER_KILL: &str = "UNIONFS_SNAPSHOTTER_KILL";
+
+/// [`SNAPSHOTTER_KILL`]: dies here if this is the point and pass the variable names.
+#[cfg(feature = "test-hooks")]
+pub fn snapshotter_kill_point(point: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PASSES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    let Some((want, n)) = std::env::var(SNAPSHOTTER_KILL).ok().and_then(|v| {
+        let (p, n) = v.split_once(':')?;
+        Some((p.to_string(), n.parse::<u64>().ok()?))
+    }) else {
+        return;
+    };
+    if want != point {
+        return;
+    }
+    let slot = usize::from(point == "remove");
+    if PASSES[slot].fetch_add(1, Ordering::SeqCst) + 1 == n {
+        crate::sys::proc::kill_self();
+    }
+}
+
+/// [`SNAPSHOTTER_KILL`]: compiled out.
+#[cfg(not(feature = "test-hooks"))]
+pub fn snapshotter_kill_point(_point: &str) {}

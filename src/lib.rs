@@ -24,6 +24,7 @@
 //! * [`fixture`]: builds layer trees (with whiteouts, xattrs, modes) from a manifest.
 //! * [`api`]: mounting from Rust (a throwaway writable view, unmounted on drop).
 //! * [`manager`]: the container manager (images, containers, volumes).
+//! * [`snapshotter`]: containerd's snapshots API over gRPC (`unionfs snapshotter`).
 //! * [`error`]: `Errno` on the request path, `Error` at the edges.
 #![deny(unsafe_code)]
 
@@ -42,6 +43,7 @@ pub mod mounts;
 pub mod options;
 pub mod outfile;
 pub mod preflight;
+pub mod snapshotter;
 pub mod stats;
 pub mod sys;
 pub mod union;

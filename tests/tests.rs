@@ -45,6 +45,7 @@ mod redirect;
 mod rename;
 mod rootless;
 mod setup_errors;
+mod snapshotter;
 mod stats;
 #[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 mod stress;

@@ -76,6 +76,23 @@ pub enum Cmd {
     /// Requests by type with mean and p50/p90/p99 latency, copy-ups and bytes copied,
     /// whiteouts written, cache hits.
     Stats(StatsArgs),
+    /// Serve containerd's snapshots API, so containerd keeps containers on unionfs.
+    ///
+    /// containerd takes it as a proxy plugin: in its config.toml,
+    /// `[proxy_plugins.unionfs] type = "snapshot" address = "SOCKET"`, then
+    /// `--snapshotter unionfs` (ctr) or the CRI plugin's `snapshotter = "unionfs"`.
+    /// --root is the snapshotter's state directory here (default /var/lib/unionfs/snapshotter
+    /// as root, else $XDG_DATA_HOME/unionfs/snapshotter). Serves until SIGTERM or SIGINT.
+    Snapshotter(SnapshotterArgs),
+}
+
+/// `unionfs snapshotter`.
+#[derive(Debug, Args)]
+pub struct SnapshotterArgs {
+    /// The unix socket to serve (default /run/unionfs/snapshotter.sock as root, else
+    /// $XDG_RUNTIME_DIR/unionfs/snapshotter.sock).
+    #[arg(long, value_name = "SOCKET")]
+    pub address: Option<PathBuf>,
 }
 
 /// `unionfs stats`.
@@ -313,6 +330,10 @@ pub fn run_code(cli: Cli) -> Result<u8, Error> {
             }));
         }
         Cmd::Sandbox(a) => return sandbox(&a),
+        Cmd::Snapshotter(a) => {
+            let opts = crate::snapshotter::Options::defaults(cli.root, a.address);
+            return crate::snapshotter::run(&opts).map(|()| 0);
+        }
     };
     print!("{out}");
     Ok(0)

@@ -83,6 +83,12 @@ pub fn kill_hard(pid: u32) -> Res<()> {
     Ok(rustix::process::kill_process(pid, rustix::process::Signal::KILL)?)
 }
 
+/// Sends `SIGKILL` to this process (the crash tests' hooks): it does not return.
+pub fn kill_self() -> ! {
+    let _ignored = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    std::process::abort()
+}
+
 /// The number of CPUs this process may run on (at least 1).
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
