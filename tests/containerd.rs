@@ -20,9 +20,18 @@ impl Containerd {
         Containerd::start_with("")
     }
 
+    /// [`Containerd::start_with`] without the CRI plugin disabled.
+    fn start_with_cri(extra: &str) -> Option<Containerd> {
+        Containerd::start_config(extra, false)
+    }
+
     /// A containerd with `extra` added to its config, in a mount namespace of its own (its
     /// mounts, and those of the shims it starts, are not the host's).
     fn start_with(extra: &str) -> Option<Containerd> {
+        Containerd::start_config(extra, true)
+    }
+
+    fn start_config(extra: &str, no_cri: bool) -> Option<Containerd> {
         if Command::new("containerd").arg("--version").output().is_err() {
             crate::common::skip("containerd is not installed");
             return None;
@@ -33,10 +42,10 @@ impl Containerd {
         std::fs::write(
             &conf,
             format!(
-                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n{1}\
                  [grpc]\naddress = \"{0}/sock\"\n[ttrpc]\naddress = \"{0}/ttrpc.sock\"\n{extra}",
-                d.display()
+                d.display(),
+                if no_cri { "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n" } else { "" }
             ),
         )
         .unwrap();
@@ -322,4 +331,49 @@ fn containerd_recovers_from_a_snapshotter_killed_mid_unpack() {
     c.ok(&["images", "rm", "--sync", img]);
     assert_eq!(snap.dirs(), Vec::<String>::new());
     assert_eq!(leftovers(&c, &snap.root()), Vec::<String>::new());
+}
+
+/// The containerd config block of docs/kubernetes.md (without its `version` line), with the
+/// snapshotter's socket put in.
+fn documented_config(sock: &Path) -> String {
+    let doc = read(repo().join("docs/kubernetes.md"));
+    let at = doc.find("<!-- tested: node-config ").expect("docs/kubernetes.md has the tested node config");
+    let rest = &doc[at..];
+    let start = rest.find("```toml\n").unwrap() + 8;
+    let end = rest[start..].find("```").unwrap() + start;
+    let block = &rest[start..end];
+    assert!(block.contains("/run/unionfs/snapshotter.sock"));
+    block
+        .lines()
+        .filter(|l| !l.starts_with("version"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("/run/unionfs/snapshotter.sock", &sock.to_string_lossy())
+}
+
+/// Whether `ctr plugins ls` says plugin `id` of type `kind` loaded.
+fn plugin_ok(c: &Containerd, kind: &str, id: &str) -> bool {
+    c.ok(&["plugins", "ls"]).lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 4 && f[0] == kind && f[1] == id && f[f.len() - 1] == "ok"
+    })
+}
+
+#[test]
+fn the_documented_node_config_starts_cri_on_unionfs() {
+    need_root!();
+    let snap = crate::snapshotter::Server::start(&[]);
+    let conf = documented_config(&snap.sock());
+    {
+        let Some(c) = Containerd::start_with_cri(&conf) else { return };
+        assert!(plugin_ok(&c, "io.containerd.snapshotter.v1", "unionfs"), "{}", c.log());
+        assert!(plugin_ok(&c, "io.containerd.grpc.v1", "cri"), "the CRI plugin takes unionfs: {}", c.log());
+    }
+    // The check means something: CRI refuses a snapshotter that does not exist.
+    let Some(c) =
+        Containerd::start_with_cri(&conf.replace("snapshotter = \"unionfs\"", "snapshotter = \"nonexistent\""))
+    else {
+        return;
+    };
+    assert!(!plugin_ok(&c, "io.containerd.grpc.v1", "cri"));
 }

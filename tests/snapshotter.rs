@@ -329,6 +329,8 @@ fn one_server_per_root_stale_sockets_replaced_sigterm_removes_the_socket() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(s.sock()).unwrap().permissions().mode() & 0o777, 0o600, "only its owner may connect");
     // SIGTERM: exits 0 and takes its socket.
     let mut child = s.child.take().unwrap();
     signal(child.id(), rustix::process::Signal::TERM).unwrap();

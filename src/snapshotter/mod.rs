@@ -98,14 +98,25 @@ fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, Error> {
     }
     let l =
         std::os::unix::net::UnixListener::bind(path).context(|| format!("cannot listen on '{}'", path.display()))?;
+    // Whoever can connect can remove snapshots: the owner only (containerd runs as the
+    // same user).
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .context(|| format!("cannot restrict '{}' to its owner", path.display()))?;
     l.set_nonblocking(true).context(|| "cannot set up the socket".to_string())?;
     Ok(l)
+}
+
+/// The identity (device, inode) of the file at `path`, not following a symlink.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Serves until `SIGTERM` or `SIGINT`, then removes the socket.
 pub fn run(opts: &Options) -> Result<(), Error> {
     let core = Arc::new(core::Snapshotter::open(&opts.root, program()?)?);
     let listener = bind(&opts.address)?;
+    let ours = identity(&opts.address);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -133,6 +144,9 @@ pub fn run(opts: &Options) -> Result<(), Error> {
             .await
             .map_err(std::io::Error::other)
     });
-    let _ignored = std::fs::remove_file(&opts.address);
+    // The socket goes with the server, unless another file has taken its name since.
+    if ours.is_some() && identity(&opts.address) == ours {
+        let _ignored = std::fs::remove_file(&opts.address);
+    }
     served.context(|| format!("serving on '{}' failed", opts.address.display()))
 }

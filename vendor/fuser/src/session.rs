@@ -602,6 +602,10 @@ pub(crate) struct Pool {
     finished: std::sync::atomic::AtomicU64,
     /// The session is ending: the watchdog stops.
     ending: std::sync::atomic::AtomicBool,
+    /// Where the watchdog waits between looks; woken when the session ends, so that the
+    /// session (and the process, whose exit an engine remounting the same directories waits
+    /// for) does not end up to a tick late.
+    tick: (std::sync::Mutex<()>, std::sync::Condvar),
     /// Never fewer workers; never more idle ones than this either.
     base: usize,
     /// Never more workers.
@@ -620,6 +624,7 @@ impl Pool {
             total: base.into(),
             finished: 0.into(),
             ending: false.into(),
+            tick: (std::sync::Mutex::new(()), std::sync::Condvar::new()),
             base,
             max: max.max(base),
             started: Mutex::new(Vec::new()),
@@ -726,7 +731,15 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         let Some(pool) = &self.pool else { return };
         let mut seen = pool.finished.load(std::sync::atomic::Ordering::Acquire);
         while !pool.ending.load(std::sync::atomic::Ordering::Acquire) {
-            thread::sleep(Pool::TICK);
+            {
+                let guard = pool.tick.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let _waited = pool.tick.1.wait_timeout_while(guard, Pool::TICK, |_| {
+                    !pool.ending.load(std::sync::atomic::Ordering::Acquire)
+                });
+            }
+            if pool.ending.load(std::sync::atomic::Ordering::Acquire) {
+                break;
+            }
             let now = pool.finished.load(std::sync::atomic::Ordering::Acquire);
             let stuck = now == seen && pool.idle.load(std::sync::atomic::Ordering::Acquire) == 0;
             seen = now;
@@ -811,6 +824,8 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
     fn session_ends(&self) {
         if let Some(pool) = &self.pool {
             pool.ending.store(true, std::sync::atomic::Ordering::Release);
+            let _guard = pool.tick.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            pool.tick.1.notify_all();
         }
     }
 }
