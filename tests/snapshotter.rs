@@ -393,3 +393,74 @@ fn a_kill_mid_prepare_or_mid_remove_leaves_no_orphan_after_restart() {
         });
     }
 }
+
+#[test]
+fn a_normal_user_runs_it_with_its_own_defaults_and_mounts_what_it_says() {
+    need_root!();
+    let (uid, gid) = ensure_test_user();
+    let home = user_tempdir(uid, gid);
+    let (data, run, mnt) = (home.path().join("data"), home.path().join("run"), home.path().join("mnt"));
+    for d in [&data, &run, &mnt] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap();
+    }
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::File::create(home.path().join("log")).unwrap();
+    // No --root, no --address: the user's XDG directories.
+    let mut child = Command::new(bin())
+        .arg("snapshotter")
+        .uid(uid)
+        .gid(gid)
+        .env("XDG_DATA_HOME", &data)
+        .env("XDG_RUNTIME_DIR", &run)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Stop<'a>(&'a mut Child, &'a Path);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            unmount_below(self.1);
+        }
+    }
+    let sock = run.join("unionfs/snapshotter.sock");
+    let root = data.join("unionfs/snapshotter");
+    let stop = Stop(&mut child, home.path());
+    wait_for("the user's snapshotter to listen", || std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    runtime().block_on(async {
+        let mut c = client(&sock).await;
+        let m = prepare(&mut c, "e1", "").await.unwrap();
+        std::fs::write(Path::new(&m[0].source).join("f"), "from the layer").unwrap();
+        commit(&mut c, "l1", "e1").await.unwrap();
+        let m = prepare(&mut c, "ctr", "l1").await.unwrap();
+        // Mounted by the user, as a rootless containerd would: through fusermount3.
+        let helper =
+            ["/sbin/mount.fuse3", "/usr/sbin/mount.fuse3"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+        let mut cmd = Command::new(helper);
+        cmd.arg(&m[0].source).arg(&mnt).uid(uid).gid(gid);
+        for o in &m[0].options {
+            cmd.arg("-o").arg(o);
+        }
+        let out = cmd.arg("-t").arg(m[0].r#type.strip_prefix("fuse3.").unwrap()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(read(mnt.join("f")), "from the layer");
+        let w = Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo mine > {}/new", mnt.display()))
+            .uid(uid)
+            .gid(gid)
+            .status()
+            .unwrap();
+        assert!(w.success());
+        let u = Command::new("fusermount3").arg("-u").arg(&mnt).uid(uid).gid(gid).status().unwrap();
+        assert!(u.success());
+    });
+    use std::os::unix::fs::MetadataExt;
+    let upper = root.join("snapshots/2/fs");
+    assert_eq!(read(upper.join("new")), "mine\n");
+    assert_eq!(std::fs::metadata(upper.join("new")).unwrap().uid(), uid);
+    assert_eq!(std::fs::metadata(root.join("metadata.redb")).unwrap().uid(), uid, "its state is the user's");
+    assert_eq!(std::fs::metadata(&sock).unwrap().uid(), uid);
+    drop(stop);
+}

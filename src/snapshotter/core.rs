@@ -229,24 +229,8 @@ impl Snapshotter {
         self.mounts_of(key, &rec)
     }
 
-    /// The ids of `rec`'s ancestors, nearest first.
-    fn parent_ids(&self, rec: &Record) -> Result<Vec<u64>, SnapError> {
-        let all = self.meta.all()?;
-        let mut out = Vec::new();
-        let mut at = rec.parent.clone();
-        while !at.is_empty() {
-            let p = all.get(&at).ok_or_else(|| SnapError::internal(format!("parent snapshot '{at}' has no record")))?;
-            out.push(p.id);
-            if out.len() > all.len() {
-                return Err(SnapError::internal("the snapshots' parents form a loop"));
-            }
-            at = p.parent.clone();
-        }
-        Ok(out)
-    }
-
     fn mounts_of(&self, key: &str, rec: &Record) -> Result<Vec<Mount>, SnapError> {
-        let parents = self.parent_ids(rec)?;
+        let parents = self.meta.ancestors(&rec.parent)?;
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let bind = |source: PathBuf, ro: bool| Mount {
             kind: "bind".into(),

@@ -126,6 +126,29 @@ impl Meta {
         got.map(|v| decode(key, v.value())).transpose()
     }
 
+    /// The ids of the ancestors of a snapshot whose parent is `parent`, nearest first, from
+    /// one consistent state (reads one record per ancestor).
+    pub fn ancestors(&self, parent: &str) -> Result<Vec<u64>, SnapError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        let mut out = Vec::new();
+        let mut at = parent.to_string();
+        while !at.is_empty() {
+            let rec = match table.get(at.as_str())? {
+                Some(v) => decode(&at, v.value())?,
+                None => return Err(SnapError::internal(format!("parent snapshot '{at}' has no record"))),
+            };
+            out.push(rec.id);
+            // Parents are committed before their children exist, so a chain cannot loop;
+            // a damaged file could, and this bounds it.
+            if out.len() > 1 << 16 {
+                return Err(SnapError::internal("the snapshots' parents form a loop"));
+            }
+            at = rec.parent;
+        }
+        Ok(out)
+    }
+
     /// Every record, by key, from one consistent state.
     pub fn all(&self) -> Result<BTreeMap<String, Record>, SnapError> {
         let txn = self.db.begin_read()?;
