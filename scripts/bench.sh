@@ -4,6 +4,8 @@
 # peers; fuse-overlayfs 2.0 is built with cargo into a scratch directory and used only to
 # measure), builds unionfs, and runs scripts/bench.py. Needs root.
 #   scripts/bench.sh [--systems kernel,unionfs,...] [--reps N] [--only 'find cold,...'] [--out DIR]
+#     [--layer-cache cold|warm]     (cold runs: every cache dropped, or only the union's: a fresh
+#                                     mount over layers whose caches are warm)
 #     [--base OTHER-UNIONFS-BINARY]   (measured as system unionfs-base, e.g. a build of main)
 # The script switches fuse.enable_uring on for its run (and back), so `unionfs` runs on FUSE
 # over io_uring, its default where the kernel offers it, and `unionfs-nouring` on /dev/fuse,
