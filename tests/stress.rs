@@ -286,3 +286,55 @@ fn a_request_stuck_on_slow_io_does_not_hold_up_the_others() {
     need_root!();
     lookups_beside_a_stuck_read("nopassthrough,nouring");
 }
+
+/// Context switches of each thread of process `pid`, by thread id.
+fn switches(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let n: u64 = status
+            .lines()
+            .filter(|l| l.contains("voluntary_ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum();
+        out.insert(format!("{} ({})", comm.trim(), t.file_name().to_string_lossy()), n);
+    }
+    out
+}
+
+/// A mount nobody uses wakes none of its threads: nothing in the daemon polls, so a machine
+/// with a daemon per container pays nothing for the idle ones. (The worker pool's watchdog
+/// used to look every 50 ms for the life of the mount: 20 wake-ups a second.)
+#[test]
+fn an_idle_mount_wakes_no_thread() {
+    need_fuse!();
+    let s = Stack::empty(1);
+    write(s.lowers[0].join("f"), "x");
+    let m = s.mount();
+    // Some work first, so every thread has started and served.
+    for _ in 0..20 {
+        assert_eq!(read(s.mnt.join("f")), "x");
+        write(s.mnt.join("g"), "y");
+    }
+    let pid = daemon_pid(&s.mnt).expect("the daemon");
+    // Quiet: two looks 300 ms apart with no thread's count moving between them.
+    let mut before = switches(pid);
+    wait_for("the daemon to go quiet", || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = switches(pid);
+        std::mem::replace(&mut before, now) == before
+    });
+    // Then a second of idleness: no thread wakes.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let after = switches(pid);
+    let woke: Vec<String> = after
+        .iter()
+        .filter(|(t, n)| before.get(*t).is_some_and(|b| *n > b))
+        .map(|(t, n)| format!("{t}: +{}", n - before[t]))
+        .collect();
+    assert!(woke.is_empty(), "threads woke while the mount was idle: {woke:?}");
+    // And it still serves.
+    assert_eq!(read(s.mnt.join("f")), "x");
+    drop(m);
+}

@@ -606,6 +606,9 @@ pub(crate) struct Pool {
     /// session (and the process, whose exit an engine remounting the same directories waits
     /// for) does not end up to a tick late.
     tick: (std::sync::Mutex<()>, std::sync::Condvar),
+    /// The watchdog waits without a timeout: every worker was waiting for a request, so
+    /// none can be stuck. The next request taken wakes it (an idle daemon wakes no one).
+    parked: std::sync::atomic::AtomicBool,
     /// Never fewer workers; never more idle ones than this either.
     base: usize,
     /// Never more workers.
@@ -625,6 +628,7 @@ impl Pool {
             finished: 0.into(),
             ending: false.into(),
             tick: (std::sync::Mutex::new(()), std::sync::Condvar::new()),
+            parked: false.into(),
             base,
             max: max.max(base),
             started: Mutex::new(Vec::new()),
@@ -633,7 +637,19 @@ impl Pool {
 
     /// A worker took a request.
     fn take(&self) {
-        self.idle.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        use std::sync::atomic::Ordering::SeqCst;
+        self.idle.fetch_sub(1, SeqCst);
+        if self.parked.load(SeqCst) {
+            let _guard = self.tick.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.parked.store(false, SeqCst);
+            self.tick.1.notify_all();
+        }
+    }
+
+    /// Whether every worker waits for a request (none can be stuck).
+    fn all_idle(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.idle.load(SeqCst) >= self.total.load(SeqCst)
     }
 
     /// A worker finished a request: whether it should end (too many idle ones).
@@ -732,7 +748,20 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         let mut seen = pool.finished.load(std::sync::atomic::Ordering::Acquire);
         while !pool.ending.load(std::sync::atomic::Ordering::Acquire) {
             {
+                use std::sync::atomic::Ordering::SeqCst;
                 let guard = pool.tick.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Parked is set before idleness is looked at, under the lock `take` wakes
+                // under: a request taken after the look finds it set and wakes the watchdog.
+                pool.parked.store(true, SeqCst);
+                if pool.all_idle() && !pool.ending.load(SeqCst) {
+                    let _woken = pool
+                        .tick
+                        .1
+                        .wait_while(guard, |_| pool.parked.load(SeqCst) && !pool.ending.load(SeqCst));
+                    seen = pool.finished.load(std::sync::atomic::Ordering::Acquire);
+                    continue;
+                }
+                pool.parked.store(false, SeqCst);
                 let _waited = pool.tick.1.wait_timeout_while(guard, Pool::TICK, |_| {
                     !pool.ending.load(std::sync::atomic::Ordering::Acquire)
                 });
