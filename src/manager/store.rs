@@ -42,11 +42,7 @@ impl Store {
         if crate::sys::proc::euid() == 0 {
             return PathBuf::from("/var/lib/unionfs");
         }
-        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-            return PathBuf::from(x).join("unionfs");
-        }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        home.join(".local/share/unionfs")
+        user_data_dir().join("unionfs")
     }
 
     /// Opens (creating if needed) the store at `root`, or at the default root. The root is
@@ -182,6 +178,15 @@ impl std::fmt::Display for ImageRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.name, self.tag)
     }
+}
+
+/// A normal user's data directory: `$XDG_DATA_HOME`, else `~/.local/share`.
+pub fn user_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share")
 }
 
 /// Checks a container or volume name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 bytes. The

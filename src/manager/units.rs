@@ -78,21 +78,21 @@ pub struct Progress {
 impl Progress {
     /// A bar for `total` bytes of work, labelled `what`.
     pub fn new(what: impl Into<String>, total: u64) -> Progress {
-        let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes} / {total_bytes}") {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(what.into());
-        Progress { bar }
+        Progress::styled(what.into(), total, "{msg} [{bar:30}] {bytes} / {total_bytes}")
     }
 
     /// A bar for `total` items (containers, volumes), labelled `what`.
     pub fn items(what: impl Into<String>, total: u64) -> Progress {
+        Progress::styled(what.into(), total, "{msg} [{bar:30}] {pos} / {len}")
+    }
+
+    /// A bar for `total` units drawn with `template`.
+    fn styled(what: String, total: u64, template: &str) -> Progress {
         let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos} / {len}") {
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_message(what.into());
+        bar.set_message(what);
         Progress { bar }
     }
 

@@ -333,29 +333,28 @@ impl Snapshotter {
         Ok(Info::of(key, &rec))
     }
 
-    /// `Update`: sets the labels of `info.name` (the only mutable field): all of them when
-    /// `paths` is empty or holds `labels`, one per `labels.KEY` path (removed when `info`
-    /// has none of that key).
-    pub fn update(&self, info: &Info, paths: &[String]) -> Result<Info, SnapError> {
-        check_key("name", &info.name)?;
-        check_labels(&info.labels)?;
+    /// `Update`: sets the labels of snapshot `name` (the only mutable field) from `labels`:
+    /// all of them when `paths` is empty or holds `labels`, one per `labels.KEY` path
+    /// (removed when `labels` has no such key).
+    pub fn update(&self, name: &str, labels: &BTreeMap<String, String>, paths: &[String]) -> Result<Info, SnapError> {
+        check_key("name", name)?;
+        check_labels(labels)?;
         for p in paths {
             if p != "labels" && !p.starts_with("labels.") {
                 return Err(SnapError::invalid(format!(
-                    "field '{p}' of snapshot '{}' cannot be updated; only labels can",
-                    info.name
+                    "field '{p}' of snapshot '{name}' cannot be updated; only labels can"
                 )));
             }
         }
         self.meta.write(|t| {
-            let mut rec = t.get(&info.name)?.ok_or_else(|| SnapError::not_found(&info.name))?;
+            let mut rec = t.get(name)?.ok_or_else(|| SnapError::not_found(name))?;
             if paths.is_empty() {
-                rec.labels = info.labels.clone();
+                rec.labels = labels.clone();
             }
             for p in paths {
                 match p.strip_prefix("labels.") {
-                    None => rec.labels = info.labels.clone(),
-                    Some(k) => match info.labels.get(k) {
+                    None => rec.labels = labels.clone(),
+                    Some(k) => match labels.get(k) {
                         Some(v) => {
                             rec.labels.insert(k.to_string(), v.clone());
                         }
@@ -366,8 +365,8 @@ impl Snapshotter {
                 }
             }
             rec.updated = Time::now();
-            t.put(&info.name, &rec)?;
-            Ok(Info::of(&info.name, &rec))
+            t.put(name, &rec)?;
+            Ok(Info::of(name, &rec))
         })
     }
 

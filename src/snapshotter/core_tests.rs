@@ -186,21 +186,21 @@ fn stat_and_update_labels() {
     let mut want = i.clone();
     want.labels = labels(&[("y", "3"), ("z", "4")]);
     // One label by path: y set, x kept, z (not in the path) not added.
-    let u = t.s.update(&want, &["labels.y".into()]).unwrap();
+    let u = t.s.update(&want.name, &want.labels, &["labels.y".into()]).unwrap();
     assert_eq!(u.labels, labels(&[("x", "1"), ("y", "3")]));
     assert!((u.updated.secs, u.updated.nanos) >= (i.updated.secs, i.updated.nanos));
     // A path whose label the info lacks removes it.
-    let u = t.s.update(&want, &["labels.x".into()]).unwrap();
+    let u = t.s.update(&want.name, &want.labels, &["labels.x".into()]).unwrap();
     assert_eq!(u.labels, labels(&[("y", "3")]));
     // No paths: all labels replaced.
-    let u = t.s.update(&want, &[]).unwrap();
+    let u = t.s.update(&want.name, &want.labels, &[]).unwrap();
     assert_eq!(u.labels, want.labels);
     assert_eq!(t.s.stat("a").unwrap().labels, want.labels);
     // Immutable fields and unknown snapshots.
-    assert_eq!(code(t.s.update(&want, &["parent".into()])), Code::InvalidArgument);
-    assert_eq!(code(t.s.update(&want, &["kind".into()])), Code::InvalidArgument);
+    assert_eq!(code(t.s.update(&want.name, &want.labels, &["parent".into()])), Code::InvalidArgument);
+    assert_eq!(code(t.s.update(&want.name, &want.labels, &["kind".into()])), Code::InvalidArgument);
     want.name = "b".into();
-    assert_eq!(code(t.s.update(&want, &[])), Code::NotFound);
+    assert_eq!(code(t.s.update(&want.name, &want.labels, &[])), Code::NotFound);
     assert_eq!(t.s.stat("a").unwrap().kind, Kind::Active, "kind and parent never change");
 }
 

@@ -47,10 +47,7 @@ impl Options {
             if as_root {
                 PathBuf::from("/var/lib/unionfs/snapshotter")
             } else {
-                env("XDG_DATA_HOME")
-                    .or_else(|| env("HOME").map(|h| h.join(".local/share")))
-                    .unwrap_or_else(|| PathBuf::from("."))
-                    .join("unionfs/snapshotter")
+                crate::manager::store::user_data_dir().join("unionfs/snapshotter")
             }
         });
         let address = address.unwrap_or_else(|| {

@@ -141,16 +141,9 @@ impl Snapshots for Service {
     ) -> Result<Response<pb::UpdateSnapshotResponse>, Status> {
         let r = r.into_inner();
         let given = r.info.ok_or_else(|| Status::invalid_argument("the update carries no snapshot info"))?;
-        let want = Info {
-            name: given.name,
-            parent: given.parent,
-            kind: Kind::Active,
-            created: Time::default(),
-            updated: Time::default(),
-            labels: labels(given.labels),
-        };
+        let (name, labels) = (given.name, labels(given.labels));
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
-        let i = self.run("Update", move |s| s.update(&want, &paths)).await?;
+        let i = self.run("Update", move |s| s.update(&name, &labels, &paths)).await?;
         Ok(Response::new(pb::UpdateSnapshotResponse { info: Some(info(i)) }))
     }
 
