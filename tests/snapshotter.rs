@@ -460,3 +460,25 @@ fn a_normal_user_runs_it_with_its_own_defaults_and_mounts_what_it_says() {
     assert_eq!(std::fs::metadata(&sock).unwrap().uid(), uid);
     drop(stop);
 }
+
+#[test]
+fn remove_refuses_a_snapshot_with_a_mount_inside_and_touches_nothing_of_it() {
+    need_root!();
+    let s = Server::start(&[]);
+    runtime().block_on(async {
+        let mut c = client(&s.sock()).await;
+        let m = prepare(&mut c, "a", "").await.unwrap();
+        let inside = Path::new(&m[0].source).join("sub");
+        let fs = mount_tmpfs(&inside, "");
+        write(inside.join("keep"), "x");
+        let rm = pb::RemoveSnapshotRequest { snapshotter: String::new(), key: "a".into() };
+        let e = c.remove(rm.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("is mounted inside it"), "{}", e.message());
+        assert_eq!(read(inside.join("keep")), "x", "nothing of the mounted filesystem was removed");
+        assert_eq!(names(&mut c, &[]).await.unwrap().1, ["a"], "the record stays");
+        drop(fs);
+        c.remove(rm).await.unwrap();
+        assert!(s.dirs().is_empty());
+    });
+}

@@ -298,6 +298,13 @@ impl Snapshotter {
     pub fn remove(&self, key: &str) -> Result<(), SnapError> {
         check_key("key", key)?;
         let _ops = self.dir_ops.read();
+        // The mount table is read before the transaction, not under the write lock every
+        // other call waits on; the transaction uses the answer if the record is the same.
+        let mounted_inside = |id: u64| {
+            let dir = self.dirs.path(&id.to_string());
+            crate::mounts::read().into_iter().find(|m| m.mount_point.starts_with(&dir)).map(|m| m.mount_point)
+        };
+        let seen = self.meta.get(key)?.map(|r| (r.id, mounted_inside(r.id)));
         let rec = self.meta.write(|t| {
             let rec = t.get(key)?.ok_or_else(|| SnapError::not_found(key))?;
             let children = t.children(key)?;
@@ -308,11 +315,14 @@ impl Snapshotter {
                     children[0]
                 )));
             }
-            let dir = self.dirs.path(&rec.id.to_string());
-            if let Some(m) = crate::mounts::read().iter().find(|m| m.mount_point.starts_with(&dir)) {
+            let mounted = match &seen {
+                Some((id, m)) if *id == rec.id => m.clone(),
+                _ => mounted_inside(rec.id),
+            };
+            if let Some(m) = mounted {
                 return Err(SnapError::precondition(format!(
                     "snapshot '{key}' is in use: '{}' is mounted inside it",
-                    m.mount_point.display()
+                    m.display()
                 )));
             }
             t.delete(key)?;
