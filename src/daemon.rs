@@ -135,6 +135,7 @@ fn core_options(cfg: &MountConfig, dialect: Dialect, nofile: u64, has_upper: boo
     opts.index = o.index && has_upper;
     opts.max_nodes = o.max_nodes.unwrap_or(opts.max_nodes);
     opts.prefetch = o.prefetch.unwrap_or(opts.prefetch);
+    opts.lean_listings = !o.full_listings;
     opts
 }
 

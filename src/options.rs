@@ -72,6 +72,9 @@ pub struct MountOptions {
     /// `prefetch=N`: threads reading directories ahead of tree walks (`Some(0)`: none;
     /// `None`: the default, [`crate::union::prefetch::DEFAULT_THREADS`]).
     pub prefetch: Option<usize>,
+    /// `readdirplus=full`: every entry of a listing goes with its attributes (the default,
+    /// `auto`, leaves them out while walks do not use them).
+    pub full_listings: bool,
     /// `threads=N`: workers reading requests from `/dev/fuse` (`None`: the default, twice
     /// the CPUs, 4 to 16).
     pub threads: Option<usize>,
@@ -470,6 +473,24 @@ pub static OPTIONS: &[Spec] = &[
         show: |o| o.prefetch.map(|n| format!("prefetch={n}")),
     },
     Spec {
+        names: &["readdirplus"],
+        value: Value::Required("auto|full"),
+        default: "auto",
+        help: "auto: listings leave out the attributes of files while walks do not use them (find); full: always send them.",
+        set: |o, _, v| {
+            valued(
+                v,
+                |x| match x {
+                    "auto" => Some(false),
+                    "full" => Some(true),
+                    _ => None,
+                },
+                |full| o.full_listings = full,
+            )
+        },
+        show: |o| o.full_listings.then(|| "readdirplus=full".into()),
+    },
+    Spec {
         names: &["noprefetch"],
         value: Value::None,
         default: "",
@@ -684,7 +705,7 @@ mod tests {
         let given = "ro,nosuid,dev,noexec,noatime,fsync=0,allow_other,lowerdir=/a:/b,upperdir=/u,workdir=/w,\
                      redirect_dir=off,metacopy=on,index=on,userxattr,uidmapping=0:1000:10,gidmapping=0:2000:5,\
                      squash_to_root,squash_to_uid=7,xattr_permissions=2,noxattrs,static_nlink,nopassthrough,nouring,\
-                     prefetch=2,threads=3,max_nodes=5000,size_limit=1M,inode_limit=9,watch,debug";
+                     prefetch=2,readdirplus=full,threads=3,max_nodes=5000,size_limit=1M,inode_limit=9,watch,debug";
         let mut a = MountOptions::default();
         a.apply(given);
         assert!(a.unknown.is_empty() && a.invalid.is_empty(), "{a:?}");
@@ -697,9 +718,12 @@ mod tests {
     #[test]
     fn flags_given_values_are_unknown_and_bad_values_invalid() {
         let mut o = MountOptions::default();
-        o.apply("ro=1,watch=yes,threads,index=maybe,threads=0,threads=65,prefetch=65,max_nodes=999,frobnicate");
+        o.apply("ro=1,watch=yes,threads,index=maybe,threads=0,threads=65,prefetch=65,readdirplus=some,max_nodes=999,frobnicate");
         assert_eq!(o.unknown, ["ro=1", "watch=yes", "threads", "frobnicate"]);
-        assert_eq!(o.invalid, ["index=maybe", "threads=0", "threads=65", "prefetch=65", "max_nodes=999"]);
+        assert_eq!(
+            o.invalid,
+            ["index=maybe", "threads=0", "threads=65", "prefetch=65", "readdirplus=some", "max_nodes=999"]
+        );
         assert_eq!(o, MountOptions { unknown: o.unknown.clone(), invalid: o.invalid.clone(), ..Default::default() });
     }
 

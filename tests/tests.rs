@@ -30,6 +30,7 @@ mod inodes;
 #[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 mod io;
 mod kernel_equal;
+mod lean;
 mod lookup;
 mod manager;
 mod metacopy;

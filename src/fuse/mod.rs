@@ -641,18 +641,27 @@ impl Filesystem for Fuse {
 
     /// `READDIRPLUS` (the kernel asks for it at the start of a directory, and for the rest
     /// once a program stats the entries, as `ls -l` does): the listing with each entry's
-    /// attributes, saving one `LOOKUP` round trip per entry. Every entry sent counts as one
-    /// lookup of its node, as the kernel counts it.
+    /// attributes, saving one `LOOKUP` round trip per entry — or, while walks do not use
+    /// them, only its subdirectories' ([`crate::union::lean`]): the others go as plain
+    /// entries (node id 0). Every entry sent with attributes counts as one lookup of its
+    /// node, as the kernel counts it.
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         guard("readdirplus", || match self.fs.readdir(ino.0, offset) {
             Ok(list) => {
+                let lean = self.fs.lean_listing();
+                if lean {
+                    self.fs.listed_lean(ino.0);
+                }
                 for (i, e) in list.entries.iter().enumerate().skip(list.start) {
                     let name = OsStr::from_bytes(e.name.to_bytes());
                     let off = list.cookie(i);
-                    if matches!(e.name.to_bytes(), b"." | b"..") {
-                        // The kernel links neither; only the number is used.
-                        let attr = FileAttr { ino: INodeNo(e.ino), kind: FileType::Directory, ..negative() };
-                        if reply.add(INodeNo(e.ino), off, name, &Duration::ZERO, &attr, Generation(0)) {
+                    let dots = matches!(e.name.to_bytes(), b"." | b"..");
+                    if dots || (lean && !crate::union::lean::keeps_attrs(e)) {
+                        // Node id 0: the kernel links no dentry, it shows the number and type
+                        // (and links neither dot entry in any case).
+                        let attr = FileAttr { ino: INodeNo(e.ino), kind: ftype(e.kind), ..negative() };
+                        let id = if dots { e.ino } else { 0 };
+                        if reply.add(INodeNo(id), off, name, &Duration::ZERO, &attr, Generation(0)) {
                             break;
                         }
                         continue;

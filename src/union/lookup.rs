@@ -739,7 +739,13 @@ impl UnionFs {
 
     /// `lookup`: resolves `name` in directory `parent` and counts a kernel reference.
     pub fn lookup(&self, parent: u64, name: &CStr) -> Res<Entry> {
-        self.lookup_from(parent, name, None)
+        let e = self.lookup_from(parent, name, None)?;
+        if e.attr.kind != FileKind::Directory
+            && let Ok(dir) = self.inodes.get(parent)
+        {
+            self.looked_up_in(&dir);
+        }
+        Ok(e)
     }
 
     /// `lookup` of an entry of `parent`'s listing (for `READDIRPLUS`): the lower layers

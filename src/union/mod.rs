@@ -59,6 +59,7 @@ pub mod idmap;
 pub mod index;
 pub mod inode;
 pub mod layer;
+pub mod lean;
 pub mod lookup;
 pub mod name;
 pub mod node;
@@ -182,6 +183,9 @@ pub struct Options {
     /// Threads reading directories ahead of tree walks (`prefetch=N`; 0: none; see
     /// [`prefetch`]).
     pub prefetch: usize,
+    /// `READDIRPLUS` replies may leave out attributes a walk does not use (`readdirplus=auto`,
+    /// the default; see [`lean`]).
+    pub lean_listings: bool,
 }
 
 impl Options {
@@ -201,6 +205,7 @@ impl Options {
             metacopy: false,
             index: false,
             prefetch: prefetch::DEFAULT_THREADS,
+            lean_listings: true,
         }
     }
 }
@@ -252,6 +257,8 @@ pub struct UnionFs {
     reclaimer: OnceLock<std::thread::Thread>,
     /// Reads directories ahead of tree walks.
     pub(crate) prefetch: prefetch::Prefetch,
+    /// Which listings carry their entries' attributes.
+    pub(crate) lean: lean::Lean,
 }
 
 impl std::fmt::Debug for UnionFs {
@@ -319,7 +326,7 @@ impl UnionFs {
         let inodes = InodeTable::default();
         let root = inodes.insert_root(root);
         // Queued read-ahead may keep a quarter as many directories open as the cache.
-        let (opts_prefetch, opts_fds) = (opts.prefetch, opts.dirfd_cache / 4);
+        let (opts_prefetch, opts_fds, opts_lean) = (opts.prefetch, opts.dirfd_cache / 4, opts.lean_listings);
         Ok(UnionFs {
             layers,
             inodes,
@@ -334,6 +341,7 @@ impl UnionFs {
             index_diffs: dashmap::DashMap::new(),
             reclaimer: OnceLock::new(),
             prefetch: prefetch::Prefetch::new(opts_prefetch, opts_fds),
+            lean: lean::Lean::new(opts_lean),
         })
     }
 

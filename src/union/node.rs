@@ -207,6 +207,9 @@ pub mod flag {
     /// A metadata-only copy renamed through the mount: its data is where
     /// [`super::Node::moved_data`] says, not under its name.
     pub const DATA_MOVED: u32 = 1 << 21;
+    /// The directory's last listing went out without the attributes of its non-directories:
+    /// a lookup of one of them shows a walk that wants them ([`crate::union::lean`]).
+    pub const LEAN_LISTED: u32 = 1 << 22;
 }
 
 /// Everything needed to make a node (or to find the live node for the same object).
@@ -442,6 +445,11 @@ impl Node {
     /// Clears flags.
     pub fn clear(&self, f: u32) {
         self.flags.fetch_and(!f, Ordering::AcqRel);
+    }
+
+    /// Clears flags; whether any of them was set (one caller of several wins).
+    pub fn unset(&self, f: u32) -> bool {
+        self.flags.fetch_and(!f, Ordering::AcqRel) & f != 0
     }
 
     /// Whether the object exists in the upper layer.
