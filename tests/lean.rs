@@ -5,7 +5,7 @@
 
 use crate::common::*;
 use std::collections::BTreeMap;
-use std::os::unix::fs::{DirEntryExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::Path;
 
 /// `dirs` directories of `files` files each in one lower layer, plus a symlink and a fifo in
@@ -37,19 +37,10 @@ fn names_and_types(root: &Path) -> BTreeMap<String, (char, u64)> {
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
-            let t = e.file_type().unwrap();
-            let kind = if t.is_dir() {
+            let kind = kind_letter(e.file_type().unwrap());
+            if kind == 'd' {
                 todo.push(e.path());
-                'd'
-            } else if t.is_symlink() {
-                'l'
-            } else if t.is_fifo() {
-                'p'
-            } else if t.is_file() {
-                'f'
-            } else {
-                '?'
-            };
+            }
             out.insert(e.path().strip_prefix(root).unwrap().display().to_string(), (kind, e.ino()));
         }
     }
@@ -92,15 +83,7 @@ fn a_name_only_walk_looks_up_no_file_and_shows_what_a_stat_shows() {
     // Each entry's type and inode number are what a stat of it says.
     for (path, (kind, ino)) in &seen {
         let st = std::fs::symlink_metadata(m.path.join(path)).unwrap();
-        let want = if st.is_dir() {
-            'd'
-        } else if st.file_type().is_symlink() {
-            'l'
-        } else if st.file_type().is_fifo() {
-            'p'
-        } else {
-            'f'
-        };
+        let want = kind_letter(st.file_type());
         assert_eq!((*kind, *ino), (want, st.ino()), "{path}");
     }
     assert_eq!(read(m.path.join("d007/f000")), "overridden\n");

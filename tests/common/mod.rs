@@ -452,26 +452,31 @@ pub fn tree_no_owners(root: &Path) -> String {
     lines.into_values().collect::<Vec<_>>().join("\n")
 }
 
+/// The letter `ls -l` shows for a file type (`d`, `l`, `f` for a regular file, `p`, `s`, `c`, `b`).
+pub fn kind_letter(ft: std::fs::FileType) -> char {
+    if ft.is_dir() {
+        'd'
+    } else if ft.is_symlink() {
+        'l'
+    } else if ft.is_file() {
+        'f'
+    } else if ft.is_fifo() {
+        'p'
+    } else if ft.is_socket() {
+        's'
+    } else if ft.is_char_device() {
+        'c'
+    } else {
+        'b'
+    }
+}
+
 fn walk(root: &Path, p: &Path, out: &mut BTreeMap<Vec<u8>, String>, owners: bool) {
     let meta = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {p:?}: {e}"));
     let rel = p.strip_prefix(root).unwrap();
     let name = if rel.as_os_str().is_empty() { ".".to_string() } else { rel.to_string_lossy().into_owned() };
     let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        "d"
-    } else if ft.is_symlink() {
-        "l"
-    } else if ft.is_file() {
-        "f"
-    } else if ft.is_fifo() {
-        "p"
-    } else if ft.is_socket() {
-        "s"
-    } else if ft.is_char_device() {
-        "c"
-    } else {
-        "b"
-    };
+    let kind = kind_letter(ft);
     let mut line = format!("{name} {kind} {:o}", meta.mode() & 0o7777);
     if owners {
         line.push_str(&format!(" {}:{}", meta.uid(), meta.gid()));
