@@ -5,7 +5,8 @@
 //! survives the payload buffers, slow requests and a request stuck on slow I/O do not hold up
 //! the others, ring threads wait at `SCHED_IDLE` but serve long requests at normal priority
 //! and a busy CPU starves no caller, a failed ring set-up
-//! falls back to `/dev/fuse`, and the daemon ends with the mount.
+//! falls back to `/dev/fuse`, an idle mount wakes no ring thread, and the daemon ends with the
+//! mount.
 
 use crate::common::oracle::compare_observed;
 use crate::common::scenario::scenario;
@@ -147,6 +148,23 @@ fn the_daemon_ends_with_the_mount() {
     let m = s.mount_with(&["-o", "uring"]);
     let _ = read(m.path.join("foo"));
     assert!(ring_requests(&m.path) > 0);
+    let pid = daemon_pid(&m.path).expect("the daemon's pid");
+    m.unmount();
+    assert!(exits_soon(pid), "the daemon {pid} still runs 5 s after the unmount");
+}
+
+/// Ring threads sleep without a timer while the mount is idle (each of them woke once a
+/// second before), and still end with the mount: one of them polls the device for its end.
+#[test]
+fn an_idle_mount_wakes_no_ring_thread_and_its_daemon_ends_with_it() {
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::empty(1);
+    write(s.lowers[0].join("f"), "x");
+    let m = s.mount_with(&["-o", "uring"]);
+    crate::stress::assert_idle_mount_wakes_no_thread(&s);
+    assert!(ring_requests(&m.path) > 0, "the requests did not travel through the rings");
     let pid = daemon_pid(&m.path).expect("the daemon's pid");
     m.unmount();
     assert!(exits_soon(pid), "the daemon {pid} still runs 5 s after the unmount");

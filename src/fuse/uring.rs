@@ -25,6 +25,9 @@
 //! behind it on that CPU until the layer answers (the `/dev/fuse` transport has no such
 //! queue: `-o nouring` where layers may hang).
 //!
+//! An idle ring thread sleeps without a timer: one thread of the session also polls the device
+//! for the end of the connection and wakes the others then (`Watch`).
+//!
 //! Replies are sent, and the next request awaited, at `SCHED_IDLE` where the thread may come
 //! back from it, so that the woken caller keeps its CPU: `fuse::priority` owns when.
 
@@ -172,6 +175,13 @@ struct Elastic {
     total: Vec<AtomicUsize>,
     /// Threads started while serving, joined by the first ones before they end.
     extra: Mutex<Vec<JoinHandle<std::io::Result<()>>>>,
+    /// Every ring thread's reply queue, for its eventfd: how the thread that sees the end of
+    /// the connection, or gives up watching for it, wakes the others.
+    rings: Mutex<Vec<Arc<Replies>>>,
+    /// Some ring thread polls the device for the end of the connection ([`Watch`]).
+    watched: AtomicBool,
+    /// That thread saw the end.
+    ended: AtomicBool,
 }
 
 impl Elastic {
@@ -180,6 +190,18 @@ impl Elastic {
             busy: (0..queues).map(|_| AtomicUsize::new(0)).collect(),
             total: (0..queues).map(|_| AtomicUsize::new(per_queue)).collect(),
             extra: Mutex::new(Vec::new()),
+            rings: Mutex::new(Vec::new()),
+            watched: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes every ring thread (through its eventfd).
+    fn wake_all(&self) {
+        for r in self.rings.lock().iter() {
+            if let Err(e) = rustix::io::write(&r.wake, &1u64.to_ne_bytes()) {
+                debug!("cannot wake a ring thread: {e}");
+            }
         }
     }
 
@@ -236,6 +258,41 @@ fn grow<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, at: &Ring) {
     }
 }
 
+/// Whether this ring thread is the one polling the device for the end of the connection. The
+/// first thread to wait takes it; a thread that stops hands it over (wakes the others, the
+/// next to wait takes it), so some thread always watches while any serves. Ring threads wait
+/// without a timer, so this poll is what ends a thread whose slots the kernel never cancels.
+struct Watch<'a> {
+    elastic: &'a Elastic,
+    mine: bool,
+}
+
+impl Watch<'_> {
+    /// Takes the watch if nobody has it; true if this thread must queue the poll now.
+    fn take(&mut self) -> bool {
+        if self.mine || self.elastic.watched.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.mine = true;
+        true
+    }
+
+    /// The device polled its end: every thread is to look whether its connection is gone.
+    fn ended(&self) {
+        self.elastic.ended.store(true, Ordering::Release);
+        self.elastic.wake_all();
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if self.mine {
+            self.elastic.watched.store(false, Ordering::Release);
+            self.elastic.wake_all();
+        }
+    }
+}
+
 /// What a ring thread knows of its slots.
 #[derive(Debug, Default)]
 struct Slots {
@@ -256,6 +313,7 @@ fn serve<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, at: Ring) -
     let mut ring = FuseRing::new(d.device(), cpu, payload)?;
     let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
     let replies = Arc::new(Replies { done: Mutex::new(Vec::new()), wake, owner: std::thread::current().id() });
+    at.elastic.rings.lock().push(replies.clone());
     ring.watch(replies.wake.as_fd())?;
     for _ in 0..SPARE {
         ring.add_slot()?;
@@ -280,16 +338,17 @@ fn serve_loop<FS: fuser::Filesystem + 'static>(
 ) -> std::io::Result<()> {
     // Replies taken from `replies.done` to commit (kept to reuse its allocation).
     let mut done = Vec::new();
+    let mut watch = Watch { elastic: &at.elastic, mine: false };
     while slots.dead < ring.slots() {
+        if watch.take() {
+            ring.watch_hangup()?;
+        }
         prio.before_wait(super::slow::busy);
         ring.wait()?;
-        if ring.idle() && !ring.connected() {
-            debug!("the FUSE connection is gone; {} slots were never cancelled", ring.slots() - slots.dead);
-            break;
-        }
         while let Some(ev) = ring.next_event(buf) {
             match ev? {
                 Event::Wake => ring.watch(replies.wake.as_fd())?,
+                Event::Hangup => watch.ended(),
                 Event::Failed { slot, err: Errno::EAGAIN } if !slots.live && slots.retries < 100 => {
                     // The connection finishes INIT after its reply is read; try again shortly.
                     slots.retries += 1;
@@ -343,6 +402,10 @@ fn serve_loop<FS: fuser::Filesystem + 'static>(
                 ring.add_slot()?;
                 slots.free += 1;
             }
+        }
+        if at.elastic.ended.load(Ordering::Acquire) && !ring.connected() {
+            debug!("the FUSE connection is gone; {} slots were never cancelled", ring.slots() - slots.dead);
+            break;
         }
     }
     Ok(())

@@ -160,10 +160,14 @@ pub enum Event {
     Failed { slot: usize, err: Errno },
     /// The watched eventfd was written to (it is no longer watched: [`FuseRing::watch`] again).
     Wake,
+    /// The FUSE connection ended (the device polled error or hang-up; [`FuseRing::watch_hangup`]).
+    Hangup,
 }
 
 /// `user_data` of the eventfd read.
 const WAKE: u64 = u64::MAX;
+/// `user_data` of the poll of the device for its end.
+const HANGUP: u64 = u64::MAX - 1;
 
 /// One io_uring with request slots registered on one CPU's FUSE queue, and optionally an
 /// eventfd it also waits on (so another thread can wake it to commit a reply made there).
@@ -276,18 +280,25 @@ impl FuseRing {
         Ok(())
     }
 
-    /// Sends what is queued and waits until at least one event is ready (or a second has
-    /// passed), in one `io_uring_enter`.
+    /// Queues a poll of the FUSE device for its end: [`Event::Hangup`] once the connection is
+    /// gone (unmounted or aborted). Requests queued on the device (`FORGET`, `INTERRUPT`) do
+    /// not complete it. One ring of a session watches, so that a slot the kernel never
+    /// cancels cannot keep a thread waiting after the unmount, without a timer waking it.
+    pub fn watch_hangup(&mut self) -> Res<()> {
+        let events = (libc::POLLERR | libc::POLLHUP) as u32;
+        let e = opcode::PollAdd::new(types::Fd(self.dev), events).build().user_data(HANGUP);
+        // SAFETY: as in `push`; a poll points at no memory of ours.
+        let e128: squeue::Entry128 = e.into();
+        self.push(&e128)
+    }
+
+    /// Sends what is queued and waits until at least one event is ready, in one
+    /// `io_uring_enter`. No timer: an idle ring thread sleeps until a request, a wake-up
+    /// ([`FuseRing::watch`]) or the end of the connection ([`FuseRing::watch_hangup`]).
     pub fn wait(&mut self) -> Res<()> {
-        // Wake up now and then even without events: the unmount cancels every slot, but a
-        // slot registered while the connection went away might never be, and the daemon
-        // waits for its ring threads before it exits.
-        let ts = types::Timespec::new().sec(1);
-        let args = types::SubmitArgs::new().timespec(&ts);
         loop {
-            match self.ring.submitter().submit_with_args(1, &args) {
+            match self.ring.submitter().submit_and_wait(1) {
                 Ok(_) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ETIME) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
                     if !self.ring.completion().is_empty() {
                         return Ok(());
@@ -296,11 +307,6 @@ impl FuseRing {
                 Err(e) => return Err(io(e)),
             }
         }
-    }
-
-    /// Whether no event is ready (a wait that timed out).
-    pub fn idle(&mut self) -> bool {
-        self.ring.completion().is_empty()
     }
 
     /// Whether the FUSE connection still exists (`/dev/fuse` polls readable-or-error; after
@@ -324,6 +330,9 @@ impl FuseRing {
         if data == WAKE {
             self.wake_armed = false;
             return Some(Ok(Event::Wake));
+        }
+        if data == HANGUP {
+            return Some(Ok(Event::Hangup));
         }
         let slot = data as usize;
         let Some(s) = self.slots.get_mut(slot) else {

@@ -772,6 +772,7 @@ impl UnionFs {
             if self.inodes.get(ino).map(|cur| !Arc::ptr_eq(&cur, &node)).unwrap_or(true) {
                 self.forget_dirfds(&node);
                 self.listings.forget(ino);
+                self.node_left();
             }
         }
     }

@@ -74,7 +74,7 @@ pub mod whiteout;
 
 use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Errno, Error, Res};
@@ -213,6 +213,9 @@ impl Options {
 /// Default for [`Options::max_nodes`]: about 25 MiB of nodes.
 pub const DEFAULT_MAX_NODES: usize = 100_000;
 
+/// Nodes that leave the table between two trims of the heap (after a quiet spell).
+const TRIM_AFTER: usize = 1000;
+
 /// Lets the core ask the kernel to drop cached names or attributes it can no longer trust.
 pub trait Invalidator: Send + Sync {
     /// Drop the cached dentry `name` in directory `parent`.
@@ -253,8 +256,11 @@ pub struct UnionFs {
     pub(crate) listings: readdir::Snapshots,
     /// Link-count differences of indexed hard links, by upper inode (see [`index`]).
     pub(crate) index_diffs: dashmap::DashMap<u64, i64>,
-    /// The reclaim thread, woken when the node table outgrows [`Options::max_nodes`].
+    /// The reclaim thread, woken when the node table outgrows [`Options::max_nodes`] or
+    /// [`TRIM_AFTER`] nodes have left it since the heap was last trimmed.
     reclaimer: OnceLock<std::thread::Thread>,
+    /// Nodes that left the table since the reclaim thread last trimmed the heap.
+    forgotten: AtomicUsize,
     /// Reads directories ahead of tree walks.
     pub(crate) prefetch: prefetch::Prefetch,
     /// Which listings carry their entries' attributes.
@@ -264,6 +270,15 @@ pub struct UnionFs {
 impl std::fmt::Debug for UnionFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UnionFs").field("layers", &self.layers).field("inodes", &self.inodes.len()).finish()
+    }
+}
+
+impl Drop for UnionFs {
+    fn drop(&mut self) {
+        // The reclaim thread sleeps without a timer: wake it to see the union gone and end.
+        if let Some(t) = self.reclaimer.get() {
+            t.unpark();
+        }
     }
 }
 
@@ -340,6 +355,7 @@ impl UnionFs {
             listings: readdir::Snapshots::default(),
             index_diffs: dashmap::DashMap::new(),
             reclaimer: OnceLock::new(),
+            forgotten: AtomicUsize::new(0),
             prefetch: prefetch::Prefetch::new(opts_prefetch, opts_fds),
             lean: lean::Lean::new(opts_lean),
         })
@@ -357,21 +373,35 @@ impl UnionFs {
     /// descriptors and negative entries are cached separately and are not affected.
     pub fn start_reclaimer(self: &Arc<Self>) -> std::io::Result<()> {
         let weak = Arc::downgrade(self);
+        // No timer: the thread sleeps until the table outgrows its limit or a burst of
+        // forgotten nodes asks for a trim, so an idle mount never wakes it.
         let t = std::thread::Builder::new().name("reclaim".into()).spawn(move || {
-            let mut trimmed_at = 0;
             loop {
-                std::thread::park_timeout(std::time::Duration::from_secs(5));
+                std::thread::park();
                 let Some(fs) = weak.upgrade() else { return };
-                // Quiet spells: give the memory of forgotten nodes back to the system.
-                let n = fs.inodes.len();
-                if n.abs_diff(trimmed_at) > 1000 {
-                    crate::sys::proc::trim_heap();
-                    trimmed_at = n;
-                }
                 // Names already sent are not sent again, so passes can follow each other
                 // closely while a walk outruns the kernel's FORGETs.
                 while fs.reclaim() > 0 {
                     std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                if fs.forgotten.load(Ordering::Relaxed) < TRIM_AFTER {
+                    continue;
+                }
+                drop(fs);
+                // A quiet spell (the table steady for a second), then give the memory of
+                // forgotten nodes back to the system.
+                loop {
+                    let Some(n) = weak.upgrade().map(|fs| fs.inodes.len()) else { return };
+                    std::thread::park_timeout(std::time::Duration::from_secs(1));
+                    match weak.upgrade() {
+                        None => return,
+                        Some(fs) if fs.inodes.len() == n => {
+                            fs.forgotten.store(0, Ordering::Relaxed);
+                            crate::sys::proc::trim_heap();
+                            break;
+                        }
+                        Some(_) => {}
+                    }
                 }
             }
         })?;
@@ -390,6 +420,16 @@ impl UnionFs {
     pub fn finish_reaper(&self) {
         if let Ok(up) = self.layers.upper() {
             up.finish_reaper();
+        }
+    }
+
+    /// Counts a node that left the table; the [`TRIM_AFTER`]th since the last trim wakes the
+    /// reclaim thread to trim the heap once the table is steady.
+    pub(crate) fn node_left(&self) {
+        if self.forgotten.fetch_add(1, Ordering::Relaxed) + 1 == TRIM_AFTER
+            && let Some(t) = self.reclaimer.get()
+        {
+            t.unpark();
         }
     }
 
