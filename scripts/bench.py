@@ -367,6 +367,9 @@ WORKLOADS = [
     ("ls -lR cold", "cold", "ls -lR {m} >/dev/null"),
     ("ls -lR warm", "warm", "ls -lR {m} >/dev/null"),
     ("read tree", "cold", "find {m}/src -type f -print0 | xargs -0 cat >/dev/null"),
+    # The same on one mount that read it before: what a second start of a container pays
+    # (without passthrough the data can stay in the mount's page cache, needing no READ).
+    ("read tree warm", "warm", "find {m}/src -type f -print0 | xargs -0 cat >/dev/null"),
     ("read 1G cold", "cold", "dd if={m}/data/big1g of=/dev/null bs=1M status=none"),
     ("read 1G warm", "warm", "dd if={m}/data/big1g of=/dev/null bs=1M status=none"),
     ("write 1G+fsync", "write", "dd if=/dev/zero of={m}/out bs=1M count=1024 conv=fsync status=none"),
@@ -542,6 +545,19 @@ def chart(results, systems, path):
         f.write("\n".join(out) + "\n")
 
 
+def containers(unionfs, n):
+    """The many-containers row: scripts/bench-containers.sh's table (markdown), or a line
+    saying it failed."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    log(f"bench: {n} containers of one image (scripts/bench-containers.sh)")
+    env = dict(os.environ, N=str(n), MIB="200", UNIONFS=unionfs)
+    r = subprocess.run([os.path.join(here, "bench-containers.sh")], env=env, stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        log(f"bench: bench-containers.sh failed (exit {r.returncode})")
+        return f"The many-containers run failed (exit {r.returncode}).\n"
+    return r.stdout.strip() + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default=os.environ.get("UNIONFS_BENCH_DIR", "/var/tmp/unionfs-bench"))
@@ -552,6 +568,9 @@ def main():
     ap.add_argument("--fo2", default="")
     ap.add_argument("--base", default="", help="another unionfs binary, measured as unionfs-base")
     ap.add_argument("--out", default="", help="also copy results.md and bench.svg here")
+    ap.add_argument("--containers", type=int, default=20,
+                    help="also run scripts/bench-containers.sh with this many containers "
+                         "(each reading 200 MiB; 0: not; not with --only)")
     ap.add_argument("--layer-cache", choices=["cold", "warm"], default="cold",
                     help="cold runs: drop every cache (cold), or keep the layers' warm and only "
                          "the union's cold (warm: a fresh mount per run)")
@@ -606,9 +625,13 @@ def main():
                        + ("cold runs: every cache dropped" if LAYER_CACHE == "cold"
                           else "cold runs: a fresh mount, the layers' caches kept warm")}
     md = report(results, rss, systems, meta)
+    ctrs = None
+    if a.containers > 0 and not only:
+        ctrs = containers(a.unionfs, a.containers)
+        md += "\n" + ctrs
     print(md)
     with open(os.path.join(a.dir, "results.json"), "w") as f:
-        json.dump({"meta": meta, "results": results, "rss_kib": rss}, f, indent=1)
+        json.dump({"meta": meta, "results": results, "rss_kib": rss, "containers_md": ctrs}, f, indent=1)
     with open(os.path.join(a.dir, "results.md"), "w") as f:
         f.write(md)
     if "kernel" in results:

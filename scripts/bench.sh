@@ -7,6 +7,8 @@
 #     [--layer-cache cold|warm]     (cold runs: every cache dropped, or only the union's: a fresh
 #                                     mount over layers whose caches are warm)
 #     [--base OTHER-UNIONFS-BINARY]   (measured as system unionfs-base, e.g. a build of main)
+#     [--containers N]                (then N containers of one image: scripts/bench-containers.sh;
+#                                     default 20, 0: not; not with --only)
 # The script switches fuse.enable_uring on for its run (and back), so `unionfs` runs on FUSE
 # over io_uring, its default where the kernel offers it, and `unionfs-nouring` on /dev/fuse,
 # what a kernel without it gives; UNIONFS_BENCH_URING=0 leaves the parameter as it is.
