@@ -173,3 +173,79 @@ fn inode_stability_matches_kernel_overlayfs() {
     assert_eq!(ours_remount, kernel_remount, "after a remount");
     assert!(ours_remount.iter().filter(|l| l.ends_with("kept=true")).count() == tracked.len(), "{ours_remount:?}");
 }
+
+/// `d_ino` and `st_ino` agree for every entry of a big directory read in full before any
+/// entry is looked at (so most of it comes through plain `READDIR`, not `READDIRPLUS`), after
+/// copied-up files were renamed — to new names, and over other lower files' names — and
+/// directories too (with redirects), and the union was mounted again: the listing numbers a
+/// copy by its origin and a moved directory by the lower one its redirect leads to, as lookup
+/// does (it gave both their upper inode's number). Kernel overlayfs agrees.
+#[test]
+fn directory_entry_numbers_of_renamed_copies_are_their_inode_numbers() {
+    need_fuse!();
+    need_root!();
+    use crate::common::oracle::kernel_mount;
+    let s = Stack::empty(1);
+    for i in 0..600 {
+        write(s.lowers[0].join(format!("f{i}")), &i.to_string());
+    }
+    for i in 0..150 {
+        std::fs::create_dir(s.lowers[0].join(format!("d{i}"))).unwrap();
+        write(s.lowers[0].join(format!("d{i}/x")), "x");
+    }
+    let steps = |m: &Path| {
+        // Directories move with a redirect to their lower one, whose number they keep.
+        for i in 0..150 {
+            std::fs::rename(m.join(format!("d{i}")), m.join(format!("e{i}"))).unwrap();
+        }
+        for i in 0..200 {
+            std::fs::OpenOptions::new().append(true).open(m.join(format!("f{i}"))).unwrap().write_all(b"+").unwrap();
+            std::fs::rename(m.join(format!("f{i}")), m.join(format!("g{i}"))).unwrap();
+        }
+        // Over a lower file of the target name: that one is not the copy's origin.
+        for i in 200..210 {
+            std::fs::OpenOptions::new().append(true).open(m.join(format!("f{i}"))).unwrap().write_all(b"+").unwrap();
+            std::fs::rename(m.join(format!("f{i}")), m.join(format!("f{}", i + 200))).unwrap();
+        }
+    };
+    // Names whose d_ino differs from st_ino, over two full listings.
+    let mismatches = |m: &Path| -> Vec<String> {
+        let mut bad = Vec::new();
+        for _ in 0..2 {
+            let listed: Vec<(String, u64)> = std::fs::read_dir(m)
+                .unwrap()
+                .map(|e| e.unwrap())
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), std::os::unix::fs::DirEntryExt::ino(&e)))
+                .collect();
+            assert_eq!(listed.len(), 740, "the merged listing");
+            for (name, d_ino) in listed {
+                let st_ino = std::fs::symlink_metadata(m.join(&name)).unwrap().ino();
+                if d_ino != st_ino {
+                    bad.push(format!("{name}: d_ino {d_ino}, st_ino {st_ino}"));
+                }
+            }
+        }
+        bad
+    };
+    let d = s.dir.path();
+    let (ku, kw, km) = (d.join("k-upper"), d.join("k-work"), d.join("k-mnt"));
+    let k = kernel_mount(&s.lower_arg(), &ku, &kw, &km, "redirect_dir=on");
+    steps(&k.0);
+    drop(k);
+    let k = kernel_mount(&s.lower_arg(), &ku, &kw, &km, "redirect_dir=on");
+    let kernel = mismatches(&k.0);
+    drop(k);
+    assert!(kernel.is_empty(), "kernel overlayfs: {kernel:?}");
+    let m = s.mount();
+    steps(&m.path);
+    m.unmount();
+    let m = s.mount();
+    let ours = mismatches(&m.path);
+    m.unmount();
+    assert!(
+        ours.is_empty(),
+        "{} of 1480 entries listed with another number than stat gives: {:?}",
+        ours.len(),
+        &ours[..ours.len().min(5)]
+    );
+}

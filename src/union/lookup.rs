@@ -327,9 +327,9 @@ impl UnionFs {
                 true => self.upper_xattr(dir, name, |n| n.origin)?,
                 false => None,
             };
-            let origin = match &origin_value {
-                Some(v) => self.origin_of(dir, name, &stat, v)?,
-                None => None,
+            let origin = match (&origin_value, stat.kind()) {
+                (Some(v), Some(kind)) => self.origin_of(dir, name, kind, v)?,
+                _ => None,
             };
             if let Side::Lower(idx) = side
                 && self.opts.index
@@ -407,16 +407,28 @@ impl UnionFs {
     /// object it was copied from. Decoded from the recorded file handle where that is exact
     /// (one lower filesystem of a known handle layout), else the first lower object of the
     /// same type under the same name.
-    fn origin_of(&self, dir: &Arc<Node>, name: &CStr, st: &Stat, v: &[u8]) -> Res<Option<Identity>> {
+    pub(super) fn origin_of(&self, dir: &Arc<Node>, name: &CStr, kind: FileKind, v: &[u8]) -> Res<Option<Identity>> {
         if let Some((fs, magic)) = crate::union::copy_up::origin_uuid(v).and_then(|u| self.layers.origin_fs(u))
             && let Some(ino) = crate::union::copy_up::origin_ino(v, magic)
         {
             return Ok(Some(Identity { fs, ino }));
         }
         match self.first_lower_nondir(dir, name)? {
-            Some((idx, ls)) if ls.kind() == st.kind() => {
+            Some((idx, ls)) if ls.kind() == Some(kind) => {
                 Ok(Some(Identity { fs: self.layers.lower(idx)?.fs, ino: ls.ino }))
             }
+            _ => Ok(None),
+        }
+    }
+
+    /// For an upper directory `name` of `dir` that carries a redirect: the identity lookup
+    /// numbers it by (its topmost lower directory, found through the redirect), if any.
+    pub(super) fn redirected_dir_identity(&self, dir: &Arc<Node>, name: &CStr) -> Res<Option<Identity>> {
+        match self.find_from(dir, name, None)? {
+            Some(f) if f.vol == 0 && f.stat.is_dir() => match f.state.first_lower() {
+                Some((idx, st)) => Ok(Some(Identity { fs: self.layers.lower(idx)?.fs, ino: st.ino })),
+                None => Ok(None),
+            },
             _ => Ok(None),
         }
     }

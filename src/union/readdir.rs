@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,7 +18,7 @@ use crate::sys::{dir as sdir, open};
 use crate::union::UnionFs;
 use crate::union::lookup::Seen;
 use crate::union::name::Name;
-use crate::union::node::{Node, flag};
+use crate::union::node::{Identity, Node, flag};
 use crate::union::tables::Side;
 use crate::union::whiteout;
 
@@ -60,6 +60,15 @@ pub struct LayerListing {
     pub entries: Vec<Listed>,
     /// Names hidden in lower layers by `.wh.NAME` markers of this layer.
     pub hidden_below: Vec<Vec<u8>>,
+}
+
+/// `ENOENT` as nothing: an entry removed since the layer was read keeps the number it was
+/// listed with (a listing is a snapshot) rather than failing the listing.
+fn gone_is_none<T>(r: Res<Option<T>>) -> Res<Option<T>> {
+    match r {
+        Err(Errno::ENOENT) => Ok(None),
+        r => r,
+    }
 }
 
 /// A visible name of the merged listing, with what it shadows.
@@ -214,7 +223,9 @@ impl UnionFs {
         }
         let merged = merge(&layers);
         let upper_fd = if dir.has_upper() { Some(self.dir_fd(dir, Side::Upper)?) } else { None };
-        let impure = dir.has_lower() || dir.has(flag::IMPURE) || self.dir_is_impure(dir)?;
+        // Marked impure: copied-up entries may have come in under other names (renamed).
+        let marked = dir.has(flag::IMPURE) || self.dir_is_impure(dir)?;
+        let impure = dir.has_lower() || marked;
         let mut out = Vec::with_capacity(merged.len() + 2);
         let parent_ino = dir.parent().map_or(dir.ino, |p| p.ino);
         out.push(DirEntry { name: c".".into(), ino: dir.ino, kind: FileKind::Directory, lower: None });
@@ -222,25 +233,28 @@ impl UnionFs {
         for m in merged {
             let name = CString::new(m.name).map_err(|_| Errno::EIO)?;
             let (mut fs, mut ino) = (m.fs, m.ino);
-            // Report the same number that lookup will give the entry.
-            if let (Some((skind, sfs, sino)), Some(ufd)) = (m.shadow, upper_fd.as_ref()) {
-                let use_shadow = if m.kind == FileKind::Directory {
-                    skind == FileKind::Directory
+            // Report the same number that lookup will give the entry: a directory over a
+            // lower one has that one's (of the same name, or where its redirect leads); a
+            // non-directory copied up has its origin's, wherever the origin was (kernel
+            // `ovl_cache_update_ino`).
+            if let Some(ufd) = upper_fd.as_ref().filter(|_| m.upper) {
+                if m.kind == FileKind::Directory {
+                    // A directory renamed in (marked impure then) is numbered as the lower
+                    // directory its redirect leads to.
+                    let names = self.layers.upper()?.dialect.names();
+                    if marked && gone_is_none(whiteout::read_redirect(ufd.as_fd(), &name, names))?.is_some() {
+                        if let Some(o) = gone_is_none(self.redirected_dir_identity(dir, &name))? {
+                            (fs, ino) = (o.fs, o.ino);
+                        }
+                    } else if let Some((FileKind::Directory, sfs, sino)) = m.shadow
                         && !whiteout::dir_marks(ufd.as_fd(), &name, None, self.opts.dialect.only())?.opaque
-                } else {
-                    impure
-                        && skind == m.kind
-                        && self.has_origin(ufd.as_fd(), &name)?
-                        && !self.broken_link(
-                            dir,
-                            &name,
-                            &crate::union::node::Identity { fs: sfs, ino: sino },
-                            m.kind,
-                            None,
-                        )?
-                };
-                if use_shadow {
-                    (fs, ino) = (sfs, sino);
+                    {
+                        (fs, ino) = (sfs, sino);
+                    }
+                } else if (marked || (impure && m.shadow.is_some()))
+                    && let Some(o) = gone_is_none(self.listed_origin(dir, ufd.as_fd(), &name, m.kind))?
+                {
+                    (fs, ino) = (o.fs, o.ino);
                 }
             }
             let ino = self.layers.xino.map(fs, ino).unwrap_or(ino);
@@ -296,6 +310,26 @@ impl UnionFs {
     pub(crate) fn has_origin(&self, dir: std::os::fd::BorrowedFd<'_>, name: &CStr) -> Res<bool> {
         let names = self.layers.upper()?.dialect.names();
         Ok(crate::sys::xattr::get(crate::sys::xattr::XTarget::At(dir, name), names.origin)?.is_some())
+    }
+
+    /// For upper non-directory `name` of `dir` (`ufd` its upper directory): the identity
+    /// lookup numbers it by, when that is its origin's (as [`UnionFs::find`] decides: the
+    /// origin marker decoded, unless the file is a lower hard link copied up alone).
+    fn listed_origin(
+        &self,
+        dir: &Arc<Node>,
+        ufd: BorrowedFd<'_>,
+        name: &CStr,
+        kind: FileKind,
+    ) -> Res<Option<Identity>> {
+        let names = self.layers.upper()?.dialect.names();
+        let Some(v) = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(ufd, name), names.origin)? else {
+            return Ok(None);
+        };
+        match self.origin_of(dir, name, kind, &v)? {
+            Some(o) if !self.broken_link(dir, name, &o, kind, Some(&v))? => Ok(Some(o)),
+            _ => Ok(None),
+        }
     }
 
     /// Whether the merged directory has no entries (for `rmdir` and rename over it).
