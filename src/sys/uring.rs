@@ -283,8 +283,9 @@ impl FuseRing {
     /// Queues a poll of the FUSE device for its end: [`Event::Hangup`] once the connection is
     /// gone (unmounted or aborted). Requests queued on the device (`FORGET`, `INTERRUPT`) do
     /// not complete it (their wake-up of the device's waiters may wake the watching thread
-    /// once, to find nothing and wait again). One ring of a session watches, so that a slot the kernel never
-    /// cancels cannot keep a thread waiting after the unmount, without a timer waking it.
+    /// once, to find nothing and wait again). One ring of a session watches, so that a slot
+    /// the kernel never cancels cannot keep a thread waiting after the unmount, without a
+    /// timer waking it.
     pub fn watch_hangup(&mut self) -> Res<()> {
         let events = (libc::POLLERR | libc::POLLHUP) as u32;
         let e = opcode::PollAdd::new(types::Fd(self.dev), events).build().user_data(HANGUP);

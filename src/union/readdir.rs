@@ -307,9 +307,14 @@ impl UnionFs {
     }
 
     /// Whether upper entry `name` carries an origin marker.
-    pub(crate) fn has_origin(&self, dir: std::os::fd::BorrowedFd<'_>, name: &CStr) -> Res<bool> {
+    pub(crate) fn has_origin(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<bool> {
+        Ok(self.origin_value(dir, name)?.is_some())
+    }
+
+    /// The origin marker of upper entry `name` in upper directory `dir`, if it has one.
+    fn origin_value(&self, dir: BorrowedFd<'_>, name: &CStr) -> Res<Option<Vec<u8>>> {
         let names = self.layers.upper()?.dialect.names();
-        Ok(crate::sys::xattr::get(crate::sys::xattr::XTarget::At(dir, name), names.origin)?.is_some())
+        crate::sys::xattr::get(crate::sys::xattr::XTarget::At(dir, name), names.origin)
     }
 
     /// For upper non-directory `name` of `dir` (`ufd` its upper directory): the identity
@@ -322,10 +327,7 @@ impl UnionFs {
         name: &CStr,
         kind: FileKind,
     ) -> Res<Option<Identity>> {
-        let names = self.layers.upper()?.dialect.names();
-        let Some(v) = crate::sys::xattr::get(crate::sys::xattr::XTarget::At(ufd, name), names.origin)? else {
-            return Ok(None);
-        };
+        let Some(v) = self.origin_value(ufd, name)? else { return Ok(None) };
         match self.origin_of(dir, name, kind, &v)? {
             Some(o) if !self.broken_link(dir, name, &o, kind, Some(&v))? => Ok(Some(o)),
             _ => Ok(None),
