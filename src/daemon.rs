@@ -115,6 +115,11 @@ fn serve(cfg: MountConfig, ready: Option<OwnedFd>) -> Result<(), Error> {
     }
 }
 
+/// Descriptors the daemon's table is grown to hold before it serves (at most `nofile`): the
+/// directory descriptor cache (at most 2,048, see [`core_options`]) and as many open files
+/// and layers; 32 KiB of kernel memory. See [`sproc::reserve_fd_table`].
+pub const FD_TABLE: u64 = 4096;
+
 /// The core's options for mount `cfg`, whose markers are in `dialect`, in a process that may
 /// open `nofile` descriptors; `has_upper`: the mount is writable.
 fn core_options(cfg: &MountConfig, dialect: Dialect, nofile: u64, has_upper: bool) -> Options {
@@ -154,6 +159,12 @@ pub struct Prepared {
 /// it by direct calls (tests/core.rs).
 pub fn build_core(cfg: &MountConfig) -> Result<Arc<UnionFs>, Error> {
     let nofile = sproc::raise_nofile_limit();
+    // Grown now, while the daemon is one thread: later each doubling would hold up the
+    // request whose descriptor crossed it for an RCU grace period.
+    let table = nofile.min(FD_TABLE);
+    if let Err(e) = sproc::reserve_fd_table(table) {
+        tracing::debug!("cannot reserve a table of {table} descriptors: {e}");
+    }
     // As kernel overlayfs: `trusted.overlay.*` for root, `user.overlay.*` rootless or with
     // `userxattr`.
     let dialect = if sproc::privileged() && !cfg.options.userxattr { Dialect::Trusted } else { Dialect::User };

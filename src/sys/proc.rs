@@ -110,6 +110,28 @@ pub fn raise_nofile_limit() -> u64 {
     lim.current.unwrap_or(1024)
 }
 
+/// Grows this process's descriptor table now to hold at least `n` descriptors (numbers
+/// `0..n`), by duplicating a descriptor to number `n - 1` and closing it again: the table
+/// never shrinks. The kernel grows the table by doubling whenever a new descriptor does not
+/// fit, and in a process with more than one thread each growth first waits for an RCU grace
+/// period (`expand_fdtable`: 8–15 ms on an idle two-CPU VM, longer on a busy one) — inside
+/// whichever `open` crossed 64, 128, 256, … descriptors, so a request waited that long.
+/// Called while the daemon is still one thread, the growth waits for nothing.
+pub fn reserve_fd_table(n: u64) -> Res<()> {
+    let Some(last) = n.checked_sub(1) else { return Ok(()) };
+    let last = i32::try_from(last).map_err(|_| Errno::EMFILE)?;
+    let root =
+        rustix::fs::open("/", rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?;
+    drop(rustix::io::fcntl_dupfd_cloexec(&root, last)?);
+    Ok(())
+}
+
+/// The size of this process's descriptor table (`FDSize` of `/proc/self/status`).
+pub fn fd_table_size() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("FDSize:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// Whether this process has a capability in its effective set (read from
 /// `/proc/self/status`, so no libcap is needed).
 pub fn has_capability(cap: u32) -> bool {
@@ -304,4 +326,22 @@ pub fn holders(dir: &Path) -> Vec<(u32, String)> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserved_descriptor_table_holds_the_number_asked_for_and_stays() {
+        let before = fd_table_size().expect("FDSize in /proc/self/status");
+        let want = (before * 4).min(raise_nofile_limit());
+        reserve_fd_table(want).unwrap();
+        let after = fd_table_size().unwrap();
+        assert!(after >= want, "table of {after} after reserving {want} (was {before})");
+        // The descriptor it took to grow it is closed again.
+        let probe = rustix::fs::open("/", rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
+        assert!((rustix::fd::AsRawFd::as_raw_fd(&probe) as u64) < want - 1);
+        reserve_fd_table(0).unwrap();
+    }
 }
