@@ -126,6 +126,22 @@ pub fn reserve_fd_table(n: u64) -> Res<()> {
     Ok(())
 }
 
+/// Bytes the calling thread has caused to be read from storage so far (`read_bytes` of
+/// `/proc/thread-self/io`; block devices only, not network filesystems), if the kernel
+/// shows it.
+pub fn thread_read_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+    io.lines().find_map(|l| l.strip_prefix("read_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The calling thread's time on a CPU and time waiting for one, in nanoseconds (the first
+/// two fields of `/proc/thread-self/schedstat`), if the kernel shows them.
+pub fn thread_sched_ns() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((f.next()??, f.next()??))
+}
+
 /// The size of this process's descriptor table (`FDSize` of `/proc/self/status`).
 pub fn fd_table_size() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

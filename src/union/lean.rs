@@ -101,6 +101,11 @@ impl Lean {
         self.full_left.store(interval, Ordering::Release);
     }
 
+    /// Whether listings go out lean now (without counting one).
+    pub fn is_lean(&self) -> bool {
+        self.enabled && self.lean.load(Ordering::Acquire)
+    }
+
     /// Full listings between probes now.
     pub fn interval(&self) -> u32 {
         self.interval.load(Ordering::Relaxed)
