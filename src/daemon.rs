@@ -116,7 +116,7 @@ fn serve(cfg: MountConfig, ready: Option<OwnedFd>) -> Result<(), Error> {
 }
 
 /// Descriptors the daemon's table is grown to hold before it serves (at most `nofile`): the
-/// directory descriptor cache (at most 2,048, see [`core_options`]) and as many open files
+/// directory descriptor cache (at most 2,048, see `core_options`) and as many open files
 /// and layers; 32 KiB of kernel memory. See [`sproc::reserve_fd_table`].
 pub const FD_TABLE: u64 = 4096;
 
