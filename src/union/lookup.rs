@@ -179,9 +179,45 @@ impl Found {
 }
 
 impl UnionFs {
-    /// What `name` in directory layer `dir` holds.
-    pub(crate) fn probe(&self, dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
-        probe(dir, name, xwhiteouts, true, self.opts.dialect.only())
+    /// A lower directory `name` of `dir`'s layer `idx`, probed without its opaque marker
+    /// file: looks for the file only if a layer below could merge into it (a later layer of
+    /// the parent's, or any below through a redirect). A directory that merges with nothing
+    /// below is not read (on a cold disk, one read per directory that kernel overlayfs,
+    /// reading only the xattr, does not make).
+    fn settle_opacity(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        seen: Seen,
+        dl: Option<&DirLower>,
+        idx: LowerIdx,
+    ) -> Res<Seen> {
+        let Seen::Dir(st, marks) = seen else { return Ok(seen) };
+        if marks.opaque {
+            return Ok(seen);
+        }
+        let below = dl.is_some_and(|d| d.layers.iter().any(|l| l.idx > idx))
+            || (usize::from(idx) + 1 < self.layers.lowers.len()
+                && whiteout::read_redirect(dir, name, self.opts.dialect.names())?.is_some());
+        match below {
+            true => Ok(Seen::Dir(st, DirMarks { opaque: whiteout::has_opaque_file(dir, name)?, ..marks })),
+            false => Ok(seen),
+        }
+    }
+
+    /// What `name` in lower layer `idx`'s directory `dir` holds, as a lookup walks the
+    /// layers: a directory in the bottom layer is not searched for the OCI opaque marker
+    /// file (nothing lies below it to hide, and looking costs a read of its contents: on a
+    /// cold disk one more read per directory than kernel overlayfs makes).
+    pub(crate) fn probe_layer(&self, dir: BorrowedFd<'_>, name: &CStr, idx: LowerIdx, xwhiteouts: bool) -> Res<Seen> {
+        let below = usize::from(idx) + 1 < self.layers.lowers.len();
+        probe_with(dir, name, xwhiteouts, true, self.opts.dialect.only(), below)
+    }
+
+    /// What kind of entry `name` in directory layer `dir` is (a directory's opacity from its
+    /// xattrs alone), for callers that use nothing else.
+    pub(crate) fn probe_kind(&self, dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
+        probe_with(dir, name, xwhiteouts, true, self.opts.dialect.only(), false)
     }
 
     /// Walks the layers of `dir` for `name`, skipping the lower layers above the hinted one
@@ -238,8 +274,9 @@ impl UnionFs {
                     let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
                     let seen = match known.take() {
                         Some(seen) => seen,
-                        None => self.probe(fd.as_fd(), n, l.xwhiteouts)?,
+                        None => self.probe_kind(fd.as_fd(), n, l.xwhiteouts)?,
                     };
+                    let seen = self.settle_opacity(fd.as_fd(), n, seen, dl, l.idx)?;
                     (l.idx, seen, Some(fd), n.clone())
                 }
                 At::Root(path) => {
@@ -249,7 +286,7 @@ impl UnionFs {
                     }
                     let (pfd, last) = self.lower_parent(idx, path)?;
                     let seen = match &pfd {
-                        Some(fd) => self.probe(fd.as_fd(), &last, false)?,
+                        Some(fd) => self.probe_layer(fd.as_fd(), &last, idx, false)?,
                         None => Seen::Missing,
                     };
                     (idx, seen, pfd, last)
@@ -456,7 +493,7 @@ impl UnionFs {
         let Some(dl) = dir.dir_lower() else { return Ok(None) };
         for l in dl.layers.iter().filter(|l| below(side, l.idx)) {
             let lfd = self.dir_fd(dir, Side::Lower(l.idx))?;
-            match self.probe(lfd.as_fd(), name, l.xwhiteouts)? {
+            match self.probe_kind(lfd.as_fd(), name, l.xwhiteouts)? {
                 Seen::Missing => continue,
                 Seen::NonDir(ls) => return Ok(Some((l.idx, ls))),
                 _ => return Ok(None),
@@ -567,7 +604,7 @@ impl UnionFs {
         };
         for l in &dl.layers {
             let fd = self.dir_fd(dir, Side::Lower(l.idx))?;
-            match self.probe(fd.as_fd(), name, l.xwhiteouts)? {
+            match self.probe_kind(fd.as_fd(), name, l.xwhiteouts)? {
                 Seen::Missing => continue,
                 Seen::Whiteout => return Ok(false),
                 Seen::NonDir(_) | Seen::Dir(..) => return Ok(true),
@@ -793,9 +830,27 @@ impl UnionFs {
 /// What `name` in one layer's directory `dir` holds, markers of every dialect decoded
 /// (`.wh.NAME` files only with `dot_wh`: a directory known to hold none need not be asked).
 pub fn probe(dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool, dot_wh: bool, dialects: Dialects) -> Res<Seen> {
+    probe_with(dir, name, xwhiteouts, dot_wh, dialects, true)
+}
+
+/// [`probe`], looking inside a directory for the OCI dialect's opaque marker file only with
+/// `opq_file` (without it, [`Seen::Dir`]'s opacity comes from xattrs alone: right where no
+/// layer lies below, or where only the kind of the entry matters).
+fn probe_with(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    xwhiteouts: bool,
+    dot_wh: bool,
+    dialects: Dialects,
+    opq_file: bool,
+) -> Res<Seen> {
+    let marks = |dir, name| match opq_file {
+        true => whiteout::dir_marks(dir, name, None, dialects),
+        false => whiteout::dir_xattr_marks(dir, name, dialects),
+    };
     match stat::statat(dir, name) {
         Ok(st) if st.is_chardev_whiteout() => Ok(Seen::Whiteout),
-        Ok(st) if st.is_dir() => Ok(Seen::Dir(st, whiteout::dir_marks(dir, name, None, dialects)?)),
+        Ok(st) if st.is_dir() => Ok(Seen::Dir(st, marks(dir, name)?)),
         Ok(st) if xwhiteouts && st.is_reg() && st.size == 0 && whiteout::is_xattr_whiteout(dir, name, dialects)? => {
             Ok(Seen::Whiteout)
         }

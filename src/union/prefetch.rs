@@ -322,7 +322,9 @@ impl UnionFs {
         let idx = e.lower?;
         let layer = dir.dir_lower()?.layers.iter().find(|l| l.idx == idx).copied()?;
         let fd = self.dir_fd(dir, Side::Lower(idx)).ok()?;
-        self.probe(fd.as_fd(), &e.name, layer.xwhiteouts).ok()
+        // Opacity from xattrs only: the lookup that uses it looks for the marker file when it
+        // matters.
+        self.probe_kind(fd.as_fd(), &e.name, layer.xwhiteouts).ok()
     }
 
     /// The descriptors of `dir`'s real directories (upper first).

@@ -223,6 +223,36 @@ pub fn dir_marks(
     dir_fd: Option<BorrowedFd<'_>>,
     dialects: Dialects,
 ) -> Res<DirMarks> {
+    let mut marks = dir_xattr_marks(dir, name, dialects)?;
+    if !marks.opaque {
+        marks.opaque = match dir_fd {
+            Some(fd) => gone_is_false(crate::sys::stat::statat(fd, OPAQUE_MARKER))?,
+            None => has_opaque_file(dir, name)?,
+        };
+    }
+    Ok(marks)
+}
+
+/// Whether directory `name` in `dir` holds the OCI dialect's opaque marker file.
+pub fn has_opaque_file(dir: BorrowedFd<'_>, name: &CStr) -> Res<bool> {
+    let flags = crate::sys::open::OFlags::PATH | crate::sys::open::OFlags::DIRECTORY;
+    let fd = crate::sys::open::openat(dir, name, flags, 0)?;
+    gone_is_false(crate::sys::stat::statat(&fd, OPAQUE_MARKER))
+}
+
+/// `Ok(true)` for a result, `Ok(false)` for `ENOENT`.
+fn gone_is_false<T>(r: Res<T>) -> Res<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The markers of directory `name` in `dir` that its xattrs carry, without looking inside
+/// it for the OCI dialect's opaque marker file (which costs a read of the directory's
+/// contents): what a directory with no layer below it needs.
+pub fn dir_xattr_marks(dir: BorrowedFd<'_>, name: &CStr, dialects: Dialects) -> Res<DirMarks> {
     let mut marks = DirMarks::default();
     let attrs = dialects.names().iter().map(|n| n.opaque).chain([FOREIGN_OPAQUE]);
     for attr in attrs {
@@ -233,25 +263,6 @@ pub fn dir_marks(
             Ok(_) => {}
             // Unreadable (permissions on trusted.* for example): not a marker we can see.
             Err(Errno::EPERM) | Err(Errno::EACCES) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if !marks.opaque {
-        let opq = match dir_fd {
-            Some(fd) => crate::sys::stat::statat(fd, OPAQUE_MARKER),
-            None => {
-                let fd = crate::sys::open::openat(
-                    dir,
-                    name,
-                    crate::sys::open::OFlags::PATH | crate::sys::open::OFlags::DIRECTORY,
-                    0,
-                )?;
-                crate::sys::stat::statat(&fd, OPAQUE_MARKER)
-            }
-        };
-        match opq {
-            Ok(_) => marks.opaque = true,
-            Err(Errno::ENOENT) => {}
             Err(e) => return Err(e),
         }
     }
