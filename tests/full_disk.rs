@@ -188,16 +188,9 @@ fn what_fsync_returned_for_survives_a_power_cut_of_the_upper() {
     need_fuse!();
     need_root!();
     let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("upper.img");
-    std::fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
-    assert!(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).status().unwrap().success());
-    let disk = d.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    let mount_disk = || {
-        let st = Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&disk).status().unwrap();
-        assert!(st.success());
-        FsMount(disk.clone(), None)
-    };
+    let image = Ext4Image::new(d.path(), "disk", 256);
+    let disk = image.at.clone();
+    let mount_disk = || image.mount("");
     let lower = d.path().join("lower");
     std::fs::create_dir(&lower).unwrap();
     std::fs::write(lower.join("old"), vec![1u8; 1 << 20]).unwrap();

@@ -212,18 +212,10 @@ fn looking_up_directories_that_merge_with_nothing_below_reads_none_of_them() {
     need_fuse!();
     need_root!();
     let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("layer.img");
-    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
-    let ok = |c: &mut std::process::Command| c.status().is_ok_and(|s| s.success());
-    assert!(ok(std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)));
-    let disk = d.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    let mount_disk = || {
-        let opts = ["-o", "loop,inode_readahead_blks=0"];
-        assert!(ok(std::process::Command::new("mount").args(opts).arg(&img).arg(&disk)));
-        FsMount(disk.clone(), None)
-    };
-    let fs = mount_disk();
+    let image = Ext4Image::new(d.path(), "disk", 64);
+    let disk = image.at.clone();
+    const OPTS: &str = "inode_readahead_blks=0";
+    let fs = image.mount(OPTS);
     const DIRS: usize = 200;
     for i in 0..DIRS {
         let dir = disk.join(format!("top/only/d{i:03}"));
@@ -233,9 +225,7 @@ fn looking_up_directories_that_merge_with_nothing_below_reads_none_of_them() {
     // A second layer below, which has the root but not `only`.
     std::fs::create_dir(disk.join("bottom")).unwrap();
     write(disk.join("bottom/elsewhere"), "x");
-    std::mem::forget(fs);
-    assert!(ok(std::process::Command::new("umount").arg(&disk)));
-    let _fs = mount_disk();
+    let _fs = image.remount_cold(fs, OPTS);
     let up = tempfile::tempdir().unwrap();
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -248,10 +238,7 @@ fn looking_up_directories_that_merge_with_nothing_below_reads_none_of_them() {
         .collect();
     let m = Mount::new(&args, &mnt);
     let pid = daemon_pid(&mnt).expect("the daemon");
-    let read_bytes = || -> u64 {
-        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
-        io.lines().find_map(|l| l.strip_prefix("read_bytes:")).unwrap().trim().parse().unwrap()
-    };
+    let read_bytes = || proc_number(pid, "io", "read_bytes");
     let before = read_bytes();
     for i in 0..DIRS {
         assert!(std::fs::symlink_metadata(mnt.join(format!("only/d{i:03}"))).unwrap().is_dir());

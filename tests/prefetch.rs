@@ -291,19 +291,11 @@ fn warming_runs_while_it_reads_from_storage_and_stops_when_the_layers_are_cached
     need_fuse!();
     need_root!();
     let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("layer.img");
-    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
-    let ok = |c: &mut std::process::Command| c.status().is_ok_and(|s| s.success());
-    assert!(ok(std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)));
-    let disk = d.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    let mount_disk = || {
-        // Without inode table read-ahead, stat'ing files reads their inodes then.
-        let opts = ["-o", "loop,inode_readahead_blks=0"];
-        assert!(ok(std::process::Command::new("mount").args(opts).arg(&img).arg(&disk)));
-        FsMount(disk.clone(), None)
-    };
-    let fs = mount_disk();
+    let image = Ext4Image::new(d.path(), "disk", 64);
+    let disk = image.at.clone();
+    // Without inode table read-ahead, stat'ing files reads their inodes then.
+    const OPTS: &str = "inode_readahead_blks=0";
+    let fs = image.mount(OPTS);
     let (a, b, c) = (4, 8, 8);
     const FILES: usize = 32;
     for i in 0..a {
@@ -317,10 +309,7 @@ fn warming_runs_while_it_reads_from_storage_and_stops_when_the_layers_are_cached
             }
         }
     }
-    // Unmounted for good (not lazily) and mounted again: nothing of it is cached.
-    std::mem::forget(fs);
-    assert!(ok(std::process::Command::new("umount").arg(&disk)));
-    let _fs = mount_disk();
+    let _fs = image.remount_cold(fs, OPTS);
     let upper = tempfile::tempdir().unwrap();
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();

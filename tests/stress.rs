@@ -346,13 +346,6 @@ pub(crate) fn assert_idle_mount_wakes_no_thread(s: &Stack) {
     assert_eq!(read(s.mnt.join("f")), "x");
 }
 
-/// A status field of process `pid` (`/proc/PID/status`), as a number.
-fn status_number(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no {field}"));
-    line.trim_start_matches(':').trim().parse().unwrap()
-}
-
 /// The daemon's descriptor table is grown before it serves, so no request waits for the
 /// kernel to grow it: in a process with several threads each doubling of the table (past
 /// 64, 128, 256, … descriptors) waits for an RCU grace period, 8–15 ms on an idle two-CPU VM,
@@ -374,7 +367,7 @@ fn a_walk_never_waits_for_the_daemons_descriptor_table_to_grow() {
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
         .unwrap();
-    let table = status_number(pid, "FDSize");
+    let table = proc_number(pid, "status", "FDSize");
     assert!(
         table >= nofile.min(unionfs::daemon::FD_TABLE),
         "a table of {table} descriptors when the mount went live (limit {nofile})"
@@ -387,6 +380,6 @@ fn a_walk_never_waits_for_the_daemons_descriptor_table_to_grow() {
     }
     let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     assert!(open > 256, "the walk left only {open} descriptors open: it proves nothing");
-    assert_eq!(status_number(pid, "FDSize"), table, "the table grew during the walk");
+    assert_eq!(proc_number(pid, "status", "FDSize"), table, "the table grew during the walk");
     drop(m);
 }

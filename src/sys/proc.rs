@@ -130,8 +130,7 @@ pub fn reserve_fd_table(n: u64) -> Res<()> {
 /// `/proc/thread-self/io`; block devices only, not network filesystems), if the kernel
 /// shows it.
 pub fn thread_read_bytes() -> Option<u64> {
-    let io = std::fs::read_to_string("/proc/thread-self/io").ok()?;
-    io.lines().find_map(|l| l.strip_prefix("read_bytes:")).and_then(|v| v.trim().parse().ok())
+    proc_field("/proc/thread-self/io", "read_bytes")?.parse().ok()
 }
 
 /// The calling thread's time on a CPU and time waiting for one, in nanoseconds (the first
@@ -144,21 +143,21 @@ pub fn thread_sched_ns() -> Option<(u64, u64)> {
 
 /// The size of this process's descriptor table (`FDSize` of `/proc/self/status`).
 pub fn fd_table_size() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|l| l.strip_prefix("FDSize:")).and_then(|v| v.trim().parse().ok())
+    proc_field("/proc/self/status", "FDSize")?.parse().ok()
 }
 
 /// Whether this process has a capability in its effective set (read from
 /// `/proc/self/status`, so no libcap is needed).
 pub fn has_capability(cap: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    proc_field("/proc/self/status", "CapEff")
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .is_some_and(|bits| bits & (1u64 << cap) != 0)
+}
+
+/// The value of the `key: value` line `key` of a `/proc` file (`status`, `io`), trimmed.
+fn proc_field(path: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')).map(|v| v.trim().to_string())
 }
 
 /// `CAP_SYS_ADMIN`.
@@ -198,13 +197,8 @@ pub fn as_cstr(s: &[u8]) -> Option<&CStr> {
 
 /// The supplementary groups of process `pid` (empty if it is gone).
 pub fn supplementary_groups(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
-        })
+    proc_field(&format!("/proc/{pid}/status"), "Groups")
+        .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_default()
 }
 

@@ -179,24 +179,18 @@ impl Found {
 }
 
 impl UnionFs {
-    /// A lower directory `name` of `dir`'s layer `idx`, probed without its opaque marker
-    /// file: looks for the file only if a layer below could merge into it (a later layer of
-    /// the parent's, or any below through a redirect). A directory that merges with nothing
-    /// below is not read (on a cold disk, one read per directory that kernel overlayfs,
-    /// reading only the xattr, does not make).
-    fn settle_opacity(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        seen: Seen,
-        dl: Option<&DirLower>,
-        idx: LowerIdx,
-    ) -> Res<Seen> {
+    /// `seen`, what [`UnionFs::probe_kind`] found at `name` in lower layer `idx`'s directory
+    /// `dir`, with a directory's opacity completed: its OCI opaque marker file is looked for
+    /// only if a layer below could merge into it — `later` (the walk goes on in a layer
+    /// below at the same path), or any layer below through a redirect. A directory that
+    /// merges with nothing below is not read (on a cold disk, one read per directory that
+    /// kernel overlayfs, reading only the xattr, does not make).
+    fn settle_opacity(&self, dir: BorrowedFd<'_>, name: &CStr, seen: Seen, later: bool, idx: LowerIdx) -> Res<Seen> {
         let Seen::Dir(st, marks) = seen else { return Ok(seen) };
         if marks.opaque {
             return Ok(seen);
         }
-        let below = dl.is_some_and(|d| d.layers.iter().any(|l| l.idx > idx))
+        let below = later
             || (usize::from(idx) + 1 < self.layers.lowers.len()
                 && whiteout::read_redirect(dir, name, self.opts.dialect.names())?.is_some());
         match below {
@@ -205,17 +199,9 @@ impl UnionFs {
         }
     }
 
-    /// What `name` in lower layer `idx`'s directory `dir` holds, as a lookup walks the
-    /// layers: a directory in the bottom layer is not searched for the OCI opaque marker
-    /// file (nothing lies below it to hide, and looking costs a read of its contents: on a
-    /// cold disk one more read per directory than kernel overlayfs makes).
-    pub(crate) fn probe_layer(&self, dir: BorrowedFd<'_>, name: &CStr, idx: LowerIdx, xwhiteouts: bool) -> Res<Seen> {
-        let below = usize::from(idx) + 1 < self.layers.lowers.len();
-        probe_with(dir, name, xwhiteouts, true, self.opts.dialect.only(), below)
-    }
-
-    /// What kind of entry `name` in directory layer `dir` is (a directory's opacity from its
-    /// xattrs alone), for callers that use nothing else.
+    /// What kind of entry `name` in directory layer `dir` is, a directory's opacity from its
+    /// xattrs alone: what callers that need only the kind use, and what a lookup completes
+    /// with [`UnionFs::settle_opacity`].
     pub(crate) fn probe_kind(&self, dir: BorrowedFd<'_>, name: &CStr, xwhiteouts: bool) -> Res<Seen> {
         probe_with(dir, name, xwhiteouts, true, self.opts.dialect.only(), false)
     }
@@ -276,7 +262,8 @@ impl UnionFs {
                         Some(seen) => seen,
                         None => self.probe_kind(fd.as_fd(), n, l.xwhiteouts)?,
                     };
-                    let seen = self.settle_opacity(fd.as_fd(), n, seen, dl, l.idx)?;
+                    let later = dl.is_some_and(|d| d.layers.iter().any(|x| x.idx > l.idx));
+                    let seen = self.settle_opacity(fd.as_fd(), n, seen, later, l.idx)?;
                     (l.idx, seen, Some(fd), n.clone())
                 }
                 At::Root(path) => {
@@ -286,7 +273,10 @@ impl UnionFs {
                     }
                     let (pfd, last) = self.lower_parent(idx, path)?;
                     let seen = match &pfd {
-                        Some(fd) => self.probe_layer(fd.as_fd(), &last, idx, false)?,
+                        Some(fd) => {
+                            let seen = self.probe_kind(fd.as_fd(), &last, false)?;
+                            self.settle_opacity(fd.as_fd(), &last, seen, idx + 1 < nlowers, idx)?
+                        }
                         None => Seen::Missing,
                     };
                     (idx, seen, pfd, last)

@@ -639,6 +639,49 @@ impl Drop for FsMount {
     }
 }
 
+/// An ext4 filesystem in an image file of its own (needs root): mounted through a loop
+/// device, it can be unmounted for good and mounted again with nothing of it cached.
+pub struct Ext4Image {
+    img: PathBuf,
+    /// Where [`Ext4Image::mount`] mounts it.
+    pub at: PathBuf,
+}
+
+impl Ext4Image {
+    /// A fresh filesystem of `mb` MiB in `dir/NAME.img`, to be mounted on `dir/NAME`.
+    pub fn new(dir: &Path, name: &str, mb: u64) -> Ext4Image {
+        let img = dir.join(format!("{name}.img"));
+        std::fs::File::create(&img).unwrap().set_len(mb << 20).unwrap();
+        assert!(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).status().unwrap().success());
+        let at = dir.join(name);
+        std::fs::create_dir(&at).unwrap();
+        Ext4Image { img, at }
+    }
+
+    /// Mounts it with `opts` besides `loop`.
+    pub fn mount(&self, opts: &str) -> FsMount {
+        let opts = if opts.is_empty() { "loop".to_string() } else { format!("loop,{opts}") };
+        let st = Command::new("mount").args(["-o", &opts]).arg(&self.img).arg(&self.at).status().unwrap();
+        assert!(st.success(), "mount -o {opts} {}", self.img.display());
+        FsMount(self.at.clone(), None)
+    }
+
+    /// Unmounts `fs` for good (not lazily) and mounts it again with `opts`: nothing of it
+    /// is cached then.
+    pub fn remount_cold(&self, fs: FsMount, opts: &str) -> FsMount {
+        std::mem::forget(fs);
+        assert!(Command::new("umount").arg(&self.at).status().unwrap().success());
+        self.mount(opts)
+    }
+}
+
+/// Field `key` of `/proc/PID/FILE` (`status`, `io`) as a number.
+pub fn proc_number(pid: u32, file: &str, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+    let value = text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':'));
+    value.unwrap_or_else(|| panic!("no {key} in /proc/{pid}/{file}")).trim().parse().unwrap()
+}
+
 /// Detaches every mount at or below `dir` (what a failing test left mounted there).
 pub fn unmount_below(dir: &Path) {
     let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
