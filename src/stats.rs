@@ -83,6 +83,9 @@ pub enum Counter {
     DirfdMisses,
     /// Requests that arrived through FUSE over io_uring (the rest came by `/dev/fuse`).
     RingRequests,
+    /// Of those, `READ`s whose data went straight into the ring's reply buffer, read by
+    /// another thread beside the reader (large reads).
+    RingReadsAside,
     /// Directory listings built ahead of a walk ([`crate::union::prefetch`]).
     PrefetchListings,
     /// Listings built ahead that a walk then used.
@@ -93,7 +96,7 @@ pub enum Counter {
     PrefetchDropped,
 }
 
-const COUNTER_NAMES: [&str; 12] = [
+const COUNTER_NAMES: [&str; 13] = [
     "copy_ups",
     "copy_up_bytes",
     "whiteouts",
@@ -102,13 +105,14 @@ const COUNTER_NAMES: [&str; 12] = [
     "dirfd_cache_hits",
     "dirfd_cache_misses",
     "uring_requests",
+    "uring_reads_aside",
     "prefetch_listings",
     "prefetch_hits",
     "prefetch_warmed",
     "prefetch_dropped",
 ];
 
-static COUNTERS: [AtomicU64; 12] = [const { AtomicU64::new(0) }; 12];
+static COUNTERS: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
 
 static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 

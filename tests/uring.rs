@@ -2,7 +2,7 @@
 //! switch on for their own mounts and restore afterwards), requests travel through the rings
 //! (by default as root; `-o nouring` keeps `/dev/fuse`), the union behaves
 //! exactly as on `/dev/fuse` (the differential scenario against kernel overlayfs), data
-//! survives the payload buffers, slow requests and a request stuck on slow I/O do not hold up
+//! survives the payload buffers (reads filled in place, large ones beside the reader), slow requests and a request stuck on slow I/O do not hold up
 //! the others, ring threads wait at `SCHED_IDLE` but serve long requests at normal priority
 //! and a busy CPU starves no caller, a failed ring set-up
 //! falls back to `/dev/fuse`, an idle mount wakes no ring thread, and the daemon ends with the
@@ -103,6 +103,47 @@ fn data_written_and_read_through_the_rings_is_intact() {
     std::fs::write(m.path.join(&long), b"x").unwrap();
     assert!(std::fs::read_dir(&m.path).unwrap().any(|e| e.unwrap().file_name().to_str() == Some(long.as_str())));
     assert!(ring_requests(&m.path) > before + 10);
+}
+
+/// Reads without passthrough go straight into the ring's reply buffer, the kernel's large
+/// read-ahead ones on a thread beside the reader: every size, offset and end of file comes
+/// back intact, a handle opened before a copy-up reads the copy afterwards, and large reads
+/// went beside the reader.
+#[test]
+fn reads_through_the_rings_are_intact_and_large_ones_run_beside_the_reader() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    need_fuse!();
+    need_root!();
+    let Some(_on) = UringOn::new() else { return };
+    let s = Stack::fixture("basic");
+    let data: Vec<u8> = (0..(5u32 << 20) + 4321).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    std::fs::write(s.lowers[0].join("big"), &data).unwrap();
+    let m = s.mount_with(&["-o", "nopassthrough,uring"]);
+    let aside = |m: &Path| stats_raw(m)["uring_reads_aside"];
+    let before = aside(&m.path);
+    // Sequential: the kernel reads ahead in large requests.
+    assert!(std::fs::read(m.path.join("big")).unwrap() == data, "data read back differs");
+    assert!(aside(&m.path) > before, "no read ran beside the reader");
+    // O_DIRECT: requests of exactly the size and offset asked for, small (answered on the
+    // ring thread) and large (beside it), across and past the end of the file.
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(m.path.join("big")).unwrap();
+    let len = data.len() as u64;
+    for (offset, size) in
+        [(0, 1), (7, 4096), (12345, 100_000), (len - 1000, 1 << 20), (len - 1, 2), (len, 10), (len + 5, 10)]
+    {
+        let mut buf = vec![0u8; size];
+        let n = f.read_at(&mut buf, offset).unwrap();
+        let from = (offset as usize).min(data.len());
+        let want = &data[from..(from + size).min(data.len())];
+        assert_eq!(n, want.len(), "read of {size} at {offset}");
+        assert!(&buf[..n] == want, "data of the read of {size} at {offset} differs");
+    }
+    // A handle opened on the lower file reads the upper copy once another handle wrote it.
+    std::fs::OpenOptions::new().write(true).open(m.path.join("big")).unwrap().write_all_at(b"NEW", 200_000).unwrap();
+    let mut buf = vec![0u8; 200_000];
+    assert_eq!(f.read_at(&mut buf, 100_000).unwrap(), buf.len());
+    assert_eq!(&buf[100_000..100_003], b"NEW");
+    assert!(buf[..100_000] == data[100_000..200_000]);
 }
 
 #[test]

@@ -70,7 +70,8 @@ impl Fuse {
     /// Lets `INIT` accept FUSE over io_uring where the kernel offers it; the session then
     /// needs [`uring::start`] with [`Fuse::uring`] to serve the rings.
     pub fn with_uring(mut self, wanted: bool) -> Fuse {
-        self.uring = Arc::new(uring::UringState::new(wanted));
+        let reader = if wanted { uring::core_reader(&self.fs) } else { None };
+        self.uring = Arc::new(uring::UringState::new(wanted, reader));
         self
     }
 

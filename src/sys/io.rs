@@ -8,10 +8,18 @@ use crate::error::{Errno, Res};
 
 /// Safe wrapper for `pread(2)`: reads up to `size` bytes at `offset`, fewer only at end of file.
 pub fn pread(fd: impl AsFd, offset: u64, size: usize) -> Res<Vec<u8>> {
-    let fd = fd.as_fd();
     let mut buf = vec![0u8; size];
+    let n = pread_into(fd, offset, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Reads into all of `buf` from `offset`, short only at the end of the file; returns the
+/// number of bytes read.
+pub fn pread_into(fd: impl AsFd, offset: u64, buf: &mut [u8]) -> Res<usize> {
+    let fd = fd.as_fd();
     let mut done = 0;
-    while done < size {
+    while done < buf.len() {
         match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
@@ -19,8 +27,7 @@ pub fn pread(fd: impl AsFd, offset: u64, size: usize) -> Res<Vec<u8>> {
             Err(e) => return Err(e.into()),
         }
     }
-    buf.truncate(done);
-    Ok(buf)
+    Ok(done)
 }
 
 /// Safe wrapper for `pwrite(2)`: writes all of `data` at `offset`.

@@ -148,6 +148,35 @@ struct Slot {
     commit_id: u64,
     /// The opcode of the request in the slot.
     opcode: u32,
+    /// Its payload buffer is lent out ([`FuseRing::lend_payload`]) to fill a reply in place.
+    lent: bool,
+}
+
+/// A slot's payload buffer, lent out to fill the reply to the request in it in place
+/// ([`FuseRing::lend_payload`]); given back with [`FuseRing::commit_lent`]. While it is out,
+/// the ring neither touches the buffer nor hands it to the kernel, and if the ring goes away
+/// first the buffer is leaked, never unmapped: so it stays memory only its holder writes.
+pub struct Lent {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the memory is the lent slot's payload, which nothing else touches while lent (above).
+unsafe impl Send for Lent {}
+
+impl Lent {
+    /// The buffer (as large as the slot's payload).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `len` bytes mapped readable and writable, exclusively this value's while it
+        // exists (see the type's invariant); `&mut self` makes the borrow exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::fmt::Debug for Lent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lent").field("len", &self.len).finish()
+    }
 }
 
 /// What [`FuseRing::next_event`] found.
@@ -251,7 +280,7 @@ impl FuseRing {
         let header = Buffer::new(HEADER_SIZE)?;
         let payload = Buffer::new(self.payload)?;
         let iov = Box::new([header.iovec(), payload.iovec()]);
-        self.slots.push(Slot { header, payload, iov, in_kernel: false, commit_id: 0, opcode: 0 });
+        self.slots.push(Slot { header, payload, iov, in_kernel: false, commit_id: 0, opcode: 0, lent: false });
         let i = self.slots.len() - 1;
         self.register(i)?;
         Ok(i)
@@ -382,20 +411,49 @@ impl FuseRing {
     /// `/dev/fuse`) into `slot` and queues `COMMIT_AND_FETCH` (sent with the next
     /// [`FuseRing::wait`]).
     pub fn commit(&mut self, slot: usize, reply: &[u8]) -> Res<()> {
-        let (qid, dev) = (self.qid, self.dev);
         let s = self.slots.get_mut(slot).ok_or(Errno::EINVAL)?;
-        if s.in_kernel || reply.len() < OUT_HEADER {
+        if s.in_kernel || s.lent || reply.len() < OUT_HEADER {
             return Err(Errno::EIO);
         }
         let body = &reply[OUT_HEADER..];
         if body.len() > s.payload.len() {
             return Err(Errno::EOVERFLOW);
         }
-        s.header.write(IN_OUT, &reply[..OUT_HEADER])?;
         s.payload.write(0, body)?;
+        self.commit_written(slot, &reply[..OUT_HEADER], body.len())
+    }
+
+    /// Lends out `slot`'s payload buffer, so that the reply to the request in it can be
+    /// written there directly (from any thread) instead of copied in by
+    /// [`FuseRing::commit`]; [`FuseRing::commit_lent`] sends it.
+    pub fn lend_payload(&mut self, slot: usize) -> Res<Lent> {
+        let s = self.slots.get_mut(slot).ok_or(Errno::EINVAL)?;
+        if s.in_kernel || s.lent {
+            return Err(Errno::EBUSY);
+        }
+        s.lent = true;
+        Ok(Lent { ptr: s.payload.ptr, len: s.payload.len() })
+    }
+
+    /// Sends the reply `header` (a `fuse_out_header`) with the first `len` bytes of the
+    /// payload `lent` (lent out from `slot`) as its body, and queues `COMMIT_AND_FETCH`.
+    pub fn commit_lent(&mut self, slot: usize, lent: Lent, header: &[u8], len: usize) -> Res<()> {
+        let s = self.slots.get_mut(slot).ok_or(Errno::EINVAL)?;
+        if !s.lent || lent.ptr != s.payload.ptr || len > lent.len || header.len() != OUT_HEADER {
+            return Err(Errno::EIO);
+        }
+        s.lent = false;
+        self.commit_written(slot, header, len)
+    }
+
+    /// Commits `slot`, whose payload holds the reply's `len`-byte body, with `header`.
+    fn commit_written(&mut self, slot: usize, header: &[u8], len: usize) -> Res<()> {
+        let (qid, dev) = (self.qid, self.dev);
+        let s = self.slots.get_mut(slot).ok_or(Errno::EINVAL)?;
+        s.header.write(IN_OUT, header)?;
         let mut ent = [0u8; 24];
         ent[8..16].copy_from_slice(&s.commit_id.to_ne_bytes());
-        ent[16..20].copy_from_slice(&(body.len() as u32).to_ne_bytes());
+        ent[16..20].copy_from_slice(&(len as u32).to_ne_bytes());
         s.header.write(ENT_IN_OUT, &ent)?;
         let e = opcode::UringCmd80::new(types::Fd(dev), CMD_COMMIT_AND_FETCH)
             .cmd(cmd_req(s.commit_id, qid))
@@ -410,8 +468,9 @@ impl FuseRing {
 impl Drop for FuseRing {
     fn drop(&mut self) {
         // The kernel may still write into a slot, or the eventfd read's target, after the
-        // ring is closed: never free memory it owns.
-        if self.slots.iter().any(|s| s.in_kernel) {
+        // ring is closed, and a lent payload may still be written: never free memory the
+        // kernel or a holder owns.
+        if self.slots.iter().any(|s| s.in_kernel || s.lent) {
             std::mem::forget(std::mem::take(&mut self.slots));
         }
         if self.wake_armed {

@@ -164,6 +164,12 @@ impl UnionFs {
         self.with_file(fh, |f| sio::pread(self.read_fd(f)?, offset, size as usize))
     }
 
+    /// `read` into `buf` (as much as it holds): the number of bytes read, fewer only at the
+    /// end of the file.
+    pub fn read_into(&self, fh: u64, offset: u64, buf: &mut [u8]) -> Res<usize> {
+        self.with_file(fh, |f| sio::pread_into(self.read_fd(f)?, offset, buf))
+    }
+
     /// `write`. With `kill` (the writer lacks `CAP_FSETID`) set-user-id and set-group-id
     /// are cleared, as the kernel leaves to us (`FUSE_HANDLE_KILLPRIV_V2`).
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], kill: Option<Killer>) -> Res<usize> {
