@@ -29,13 +29,13 @@ import time
 
 SYSTEMS = ["ext4", "kernel", "fo1", "fo2", "unionfs-fuse", "unionfs", "unionfs-nouring", "unionfs-nopt", "kernel-mc",
            "unionfs-mc",
-           "unionfs-uring", "unionfs-noprefetch", "unionfs-volatile", "unionfs-base", "unionfs-watch"]
+           "unionfs-uring", "unionfs-noprefetch", "unionfs-volatile", "unionfs-base", "unionfs-base-nopt", "unionfs-watch"]
 # Measured only when asked for with --systems (the metadata-only copy-up comparison,
 # unionfs on FUSE over io_uring where the kernel offers it,
 # unionfs without reading directories ahead, unionfs without fsync of copied-up data as
 # fuse-overlayfs copies up).
 EXTRA = {"kernel-mc", "unionfs-mc", "unionfs-uring", "unionfs-noprefetch", "unionfs-volatile",
-         "unionfs-base", "unionfs-watch"}
+         "unionfs-base", "unionfs-base-nopt", "unionfs-watch"}
 LABEL = {
     "ext4": "ext4 (merged copy)",
     "kernel": "kernel overlayfs",
@@ -51,12 +51,14 @@ LABEL = {
     "unionfs-noprefetch": "unionfs -o noprefetch",
     "unionfs-volatile": "unionfs -o volatile",
     "unionfs-base": "unionfs (--base build)",
+    "unionfs-base-nopt": "unionfs -o nopassthrough (--base build)",
     "unionfs-watch": "unionfs -o watch",
 }
 DAEMONS = {"fo1": "fuse-overlayfs", "fo2": "fuse-overlayfs", "unionfs-fuse": "unionfs-fuse",
            "unionfs": "unionfs", "unionfs-nouring": "unionfs", "unionfs-nopt": "unionfs", "unionfs-mc": "unionfs",
            "unionfs-uring": "unionfs", "unionfs-noprefetch": "unionfs",
-           "unionfs-volatile": "unionfs", "unionfs-base": "unionfs", "unionfs-watch": "unionfs"}
+           "unionfs-volatile": "unionfs", "unionfs-base": "unionfs", "unionfs-base-nopt": "unionfs",
+           "unionfs-watch": "unionfs"}
 BIG = 1 << 30
 MID = 256 << 20
 
@@ -234,6 +236,7 @@ class Mount:
             "unionfs-noprefetch": f"{self.tools['unionfs']} -o noprefetch,{o} {self.mnt}",
             "unionfs-volatile": f"{self.tools['unionfs']} -o volatile,{o} {self.mnt}",
             "unionfs-base": f"{self.tools['base']} -o {o} {self.mnt}",
+            "unionfs-base-nopt": f"{self.tools['base']} -o nopassthrough,{o} {self.mnt}",
             "unionfs-watch": f"{self.tools['unionfs']} -o watch,{o} {self.mnt}",
             "kernel-mc": f"mount -t overlay overlay -o {o},redirect_dir=on,metacopy=on {self.mnt}",
             # (unionfs's own form: the fuse-overlayfs form ignores the engines' metacopy=on)
@@ -510,7 +513,7 @@ def chart(results, systems, path):
     colors = {"ext4": "#999999", "fo1": "#e8a33d", "fo2": "#c75d2c", "unionfs-fuse": "#8e6bb8",
               "unionfs": "#2a7ab9", "unionfs-nouring": "#41b6c4", "unionfs-nopt": "#7fb3db", "kernel-mc": "#555555", "unionfs-mc": "#1d4f7a", "unionfs-uring": "#9ecae1",
               "unionfs-noprefetch": "#6baed6", "unionfs-volatile": "#3f007d",
-              "unionfs-base": "#bbbbbb"}
+              "unionfs-base": "#bbbbbb", "unionfs-base-nopt": "#dddddd"}
     bar, gap, left, width = 9, 10, 150, 560
     lo, hi = math.log10(0.25), math.log10(40)
     x = lambda r: left + (math.log10(min(max(r, 0.25), 40)) - lo) / (hi - lo) * width
@@ -587,7 +590,7 @@ def main():
         sys.exit("bench: fuse-overlayfs 2.0 not given (--fo2)")
     os.makedirs(a.dir, exist_ok=True)
     fx = build_fixtures(a.dir)
-    if "unionfs-base" in systems and not a.base:
+    if {"unionfs-base", "unionfs-base-nopt"} & set(systems) and not a.base:
         sys.exit("bench: unionfs-base needs --base BINARY")
     tools = {"unionfs": a.unionfs, "fo2": a.fo2, "base": a.base}
     if "ext4" in systems:

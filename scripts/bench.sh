@@ -6,7 +6,7 @@
 #   scripts/bench.sh [--systems kernel,unionfs,...] [--reps N] [--only 'find cold,...'] [--out DIR]
 #     [--layer-cache cold|warm]     (cold runs: every cache dropped, or only the union's: a fresh
 #                                     mount over layers whose caches are warm)
-#     [--base OTHER-UNIONFS-BINARY]   (measured as system unionfs-base, e.g. a build of main)
+#     [--base OTHER-UNIONFS-BINARY]   (measured as system unionfs-base, and unionfs-base-nopt without passthrough: e.g. a build of main)
 #     [--containers N]                (then N containers of one image: scripts/bench-containers.sh;
 #                                     default 20, 0: not; not with --only)
 # The script switches fuse.enable_uring on for its run (and back), so `unionfs` runs on FUSE

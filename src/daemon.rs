@@ -152,6 +152,8 @@ pub struct Prepared {
     pub session: Session<Fuse>,
     /// The io_uring transport's state (the session starts its threads, if `INIT` accepted it).
     pub uring: Arc<crate::fuse::uring::UringState>,
+    /// The read-ahead window (KiB) `INIT` chose for the mount (0: the kernel's).
+    pub read_ahead: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Opens the layers and builds the core a mount of `cfg` serves (creating the upper and work
@@ -241,7 +243,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     // With a size limit every write must pass through the daemon to be counted.
     let passthrough = !cfg.options.nopassthrough && cfg.options.size_limit.is_none();
     let fuse = Fuse::new(fs.clone(), passthrough).context(|| "cannot start worker threads".into())?.with_uring(uring);
-    let uring = fuse.uring();
+    let (uring, read_ahead) = (fuse.uring(), fuse.read_ahead());
     let session = Session::new(fuse, &cfg.mountpoint, &config).map_err(|e| {
         // A normal user's mount fails with "permission denied" for several reasons.
         match crate::preflight::explain(cfg.options.allow_other).filter(|_| !root) {
@@ -257,7 +259,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     if cfg.options.watch {
         fs.start_watch().context(|| "cannot start watching the layers".into())?;
     }
-    Ok(Prepared { fs, session, uring })
+    Ok(Prepared { fs, session, uring, read_ahead })
 }
 
 fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
@@ -266,7 +268,7 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     // come before the signal thread runs wait for it.
     let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .context(|| "cannot install signal handlers".into())?;
-    let Prepared { fs, mut session, uring } = prepare(cfg)?;
+    let Prepared { fs, mut session, uring, read_ahead } = prepare(cfg)?;
     fs.start_reaper().context(|| "cannot start the reap thread".into())?;
     crate::stats::start();
     // The mount is known by its id and connection from here on: fuser would unmount its
@@ -274,6 +276,9 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     let own = crate::mounts::OwnMount::at(&cfg.mountpoint);
     session.unmount_callable().disarm();
     let pidfile = own.as_ref().and_then(|m| write_pidfile(m.major, m.minor, &cfg.mountpoint));
+    if let Some(m) = &own {
+        raise_read_ahead(m, read_ahead.load(std::sync::atomic::Ordering::Relaxed));
+    }
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let own2 = own.clone();
     let (fs2, pidfile2) = (fs.clone(), pidfile.clone());
@@ -308,6 +313,22 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
     r.context(|| "the FUSE session failed".into())?;
     tracing::info!("unmounted '{}'", cfg.mountpoint.display());
     Ok(())
+}
+
+/// Raises the read-ahead window of the mount's own backing device (`/sys/class/bdi/MAJ:MIN`,
+/// named by the connection's device numbers) to `kib`: the kernel starts a FUSE mount at
+/// 128 KiB and `INIT` can only lower it. Only root may write there; elsewhere the kernel's
+/// window stays.
+fn raise_read_ahead(m: &crate::mounts::OwnMount, kib: u32) {
+    let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", m.major, m.minor);
+    let now = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    if kib == 0 || now.is_none_or(|n| n >= kib) {
+        return;
+    }
+    match std::fs::write(&path, kib.to_string()) {
+        Ok(()) => tracing::debug!("read-ahead window {kib} KiB"),
+        Err(e) => tracing::debug!("read-ahead window left at {} KiB ({e})", now.unwrap_or(0)),
+    }
 }
 
 /// Ring threads per CPU for FUSE over io_uring: each keeps one free slot, so they are how

@@ -1,5 +1,5 @@
 //! File data operations through the mount: read/write, O_APPEND, fsync, fallocate,
-//! SEEK_DATA/SEEK_HOLE, shared writable mmap, statfs, ioctl.
+//! SEEK_DATA/SEEK_HOLE, shared writable mmap, statfs, ioctl, the read-ahead window.
 
 use crate::common::*;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -324,4 +324,31 @@ fn a_running_program_is_text_busy_and_stays_whole() {
     assert_eq!(f.metadata().unwrap().len(), 0);
     drop(f);
     m.unmount();
+}
+
+/// The mount's backing device's read-ahead window (`/sys/class/bdi/MAJ:MIN/read_ahead_kb`).
+fn read_ahead_kb(mnt: &std::path::Path) -> u32 {
+    let dev = std::fs::metadata(mnt).unwrap().dev();
+    let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().parse().unwrap()
+}
+
+/// Without passthrough reads fill the mount's page cache through the daemon, in windows the
+/// kernel starts at 128 KiB for a FUSE mount: the daemon (root) widens its own mount's to what
+/// one request carries, and leaves a passthrough mount's alone (its reads never reach it).
+#[test]
+fn a_mount_without_passthrough_reads_ahead_as_far_as_one_request_carries() {
+    need_fuse!();
+    need_root!();
+    let s = Stack::fixture("basic");
+    let data: Vec<u8> = (0..(3u32 << 20) + 99).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
+    std::fs::write(s.lowers[0].join("big"), &data).unwrap();
+    {
+        let m = s.mount_with(&["-o", "nopassthrough"]);
+        assert_eq!(read_ahead_kb(&m.path), 1024, "the window of a mount without passthrough");
+        assert!(std::fs::read(m.path.join("big")).unwrap() == data, "data read ahead differs");
+    }
+    // (The kernel's window for a new FUSE mount: 128 KiB, or less if INIT asked for less.)
+    let m = s.mount();
+    assert!(read_ahead_kb(&m.path) <= 128, "a passthrough mount's window was changed");
 }
