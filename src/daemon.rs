@@ -320,9 +320,12 @@ fn serve_inner(cfg: &MountConfig, ready: &mut Ready) -> Result<(), Error> {
 /// 128 KiB and `INIT` can only lower it. Only root may write there; elsewhere the kernel's
 /// window stays.
 fn raise_read_ahead(m: &crate::mounts::OwnMount, kib: u32) {
+    if kib == 0 {
+        return;
+    }
     let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", m.major, m.minor);
     let now = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
-    if kib == 0 || now.is_none_or(|n| n >= kib) {
+    if now.is_none_or(|n| n >= kib) {
         return;
     }
     match std::fs::write(&path, kib.to_string()) {

@@ -74,7 +74,7 @@ impl Fuse {
     /// Lets `INIT` accept FUSE over io_uring where the kernel offers it; the session then
     /// needs [`uring::start`] with [`Fuse::uring`] to serve the rings.
     pub fn with_uring(mut self, wanted: bool) -> Fuse {
-        let reader = if wanted { uring::core_reader(&self.fs) } else { None };
+        let reader = wanted.then(|| uring::core_reader(&self.fs));
         self.uring = Arc::new(uring::UringState::new(wanted, reader));
         self
     }

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub(super) type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -21,13 +21,7 @@ pub(super) struct SlowPool {
 impl SlowPool {
     /// Starts `threads` workers.
     pub(super) fn new(threads: usize) -> std::io::Result<SlowPool> {
-        let (tx, rx) = channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
-            std::thread::Builder::new().name(format!("slow-{i}")).spawn(move || worker(&rx, || ()))?;
-        }
-        Ok(SlowPool { tx: Mutex::new(tx) })
+        Ok(SlowPool { tx: Mutex::new(spawn_workers(threads, "slow", || ())?) })
     }
 
     /// Runs `job` on a worker (here, if the pool is gone).
@@ -37,46 +31,55 @@ impl SlowPool {
             let _pending = pending;
             job();
         };
-        let sent = match self.tx.lock() {
-            Ok(tx) => tx.send(Box::new(job)),
-            Err(poisoned) => poisoned.into_inner().send(Box::new(job)),
-        };
-        if let Err(back) = sent {
-            (back.0)();
+        if let Err(back) = send(&self.tx, Box::new(job)) {
+            back();
         }
     }
 }
 
 /// Threads for short jobs run beside the caller instead of on its CPU's ring thread. A job
 /// is taken only while some worker is free: a read stuck on a hung layer holds its worker,
-/// and the jobs after it run where they arrived instead of queueing behind it.
+/// and the jobs after it run where they arrived instead of queueing behind it. The threads
+/// start with the first job offered (a mount whose reads never reach the daemon, with
+/// passthrough, has none).
 #[derive(Debug)]
 pub(super) struct AsidePool {
+    threads: usize,
+    name: &'static str,
+    /// The workers, once started; `None` if they could not start.
+    started: OnceLock<Option<Workers>>,
+}
+
+/// An [`AsidePool`]'s running workers: their queue, and how many of them are free.
+#[derive(Debug)]
+struct Workers {
     tx: Mutex<Sender<Job>>,
     free: Arc<AtomicUsize>,
 }
 
 impl AsidePool {
-    /// Starts `threads` workers named `name-N`.
-    pub(super) fn new(threads: usize, name: &str) -> std::io::Result<AsidePool> {
-        let (tx, rx) = channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let free = Arc::new(AtomicUsize::new(0));
-        for i in 0..threads.max(1) {
-            let (rx, free) = (rx.clone(), free.clone());
-            std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
-                free.fetch_add(1, Ordering::AcqRel);
-                worker(&rx, || {
-                    free.fetch_add(1, Ordering::AcqRel);
-                });
-            })?;
-        }
-        Ok(AsidePool { tx: Mutex::new(tx), free })
+    /// A pool of `threads` workers named `name-N`, started on first use.
+    pub(super) fn new(threads: usize, name: &'static str) -> AsidePool {
+        AsidePool { threads: threads.max(1), name, started: OnceLock::new() }
     }
 
-    /// Runs `job` on a free worker; gives it back if none is free.
+    /// Runs `job` on a free worker; gives it back if none is free (or none could start).
     pub(super) fn try_run(&self, job: Job) -> Result<(), Job> {
-        if self.free.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_err() {
+        let started = self.started.get_or_init(|| {
+            let free = Arc::new(AtomicUsize::new(self.threads));
+            let done = free.clone();
+            match spawn_workers(self.threads, self.name, move || {
+                done.fetch_add(1, Ordering::AcqRel);
+            }) {
+                Ok(tx) => Some(Workers { tx: Mutex::new(tx), free }),
+                Err(e) => {
+                    tracing::warn!("cannot start {} threads ({e}); their jobs run where they arrive", self.name);
+                    None
+                }
+            }
+        });
+        let Some(Workers { tx, free }) = started else { return Err(job) };
+        if free.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_err() {
             return Err(job);
         }
         ASIDE.fetch_add(1, Ordering::SeqCst);
@@ -84,16 +87,29 @@ impl AsidePool {
             job();
             ASIDE.fetch_sub(1, Ordering::SeqCst);
         };
-        let sent = match self.tx.lock() {
-            Ok(tx) => tx.send(Box::new(counted)),
-            Err(poisoned) => poisoned.into_inner().send(Box::new(counted)),
-        };
         // (A job given back still counts itself out when it runs.)
-        sent.map_err(|back| {
-            self.free.fetch_add(1, Ordering::AcqRel);
-            back.0
+        send(tx, Box::new(counted)).inspect_err(|_| {
+            free.fetch_add(1, Ordering::AcqRel);
         })
     }
+}
+
+/// Starts `threads` workers named `name-N` serving one queue, each calling `done` after every
+/// job; returns the queue.
+fn spawn_workers(threads: usize, name: &str, done: impl Fn() + Clone + Send + 'static) -> std::io::Result<Sender<Job>> {
+    let (tx, rx) = channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..threads.max(1) {
+        let (rx, done) = (rx.clone(), done.clone());
+        std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || worker(&rx, done))?;
+    }
+    Ok(tx)
+}
+
+/// Queues `job` for a pool's workers; gives it back if they are gone.
+fn send(tx: &Mutex<Sender<Job>>, job: Job) -> Result<(), Job> {
+    let tx = tx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tx.send(job).map_err(|back| back.0)
 }
 
 /// Jobs handed over and not finished, in every pool of the process.
@@ -159,11 +175,8 @@ mod tests {
 
     #[test]
     fn the_aside_pool_gives_a_job_back_while_every_worker_is_busy() {
-        let pool = AsidePool::new(1, "aside-test").unwrap();
-        // Wait for the worker to start (it counts itself free).
-        while pool.free.load(Ordering::Acquire) == 0 {
-            std::thread::yield_now();
-        }
+        let pool = AsidePool::new(1, "aside-test");
+        assert!(pool.started.get().is_none(), "threads started before any job");
         let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
         let (ran_tx, ran_rx) = std::sync::mpsc::channel::<u32>();
         let ran = ran_tx.clone();
@@ -182,7 +195,8 @@ mod tests {
         hold_tx.send(()).unwrap();
         assert_eq!(ran_rx.recv().unwrap(), 1);
         // Free again once the job ended.
-        while pool.free.load(Ordering::Acquire) == 0 {
+        let free = &pool.started.get().unwrap().as_ref().unwrap().free;
+        while free.load(Ordering::Acquire) == 0 {
             std::thread::yield_now();
         }
         let ran = ran_tx.clone();

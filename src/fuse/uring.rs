@@ -83,16 +83,10 @@ impl DirectRead for RingReader {
     }
 }
 
-/// The rings' reader over `fs`, with its threads (`None`, reads then served like the rest,
-/// if they cannot start).
-pub(super) fn core_reader(fs: &Arc<crate::union::UnionFs>) -> Option<Arc<dyn DirectRead>> {
-    match super::slow::AsidePool::new(crate::sys::proc::cpus().clamp(2, 4), "read") {
-        Ok(aside) => Some(Arc::new(RingReader { fs: fs.clone(), aside })),
-        Err(e) => {
-            warn!("cannot start read threads ({e}); the rings serve reads themselves");
-            None
-        }
-    }
+/// The rings' reader over `fs` (its threads start with the first large read).
+pub(super) fn core_reader(fs: &Arc<crate::union::UnionFs>) -> Arc<dyn DirectRead> {
+    let aside = super::slow::AsidePool::new(crate::sys::proc::cpus().clamp(2, 4), "read");
+    Arc::new(RingReader { fs: fs.clone(), aside })
 }
 
 /// `FUSE_READ`.
