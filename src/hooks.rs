@@ -15,6 +15,10 @@ pub const FAULT_URING: &str = "UNIONFS_FAULT_URING";
 /// see trees still queued when it unmounts.
 pub const REAP_DELAY_MS: &str = "UNIONFS_REAP_DELAY_MS";
 
+/// With `UNIONFS_PREFETCH_HOLD=PATH`, the prefetch threads wait before each job while
+/// PATH exists, so a test can queue read-ahead jobs and decide what happens before they run.
+pub const PREFETCH_HOLD: &str = "UNIONFS_PREFETCH_HOLD";
+
 /// Whether the hooks are compiled in.
 pub const ENABLED: bool = cfg!(feature = "test-hooks");
 
@@ -54,6 +58,19 @@ pub fn fault_uring() -> bool {
 pub fn reap_delay() -> Option<std::time::Duration> {
     number(REAP_DELAY_MS).map(std::time::Duration::from_millis)
 }
+
+/// [`PREFETCH_HOLD`]: waits while the file named there exists.
+#[cfg(feature = "test-hooks")]
+pub fn prefetch_wait() {
+    let Some(path) = std::env::var_os(PREFETCH_HOLD) else { return };
+    while std::path::Path::new(&path).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// [`PREFETCH_HOLD`]: compiled out.
+#[cfg(not(feature = "test-hooks"))]
+pub fn prefetch_wait() {}
 
 /// With `UNIONFS_SNAPSHOTTER_KILL=POINT:N`, the snapshotter kills itself with `SIGKILL` the
 /// N-th time it passes crash point POINT ([`snapshotter_kill_point`]): `prepare` (a new

@@ -94,9 +94,13 @@ pub enum Counter {
     PrefetchWarmed,
     /// Read-ahead jobs dropped because the queue was full.
     PrefetchDropped,
+    /// Warm jobs skipped because the walk had listed their directory by then.
+    PrefetchLate,
+    /// Read-ahead jobs queued or running now (goes down as they finish).
+    PrefetchPending,
 }
 
-const COUNTER_NAMES: [&str; 13] = [
+const COUNTER_NAMES: [&str; 15] = [
     "copy_ups",
     "copy_up_bytes",
     "whiteouts",
@@ -110,9 +114,11 @@ const COUNTER_NAMES: [&str; 13] = [
     "prefetch_hits",
     "prefetch_warmed",
     "prefetch_dropped",
+    "prefetch_late",
+    "prefetch_pending",
 ];
 
-static COUNTERS: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
+static COUNTERS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
 
 static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
@@ -124,6 +130,11 @@ pub fn start() {
 /// Adds `n` to a counter.
 pub fn add(c: Counter, n: u64) {
     COUNTERS[c as usize].fetch_add(n, Relaxed);
+}
+
+/// Takes `n` off a counter that goes down ([`Counter::PrefetchPending`]).
+pub fn sub(c: Counter, n: u64) {
+    COUNTERS[c as usize].fetch_sub(n, Relaxed);
 }
 
 /// Records one request of type `op` that took `took`.

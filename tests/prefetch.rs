@@ -6,7 +6,8 @@
 use crate::common::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 /// Waits for counter `name` to reach `at_least`.
@@ -59,13 +60,25 @@ fn layered_tree() -> Stack {
     s
 }
 
+/// Waits until no read-ahead job of the mount at `mnt` is queued or running.
+fn settle(mnt: &Path) {
+    wait_for("the read-ahead queue to empty", || stats_raw(mnt)["prefetch_pending"] == 0);
+}
+
 /// Every object under `root` with the attributes a walk gets (from `READDIRPLUS`), plus
 /// contents: `(path, "kind mode size nlink ino mtime #contents")`.
 fn walk(root: &Path) -> BTreeMap<String, String> {
+    walk_with(root, |_| {})
+}
+
+/// [`walk`], calling `listed` with each directory once it has been listed.
+fn walk_with(root: &Path, listed: impl Fn(&Path)) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut todo = vec![root.to_path_buf()];
     while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
+        let entries: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+        listed(&d);
+        for e in entries {
             let e = e.unwrap();
             let p = e.path();
             let m = std::fs::symlink_metadata(&p).unwrap();
@@ -93,11 +106,21 @@ fn a_walk_served_from_listings_built_ahead_shows_the_same_tree() {
     need_fuse!();
     let s = layered_tree();
     let m = s.mount();
-    let seen = walk(&m.path);
+    // The walk waits for the reading ahead each listing starts, so that every listing but
+    // the root's was built ahead (a walk that does not wait may overtake it: it is
+    // correct either way, and shown so below).
+    let seen = walk_with(&m.path, |_| settle(&m.path));
     let c = stats_raw(&m.path);
     m.unmount();
-    assert!(c["prefetch_listings"] > 0 && c["prefetch_hits"] > 0, "nothing was read ahead: {c:?}");
+    let dirs = 1 + 4 + 4 * 4 + 4 * 4 * 3;
+    assert_eq!(c["prefetch_hits"], dirs - 1, "listings built ahead and used: {c:?}");
     assert!(c["prefetch_warmed"] > 0, "the walk warmed nothing below: {c:?}");
+    assert_eq!(c["prefetch_late"], 0, "{c:?}");
+    let m = s.mount();
+    let hasty = walk(&m.path);
+    m.unmount();
+    let d = diff(&seen, &hasty);
+    assert!(d.is_empty(), "waiting for the reading ahead and not:\n{}", d.join("\n"));
     assert!(seen.contains_key("a0/b0/c0/new") && !seen.contains_key("a0/b0/c1/f2"), "{seen:?}");
     assert!(seen["a0/b0/c0/f1"].contains("override"), "{}", seen["a0/b0/c0/f1"]);
     assert!(!seen.contains_key("a3/b3/c2/f0") && seen.contains_key("a3/b3/c2/alone"));
@@ -280,58 +303,127 @@ fn walk_names(root: &Path) -> usize {
     n
 }
 
-/// Warming reads the levels below a walk before it gets there, so that their disk reads are
-/// done when it does; on layers whose directories and inodes are cached it has nothing to
-/// do and only takes CPU time from the walk. So it goes on while it reads from storage and,
-/// after a warm job that read nothing, only one job in `SAMPLE_EVERY` runs. Shown on a
-/// layer on its own ext4 image: mounted afresh (nothing of it cached), then walked again
-/// through a fresh union mount (all of it cached).
-#[test]
-fn warming_runs_while_it_reads_from_storage_and_stops_when_the_layers_are_cached() {
-    need_fuse!();
-    need_root!();
-    let d = tempfile::tempdir().unwrap();
-    let image = Ext4Image::new(d.path(), "disk", 64);
-    let disk = image.at.clone();
+/// Lists the root, then each top directory in turn, each once the reading ahead the last
+/// listing started is done; returns how many directories each top directory's listing
+/// warmed (a walk's step: the levels below its subdirectories).
+fn warm_rounds(mnt: &Path, tops: usize) -> Vec<u64> {
+    std::fs::read_dir(mnt).unwrap().for_each(drop);
+    settle(mnt);
+    let mut warmed = Vec::new();
+    for i in 0..tops {
+        let before = stats_raw(mnt)["prefetch_warmed"];
+        std::fs::read_dir(mnt.join(format!("a{i}"))).unwrap().for_each(drop);
+        settle(mnt);
+        warmed.push(stats_raw(mnt)["prefetch_warmed"] - before);
+    }
+    warmed
+}
+
+/// Reads every directory below `root` and stats every entry (caches them all).
+fn stat_tree(root: &Path) {
+    for e in std::fs::read_dir(root).unwrap() {
+        let e = e.unwrap();
+        if std::fs::symlink_metadata(e.path()).unwrap().is_dir() {
+            stat_tree(&e.path());
+        }
+    }
+}
+
+/// A layer on its own ext4 image of `a × b × c` directories of 32 files each, unmounted
+/// and mounted again (nothing of it cached); the image is unmounted on drop.
+fn cold_layer(d: &Path, (a, b, c): (usize, usize, usize)) -> (PathBuf, FsMount) {
+    let image = Ext4Image::new(d, "disk", 64);
     // Without inode table read-ahead, stat'ing files reads their inodes then.
     const OPTS: &str = "inode_readahead_blks=0";
     let fs = image.mount(OPTS);
-    let (a, b, c) = (4, 8, 8);
-    const FILES: usize = 32;
     for i in 0..a {
         for j in 0..b {
             for k in 0..c {
-                let dir = disk.join(format!("lower/a{i}/b{j}/c{k}"));
+                let dir = image.at.join(format!("lower/a{i}/b{j}/c{k}"));
                 std::fs::create_dir_all(&dir).unwrap();
-                for f in 0..FILES {
+                for f in 0..32 {
                     write(dir.join(format!("f{f}")), "x");
                 }
             }
         }
     }
-    let _fs = image.remount_cold(fs, OPTS);
-    let upper = tempfile::tempdir().unwrap();
+    (image.at.join("lower"), image.remount_cold(fs, OPTS))
+}
+
+/// `unionfs mount` of `lower` with a fresh upper and work dir named after `name` in `scratch`.
+fn mount_args(lower: &Path, scratch: &Path, name: &str, mnt: &Path) -> Vec<String> {
+    let (up, wk) = (scratch.join(format!("{name}-up")), scratch.join(format!("{name}-wk")));
+    ["mount", "--lower", lower.to_str().unwrap(), "--upper", up.to_str().unwrap(), "--work", wk.to_str().unwrap()]
+        .into_iter()
+        .chain([mnt.to_str().unwrap()])
+        .map(String::from)
+        .collect()
+}
+
+/// Warming reads the levels below a walk before it gets there, so that their disk reads are
+/// done when it does; on layers whose directories and inodes are cached it has nothing to
+/// do and only takes CPU time from the walk. So it goes on while it reads from storage and,
+/// after a warm job that read nothing, only one job in `SAMPLE_EVERY` runs. Shown on a
+/// layer on its own ext4 image: mounted afresh (nothing of it cached), then, all of it
+/// cached, through a fresh union mount. Each step of the walk waits for the reading ahead
+/// of the one before, so what the counts show does not depend on how busy the machine is.
+#[test]
+fn warming_runs_while_it_reads_from_storage_and_stops_when_the_layers_are_cached() {
+    need_fuse!();
+    need_root!();
+    let d = tempfile::tempdir().unwrap();
+    let (a, b, c) = (4, 8, 8);
+    let (lower, _fs) = cold_layer(d.path(), (a, b, c));
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let args = |work: &str| -> Vec<String> {
-        let (up, wk) = (upper.path().join(format!("{work}-up")), upper.path().join(format!("{work}-wk")));
-        let lower = disk.join("lower");
-        ["mount", "--lower", lower.to_str().unwrap(), "--upper", up.to_str().unwrap()]
-            .into_iter()
-            .map(String::from)
-            .chain(["--work".into(), wk.display().to_string(), mnt.display().to_string()])
-            .collect()
-    };
-    let entries = a * b * c * (FILES + 1) + a * b + a;
-    let m = Mount::new(&args("cold"), &mnt);
-    assert_eq!(walk_names(&mnt), entries);
-    let cold = stats_raw(&mnt)["prefetch_warmed"];
+    let m = Mount::new(&mount_args(&lower, d.path(), "cold", &mnt), &mnt);
+    let cold = warm_rounds(&mnt, a);
     m.unmount();
-    let m = Mount::new(&args("warm"), &mnt);
-    assert_eq!(walk_names(&mnt), entries);
-    let warm = stats_raw(&mnt)["prefetch_warmed"];
+    stat_tree(&lower);
+    let m = Mount::new(&mount_args(&lower, d.path(), "warm", &mnt), &mnt);
+    let warm = warm_rounds(&mnt, a);
     m.unmount();
-    let dirs = (a * b * c) as u64;
-    assert!(cold >= dirs / 8, "a walk of a cold layer warmed only {cold} of {dirs} directories");
-    assert!(warm <= dirs / 3, "a walk of a cached layer still warmed {warm} of {dirs} directories");
+    // Each listing of a top directory warms the 8 × 8 directories two levels below it.
+    let below = (b * c) as u64;
+    assert_eq!(cold, vec![below; a], "directories warmed, listing after listing, on a cold layer");
+    // After the first warm job that read nothing, one listing's warming in 16 runs; 8
+    // listings (of `b*`) per step: at most one warms.
+    assert!(warm[1..].iter().all(|&n| n <= c as u64), "directories warmed on a cached layer: {warm:?}");
+}
+
+/// A warm job for a directory the walk has listed by then (it overtook the low-priority
+/// read-ahead threads, as on a busy machine) is skipped: that the directory is cached says
+/// nothing about the layers, and warming stays on for the next step of the walk.
+#[test]
+fn warm_jobs_the_walk_overtook_are_skipped_and_leave_warming_on() {
+    need_fuse!();
+    need_root!();
+    need_hooks!();
+    let d = tempfile::tempdir().unwrap();
+    let (a, b, c) = (2, 8, 8);
+    let (lower, _fs) = cold_layer(d.path(), (a, b, c));
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let hold = d.path().join("hold");
+    write(&hold, "");
+    let out = Command::new(bin())
+        .args(mount_args(&lower, d.path(), "union", &mnt))
+        .env(unionfs::hooks::PREFETCH_HOLD, &hold)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = Mount::adopt(&std::fs::canonicalize(&mnt).unwrap());
+    // With the read-ahead threads held, the walk lists the root, a0 and everything below a0.
+    std::fs::read_dir(&m.path).unwrap().for_each(drop);
+    assert_eq!(walk_names(&m.path.join("a0")), b * c * 33 + b);
+    std::fs::remove_file(&hold).unwrap();
+    settle(&m.path);
+    let first = stats_raw(&m.path);
+    std::fs::read_dir(m.path.join("a1")).unwrap().for_each(drop);
+    settle(&m.path);
+    let next = stats_raw(&m.path);
+    m.unmount();
+    let below = (b * c) as u64;
+    assert_eq!((first["prefetch_late"], first["prefetch_warmed"]), (below, 0), "{first:?}");
+    assert_eq!(next["prefetch_warmed"], below, "the next step warmed: {next:?}");
 }

@@ -133,12 +133,17 @@ pub fn thread_read_bytes() -> Option<u64> {
     proc_field("/proc/thread-self/io", "read_bytes")?.parse().ok()
 }
 
-/// The calling thread's time on a CPU and time waiting for one, in nanoseconds (the first
-/// two fields of `/proc/thread-self/schedstat`), if the kernel shows them.
+/// The calling thread's time on a CPU and time waiting for one, in nanoseconds, if the
+/// kernel shows the second (`/proc/thread-self/schedstat`). The CPU time is the thread's CPU
+/// clock: schedstat's first field is only brought up to date when the thread is switched
+/// out or at a timer tick, so a thread reading it around a short stretch of work sees none.
 pub fn thread_sched_ns() -> Option<(u64, u64)> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
-    Some((f.next()??, f.next()??))
+    let waited = s.split_whitespace().nth(1)?.parse().ok()?;
+    let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let cpu =
+        u64::try_from(cpu.tv_sec).ok()?.checked_mul(1_000_000_000)?.checked_add(u64::try_from(cpu.tv_nsec).ok()?)?;
+    Some((cpu, waited))
 }
 
 /// The size of this process's descriptor table (`FDSize` of `/proc/self/status`).

@@ -186,7 +186,7 @@ pub mod flag {
     /// link not looked up yet): the next lookup of one of them names it again, and it keeps
     /// its inode number. Until then it answers only through open files.
     pub const NAMELESS: u32 = 1 << 14;
-    /// A listing of the directory was built from its layers (a walk went through it; see
+    /// A listing of the directory was served afresh (a walk went through it; see
     /// [`crate::union::prefetch`]).
     pub const LISTED: u32 = 1 << 15;
     /// The upper directory was made by this daemon (`mkdir`, or a copy-up) and, the upper

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::Errno;
+use crate::stats::{self, Counter};
 use crate::sys::open::{self, OFlags};
 use crate::sys::stat::FileKind;
 use crate::sys::{dir as sdir, stat};
@@ -82,6 +83,21 @@ impl Drop for Held {
     }
 }
 
+/// A fresh listing being served ([`UnionFs::readdir`]): while it lives, the read-ahead it
+/// will start counts as pending.
+#[derive(Debug)]
+pub struct Serving {
+    counted: bool,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if self.counted {
+            stats::sub(Counter::PrefetchPending, 1);
+        }
+    }
+}
+
 /// One directory to read ahead.
 #[derive(Debug)]
 enum Job {
@@ -89,8 +105,8 @@ enum Job {
     /// has no node for it yet, warm it), then warm `depth` levels below it.
     List { ino: u64, parent: u64, name: CString, depth: u8 },
     /// Warm directory `name` in each of its parent's real directories, then `depth` levels
-    /// below it.
-    Warm { dirs: Arc<Held>, name: CString, depth: u8 },
+    /// below it; `ino` is its node, where known (a walk that has listed it is past it).
+    Warm { dirs: Arc<Held>, name: CString, ino: Option<u64>, depth: u8 },
 }
 
 /// A last-in first-out queue, bounded by dropping the oldest.
@@ -180,13 +196,20 @@ impl Prefetch {
         if batch.is_empty() || !self.enabled() {
             return;
         }
-        let wake = batch.len().min(self.threads);
-        let dropped = self.shared.queue.lock().jobs.push_batch(batch);
+        let (n, wake) = (batch.len() as u64, batch.len().min(self.threads));
+        let dropped = {
+            let mut q = self.shared.queue.lock();
+            let dropped = q.jobs.push_batch(batch);
+            // Counted under the lock, before any thread can finish one of them.
+            stats::add(Counter::PrefetchPending, n);
+            stats::sub(Counter::PrefetchPending, dropped.len() as u64);
+            dropped
+        };
         for _ in 0..wake {
             self.shared.ready.notify_one();
         }
         // Dropped jobs give back their descriptors here, outside the lock.
-        crate::stats::add(crate::stats::Counter::PrefetchDropped, dropped.len() as u64);
+        stats::add(Counter::PrefetchDropped, dropped.len() as u64);
     }
 
     /// Takes `fds` out of the descriptor budget, if it allows.
@@ -201,6 +224,7 @@ impl Drop for Prefetch {
     fn drop(&mut self) {
         let mut q = self.shared.queue.lock();
         q.stop = true;
+        stats::sub(Counter::PrefetchPending, q.jobs.jobs.len() as u64);
         q.jobs.jobs.clear();
         drop(q);
         self.shared.ready.notify_all();
@@ -233,12 +257,28 @@ impl UnionFs {
                     tracing::debug!("prefetch thread keeps its priority: {e}");
                 }
                 while let Some(job) = next_job(&shared) {
+                    crate::hooks::prefetch_wait();
                     let Some(fs) = weak.upgrade() else { return };
                     fs.run_job(job);
+                    stats::sub(Counter::PrefetchPending, 1);
                 }
             })?;
         }
         Ok(())
+    }
+
+    /// Directory `dir` is being listed afresh: marks it listed (from now on warming it would
+    /// be late) and, with prefetching on, counts the read-ahead its listing will start as
+    /// pending until the listing is dropped, after [`UnionFs::listed`] has queued it. So
+    /// `prefetch_pending` at 0 means that nothing more is coming from the listings served so
+    /// far (a listing is answered before its read-ahead is queued).
+    pub(crate) fn serving(&self, dir: &Node) -> Serving {
+        dir.set(flag::LISTED);
+        let counted = self.prefetch.enabled();
+        if counted {
+            stats::add(Counter::PrefetchPending, 1);
+        }
+        Serving { counted }
     }
 
     /// A listing of `dir` was served for the first time: queue its subdirectories.
@@ -248,7 +288,6 @@ impl UnionFs {
         }
         // A walk: this directory's parent was listed before it.
         let depth = if dir.parent().is_some_and(|p| p.has(flag::LISTED)) { WALK_DEPTH } else { 0 };
-        dir.set(flag::LISTED);
         let batch: Vec<Job> = subdirs(entries)
             .take(MAX_JOBS)
             .map(|e| Job::List { ino: e.ino, parent: dir.ino, name: CString::from(&e.name), depth })
@@ -262,7 +301,7 @@ impl UnionFs {
                 Ok(node) if node.is_dir() && node.parent().is_some_and(|p| p.ino == parent) => {
                     let Some(entries) = self.list_ahead(&node) else { return };
                     if depth > 0 && self.prefetch.should_warm() {
-                        let names: Vec<CString> = subdirs(&entries).map(|e| CString::from(&e.name)).collect();
+                        let names = subdirs(&entries).map(|e| (CString::from(&e.name), Some(e.ino))).collect();
                         if let Some(dirs) = self.prefetch.hold(self.real_dirs(&node)) {
                             self.warm_later(&dirs, names, depth - 1);
                         }
@@ -274,11 +313,11 @@ impl UnionFs {
                         && self.prefetch.should_warm()
                         && let Some(dirs) = self.prefetch.hold(self.real_dirs(&p))
                     {
-                        self.warm(&dirs, &name, depth);
+                        self.warm(&dirs, &name, None, depth);
                     }
                 }
             },
-            Job::Warm { dirs, name, depth } => self.warm(&dirs, &name, depth),
+            Job::Warm { dirs, name, ino, depth } => self.warm(&dirs, &name, ino, depth),
         }
     }
 
@@ -313,7 +352,7 @@ impl UnionFs {
             }
         };
         self.listings.add_ahead(dir.ino, version, entries.clone(), seen);
-        crate::stats::add(crate::stats::Counter::PrefetchListings, 1);
+        stats::add(Counter::PrefetchListings, 1);
         Some(entries)
     }
 
@@ -339,15 +378,22 @@ impl UnionFs {
         sides.into_iter().filter_map(|s| self.dir_fd(dir, s).ok()).collect()
     }
 
-    /// Queues warming of `names` in `dirs`.
-    fn warm_later(&self, dirs: &Arc<Held>, names: Vec<CString>, depth: u8) {
-        let batch = names.into_iter().map(|name| Job::Warm { dirs: dirs.clone(), name, depth }).collect();
+    /// Queues warming of `names` (with their nodes, where known) in `dirs`.
+    fn warm_later(&self, dirs: &Arc<Held>, names: Vec<(CString, Option<u64>)>, depth: u8) {
+        let batch = names.into_iter().map(|(name, ino)| Job::Warm { dirs: dirs.clone(), name, ino, depth }).collect();
         self.prefetch.push(batch);
     }
 
-    /// Reads directory `name` in each of `dirs` and stats its entries, so that listing it
-    /// later finds them cached; then queues the same for `depth` levels below.
-    fn warm(&self, dirs: &Arc<Held>, name: &CString, depth: u8) {
+    /// Reads directory `name` (node `ino`, where known) in each of `dirs` and stats its
+    /// entries, so that listing it later finds them cached; then queues the same for `depth`
+    /// levels below. A directory the walk has listed by now is skipped: it is cached, which
+    /// says nothing about the layers (on a busy machine the walk overtakes the low-priority
+    /// threads), and warming it cannot help.
+    fn warm(&self, dirs: &Arc<Held>, name: &CString, ino: Option<u64>, depth: u8) {
+        if ino.and_then(|i| self.inodes.get(i).ok()).is_some_and(|n| n.has(flag::LISTED)) {
+            stats::add(Counter::PrefetchLate, 1);
+            return;
+        }
         let cost = Cost::now();
         let mut stated = 0u32;
         let mut below: Vec<Arc<OwnedFd>> = Vec::new();
@@ -365,14 +411,14 @@ impl UnionFs {
             }
             below.push(Arc::new(d));
         }
-        crate::stats::add(crate::stats::Counter::PrefetchWarmed, 1);
+        stats::add(Counter::PrefetchWarmed, 1);
         let paid = cost.paid(stated);
         self.prefetch.warm_pays.store(paid, Ordering::Relaxed);
         if paid
             && !names.is_empty()
             && let Some(held) = self.prefetch.hold(below)
         {
-            self.warm_later(&held, names, depth - 1);
+            self.warm_later(&held, names.into_iter().map(|n| (n, None)).collect(), depth - 1);
         }
     }
 
@@ -453,6 +499,22 @@ mod tests {
         assert_eq!(s.push_batch(vec![4, 5, 6]), [3, 2]);
         let order: Vec<i32> = std::iter::from_fn(|| s.pop()).collect();
         assert_eq!(order, [4, 5, 6, 1]);
+    }
+
+    /// A job that only used the CPU (no storage reads, no waits) did not pay, however its
+    /// time on the CPU falls between the scheduler's ticks.
+    #[test]
+    fn time_on_a_cpu_is_not_taken_for_waiting_on_storage() {
+        for _ in 0..20 {
+            // Switched out and in again: the job starts where the scheduler last looked.
+            std::thread::sleep(Duration::from_millis(1));
+            let cost = Cost::now();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(5) {
+                std::hint::black_box(start);
+            }
+            assert!(!cost.paid(MAX_WARM_ENTRIES as u32 / 128), "5 ms on a CPU taken for a blocked job");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::union::UnionFs;
 use crate::union::lookup::Seen;
 use crate::union::name::Name;
 use crate::union::node::{Identity, Node, flag};
+use crate::union::prefetch::Serving;
 use crate::union::tables::Side;
 use crate::union::whiteout;
 
@@ -359,29 +360,30 @@ impl UnionFs {
         if offset != 0
             && let Some(s) = self.listings.find(ino, generation)
         {
-            return Ok(Listing { generation, entries: s, start: index, fresh: false, seen: Vec::new() });
+            return Ok(Listing { generation, entries: s, start: index, fresh: None, seen: Vec::new() });
         }
         if offset == 0
             && let Some((g, s, ahead)) = self.listings.newest(ino, version)
         {
-            let fresh = ahead.is_some();
-            if fresh {
+            if ahead.is_some() {
                 crate::stats::add(crate::stats::Counter::PrefetchHits, 1);
             }
             // A listing built ahead and now used is a walk step like a fresh one.
+            let fresh = ahead.is_some().then(|| self.serving(&dir));
             return Ok(Listing { generation: g, entries: s, start: 0, fresh, seen: ahead.unwrap_or_default() });
         }
         // A new snapshot (the first read, a change, or a snapshot long evicted: then the
         // reader continues at the same position in a fresh one, as best it can).
         let entries = Arc::new(self.list(&dir)?);
         let generation = self.listings.add(ino, version, entries.clone(), None);
-        Ok(Listing { generation, entries, start: if offset == 0 { 0 } else { index }, fresh: true, seen: Vec::new() })
+        let start = if offset == 0 { 0 } else { index };
+        Ok(Listing { generation, entries, start, fresh: Some(self.serving(&dir)), seen: Vec::new() })
     }
 
     /// A listing of directory `ino` was served: if it was built for this read (or ahead of
     /// it and now used), read its subdirectories ahead ([`crate::union::prefetch`]).
     pub fn listed(&self, ino: u64, list: &Listing) {
-        if list.fresh
+        if list.fresh.is_some()
             && let Ok(dir) = self.inodes.get(ino)
         {
             self.read_ahead(&dir, &list.entries);
@@ -398,8 +400,10 @@ pub struct Listing {
     pub entries: Arc<Vec<DirEntry>>,
     /// Index of the first entry to serve.
     pub start: usize,
-    /// Built from the layers for this read, or built ahead and used for the first time.
-    pub fresh: bool,
+    /// Built from the layers for this read, or built ahead and used for the first time:
+    /// then this holds the read-ahead it starts ([`UnionFs::listed`]) as pending until the
+    /// listing is dropped.
+    pub fresh: Option<Serving>,
     /// For a listing built ahead, read for the first time: what each entry's lower layer
     /// holds under its name, where it was probed (by entry index; may be shorter).
     pub seen: Vec<Option<Seen>>,
