@@ -137,13 +137,29 @@ pub fn sub(c: Counter, n: u64) {
     COUNTERS[c as usize].fetch_sub(n, Relaxed);
 }
 
-/// Records one request of type `op` that took `took`.
-pub fn record(op: &str, took: Duration) {
+/// One request being served, counted from its start ([`begin`]).
+#[must_use = "a request's latency is recorded by `end`"]
+pub struct Timer {
+    op: usize,
+    t0: Instant,
+}
+
+/// Counts one request of type `op` as it starts: a caller that has its reply sees it
+/// counted (the reply goes out before the handler returns). [`Timer::end`] records how long
+/// it took.
+pub fn begin(op: &str) -> Timer {
     let i = OPS.iter().position(|o| *o == op).unwrap_or(OPS.len() - 1);
-    let s = &OP_STATS[i];
-    s.count.fetch_add(1, Relaxed);
-    s.total_ns.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-    s.hist[bucket(took)].fetch_add(1, Relaxed);
+    OP_STATS[i].count.fetch_add(1, Relaxed);
+    Timer { op: i, t0: Instant::now() }
+}
+
+impl Timer {
+    /// Records the request's latency.
+    pub fn end(self) {
+        let (s, took) = (&OP_STATS[self.op], self.t0.elapsed());
+        s.total_ns.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        s.hist[bucket(took)].fetch_add(1, Relaxed);
+    }
 }
 
 fn bucket(took: Duration) -> usize {
@@ -223,7 +239,10 @@ mod tests {
 
     #[test]
     fn report_lists_counters_and_requests_seen() {
-        record("lookup", Duration::from_micros(5));
+        let t = begin("lookup");
+        // Counted before it ends.
+        assert!(report(7).lines().any(|l| l.starts_with("op lookup count ")));
+        t.end();
         add(Counter::CopyUps, 2);
         let r = report(7);
         assert!(r.contains("nodes 7\n"));

@@ -245,11 +245,11 @@ fn guard(op: &'static str, f: impl FnOnce()) {
         }
         READY.set(true);
     }
-    let t0 = std::time::Instant::now();
+    let timer = crate::stats::begin(op);
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
         error!("BUG: {op} handler panicked; answered EIO");
     }
-    crate::stats::record(op, t0.elapsed());
+    timer.end();
 }
 
 /// How to answer an open of `ino` with `flags` as handle `fh` (see [`Passthrough`]).

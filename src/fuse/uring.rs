@@ -220,13 +220,13 @@ fn read_job(
 ) -> Option<super::slow::Job> {
     let (reader2, replies) = (reader.clone(), replies.clone());
     let job = move || {
-        let t0 = std::time::Instant::now();
+        let timer = crate::stats::begin("read");
         let buf = &mut lent.as_mut_slice()[..r.size];
         let (header, len) = match reader2.read_into(r.fh, r.offset, buf) {
             Ok(n) => (out_header(r.unique, 0, n), n),
             Err(e) => (out_header(r.unique, -e.raw(), 0), 0),
         };
-        crate::stats::record("read", t0.elapsed());
+        timer.end();
         if let Err(e) = replies.push(slot, Reply::InPlace { lent, header, len }) {
             warn!("cannot wake a ring thread for a read's reply: {e}");
         }
