@@ -498,54 +498,11 @@ fn serve_loop<FS: fuser::Filesystem + 'static>(
                 Event::Request { slot, len } => {
                     slots.live = true;
                     slots.free -= 1;
-                    crate::stats::add(crate::stats::Counter::RingRequests, 1);
-                    let opcode = ring.opcode(slot);
-                    prio.before_request(opcode);
-                    if opcode == READ
-                        && let Some(reader) = &at.reader
-                        && let Some(r) = ReadArgs::parse(&buf[..len]).filter(|r| r.size <= at.payload)
-                        && let Ok(lent) = ring.lend_payload(slot)
-                    {
-                        if let Some(job) = read_job(reader, r, lent, replies, slot) {
-                            if at.elastic.enter(at.queue) {
-                                grow(d, at);
-                            }
-                            job();
-                            at.elastic.leave(at.queue);
-                        }
-                    } else if NO_REPLY.contains(&opcode) {
-                        let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
-                        debug!("opcode {opcode} arrived on a ring; nothing to reply");
-                        let _ = d.dispatch(&buf[..len], sink);
-                        replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::ENOSYS)));
-                    } else {
-                        if at.elastic.enter(at.queue) {
-                            grow(d, at);
-                        }
-                        let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
-                        let ok = d.dispatch(&buf[..len], sink);
-                        at.elastic.leave(at.queue);
-                        if !ok {
-                            replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::EIO)));
-                        }
-                    }
+                    prio.before_request(ring.opcode(slot));
+                    serve_request(d, at, ring, replies, slot, &buf[..len]);
                 }
             }
-            // Commit every reply made so far (here or on another thread).
-            std::mem::swap(&mut done, &mut *replies.done.lock());
-            for (slot, reply) in done.drain(..) {
-                let committed = match reply {
-                    Reply::Bytes(b) => ring.commit(slot, &b),
-                    Reply::InPlace { lent, header, len } => ring.commit_lent(slot, lent, &header, len),
-                };
-                match committed {
-                    Ok(()) => slots.free += 1,
-                    Err(e) => {
-                        debug!("cannot commit slot {slot}: {e}");
-                        slots.dead += 1;
-                    }
-                }
-            }
+            commit_replies(ring, replies, &mut done, slots);
             // Keep SPARE slots the kernel can fill; the others wait for slow replies.
             while slots.free < SPARE && slots.dead == 0 && ring.slots() < MAX_SLOTS {
                 ring.add_slot()?;
@@ -558,6 +515,68 @@ fn serve_loop<FS: fuser::Filesystem + 'static>(
         }
     }
     Ok(())
+}
+
+/// Serves the request in `slot` (`req` its bytes): a `READ` the core can answer straight
+/// into the slot's buffer, beside the ring thread when large ([`read_job`]); any other
+/// through the dispatcher, whose reply lands in `replies`.
+fn serve_request<FS: fuser::Filesystem + 'static>(
+    d: &fuser::Dispatcher<FS>,
+    at: &Ring,
+    ring: &mut FuseRing,
+    replies: &Arc<Replies>,
+    slot: usize,
+    req: &[u8],
+) {
+    crate::stats::add(crate::stats::Counter::RingRequests, 1);
+    let opcode = ring.opcode(slot);
+    if opcode == READ
+        && let Some(reader) = &at.reader
+        && let Some(r) = ReadArgs::parse(req).filter(|r| r.size <= at.payload)
+        && let Ok(lent) = ring.lend_payload(slot)
+    {
+        if let Some(job) = read_job(reader, r, lent, replies, slot) {
+            if at.elastic.enter(at.queue) {
+                grow(d, at);
+            }
+            job();
+            at.elastic.leave(at.queue);
+        }
+    } else if NO_REPLY.contains(&opcode) {
+        let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
+        debug!("opcode {opcode} arrived on a ring; nothing to reply");
+        let _ = d.dispatch(req, sink);
+        replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::ENOSYS)));
+    } else {
+        if at.elastic.enter(at.queue) {
+            grow(d, at);
+        }
+        let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
+        let ok = d.dispatch(req, sink);
+        at.elastic.leave(at.queue);
+        if !ok {
+            replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::EIO)));
+        }
+    }
+}
+
+/// Commits every reply made so far (on this thread or another); `done` is kept to reuse
+/// its allocation.
+fn commit_replies(ring: &mut FuseRing, replies: &Replies, done: &mut Vec<(usize, Reply)>, slots: &mut Slots) {
+    std::mem::swap(done, &mut *replies.done.lock());
+    for (slot, reply) in done.drain(..) {
+        let committed = match reply {
+            Reply::Bytes(b) => ring.commit(slot, &b),
+            Reply::InPlace { lent, header, len } => ring.commit_lent(slot, lent, &header, len),
+        };
+        match committed {
+            Ok(()) => slots.free += 1,
+            Err(e) => {
+                debug!("cannot commit slot {slot}: {e}");
+                slots.dead += 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
