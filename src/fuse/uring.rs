@@ -536,11 +536,7 @@ fn serve_request<FS: fuser::Filesystem + 'static>(
         && let Ok(lent) = ring.lend_payload(slot)
     {
         if let Some(job) = read_job(reader, r, lent, replies, slot) {
-            if at.elastic.enter(at.queue) {
-                grow(d, at);
-            }
-            job();
-            at.elastic.leave(at.queue);
+            busy_with(d, at, job);
         }
     } else if NO_REPLY.contains(&opcode) {
         let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
@@ -548,16 +544,23 @@ fn serve_request<FS: fuser::Filesystem + 'static>(
         let _ = d.dispatch(req, sink);
         replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::ENOSYS)));
     } else {
-        if at.elastic.enter(at.queue) {
-            grow(d, at);
-        }
         let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
-        let ok = d.dispatch(req, sink);
-        at.elastic.leave(at.queue);
+        let ok = busy_with(d, at, || d.dispatch(req, sink));
         if !ok {
             replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::EIO)));
         }
     }
+}
+
+/// Runs `work` as a request served inline on this ring's queue; when that leaves the queue
+/// no free thread, another is started first ([`grow`]).
+fn busy_with<FS: fuser::Filesystem + 'static, T>(d: &fuser::Dispatcher<FS>, at: &Ring, work: impl FnOnce() -> T) -> T {
+    if at.elastic.enter(at.queue) {
+        grow(d, at);
+    }
+    let r = work();
+    at.elastic.leave(at.queue);
+    r
 }
 
 /// Commits every reply made so far (on this thread or another); `done` is kept to reuse

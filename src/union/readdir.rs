@@ -365,11 +365,11 @@ impl UnionFs {
         if offset == 0
             && let Some((g, s, ahead)) = self.listings.newest(ino, version)
         {
-            if ahead.is_some() {
-                crate::stats::add(crate::stats::Counter::PrefetchHits, 1);
-            }
             // A listing built ahead and now used is a walk step like a fresh one.
-            let fresh = ahead.is_some().then(|| self.serving(&dir));
+            let fresh = ahead.is_some().then(|| {
+                crate::stats::add(crate::stats::Counter::PrefetchHits, 1);
+                self.serving(&dir)
+            });
             return Ok(Listing { generation: g, entries: s, start: 0, fresh, seen: ahead.unwrap_or_default() });
         }
         // A new snapshot (the first read, a change, or a snapshot long evicted: then the
