@@ -4,14 +4,17 @@
 # same layer directories, and unionfs mounts without passthrough (what a normal user's mount
 # gets). Reports mount time, each daemon's RSS, the daemons' anonymous memory, the page cache
 # the mounts and reads added (file data, and the program's pages once), and the total as a
-# ratio to kernel overlayfs. Root needed.
-#   N=20 MIB=200 scripts/bench-containers.sh
+# ratio to kernel overlayfs: right after the reads, and again once the files have been closed
+# for IDLE seconds (past the daemon's page_cache_idle, 30 s by default: without passthrough
+# each mount's own copy of a closed lower file's pages goes then). Root needed.
+#   N=20 MIB=200 IDLE=35 scripts/bench-containers.sh
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=${UNIONFS:-$repo/target/release/unionfs}
 [ -x "$bin" ] || (cd "$repo" && cargo build --release --quiet)
 n=${N:-20}
 mib=${MIB:-200}
+idle=${IDLE:-35}
 [ "$(id -u)" = 0 ] || { echo "bench-containers: run it as root (drop_caches, kernel overlayfs)" >&2; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/unionfs-bench-ctrs.XXXXXX")
 u() { "$bin" --root "$work/ufs" "$@"; }
@@ -37,7 +40,7 @@ p=$(u run --name probe bench:1)
 lower=$(u inspect probe | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["GraphDriver"]["Data"]["LowerDir"])')
 u rm -f probe >/dev/null
 
-declare -A mount_ms page_mib pss_mib rss_kib_mean total_mib
+declare -A mount_ms page_mib pss_mib rss_kib_mean total_mib idle_mib
 measure() { # regime: start n mounts (timed), read everything in each, account
   local regime=$1 dirs=() pids=()
   drop
@@ -77,6 +80,9 @@ measure() { # regime: start n mounts (timed), read everything in each, account
   pss_mib[$regime]=$(( pss / 1024 ))
   rss_kib_mean[$regime]=$(( k > 0 ? rss / k : 0 ))
   total_mib[$regime]=$(( (c1 - c0 + pss) / 1024 ))
+  # The files closed for a while, the containers still running.
+  sleep "$idle"
+  idle_mib[$regime]=$(( ($(cached_kib) - c0 + pss) / 1024 ))
   for i in $(seq "$n"); do
     case $regime in
       kernel) umount "$work/k$i/m" ;;
@@ -90,9 +96,11 @@ for r in kernel unionfs unionfs-nopassthrough; do
   measure "$r"
 done
 echo
-echo "| $n containers, each reading the same $mib MiB | mount, ms each | daemon RSS, KiB each | daemons' anonymous PSS, MiB | page cache added, MiB | total, MiB | × kernel |"
-echo "|---|---|---|---|---|---|---|"
+echo "| $n containers, each reading the same $mib MiB | mount, ms each | daemon RSS, KiB each | daemons' anonymous PSS, MiB | page cache added, MiB | total, MiB | × kernel | total $idle s after the reads, MiB | × kernel |"
+echo "|---|---|---|---|---|---|---|---|---|"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
 for r in kernel unionfs unionfs-nopassthrough; do
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$r" "${mount_ms[$r]}" "${rss_kib_mean[$r]}" "${pss_mib[$r]}" \
-    "${page_mib[$r]}" "${total_mib[$r]}" "$(awk -v a="${total_mib[kernel]}" -v b="${total_mib[$r]}" 'BEGIN { printf "%.2f", b / a }')"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$r" "${mount_ms[$r]}" "${rss_kib_mean[$r]}" "${pss_mib[$r]}" \
+    "${page_mib[$r]}" "${total_mib[$r]}" "$(ratio "${total_mib[kernel]}" "${total_mib[$r]}")" \
+    "${idle_mib[$r]}" "$(ratio "${idle_mib[kernel]}" "${idle_mib[$r]}")"
 done

@@ -141,6 +141,11 @@ fn core_options(cfg: &MountConfig, dialect: Dialect, nofile: u64, has_upper: boo
     opts.max_nodes = o.max_nodes.unwrap_or(opts.max_nodes);
     opts.prefetch = o.prefetch.unwrap_or(opts.prefetch);
     opts.lean_listings = !o.full_listings;
+    opts.page_cache_idle = match o.page_cache_idle {
+        Some(0) => None,
+        Some(n) => Some(std::time::Duration::from_secs(n)),
+        None => opts.page_cache_idle,
+    };
     opts
 }
 
@@ -256,6 +261,7 @@ pub fn prepare(cfg: &MountConfig) -> Result<Prepared, Error> {
     fs.set_invalidator(Box::new(inval));
     fs.start_reclaimer().context(|| "cannot start the reclaim thread".into())?;
     fs.start_prefetch().context(|| "cannot start the prefetch threads".into())?;
+    fs.start_idle_pages().context(|| "cannot start the idle page thread".into())?;
     if cfg.options.watch {
         fs.start_watch().context(|| "cannot start watching the layers".into())?;
     }

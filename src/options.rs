@@ -72,6 +72,10 @@ pub struct MountOptions {
     /// `prefetch=N`: threads reading directories ahead of tree walks (`Some(0)`: none;
     /// `None`: the default, [`crate::union::prefetch::DEFAULT_THREADS`]).
     pub prefetch: Option<usize>,
+    /// `page_cache_idle=SECONDS`: how long a closed lower file's pages stay in the mount's
+    /// own page cache without passthrough (`Some(0)`: until the kernel reclaims them; `None`:
+    /// the default, [`crate::union::DEFAULT_PAGE_CACHE_IDLE`]).
+    pub page_cache_idle: Option<u64>,
     /// `readdirplus=full`: every entry of a listing goes with its attributes (the default,
     /// `auto`, leaves them out while walks do not use them).
     pub full_listings: bool,
@@ -471,6 +475,15 @@ pub static OPTIONS: &[Spec] = &[
         help: "Threads that read directories ahead of a tree walk (0: none).",
         set: |o, _, v| valued(v, number(0..=MAX_PREFETCH_THREADS), |n| o.prefetch = Some(n)),
         show: |o| o.prefetch.map(|n| format!("prefetch={n}")),
+    },
+    Spec {
+        names: &["page_cache_idle"],
+        value: Value::Required("SECONDS"),
+        default: "30",
+        help: "Without passthrough: how long after its last close a lower file's pages stay in the mount's own \
+               page cache, besides the layer's (0: until the kernel reclaims them).",
+        set: |o, _, v| valued(v, number(0..=u64::from(u32::MAX)), |n| o.page_cache_idle = Some(n)),
+        show: |o| o.page_cache_idle.map(|n| format!("page_cache_idle={n}")),
     },
     Spec {
         names: &["readdirplus"],

@@ -98,9 +98,11 @@ pub enum Counter {
     PrefetchLate,
     /// Read-ahead jobs queued or running now (goes down as they finish).
     PrefetchPending,
+    /// Closed lower files whose pages the kernel was asked to drop ([`crate::union::idle`]).
+    IdlePagesDropped,
 }
 
-const COUNTER_NAMES: [&str; 15] = [
+const COUNTER_NAMES: [&str; 16] = [
     "copy_ups",
     "copy_up_bytes",
     "whiteouts",
@@ -116,9 +118,10 @@ const COUNTER_NAMES: [&str; 15] = [
     "prefetch_dropped",
     "prefetch_late",
     "prefetch_pending",
+    "idle_pages_dropped",
 ];
 
-static COUNTERS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
+static COUNTERS: [AtomicU64; COUNTER_NAMES.len()] = [const { AtomicU64::new(0) }; COUNTER_NAMES.len()];
 
 static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 

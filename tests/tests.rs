@@ -24,6 +24,8 @@ mod docker;
 #[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
 mod full_disk;
 mod hostile;
+#[allow(unsafe_code)] // libc calls std does not wrap (seekdir, mmap, ioctl, truncate)
+mod idle_pages;
 mod images;
 mod index;
 mod inodes;

@@ -63,6 +63,11 @@ impl Invalidator for NotifierInvalidator {
         }
     }
 
+    fn inval_pages_now(&self, ino: u64) -> bool {
+        // The kernel answers ENOENT for an inode it has forgotten (nothing cached then).
+        self.now.inval_inode(INodeNo(ino), 0, 0).inspect_err(|e| debug!("page invalidation of {ino}: {e}")).is_ok()
+    }
+
     fn inval_attrs_now(&self, ino: u64) {
         // Offset -1: the attributes only, not the page cache (whose pages the writer that
         // asked may hold locked).

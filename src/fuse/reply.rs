@@ -218,6 +218,7 @@ pub(super) fn reply_open(fs: &UnionFs, pt: &Passthrough, ino: u64, flags: i32, k
                 reply.error(fuser::Errno::ESTALE)
             }
             OpenMode::Cached => {
+                fs.page_cached(o.fh);
                 let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
                 reply.opened(FileHandle(o.fh), f)
             }

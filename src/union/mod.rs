@@ -55,6 +55,7 @@ pub mod copy_up;
 pub mod dir;
 pub mod file;
 pub mod fileattr;
+pub mod idle;
 pub mod idmap;
 pub mod index;
 pub mod inode;
@@ -187,6 +188,10 @@ pub struct Options {
     /// `READDIRPLUS` replies may leave out attributes a walk does not use (`readdirplus=auto`,
     /// the default; see [`lean`]).
     pub lean_listings: bool,
+    /// How long after its last close a lower file's pages stay in the union inode's own page
+    /// cache (`page_cache_idle=SECONDS`; `None`: until the kernel reclaims them; see
+    /// [`idle`]).
+    pub page_cache_idle: Option<std::time::Duration>,
 }
 
 impl Options {
@@ -207,9 +212,13 @@ impl Options {
             index: false,
             prefetch: prefetch::DEFAULT_THREADS,
             lean_listings: true,
+            page_cache_idle: Some(DEFAULT_PAGE_CACHE_IDLE),
         }
     }
 }
+
+/// Default for [`Options::page_cache_idle`].
+pub const DEFAULT_PAGE_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Default for [`Options::max_nodes`]: about 25 MiB of nodes.
 pub const DEFAULT_MAX_NODES: usize = 100_000;
@@ -230,6 +239,10 @@ pub trait Invalidator: Send + Sync {
     /// system call holds a directory's cached pages while it waits for the daemon, so this
     /// cannot deadlock as a file's data could.
     fn inval_dir_now(&self, ino: u64);
+    /// Drop the cached pages (and attributes) of file `ino` before returning; whether the
+    /// kernel took it. Only from a thread that serves no request: a system call may hold
+    /// one of the file's pages locked while it waits for a `READ`.
+    fn inval_pages_now(&self, ino: u64) -> bool;
 }
 
 /// The union filesystem.
@@ -266,6 +279,8 @@ pub struct UnionFs {
     pub(crate) prefetch: prefetch::Prefetch,
     /// Which listings carry their entries' attributes.
     pub(crate) lean: lean::Lean,
+    /// Closed lower files whose pages go after an interval.
+    pub(crate) idle: idle::IdlePages,
 }
 
 impl std::fmt::Debug for UnionFs {
@@ -343,6 +358,7 @@ impl UnionFs {
         let root = inodes.insert_root(root);
         // Queued read-ahead may keep a quarter as many directories open as the cache.
         let (opts_prefetch, opts_fds, opts_lean) = (opts.prefetch, opts.dirfd_cache / 4, opts.lean_listings);
+        let idle = idle::IdlePages::new(opts.page_cache_idle);
         Ok(UnionFs {
             layers,
             inodes,
@@ -359,6 +375,7 @@ impl UnionFs {
             forgotten: AtomicUsize::new(0),
             prefetch: prefetch::Prefetch::new(opts_prefetch, opts_fds),
             lean: lean::Lean::new(opts_lean),
+            idle,
         })
     }
 

@@ -354,6 +354,8 @@ pub struct FileHandle {
     /// FUSE names with this descriptor (`ftruncate`) goes through that name. (A file opened
     /// for writing is copied up first, and only an indexed one has names to choose from.)
     pub name: Option<crate::union::node::Loc>,
+    /// Served from the union inode's page cache ([`crate::union::UnionFs::page_cached`]).
+    pub page_cached: std::sync::atomic::AtomicBool,
 }
 
 impl FileHandle {
@@ -363,7 +365,17 @@ impl FileHandle {
         let real = st.as_ref().map_or((0, 0), |s| (s.dev, s.ino));
         let sxid = st.is_some_and(|s| crate::union::inode::is_sxid(s.perm()));
         let name = node.has(crate::union::node::flag::INDEXED).then(|| node.loc());
-        FileHandle { node, fd, upper, reopened: std::sync::OnceLock::new(), real, sxid, exec: false, name }
+        FileHandle {
+            node,
+            fd,
+            upper,
+            reopened: std::sync::OnceLock::new(),
+            real,
+            sxid,
+            exec: false,
+            name,
+            page_cached: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 }
 

@@ -1,0 +1,141 @@
+//! A closed lower file's pages leave the mount's own page cache after `page_cache_idle`
+//! (`src/union/idle.rs`): read again within it (or with 0) they are still there (no `READ`);
+//! after it the data comes back through the daemon and is the same; an open or mapped file keeps its
+//! pages until it is closed and unmapped, and files a passthrough mount hands to the kernel
+//! are not counted at all.
+
+use crate::common::*;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// `READ` requests the mount has served.
+fn reads(mnt: &Path) -> u64 {
+    stats_raw(mnt).get("op.read").copied().unwrap_or(0)
+}
+
+fn dropped(mnt: &Path) -> u64 {
+    stats_raw(mnt)["idle_pages_dropped"]
+}
+
+/// Lower files `a`, `b` and `c` of 256 KiB each, of different bytes.
+fn stack() -> (Stack, Vec<u8>) {
+    let s = Stack::empty(1);
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    for n in ["a", "b", "c"] {
+        std::fs::write(s.lower(0).join(n), &data).unwrap();
+    }
+    (s, data)
+}
+
+#[test]
+fn a_closed_lower_file_loses_its_pages_after_the_interval_and_reads_the_same() {
+    need_fuse!();
+    let (s, data) = stack();
+    let m = s.mount_with(&["-o", "nopassthrough,page_cache_idle=1"]);
+    assert_eq!(std::fs::read(m.path.join("a")).unwrap(), data);
+    assert!(reads(&m.path) > 0, "the first read goes to the daemon");
+    wait_for("a's pages dropped", || dropped(&m.path) >= 1);
+    let before = reads(&m.path);
+    assert_eq!(std::fs::read(m.path.join("a")).unwrap(), data);
+    assert!(reads(&m.path) > before, "after the interval the data came from the page cache still");
+    m.unmount();
+}
+
+#[test]
+fn open_and_mapped_files_keep_their_pages_until_closed_and_unmapped() {
+    need_fuse!();
+    let (s, data) = stack();
+    let m = s.mount_with(&["-o", "nopassthrough,page_cache_idle=1"]);
+    // `a`: read, and held open by a second descriptor.
+    let held = std::fs::File::open(m.path.join("a")).unwrap();
+    assert_eq!(std::fs::read(m.path.join("a")).unwrap(), data);
+    // `c`: mapped, its descriptor closed (as the loader does with a shared library): the
+    // mapping holds the file open.
+    let c = std::fs::File::open(m.path.join("c")).unwrap();
+    let len = data.len();
+    // SAFETY: a fresh read-only private mapping of `len` bytes of an open file, unmapped below.
+    let map = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, c.as_raw_fd(), 0) };
+    assert_ne!(map, libc::MAP_FAILED);
+    drop(c);
+    {
+        // SAFETY: the mapping is `len` readable bytes and lives until the munmap below.
+        let mapped = unsafe { std::slice::from_raw_parts(map as *const u8, len) };
+        assert_eq!(mapped, &data[..]);
+    }
+    // `b`: read and closed after the others: had they been taken for closed, they would
+    // have been due before it.
+    assert_eq!(std::fs::read(m.path.join("b")).unwrap(), data);
+    wait_for("b's pages dropped", || dropped(&m.path) >= 1);
+    assert_eq!(dropped(&m.path), 1, "only b: a is open, c mapped");
+    let before = reads(&m.path);
+    let mut again = Vec::new();
+    (&held).read_to_end(&mut again).unwrap();
+    {
+        // SAFETY: as above; still mapped.
+        let mapped = unsafe { std::slice::from_raw_parts(map as *const u8, len) };
+        assert_eq!(mapped, &data[..]);
+    }
+    assert_eq!(again, data);
+    assert_eq!(reads(&m.path), before, "the open or the mapped file lost its pages");
+    // Unmapped and closed: both go, and read back the same through the daemon.
+    // SAFETY: unmaps the mapping made above; no slice of it is alive.
+    assert_eq!(unsafe { libc::munmap(map, len) }, 0);
+    drop(held);
+    wait_for("a's and c's pages dropped", || dropped(&m.path) >= 3);
+    for n in ["a", "c"] {
+        let before = reads(&m.path);
+        assert_eq!(std::fs::read(m.path.join(n)).unwrap(), data);
+        assert!(reads(&m.path) > before, "{n} was read from pages that should have gone");
+    }
+    m.unmount();
+}
+
+#[test]
+fn files_handed_to_the_kernel_by_passthrough_are_not_counted() {
+    need_fuse!();
+    need_root!();
+    let (s, data) = stack();
+    // Set-user-id files are served through the daemon even with passthrough (a write by
+    // another user must clear the bit): their pages are the mount's own.
+    for n in ["b", "c"] {
+        std::fs::set_permissions(s.lower(0).join(n), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    }
+    let m = s.mount_with(&["-o", "page_cache_idle=1"]);
+    // b, then a (passthrough: no READ), then c: due in that order.
+    let pt = passthrough_available();
+    assert_eq!(std::fs::read(m.path.join("b")).unwrap(), data);
+    let before = reads(&m.path);
+    assert_eq!(std::fs::read(m.path.join("a")).unwrap(), data);
+    assert_eq!(reads(&m.path) == before, pt, "a read through passthrough sends no READ");
+    assert_eq!(std::fs::read(m.path.join("c")).unwrap(), data);
+    // With passthrough two dropped, b and c: had a counted, the two would be b and a, and c
+    // still cached. (Without it, a too.)
+    let n = if pt { 2 } else { 3 };
+    wait_for("the files' pages dropped", || dropped(&m.path) >= n);
+    assert_eq!(dropped(&m.path), n);
+    let before = reads(&m.path);
+    assert_eq!(std::fs::read(m.path.join("c")).unwrap(), data);
+    assert!(reads(&m.path) > before, "c kept its pages: a passthrough file was counted");
+    m.unmount();
+}
+
+#[test]
+fn within_the_interval_or_with_zero_pages_stay_and_a_bad_value_is_refused() {
+    need_fuse!();
+    let (s, data) = stack();
+    let out = s.mount_command(&["-o", "nopassthrough,page_cache_idle=soon"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("page_cache_idle") && err.trim().lines().count() == 1, "{err}");
+    assert!(!is_mounted(&s.mnt), "a refused option left a mount");
+    for idle in ["3600", "0"] {
+        let m = s.mount_with(&["-o", &format!("nopassthrough,page_cache_idle={idle}")]);
+        assert_eq!(std::fs::read(m.path.join("a")).unwrap(), data);
+        let first = reads(&m.path);
+        assert_eq!(std::fs::read(m.path.join("a")).unwrap(), data);
+        assert_eq!((reads(&m.path), dropped(&m.path)), (first, 0), "page_cache_idle={idle}");
+        m.unmount();
+    }
+}
