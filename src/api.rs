@@ -130,6 +130,7 @@ impl Builder {
         let prepared = crate::daemon::prepare(&cfg)?;
         let session = prepared.session.spawn().context(|| "cannot start the mount's threads".into())?;
         Ok(UnionMount {
+            own: crate::mounts::OwnMount::at(&cfg.mountpoint),
             path: cfg.mountpoint.clone(),
             upper: cfg.upper.as_ref().map(|u| u.upper.clone()),
             lowers: cfg.lowers.clone(),
@@ -141,6 +142,8 @@ impl Builder {
 
 /// A live union mount; unmounted (and its throwaway directories deleted) when dropped.
 pub struct UnionMount {
+    /// The mount by identity, read right after mounting.
+    own: Option<crate::mounts::OwnMount>,
     path: PathBuf,
     upper: Option<PathBuf>,
     lowers: Vec<PathBuf>,
@@ -181,12 +184,17 @@ impl UnionMount {
             .collect())
     }
 
-    /// Unmounts now, reporting failures (dropping unmounts too, silently).
+    /// Unmounts now, reporting failures (dropping unmounts too, silently). A mount still in use
+    /// (a file open, a working directory there) is waited for up to 2 s, then detached and
+    /// reported.
     pub fn unmount(mut self) -> Result<(), Error> {
         self.finish()
     }
 
     fn finish(&mut self) -> Result<(), Error> {
+        if self.session.is_some() {
+            self.unmount_when_let_go();
+        }
         if let Some(s) = self.session.take()
             && let Err(e) = s.umount_and_join()
         {
@@ -202,6 +210,27 @@ impl UnionMount {
         Ok(())
     }
 }
+
+impl UnionMount {
+    /// Unmounts the mount (by identity) once nothing holds it, waiting up to [`LET_GO`]: a
+    /// process another thread of this program is starting holds copies of every descriptor
+    /// open at its fork until it execs, so a file closed here just before can keep the mount
+    /// busy for that moment (a test suite's threads mounting and running commands side by
+    /// side). A mount still busy after that is left to the caller's error.
+    fn unmount_when_let_go(&self) {
+        let Some(own) = &self.own else { return };
+        let deadline = std::time::Instant::now() + LET_GO;
+        while let Err(crate::mounts::UnmountError::Busy) = own.unmount(false) {
+            if std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// How long an unmount waits for a mount to be let go (see [`UnionMount::unmount`]).
+const LET_GO: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Drop for UnionMount {
     fn drop(&mut self) {

@@ -48,6 +48,35 @@ fn many_views_at_once() {
     }
 }
 
+/// A process another thread starts holds copies of the descriptors open at its fork until it
+/// execs: the unmount waits for such a moment to pass instead of failing with "busy" (a
+/// child that holds a file of the mount open for 200 ms stands in for it).
+#[test]
+fn an_unmount_waits_for_a_file_held_open_for_a_moment() {
+    need_fuse!();
+    let s = Stack::fixture("basic");
+    let v = UnionMount::builder().lowers(&s.lowers).mount().unwrap();
+    let path = v.path().to_path_buf();
+    // The child marks the moment it lets go before it closes the file.
+    let gone = s.dir.path().join("let-go");
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "exec 3<\"$1\"; echo held; sleep 0.2; : > \"$2\"; exec 3<&-; sleep 5", "sh"])
+        .arg(path.join("foo"))
+        .arg(&gone)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "held\n");
+    let r = v.unmount();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    r.unwrap();
+    assert!(gone.exists(), "unmounted while the file was held open");
+    assert!(!is_mounted(&path));
+}
+
 #[test]
 fn read_only_and_kept_uppers() {
     need_fuse!();
