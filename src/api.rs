@@ -209,9 +209,7 @@ impl UnionMount {
         }
         Ok(())
     }
-}
 
-impl UnionMount {
     /// Unmounts the mount (by identity) once nothing holds it, waiting up to [`LET_GO`]: a
     /// process another thread of this program is starting holds copies of every descriptor
     /// open at its fork until it execs, so a file closed here just before can keep the mount
