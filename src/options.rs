@@ -73,8 +73,9 @@ pub struct MountOptions {
     /// `None`: the default, [`crate::union::prefetch::DEFAULT_THREADS`]).
     pub prefetch: Option<usize>,
     /// `page_cache_idle=SECONDS`: how long a closed lower file's pages stay in the mount's
-    /// own page cache without passthrough (`Some(0)`: until the kernel reclaims them; `None`:
-    /// the default, [`crate::union::DEFAULT_PAGE_CACHE_IDLE`]).
+    /// own page cache, and within how long a small lower file opened again is served from it
+    /// with passthrough (`Some(0)`: pages until the kernel reclaims them, reopens as any open;
+    /// `None`: the default, [`crate::union::DEFAULT_PAGE_CACHE_IDLE`]).
     pub page_cache_idle: Option<u64>,
     /// `readdirplus=full`: every entry of a listing goes with its attributes (the default,
     /// `auto`, leaves them out while walks do not use them).
@@ -480,8 +481,9 @@ pub static OPTIONS: &[Spec] = &[
         names: &["page_cache_idle"],
         value: Value::Required("SECONDS"),
         default: "30",
-        help: "Without passthrough: how long after its last close a lower file's pages stay in the mount's own \
-               page cache, besides the layer's (0: until the kernel reclaims them).",
+        help: "How long after its last close a lower file's pages stay in the mount's own page cache, besides \
+               the layer's (0: until the kernel reclaims them). With passthrough, a lower file of up to 256 KiB \
+               opened again within it is served from that cache (0: never).",
         set: |o, _, v| valued(v, number(0..=u64::from(u32::MAX)), |n| o.page_cache_idle = Some(n)),
         show: |o| o.page_cache_idle.map(|n| format!("page_cache_idle={n}")),
     },

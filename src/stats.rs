@@ -100,9 +100,12 @@ pub enum Counter {
     PrefetchPending,
     /// Closed lower files whose pages the kernel was asked to drop ([`crate::union::idle`]).
     IdlePagesDropped,
+    /// Opens of small lower files served from the page cache, not passthrough, because they
+    /// were closed lately ([`crate::union::idle`]).
+    ReopensCached,
 }
 
-const COUNTER_NAMES: [&str; 16] = [
+const COUNTER_NAMES: [&str; 17] = [
     "copy_ups",
     "copy_up_bytes",
     "whiteouts",
@@ -119,6 +122,7 @@ const COUNTER_NAMES: [&str; 16] = [
     "prefetch_late",
     "prefetch_pending",
     "idle_pages_dropped",
+    "reopens_cached",
 ];
 
 static COUNTERS: [AtomicU64; COUNTER_NAMES.len()] = [const { AtomicU64::new(0) }; COUNTER_NAMES.len()];

@@ -57,3 +57,36 @@ fn scenario_matches(core_opts: &str, kernel_opts: &str) {
         tree_diff(&kt, &final_tree)
     );
 }
+
+/// Which opens a passthrough mount serves from its page cache instead: a small lower file
+/// closed within `page_cache_idle`, not a larger one, not an upper file, not with `=0`.
+#[test]
+fn a_small_lower_file_closed_lately_is_better_served_from_the_page_cache() {
+    let s = Stack::empty(1);
+    std::fs::write(s.lower(0).join("small"), vec![7u8; 256 * 1024]).unwrap();
+    std::fs::write(s.lower(0).join("large"), vec![7u8; 256 * 1024 + 1]).unwrap();
+    std::fs::write(s.lower(0).join("written"), b"x").unwrap();
+    std::fs::create_dir_all(&s.mnt).unwrap();
+    let chosen = |opts: &str| {
+        let core = Core::new(&s.lower_arg(), &s.upper, &s.work, &s.mnt, opts);
+        let mut out = Vec::new();
+        for (name, flags) in [("small", libc::O_RDONLY), ("large", libc::O_RDONLY), ("written", libc::O_RDWR)] {
+            let ino = core.fs.lookup(1, &std::ffi::CString::new(name).unwrap()).unwrap().ino;
+            let picks: Vec<bool> = (0..2)
+                .map(|_| {
+                    let o = core.fs.open(ino, flags, None).unwrap();
+                    let cached = core.fs.reopened_soon(o.fh);
+                    core.fs.release(o.fh);
+                    cached
+                })
+                .collect();
+            out.push((name, picks));
+        }
+        out
+    };
+    let want = |small: bool| {
+        vec![("small", vec![false, small]), ("large", vec![false, false]), ("written", vec![false, false])]
+    };
+    assert_eq!(chosen("page_cache_idle=3600"), want(true));
+    assert_eq!(chosen("page_cache_idle=0"), want(false));
+}

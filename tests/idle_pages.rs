@@ -137,3 +137,62 @@ fn within_the_interval_or_with_zero_pages_stay_and_a_bad_value_is_refused() {
         m.unmount();
     }
 }
+
+fn reopens(mnt: &Path) -> u64 {
+    stats_raw(mnt)["reopens_cached"]
+}
+
+#[test]
+fn a_small_lower_file_opened_again_soon_is_served_from_the_page_cache() {
+    need_fuse!();
+    need_root!();
+    let (s, data) = stack();
+    let big: Vec<u8> = data.iter().cycle().take(1024 * 1024).copied().collect();
+    std::fs::write(s.lower(0).join("big"), &big).unwrap();
+    let pt = passthrough_available();
+    let m = s.mount_with(&["-o", "page_cache_idle=3600"]);
+    // With passthrough: the first read is the kernel's (no READ); the second, opened soon
+    // after, goes through the daemon into the mount's page cache; the third finds it there.
+    // Without: the first fills the page cache, the rest find it there.
+    let sent: Vec<bool> = (0..3).map(|_| read_sent_reads(&m.path, "a", &data)).collect();
+    assert_eq!(sent, [!pt, pt, false], "READs sent by three reads of a small file");
+    assert_eq!(reopens(&m.path), if pt { 2 } else { 0 });
+    // A larger file stays with passthrough however often it is read.
+    let sent: Vec<bool> = (0..3).map(|_| read_sent_reads(&m.path, "big", &big)).collect();
+    assert_eq!(sent, [!pt, false, false], "READs sent by three reads of a 1 MiB file");
+    assert_eq!(reopens(&m.path), if pt { 2 } else { 0 }, "a 1 MiB file was served from the page cache");
+    m.unmount();
+    // With page_cache_idle=0 (pages kept until reclaimed) opens choose as before.
+    let m = s.mount_with(&["-o", "page_cache_idle=0"]);
+    let sent: Vec<bool> = (0..3).map(|_| read_sent_reads(&m.path, "b", &data)).collect();
+    assert_eq!(sent, [!pt, false, false], "page_cache_idle=0: READs sent by three reads");
+    assert_eq!(reopens(&m.path), 0);
+    m.unmount();
+}
+
+#[test]
+fn a_file_read_from_the_page_cache_then_written_through_passthrough_reads_back_the_write() {
+    need_fuse!();
+    need_root!();
+    let (s, data) = stack();
+    let m = s.mount_with(&["-o", "page_cache_idle=3600"]);
+    let f = m.path.join("a");
+    for _ in 0..3 {
+        assert_eq!(std::fs::read(&f).unwrap(), data);
+    }
+    // Written in place (the size stays): copied up, and with passthrough written by the kernel
+    // beside the mount's cached pages of the lower data.
+    let w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&w, b"NEW", 0).unwrap();
+    drop(w);
+    let mut want = data.clone();
+    want[..3].copy_from_slice(b"NEW");
+    assert!(std::fs::read(&f).unwrap() == want, "the write was not read back");
+    // Set-user-id: now served through the daemon and the page cache, which must not hold the
+    // lower data any more.
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    assert!(std::fs::read(&f).unwrap() == want, "set-user-id: the old data was read back");
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(std::fs::read(&f).unwrap() == want, "the old data was read back");
+    m.unmount();
+}

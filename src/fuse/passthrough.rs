@@ -19,6 +19,8 @@ use std::sync::Arc;
 ///   opened the lower file keep reading it.
 /// * Set-user-id and set-group-id files are served through the daemon: a write by someone
 ///   else must clear those bits, and with passthrough the daemon would never see the write.
+/// * So is a small lower file opened again soon after it was closed (the caller's `cached`,
+///   see [`crate::union::idle`]): from the page cache, opening it again costs no `GETATTR`.
 #[derive(Debug, Default)]
 pub(super) struct Passthrough {
     /// Allowed by the mount's options.
@@ -74,7 +76,8 @@ impl Passthrough {
     }
 
     /// Chooses how to open handle `fh` of inode `ino` on real file `real` (`sxid`: the file
-    /// is set-user-id or set-group-id), registering a backing with `make` when the inode
+    /// is set-user-id or set-group-id; `cached`: whether the file, opened by nothing else, is
+    /// better served from the page cache), registering a backing with `make` when the inode
     /// needs one.
     pub(super) fn mode(
         &self,
@@ -82,6 +85,7 @@ impl Passthrough {
         fh: u64,
         real: (u64, u64),
         sxid: bool,
+        cached: impl FnOnce() -> bool,
         make: impl FnOnce() -> std::io::Result<fuser::BackingId>,
     ) -> OpenMode {
         use dashmap::mapref::entry::Entry;
@@ -108,7 +112,7 @@ impl Passthrough {
         };
         let backing = match backing {
             Some(b) => b,
-            None if sxid => {
+            None if sxid || cached() => {
                 entry.insert(InoState::Daemon(1));
                 self.by_fh.insert(fh, FhState::Daemon(ino));
                 return OpenMode::Cached;

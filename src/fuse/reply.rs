@@ -196,7 +196,7 @@ pub(super) fn open_mode(
     let mode = if pt.is_on() {
         let Ok(f) = fs.file_handle(fh) else { return OpenMode::Direct };
         use std::os::fd::AsFd;
-        pt.mode(ino, fh, f.real, f.sxid, || register(f.fd.as_fd()))
+        pt.mode(ino, fh, f.real, f.sxid, || fs.reopened_soon(fh), || register(f.fd.as_fd()))
     } else {
         OpenMode::Cached
     };

@@ -268,6 +268,9 @@ impl UnionFs {
     pub fn release(&self, fh: u64) {
         if let Some(h) = self.handles.remove(fh) {
             self.let_go_if_closed(&h.node);
+            if !h.upper && h.size <= super::idle::REOPEN_CACHED_MAX {
+                self.idle.small_closed(h.node.ino);
+            }
             if h.page_cached.load(std::sync::atomic::Ordering::Relaxed) && !h.upper && !self.handles.is_open(h.node.ino)
             {
                 self.idle.closed(h.node.ino);

@@ -189,8 +189,9 @@ pub struct Options {
     /// the default; see [`lean`]).
     pub lean_listings: bool,
     /// How long after its last close a lower file's pages stay in the union inode's own page
-    /// cache (`page_cache_idle=SECONDS`; `None`: until the kernel reclaims them; see
-    /// [`idle`]).
+    /// cache, and within how long a small lower file opened again is served from it with
+    /// passthrough (`page_cache_idle=SECONDS`; `None`: pages until the kernel reclaims them,
+    /// no such reopens; see [`idle`]).
     pub page_cache_idle: Option<std::time::Duration>,
 }
 

@@ -346,6 +346,8 @@ pub struct FileHandle {
     pub reopened: std::sync::OnceLock<OwnedFd>,
     /// Device and inode number of the real file `fd` is open on.
     pub real: (u64, u64),
+    /// The real file's size when opened.
+    pub size: u64,
     /// The file was set-user-id or set-group-id when opened.
     pub sxid: bool,
     /// Opened by `execve` (or `uselib`): held for as long as the program runs.
@@ -363,6 +365,7 @@ impl FileHandle {
     pub fn new(node: Arc<Node>, fd: OwnedFd, upper: bool) -> FileHandle {
         let st = crate::sys::stat::fstat(&fd).ok();
         let real = st.as_ref().map_or((0, 0), |s| (s.dev, s.ino));
+        let size = st.as_ref().map_or(u64::MAX, |s| s.size);
         let sxid = st.is_some_and(|s| crate::union::inode::is_sxid(s.perm()));
         let name = node.has(crate::union::node::flag::INDEXED).then(|| node.loc());
         FileHandle {
@@ -371,6 +374,7 @@ impl FileHandle {
             upper,
             reopened: std::sync::OnceLock::new(),
             real,
+            size,
             sxid,
             exec: false,
             name,
