@@ -103,9 +103,12 @@ pub enum Counter {
     /// Opens of small lower files served from the page cache, not passthrough, because they
     /// were closed lately ([`crate::union::idle`]).
     ReopensCached,
+    /// Files of those whose pages the daemon put in the page cache at the open
+    /// ([`crate::union::UnionFs::prefill_pages`]).
+    PagesPrefilled,
 }
 
-const COUNTER_NAMES: [&str; 17] = [
+const COUNTER_NAMES: [&str; 18] = [
     "copy_ups",
     "copy_up_bytes",
     "whiteouts",
@@ -123,6 +126,7 @@ const COUNTER_NAMES: [&str; 17] = [
     "prefetch_pending",
     "idle_pages_dropped",
     "reopens_cached",
+    "pages_prefilled",
 ];
 
 static COUNTERS: [AtomicU64; COUNTER_NAMES.len()] = [const { AtomicU64::new(0) }; COUNTER_NAMES.len()];

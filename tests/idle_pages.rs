@@ -142,6 +142,10 @@ fn reopens(mnt: &Path) -> u64 {
     stats_raw(mnt)["reopens_cached"]
 }
 
+fn prefilled(mnt: &Path) -> u64 {
+    stats_raw(mnt)["pages_prefilled"]
+}
+
 #[test]
 fn a_small_lower_file_opened_again_soon_is_served_from_the_page_cache() {
     need_fuse!();
@@ -151,16 +155,21 @@ fn a_small_lower_file_opened_again_soon_is_served_from_the_page_cache() {
     std::fs::write(s.lower(0).join("big"), &big).unwrap();
     let pt = passthrough_available();
     let m = s.mount_with(&["-o", "page_cache_idle=3600"]);
-    // With passthrough: the first read is the kernel's (no READ); the second, opened soon
-    // after, goes through the daemon into the mount's page cache; the third finds it there.
-    // Without: the first fills the page cache, the rest find it there.
+    // With passthrough: the first read is the kernel's; the second, opened soon after, is
+    // served from the mount's page cache, which the daemon fills at the open; the third finds
+    // it there. Without: the first fills the page cache with READs, the rest find it there.
     let sent: Vec<bool> = (0..3).map(|_| read_sent_reads(&m.path, "a", &data)).collect();
-    assert_eq!(sent, [!pt, pt, false], "READs sent by three reads of a small file");
-    assert_eq!(reopens(&m.path), if pt { 2 } else { 0 });
+    assert_eq!(sent, [!pt, false, false], "READs sent by three reads of a small file");
+    assert_eq!((reopens(&m.path), prefilled(&m.path)), if pt { (2, 1) } else { (0, 0) }, "(reopens, prefilled)");
+    // And no GETATTR either now: a READ (or a passthrough read) marks the access time stale,
+    // and `std::fs::read`'s `statx` would ask for it again.
+    let getattrs = stats_raw(&m.path).get("op.getattr").copied().unwrap_or(0);
+    assert!(!read_sent_reads(&m.path, "a", &data));
+    assert_eq!(stats_raw(&m.path).get("op.getattr").copied().unwrap_or(0), getattrs, "a fourth read sent a GETATTR");
     // A larger file stays with passthrough however often it is read.
     let sent: Vec<bool> = (0..3).map(|_| read_sent_reads(&m.path, "big", &big)).collect();
     assert_eq!(sent, [!pt, false, false], "READs sent by three reads of a 1 MiB file");
-    assert_eq!(reopens(&m.path), if pt { 2 } else { 0 }, "a 1 MiB file was served from the page cache");
+    assert_eq!(reopens(&m.path), if pt { 3 } else { 0 }, "a 1 MiB file was served from the page cache");
     m.unmount();
     // With page_cache_idle=0 (pages kept until reclaimed) opens choose as before.
     let m = s.mount_with(&["-o", "page_cache_idle=0"]);

@@ -68,6 +68,10 @@ impl Invalidator for NotifierInvalidator {
         self.now.inval_inode(INodeNo(ino), 0, 0).inspect_err(|e| debug!("page invalidation of {ino}: {e}")).is_ok()
     }
 
+    fn store_pages_now(&self, ino: u64, data: &[u8]) -> bool {
+        self.now.store(INodeNo(ino), 0, data).inspect_err(|e| debug!("page store of {ino}: {e}")).is_ok()
+    }
+
     fn inval_attrs_now(&self, ino: u64) {
         // Offset -1: the attributes only, not the page cache (whose pages the writer that
         // asked may hold locked).

@@ -108,6 +108,7 @@ impl Filesystem for Fuse {
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(depth).is_ok()
             {
                 self.pt.on.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.fs.track_reopens();
                 if caps.contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
                     let _ok = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP).is_ok();
                 }

@@ -55,6 +55,9 @@ enum FhState {
 pub(super) enum OpenMode {
     /// Through the daemon and the page cache.
     Cached,
+    /// Through the daemon and the page cache, chosen over passthrough for a small file
+    /// read lately (the caller's `cached`): its pages may need filling.
+    Reopened,
     /// Passthrough with this backing.
     Backed(Arc<fuser::BackingId>),
     /// Through the daemon without caching.
@@ -115,7 +118,7 @@ impl Passthrough {
             None if sxid || cached() => {
                 entry.insert(InoState::Daemon(1));
                 self.by_fh.insert(fh, FhState::Daemon(ino));
-                return OpenMode::Cached;
+                return if sxid { OpenMode::Cached } else { OpenMode::Reopened };
             }
             None => match make() {
                 Ok(b) => {

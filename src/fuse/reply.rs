@@ -217,8 +217,11 @@ pub(super) fn reply_open(fs: &UnionFs, pt: &Passthrough, ino: u64, flags: i32, k
                 let _gone = fs.supersede(ino);
                 reply.error(fuser::Errno::ESTALE)
             }
-            OpenMode::Cached => {
+            mode @ (OpenMode::Cached | OpenMode::Reopened) => {
                 fs.page_cached(o.fh);
+                if matches!(mode, OpenMode::Reopened) && o.keep_cache {
+                    fs.prefill_pages(o.fh);
+                }
                 let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
                 reply.opened(FileHandle(o.fh), f)
             }
@@ -254,7 +257,7 @@ pub(super) fn reply_created(fs: &UnionFs, pt: &Passthrough, e: Entry, o: Opened,
             fs.release(o.fh);
             reply.error(fuser::Errno::ESTALE)
         }
-        OpenMode::Cached => {
+        OpenMode::Cached | OpenMode::Reopened => {
             let f = if o.keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
             reply.created_node(id, &TTL, &a, Generation(0), fh, f, None)
         }

@@ -91,7 +91,7 @@ impl Closed {
 /// The largest lower file a passthrough mount serves from its page cache when it is opened
 /// again soon ([`UnionFs::reopened_soon`]): for a larger file the `GETATTR` an open saves is
 /// small beside the copy of its data into a second cache.
-pub(crate) const REOPEN_CACHED_MAX: u64 = 256 * 1024;
+pub const REOPEN_CACHED_MAX: u64 = 256 * 1024;
 
 /// Lower files closed lately, remembered at most this many (the oldest are forgotten first).
 const RECENT_MAX: usize = 65_536;
@@ -99,8 +99,10 @@ const RECENT_MAX: usize = 65_536;
 #[derive(Debug, Default)]
 struct Shared {
     closed: Mutex<Closed>,
-    /// Small lower files closed within the interval, however they were served.
+    /// Small lower files closed within the interval, however they were served (kept only
+    /// once [`UnionFs::track_reopens`] asked for it).
     recent: Mutex<Closed>,
+    track_recent: std::sync::atomic::AtomicBool,
     wake: Condvar,
     stop: std::sync::atomic::AtomicBool,
 }
@@ -133,6 +135,9 @@ impl IdlePages {
     /// A handle on small lower file `ino` was closed ([`REOPEN_CACHED_MAX`]).
     pub(crate) fn small_closed(&self, ino: u64) {
         let Some(after) = self.after else { return };
+        if !self.shared.track_recent.load(Ordering::Relaxed) {
+            return;
+        }
         let now = Instant::now();
         let mut r = self.shared.recent.lock();
         // Forget what is past its interval, then the oldest while too many are left.
@@ -166,6 +171,12 @@ impl UnionFs {
         }
     }
 
+    /// Keeps track of small lower files closed lately, for [`UnionFs::reopened_soon`] (a
+    /// passthrough mount asks; without passthrough every file is served from the page cache).
+    pub fn track_reopens(&self) {
+        self.idle.shared.track_recent.store(true, Ordering::Relaxed);
+    }
+
     /// Whether handle `fh`, just opened, is better served from the union inode's page cache
     /// than by passthrough: a lower file of at most [`REOPEN_CACHED_MAX`] bytes closed within
     /// the mount's interval (see [`crate::union::idle`]).
@@ -178,6 +189,27 @@ impl UnionFs {
             stats::add(Counter::ReopensCached, 1);
         }
         yes
+    }
+
+    /// Fills the union inode's page cache with the whole of handle `fh`'s file, a small lower
+    /// file opened from the page cache because it was read lately ([`UnionFs::reopened_soon`]),
+    /// unless its pages from a close within the interval are there still: then reading it
+    /// sends no `READ`, and so leaves the access time valid (a `READ` marks it stale, and the
+    /// next `stat` would ask for it again). Called before the open is answered, while no other
+    /// open file of it can hold one of its pages.
+    pub fn prefill_pages(&self, fh: u64) {
+        let Ok(h) = self.handles.get(fh) else { return };
+        if h.upper || h.size == 0 || h.size > REOPEN_CACHED_MAX {
+            return;
+        }
+        if self.idle.shared.closed.lock().due(h.node.ino).is_some() {
+            return;
+        }
+        let Some(inv) = self.invalidator.get() else { return };
+        let Ok(data) = crate::sys::io::pread(&h.fd, 0, h.size as usize) else { return };
+        if inv.store_pages_now(h.node.ino, &data) {
+            stats::add(Counter::PagesPrefilled, 1);
+        }
     }
 
     /// Starts the thread that lets idle lower files' pages go (none if the mount keeps them).

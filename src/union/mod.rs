@@ -244,6 +244,9 @@ pub trait Invalidator: Send + Sync {
     /// kernel took it. Only from a thread that serves no request: a system call may hold
     /// one of the file's pages locked while it waits for a `READ`.
     fn inval_pages_now(&self, ino: u64) -> bool;
+    /// Put `data` in the page cache of file `ino` from offset 0 before returning; whether the
+    /// kernel took it. Only while no open file of it can hold one of its pages locked.
+    fn store_pages_now(&self, ino: u64, data: &[u8]) -> bool;
 }
 
 /// The union filesystem.
