@@ -127,10 +127,17 @@ impl Builder {
         // The background session serves /dev/fuse only (no ring threads): accepting io_uring
         // at INIT would leave the kernel waiting for rings that never come.
         cfg.options.uring = Some(false);
-        let prepared = crate::daemon::prepare(&cfg)?;
+        let mut prepared = crate::daemon::prepare(&cfg)?;
+        // Known by identity from here on, the mount is unmounted only as itself (see
+        // `finish`): fuser would unmount its path, and by then the path may hold another
+        // filesystem mounted over it. (Should the mount table not show it, fuser keeps it.)
+        let own = crate::mounts::OwnMount::at(&cfg.mountpoint);
+        if own.is_some() {
+            prepared.session.unmount_callable().disarm();
+        }
         let session = prepared.session.spawn().context(|| "cannot start the mount's threads".into())?;
         Ok(UnionMount {
-            own: crate::mounts::OwnMount::at(&cfg.mountpoint),
+            own,
             path: cfg.mountpoint.clone(),
             upper: cfg.upper.as_ref().map(|u| u.upper.clone()),
             lowers: cfg.lowers.clone(),
@@ -192,17 +199,10 @@ impl UnionMount {
     }
 
     fn finish(&mut self) -> Result<(), Error> {
-        if self.session.is_some() {
-            self.unmount_when_let_go();
-        }
-        if let Some(s) = self.session.take()
-            && let Err(e) = s.umount_and_join()
-        {
-            // Busy (a file left open): detach, so nothing stays mounted.
-            if let Err(d) = crate::sys::proc::unmount(&self.path, true) {
-                tracing::debug!("detach of '{}' failed: {d}", self.path.display());
-            }
-            return Err(Error::io(format!("cannot unmount '{}'", self.path.display()), e));
+        if let Err(e) = self.unmount_session() {
+            // Still mounted in the throwaway directory: it stays, with what is in it.
+            self.scratch = None;
+            return Err(e);
         }
         if let Some(s) = self.scratch.take() {
             s.remove()?;
@@ -210,19 +210,50 @@ impl UnionMount {
         Ok(())
     }
 
-    /// Unmounts the mount (by identity) once nothing holds it, waiting up to [`LET_GO`]: a
-    /// process another thread of this program is starting holds copies of every descriptor
-    /// open at its fork until it execs, so a file closed here just before can keep the mount
-    /// busy for that moment (a test suite's threads mounting and running commands side by
-    /// side). A mount still busy after that is left to the caller's error.
-    fn unmount_when_let_go(&self) {
-        let Some(own) = &self.own else { return };
-        let deadline = std::time::Instant::now() + LET_GO;
-        while let Err(crate::mounts::UnmountError::Busy) = own.unmount(false) {
-            if std::time::Instant::now() >= deadline {
-                return;
+    fn unmount_session(&mut self) -> Result<(), Error> {
+        if let Some(s) = self.session.take() {
+            match &self.own {
+                Some(own) => match unmount_when_let_go(own) {
+                    // Unmounted here, unused: the connection ends, and the session with it.
+                    Ok(true) => {
+                        s.join().context(|| format!("the mount at '{}' ended badly", self.path.display()))?;
+                    }
+                    // Gone already (unmounted, or detached, by someone else): its thread ends
+                    // with the connection, which what still holds it may keep a while.
+                    Ok(false) => drop(s),
+                    // Left to serve what still holds it (its thread ends with the connection).
+                    Err(e) => return Err(Error::msg(format!("cannot unmount '{}': {e}", self.path.display()))),
+                },
+                None => {
+                    s.umount_and_join().context(|| format!("cannot unmount '{}'", self.path.display()))?;
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+/// Unmounts `own` once nothing holds it, waiting up to [`LET_GO`]: a process another thread of
+/// this program is starting holds copies of every descriptor open at its fork until it execs,
+/// so a file closed here just before can keep the mount busy for that moment (a test suite's
+/// threads mounting and running commands side by side). A mount still busy after that is
+/// detached (gone from the tree now, from memory once let go) and reported busy; one with
+/// another filesystem mounted over it is left, with the other, and reported.
+/// `Ok(false)`: it was gone already.
+fn unmount_when_let_go(own: &crate::mounts::OwnMount) -> Result<bool, crate::mounts::UnmountError> {
+    let deadline = std::time::Instant::now() + LET_GO;
+    loop {
+        match own.unmount(false) {
+            Err(crate::mounts::UnmountError::Busy) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(crate::mounts::UnmountError::Busy) => {
+                if let Err(d) = own.unmount(true) {
+                    tracing::debug!("detach of '{}' failed: {d}", own.path.display());
+                }
+                return Err(crate::mounts::UnmountError::Busy);
+            }
+            r => return r,
         }
     }
 }
@@ -256,6 +287,17 @@ impl Scratch {
     }
 
     fn remove(self) -> Result<(), Error> {
-        std::fs::remove_dir_all(&self.path).context(|| format!("cannot remove '{}'", self.path.display()))
+        remove_here(&self.path)
     }
+}
+
+/// Removes directory `path` and what is in it, never what is mounted inside it (see
+/// [`crate::union::reap::remove_dir_here`]).
+pub(crate) fn remove_here(path: &Path) -> Result<(), Error> {
+    crate::union::reap::remove_dir_here(path).map_err(|e| match e {
+        crate::error::Errno::EBUSY => {
+            Error::msg(format!("cannot remove '{}': a filesystem is mounted inside it; left as it is", path.display()))
+        }
+        e => Error::io(format!("cannot remove '{}'", path.display()), std::io::Error::from(e)),
+    })
 }

@@ -77,6 +77,63 @@ fn an_unmount_waits_for_a_file_held_open_for_a_moment() {
     assert!(!is_mounted(&path));
 }
 
+/// A view another filesystem was mounted over is left mounted, and the other with it: the
+/// unmount goes by the view's identity, never by its path (which now leads to the other).
+#[test]
+fn an_unmount_leaves_a_filesystem_mounted_over_the_view_alone() {
+    need_fuse!();
+    need_root!();
+    let s = Stack::fixture("basic");
+    let v = UnionMount::builder().lowers(&s.lowers).mount().unwrap();
+    let path = v.path().to_path_buf();
+    let scratch = path.parent().unwrap().to_path_buf();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "cover"]).arg(&path).status().unwrap();
+    assert!(mounted.success());
+    std::fs::write(path.join("mark"), "the other filesystem").unwrap();
+    // Bounded: a view unmounted by path took the other filesystem away, then waited for its
+    // own session to end, which it never did.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(v.unmount().map_err(|e| e.to_string())));
+    let result = rx.recv_timeout(std::time::Duration::from_secs(30));
+    let other_left = std::fs::read_to_string(path.join("mark")).ok();
+    // Cleaned up before the checks: the other filesystem, then the view beneath it.
+    if other_left.is_some() {
+        let _ = Command::new("umount").arg(&path).status();
+    }
+    let view_left = is_mounted(&path);
+    let _ = Command::new("umount").arg("-l").arg(&path).status();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let err = match result {
+        Ok(Err(e)) => e,
+        other => panic!("the unmount of a covered view: {other:?}"),
+    };
+    assert!(err.contains("mounted over"), "{err}");
+    assert_eq!(other_left.as_deref(), Some("the other filesystem"), "the filesystem over the view was unmounted");
+    assert!(view_left, "the view beneath was not left mounted");
+}
+
+/// Removing a throwaway (or a container's, or a volume's) directory removes what is in it and
+/// never what is mounted inside it: a bind mount of another directory stays whole.
+#[test]
+fn a_removal_stops_at_a_mount_inside_the_tree() {
+    need_root!();
+    let d = tempfile::tempdir().unwrap();
+    let (tree, other) = (d.path().join("tree"), d.path().join("other"));
+    std::fs::create_dir_all(tree.join("a/b/mnt")).unwrap();
+    std::fs::write(tree.join("a/file"), "x").unwrap();
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("keep"), "kept").unwrap();
+    let bound = Command::new("mount").arg("--bind").arg(&other).arg(tree.join("a/b/mnt")).status().unwrap();
+    assert!(bound.success());
+    let r = unionfs::union::reap::remove_dir_here(&tree);
+    let _ = Command::new("umount").arg(tree.join("a/b/mnt")).status();
+    assert_eq!(r, Err(unionfs::error::Errno::EBUSY));
+    assert_eq!(read(other.join("keep")), "kept", "the removal went into the bind mount");
+    // With nothing mounted inside, the whole tree goes.
+    unionfs::union::reap::remove_dir_here(&tree).unwrap();
+    assert!(!tree.exists());
+}
+
 #[test]
 fn read_only_and_kept_uppers() {
     need_fuse!();

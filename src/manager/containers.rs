@@ -351,6 +351,5 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), Error> {
     let dir = c.dir(store);
     let gone = store.root.join("tmp").join(format!("rm-{}", c.id));
     std::fs::rename(&dir, &gone).context(|| format!("cannot remove '{}'", dir.display()))?;
-    std::fs::remove_dir_all(&gone).context(|| format!("cannot remove '{}'", gone.display()))?;
-    Ok(())
+    crate::api::remove_here(&gone)
 }

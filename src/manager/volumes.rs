@@ -95,5 +95,5 @@ pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
     if !u.is_empty() {
         return Err(Error::msg(format!("volume '{name}' is used by container(s) {}", u.join(", "))));
     }
-    std::fs::remove_dir_all(&dir).context(|| format!("cannot remove '{}'", dir.display()))
+    crate::api::remove_here(&dir)
 }

@@ -224,6 +224,14 @@ pub fn fs_magic(fd: impl AsFd) -> Res<i64> {
     Ok(rustix::fs::fstatfs(fd)?.f_type)
 }
 
+/// Whether directory `fd` is the root of a mount (`STATX_ATTR_MOUNT_ROOT`: a bind mount of
+/// a directory of the same filesystem too).
+pub fn is_mount_root(fd: impl AsFd) -> Res<bool> {
+    let x = rustix::fs::statx(fd, c"", at_flags(c""), rustix::fs::StatxFlags::empty())?;
+    let mount_root = rustix::fs::StatxAttributes::MOUNT_ROOT;
+    Ok(x.stx_attributes_mask.contains(mount_root) && x.stx_attributes.contains(mount_root))
+}
+
 /// Immutable and append-only as `statx(2)` reports them (`STATX_ATTR_IMMUTABLE`,
 /// `STATX_ATTR_APPEND`), for entry `name` of `dir`: `(immutable, append)`.
 pub fn protection_at(dir: impl AsFd, name: &CStr) -> Res<(bool, bool)> {

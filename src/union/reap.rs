@@ -46,9 +46,27 @@ pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &CStr, unlink: RemoveFn<'_>
     if st.is_dir() { remove_dir_tree(dir, name, unlink, rmdir) } else { unlink(dir, name) }
 }
 
-/// [`remove_tree`] of a directory.
+/// Removes directory `path` and everything below it, by descriptor, never following a
+/// symbolic link and never entering another mount: a mount point inside (a bind mount too)
+/// fails the removal with `EBUSY` and keeps what is mounted there, and the directories on
+/// the way to it.
+pub fn remove_dir_here(path: &std::path::Path) -> Res<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let parent = path.parent().unwrap_or(std::path::Path::new("/"));
+    let name = CString::new(path.file_name().ok_or(Errno::EINVAL)?.as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let pfd = open::open_dir_path(parent)?;
+    let unlink = |d: BorrowedFd<'_>, n: &CStr| sfs::unlinkat(d, n);
+    let rmdir = |d: BorrowedFd<'_>, n: &CStr| sfs::rmdirat(d, n);
+    remove_dir_tree(pfd.as_fd(), &name, &unlink, &rmdir)
+}
+
+/// [`remove_tree`] of a directory; `EBUSY` for a mount point (what is mounted there is not
+/// the tree's to remove).
 fn remove_dir_tree(dir: BorrowedFd<'_>, name: &CStr, unlink: RemoveFn<'_>, rmdir: RemoveFn<'_>) -> Res<()> {
     let sub = open::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
+    if stat::is_mount_root(&sub)? {
+        return Err(Errno::EBUSY);
+    }
     for e in sdir::read_all(&sub)? {
         let child = CString::new(e.name).map_err(|_| Errno::EINVAL)?;
         match e.kind {
