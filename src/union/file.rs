@@ -268,7 +268,7 @@ impl UnionFs {
     pub fn release(&self, fh: u64) {
         if let Some(h) = self.handles.remove(fh) {
             self.let_go_if_closed(&h.node);
-            if !h.upper && h.size <= super::idle::REOPEN_CACHED_MAX {
+            if super::idle::small_lower(&h) {
                 self.idle.small_closed(h.node.ino);
             }
             if h.page_cached.load(std::sync::atomic::Ordering::Relaxed) && !h.upper && !self.handles.is_open(h.node.ino)
