@@ -19,6 +19,13 @@ pub const REAP_DELAY_MS: &str = "UNIONFS_REAP_DELAY_MS";
 /// PATH exists, so a test can queue read-ahead jobs and decide what happens before they run.
 pub const PREFETCH_HOLD: &str = "UNIONFS_PREFETCH_HOLD";
 
+/// With `UNIONFS_RING_HANDOFF_DELAY_MS=N`, a FUSE-over-io_uring thread that handed a request
+/// to another thread (a copy-up, an `fsync`: its slot stays taken until that reply) waits N ms
+/// before it registers a slot in its place, and a ring thread started while every other of
+/// its CPU was busy waits N ms before its first: what a ring thread preempted on a busy
+/// machine does, made long enough for a test to send requests into that window.
+pub const RING_HANDOFF_DELAY_MS: &str = "UNIONFS_RING_HANDOFF_DELAY_MS";
+
 /// Whether the hooks are compiled in.
 pub const ENABLED: bool = cfg!(feature = "test-hooks");
 
@@ -57,6 +64,11 @@ pub fn fault_uring() -> bool {
 /// [`REAP_DELAY_MS`]: the wait before each tree.
 pub fn reap_delay() -> Option<std::time::Duration> {
     number(REAP_DELAY_MS).map(std::time::Duration::from_millis)
+}
+
+/// [`RING_HANDOFF_DELAY_MS`]: the wait before a slot replaces one a handed-off request holds.
+pub fn ring_handoff_delay() -> Option<std::time::Duration> {
+    number(RING_HANDOFF_DELAY_MS).map(std::time::Duration::from_millis)
 }
 
 /// [`PREFETCH_HOLD`]: waits while the file named there exists.

@@ -86,6 +86,10 @@ pub enum Counter {
     /// Of those, `READ`s whose data went straight into the ring's reply buffer, read by
     /// another thread beside the reader (large reads).
     RingReadsAside,
+    /// Requests a ring thread asked the kernel for after registering a slot in place of one a
+    /// handed-off request holds, so that a request queued meanwhile gets a slot
+    /// ([`crate::fuse::uring`]).
+    RingNudges,
     /// Directory listings built ahead of a walk ([`crate::union::prefetch`]).
     PrefetchListings,
     /// Listings built ahead that a walk then used.
@@ -108,7 +112,7 @@ pub enum Counter {
     PagesPrefilled,
 }
 
-const COUNTER_NAMES: [&str; 18] = [
+const COUNTER_NAMES: [&str; 19] = [
     "copy_ups",
     "copy_up_bytes",
     "whiteouts",
@@ -118,6 +122,7 @@ const COUNTER_NAMES: [&str; 18] = [
     "dirfd_cache_misses",
     "uring_requests",
     "uring_reads_aside",
+    "uring_nudges",
     "prefetch_listings",
     "prefetch_hits",
     "prefetch_warmed",

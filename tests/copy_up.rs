@@ -274,3 +274,12 @@ fn big_copy_ups_do_not_stall_requests_for_other_files() {
     // More concurrent copy-ups than the daemon has request threads.
     let _ = copy_ups_beside_reads(6, 64, "");
 }
+
+/// Copy-ups and `fsync`s run on a pool of threads apart from the request threads. Copy-ups
+/// stuck on a stopped lower layer, more of them than that pool has threads to start with
+/// (two per CPU, up to 8), must not keep an `fsync` of another file waiting behind them.
+#[test]
+fn an_fsync_beside_more_stuck_copy_ups_than_slow_threads_is_answered() {
+    need_fuse!();
+    let _ = copy_ups_beside_reads(20, 1, "");
+}

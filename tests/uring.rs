@@ -2,8 +2,9 @@
 //! switch on for their own mounts and restore afterwards), requests travel through the rings
 //! (by default as root; `-o nouring` keeps `/dev/fuse`), the union behaves
 //! exactly as on `/dev/fuse` (the differential scenario against kernel overlayfs), data
-//! survives the payload buffers (reads filled in place, large ones beside the reader), slow requests and a request stuck on slow I/O do not hold up
-//! the others, ring threads wait at `SCHED_IDLE` but serve long requests at normal priority
+//! survives the payload buffers (reads filled in place, large ones beside the reader), slow
+//! requests and a request stuck on slow I/O do not hold up the others (also requests the
+//! kernel queued while a preempted ring thread had no free slot), ring threads wait at `SCHED_IDLE` but serve long requests at normal priority
 //! and a busy CPU starves no caller, a failed ring set-up
 //! falls back to `/dev/fuse`, an idle mount wakes no ring thread, and the daemon ends with the
 //! mount.
@@ -178,6 +179,60 @@ fn slow_copy_ups_do_not_hold_up_other_requests() {
     // copy-up".)
     let g = copy_ups_beside_reads(12, 64, "uring");
     assert!(ring_requests(&g.m.path) > 0);
+}
+
+/// Pins the calling thread, and every thread it starts from now on, to CPU 0 (so that their
+/// FUSE requests all go to one ring queue); gives the thread its old CPUs back when dropped.
+struct OnCpuZero(rustix::thread::CpuSet);
+
+impl OnCpuZero {
+    fn new() -> OnCpuZero {
+        let before = rustix::thread::sched_getaffinity(None).unwrap();
+        let mut zero = rustix::thread::CpuSet::new();
+        zero.set(0);
+        rustix::thread::sched_setaffinity(None, &zero).unwrap();
+        OnCpuZero(before)
+    }
+}
+
+impl Drop for OnCpuZero {
+    fn drop(&mut self) {
+        let _ = rustix::thread::sched_setaffinity(None, &self.0);
+    }
+}
+
+/// The kernel puts a request that finds every slot of its CPU's queue taken on a list, and
+/// gives it a slot only when one of that queue's slots commits a reply: a slot registered
+/// afterwards does not take it. A ring thread that hands a request to another thread (a
+/// copy-up) keeps that slot taken and registers a new one; on a busy machine it may be
+/// preempted in between, and a request queued then waited until some copy-up finished — with
+/// a stuck lower layer, for good (the first busy run of the test command failed this way).
+/// Here every request goes to one CPU's queue and each hand-off waits 300 ms before its new
+/// slot, so copy-up opens and reads queue up behind slots that copy-ups hold.
+#[test]
+fn requests_queued_while_copy_ups_took_every_slot_of_a_cpu_are_served() {
+    need_fuse!();
+    need_root!();
+    need_hooks!();
+    let Some(_on) = UringOn::new() else { return };
+    let _cpu = OnCpuZero::new();
+    let g = copy_ups_beside_reads_with_env(12, 8, "uring", &[(unionfs::hooks::RING_HANDOFF_DELAY_MS, "300")]);
+    assert!(stats_raw(&g.m.path)["uring_nudges"] > 0, "no ring thread asked the kernel for a request");
+}
+
+/// The same wait where reads stuck on a stopped layer hold every ring thread of a CPU: the
+/// thread started then registers its first slot after requests queued (here 300 ms after),
+/// and must get them all the same.
+#[test]
+fn requests_queued_while_stuck_reads_held_every_ring_thread_of_a_cpu_are_served() {
+    need_fuse!();
+    need_root!();
+    need_hooks!();
+    let Some(_on) = UringOn::new() else { return };
+    let _cpu = OnCpuZero::new();
+    // More stuck reads than a CPU has ring threads to start with (threads_per_cpu).
+    let readers = 12;
+    lookups_beside_stuck_reads(readers, "nopassthrough,uring", &[(unionfs::hooks::RING_HANDOFF_DELAY_MS, "300")]);
 }
 
 #[test]

@@ -1,38 +1,123 @@
-//! A small pool of threads for requests that may wait on slow I/O — copy-up of a large
-//! file, `fsync`, `fallocate`, `copy_file_range` — so the event-loop threads hand them over
-//! and keep serving everyone else. Replies are `Send`: the worker answers when done.
+//! A pool of threads for requests that may wait on slow I/O — copy-up of a large file,
+//! `fsync`, `fallocate`, `copy_file_range` — so the event-loop threads hand them over and keep
+//! serving everyone else. Replies are `Send`: the worker answers when done. The pool starts
+//! small and adds a thread whenever a job finds every worker busy (up to [`MAX_SLOW`]), so a
+//! job never waits behind others stuck on a hung layer: an `fsync` of one file waited for
+//! copy-ups of others held by a stopped lower layer until it answered. Threads added that
+//! way end after [`EXTRA_IDLE`] without a job.
 //!
 //! [`AsidePool`] is the other kind: threads for short jobs worth running beside the caller
 //! (a large read, which a ring thread would otherwise serve on the reader's own CPU, taking
 //! turns with it), which takes a job only when a worker is free.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub(super) type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// Most threads a [`SlowPool`] grows to; beyond, jobs wait for a worker.
+pub const MAX_SLOW: usize = 64;
+
+/// How long a thread the pool added waits for a job before it ends.
+pub const EXTRA_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The pool. Jobs run in order of arrival on the first free worker.
 #[derive(Debug)]
 pub(super) struct SlowPool {
     tx: Mutex<Sender<Job>>,
+    rx: Arc<Mutex<Receiver<Job>>>,
+    /// Workers less jobs handed over and not finished (below zero: jobs waiting for a worker).
+    idle: Arc<AtomicIsize>,
+    /// Workers running (the first `base` never end).
+    threads: Arc<AtomicUsize>,
+    base: usize,
 }
 
 impl SlowPool {
     /// Starts `threads` workers.
     pub(super) fn new(threads: usize) -> std::io::Result<SlowPool> {
-        Ok(SlowPool { tx: Mutex::new(spawn_workers(threads, "slow", || ())?) })
+        let base = threads.max(1);
+        let (tx, rx) = channel::<Job>();
+        let pool = SlowPool {
+            tx: Mutex::new(tx),
+            rx: Arc::new(Mutex::new(rx)),
+            idle: Arc::new(AtomicIsize::new(base as isize)),
+            threads: Arc::new(AtomicUsize::new(base)),
+            base,
+        };
+        for i in 0..base {
+            let (rx, idle) = (pool.rx.clone(), pool.idle.clone());
+            std::thread::Builder::new().name(format!("slow-{i}")).spawn(move || {
+                worker(&rx, || {
+                    idle.fetch_add(1, Ordering::AcqRel);
+                })
+            })?;
+        }
+        Ok(pool)
     }
 
-    /// Runs `job` on a worker (here, if the pool is gone).
+    /// Runs `job` on a worker (here, if the pool is gone): a free one, else one started for it.
     pub(super) fn run(&self, job: impl FnOnce() + Send + 'static) {
         let pending = Pending::start();
         let job = move || {
             let _pending = pending;
             job();
         };
+        if self.idle.fetch_sub(1, Ordering::AcqRel) <= 0 && self.grow() {
+            self.idle.fetch_add(1, Ordering::AcqRel);
+        }
         if let Err(back) = send(&self.tx, Box::new(job)) {
             back();
+        }
+    }
+
+    /// Starts a worker for a job that found none free, unless the pool has [`MAX_SLOW`];
+    /// it ends after [`EXTRA_IDLE`] idle. Whether it started.
+    fn grow(&self) -> bool {
+        let more = self.threads.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_SLOW).then_some(n + 1));
+        let Ok(n) = more else { return false };
+        let (rx, idle, threads, base) = (self.rx.clone(), self.idle.clone(), self.threads.clone(), self.base);
+        let started = std::thread::Builder::new().name(format!("slow-{n}")).spawn(move || {
+            extra_worker(&rx, &idle, &threads, base);
+        });
+        match started {
+            Ok(_) => true,
+            Err(e) => {
+                self.threads.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!("cannot start another thread for slow requests: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// A worker [`SlowPool::grow`] added: serves jobs like the others, and ends once it has waited
+/// [`EXTRA_IDLE`] for one while idle (and the pool has more than its `base` threads).
+fn extra_worker(rx: &Mutex<Receiver<Job>>, idle: &AtomicIsize, threads: &AtomicUsize, base: usize) {
+    loop {
+        let job = {
+            let guard = rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match guard.recv_timeout(EXTRA_IDLE) {
+                Ok(j) => Some(j),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        match job {
+            Some(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                idle.fetch_add(1, Ordering::AcqRel);
+            }
+            // End only if no submitted job has claimed this worker (else one is on its way).
+            None => {
+                if threads.load(Ordering::Acquire) > base
+                    && idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then_some(n - 1)).is_ok()
+                {
+                    threads.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
+            }
         }
     }
 }
@@ -172,6 +257,33 @@ fn worker(rx: &Mutex<Receiver<Job>>, done: impl Fn()) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slow_pool_starts_a_worker_for_a_job_that_finds_every_one_busy() {
+        let pool = SlowPool::new(1).unwrap();
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel::<u32>();
+        let ran = ran_tx.clone();
+        pool.run(move || {
+            hold_rx.recv().unwrap();
+            ran.send(1).unwrap();
+        });
+        // The one worker is held: the next two jobs run all the same, on workers added.
+        let ran = ran_tx.clone();
+        pool.run(move || ran.send(2).unwrap());
+        let ran = ran_tx.clone();
+        pool.run(move || ran.send(3).unwrap());
+        let mut got = [ran_rx.recv().unwrap(), ran_rx.recv().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, [2, 3]);
+        assert!(pool.threads.load(Ordering::Acquire) >= 2);
+        hold_tx.send(()).unwrap();
+        assert_eq!(ran_rx.recv().unwrap(), 1);
+        // Every job finished: as many idle workers as threads.
+        while pool.idle.load(Ordering::Acquire) != pool.threads.load(Ordering::Acquire) as isize {
+            std::thread::yield_now();
+        }
+    }
 
     #[test]
     fn the_aside_pool_gives_a_job_back_while_every_worker_is_busy() {

@@ -14,16 +14,19 @@
 //! request stuck on slow I/O holds up no other. A request a handler answers later from another
 //! thread (the slow pool: copy-ups, fsync, …) keeps its slot until that reply, so the thread
 //! registers another slot (up to [`MAX_SLOTS`]) and goes on serving; the reply is queued for
-//! the ring thread and an eventfd the ring also waits on wakes it to commit. The kernel hands
-//! a request that found every slot of its CPU busy only to a slot that commits, not to one
-//! registered afterwards, so it is the number of threads per CPU that absorbs a burst of slow
-//! requests; a burst larger than that can leave a request waiting for one of them to finish.
-//! Threads are added while every one of a CPU's is busy inline (`Elastic`, up to
-//! `MAX_THREADS_PER_CPU`), so requests stuck on a hung layer leave free slots for the
-//! rest; but requests the kernel queued while none was free stay queued until some slot
-//! commits, so a burst of requests on a hung layer can still hold up the others queued
-//! behind it on that CPU until the layer answers (the `/dev/fuse` transport has no such
-//! queue: `-o nouring` where layers may hang).
+//! the ring thread and an eventfd the ring also waits on wakes it to commit. Threads are
+//! added while every one of a CPU's is busy inline (`Elastic`, up to `MAX_THREADS_PER_CPU`),
+//! so requests stuck on a hung layer leave free slots for the rest.
+//!
+//! The kernel puts a request that finds every slot of its CPU taken on a list, and hands it
+//! only to a slot that *commits* a reply, never to one registered afterwards. So a thread
+//! that registers a slot where there was none — in place of one a handed-off request keeps,
+//! or as a thread started while every other was busy — then asks the kernel for a request
+//! (`nudge`: a `FUSE_NOTIFY_RETRIEVE` of nothing, answered with a `FUSE_NOTIFY_REPLY` on
+//! this CPU's queue) and commits its slot, which hands the slot the oldest request queued
+//! meanwhile. Without it, a request queued while a ring thread was preempted between a
+//! hand-off and its new slot waited for a copy-up to finish, or for good behind a stopped
+//! layer (`tests/uring.rs`).
 //!
 //! An idle ring thread sleeps without a timer: one thread of the session also polls the device
 //! for the end of the connection and wakes the others then (`Watch`).
@@ -41,7 +44,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{JoinHandle, ThreadId};
 
 use parking_lot::Mutex;
@@ -185,6 +188,11 @@ fn out_header(unique: u64, error: i32, body: usize) -> [u8; 16] {
     h
 }
 
+/// The node a request (as `/dev/fuse` delivers it) is for: `fuse_in_header.nodeid`.
+fn node_of(req: &[u8]) -> u64 {
+    req.get(16..24).and_then(|b| b.try_into().ok()).map_or(0, u64::from_ne_bytes)
+}
+
 /// A reply carrying only an error for request `unique`.
 fn error_reply(unique: u64, e: Errno) -> Reply {
     Reply::Bytes(out_header(unique, -e.raw(), 0).to_vec())
@@ -281,7 +289,7 @@ fn start_rings<FS: fuser::Filesystem + 'static>(
         for i in 0..threads_per_cpu {
             let (d, el, reader) = (dispatcher.clone(), elastic.clone(), state.reader.clone());
             let t = std::thread::Builder::new().name(format!("uring-{cpu}.{i}")).spawn(move || {
-                let r = serve(&d, Ring { cpu, queue: q, payload, elastic: el.clone(), reader });
+                let r = serve(&d, None, Ring { cpu, queue: q, payload, elastic: el.clone(), reader });
                 el.join_extra();
                 r
             })?;
@@ -377,10 +385,12 @@ struct Ring {
     reader: Option<Arc<dyn DirectRead>>,
 }
 
-/// Starts one more ring thread on `at`'s queue (counted by [`Elastic::enter`] already).
-fn grow<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, at: &Ring) {
+/// Starts one more ring thread on `at`'s queue (counted by [`Elastic::enter`] already), while
+/// this one serves a request for node `near`.
+fn grow<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, at: &Ring, near: u64) {
     let (d, r) = (d.clone(), at.clone());
-    let started = std::thread::Builder::new().name(format!("uring-{}.more", at.cpu)).spawn(move || serve(&d, r));
+    let started =
+        std::thread::Builder::new().name(format!("uring-{}.more", at.cpu)).spawn(move || serve(&d, Some(near), r));
     match started {
         Ok(t) => at.elastic.extra.lock().push(t),
         Err(e) => {
@@ -438,8 +448,13 @@ struct Slots {
     retries: usize,
 }
 
-/// One ring thread: register a slot, then serve requests until the unmount.
-fn serve<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, at: Ring) -> std::io::Result<()> {
+/// One ring thread: register a slot, then serve requests until the unmount. `grown`: started
+/// while the ring serves ([`grow`]), beside a request for that node.
+fn serve<FS: fuser::Filesystem + 'static>(
+    d: &fuser::Dispatcher<FS>,
+    grown: Option<u64>,
+    at: Ring,
+) -> std::io::Result<()> {
     let (cpu, payload) = (at.cpu, at.payload);
     uring::pin_to(cpu);
     let mut ring = FuseRing::new(d.device(), cpu, payload)?;
@@ -447,10 +462,20 @@ fn serve<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, at: Ring) -
     let replies = Arc::new(Replies { done: Mutex::new(Vec::new()), wake, owner: std::thread::current().id() });
     at.elastic.rings.lock().push(replies.clone());
     ring.watch(replies.wake.as_fd())?;
+    if grown.is_some()
+        && let Some(pause) = crate::hooks::ring_handoff_delay()
+    {
+        std::thread::sleep(pause);
+    }
     for _ in 0..SPARE {
         ring.add_slot()?;
     }
     let mut slots = Slots { free: SPARE, ..Default::default() };
+    if let Some(near) = grown {
+        // Requests that came while every thread of the queue was busy wait for a commit.
+        ring.submit()?;
+        nudge(d, near);
+    }
     // The request buffer (page-aligned; fuser's parser wants 8).
     let mut raw = uring::RequestBuffer::new(payload + 4096)?;
     let mut prio = Priority::new();
@@ -471,6 +496,8 @@ fn serve_loop<FS: fuser::Filesystem + 'static>(
     // Replies taken from `replies.done` to commit (kept to reuse its allocation).
     let mut done = Vec::new();
     let mut watch = Watch { elastic: &at.elastic, mine: false };
+    // The node of the latest request (see `nudge`).
+    let mut near = 0;
     while slots.dead < ring.slots() {
         if watch.take() {
             ring.watch_hangup()?;
@@ -498,15 +525,34 @@ fn serve_loop<FS: fuser::Filesystem + 'static>(
                 Event::Request { slot, len } => {
                     slots.live = true;
                     slots.free -= 1;
-                    prio.before_request(ring.opcode(slot));
-                    serve_request(d, at, ring, replies, slot, &buf[..len]);
+                    let opcode = ring.opcode(slot);
+                    near = node_of(&buf[..len]);
+                    if opcode == OPEN {
+                        LAST_FILE.store(near, Ordering::Relaxed);
+                    }
+                    prio.before_request(opcode);
+                    serve_request(d, at, ring, replies, slot, &buf[..len], near);
                 }
             }
             commit_replies(ring, replies, &mut done, slots);
             // Keep SPARE slots the kernel can fill; the others wait for slow replies.
+            if slots.free < SPARE
+                && slots.dead == 0
+                && let Some(pause) = crate::hooks::ring_handoff_delay()
+            {
+                std::thread::sleep(pause);
+            }
+            let mut replaced = false;
             while slots.free < SPARE && slots.dead == 0 && ring.slots() < MAX_SLOTS {
                 ring.add_slot()?;
                 slots.free += 1;
+                replaced = true;
+            }
+            if replaced && slots.live {
+                // A request the kernel queued while this thread had no free slot would wait
+                // for a commit, not for this registration: ask for one.
+                ring.submit()?;
+                nudge(d, near);
             }
         }
         if at.elastic.ended.load(Ordering::Acquire) && !ring.connected() {
@@ -527,6 +573,7 @@ fn serve_request<FS: fuser::Filesystem + 'static>(
     replies: &Arc<Replies>,
     slot: usize,
     req: &[u8],
+    near: u64,
 ) {
     crate::stats::add(crate::stats::Counter::RingRequests, 1);
     let opcode = ring.opcode(slot);
@@ -536,8 +583,11 @@ fn serve_request<FS: fuser::Filesystem + 'static>(
         && let Ok(lent) = ring.lend_payload(slot)
     {
         if let Some(job) = read_job(reader, r, lent, replies, slot) {
-            busy_with(d, at, job);
+            busy_with(d, at, near, job);
         }
+    } else if opcode == uring::NOTIFY_REPLY {
+        // The request a nudge asked for: its commit is what hands the slot a queued request.
+        replies.done.lock().push((slot, Reply::Bytes(out_header(ring.unique(slot), 0, 0).to_vec())));
     } else if NO_REPLY.contains(&opcode) {
         let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
         debug!("opcode {opcode} arrived on a ring; nothing to reply");
@@ -545,18 +595,64 @@ fn serve_request<FS: fuser::Filesystem + 'static>(
         replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::ENOSYS)));
     } else {
         let sink = Arc::new(SlotSink { replies: replies.clone(), slot });
-        let ok = busy_with(d, at, || d.dispatch(req, sink));
+        let ok = busy_with(d, at, near, || d.dispatch(req, sink));
         if !ok {
             replies.done.lock().push((slot, error_reply(ring.unique(slot), Errno::EIO)));
         }
     }
 }
 
+/// Counts the requests ring threads ask for ([`nudge`]).
+static NUDGES: AtomicU64 = AtomicU64::new(0);
+
+/// The node of the file the latest `OPEN` on a ring named: a regular file the kernel has,
+/// for a nudge whose own request named a directory.
+static LAST_FILE: AtomicU64 = AtomicU64::new(0);
+
+/// `FUSE_OPEN`.
+const OPEN: u32 = 14;
+
+/// Asks the kernel for a request on this thread's CPU queue ([`uring::nudge`]): once its slot
+/// commits, the kernel hands that slot the oldest request it queued while every slot of the
+/// queue was taken. A thread registering a slot in place of one a handed-off request holds
+/// (or a thread started while every other was busy) calls it: the kernel gives a queued
+/// request to a slot that commits, never to one registered, so without it a request queued
+/// in that window waited for the handed-off request's reply (for good behind a stuck layer).
+/// Its unique has the top bit set, which the kernel's own (counted from 2 in steps of 2)
+/// never reach, and is even, as theirs are. The kernel asks for a regular file it has: the
+/// node `near` (that of the request handed off: the file a copy-up, `fsync` or large read is
+/// for), else the file of the latest `OPEN`, else the root (enough before Linux 6.19). A
+/// handed-off request on a directory (`fsyncdir`, a directory's copy-up for `chmod`) with no
+/// file opened through the rings is left without a nudge.
+fn nudge<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, near: u64) {
+    let n = NUDGES.fetch_add(1, Ordering::Relaxed);
+    let unique = (1 << 63) | ((n << 1) & !(1 << 63));
+    let last = LAST_FILE.load(Ordering::Relaxed);
+    let mut tried = Vec::with_capacity(3);
+    for node in [near, last, uring::ROOT_ID] {
+        if node == 0 || tried.contains(&node) {
+            continue;
+        }
+        tried.push(node);
+        match uring::nudge(d.device(), unique, node) {
+            Ok(()) => return crate::stats::add(crate::stats::Counter::RingNudges, 1),
+            Err(Errno::EINVAL | Errno::ENOENT) => continue,
+            Err(e) => return debug!("cannot ask the kernel for a request: {e}"),
+        }
+    }
+    debug!("no file to ask the kernel for a request with (tried nodes {tried:?})");
+}
+
 /// Runs `work` as a request served inline on this ring's queue; when that leaves the queue
-/// no free thread, another is started first ([`grow`]).
-fn busy_with<FS: fuser::Filesystem + 'static, T>(d: &fuser::Dispatcher<FS>, at: &Ring, work: impl FnOnce() -> T) -> T {
+/// no free thread, another is started first ([`grow`]). `near`: the request's node.
+fn busy_with<FS: fuser::Filesystem + 'static, T>(
+    d: &fuser::Dispatcher<FS>,
+    at: &Ring,
+    near: u64,
+    work: impl FnOnce() -> T,
+) -> T {
     if at.elastic.enter(at.queue) {
-        grow(d, at);
+        grow(d, at, near);
     }
     let r = work();
     at.elastic.leave(at.queue);
@@ -599,6 +695,9 @@ mod tests {
         req[56..60].copy_from_slice(&131072u32.to_ne_bytes());
         assert_eq!(ReadArgs::parse(&req), Some(ReadArgs { unique: 77, fh: 5, offset: 1 << 33, size: 131072 }));
         assert_eq!(ReadArgs::parse(&req[..59]), None, "a truncated request is not read");
+        req[16..24].copy_from_slice(&42u64.to_ne_bytes());
+        assert_eq!(node_of(&req), 42);
+        assert_eq!(node_of(&req[..20]), 0, "a truncated header names no node");
         let h = out_header(77, -5, 0);
         assert_eq!(h[0..4], 16u32.to_ne_bytes());
         assert_eq!(h[4..8], (-5i32).to_ne_bytes());

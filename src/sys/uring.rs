@@ -46,6 +46,13 @@ const OUT_HEADER: usize = 16;
 const CMD_REGISTER: u32 = 1;
 /// `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
 const CMD_COMMIT_AND_FETCH: u32 = 2;
+/// `FUSE_NOTIFY_RETRIEVE`.
+const NOTIFY_RETRIEVE: i32 = 5;
+/// `FUSE_ROOT_ID`.
+pub const ROOT_ID: u64 = 1;
+/// `FUSE_NOTIFY_REPLY`: the request the kernel sends for a `FUSE_NOTIFY_RETRIEVE` (no reply
+/// expected; on a ring its slot is committed all the same).
+pub const NOTIFY_REPLY: u32 = 41;
 
 /// A zeroed buffer at a fixed address, shared with the kernel: an anonymous mapping of its
 /// own, so pages nobody wrote cost no memory (a slot's payload is as large as the largest
@@ -323,6 +330,11 @@ impl FuseRing {
         self.push(&e128)
     }
 
+    /// Sends what is queued (registrations, commits) without waiting.
+    pub fn submit(&mut self) -> Res<()> {
+        self.ring.submit().map(drop).map_err(io)
+    }
+
     /// Sends what is queued and waits until at least one event is ready, in one
     /// `io_uring_enter`. No timer: an idle ring thread sleeps until a request, a wake-up
     /// ([`FuseRing::watch`]) or the end of the connection ([`FuseRing::watch_hangup`]).
@@ -479,6 +491,33 @@ impl Drop for FuseRing {
     }
 }
 
+/// Makes the kernel send one request, with unique `unique`, on the FUSE queue of the calling
+/// thread's CPU: a `FUSE_NOTIFY_RETRIEVE` of no bytes of node `node`, which the kernel answers
+/// at once (the write does not wait for it) with a [`NOTIFY_REPLY`] request. The kernel
+/// needs the node's inode in its cache (else `ENOENT`) and, since Linux 6.19 and its stable
+/// updates, a regular file (else `EINVAL`). A request goes
+/// into a free slot if the queue has one; committing its slot then hands that slot the oldest
+/// request the queue holds, as any commit does — the one way a daemon can get a request the
+/// kernel queued while every slot was taken. `unique` must be one no kernel request has (the
+/// kernel counts from 2 in steps of 2) and no other such request still in a slot.
+pub fn nudge(dev: BorrowedFd<'_>, unique: u64, node: u64) -> Res<()> {
+    let msg = retrieve_nothing(unique, node);
+    let n = rustix::io::write(dev, &msg).map_err(|e| Errno::from_raw(e.raw_os_error()))?;
+    if n == msg.len() { Ok(()) } else { Err(Errno::EIO) }
+}
+
+/// The notification [`nudge`] writes: `fuse_out_header { len, error: the notification's code,
+/// unique: 0 }`, then `fuse_notify_retrieve_out { notify_unique, nodeid, offset: 0, size: 0,
+/// padding }`.
+fn retrieve_nothing(unique: u64, node: u64) -> [u8; 48] {
+    let mut msg = [0u8; 48];
+    msg[0..4].copy_from_slice(&48u32.to_ne_bytes());
+    msg[4..8].copy_from_slice(&NOTIFY_RETRIEVE.to_ne_bytes());
+    msg[16..24].copy_from_slice(&unique.to_ne_bytes());
+    msg[24..32].copy_from_slice(&node.to_ne_bytes());
+    msg
+}
+
 /// Turns io_uring off for the connection `dev` after `INIT` accepted it: a registration the
 /// kernel refuses (a queue number no CPU has) makes it serve `/dev/fuse` again instead of
 /// holding requests until every queue has a slot.
@@ -543,6 +582,17 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(raw[24..28].try_into().unwrap()), 2);
         assert_eq!(u64::from_ne_bytes(raw[16..24].try_into().unwrap()), 0xdead);
         assert_eq!(i32::from_ne_bytes(raw[4..8].try_into().unwrap()), 7);
+    }
+
+    #[test]
+    fn a_retrieval_of_nothing_is_a_notification_of_code_5_for_the_node() {
+        let m = retrieve_nothing(1 << 63 | 4, 77);
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 48);
+        assert_eq!(i32::from_ne_bytes(m[4..8].try_into().unwrap()), 5);
+        assert_eq!(&m[8..16], &[0; 8], "a notification's unique is 0");
+        assert_eq!(u64::from_ne_bytes(m[16..24].try_into().unwrap()), 1 << 63 | 4);
+        assert_eq!(u64::from_ne_bytes(m[24..32].try_into().unwrap()), 77);
+        assert_eq!(&m[32..48], &[0; 16], "offset 0, size 0");
     }
 
     #[test]

@@ -221,6 +221,11 @@ impl Stack {
         Mount::new(&self.mount_args(extra), &self.mnt)
     }
 
+    /// Mounts with `extra` arguments, the daemon started with variables `env` (test hooks).
+    pub fn mount_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Mount {
+        Mount::new_with_env(&self.mount_args(extra), &self.mnt, env)
+    }
+
     /// The arguments of `unionfs` that mount lowers + upper + work at `mnt` with `extra`.
     fn mount_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["mount".into(), "--lower".into(), self.lower_arg()];
@@ -269,7 +274,12 @@ pub struct Mount {
 impl Mount {
     /// Runs `unionfs ARGS` and expects a live mount at `path`.
     pub fn new(args: &[String], path: &Path) -> Mount {
-        let out = Command::new(bin()).args(args).output().unwrap();
+        Mount::new_with_env(args, path, &[])
+    }
+
+    /// Runs `unionfs ARGS` with variables `env` set and expects a live mount at `path`.
+    pub fn new_with_env(args: &[String], path: &Path, env: &[(&str, &str)]) -> Mount {
+        let out = Command::new(bin()).args(args).envs(env.iter().copied()).output().unwrap();
         if !out.status.success() {
             let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
             panic!(
@@ -719,14 +729,15 @@ pub struct Gated {
 impl Gated {
     /// A one-layer stack (its lower made by `top`) over the gate (made by `bottom`), mounted
     /// with `-o opts`; the gate without passthrough, so its daemon serves every read.
-    pub fn new(top: impl FnOnce(&Path), bottom: impl FnOnce(&Path), opts: &str) -> Gated {
+    /// The daemon under test is started with variables `env` (test hooks).
+    pub fn with_env(top: impl FnOnce(&Path), bottom: impl FnOnce(&Path), opts: &str, env: &[(&str, &str)]) -> Gated {
         let gate = Stack::empty(1);
         bottom(gate.lower(0));
         let gate_m = gate.mount_with(&["-o", "nopassthrough,nouring"]);
         let mut s = Stack::empty(1);
         top(s.lower(0));
         s.lowers.push(gate_m.path.clone());
-        let m = if opts.is_empty() { s.mount() } else { s.mount_with(&["-o", opts]) };
+        let m = if opts.is_empty() { s.mount_with_env(&[], env) } else { s.mount_with_env(&["-o", opts], env) };
         Gated { m, s, gate_m, _gate: gate }
     }
 
@@ -772,10 +783,15 @@ pub fn bounded(work: impl FnOnce() + Send + 'static) -> (bool, std::thread::Join
 
 /// Copy-ups beside other requests, in a mount made with `-o opts`: `n` lower files of `mib`
 /// MiB behind a closed gate ([`Gated`]) and 400 small ones above it. Starts a copy-up of each
-/// big file (append one byte) and, once copy-ups wait at the gate, reads every small file:
-/// all must be answered while no copy-up can finish. Then opens the gate and checks that the
+/// big file (append one byte) and, once copy-ups wait at the gate, reads every small file and
+/// writes and `fsync`s a new one: all must be answered while no copy-up can finish. Then opens the gate and checks that the
 /// copies are whole. Returns the stacks and mounts for more checks.
 pub fn copy_ups_beside_reads(n: usize, mib: usize, opts: &str) -> Gated {
+    copy_ups_beside_reads_with_env(n, mib, opts, &[])
+}
+
+/// [`copy_ups_beside_reads`], the daemon under test started with variables `env`.
+pub fn copy_ups_beside_reads_with_env(n: usize, mib: usize, opts: &str, env: &[(&str, &str)]) -> Gated {
     use std::io::Write;
     let block: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
     let small = |l: &Path| {
@@ -791,11 +807,13 @@ pub fn copy_ups_beside_reads(n: usize, mib: usize, opts: &str) -> Gated {
             }
         }
     };
-    let g = Gated::new(small, big, opts);
+    let g = Gated::with_env(small, big, opts, env);
     // Looked up before the gate closes: what waits there is the copy-up.
     for i in 0..n {
         std::fs::metadata(g.s.m(&format!("big{i}"))).unwrap();
     }
+    // Made before too (a new name is looked up in every layer, the gate's as well).
+    let mut fresh = std::fs::File::create(g.s.m("fresh")).unwrap();
     let cont = g.close();
     let copies: Vec<_> = (0..n)
         .map(|i| {
@@ -813,6 +831,9 @@ pub fn copy_ups_beside_reads(n: usize, mib: usize, opts: &str) -> Gated {
         for i in 0..400 {
             assert_eq!(read(root.join(format!("small{i}"))), i.to_string());
         }
+        // A slow request of its own (fsync runs where copy-ups do) for an upper file.
+        fresh.write_all(b"durable").unwrap();
+        fresh.sync_all().unwrap();
     });
     let finished = copies.iter().filter(|c| c.is_finished()).count();
     drop(cont);
@@ -820,11 +841,15 @@ pub fn copy_ups_beside_reads(n: usize, mib: usize, opts: &str) -> Gated {
     for c in copies {
         c.join().unwrap();
     }
-    assert!(answered, "400 small reads beside {n} copy-ups held at the gate were not answered in a minute");
+    assert!(
+        answered,
+        "400 small reads and an fsync beside {n} copy-ups held at the gate were not answered in a minute"
+    );
     assert_eq!(finished, 0, "copy-ups finished while their lower layer was stopped");
     for i in 0..n {
         assert_eq!(std::fs::metadata(g.s.u(&format!("big{i}"))).unwrap().len(), ((mib as u64) << 20) + 1);
     }
+    assert_eq!(std::fs::read(g.s.u("fresh")).unwrap(), b"durable");
     g
 }
 
@@ -872,6 +897,12 @@ impl Drop for Continue {
 /// no other. `opts` are the mount's `-o` options (they must keep the daemon reading the
 /// slow layer itself: `nopassthrough`).
 pub fn lookups_beside_a_stuck_read(opts: &str) {
+    lookups_beside_stuck_reads(1, opts, &[]);
+}
+
+/// [`lookups_beside_a_stuck_read`] with `readers` reads stuck at once (each of another page),
+/// the daemon under test started with variables `env`.
+pub fn lookups_beside_stuck_reads(readers: usize, opts: &str, env: &[(&str, &str)]) {
     use std::os::fd::AsFd;
     let data: Vec<u8> = (0..4u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
     let names = |l: &Path| {
@@ -879,20 +910,26 @@ pub fn lookups_beside_a_stuck_read(opts: &str) {
             std::fs::write(l.join(format!("n{i}")), b"x").unwrap();
         }
     };
-    let g = Gated::new(names, |l| std::fs::write(l.join("slow"), &data).unwrap(), opts);
-    let f = std::fs::File::open(g.m.path.join("slow")).unwrap();
+    let g = Gated::with_env(names, |l| std::fs::write(l.join("slow"), &data).unwrap(), opts, env);
+    let f = std::sync::Arc::new(std::fs::File::open(g.m.path.join("slow")).unwrap());
     // One page per read: no readahead requests to occupy more workers.
     rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::Random).unwrap();
 
     let cont = g.close();
-    let reader = std::thread::spawn(move || {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; 4096];
-        let n = f.read_at(&mut buf, 1 << 20).unwrap();
-        buf.truncate(n);
-        buf
-    });
-    g.wait_until_held(1);
+    let at = |r: usize| (1usize << 20) + r * 8192;
+    let stuck: Vec<_> = (0..readers)
+        .map(|r| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; 4096];
+                let n = f.read_at(&mut buf, at(r) as u64).unwrap();
+                buf.truncate(n);
+                buf
+            })
+        })
+        .collect();
+    g.wait_until_held(readers);
     // Every name is new to the kernel: 200 lookups while the read waits at the gate (in a
     // thread, so that a failure is a bounded wait here, not a test that hangs).
     let root = g.m.path.clone();
@@ -901,13 +938,15 @@ pub fn lookups_beside_a_stuck_read(opts: &str) {
             assert_eq!(std::fs::metadata(root.join(format!("n{i}"))).unwrap().len(), 1);
         }
     });
-    let stuck_meanwhile = !reader.is_finished();
+    let stuck_meanwhile = stuck.iter().all(|r| !r.is_finished());
     drop(cont);
-    let got = reader.join().unwrap();
+    let got: Vec<_> = stuck.into_iter().map(|r| r.join().unwrap()).collect();
     lookups.join().unwrap();
-    assert!(answered, "200 lookups beside a stuck read were not answered in a minute");
-    assert!(stuck_meanwhile, "the read returned while its layer was stopped");
-    assert_eq!(got, data[1 << 20..(1 << 20) + 4096], "data read after the layer went on");
+    assert!(answered, "200 lookups beside {readers} stuck reads were not answered in a minute");
+    assert!(stuck_meanwhile, "a read returned while its layer was stopped");
+    for (r, got) in got.iter().enumerate() {
+        assert_eq!(got[..], data[at(r)..at(r) + 4096], "data read after the layer went on");
+    }
 }
 
 /// `unionfs stats --raw` of a mount: every counter by name, and each request type's count as
