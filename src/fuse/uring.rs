@@ -627,20 +627,18 @@ const OPEN: u32 = 14;
 fn nudge<FS: fuser::Filesystem + 'static>(d: &fuser::Dispatcher<FS>, near: u64) {
     let n = NUDGES.fetch_add(1, Ordering::Relaxed);
     let unique = (1 << 63) | ((n << 1) & !(1 << 63));
-    let last = LAST_FILE.load(Ordering::Relaxed);
-    let mut tried = Vec::with_capacity(3);
-    for node in [near, last, uring::ROOT_ID] {
-        if node == 0 || tried.contains(&node) {
+    let nodes = [near, LAST_FILE.load(Ordering::Relaxed), uring::ROOT_ID];
+    for (i, &node) in nodes.iter().enumerate() {
+        if node == 0 || nodes[..i].contains(&node) {
             continue;
         }
-        tried.push(node);
         match uring::nudge(d.device(), unique, node) {
             Ok(()) => return crate::stats::add(crate::stats::Counter::RingNudges, 1),
             Err(Errno::EINVAL | Errno::ENOENT) => continue,
             Err(e) => return debug!("cannot ask the kernel for a request: {e}"),
         }
     }
-    debug!("no file to ask the kernel for a request with (tried nodes {tried:?})");
+    debug!("no file to ask the kernel for a request with (nodes {nodes:?})");
 }
 
 /// Runs `work` as a request served inline on this ring's queue; when that leaves the queue

@@ -26,7 +26,8 @@
 //! therefore served from the union inode's page cache instead ([`UnionFs::reopened_soon`]),
 //! which the daemon fills at the first such open ([`UnionFs::prefill_pages`]): later opens
 //! need no `READ` and no `GETATTR` (a tree of small files read again: 2.84× kernel
-//! overlayfs's time → 1.96×). Its pages then go as above. A file read once stays passthrough and has no second copy.
+//! overlayfs's time → 1.96×). Its pages then go as above. A file read once stays passthrough
+//! and has no second copy.
 //!
 //! [`Options::page_cache_idle`]: crate::union::Options::page_cache_idle
 
