@@ -196,6 +196,12 @@ fn watch() {
     }
 }
 
+/// Held by unit tests that change or check ring threads' priority process-wide (a slow job
+/// handed over brings every ring thread of the process back to normal priority), so that
+/// they do not run beside each other.
+#[cfg(test)]
+pub(super) static PROCESS_WIDE: Mutex<()> = Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +218,7 @@ mod tests {
 
     #[test]
     fn a_waiting_thread_that_served_goes_idle_and_the_watcher_brings_it_back() {
+        let _alone = PROCESS_WIDE.lock();
         if !crate::sys::proc::idle_policy_reversible() {
             eprintln!("skipped: this process may not leave SCHED_IDLE");
             return;

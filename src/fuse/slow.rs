@@ -11,8 +11,11 @@
 //! turns with it), which takes a job only when a worker is free.
 
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 pub(super) type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -20,7 +23,7 @@ pub(super) type Job = Box<dyn FnOnce() + Send + 'static>;
 pub const MAX_SLOW: usize = 64;
 
 /// How long a thread the pool added waits for a job before it ends.
-pub const EXTRA_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+pub const EXTRA_IDLE: Duration = Duration::from_secs(10);
 
 /// The pool. Jobs run in order of arrival on the first free worker.
 #[derive(Debug)]
@@ -29,14 +32,20 @@ pub(super) struct SlowPool {
     rx: Arc<Mutex<Receiver<Job>>>,
     /// Workers less jobs handed over and not finished (below zero: jobs waiting for a worker).
     idle: Arc<AtomicIsize>,
-    /// Workers running (the first `base` never end).
+    /// Workers running (the first ones, [`SlowPool::new`]'s, never end).
     threads: Arc<AtomicUsize>,
-    base: usize,
+    /// How long an added worker waits for a job before it ends ([`EXTRA_IDLE`]).
+    extra_idle: Duration,
 }
 
 impl SlowPool {
     /// Starts `threads` workers.
     pub(super) fn new(threads: usize) -> std::io::Result<SlowPool> {
+        SlowPool::with_extra_idle(threads, EXTRA_IDLE)
+    }
+
+    /// [`SlowPool::new`], its added workers ending after `extra_idle` without a job.
+    fn with_extra_idle(threads: usize, extra_idle: Duration) -> std::io::Result<SlowPool> {
         let base = threads.max(1);
         let (tx, rx) = channel::<Job>();
         let pool = SlowPool {
@@ -44,17 +53,34 @@ impl SlowPool {
             rx: Arc::new(Mutex::new(rx)),
             idle: Arc::new(AtomicIsize::new(base as isize)),
             threads: Arc::new(AtomicUsize::new(base)),
-            base,
+            extra_idle,
         };
         for i in 0..base {
-            let (rx, idle) = (pool.rx.clone(), pool.idle.clone());
-            std::thread::Builder::new().name(format!("slow-{i}")).spawn(move || {
-                worker(&rx, || {
-                    idle.fetch_add(1, Ordering::AcqRel);
-                })
-            })?;
+            pool.spawn(i, false)?;
         }
         Ok(pool)
+    }
+
+    /// Starts worker `slow-N`; an `extra` one ends once it has waited `extra_idle` for a job
+    /// while no job handed over counts on it (it was counted in `threads` and `idle` already).
+    fn spawn(&self, n: usize, extra: bool) -> std::io::Result<()> {
+        let (rx, idle, threads, wait) = (self.rx.clone(), self.idle.clone(), self.threads.clone(), self.extra_idle);
+        std::thread::Builder::new().name(format!("slow-{n}")).spawn(move || {
+            // Ends only if no job handed over counts on this worker (else one is on its way).
+            let end = || {
+                let unclaimed =
+                    idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then_some(n - 1)).is_ok();
+                if unclaimed {
+                    threads.fetch_sub(1, Ordering::AcqRel);
+                }
+                unclaimed
+            };
+            let done = || {
+                idle.fetch_add(1, Ordering::AcqRel);
+            };
+            worker(&rx, done, extra.then_some((wait, &end as &dyn Fn() -> bool)));
+        })?;
+        Ok(())
     }
 
     /// Runs `job` on a worker (here, if the pool is gone): a free one, else one started for it.
@@ -77,46 +103,12 @@ impl SlowPool {
     fn grow(&self) -> bool {
         let more = self.threads.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_SLOW).then_some(n + 1));
         let Ok(n) = more else { return false };
-        let (rx, idle, threads, base) = (self.rx.clone(), self.idle.clone(), self.threads.clone(), self.base);
-        let started = std::thread::Builder::new().name(format!("slow-{n}")).spawn(move || {
-            extra_worker(&rx, &idle, &threads, base);
-        });
-        match started {
-            Ok(_) => true,
+        match self.spawn(n, true) {
+            Ok(()) => true,
             Err(e) => {
                 self.threads.fetch_sub(1, Ordering::AcqRel);
                 tracing::warn!("cannot start another thread for slow requests: {e}");
                 false
-            }
-        }
-    }
-}
-
-/// A worker [`SlowPool::grow`] added: serves jobs like the others, and ends once it has waited
-/// [`EXTRA_IDLE`] for one while idle (and the pool has more than its `base` threads).
-fn extra_worker(rx: &Mutex<Receiver<Job>>, idle: &AtomicIsize, threads: &AtomicUsize, base: usize) {
-    loop {
-        let job = {
-            let guard = rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match guard.recv_timeout(EXTRA_IDLE) {
-                Ok(j) => Some(j),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        };
-        match job {
-            Some(job) => {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                idle.fetch_add(1, Ordering::AcqRel);
-            }
-            // End only if no submitted job has claimed this worker (else one is on its way).
-            None => {
-                if threads.load(Ordering::Acquire) > base
-                    && idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then_some(n - 1)).is_ok()
-                {
-                    threads.fetch_sub(1, Ordering::AcqRel);
-                    return;
-                }
             }
         }
     }
@@ -186,14 +178,14 @@ fn spawn_workers(threads: usize, name: &str, done: impl Fn() + Clone + Send + 's
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..threads.max(1) {
         let (rx, done) = (rx.clone(), done.clone());
-        std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || worker(&rx, done))?;
+        std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || worker(&rx, done, None))?;
     }
     Ok(tx)
 }
 
 /// Queues `job` for a pool's workers; gives it back if they are gone.
 fn send(tx: &Mutex<Sender<Job>>, job: Job) -> Result<(), Job> {
-    let tx = tx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tx = tx.lock();
     tx.send(job).map_err(|back| back.0)
 }
 
@@ -236,21 +228,33 @@ impl Drop for Pending {
 }
 
 /// Runs the pool's jobs as they come, calling `done` after each, until the pool is gone.
-fn worker(rx: &Mutex<Receiver<Job>>, done: impl Fn()) {
+/// With `ends`, also once it has waited that long for a job — for the queue too, which a
+/// worker waiting without end holds meanwhile — and the function agrees to end.
+fn worker(rx: &Mutex<Receiver<Job>>, done: impl Fn(), ends: Option<(Duration, &dyn Fn() -> bool)>) {
     loop {
-        let job = {
-            let guard = match rx.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            match guard.recv() {
-                Ok(j) => j,
-                Err(_) => return,
+        let job = match ends {
+            None => rx.lock().recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some((wait, _)) => {
+                let deadline = Instant::now() + wait;
+                match rx.try_lock_until(deadline) {
+                    Some(queue) => queue.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                    None => Err(RecvTimeoutError::Timeout),
+                }
             }
         };
-        // A job that panics (handlers catch their own) leaves the worker serving.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-        done();
+        match job {
+            Ok(job) => {
+                // A job that panics (handlers catch their own) leaves the worker serving.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                done();
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if ends.is_some_and(|(_, end)| end()) {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
@@ -260,6 +264,8 @@ mod tests {
 
     #[test]
     fn the_slow_pool_starts_a_worker_for_a_job_that_finds_every_one_busy() {
+        // Handing a job over brings every ring thread back to normal priority.
+        let _alone = super::super::priority::PROCESS_WIDE.lock();
         let pool = SlowPool::new(1).unwrap();
         let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
         let (ran_tx, ran_rx) = std::sync::mpsc::channel::<u32>();
@@ -283,6 +289,40 @@ mod tests {
         while pool.idle.load(Ordering::Acquire) != pool.threads.load(Ordering::Acquire) as isize {
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn workers_the_slow_pool_added_end_once_idle_and_it_grows_again_after() {
+        // Handing a job over brings every ring thread back to normal priority.
+        let _alone = super::super::priority::PROCESS_WIDE.lock();
+        let pool = SlowPool::with_extra_idle(1, Duration::from_millis(100)).unwrap();
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        pool.run(move || hold_rx.recv().unwrap());
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel::<()>();
+        for _ in 0..3 {
+            let ran = ran_tx.clone();
+            pool.run(move || ran.send(()).unwrap());
+        }
+        for _ in 0..3 {
+            ran_rx.recv().unwrap();
+        }
+        assert!(pool.threads.load(Ordering::Acquire) > 1, "no worker added");
+        hold_tx.send(()).unwrap();
+        // The first worker waits for the queue without end, holding it: the added ones must
+        // end all the same (they once waited behind it for good).
+        let bound = Instant::now() + Duration::from_secs(30);
+        while pool.threads.load(Ordering::Acquire) > 1 {
+            assert!(Instant::now() < bound, "added workers still run 30 s after their last job");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(pool.idle.load(Ordering::Acquire), 1);
+        // And the pool still grows for a job that finds its one worker busy.
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        pool.run(move || hold_rx.recv().unwrap());
+        let ran = ran_tx.clone();
+        pool.run(move || ran.send(()).unwrap());
+        ran_rx.recv().unwrap();
+        hold_tx.send(()).unwrap();
     }
 
     #[test]
