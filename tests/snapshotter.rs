@@ -263,8 +263,7 @@ fn its_mounts_work_through_mount_fuse3_and_match_kernel_overlayfs() {
         std::fs::remove_file(mnt.join("gone")).unwrap();
         std::fs::write(mnt.join("d/b"), "b").unwrap();
         assert!(is_mounted(&mnt));
-        let out = Command::new("umount").arg(&mnt).output().unwrap();
-        assert!(out.status.success());
+        crate::common::unmount_for_good(&mnt);
         commit(&mut c, "l2", "e2").await.unwrap();
         let upper2 = s.root().join("snapshots/2/fs");
         assert!(
@@ -276,7 +275,7 @@ fn its_mounts_work_through_mount_fuse3_and_match_kernel_overlayfs() {
         mount_like_containerd(&m[0], &mnt);
         std::fs::write(mnt.join("new"), "n").unwrap();
         let seen = tree_no_owners(&mnt);
-        Command::new("umount").arg(&mnt).status().unwrap();
+        crate::common::unmount_for_good(&mnt);
         assert_eq!(read(s.root().join("snapshots/3/fs/new")), "n");
         // Kernel overlayfs over the same directories shows the same tree.
         let work = s.dir.path().join("kwork");

@@ -12,10 +12,11 @@
 //! directories and stat their entries, so the disk reads are done before anyone waits for
 //! them. A walk visits a directory's first subdirectory right after listing it, so only the
 //! levels below can be ahead of it. Warming pays only where the layers are not cached: a
-//! warm job that read nothing from storage (the kernel's per-thread accounting) and was
-//! not blocked on I/O turns it down to one job in [`SAMPLE_EVERY`] until one pays again
-//! (on cached layers it only took CPU time from the walk: a fresh mount's `find` over warm
-//! layers went from 140–170 to 105–145 ms). Entries a lean reply sends without attributes
+//! few warm jobs in a row that read nothing from storage (the kernel's per-thread
+//! accounting) and were not blocked on I/O turn it down to one job in [`SAMPLE_EVERY`]
+//! until one reads again, or two in a row are blocked (`Verdict`; on cached layers it
+//! only took CPU time from the walk: a fresh mount's `find` over warm layers went from
+//! 140–170 to 105–145 ms). Entries a lean reply sends without attributes
 //! ([`crate::union::lean`]) are not probed ahead either.
 //!
 //! Bounds: a few threads (`-o prefetch=N`; 0 turns it off) at the lowest priority (nice 19:
@@ -136,6 +137,64 @@ impl<T> Stack<T> {
     }
 }
 
+/// What a warm job found it cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Paid {
+    /// It read from storage: the layers are not cached.
+    Read,
+    /// It read nothing the kernel counts but was blocked on I/O long enough (a layer on a
+    /// network or FUSE filesystem — or, now and then on any machine, a stall of a few
+    /// milliseconds that had nothing to do with the layers).
+    Blocked,
+    /// It found everything cached.
+    Nothing,
+}
+
+/// Warm jobs in a row that found everything cached before warming is turned down: one
+/// such job among jobs that read is no sign the layers are cached (a sibling directory's
+/// job can have read the blocks it needed).
+const CACHED_JOBS_TO_STOP: u32 = 4;
+/// Warm jobs in a row that were blocked, without reading, before warming is turned on
+/// again: a single stall is no sign the layers are slow.
+const BLOCKED_JOBS_TO_START: u32 = 2;
+
+/// Whether warming pays, decided from the warm jobs' costs with some hysteresis: a read
+/// from storage turns it on at once, but a blocked job, and a job that found everything
+/// cached, are each told apart from noise by the jobs next to them.
+#[derive(Debug)]
+struct Verdict {
+    on: bool,
+    /// Jobs in a row that found everything cached.
+    cached: u32,
+    /// Jobs in a row that were blocked without reading.
+    blocked: u32,
+}
+
+impl Default for Verdict {
+    /// On: a fresh mount warms until it finds the layers cached.
+    fn default() -> Verdict {
+        Verdict { on: true, cached: 0, blocked: 0 }
+    }
+}
+
+impl Verdict {
+    fn record(&mut self, paid: Paid) {
+        match paid {
+            Paid::Read => (self.on, self.cached, self.blocked) = (true, 0, 0),
+            Paid::Blocked => {
+                self.cached = 0;
+                self.blocked += 1;
+                self.on |= self.blocked >= BLOCKED_JOBS_TO_START;
+            }
+            Paid::Nothing => {
+                self.blocked = 0;
+                self.cached += 1;
+                self.on &= self.cached < CACHED_JOBS_TO_STOP;
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Queue {
     jobs: Stack<Job>,
@@ -157,8 +216,8 @@ pub struct Prefetch {
     budget: Arc<AtomicUsize>,
     /// `O_NOATIME` was refused once (a layer the daemon does not own): not asked again.
     no_noatime: AtomicBool,
-    /// The last warm job read from storage (or was slow): warming pays.
-    warm_pays: AtomicBool,
+    /// Whether warming pays, from what the last warm jobs cost.
+    verdict: Mutex<Verdict>,
     /// Warm jobs passed over while warming did not pay.
     passed: AtomicU32,
 }
@@ -175,7 +234,7 @@ impl Prefetch {
             threads,
             budget: Arc::new(AtomicUsize::new(fds)),
             no_noatime: AtomicBool::new(false),
-            warm_pays: AtomicBool::new(true),
+            verdict: Mutex::new(Verdict::default()),
             passed: AtomicU32::new(0),
         }
     }
@@ -183,8 +242,7 @@ impl Prefetch {
     /// Whether to warm the levels below a directory now: while the last warm job found
     /// everything cached, one in [`SAMPLE_EVERY`] (to notice when that stops being so).
     fn should_warm(&self) -> bool {
-        self.warm_pays.load(Ordering::Relaxed)
-            || self.passed.fetch_add(1, Ordering::Relaxed) % SAMPLE_EVERY == SAMPLE_EVERY - 1
+        self.verdict.lock().on || self.passed.fetch_add(1, Ordering::Relaxed) % SAMPLE_EVERY == SAMPLE_EVERY - 1
     }
 
     /// Whether prefetching is on.
@@ -413,8 +471,8 @@ impl UnionFs {
         }
         stats::add(Counter::PrefetchWarmed, 1);
         let paid = cost.paid(stated);
-        self.prefetch.warm_pays.store(paid, Ordering::Relaxed);
-        if paid
+        self.prefetch.verdict.lock().record(paid);
+        if paid != Paid::Nothing
             && !names.is_empty()
             && let Some(held) = self.prefetch.hold(below)
         {
@@ -459,7 +517,7 @@ impl Cost {
     /// a layer on a network or FUSE filesystem, whose reads are not counted as storage
     /// reads. Time spent waiting for a CPU does not count: a busy machine does not make
     /// cached layers worth warming. Without the kernel's accounting, every job pays.
-    fn paid(&self, entries: u32) -> bool {
+    fn paid(&self, entries: u32) -> Paid {
         let wall = u64::try_from(self.at.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let read = self.read.zip(crate::sys::proc::thread_read_bytes()).map(|(a, b)| b > a);
         let blocked = self.sched.zip(crate::sys::proc::thread_sched_ns()).map(|((cpu0, q0), (cpu1, q1))| {
@@ -467,8 +525,9 @@ impl Cost {
         });
         let slow = SLOW_ENTRY.as_nanos() as u64 * (u64::from(entries) + 1);
         match (read, blocked) {
-            (None, None) => true,
-            (read, blocked) => read.unwrap_or(false) || blocked.is_some_and(|b| b > slow),
+            (None, None) | (Some(true), _) => Paid::Read,
+            (_, Some(b)) if b > slow => Paid::Blocked,
+            _ => Paid::Nothing,
         }
     }
 }
@@ -513,8 +572,44 @@ mod tests {
             while start.elapsed() < Duration::from_millis(5) {
                 std::hint::black_box(start);
             }
-            assert!(!cost.paid(MAX_WARM_ENTRIES as u32 / 128), "5 ms on a CPU taken for a blocked job");
+            assert_eq!(
+                cost.paid(MAX_WARM_ENTRIES as u32 / 128),
+                Paid::Nothing,
+                "5 ms on a CPU taken for a blocked job"
+            );
         }
+    }
+
+    fn verdicts(jobs: &[Paid]) -> Vec<bool> {
+        let mut v = Verdict::default();
+        jobs.iter()
+            .map(|&p| {
+                v.record(p);
+                v.on
+            })
+            .collect()
+    }
+
+    /// A warm job that found everything cached among jobs that read (its blocks read by a
+    /// sibling's job) leaves warming on; jobs in a row that found everything cached turn
+    /// it down.
+    #[test]
+    fn one_job_that_found_its_blocks_cached_leaves_warming_on() {
+        use Paid::*;
+        assert_eq!(verdicts(&[Read, Nothing, Read, Nothing, Nothing, Read]), [true; 6]);
+        assert_eq!(verdicts(&[Nothing, Nothing, Nothing, Nothing, Nothing]), [true, true, true, false, false]);
+    }
+
+    /// Over cached layers, one job stalled for a few milliseconds without reading does not
+    /// turn warming back on; stalls in a row (a slow layer) do, and one read does at once.
+    #[test]
+    fn one_stalled_job_over_cached_layers_leaves_warming_down() {
+        use Paid::*;
+        let cached = [Nothing; CACHED_JOBS_TO_STOP as usize];
+        let after = |jobs: &[Paid]| verdicts(&[&cached[..], jobs].concat())[cached.len()..].to_vec();
+        assert_eq!(after(&[Blocked, Nothing, Blocked, Nothing]), [false; 4]);
+        assert_eq!(after(&[Blocked, Blocked, Nothing]), [false, true, true]);
+        assert_eq!(after(&[Read]), [true]);
     }
 
     #[test]

@@ -668,11 +668,25 @@ impl Ext4Image {
         Ext4Image { img, at }
     }
 
-    /// Mounts it with `opts` besides `loop`.
+    /// Mounts it with `opts` (may be empty) through a loop device attached afresh, which
+    /// goes away when it is unmounted.
+    ///
+    /// Not `mount -o loop`: that reuses a loop device still attached to the image (one that
+    /// something held open when the last mount of it went), and with it every block of the
+    /// filesystem that device had cached.
     pub fn mount(&self, opts: &str) -> FsMount {
-        let opts = if opts.is_empty() { "loop".to_string() } else { format!("loop,{opts}") };
-        let st = Command::new("mount").args(["-o", &opts]).arg(&self.img).arg(&self.at).status().unwrap();
-        assert!(st.success(), "mount -o {opts} {}", self.img.display());
+        let out = Command::new("losetup").args(["--find", "--show"]).arg(&self.img).output().unwrap();
+        assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let mut mount = Command::new("mount");
+        if !opts.is_empty() {
+            mount.args(["-o", opts]);
+        }
+        let st = mount.arg(&dev).arg(&self.at).status().unwrap();
+        // Detaching a device in use only marks it to go with its last user: the mount.
+        let detached = Command::new("losetup").arg("-d").arg(&dev).status().unwrap();
+        assert!(st.success(), "mount -o {opts} {dev} ({})", self.img.display());
+        assert!(detached.success(), "losetup -d {dev}");
         FsMount(self.at.clone(), None)
     }
 
@@ -680,7 +694,7 @@ impl Ext4Image {
     /// is cached then.
     pub fn remount_cold(&self, fs: FsMount, opts: &str) -> FsMount {
         std::mem::forget(fs);
-        assert!(Command::new("umount").arg(&self.at).status().unwrap().success());
+        unmount_for_good(&self.at);
         self.mount(opts)
     }
 }
@@ -690,6 +704,19 @@ pub fn proc_number(pid: u32, file: &str, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
     let value = text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':'));
     value.unwrap_or_else(|| panic!("no {key} in /proc/{pid}/{file}")).trim().parse().unwrap()
+}
+
+/// Unmounts `at` (not lazily: its filesystem is gone when this returns), trying again
+/// while another program holds it for a moment (`stress-ng --io` opens every mount point to
+/// `syncfs` it; file managers and indexers do the like).
+pub fn unmount_for_good(at: &Path) {
+    wait_for(&format!("{} to be unmounted", at.display()), || {
+        match rustix::mount::unmount(at, rustix::mount::UnmountFlags::empty()) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::BUSY) => false,
+            Err(e) => panic!("umount {}: {e}", at.display()),
+        }
+    });
 }
 
 /// Detaches every mount at or below `dir` (what a failing test left mounted there).
