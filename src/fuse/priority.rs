@@ -76,12 +76,19 @@ pub struct Priority {
 impl Priority {
     /// The calling ring thread's, at normal priority now.
     pub fn new() -> Priority {
+        let p = Priority::unwatched();
+        let mut all = THREADS.lock();
+        all.retain(|t| t.strong_count() > 0);
+        all.push(Arc::downgrade(&p.shared));
+        drop(all);
+        p
+    }
+
+    /// One that neither the watcher nor [`leave_idle_everywhere`] sees (for tests of what
+    /// the thread itself does, which the watcher would undo if the thread waited long for a
+    /// CPU in between).
+    fn unwatched() -> Priority {
         let shared = Arc::new(Shared { policy: IdlePolicy::current(), waits: AtomicU64::new(0) });
-        {
-            let mut all = THREADS.lock();
-            all.retain(|t| t.strong_count() > 0);
-            all.push(Arc::downgrade(&shared));
-        }
         Priority { shared, enabled: crate::sys::proc::idle_policy_reversible(), served: false }
     }
 
@@ -224,7 +231,10 @@ mod tests {
             return;
         }
         std::thread::spawn(|| {
-            let mut p = Priority::new();
+            // What the thread does itself, out of the watcher's sight: on a busy machine a
+            // thread at SCHED_IDLE can wait long enough for a CPU that the watcher takes it
+            // back to normal priority between two of these lines.
+            let mut p = Priority::unwatched();
             // Only timed out: stays normal.
             p.before_wait(|| false);
             assert!(!p.is_idle());
@@ -238,10 +248,14 @@ mod tests {
             p.before_request(22);
             p.before_wait(|| true);
             assert!(!p.is_idle());
-            // Idle, then no wait for a few watch periods: the watcher brings it back.
             p.before_request(22);
             p.before_wait(|| false);
             assert!(p.is_idle());
+            drop(p);
+            // Idle, then no wait for a few watch periods: the watcher brings it back.
+            let mut p = Priority::new();
+            p.before_request(22);
+            p.before_wait(|| false);
             let t = std::time::Instant::now();
             while p.is_idle() && t.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(WATCH_PERIOD);
