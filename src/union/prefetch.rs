@@ -239,8 +239,8 @@ impl Prefetch {
         }
     }
 
-    /// Whether to warm the levels below a directory now: while the last warm job found
-    /// everything cached, one in [`SAMPLE_EVERY`] (to notice when that stops being so).
+    /// Whether to warm the levels below a directory now: while warming is turned down
+    /// (`Verdict`), one in [`SAMPLE_EVERY`] (to notice when the layers stop being cached).
     fn should_warm(&self) -> bool {
         self.verdict.lock().on || self.passed.fetch_add(1, Ordering::Relaxed) % SAMPLE_EVERY == SAMPLE_EVERY - 1
     }
@@ -512,11 +512,12 @@ impl Cost {
         }
     }
 
-    /// Whether the job, which stat'ed `entries` entries, paid: it read from storage, or was
+    /// What the job, which stat'ed `entries` entries, paid: it read from storage, or was
     /// blocked (neither on a CPU nor waiting for one) longer than [`SLOW_ENTRY`] an entry —
     /// a layer on a network or FUSE filesystem, whose reads are not counted as storage
-    /// reads. Time spent waiting for a CPU does not count: a busy machine does not make
-    /// cached layers worth warming. Without the kernel's accounting, every job pays.
+    /// reads — or neither. Time spent waiting for a CPU does not count: a busy machine does
+    /// not make cached layers worth warming. Without the kernel's accounting, every job
+    /// counts as a read.
     fn paid(&self, entries: u32) -> Paid {
         let wall = u64::try_from(self.at.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let read = self.read.zip(crate::sys::proc::thread_read_bytes()).map(|(a, b)| b > a);
