@@ -1,12 +1,12 @@
 //! FUSE over io_uring: where the kernel offers it (`fuse.enable_uring=Y`, which these tests
 //! switch on for their own mounts and restore afterwards), requests travel through the rings
-//! (by default as root; `-o nouring` keeps `/dev/fuse`), the union behaves
-//! exactly as on `/dev/fuse` (the differential scenario against kernel overlayfs), data
-//! survives the payload buffers (reads filled in place, large ones beside the reader), slow
-//! requests and a request stuck on slow I/O do not hold up the others (also requests the
-//! kernel queued while a preempted ring thread had no free slot), ring threads wait at `SCHED_IDLE` but serve long requests at normal priority
-//! and a busy CPU starves no caller, a failed ring set-up
-//! falls back to `/dev/fuse`, an idle mount wakes no ring thread, and the daemon ends with the
+//! (by default as root; `-o nouring` keeps `/dev/fuse`), the union behaves exactly as on
+//! `/dev/fuse` (the differential scenario against kernel overlayfs), data survives the payload
+//! buffers (reads filled in place, large ones beside the reader), slow requests and a request
+//! stuck on slow I/O do not hold up the others (also requests the kernel queued while a
+//! preempted ring thread had no free slot), ring threads wait at `SCHED_IDLE` but serve long
+//! requests at normal priority and a busy CPU starves no caller, a failed ring set-up falls
+//! back to `/dev/fuse`, an idle mount wakes no ring thread, and the daemon ends with the
 //! mount.
 
 use crate::common::oracle::compare_observed;

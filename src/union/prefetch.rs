@@ -35,7 +35,7 @@
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -168,16 +168,29 @@ struct Verdict {
     cached: u32,
     /// Jobs in a row that were blocked without reading.
     blocked: u32,
+    /// Chances to warm passed over while warming was down.
+    passed: u32,
 }
 
 impl Default for Verdict {
     /// On: a fresh mount warms until it finds the layers cached.
     fn default() -> Verdict {
-        Verdict { on: true, cached: 0, blocked: 0 }
+        Verdict { on: true, cached: 0, blocked: 0, passed: 0 }
     }
 }
 
 impl Verdict {
+    /// Whether to warm now: while warming is on, always; while it is down, one chance in
+    /// [`SAMPLE_EVERY`] (to notice when the layers stop being cached).
+    fn warm_now(&mut self) -> bool {
+        if self.on {
+            return true;
+        }
+        self.passed = self.passed.wrapping_add(1);
+        self.passed.is_multiple_of(SAMPLE_EVERY)
+    }
+
+    /// Takes in what a warm job paid.
     fn record(&mut self, paid: Paid) {
         match paid {
             Paid::Read => (self.on, self.cached, self.blocked) = (true, 0, 0),
@@ -218,8 +231,6 @@ pub struct Prefetch {
     no_noatime: AtomicBool,
     /// Whether warming pays, from what the last warm jobs cost.
     verdict: Mutex<Verdict>,
-    /// Warm jobs passed over while warming did not pay.
-    passed: AtomicU32,
 }
 
 impl Prefetch {
@@ -235,14 +246,12 @@ impl Prefetch {
             budget: Arc::new(AtomicUsize::new(fds)),
             no_noatime: AtomicBool::new(false),
             verdict: Mutex::new(Verdict::default()),
-            passed: AtomicU32::new(0),
         }
     }
 
-    /// Whether to warm the levels below a directory now: while warming is turned down
-    /// (`Verdict`), one in [`SAMPLE_EVERY`] (to notice when the layers stop being cached).
+    /// Whether to warm the levels below a directory now ([`Verdict::warm_now`]).
     fn should_warm(&self) -> bool {
-        self.verdict.lock().on || self.passed.fetch_add(1, Ordering::Relaxed) % SAMPLE_EVERY == SAMPLE_EVERY - 1
+        self.verdict.lock().warm_now()
     }
 
     /// Whether prefetching is on.
@@ -640,6 +649,19 @@ mod tests {
         assert_eq!(after(&[Blocked, Nothing, Blocked, Nothing]), [false; 4]);
         assert_eq!(after(&[Blocked, Blocked, Nothing]), [false, true, true]);
         assert_eq!(after(&[Read]), [true]);
+    }
+
+    /// While warming is down, one chance in `SAMPLE_EVERY` warms all the same.
+    #[test]
+    fn warming_that_is_down_runs_one_chance_in_sample_every() {
+        let mut v = Verdict::default();
+        assert!(v.warm_now());
+        for _ in 0..CACHED_JOBS_TO_STOP {
+            v.record(Paid::Nothing);
+        }
+        let chances: Vec<bool> = (0..2 * SAMPLE_EVERY).map(|_| v.warm_now()).collect();
+        let taken: Vec<usize> = chances.iter().enumerate().filter(|(_, w)| **w).map(|(i, _)| i).collect();
+        assert_eq!(taken, [SAMPLE_EVERY as usize - 1, 2 * SAMPLE_EVERY as usize - 1]);
     }
 
     #[test]

@@ -811,8 +811,9 @@ pub fn bounded(work: impl FnOnce() + Send + 'static) -> (bool, std::thread::Join
 /// Copy-ups beside other requests, in a mount made with `-o opts`: `n` lower files of `mib`
 /// MiB behind a closed gate ([`Gated`]) and 400 small ones above it. Starts a copy-up of each
 /// big file (append one byte) and, once copy-ups wait at the gate, reads every small file and
-/// writes and `fsync`s a new one: all must be answered while no copy-up can finish. Then opens the gate and checks that the
-/// copies are whole. Returns the stacks and mounts for more checks.
+/// writes and `fsync`s a new one: all must be answered while no copy-up can finish. Then
+/// opens the gate and checks that the copies are whole. Returns the stacks and mounts for
+/// more checks.
 pub fn copy_ups_beside_reads(n: usize, mib: usize, opts: &str) -> Gated {
     copy_ups_beside_reads_with_env(n, mib, opts, &[])
 }
